@@ -1,0 +1,51 @@
+# Two commands do everything on a fresh Debian 12 machine: `make demo` and `make test`.
+# Both bootstrap what is missing: Debian's ARM toolchain and QEMU, and .venv with the pinned package.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEB_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTEST_WORKERS ?= 2
+
+.PHONY: bootstrap debs venv firmware host-test demo test lint bench clean
+
+bootstrap: debs venv
+
+debs:
+	@if ! dpkg -s $(DEB_PACKAGES) >/dev/null 2>&1; then \
+		echo "installing Debian packages: $(DEB_PACKAGES)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(DEB_PACKAGES); \
+	fi
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+firmware: bootstrap
+	$(BIN)/bench build
+
+host-test:
+	$(MAKE) -C firmware host-test
+
+demo: bootstrap
+	$(BIN)/bench build
+	$(BIN)/bench run quick --out reports/latest
+
+test: bootstrap
+	$(BIN)/ruff check .
+	$(BIN)/bench build
+	$(BIN)/pytest -n $(PYTEST_WORKERS) -q
+
+lint: venv
+	$(BIN)/ruff check .
+
+bench: bootstrap
+	$(BIN)/python benchmarks/step_instructions.py
+
+clean:
+	rm -rf firmware/build firmware_images/*-twin reports/latest reports/pytest .bench-cache

@@ -1,0 +1,282 @@
+"""Plan stage: compile (model, technique) into what the device executes, and serialise it (docs/plan-format.md).
+
+The plan decides which tensors live in SRAM and when. Only trainable parameters are copied to SRAM (frozen ones are
+read from flash); an activation is kept past its forward use only if the backward pass needs it (the input of a layer
+whose weights train, the output of a ReLU on the backward path); the backward pass visits only layers at or above the
+lowest trained one; updates are applied as soon as each gradient is known, so gradient buffers never coexist. Buffers
+then get arena offsets by lifetime: two buffers share bytes when their lifetimes do not overlap. The result is the
+plan's analytic arena peak, which the device's measured (painted) arena peak is compared against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.nn import Layer, Model, numel, same_padding
+from bench.profile import Technique
+
+PLAN_MAGIC = 0x4E4C5054
+DATASET_MAGIC = 0x54534454
+PLAN_HEADER = 64
+LAYER_RECORD = 64
+DATASET_HEADER = 48
+NONE = 0xFFFFFFFF
+ALIGN = 8
+OPS = {"dense": 1, "conv2d": 2, "relu": 3}
+MAX_LAYERS = 32
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """A range of the arena live from forward/backward time ``start`` to ``end`` inclusive."""
+
+    name: str
+    size: int
+    start: int
+    end: int
+    offset: int = -1
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    index: int
+    op: str
+    train_w: bool
+    train_b: bool
+    need_dx: bool
+    w_ram: int
+    b_ram: int
+    in_off: int
+    out_off: int
+    dout_off: int
+    din_off: int
+    scratch_off: int
+    kept_bytes: int  # activation bytes this layer keeps alive for backward
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one (model, technique) run needs on the device, with its analytic memory figures."""
+
+    model: Model
+    technique: Technique
+    layers: tuple[LayerPlan, ...]
+    buffers: tuple[Buffer, ...]
+    arena_bytes: int
+    input_off: int
+    dlogits_off: int
+    first_bwd: int
+    trainable: frozenset[tuple[int, str]]
+
+    @property
+    def plan_hash(self) -> int:
+        return _plan_hash(self)
+
+    def blob(self, dataset_addr: int) -> bytes:
+        """The plan blob, with the absolute flash address where the dataset blob will be placed."""
+        return _finish(_serialise(self, dataset_addr), crc_at=12)
+
+    def buffer_table(self) -> list[dict[str, int | str]]:
+        return [{"name": b.name, "bytes": b.size, "offset": b.offset, "live": f"{b.start}..{b.end}"}
+                for b in self.buffers]
+
+
+def compile_plan(model: Model, technique: Technique) -> Plan:
+    if len(model.layers) > MAX_LAYERS:
+        raise ValueError(f"model '{model.name}' has {len(model.layers)} layers; plans hold at most {MAX_LAYERS}")
+    trainable = frozenset(technique.trainable(model.param_layers()))
+    n = len(model.layers)
+    first_bwd = min((i for i, _ in trainable), default=n)
+    buffers, names = _buffers(model, trainable, first_bwd)
+    placed = _place(buffers)
+    off = {b.name: b.offset for b in placed}
+    layers = tuple(_layer_plan(i, layer, trainable, first_bwd, names, off) for i, layer in
+                   enumerate(model.layers))
+    return Plan(model=model, technique=technique, layers=layers, buffers=tuple(placed),
+                arena_bytes=max((b.offset + b.size for b in placed), default=0),
+                input_off=off[names["act"][0]], dlogits_off=off[names["grad"][n]], first_bwd=first_bwd,
+                trainable=trainable)
+
+
+# ---- lifetimes --------------------------------------------------------------------------------------------
+
+def _fwd_t(i: int) -> int:
+    return i
+
+
+def _bwd_t(n: int, i: int) -> int:
+    return 2 * n - i
+
+
+def _aligned(nbytes: int) -> int:
+    return (nbytes + ALIGN - 1) // ALIGN * ALIGN
+
+
+def _buffers(model: Model, trainable: frozenset, first_bwd: int) -> tuple[list[Buffer], dict]:
+    """Every arena buffer with its lifetime; ``names`` maps activations/gradients to (possibly shared) buffers."""
+    n = len(model.layers)
+    life: dict[str, list[int]] = {}
+    sizes: dict[str, int] = {}
+
+    def use(name: str, size: int, t: int) -> None:
+        sizes[name] = max(sizes.get(name, 0), _aligned(size))
+        span = life.setdefault(name, [t, t])
+        span[0], span[1] = min(span[0], t), max(span[1], t)
+
+    act = _activation_names(model)
+    grad = _gradient_names(model, first_bwd)
+    end = _bwd_t(n, 0) + 1
+    use(act[0], 4 * numel(model.input_shape), -1)  # the sample is decoded before the forward pass
+    for i, layer in enumerate(model.layers):
+        use(act[i], 4 * numel(layer.in_shape), _fwd_t(i))
+        use(act[i + 1], 4 * numel(layer.out_shape), _fwd_t(i))
+        for p, arr in (("w", layer.weight), ("b", layer.bias)):
+            if (i, p) in trainable and arr is not None:
+                use(f"{p}{i}", 4 * arr.size, -1)
+                use(f"{p}{i}", 4 * arr.size, end)
+    use(act[n], 4 * model.n_classes, n)
+    _backward_uses(model, trainable, first_bwd, act, grad, use)
+    bufs = [Buffer(name, sizes[name], span[0], span[1]) for name, span in life.items()]
+    return bufs, {"act": act, "grad": grad}
+
+
+def _backward_uses(model: Model, trainable: frozenset, first_bwd: int, act: list[str], grad: list[str],
+                   use) -> None:
+    n = len(model.layers)
+    use(grad[n], 4 * model.n_classes, n)
+    for i in range(n - 1, first_bwd - 1, -1):
+        layer, t = model.layers[i], _bwd_t(n, i)
+        use(grad[i + 1], 4 * numel(layer.out_shape), t)
+        if (i, "w") in trainable:
+            use(act[i], 4 * numel(layer.in_shape), t)
+        if layer.op == "relu":
+            use(act[i + 1], 4 * numel(layer.out_shape), t)
+        if i > first_bwd:
+            use(grad[i], 4 * numel(layer.in_shape), t)
+        if layer.op == "conv2d" and (i, "w") in trainable:
+            use(f"scratch{i}", 4 * layer.kernel * layer.kernel * layer.in_shape[2], t)
+
+
+def _activation_names(model: Model) -> list[str]:
+    """Activation buffer per position 0..n; an in-place ReLU's output is its input's buffer."""
+    names = ["a0"]
+    for i, layer in enumerate(model.layers):
+        names.append(names[i] if layer.op == "relu" else f"a{i + 1}")
+    return names
+
+
+def _gradient_names(model: Model, first_bwd: int) -> list[str]:
+    """Gradient buffer per position; an in-place ReLU backward writes over its output gradient."""
+    n = len(model.layers)
+    names = [""] * (n + 1)
+    names[n] = f"d{n}"
+    for i in range(n - 1, -1, -1):
+        names[i] = names[i + 1] if model.layers[i].op == "relu" else f"d{i}"
+    return names
+
+
+def _place(buffers: list[Buffer]) -> list[Buffer]:
+    """Greedy first fit, largest first, among buffers whose lifetimes overlap."""
+    placed: list[Buffer] = []
+    for b in sorted(buffers, key=lambda b: (-b.size, b.start, b.name)):
+        clashes = sorted((p.offset, p.offset + p.size) for p in placed if p.start <= b.end and b.start <= p.end)
+        offset = 0
+        for lo, hi in clashes:
+            if offset + b.size <= lo:
+                break
+            offset = max(offset, hi)
+        placed.append(Buffer(b.name, b.size, b.start, b.end, offset))
+    return sorted(placed, key=lambda b: b.offset)
+
+
+def _layer_plan(i: int, layer: Layer, trainable: frozenset, first_bwd: int, names: dict,
+                off: dict[str, int]) -> LayerPlan:
+    act, grad = names["act"], names["grad"]
+    in_bwd = i >= first_bwd
+    train_w, train_b = (i, "w") in trainable, (i, "b") in trainable
+    kept = 4 * numel(layer.in_shape) if train_w else 0
+    if in_bwd and layer.op == "relu":
+        kept = 4 * numel(layer.out_shape)
+    return LayerPlan(
+        index=i, op=layer.op, train_w=train_w, train_b=train_b, need_dx=in_bwd and i > first_bwd,
+        w_ram=off.get(f"w{i}", NONE), b_ram=off.get(f"b{i}", NONE),
+        in_off=off[act[i]], out_off=off[act[i + 1]],
+        dout_off=off.get(grad[i + 1], NONE) if in_bwd else NONE,
+        din_off=off.get(grad[i], NONE) if in_bwd and i > first_bwd else NONE,
+        scratch_off=off.get(f"scratch{i}", NONE), kept_bytes=kept,
+    )
+
+
+# ---- serialisation ----------------------------------------------------------------------------------------
+
+def _finish(blob: bytes, crc_at: int) -> bytes:
+    """Patch the blob's CRC32 field (computed with the field zeroed)."""
+    crc = zlib.crc32(blob)
+    return blob[:crc_at] + struct.pack("<I", crc) + blob[crc_at + 4:]
+
+
+def _serialise(plan: Plan, dataset_addr: int) -> bytes:
+    model = plan.model
+    records, weights = bytearray(), bytearray()
+    data_start = PLAN_HEADER + LAYER_RECORD * len(model.layers)
+    for lp, layer in zip(plan.layers, model.layers, strict=True):
+        w_src = _append(weights, layer.weight, data_start)
+        b_src = _append(weights, layer.bias, data_start)
+        records += _layer_record(lp, layer, w_src, b_src)
+    total = data_start + len(weights)
+    header = struct.pack(
+        "<IHHIIIIIHHIIIHH16x", PLAN_MAGIC, 1, PLAN_HEADER, total, 0, _plan_hash(plan), plan.arena_bytes,
+        dataset_addr, len(model.layers), model.n_classes, PLAN_HEADER, plan.input_off, plan.dlogits_off,
+        plan.first_bwd, 0,
+    )
+    return header + bytes(records) + bytes(weights)
+
+
+def _plan_hash(plan: Plan) -> int:
+    """The plan hash covers everything but the dataset address and itself, so it names the plan, not a placement."""
+    digest = hashlib.sha256()
+    digest.update(repr((plan.model.name, plan.technique, plan.arena_bytes, plan.layers)).encode())
+    for layer in plan.model.layers:
+        for arr in (layer.weight, layer.bias):
+            if arr is not None:
+                digest.update(np.ascontiguousarray(arr, dtype="<f4").tobytes())
+    return int.from_bytes(digest.digest()[:4], "little")
+
+
+def _append(buf: bytearray, arr: np.ndarray | None, base: int) -> int:
+    if arr is None:
+        return NONE
+    offset = base + len(buf)
+    buf += np.ascontiguousarray(arr, dtype="<f4").tobytes()
+    return offset
+
+
+def _layer_record(lp: LayerPlan, layer: Layer, w_src: int, b_src: int) -> bytes:
+    flags = lp.train_w | lp.train_b << 1 | lp.need_dx << 2 | (layer.padding == "same") << 3
+    pad_top = pad_left = 0
+    if layer.op == "conv2d" and layer.padding == "same":
+        pad_top = same_padding(layer.in_shape[0], layer.kernel, layer.stride)
+        pad_left = same_padding(layer.in_shape[1], layer.kernel, layer.stride)
+    return struct.pack(
+        "<BBBB6HIIIIIIIIIHH8x", OPS[layer.op], flags, layer.stride, layer.kernel, *layer.in_shape,
+        *layer.out_shape, w_src, b_src, lp.w_ram, lp.b_ram, lp.in_off, lp.out_off, lp.dout_off, lp.din_off,
+        lp.scratch_off, pad_top, pad_left,
+    )
+
+
+def dataset_blob(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray,
+                 n_classes: int, scale: float, offset: float) -> bytes:
+    """The dataset blob: u8 HWC samples and u8 labels, each section 4-byte aligned."""
+    h, w, c = x_train.shape[1:]
+    parts = [np.ascontiguousarray(a, dtype=np.uint8).tobytes() for a in (x_train, y_train, x_eval, y_eval)]
+    body = bytearray()
+    for part in parts:
+        body += part + b"\0" * (-len(part) % 4)
+    header = struct.pack("<IHHIIIIHHHHffII", DATASET_MAGIC, 1, DATASET_HEADER, DATASET_HEADER + len(body), 0,
+                         len(x_train), len(x_eval), h, w, c, n_classes, scale, offset, DATASET_HEADER, 0)
+    return _finish(header + bytes(body), crc_at=12)

@@ -1,0 +1,193 @@
+"""Orchestration: profile → plan → image → target → link → records, one worker per board, results as they land.
+
+``Bench`` is the plain API under the CLI and the pytest fixtures: prepare a profile once (task, pretrained model,
+dataset blob, firmware per board), then run (board, technique) pairs. Each board is locked while in use, so parallel
+workers (threads here, pytest-xdist processes in tests) never share one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from filelock import FileLock
+
+from bench import __version__, session
+from bench.boards import REPO_ROOT, Board, Rack, RackEntry, load_catalogue
+from bench.fidelity import check_gradients
+from bench.image import DoesNotFit, Firmware, assemble, build_firmware
+from bench.link import Link
+from bench.models import build_model
+from bench.nn import Model
+from bench.plan import compile_plan, dataset_blob
+from bench.profile import Profile, Technique
+from bench.protocol import Step
+from bench.records import ResultsWriter, RunRecord
+from bench.target import make_target
+from bench.tasks import load_task
+
+CACHE_DIR = REPO_ROOT / ".bench-cache"
+LOCK_DIR = Path(os.environ.get("BENCH_LOCK_DIR", "/tmp/bench-locks"))
+FIDELITY_TOLERANCE = 1e-4
+
+
+class Progress:
+    """Callbacks for live progress; the default does nothing."""
+
+    def run_started(self, label: str, technique: str, steps: int) -> None: ...
+
+    def step(self, label: str, technique: str, step: Step) -> None: ...
+
+    def run_finished(self, label: str, record: RunRecord) -> None: ...
+
+
+@dataclass
+class Prepared:
+    """Everything a profile's runs share: the task data, the pretrained model and the dataset blob."""
+
+    profile: Profile
+    model: Model
+    dataset: bytes
+    x_train: np.ndarray
+    y_train: np.ndarray
+    firmware: dict[str, Firmware] = field(default_factory=dict)
+
+
+def git_commit() -> str:
+    proc = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, check=False)
+    return proc.stdout.strip() or "unknown"
+
+
+class Bench:
+    def __init__(self, out: Path, catalogue: dict[str, Board] | None = None, progress: Progress | None = None,
+                 cache_dir: Path = CACHE_DIR) -> None:
+        self.out, self.cache_dir = out, cache_dir
+        self.catalogue = catalogue if catalogue is not None else load_catalogue()
+        self.progress = progress or Progress()
+        self._firmware_lock = threading.Lock()
+
+    def prepare(self, profile: Profile) -> Prepared:
+        ds = load_task(profile.task, profile.seed)
+        model = build_model(profile.model, ds, profile.seed, self.cache_dir)
+        blob = dataset_blob(ds.x_train, ds.y_train, ds.x_eval, ds.y_eval, ds.n_classes, ds.scale, ds.offset)
+        return Prepared(profile=profile, model=model, dataset=blob, x_train=ds.decode(ds.x_train),
+                        y_train=ds.y_train.astype(np.int64))
+
+    def firmware(self, prepared: Prepared, board: Board, kind: str) -> Firmware:
+        with self._firmware_lock:
+            if board.name not in prepared.firmware:
+                prepared.firmware[board.name] = build_firmware(board, "twin" if kind == "emulated" else kind)
+            return prepared.firmware[board.name]
+
+    def run(self, prepared: Prepared, entry: RackEntry, technique: Technique) -> RunRecord:
+        """One (board, technique) run; failures become a record with a status, never a lost run."""
+        board = self.catalogue[entry.board]
+        profile = prepared.profile
+        run_id = f"{entry.label}.{technique.name}"
+        journal_dir = self.out / "journal"
+        record = RunRecord(run_id=run_id, board=board, target_kind=entry.kind, technique=technique.name,
+                           model=prepared.model.name, journal=str(journal_dir / f"{run_id}.rx.bin"))
+        plan = compile_plan(prepared.model, technique)
+        fw = self.firmware(prepared, board, entry.kind)
+        record.build_id, record.plan_hash = fw.build_id, plan.plan_hash
+        try:
+            images = assemble(board, entry.kind, fw, plan, prepared.dataset, self.out / "images" / run_id)
+        except DoesNotFit as e:
+            record.status, record.error = "does-not-fit", str(e)
+            record.planned_sram_bytes = e.required if e.what == "SRAM" else None
+            return record
+        record.planned_sram_bytes, record.flash_bytes = images.planned_sram_bytes, fw.flash_bytes
+        self.progress.run_started(entry.label, technique.name, profile.steps)
+        with board_lock(entry.label):
+            self._execute(prepared, entry, technique, images, record, journal_dir)
+        self.progress.run_finished(entry.label, record)
+        return record
+
+    def _execute(self, prepared: Prepared, entry: RackEntry, technique: Technique, images, record: RunRecord,
+                 journal_dir: Path) -> None:
+        board, profile = self.catalogue[entry.board], prepared.profile
+        target = make_target(entry, board, journal_dir)
+        started = time.monotonic()
+        try:
+            target.load(images)
+            target.reset()
+            with Link.open(target.url, board.serial.baudrate, journal_dir, name=record.run_id) as link:
+                record.hello = session.hello(link)
+                record.counting = target.counting(record.hello.counter_hz, record.hello.counter_kind)
+                if profile.check_steps:
+                    record.fidelity_max_rel_err = self._fidelity(link, prepared, technique, record)
+                session.train(link, record, _settings(profile, profile.steps, profile.grad_every),
+                              idle_timeout=profile.timeout_s,
+                              on_step=lambda s: self.progress.step(entry.label, technique.name, s))
+        except (session.DeviceError, RuntimeError, OSError, ValueError) as e:
+            record.status, record.error = "error", f"{type(e).__name__}: {e}"
+        finally:
+            target.close()
+            record.wall_s = time.monotonic() - started
+
+    def _fidelity(self, link: Link, prepared: Prepared, technique: Technique, record: RunRecord) -> float:
+        """Short run streaming every gradient, replayed on the host; the worst relative error."""
+        check = RunRecord(run_id=f"{record.run_id}.check", board=record.board, target_kind=record.target_kind,
+                          technique=record.technique, model=record.model)
+        profile = prepared.profile
+        session.train(link, check, _settings(profile, profile.check_steps, 1, eval_samples=1),
+                      idle_timeout=profile.timeout_s)
+        trainable = technique.trainable(prepared.model.param_layers())
+        checks = check_gradients(check, prepared.model, prepared.x_train, prepared.y_train, profile.lr,
+                                 trainable)
+        return max((c.rel_err for c in checks), default=math.nan)
+
+
+def _settings(profile: Profile, steps: int, grad_every: int, eval_samples: int | None = None
+              ) -> session.TrainSettings:
+    return session.TrainSettings(steps=steps, lr=profile.lr, seed=profile.seed, grad_every=grad_every,
+                                 eval_samples=profile.eval_samples if eval_samples is None else eval_samples)
+
+
+def board_lock(label: str) -> FileLock:
+    """An inter-process lock per rack entry; released when its holder exits, even on a crash."""
+    LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(LOCK_DIR / f"{label}.lock"))
+
+
+def run_meta(profile: Profile, rack: Rack) -> dict[str, object]:
+    return {"profile": profile.name, "bench_version": __version__, "git_commit": git_commit(),
+            "host": platform.node(), "rack": rack.name, "started": datetime.now(UTC).isoformat(),
+            "notes": ["energy on twins is modelled: instructions / clock x datasheet run current x supply "
+                      "voltage, one cycle per instruction assumed"]}
+
+
+def run_profile(profile: Profile, rack: Rack, out: Path, progress: Progress | None = None,
+                on_record: Callable[[RunRecord], None] | None = None) -> list[RunRecord]:
+    """Every technique of ``profile`` on every board of ``rack``: boards in parallel, techniques in sequence."""
+    bench = Bench(out, progress=progress)
+    prepared = bench.prepare(profile)
+    writer = ResultsWriter(out, run_meta(profile, rack))
+    lock = threading.Lock()
+    records: list[RunRecord] = []
+
+    def worker(entry: RackEntry) -> None:
+        for technique in profile.parsed_techniques():
+            record = bench.run(prepared, entry, technique)
+            with lock:
+                records.append(record)
+                writer.add(record)
+            if on_record is not None:
+                on_record(record)
+
+    with ThreadPoolExecutor(max_workers=max(len(rack.boards), 1)) as pool:
+        for future in [pool.submit(worker, entry) for entry in rack.boards]:
+            future.result()
+    writer.finish(finished=datetime.now(UTC).isoformat())
+    return records
