@@ -1,0 +1,41 @@
+"""Profiles and technique names."""
+
+from pathlib import Path
+
+import pytest
+
+from bench.profile import TECHNIQUES, TechniqueError, load_profile, parse_technique
+
+
+def test_quick_profile_loads():
+    profile = load_profile("quick")
+    assert [t.name for t in profile.parsed_techniques()] == ["full-fp32", "last-fp32"]
+
+
+def test_unknown_technique_lists_valid_ones():
+    with pytest.raises(TechniqueError) as err:
+        parse_technique("sideways-fp32")
+    assert all(t in str(err.value) for t in TECHNIQUES)
+
+
+def test_planned_technique_says_not_implemented():
+    with pytest.raises(TechniqueError, match="planned, not implemented"):
+        parse_technique("sparse-int8")
+
+
+def test_trainable_sets():
+    layers = [0, 2, 4]
+    assert parse_technique("full-fp32").trainable(layers) == {(i, p) for i in layers for p in "wb"}
+    assert parse_technique("last-fp32").trainable(layers) == {(4, "w"), (4, "b")}
+    assert parse_technique("last-fp32", k=2).trainable(layers) == {(2, "w"), (2, "b"), (4, "w"), (4, "b")}
+    assert parse_technique("bias-fp32", k=2).trainable(layers) == {(2, "b"), (4, "b")}
+
+
+def test_profile_errors_name_file_and_key(tmp_path: Path):
+    path = tmp_path / "p.toml"
+    path.write_text('techniques = ["full-fp32"]\nstpes = 3\n')
+    with pytest.raises(ValueError, match=r"p.toml: key 'stpes': unknown key"):
+        load_profile(path)
+    path.write_text('techniques = ["full-int4"]\n')
+    with pytest.raises(TechniqueError, match=r"p.toml: key 'techniques': unknown technique 'full-int4'"):
+        load_profile(path)

@@ -1,0 +1,109 @@
+"""End to end on every twin of the rack: real firmware under QEMU, real pty, real protocol.
+
+These are the bench's own fixtures at work: ``board`` is parametrized over the rack, ``bench_run`` flashes and trains.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench import protocol as proto
+from bench import session
+from bench.boards import load_catalogue
+from bench.image import ImageSet, build_firmware
+from bench.link import Link
+from bench.models import build_model
+from bench.plan import compile_plan, dataset_blob
+from bench.profile import parse_technique
+from bench.target import QemuTarget
+from bench.tasks import load_task
+
+pytestmark = pytest.mark.twin
+STEPS = 150
+
+
+@pytest.mark.parametrize("technique", ["full-fp32", "last-fp32"])
+def test_training_on_twin_lowers_loss_and_matches_reference(board, bench_run, technique):
+    run = bench_run(board, technique, steps=STEPS, grad_every=50)
+    assert run.status == "ok", run.error
+    assert run.hello.board == board.board and run.hello.proto_version == 1
+    assert len(run.steps) == STEPS and run.lost_frames == 0
+    loss = run.steps["loss"].to_numpy()
+    assert loss[-50:].mean() < loss[:50].mean()
+    assert run.accuracy(1) > run.accuracy(0)
+    # gradients streamed during the first steps against an independent numpy reference
+    assert run.fidelity_max_rel_err < 1e-4
+    row = run.record.run_row()
+    assert 0 < row["peak_sram_bytes"] <= row["board_sram_bytes"]
+    assert row["arena_bytes"] <= row["planned_sram_bytes"]
+    assert row["instr_fwd_per_step"] > 0 and row["instr_upd_per_step"] > 0
+    assert row["energy_source"] == "modelled" and row["energy_per_step_uj"] > 0
+    # full gradient tensors streamed every 50 steps, statistics every step
+    streamed = run.grads.dropna(subset=["values"])
+    assert sorted(streamed["step"].unique()) == [0, 50, 100]
+    assert run.grads["step"].nunique() == STEPS
+
+
+def test_instruction_counts_are_deterministic(bench_run):
+    entry = next(e for e in _rack_entries() if e.board == "nucleo-f746zg")
+    a = bench_run(entry, "last-fp32", steps=5, check_steps=0, eval_samples=1)
+    b = bench_run(entry, "last-fp32", steps=5, check_steps=0, eval_samples=1)
+    cols = ["instr_fwd", "instr_bwd", "instr_update"]
+    np.testing.assert_array_equal(a.steps[cols].to_numpy(), b.steps[cols].to_numpy())
+
+
+def test_plan_too_big_for_board_reports_required_vs_available(board, bench_run):
+    run = bench_run(board, "full-fp32", model="digits-mlp-wide", steps=1)
+    assert run.status == "does-not-fit"
+    sram = load_catalogue()[board.board].sram_bytes
+    assert f"but the board has {sram:,} B" in run.error and "arena available" in run.error
+    assert run.record.planned_sram_bytes > sram
+
+
+def _rack_entries():
+    from bench.boards import default_rack
+
+    return default_rack(load_catalogue()).boards
+
+
+def test_twin_is_linked_with_the_real_board_sram(tmp_path):
+    """Skip the host's fit check: the firmware itself must refuse an arena its board does not have."""
+    board = load_catalogue()["nrf52840-dk"]
+    fw = build_firmware(board)
+    ds = load_task("digits-drift", 1)
+    model = build_model("digits-mlp", ds, 1, None)
+    plan = compile_plan(model, parse_technique("full-fp32"))
+    huge = _with_arena(plan, board.sram_bytes)
+    data = dataset_blob(ds.x_train[:4], ds.y_train[:4], ds.x_eval[:4], ds.y_eval[:4], 10, ds.scale, ds.offset)
+    images = _images(board, fw, huge, data, tmp_path)
+    target = QemuTarget(board, tmp_path / "qemu.log")
+    target.load(images)
+    target.reset()
+    try:
+        with Link.open(target.url, 115200, tmp_path, name="huge") as link:
+            hello = session.hello(link)
+            link.send(proto.Start(steps=1, lr=0.01, seed=1, grad_every=0, eval_samples=1))
+            fault = link.expect(proto.Fault, timeout=20, what="FAULT for an oversized arena")
+    finally:
+        target.close()
+    assert fault.code == 3 and fault.arg0 == board.sram_bytes and fault.arg1 == hello.arena_bytes
+    assert hello.arena_bytes < board.sram_bytes - hello.static_bytes - hello.stack_bytes + 1
+
+
+def _with_arena(plan, arena_bytes):
+    from dataclasses import replace
+
+    return replace(plan, arena_bytes=arena_bytes)
+
+
+def _images(board, fw, plan, data, work) -> ImageSet:
+    from bench.image import BLOB_ALIGN, Blob
+
+    plan_addr = board.plan_addr(emulated=True)
+    ds_addr = plan_addr + (len(plan.blob(0)) + BLOB_ALIGN - 1) // BLOB_ALIGN * BLOB_ALIGN
+    (work / "plan.bin").write_bytes(plan.blob(ds_addr))
+    (work / "data.bin").write_bytes(data)
+    blobs = (Blob("plan", plan_addr, work / "plan.bin", 0), Blob("dataset", ds_addr, work / "data.bin", len(data)))
+    return ImageSet(board=board, kind="emulated", firmware=fw, blobs=blobs, plan_hash=plan.plan_hash,
+                    arena_bytes=plan.arena_bytes)
