@@ -1,0 +1,188 @@
+/* Optimized conv2d kernels: what the device runs.
+ *
+ * For one output pixel and one kernel row the valid taps form one contiguous run of (kx1 - kx0) * in_c floats in
+ * both the HWC input and the OHWI weights, so the padding test is done once per row, never per tap. Four output
+ * channels are handled together: each input value is loaded once for four independent accumulators. */
+#include "conv2d.h"
+
+typedef struct {
+    uint32_t ky0, ky1;  /* valid kernel rows [ky0, ky1) */
+    uint32_t kx0, n;    /* first valid kernel column, run length in floats */
+    int32_t iy0, ix0;   /* input coordinate of tap (0, 0) */
+} window_t;
+
+static uint32_t clip_hi(int32_t origin, uint32_t k, uint32_t size)
+{
+    int32_t room = (int32_t)size - origin;
+    if (room <= 0)
+        return 0;
+    return (uint32_t)room < k ? (uint32_t)room : k;
+}
+
+static void window(const conv_shape_t *s, uint32_t oy, uint32_t ox, window_t *w)
+{
+    uint32_t kx1;
+    w->iy0 = (int32_t)(oy * s->stride) - (int32_t)s->pad_top;
+    w->ix0 = (int32_t)(ox * s->stride) - (int32_t)s->pad_left;
+    w->ky0 = w->iy0 < 0 ? (uint32_t)(-w->iy0) : 0;
+    w->ky1 = clip_hi(w->iy0, s->k, s->in_h);
+    w->kx0 = w->ix0 < 0 ? (uint32_t)(-w->ix0) : 0;
+    kx1 = clip_hi(w->ix0, s->k, s->in_w);
+    w->n = kx1 > w->kx0 ? (kx1 - w->kx0) * s->in_c : 0;
+}
+
+/* offset of the run of kernel row ky in the input */
+static uint32_t in_run(const conv_shape_t *s, const window_t *w, uint32_t ky)
+{
+    return ((uint32_t)(w->iy0 + (int32_t)ky) * s->in_w + (uint32_t)(w->ix0 + (int32_t)w->kx0)) * s->in_c;
+}
+
+/* offset of the run of kernel row ky in output channel oc's weights */
+static uint32_t w_run(const conv_shape_t *s, const window_t *w, uint32_t oc, uint32_t ky)
+{
+    return ((oc * s->k + ky) * s->k + w->kx0) * s->in_c;
+}
+
+static float dot(const float *a, const float *b, uint32_t n)
+{
+    float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+    uint32_t j = 0;
+    for (; j + 4 <= n; j += 4, a += 4, b += 4) {
+        a0 += a[0] * b[0];
+        a1 += a[1] * b[1];
+        a2 += a[2] * b[2];
+        a3 += a[3] * b[3];
+    }
+    for (; j < n; j++)
+        a0 += *a++ * *b++;
+    return (a0 + a1) + (a2 + a3);
+}
+
+/* y[j] += g * x[j] */
+static void axpy(float *y, float g, const float *x, uint32_t n)
+{
+    uint32_t j = 0;
+    for (; j + 4 <= n; j += 4, y += 4, x += 4) {
+        y[0] += g * x[0];
+        y[1] += g * x[1];
+        y[2] += g * x[2];
+        y[3] += g * x[3];
+    }
+    for (; j < n; j++)
+        *y++ += g * *x++;
+}
+
+static void forward_pixel(const conv_shape_t *s, const window_t *win, const float *x, const float *w, const float *b,
+                          float *y)
+{
+    uint32_t wsz = (uint32_t)s->k * s->k * s->in_c, oc = 0;
+    for (; oc + 4 <= s->out_c; oc += 4) {
+        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+        for (uint32_t ky = win->ky0; ky < win->ky1; ky++) {
+            const float *xr = x + in_run(s, win, ky);
+            const float *w0 = w + w_run(s, win, oc, ky), *w1 = w0 + wsz, *w2 = w1 + wsz, *w3 = w2 + wsz;
+            for (uint32_t j = 0; j < win->n; j++) {
+                float xv = xr[j];
+                a0 += w0[j] * xv;
+                a1 += w1[j] * xv;
+                a2 += w2[j] * xv;
+                a3 += w3[j] * xv;
+            }
+        }
+        y[oc] = a0 + (b ? b[oc] : 0.0f);
+        y[oc + 1] = a1 + (b ? b[oc + 1] : 0.0f);
+        y[oc + 2] = a2 + (b ? b[oc + 2] : 0.0f);
+        y[oc + 3] = a3 + (b ? b[oc + 3] : 0.0f);
+    }
+    for (; oc < s->out_c; oc++) {
+        float a = 0.0f;
+        for (uint32_t ky = win->ky0; ky < win->ky1; ky++)
+            a += dot(x + in_run(s, win, ky), w + w_run(s, win, oc, ky), win->n);
+        y[oc] = a + (b ? b[oc] : 0.0f);
+    }
+}
+
+void conv2d_forward(const conv_shape_t *s, const float *x, const float *w, const float *b, float *y)
+{
+    window_t win;
+    for (uint32_t oy = 0; oy < s->out_h; oy++)
+        for (uint32_t ox = 0; ox < s->out_w; ox++) {
+            window(s, oy, ox, &win);
+            forward_pixel(s, &win, x, w, b, y + (oy * s->out_w + ox) * s->out_c);
+        }
+}
+
+static void input_grad_pixel(const conv_shape_t *s, const window_t *win, const float *dy, const float *w, float *dx)
+{
+    uint32_t wsz = (uint32_t)s->k * s->k * s->in_c, oc = 0;
+    for (; oc + 4 <= s->out_c; oc += 4) {
+        float g0 = dy[oc], g1 = dy[oc + 1], g2 = dy[oc + 2], g3 = dy[oc + 3];
+        for (uint32_t ky = win->ky0; ky < win->ky1; ky++) {
+            float *dr = dx + in_run(s, win, ky);
+            const float *w0 = w + w_run(s, win, oc, ky), *w1 = w0 + wsz, *w2 = w1 + wsz, *w3 = w2 + wsz;
+            for (uint32_t j = 0; j < win->n; j++)
+                dr[j] += (g0 * w0[j] + g1 * w1[j]) + (g2 * w2[j] + g3 * w3[j]);
+        }
+    }
+    for (; oc < s->out_c; oc++)
+        for (uint32_t ky = win->ky0; ky < win->ky1; ky++)
+            axpy(dx + in_run(s, win, ky), dy[oc], w + w_run(s, win, oc, ky), win->n);
+}
+
+void conv2d_input_grad(const conv_shape_t *s, const float *dy, const float *w, float *dx)
+{
+    window_t win;
+    uint32_t n = (uint32_t)s->in_h * s->in_w * s->in_c;
+    for (uint32_t i = 0; i < n; i++)
+        dx[i] = 0.0f;
+    for (uint32_t oy = 0; oy < s->out_h; oy++)
+        for (uint32_t ox = 0; ox < s->out_w; ox++) {
+            window(s, oy, ox, &win);
+            input_grad_pixel(s, &win, dy + (oy * s->out_w + ox) * s->out_c, w, dx);
+        }
+}
+
+void conv2d_weight_grad_channel(const conv_shape_t *s, const float *dy, const float *x, uint32_t oc, float *g)
+{
+    window_t win;
+    uint32_t n = (uint32_t)s->k * s->k * s->in_c;
+    for (uint32_t j = 0; j < n; j++)
+        g[j] = 0.0f;
+    for (uint32_t oy = 0; oy < s->out_h; oy++)
+        for (uint32_t ox = 0; ox < s->out_w; ox++) {
+            float gv = dy[(oy * s->out_w + ox) * s->out_c + oc];
+            /* ReLU zeroes many output gradients: those pixels contribute nothing */
+            if (gv == 0.0f)
+                continue;
+            window(s, oy, ox, &win);
+            for (uint32_t ky = win.ky0; ky < win.ky1; ky++)
+                axpy(g + w_run(s, &win, 0, ky), gv, x + in_run(s, &win, ky), win.n);
+        }
+}
+
+float conv2d_bias_grad_channel(const conv_shape_t *s, const float *dy, uint32_t oc)
+{
+    float a0 = 0.0f, a1 = 0.0f;
+    uint32_t n = (uint32_t)s->out_h * s->out_w, c = s->out_c, p = 0;
+    dy += oc;
+    for (; p + 2 <= n; p += 2, dy += 2 * c) {
+        a0 += dy[0];
+        a1 += dy[c];
+    }
+    if (p < n)
+        a0 += dy[0];
+    return a0 + a1;
+}
+
+void conv2d_update_channel(float *w, const float *g, float lr, uint32_t n)
+{
+    uint32_t j = 0;
+    for (; j + 4 <= n; j += 4, w += 4, g += 4) {
+        w[0] -= lr * g[0];
+        w[1] -= lr * g[1];
+        w[2] -= lr * g[2];
+        w[3] -= lr * g[3];
+    }
+    for (; j < n; j++)
+        *w++ -= lr * *g++;
+}

@@ -1,0 +1,23 @@
+/* Fully connected layer, weights [out][in], bias [out] (may be NULL). */
+#ifndef OPS_DENSE_H
+#define OPS_DENSE_H
+
+#include <stdint.h>
+
+/* y = W x + b */
+void dense_forward(const float *x, const float *w, const float *b, float *y, uint32_t n_in, uint32_t n_out);
+/* dx = W^T dy (weights as in the forward pass) */
+void dense_input_grad(const float *dy, const float *w, float *dx, uint32_t n_in, uint32_t n_out);
+/* W -= lr * dy x^T, fused: the gradient dy x^T is never stored */
+void dense_update_weights(float *w, const float *dy, const float *x, float lr, uint32_t n_in, uint32_t n_out);
+/* b -= lr * dy */
+void dense_update_bias(float *b, const float *dy, float lr, uint32_t n_out);
+
+/* Reference kernels: plain loops for the host unit tests. */
+void dense_forward_ref(const float *x, const float *w, const float *b, float *y, uint32_t n_in, uint32_t n_out);
+void dense_input_grad_ref(const float *dy, const float *w, float *dx, uint32_t n_in, uint32_t n_out);
+/* g = dy x^T, the full weight gradient */
+void dense_weight_grad_ref(const float *dy, const float *x, float *g, uint32_t n_in, uint32_t n_out);
+void dense_update_weights_ref(float *w, const float *dy, const float *x, float lr, uint32_t n_in, uint32_t n_out);
+
+#endif

@@ -1,0 +1,375 @@
+/* Blob validation. Every field is distrusted: sizes are checked in 64-bit arithmetic before any pointer is formed,
+ * and every arena range must lie inside the plan's arena_bytes, itself no larger than the device's arena. */
+#include <stddef.h>
+#include <string.h>
+#include "plan.h"
+#include "crc32.h"
+#include "msg.h"
+#include "wire.h"
+
+typedef struct {
+    plan_t *p;
+    fault_t *f;
+    const uint8_t *blob;
+    uint32_t blob_bytes;
+    uint8_t *arena;
+} ctx_t;
+
+static int fail(fault_t *f, uint32_t code, const char *text, uint32_t arg0, uint32_t arg1)
+{
+    f->code = code;
+    f->text = text;
+    f->arg0 = arg0;
+    f->arg1 = arg1;
+    return -1;
+}
+
+/* host pointer to [addr, addr + bytes) when inside the window and 4-byte aligned, else NULL */
+static const uint8_t *window_ptr(const mem_window_t *w, uint32_t addr, uint64_t bytes)
+{
+    if ((addr & 3u) || addr < w->addr || (uint64_t)(addr - w->addr) + bytes > w->size)
+        return NULL;
+    return (const uint8_t *)(w->host + (addr - w->addr));
+}
+
+/* CRC of a blob whose crc field (at offset 12) counts as zero */
+static uint32_t blob_crc(const uint8_t *b, uint32_t n)
+{
+    static const uint8_t zero[4];
+    uint32_t s = crc32_update(CRC32_INIT, b, 12);
+    s = crc32_update(s, zero, 4);
+    return crc32_final(crc32_update(s, b + 16, n - 16));
+}
+
+static float *arena_floats(const ctx_t *c, uint32_t off, uint64_t count)
+{
+    if ((off & 3u) || off > c->p->arena_need || count * 4u > (uint64_t)(c->p->arena_need - off))
+        return NULL;
+    return (float *)(void *)(c->arena + off);
+}
+
+static const float *blob_floats(const ctx_t *c, uint32_t off, uint64_t count)
+{
+    if ((off & 3u) || off < PLAN_HEADER || off > c->blob_bytes || count * 4u > (uint64_t)(c->blob_bytes - off))
+        return NULL;
+    return (const float *)(const void *)(c->blob + off);
+}
+
+static int disjoint(const float *a, uint32_t an, const float *b, uint32_t bn)
+{
+    return a + an <= b || b + bn <= a;
+}
+
+static int check_header(ctx_t *c, const mem_window_t *win, uint32_t plan_addr, uint32_t arena_bytes)
+{
+    const uint8_t *h = window_ptr(win, plan_addr, PLAN_HEADER);
+    fault_t *f = c->f;
+    if (!h)
+        return fail(f, FAULT_PLAN, "plan: address outside flash", plan_addr, 0);
+    if (le32(h) != PLAN_MAGIC)
+        return fail(f, FAULT_PLAN, "plan: bad magic", le32(h), PLAN_MAGIC);
+    if (le16(h + 4) != 1 || le16(h + 6) != PLAN_HEADER)
+        return fail(f, FAULT_PLAN, "plan: unsupported version or header size", le16(h + 4), le16(h + 6));
+    c->blob_bytes = le32(h + 8);
+    c->blob = window_ptr(win, plan_addr, c->blob_bytes);
+    if (c->blob_bytes < PLAN_HEADER || !c->blob)
+        return fail(f, FAULT_PLAN, "plan: blob_bytes outside flash", c->blob_bytes, 0);
+    if (blob_crc(h, c->blob_bytes) != le32(h + 12))
+        return fail(f, FAULT_PLAN, "plan: CRC mismatch", blob_crc(h, c->blob_bytes), le32(h + 12));
+    c->p->plan_hash = le32(h + 16);
+    c->p->arena_need = le32(h + 20);
+    c->p->n_layers = le16(h + 28);
+    c->p->n_classes = le16(h + 30);
+    c->p->first_bwd = le16(h + 44);
+    if (c->p->arena_need > arena_bytes)
+        return fail(f, FAULT_ARENA, "plan: arena too small", c->p->arena_need, arena_bytes);
+    if (c->p->n_layers < 1 || c->p->n_layers > PLAN_MAX_LAYERS)
+        return fail(f, FAULT_PLAN, "plan: n_layers not in 1..32", c->p->n_layers, 0);
+    if (c->p->n_classes < 2 || c->p->n_classes > 256)
+        return fail(f, FAULT_PLAN, "plan: n_classes not in 2..256", c->p->n_classes, 0);
+    if (c->p->first_bwd > c->p->n_layers)
+        return fail(f, FAULT_PLAN, "plan: first_bwd > n_layers", c->p->first_bwd, 0);
+    if (le16(h + 46) != 0)
+        return fail(f, FAULT_PLAN, "plan: unknown flags", le16(h + 46), 0);
+    if ((le32(h + 32) & 3u) || le32(h + 32) < PLAN_HEADER ||
+        (uint64_t)le32(h + 32) + (uint64_t)c->p->n_layers * PLAN_RECORD > c->blob_bytes)
+        return fail(f, FAULT_PLAN, "plan: layer records outside blob", le32(h + 32), 0);
+    return 0;
+}
+
+/* output size of a convolution along one axis, 0 when impossible */
+static uint32_t conv_out(uint32_t in, uint32_t k, uint32_t stride, int same)
+{
+    if (same)
+        return (in + stride - 1) / stride;
+    return in >= k ? (in - k) / stride + 1 : 0;
+}
+
+static int check_dims(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r)
+{
+    const conv_shape_t *s = &L->s;
+    int same = (L->flags & LF_PAD_SAME) != 0;
+    if (!s->in_h || !s->in_w || !s->in_c || !s->out_h || !s->out_w || !s->out_c)
+        return fail(c->f, FAULT_PLAN, "plan: zero dimension", i, 0);
+    if (L->op == OP_RELU) {
+        if (s->in_h != s->out_h || s->in_w != s->out_w || s->in_c != s->out_c)
+            return fail(c->f, FAULT_PLAN, "plan: relu output shape differs from input", i, 0);
+        return 0;
+    }
+    if (L->op == OP_DENSE) {
+        if (s->in_h != 1 || s->in_w != 1 || s->out_h != 1 || s->out_w != 1)
+            return fail(c->f, FAULT_PLAN, "plan: dense needs h = w = 1", i, 0);
+        return 0;
+    }
+    if (!s->k || !s->stride)
+        return fail(c->f, FAULT_PLAN, "plan: conv kernel or stride is zero", i, 0);
+    if (conv_out(s->in_h, s->k, s->stride, same) != s->out_h || conv_out(s->in_w, s->k, s->stride, same) != s->out_w)
+        return fail(c->f, FAULT_PLAN, "plan: conv output shape mismatch", i, 0);
+    if (same ? (s->pad_top >= s->k || s->pad_left >= s->k) : (s->pad_top || s->pad_left))
+        return fail(c->f, FAULT_PLAN, "plan: conv padding inconsistent", i, le16(r + 52));
+    return 0;
+}
+
+static int check_activations(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r)
+{
+    int back = i >= c->p->first_bwd;
+    L->in = arena_floats(c, le32(r + 32), L->n_in);
+    L->out = arena_floats(c, le32(r + 36), L->n_out);
+    if (!L->in || !L->out)
+        return fail(c->f, FAULT_PLAN, "plan: activation outside arena", i, 0);
+    if (L->op == OP_RELU ? (L->in != L->out && !disjoint(L->in, L->n_in, L->out, L->n_out))
+                         : !disjoint(L->in, L->n_in, L->out, L->n_out))
+        return fail(c->f, FAULT_PLAN, "plan: input overlaps output", i, 0);
+    if (back) {
+        L->dout = arena_floats(c, le32(r + 40), L->n_out);
+        if (!L->dout)
+            return fail(c->f, FAULT_PLAN, "plan: dout outside arena", i, 0);
+    }
+    if (!back)
+        L->flags &= (uint8_t)~LF_NEED_DX;
+    if (L->flags & LF_NEED_DX) {
+        L->din = arena_floats(c, le32(r + 44), L->n_in);
+        if (!L->din)
+            return fail(c->f, FAULT_PLAN, "plan: din outside arena", i, 0);
+        if (!(L->op == OP_RELU && L->din == L->dout) && !disjoint(L->din, L->n_in, L->dout, L->n_out))
+            return fail(c->f, FAULT_PLAN, "plan: din overlaps dout", i, 0);
+        if ((L->flags & LF_TRAIN_W) && !disjoint(L->din, L->n_in, L->in, L->n_in))
+            return fail(c->f, FAULT_PLAN, "plan: din overlaps the input a weight update needs", i, 0);
+    }
+    return 0;
+}
+
+/* one parameter tensor: src in the blob, optional arena copy */
+static int check_tensor(ctx_t *c, uint32_t i, const uint8_t *r, uint32_t n, int is_bias, int train)
+{
+    layer_t *L = &c->p->layer[i];
+    uint32_t src = le32(r + (is_bias ? 20 : 16)), ram = le32(r + (is_bias ? 28 : 24));
+    const float *init = src == PLAN_NONE ? NULL : blob_floats(c, src, n);
+    float *copy = ram == PLAN_NONE ? NULL : arena_floats(c, ram, n);
+    if (src != PLAN_NONE && !init)
+        return fail(c->f, FAULT_PLAN, "plan: parameter source outside blob", i, is_bias);
+    if (ram != PLAN_NONE && !copy)
+        return fail(c->f, FAULT_PLAN, "plan: parameter copy outside arena", i, is_bias);
+    if (train && !copy)
+        return fail(c->f, FAULT_PLAN, "plan: trained parameter has no arena copy", i, is_bias);
+    if (!is_bias && !init)
+        return fail(c->f, FAULT_PLAN, "plan: weights have no source", i, 0);
+    if (is_bias) {
+        L->b_init = init;
+        L->b_ram = copy;
+        L->b = copy ? copy : init;
+    } else {
+        L->w_init = init;
+        L->w_ram = copy;
+        L->w = copy ? copy : init;
+    }
+    return 0;
+}
+
+static int check_params(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r)
+{
+    uint32_t nw, kk = (uint32_t)L->s.k * L->s.k;
+    if (L->op == OP_RELU) {
+        if (L->flags & (LF_TRAIN_W | LF_TRAIN_B))
+            return fail(c->f, FAULT_PLAN, "plan: relu has no parameters to train", i, 0);
+        return 0;
+    }
+    if ((L->flags & (LF_TRAIN_W | LF_TRAIN_B)) && i < c->p->first_bwd)
+        return fail(c->f, FAULT_PLAN, "plan: trained layer below first_bwd", i, c->p->first_bwd);
+    nw = L->op == OP_DENSE ? L->n_in * L->n_out : (uint32_t)L->s.out_c * kk * L->s.in_c;
+    if (check_tensor(c, i, r, nw, 0, L->flags & LF_TRAIN_W) || check_tensor(c, i, r, L->s.out_c, 1, L->flags & LF_TRAIN_B))
+        return -1;
+    if (L->op == OP_CONV2D && (L->flags & LF_TRAIN_W)) {
+        L->scratch = arena_floats(c, le32(r + 48), (uint64_t)kk * L->s.in_c);
+        if (!L->scratch)
+            return fail(c->f, FAULT_PLAN, "plan: conv scratch outside arena", i, 0);
+    }
+    return 0;
+}
+
+static int parse_layer(ctx_t *c, uint32_t i, const uint8_t *r)
+{
+    layer_t *L = &c->p->layer[i];
+    conv_shape_t *s = &L->s;
+    memset(L, 0, sizeof *L);
+    L->op = r[0];
+    L->flags = r[1];
+    if (L->op < OP_DENSE || L->op > OP_RELU)
+        return fail(c->f, FAULT_PLAN, "plan: unknown op", i, r[0]);
+    if (L->flags & 0xF0u)
+        return fail(c->f, FAULT_PLAN, "plan: unknown layer flags", i, r[1]);
+    s->stride = r[2];
+    s->k = r[3];
+    s->in_h = le16(r + 4);
+    s->in_w = le16(r + 6);
+    s->in_c = le16(r + 8);
+    s->out_h = le16(r + 10);
+    s->out_w = le16(r + 12);
+    s->out_c = le16(r + 14);
+    s->pad_top = le16(r + 52);
+    s->pad_left = le16(r + 54);
+    L->n_in = (uint32_t)s->in_h * s->in_w * s->in_c;
+    L->n_out = (uint32_t)s->out_h * s->out_w * s->out_c;
+    if (check_dims(c, i, L, r) || check_activations(c, i, L, r) || check_params(c, i, L, r))
+        return -1;
+    return 0;
+}
+
+/* consecutive layers must agree on shapes and on where activations and gradients live */
+static int check_chain(ctx_t *c, uint32_t i)
+{
+    plan_t *p = c->p;
+    layer_t *L = &p->layer[i], *P = &p->layer[i - 1];
+    int exact = L->op != OP_DENSE;
+    if (L->n_in != P->n_out ||
+        (exact && (L->s.in_h != P->s.out_h || L->s.in_w != P->s.out_w || L->s.in_c != P->s.out_c)))
+        return fail(c->f, FAULT_PLAN, "plan: layer input shape differs from previous output", i, 0);
+    if (L->in != P->out)
+        return fail(c->f, FAULT_PLAN, "plan: layer in_off differs from previous out_off", i, 0);
+    if (i > p->first_bwd && !(L->flags & LF_NEED_DX))
+        return fail(c->f, FAULT_PLAN, "plan: layer above first_bwd lacks need_dx", i, 0);
+    if (i > p->first_bwd && L->din != P->dout)
+        return fail(c->f, FAULT_PLAN, "plan: layer din_off differs from previous dout_off", i, 0);
+    return 0;
+}
+
+static int parse_layers(ctx_t *c)
+{
+    plan_t *p = c->p;
+    const uint8_t *h = c->blob;
+    uint32_t last = p->n_layers - 1u;
+    for (uint32_t i = 0; i < p->n_layers; i++) {
+        if (parse_layer(c, i, h + le32(h + 32) + i * PLAN_RECORD))
+            return -1;
+        if (i > 0 && check_chain(c, i))
+            return -1;
+    }
+    p->input = arena_floats(c, le32(h + 36), p->layer[0].n_in);
+    p->dlogits = arena_floats(c, le32(h + 40), p->n_classes);
+    if (!p->input || !p->dlogits)
+        return fail(c->f, FAULT_PLAN, "plan: input or dlogits outside arena", le32(h + 36), le32(h + 40));
+    if (p->layer[0].in != p->input)
+        return fail(c->f, FAULT_PLAN, "plan: layer 0 in_off differs from input_off", 0, 0);
+    if (p->layer[last].n_out != p->n_classes)
+        return fail(c->f, FAULT_PLAN, "plan: last layer output differs from n_classes", last, p->layer[last].n_out);
+    if (p->first_bwd <= last && p->layer[last].dout != p->dlogits)
+        return fail(c->f, FAULT_PLAN, "plan: last layer dout_off differs from dlogits_off", last, 0);
+    if (!disjoint(p->dlogits, p->n_classes, p->layer[last].out, p->n_classes))
+        return fail(c->f, FAULT_PLAN, "plan: dlogits overlaps the logits", last, 0);
+    return 0;
+}
+
+static uint64_t align4(uint64_t v)
+{
+    return (v + 3u) & ~(uint64_t)3u;
+}
+
+/* dataset sections follow each other at 4-byte boundaries; returns 0 when they all fit the blob */
+static int place_sections(dataset_t *d, const uint8_t *b, uint32_t blob_bytes, uint32_t x_off)
+{
+    uint64_t xt = x_off, yt, xe, ye, end;
+    yt = align4(xt + (uint64_t)d->n_train * d->sample_bytes);
+    xe = align4(yt + d->n_train);
+    ye = align4(xe + (uint64_t)d->n_eval * d->sample_bytes);
+    end = ye + d->n_eval;
+    if (x_off < DATA_HEADER || (x_off & 3u) || end > blob_bytes)
+        return -1;
+    d->x_train = b + xt;
+    d->y_train = b + yt;
+    d->x_eval = b + xe;
+    d->y_eval = b + ye;
+    return 0;
+}
+
+static int labels_ok(const uint8_t *y, uint32_t n, uint32_t n_classes)
+{
+    for (uint32_t j = 0; j < n; j++)
+        if (y[j] >= n_classes)
+            return 0;
+    return 1;
+}
+
+static float f32_at(const uint8_t *p)
+{
+    float v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static int parse_dataset(ctx_t *c, const mem_window_t *win)
+{
+    plan_t *p = c->p;
+    dataset_t *d = &p->data;
+    uint32_t addr = le32(c->blob + 24), bytes;
+    const uint8_t *h = window_ptr(win, addr, DATA_HEADER), *b;
+    if (!h)
+        return fail(c->f, FAULT_DATASET, "dataset: address outside flash", addr, 0);
+    if (le32(h) != DATA_MAGIC)
+        return fail(c->f, FAULT_DATASET, "dataset: bad magic", le32(h), DATA_MAGIC);
+    if (le16(h + 4) != 1 || le16(h + 6) != DATA_HEADER)
+        return fail(c->f, FAULT_DATASET, "dataset: unsupported version or header size", le16(h + 4), le16(h + 6));
+    bytes = le32(h + 8);
+    b = window_ptr(win, addr, bytes);
+    if (bytes < DATA_HEADER || !b)
+        return fail(c->f, FAULT_DATASET, "dataset: blob_bytes outside flash", bytes, 0);
+    if (blob_crc(b, bytes) != le32(h + 12))
+        return fail(c->f, FAULT_DATASET, "dataset: CRC mismatch", blob_crc(b, bytes), le32(h + 12));
+    d->n_train = le32(h + 16);
+    d->n_eval = le32(h + 20);
+    d->h = le16(h + 24);
+    d->w = le16(h + 26);
+    d->c = le16(h + 28);
+    d->sample_bytes = (uint32_t)d->h * d->w * d->c;
+    d->scale = f32_at(h + 32);
+    d->offset = f32_at(h + 36);
+    if (d->n_train == 0)
+        return fail(c->f, FAULT_DATASET, "dataset: no training samples", 0, 0);
+    if (le16(h + 30) != p->n_classes)
+        return fail(c->f, FAULT_DATASET, "dataset: n_classes differs from plan", le16(h + 30), p->n_classes);
+    if (place_sections(d, b, bytes, le32(h + 40)))
+        return fail(c->f, FAULT_DATASET, "dataset: sections outside blob", le32(h + 40), bytes);
+    if (!labels_ok(d->y_train, d->n_train, p->n_classes) || !labels_ok(d->y_eval, d->n_eval, p->n_classes))
+        return fail(c->f, FAULT_DATASET, "dataset: label >= n_classes", 0, 0);
+    return 0;
+}
+
+static int check_input_shape(ctx_t *c)
+{
+    const dataset_t *d = &c->p->data;
+    const layer_t *L = &c->p->layer[0];
+    if (d->sample_bytes != L->n_in ||
+        (L->op != OP_DENSE && (d->h != L->s.in_h || d->w != L->s.in_w || d->c != L->s.in_c)))
+        return fail(c->f, FAULT_DATASET, "dataset: sample shape differs from plan input", d->sample_bytes, L->n_in);
+    return 0;
+}
+
+int plan_load(plan_t *p, const mem_window_t *flash, uint32_t plan_addr, uint8_t *arena, uint32_t arena_bytes,
+              fault_t *f)
+{
+    ctx_t c = {p, f, NULL, 0, arena};
+    *f = (fault_t){0};
+    if (check_header(&c, flash, plan_addr, arena_bytes) || parse_layers(&c) || parse_dataset(&c, flash) ||
+        check_input_shape(&c))
+        return -1;
+    return 0;
+}

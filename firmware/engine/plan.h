@@ -1,0 +1,61 @@
+/* Plan and dataset blobs v1 (docs/plan-format.md): validation and resolution into ready-to-run layer records. */
+#ifndef PLAN_H
+#define PLAN_H
+
+#include <stdint.h>
+#include "ops/conv2d.h"
+
+#define PLAN_MAGIC 0x4E4C5054u /* "TPLN" */
+#define DATA_MAGIC 0x54534454u /* "TDST" */
+#define PLAN_HEADER 64u
+#define PLAN_RECORD 64u
+#define DATA_HEADER 48u
+#define PLAN_MAX_LAYERS 32u
+#define PLAN_NONE 0xFFFFFFFFu
+
+enum { OP_DENSE = 1, OP_CONV2D = 2, OP_RELU = 3 };
+enum { LF_TRAIN_W = 1, LF_TRAIN_B = 2, LF_NEED_DX = 4, LF_PAD_SAME = 8 };
+
+typedef struct {
+    uint8_t op, flags;     /* flags: need_dx cleared below first_bwd, where nothing runs backward */
+    conv_shape_t s;        /* dense uses in_c / out_c only */
+    uint32_t n_in, n_out;  /* activation element counts */
+    const float *w, *b;    /* what the kernels read: arena copy or flash; b NULL = no bias */
+    float *w_ram, *b_ram;  /* arena copies, NULL when used from flash */
+    const float *w_init, *b_init; /* initial values in the blob; NULL = start from zero */
+    float *in, *out, *dout, *din, *scratch;
+} layer_t;
+
+typedef struct {
+    uint32_t n_train, n_eval, sample_bytes;
+    uint16_t h, w, c;
+    float scale, offset;
+    const uint8_t *x_train, *y_train, *x_eval, *y_eval;
+} dataset_t;
+
+typedef struct {
+    uint32_t plan_hash, arena_need;
+    uint16_t n_layers, n_classes, first_bwd;
+    float *input, *dlogits;
+    layer_t layer[PLAN_MAX_LAYERS];
+    dataset_t data;
+} plan_t;
+
+typedef struct {
+    uint32_t code;       /* FAULT_PLAN, FAULT_ARENA or FAULT_DATASET */
+    uint32_t arg0, arg1; /* layer index / field value, or needed / available bytes for FAULT_ARENA */
+    const char *text;
+} fault_t;
+
+/* Where blobs may live: device addresses [addr, addr + size), readable at host + (address - addr). */
+typedef struct {
+    uint32_t addr, size;
+    uintptr_t host;
+} mem_window_t;
+
+/* Validates the plan at plan_addr and the dataset it names; fills *p with pointers into the window and the arena.
+ * Returns 0, or -1 with *f describing the first problem found. Nothing is written to the arena. */
+int plan_load(plan_t *p, const mem_window_t *flash, uint32_t plan_addr, uint8_t *arena, uint32_t arena_bytes,
+              fault_t *f);
+
+#endif

@@ -1,0 +1,100 @@
+#include <string.h>
+#include "session.h"
+#include "msg.h"
+#include "plan.h"
+#include "port.h"
+#include "trainer.h"
+
+static rx_t rx;
+static plan_t plan; /* static: the resolved layer table is the biggest structure the engine keeps */
+static uint8_t running;
+static uint8_t stop_requested;
+
+static void answer_ping(const frame_t *f)
+{
+    if (f->len != 4) {
+        msg_fault(FAULT_COMMAND, 0, 0, 0, f->type, f->len, "PING body must be 4 bytes");
+        return;
+    }
+    msg_hello(port_info());
+    msg_pong(le32(f->body));
+}
+
+static int parse_start(const frame_t *f, start_t *a)
+{
+    const uint8_t *b = f->body;
+    if (f->len != 20)
+        return -1;
+    a->steps = le32(b);
+    {
+        uint32_t u = le32(b + 4);
+        memcpy(&a->lr, &u, sizeof a->lr);
+    }
+    a->seed = le32(b + 8);
+    a->grad_every = le16(b + 12);
+    a->eval_samples = le16(b + 14);
+    return 0;
+}
+
+static int poll_stop(void)
+{
+    while (session_poll())
+        ;
+    return stop_requested;
+}
+
+static void start(const frame_t *f)
+{
+    const port_info_t *info = port_info();
+    mem_window_t flash = {info->flash_addr, info->flash_size, info->flash_host};
+    start_t a;
+    fault_t fl;
+    if (parse_start(f, &a)) {
+        msg_fault(FAULT_COMMAND, 0, 0, 0, f->type, f->len, "START body must be 20 bytes");
+        return;
+    }
+    if (plan_load(&plan, &flash, info->plan_addr, info->arena, info->arena_bytes, &fl)) {
+        msg_fault(fl.code, 0, 0, 0, fl.arg0, fl.arg1, fl.text);
+        return;
+    }
+    msg_ack(MSG_START, 0, plan.plan_hash);
+    running = 1;
+    stop_requested = 0;
+    trainer_run(&plan, &a, info, poll_stop);
+    running = 0;
+}
+
+void session_handle(const frame_t *f)
+{
+    if (f->type == MSG_PING) {
+        answer_ping(f);
+    } else if (f->type == MSG_STOP && running) {
+        stop_requested = 1;
+    } else if (f->type == MSG_STOP) {
+        /* nothing to stop: harmless, so no fault */
+    } else if (f->type == MSG_START && !running) {
+        start(f);
+    } else {
+        msg_fault(FAULT_COMMAND, 0, 0, 0, f->type, f->len, running ? "command not allowed while training" : "unknown command");
+    }
+}
+
+int session_poll(void)
+{
+    uint8_t b;
+    frame_t f;
+    while (port_read_byte(&b)) {
+        if (rx_feed(&rx, b, &f)) {
+            session_handle(&f);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+void session_run(void)
+{
+    rx_init(&rx);
+    for (;;)
+        session_poll();
+}

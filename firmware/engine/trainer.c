@@ -1,0 +1,446 @@
+/* Training loop. Per step: forward, loss, then backward from the last layer down to first_bwd; each layer first
+ * computes its input gradient with the weights of the forward pass, then reports its parameter gradients
+ * (GSTAT statistics, GRAD values: outside the timed phases) and applies SGD in place. No gradient buffer for a
+ * whole model ever exists: dense weight gradients are the outer product dy x^T, recomputed when streamed. */
+#include <string.h>
+#include "trainer.h"
+#include "msg.h"
+#include "wire.h"
+#include "ops/conv2d.h"
+#include "ops/dense.h"
+#include "ops/relu.h"
+#include "ops/softmax_ce.h"
+
+#define MAX_GSTAT (2u * PLAN_MAX_LAYERS)
+
+typedef struct {
+    uint8_t layer, param;
+    float sumsq, max_abs; /* sumsq holds the l2 norm itself when norm_done */
+    uint8_t norm_done;
+} gstat_t;
+
+typedef struct {
+    uint8_t layer, param;
+    uint32_t total, offset, left;
+} gstream_t;
+
+typedef struct {
+    const plan_t *p;
+    const port_info_t *info;
+    float lr;
+    uint32_t step;
+    uint8_t stream;                    /* GRAD frames this step */
+    uint32_t t_fwd, t_bwd, t_upd;
+    gstat_t gstat[MAX_GSTAT];
+    uint32_t n_gstat;
+    gstream_t gs;
+} run_t;
+
+static run_t run; /* static: keeps the stack high-water mark about training, not about bookkeeping */
+
+uint32_t trainer_xorshift(uint32_t *state)
+{
+    uint32_t x = *state;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    *state = x;
+    return x;
+}
+
+static uint32_t since(uint64_t t0)
+{
+    return (uint32_t)(port_ticks() - t0);
+}
+
+/* ---- memory measurement -------------------------------------------------------------------------------- */
+
+static void paint(uint32_t *w, uint32_t words)
+{
+    for (uint32_t j = 0; j < words; j++)
+        w[j] = TRAINER_PAINT;
+}
+
+/* Repaints the free part of the stack so the high-water mark describes this run. The loop is inline (no call)
+ * and stops well below this frame, so it never overwrites live data. */
+static void repaint_stack(const port_info_t *info)
+{
+    volatile uint32_t here = 0;
+    uintptr_t limit = ((uintptr_t)&here - 128u) & ~(uintptr_t)3u;
+    if (!info->stack_bottom)
+        return;
+    for (uint32_t *w = info->stack_bottom; (uintptr_t)w < limit; w++)
+        *w = TRAINER_PAINT;
+    (void)here;
+}
+
+static uint32_t stack_hwm(const port_info_t *info)
+{
+    uint32_t words = info->stack_bytes / 4u, j = 0;
+    if (!info->stack_bottom)
+        return 0;
+    while (j < words && info->stack_bottom[j] == TRAINER_PAINT)
+        j++;
+    return (words - j) * 4u;
+}
+
+/* the lowest words of the stack still carry paint unless the stack overflowed into them */
+static int stack_guard_hit(const port_info_t *info)
+{
+    if (!info->stack_bottom || info->stack_bytes < 16u)
+        return 0;
+    for (uint32_t j = 0; j < 4u; j++)
+        if (info->stack_bottom[j] != TRAINER_PAINT)
+            return 1;
+    return 0;
+}
+
+/* highest written byte of the plan's arena: validated ranges never go beyond arena_need */
+static uint32_t arena_peak(const run_t *r)
+{
+    const uint32_t *w = (const uint32_t *)(const void *)r->info->arena;
+    uint32_t j = r->p->arena_need / 4u;
+    while (j > 0 && w[j - 1] == TRAINER_PAINT)
+        j--;
+    return j * 4u;
+}
+
+/* ---- setup ------------------------------------------------------------------------------------------------ */
+
+static void copy_or_zero(float *dst, const float *src, uint32_t n)
+{
+    if (src)
+        memcpy(dst, src, n * sizeof(float));
+    else
+        memset(dst, 0, n * sizeof(float));
+}
+
+static uint32_t weight_count(const layer_t *L)
+{
+    if (L->op == OP_DENSE)
+        return L->n_in * L->n_out;
+    return (uint32_t)L->s.out_c * L->s.k * L->s.k * L->s.in_c;
+}
+
+static void load_params(const plan_t *p)
+{
+    for (uint32_t i = 0; i < p->n_layers; i++) {
+        const layer_t *L = &p->layer[i];
+        if (L->w_ram)
+            copy_or_zero(L->w_ram, L->w_init, weight_count(L));
+        if (L->b_ram)
+            copy_or_zero(L->b_ram, L->b_init, L->s.out_c);
+    }
+}
+
+/* ---- forward ---------------------------------------------------------------------------------------------- */
+
+static void load_sample(const plan_t *p, const uint8_t *x)
+{
+    float *in = p->input, scale = p->data.scale, offset = p->data.offset;
+    for (uint32_t j = 0; j < p->data.sample_bytes; j++)
+        in[j] = (float)x[j] * scale + offset;
+}
+
+static void forward(const plan_t *p)
+{
+    for (uint32_t i = 0; i < p->n_layers; i++) {
+        const layer_t *L = &p->layer[i];
+        if (L->op == OP_DENSE)
+            dense_forward(L->in, L->w, L->b, L->out, L->n_in, L->n_out);
+        else if (L->op == OP_CONV2D)
+            conv2d_forward(&L->s, L->in, L->w, L->b, L->out);
+        else
+            relu_forward(L->in, L->out, L->n_in);
+    }
+}
+
+static const float *logits(const plan_t *p)
+{
+    return p->layer[p->n_layers - 1u].out;
+}
+
+/* ---- gradient reporting (untimed) ------------------------------------------------------------------------- */
+
+static gstat_t *gstat_new(run_t *r, uint8_t layer, uint8_t param)
+{
+    gstat_t *g = &r->gstat[r->n_gstat++];
+    *g = (gstat_t){layer, param, 0.0f, 0.0f, 0};
+    return g;
+}
+
+static void gstat_add(gstat_t *g, float v)
+{
+    float a = v < 0.0f ? -v : v;
+    g->sumsq += v * v;
+    if (a > g->max_abs)
+        g->max_abs = a;
+}
+
+static void vec_stats(const float *v, uint32_t n, float *sumsq, float *max_abs)
+{
+    gstat_t g = {0, 0, 0.0f, 0.0f, 0};
+    for (uint32_t j = 0; j < n; j++)
+        gstat_add(&g, v[j]);
+    *sumsq = g.sumsq;
+    *max_abs = g.max_abs;
+}
+
+static void stream_begin(run_t *r, uint8_t layer, uint8_t param, uint32_t total)
+{
+    r->gs = (gstream_t){layer, param, total, 0, 0};
+}
+
+/* appends one gradient value; opens and closes GRAD frames of at most GRAD_CHUNK values */
+static void stream_push(run_t *r, float v)
+{
+    gstream_t *s = &r->gs;
+    if (s->left == 0) {
+        s->left = s->total - s->offset < GRAD_CHUNK ? s->total - s->offset : GRAD_CHUNK;
+        msg_begin(MSG_GRAD);
+        msg_u32(r->step);
+        msg_u8(s->layer);
+        msg_u8(s->param);
+        msg_u16(0);
+        msg_u32(s->total);
+        msg_u32(s->offset);
+        msg_u16((uint16_t)s->left);
+        msg_u16(0);
+    }
+    msg_f32(v);
+    s->offset++;
+    if (--s->left == 0)
+        msg_send();
+}
+
+/* dense: dL/dW = dy x^T, so ||g|| = ||dy|| ||x|| and max|g| = max|dy| max|x|; dL/db = dy */
+static void report_dense(run_t *r, uint8_t i, const layer_t *L)
+{
+    float dsq, dmax, xsq, xmax;
+    vec_stats(L->dout, L->n_out, &dsq, &dmax);
+    if (L->flags & LF_TRAIN_W) {
+        vec_stats(L->in, L->n_in, &xsq, &xmax);
+        gstat_t *g = gstat_new(r, i, 0);
+        g->sumsq = __builtin_sqrtf(dsq) * __builtin_sqrtf(xsq);
+        g->max_abs = dmax * xmax;
+        g->norm_done = 1;
+        if (r->stream) {
+            stream_begin(r, i, 0, L->n_in * L->n_out);
+            for (uint32_t o = 0; o < L->n_out; o++)
+                for (uint32_t j = 0; j < L->n_in; j++)
+                    stream_push(r, L->dout[o] * L->in[j]);
+        }
+    }
+    if (L->flags & LF_TRAIN_B) {
+        gstat_t *g = gstat_new(r, i, 1);
+        g->sumsq = dsq;
+        g->max_abs = dmax;
+        if (r->stream) {
+            stream_begin(r, i, 1, L->n_out);
+            for (uint32_t o = 0; o < L->n_out; o++)
+                stream_push(r, L->dout[o]);
+        }
+    }
+}
+
+static void report_values(run_t *r, gstat_t *g, const float *v, uint32_t n)
+{
+    for (uint32_t j = 0; j < n; j++) {
+        gstat_add(g, v[j]);
+        if (r->stream)
+            stream_push(r, v[j]);
+    }
+}
+
+/* ---- backward ----------------------------------------------------------------------------------------------- */
+
+static void back_dense(run_t *r, uint8_t i, const layer_t *L)
+{
+    uint64_t t = port_ticks();
+    if (L->flags & LF_NEED_DX)
+        dense_input_grad(L->dout, L->w, L->din, L->n_in, L->n_out);
+    r->t_bwd += since(t);
+    report_dense(r, i, L);
+    t = port_ticks();
+    if (L->flags & LF_TRAIN_W)
+        dense_update_weights(L->w_ram, L->dout, L->in, r->lr, L->n_in, L->n_out);
+    if (L->flags & LF_TRAIN_B)
+        dense_update_bias(L->b_ram, L->dout, r->lr, L->n_out);
+    r->t_upd += since(t);
+}
+
+static void back_conv_bias(run_t *r, uint8_t i, const layer_t *L)
+{
+    gstat_t *g = gstat_new(r, i, 1);
+    if (r->stream)
+        stream_begin(r, i, 1, L->s.out_c);
+    for (uint32_t oc = 0; oc < L->s.out_c; oc++) {
+        uint64_t t = port_ticks();
+        float gb = conv2d_bias_grad_channel(&L->s, L->dout, oc);
+        r->t_bwd += since(t);
+        report_values(r, g, &gb, 1);
+        t = port_ticks();
+        L->b_ram[oc] -= r->lr * gb;
+        r->t_upd += since(t);
+    }
+}
+
+/* per output channel: gradient into the k*k*in_c scratch, report it, apply it at once */
+static void back_conv_weights(run_t *r, uint8_t i, const layer_t *L)
+{
+    uint32_t n = (uint32_t)L->s.k * L->s.k * L->s.in_c;
+    gstat_t *g = gstat_new(r, i, 0);
+    if (r->stream)
+        stream_begin(r, i, 0, n * L->s.out_c);
+    for (uint32_t oc = 0; oc < L->s.out_c; oc++) {
+        uint64_t t = port_ticks();
+        conv2d_weight_grad_channel(&L->s, L->dout, L->in, oc, L->scratch);
+        r->t_bwd += since(t);
+        report_values(r, g, L->scratch, n);
+        t = port_ticks();
+        conv2d_update_channel(L->w_ram + oc * n, L->scratch, r->lr, n);
+        r->t_upd += since(t);
+    }
+}
+
+static void back_conv(run_t *r, uint8_t i, const layer_t *L)
+{
+    uint64_t t = port_ticks();
+    if (L->flags & LF_NEED_DX)
+        conv2d_input_grad(&L->s, L->dout, L->w, L->din);
+    r->t_bwd += since(t);
+    if (L->flags & LF_TRAIN_B)
+        back_conv_bias(r, i, L);
+    if (L->flags & LF_TRAIN_W)
+        back_conv_weights(r, i, L);
+}
+
+static void backward(run_t *r)
+{
+    const plan_t *p = r->p;
+    for (uint32_t i = p->n_layers; i-- > p->first_bwd;) {
+        const layer_t *L = &p->layer[i];
+        if (L->op == OP_DENSE) {
+            back_dense(r, (uint8_t)i, L);
+        } else if (L->op == OP_CONV2D) {
+            back_conv(r, (uint8_t)i, L);
+        } else if (L->flags & LF_NEED_DX) {
+            uint64_t t = port_ticks();
+            relu_backward(L->out, L->dout, L->din, L->n_in);
+            r->t_bwd += since(t);
+        }
+    }
+}
+
+/* ---- step, eval, run -------------------------------------------------------------------------------------- */
+
+static void send_gstat(const run_t *r)
+{
+    msg_begin(MSG_GSTAT);
+    msg_u32(r->step);
+    msg_u8((uint8_t)r->n_gstat);
+    msg_zeros(3);
+    for (uint32_t j = 0; j < r->n_gstat; j++) {
+        const gstat_t *g = &r->gstat[j];
+        msg_u8(g->layer);
+        msg_u8(g->param);
+        msg_u16(0);
+        msg_f32(g->norm_done ? g->sumsq : __builtin_sqrtf(g->sumsq));
+        msg_f32(g->max_abs);
+    }
+    msg_send();
+}
+
+/* one SGD step on one training sample; fills the STEP message */
+static void train_step(run_t *r, uint32_t sample, msg_step_t *m)
+{
+    const plan_t *p = r->p;
+    uint32_t label = p->data.y_train[sample], pred = 0;
+    uint64_t t = port_ticks();
+    load_sample(p, p->data.x_train + sample * p->data.sample_bytes);
+    forward(p);
+    m->loss = softmax_ce(logits(p), p->n_classes, label, p->first_bwd < p->n_layers ? p->dlogits : NULL, &pred);
+    r->t_fwd = since(t);
+    r->t_bwd = r->t_upd = 0;
+    r->n_gstat = 0;
+    backward(r);
+    m->step = r->step;
+    m->sample = sample;
+    m->label = (uint8_t)label;
+    m->pred = (uint8_t)pred;
+    m->t_fwd = r->t_fwd;
+    m->t_bwd = r->t_bwd;
+    m->t_upd = r->t_upd;
+}
+
+static void evaluate(const plan_t *p, uint8_t phase, uint16_t max_samples)
+{
+    msg_eval_t e = {phase, p->data.n_eval, 0, 0.0f, 0};
+    uint64_t t0 = port_ticks();
+    if (max_samples && max_samples < e.n)
+        e.n = max_samples;
+    for (uint32_t s = 0; s < e.n; s++) {
+        uint32_t pred = 0, label = p->data.y_eval[s];
+        load_sample(p, p->data.x_eval + s * p->data.sample_bytes);
+        forward(p);
+        e.loss_sum += softmax_ce(logits(p), p->n_classes, label, NULL, &pred);
+        e.correct += pred == label;
+    }
+    e.ticks = port_ticks() - t0;
+    msg_eval(&e);
+}
+
+static void measure(const run_t *r, msg_step_t *m)
+{
+    m->stack_hwm = stack_hwm(r->info);
+    m->arena_peak = arena_peak(r);
+    m->sram_used = r->info->static_bytes + m->stack_hwm + m->arena_peak;
+}
+
+/* the steps loop; returns the SUMMARY status */
+static int train(run_t *r, const start_t *a, stop_poll_fn poll, msg_summary_t *s)
+{
+    uint32_t rng = a->seed ? a->seed : 1u;
+    msg_step_t m;
+    for (r->step = 0; r->step < a->steps; r->step++) {
+        if (poll && poll())
+            return 1;
+        r->stream = a->grad_every && r->step % a->grad_every == 0;
+        train_step(r, trainer_xorshift(&rng) % r->p->data.n_train, &m);
+        measure(r, &m);
+        msg_step(&m);
+        send_gstat(r);
+        s->steps_done++;
+        s->final_loss = m.loss;
+        s->ticks_train += (uint64_t)m.t_fwd + m.t_bwd + m.t_upd;
+        if (m.sram_used > s->sram_peak)
+            s->sram_peak = m.sram_used;
+        if (stack_guard_hit(r->info)) {
+            msg_fault(FAULT_STACK, 0, 0, 0, m.stack_hwm, r->info->stack_bytes, "stack overflow: paint guard hit");
+            return 2;
+        }
+    }
+    return 0;
+}
+
+int trainer_run(const plan_t *p, const start_t *a, const port_info_t *info, stop_poll_fn poll)
+{
+    msg_summary_t s = {0, 0, 0.0f, 0, 0, info->static_bytes, 0, 0};
+    memset(&run, 0, sizeof run);
+    run.p = p;
+    run.info = info;
+    run.lr = a->lr;
+    paint((uint32_t *)(void *)info->arena, info->arena_bytes / 4u);
+    repaint_stack(info);
+    load_params(p);
+    evaluate(p, 0, a->eval_samples);
+    s.status = (uint8_t)train(&run, a, poll, &s);
+    if (s.status == 0)
+        evaluate(p, 1, a->eval_samples);
+    s.stack_hwm = stack_hwm(info);
+    s.arena_peak = arena_peak(&run);
+    if (info->static_bytes + s.stack_hwm + s.arena_peak > s.sram_peak)
+        s.sram_peak = info->static_bytes + s.stack_hwm + s.arena_peak;
+    msg_summary(&s);
+    return s.status;
+}

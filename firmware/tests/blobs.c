@@ -1,0 +1,146 @@
+#include <string.h>
+#include "blobs.h"
+#include "crc32.h"
+#include "wire.h"
+
+static uint32_t arena_cur;
+
+static uint32_t alloc(uint32_t floats)
+{
+    uint32_t off = arena_cur;
+    arena_cur += floats * 4u;
+    return off;
+}
+
+static uint32_t numel(const uint16_t *d)
+{
+    return (uint32_t)d[0] * d[1] * d[2];
+}
+
+static uint32_t put_floats(uint8_t *blob, uint32_t *len, const float *v, uint32_t n)
+{
+    uint32_t off = *len;
+    memcpy(blob + off, v, n * 4u);
+    *len += n * 4u;
+    return off;
+}
+
+void blob_fix_crc(uint8_t *blob)
+{
+    put_le32(blob + 12, 0);
+    put_le32(blob + 12, crc32(blob, le32(blob + 8)));
+}
+
+static uint32_t weight_numel(const spec_t *s)
+{
+    if (s->op == OP_DENSE)
+        return numel(s->in) * numel(s->out);
+    return (uint32_t)s->out[2] * s->k * s->k * s->in[2];
+}
+
+/* forward activations, parameters and conv scratch */
+static void place_layers(uint8_t *blob, uint32_t *len, const spec_t *L, uint32_t n, uint8_t *rec, built_t *out)
+{
+    uint32_t prev = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const spec_t *s = &L[i];
+        uint8_t *r = rec + i * PLAN_RECORD;
+        uint32_t in_off = i == 0 ? alloc(numel(s->in)) : prev, out_off = s->op == OP_RELU ? in_off : alloc(numel(s->out));
+        r[0] = s->op;
+        r[1] = s->flags;
+        r[2] = s->stride;
+        r[3] = s->k;
+        for (int j = 0; j < 3; j++) {
+            put_le16(r + 4 + 2 * j, s->in[j]);
+            put_le16(r + 10 + 2 * j, s->out[j]);
+        }
+        put_le32(r + 16, s->w ? put_floats(blob, len, s->w, weight_numel(s)) : PLAN_NONE);
+        put_le32(r + 20, s->b ? put_floats(blob, len, s->b, s->out[2]) : PLAN_NONE);
+        out->w_ram[i] = (s->flags & LF_TRAIN_W) ? alloc(weight_numel(s)) : PLAN_NONE;
+        out->b_ram[i] = (s->flags & LF_TRAIN_B) ? alloc(s->out[2]) : PLAN_NONE;
+        put_le32(r + 24, out->w_ram[i]);
+        put_le32(r + 28, out->b_ram[i]);
+        put_le32(r + 32, in_off);
+        put_le32(r + 36, out_off);
+        put_le32(r + 40, PLAN_NONE);
+        put_le32(r + 44, PLAN_NONE);
+        put_le32(r + 48, (s->op == OP_CONV2D && (s->flags & LF_TRAIN_W)) ? alloc((uint32_t)s->k * s->k * s->in[2]) : PLAN_NONE);
+        put_le16(r + 52, s->pad_top);
+        put_le16(r + 54, s->pad_left);
+        prev = out_off;
+    }
+}
+
+/* gradient buffers from the logits down: dout of layer i-1 is din of layer i */
+static void place_gradients(const spec_t *L, uint32_t n, uint16_t first_bwd, uint8_t *rec, uint32_t dlogits)
+{
+    uint32_t dout = dlogits;
+    for (uint32_t i = n; i-- > first_bwd;) {
+        uint8_t *r = rec + i * PLAN_RECORD;
+        put_le32(r + 40, dout);
+        if (L[i].flags & LF_NEED_DX) {
+            uint32_t din = L[i].op == OP_RELU ? dout : alloc(numel(L[i].in));
+            put_le32(r + 44, din);
+            dout = din;
+        }
+    }
+}
+
+static uint32_t build_dataset(uint8_t *d, const dspec_t *s)
+{
+    uint32_t sb = (uint32_t)s->h * s->w * s->c, off = DATA_HEADER;
+    memset(d, 0, DATA_HEADER);
+    put_le32(d, DATA_MAGIC);
+    put_le16(d + 4, 1);
+    put_le16(d + 6, DATA_HEADER);
+    put_le32(d + 16, s->n_train);
+    put_le32(d + 20, s->n_eval);
+    put_le16(d + 24, s->h);
+    put_le16(d + 26, s->w);
+    put_le16(d + 28, s->c);
+    put_le16(d + 30, s->n_classes);
+    memcpy(d + 32, &s->scale, 4);
+    memcpy(d + 36, &s->offset, 4);
+    put_le32(d + 40, DATA_HEADER);
+    memcpy(d + off, s->xt, s->n_train * sb);
+    off = (off + s->n_train * sb + 3u) & ~3u;
+    memcpy(d + off, s->yt, s->n_train);
+    off = (off + s->n_train + 3u) & ~3u;
+    memcpy(d + off, s->xe, s->n_eval * sb);
+    off = (off + s->n_eval * sb + 3u) & ~3u;
+    memcpy(d + off, s->ye, s->n_eval);
+    off += s->n_eval;
+    put_le32(d + 8, off);
+    blob_fix_crc(d);
+    return off;
+}
+
+void build_blobs(uint8_t *win, uint32_t win_addr, const spec_t *L, uint32_t n, uint16_t n_classes,
+                 uint16_t first_bwd, const dspec_t *d, built_t *out)
+{
+    uint32_t len = PLAN_HEADER + n * PLAN_RECORD, input, dlogits;
+    memset(win, 0, len);
+    arena_cur = 0;
+    place_layers(win, &len, L, n, win + PLAN_HEADER, out);
+    input = 0; /* the first allocation */
+    dlogits = alloc(n_classes);
+    place_gradients(L, n, first_bwd, win + PLAN_HEADER, dlogits);
+    out->plan_bytes = len;
+    out->data_off = (len + 15u) & ~15u;
+    out->arena_need = arena_cur;
+    put_le32(win, PLAN_MAGIC);
+    put_le16(win + 4, 1);
+    put_le16(win + 6, PLAN_HEADER);
+    put_le32(win + 8, len);
+    put_le32(win + 16, 0xC0FFEEu);
+    put_le32(win + 20, arena_cur);
+    put_le32(win + 24, win_addr + out->data_off);
+    put_le16(win + 28, (uint16_t)n);
+    put_le16(win + 30, n_classes);
+    put_le32(win + 32, PLAN_HEADER);
+    put_le32(win + 36, input);
+    put_le32(win + 40, dlogits);
+    put_le16(win + 44, first_bwd);
+    blob_fix_crc(win);
+    out->data_bytes = build_dataset(win + out->data_off, d);
+}

@@ -1,0 +1,346 @@
+/* Optimized kernels against the reference kernels, and reference kernels against finite differences. */
+#include <math.h>
+#include <string.h>
+#include "harness.h"
+#include "ops/conv2d.h"
+#include "ops/dense.h"
+#include "ops/fmath.h"
+#include "ops/relu.h"
+#include "ops/softmax_ce.h"
+
+#define BIG 4096
+
+static float A[BIG], B[BIG], C[BIG], D[BIG], E[BIG], F[BIG], G[BIG];
+
+static const uint32_t dense_shapes[][2] = {{1, 1}, {3, 2}, {4, 4}, {7, 5}, {64, 32}, {32, 10}, {13, 9}, {17, 3}};
+
+static void t_dense_forward(void)
+{
+    for (unsigned s = 0; s < sizeof dense_shapes / sizeof dense_shapes[0]; s++) {
+        uint32_t ni = dense_shapes[s][0], no = dense_shapes[s][1];
+        th_fill(A, ni, -1, 1);
+        th_fill(B, ni * no, -1, 1);
+        th_fill(C, no, -1, 1);
+        dense_forward(A, B, C, D, ni, no);
+        dense_forward_ref(A, B, C, E, ni, no);
+        CHECK(th_max_rel(D, E, no) < 1e-5);
+        dense_forward(A, B, NULL, D, ni, no);
+        dense_forward_ref(A, B, NULL, E, ni, no);
+        CHECK(th_max_rel(D, E, no) < 1e-5);
+    }
+}
+
+static void t_dense_input_grad(void)
+{
+    for (unsigned s = 0; s < sizeof dense_shapes / sizeof dense_shapes[0]; s++) {
+        uint32_t ni = dense_shapes[s][0], no = dense_shapes[s][1];
+        th_fill(A, no, -1, 1);
+        th_fill(B, ni * no, -1, 1);
+        dense_input_grad(A, B, D, ni, no);
+        dense_input_grad_ref(A, B, E, ni, no);
+        CHECK(th_max_rel(D, E, ni) < 1e-5);
+    }
+}
+
+static void t_dense_update(void)
+{
+    for (unsigned s = 0; s < sizeof dense_shapes / sizeof dense_shapes[0]; s++) {
+        uint32_t ni = dense_shapes[s][0], no = dense_shapes[s][1];
+        th_fill(A, no, -1, 1);
+        A[0] = 0.0f; /* a masked unit: the row must stay as it is */
+        th_fill(B, ni, -1, 1);
+        th_fill(D, ni * no, -1, 1);
+        memcpy(E, D, ni * no * sizeof(float));
+        memcpy(F, D, ni * no * sizeof(float));
+        dense_update_weights(D, A, B, 0.1f, ni, no);
+        dense_update_weights_ref(E, A, B, 0.1f, ni, no);
+        CHECK(th_max_rel(D, E, ni * no) < 1e-6);
+        CHECK(memcmp(D, F, ni * sizeof(float)) == 0);
+        th_fill(C, no, -1, 1);
+        memcpy(G, C, no * sizeof(float));
+        dense_update_bias(C, A, 0.1f, no);
+        for (uint32_t o = 0; o < no; o++)
+            CHECK_NEAR(C[o], G[o] - 0.1f * A[o], 1e-6);
+    }
+}
+
+/* loss L = sum r_j y_j, evaluated in double from a float forward */
+static double dense_loss(const float *x, const float *w, const float *b, const float *r, uint32_t ni, uint32_t no)
+{
+    float y[64];
+    double l = 0.0;
+    dense_forward_ref(x, w, b, y, ni, no);
+    for (uint32_t o = 0; o < no; o++)
+        l += (double)r[o] * y[o];
+    return l;
+}
+
+static double fd(float *v, uint32_t j, double (*f)(void), float eps)
+{
+    float keep = v[j];
+    double lp, lm;
+    v[j] = keep + eps;
+    lp = f();
+    v[j] = keep - eps;
+    lm = f();
+    v[j] = keep;
+    return (lp - lm) / (2.0 * eps);
+}
+
+static uint32_t g_ni, g_no;
+static double dense_f(void)
+{
+    return dense_loss(A, B, C, D, g_ni, g_no);
+}
+
+static void t_dense_fd(void)
+{
+    g_ni = 7;
+    g_no = 5;
+    th_fill(A, g_ni, -1, 1);
+    th_fill(B, g_ni * g_no, -1, 1);
+    th_fill(C, g_no, -1, 1);
+    th_fill(D, g_no, -1, 1); /* dL/dy */
+    dense_input_grad_ref(D, B, E, g_ni, g_no);
+    dense_weight_grad_ref(D, A, F, g_ni, g_no);
+    for (uint32_t i = 0; i < g_ni; i++)
+        CHECK_NEAR(E[i], fd(A, i, dense_f, 1e-2f), 1e-3);
+    for (uint32_t j = 0; j < g_ni * g_no; j++)
+        CHECK_NEAR(F[j], fd(B, j, dense_f, 1e-2f), 1e-3);
+    for (uint32_t o = 0; o < g_no; o++) /* dL/db = dy */
+        CHECK_NEAR(D[o], fd(C, o, dense_f, 1e-2f), 1e-3);
+}
+
+/* in_h, in_w, in_c, out_c, k, stride, same */
+static const uint16_t conv_cfg[][7] = {
+    {5, 6, 3, 5, 3, 1, 0}, {7, 5, 2, 6, 3, 1, 1}, {8, 7, 3, 4, 3, 2, 1}, {9, 9, 2, 7, 2, 2, 0},
+    {6, 6, 1, 8, 5, 1, 1}, {4, 4, 4, 1, 1, 1, 0}, {8, 8, 1, 3, 3, 2, 1},
+};
+
+static conv_shape_t conv_shape(unsigned c)
+{
+    conv_shape_t s;
+    const uint16_t *g = conv_cfg[c];
+    memset(&s, 0, sizeof s);
+    s.in_h = g[0];
+    s.in_w = g[1];
+    s.in_c = g[2];
+    s.out_c = g[3];
+    s.k = g[4];
+    s.stride = g[5];
+    if (g[6]) {
+        s.out_h = (uint16_t)((s.in_h + s.stride - 1) / s.stride);
+        s.out_w = (uint16_t)((s.in_w + s.stride - 1) / s.stride);
+        int ph = (s.out_h - 1) * s.stride + s.k - s.in_h, pw = (s.out_w - 1) * s.stride + s.k - s.in_w;
+        s.pad_top = (uint16_t)(ph > 0 ? ph / 2 : 0);
+        s.pad_left = (uint16_t)(pw > 0 ? pw / 2 : 0);
+    } else {
+        s.out_h = (uint16_t)((s.in_h - s.k) / s.stride + 1);
+        s.out_w = (uint16_t)((s.in_w - s.k) / s.stride + 1);
+    }
+    return s;
+}
+
+#define NCFG (sizeof conv_cfg / sizeof conv_cfg[0])
+#define NIN(s) ((uint32_t)(s).in_h * (s).in_w * (s).in_c)
+#define NOUT(s) ((uint32_t)(s).out_h * (s).out_w * (s).out_c)
+#define NW(s) ((uint32_t)(s).out_c * (s).k * (s).k * (s).in_c)
+
+static void t_conv_forward(void)
+{
+    for (unsigned c = 0; c < NCFG; c++) {
+        conv_shape_t s = conv_shape(c);
+        th_fill(A, NIN(s), -1, 1);
+        th_fill(B, NW(s), -1, 1);
+        th_fill(C, s.out_c, -1, 1);
+        conv2d_forward(&s, A, B, C, D);
+        conv2d_forward_ref(&s, A, B, C, E);
+        CHECK(th_max_rel(D, E, NOUT(s)) < 1e-5);
+        conv2d_forward(&s, A, B, NULL, D);
+        conv2d_forward_ref(&s, A, B, NULL, E);
+        CHECK(th_max_rel(D, E, NOUT(s)) < 1e-5);
+    }
+}
+
+static void t_conv_input_grad(void)
+{
+    for (unsigned c = 0; c < NCFG; c++) {
+        conv_shape_t s = conv_shape(c);
+        th_fill(A, NOUT(s), -1, 1);
+        th_fill(B, NW(s), -1, 1);
+        th_fill(D, NIN(s), 5, 6); /* garbage: must be overwritten */
+        conv2d_input_grad(&s, A, B, D);
+        conv2d_input_grad_ref(&s, A, B, E);
+        CHECK(th_max_rel(D, E, NIN(s)) < 1e-5);
+    }
+}
+
+static void t_conv_weight_grad(void)
+{
+    for (unsigned c = 0; c < NCFG; c++) {
+        conv_shape_t s = conv_shape(c);
+        uint32_t n = (uint32_t)s.k * s.k * s.in_c;
+        th_fill(A, NOUT(s), -1, 1);
+        A[0] = 0.0f; /* exercises the skip of zero output gradients */
+        th_fill(B, NIN(s), -1, 1);
+        for (uint32_t oc = 0; oc < s.out_c; oc++) {
+            th_fill(D, n, 5, 6);
+            conv2d_weight_grad_channel(&s, A, B, oc, D);
+            conv2d_weight_grad_channel_ref(&s, A, B, oc, E);
+            CHECK(th_max_rel(D, E, n) < 1e-5);
+            CHECK_NEAR(conv2d_bias_grad_channel(&s, A, oc), conv2d_bias_grad_channel_ref(&s, A, oc), 1e-5);
+        }
+        th_fill(F, n, -1, 1);
+        memcpy(G, F, n * sizeof(float));
+        conv2d_update_channel(F, E, 0.5f, n);
+        for (uint32_t j = 0; j < n; j++)
+            CHECK_NEAR(F[j], G[j] - 0.5f * E[j], 1e-6);
+    }
+}
+
+static conv_shape_t g_cs;
+static double conv_f(void)
+{
+    float y[BIG];
+    double l = 0.0;
+    conv2d_forward_ref(&g_cs, A, B, C, y);
+    for (uint32_t j = 0; j < NOUT(g_cs); j++)
+        l += (double)D[j] * y[j];
+    return l;
+}
+
+static void t_conv_fd(void)
+{
+    for (unsigned c = 0; c < NCFG; c++) {
+        conv_shape_t s = g_cs = conv_shape(c);
+        uint32_t n = (uint32_t)s.k * s.k * s.in_c;
+        th_fill(A, NIN(s), -1, 1);
+        th_fill(B, NW(s), -1, 1);
+        th_fill(C, s.out_c, -1, 1);
+        th_fill(D, NOUT(s), -1, 1);
+        conv2d_input_grad_ref(&s, D, B, E);
+        for (uint32_t i = 0; i < NIN(s); i += 3)
+            CHECK_NEAR(E[i], fd(A, i, conv_f, 1e-2f), 2e-3);
+        for (uint32_t oc = 0; oc < s.out_c; oc += 2) {
+            conv2d_weight_grad_channel_ref(&s, D, A, oc, F);
+            for (uint32_t j = 0; j < n; j++)
+                CHECK_NEAR(F[j], fd(B, oc * n + j, conv_f, 1e-2f), 2e-3);
+            CHECK_NEAR(conv2d_bias_grad_channel_ref(&s, D, oc), fd(C, oc, conv_f, 1e-2f), 2e-3);
+        }
+    }
+}
+
+static void t_relu(void)
+{
+    uint32_t n = 37;
+    th_fill(A, n, -1, 1);
+    A[3] = 0.0f;
+    A[4] = -0.0f;
+    relu_forward(A, D, n);
+    relu_forward_ref(A, E, n);
+    CHECK(memcmp(D, E, n * sizeof(float)) == 0);
+    th_fill(B, n, -1, 1);
+    relu_backward(D, B, F, n);
+    relu_backward_ref(E, B, G, n);
+    CHECK(memcmp(F, G, n * sizeof(float)) == 0);
+    memcpy(C, A, n * sizeof(float)); /* in place, both directions */
+    relu_forward(C, C, n);
+    CHECK(memcmp(C, E, n * sizeof(float)) == 0);
+    memcpy(C, B, n * sizeof(float));
+    relu_backward(E, C, C, n);
+    CHECK(memcmp(C, G, n * sizeof(float)) == 0);
+}
+
+static double relu_f(void)
+{
+    double l = 0.0;
+    relu_forward_ref(A, E, 16);
+    for (uint32_t j = 0; j < 16; j++)
+        l += (double)B[j] * E[j];
+    return l;
+}
+
+static void t_relu_fd(void)
+{
+    th_fill(A, 16, -1, 1);
+    for (uint32_t j = 0; j < 16; j++) /* keep away from the kink */
+        if (fabsf(A[j]) < 0.05f)
+            A[j] = 0.5f;
+    th_fill(B, 16, -1, 1);
+    relu_forward_ref(A, D, 16);
+    relu_backward_ref(D, B, F, 16);
+    for (uint32_t j = 0; j < 16; j++)
+        CHECK_NEAR(F[j], fd(A, j, relu_f, 1e-3f), 1e-3);
+}
+
+static void t_softmax(void)
+{
+    for (uint32_t n = 2; n <= 12; n += 5) {
+        for (uint32_t label = 0; label < n; label += 3) {
+            uint32_t p1, p2;
+            th_fill(A, n, -8, 8);
+            float l1 = softmax_ce(A, n, label, D, &p1), l2 = softmax_ce_ref(A, n, label, E, &p2);
+            CHECK_NEAR(l1, l2, 1e-5);
+            CHECK(p1 == p2);
+            CHECK(th_max_rel(D, E, n) < 1e-6);
+            CHECK_NEAR(softmax_ce(A, n, label, NULL, NULL), l2, 1e-5);
+        }
+    }
+}
+
+static uint32_t g_label;
+static double softmax_f(void)
+{
+    return softmax_ce_ref(A, 10, g_label, NULL, NULL);
+}
+
+static void t_softmax_fd(void)
+{
+    g_label = 7;
+    th_fill(A, 10, -3, 3);
+    softmax_ce_ref(A, 10, g_label, D, NULL);
+    for (uint32_t j = 0; j < 10; j++)
+        CHECK_NEAR(D[j], fd(A, j, softmax_f, 1e-2f), 1e-3);
+}
+
+static void t_fmath(void)
+{
+    double worst_e = 0.0, worst_l = 0.0;
+    for (int j = 0; j < 20000; j++) {
+        float x = th_uniform(-87.0f, 88.0f);
+        double e = exp((double)x);
+        double rel = fabs(fm_exp(x) - e) / e;
+        if (rel > worst_e)
+            worst_e = rel;
+        float y = th_uniform(1e-6f, 1e6f);
+        double l = log((double)y), err = fabs(fm_log(y) - l) / (fabs(l) > 1.0 ? fabs(l) : 1.0);
+        if (err > worst_l)
+            worst_l = err;
+    }
+    CHECK(worst_e < 5e-7);
+    CHECK(worst_l < 5e-7);
+    CHECK(fm_exp(0.0f) == 1.0f);
+    CHECK(fm_exp(-100.0f) == 0.0f);
+    CHECK(isinf(fm_exp(100.0f)));
+    CHECK(fm_log(1.0f) == 0.0f);
+    CHECK(isinf(fm_log(0.0f)) && fm_log(0.0f) < 0);
+    CHECK(isnan(fm_log(-1.0f)));
+    CHECK_NEAR(fm_log(1e-40f), log(1e-40), 1e-6);
+}
+
+const test_case_t ops_tests[] = {
+    {"dense forward: optimized = reference", t_dense_forward},
+    {"dense input gradient: optimized = reference", t_dense_input_grad},
+    {"dense fused update: optimized = reference", t_dense_update},
+    {"dense reference: finite differences", t_dense_fd},
+    {"conv2d forward valid/same/stride 2: optimized = reference", t_conv_forward},
+    {"conv2d input gradient: optimized = reference", t_conv_input_grad},
+    {"conv2d weight/bias gradient and update: optimized = reference", t_conv_weight_grad},
+    {"conv2d reference: finite differences", t_conv_fd},
+    {"relu forward/backward incl. in place: optimized = reference", t_relu},
+    {"relu reference: finite differences", t_relu_fd},
+    {"softmax CE: optimized = reference", t_softmax},
+    {"softmax CE reference: finite differences", t_softmax_fd},
+    {"fm_exp / fm_log accuracy", t_fmath},
+    {NULL, NULL},
+};

@@ -1,0 +1,290 @@
+/* Trainer: one step against a double-precision computation, conv step against the reference kernels,
+ * loss reduction over a run, STOP, and the session's command handling. */
+#include <math.h>
+#include <string.h>
+#include "harness.h"
+#include "blobs.h"
+#include "host_port.h"
+#include "msg.h"
+#include "session.h"
+#include "trainer.h"
+#include "ops/conv2d.h"
+#include "ops/dense.h"
+#include "ops/relu.h"
+#include "ops/softmax_ce.h"
+
+static plan_t plan;
+static built_t b;
+static port_info_t info;
+static float grads[4][2][4096]; /* [layer][param] values collected from GRAD frames */
+
+static void setup_info(void)
+{
+    memset(&info, 0, sizeof info);
+    info.board = "host";
+    info.build_id = "test";
+    info.arena = fx_arena;
+    info.arena_bytes = FX_ARENA_BYTES;
+    info.flash_addr = FX_WIN_ADDR;
+    info.flash_size = FX_WIN_BYTES;
+    info.flash_host = (uintptr_t)fx_win;
+    info.plan_addr = FX_WIN_ADDR;
+    hp_reset(&info);
+}
+
+static int load_plan(void)
+{
+    mem_window_t w = fx_window();
+    fault_t f;
+    return plan_load(&plan, &w, FX_WIN_ADDR, fx_arena, FX_ARENA_BYTES, &f);
+}
+
+static float f32(const uint8_t *p)
+{
+    float v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static void collect_grads(uint32_t step)
+{
+    uint32_t pos = 0;
+    frame_t f;
+    while (hp_next_frame(&pos, &f))
+        if (f.type == MSG_GRAD && le32(f.body) == step && f.body[4] < 4) {
+            uint32_t off = le32(f.body + 12), n = le16(f.body + 16);
+            for (uint32_t j = 0; j < n && off + j < 4096; j++)
+                grads[f.body[4]][f.body[5] & 1][off + j] = f32(f.body + 20 + 4 * j);
+        }
+}
+
+static int find(uint8_t type, frame_t *out)
+{
+    uint32_t pos = 0;
+    while (hp_next_frame(&pos, out))
+        if (out->type == type)
+            return 1;
+    return 0;
+}
+
+static void t_step_double(void)
+{
+    const uint32_t NI = 6, NH = 5, NC = 3;
+    start_t a = {1, 0.1f, 5, 1, 0};
+    double x[6], h[5], z[3], dz[3], dh[5], m, sum = 0, loss;
+    uint32_t rng = 5, s, y;
+    frame_t f;
+    fx_mlp(&b, NI, NH, NC, 0, 20);
+    setup_info();
+    CHECK(load_plan() == 0);
+    CHECK(trainer_run(&plan, &a, &info, NULL) == 0);
+    s = trainer_xorshift(&rng) % 20;
+    y = plan.data.y_train[s];
+    for (uint32_t i = 0; i < NI; i++)
+        x[i] = (double)((float)plan.data.x_train[s * NI + i] * plan.data.scale + plan.data.offset);
+    for (uint32_t o = 0; o < NH; o++) {
+        h[o] = fx_b0[o];
+        for (uint32_t i = 0; i < NI; i++)
+            h[o] += (double)fx_w0[o * NI + i] * x[i];
+        h[o] = h[o] > 0 ? h[o] : 0;
+    }
+    for (uint32_t c = 0; c < NC; c++) {
+        z[c] = fx_b2[c];
+        for (uint32_t o = 0; o < NH; o++)
+            z[c] += (double)fx_w2[c * NH + o] * h[o];
+    }
+    m = fmax(z[0], fmax(z[1], z[2]));
+    for (uint32_t c = 0; c < NC; c++)
+        sum += exp(z[c] - m);
+    loss = log(sum) - (z[y] - m);
+    for (uint32_t c = 0; c < NC; c++)
+        dz[c] = exp(z[c] - m) / sum - (c == y);
+    for (uint32_t o = 0; o < NH; o++) {
+        dh[o] = 0;
+        for (uint32_t c = 0; c < NC; c++)
+            dh[o] += (double)fx_w2[c * NH + o] * dz[c];
+        dh[o] = h[o] > 0 ? dh[o] : 0;
+    }
+    CHECK(find(MSG_STEP, &f) && le32(f.body + 4) == s && f.body[8] == y);
+    CHECK_NEAR(f32(f.body + 12), loss, 1e-5);
+    collect_grads(0);
+    const float *w0 = (const float *)(const void *)(fx_arena + b.w_ram[0]);
+    const float *w2 = (const float *)(const void *)(fx_arena + b.w_ram[2]);
+    const float *b0 = (const float *)(const void *)(fx_arena + b.b_ram[0]);
+    const float *b2 = (const float *)(const void *)(fx_arena + b.b_ram[2]);
+    for (uint32_t c = 0; c < NC; c++) {
+        CHECK_NEAR(b2[c], fx_b2[c] - 0.1 * dz[c], 1e-6);
+        CHECK_NEAR(grads[2][1][c], dz[c], 1e-6);
+        for (uint32_t o = 0; o < NH; o++) {
+            CHECK_NEAR(w2[c * NH + o], fx_w2[c * NH + o] - 0.1 * dz[c] * h[o], 1e-6);
+            CHECK_NEAR(grads[2][0][c * NH + o], dz[c] * h[o], 1e-6);
+        }
+    }
+    for (uint32_t o = 0; o < NH; o++) {
+        CHECK_NEAR(b0[o], fx_b0[o] - 0.1 * dh[o], 1e-6);
+        CHECK_NEAR(grads[0][1][o], dh[o], 1e-6);
+        for (uint32_t i = 0; i < NI; i++) {
+            CHECK_NEAR(w0[o * NI + i], fx_w0[o * NI + i] - 0.1 * dh[o] * x[i], 1e-6);
+            CHECK_NEAR(grads[0][0][o * NI + i], dh[o] * x[i], 1e-6);
+        }
+    }
+    /* GSTAT: layer 2 weight then bias, then layer 0; l2 of dz h^T = |dz| |h| */
+    double ndz = 0, nh = 0;
+    for (uint32_t c = 0; c < NC; c++)
+        ndz += dz[c] * dz[c];
+    for (uint32_t o = 0; o < NH; o++)
+        nh += h[o] * h[o];
+    CHECK(find(MSG_GSTAT, &f) && f.body[4] == 4 && f.body[8] == 2 && f.body[9] == 0);
+    CHECK_NEAR(f32(f.body + 12), sqrt(ndz) * sqrt(nh), 1e-5);
+    CHECK(hp_count(MSG_EVAL) == 2 && hp_count(MSG_SUMMARY) == 1);
+}
+
+/* conv 5x5x2 -k3 same-> 5x5x3, relu, dense 75 -> 4; one step compared with the reference kernels */
+static void t_conv_step(void)
+{
+    static float cw[3 * 9 * 2], cb[3], dw[4 * 75], db[4], in[50], c_out[75], logits[4], dl[4], dc[75], g[18];
+    static uint8_t xs[4 * 50], ys[4];
+    conv_shape_t cs = {5, 5, 2, 5, 5, 3, 3, 1, 1, 1};
+    spec_t L[3] = {
+        {OP_CONV2D, LF_TRAIN_W | LF_TRAIN_B | LF_PAD_SAME, 3, 1, {5, 5, 2}, {5, 5, 3}, 1, 1, cw, cb},
+        {OP_RELU, LF_NEED_DX, 0, 0, {5, 5, 3}, {5, 5, 3}, 0, 0, NULL, NULL},
+        {OP_DENSE, LF_TRAIN_W | LF_TRAIN_B | LF_NEED_DX, 0, 0, {1, 1, 75}, {1, 1, 4}, 0, 0, dw, db},
+    };
+    dspec_t d = {4, 4, 5, 5, 2, 4, 1.0f / 255.0f, -0.5f, xs, ys, xs, ys};
+    start_t a = {1, 0.05f, 9, 0, 0};
+    uint32_t rng = 9, s;
+    th_fill(cw, sizeof cw / 4, -0.5f, 0.5f);
+    th_fill(cb, 3, -0.1f, 0.1f);
+    th_fill(dw, sizeof dw / 4, -0.3f, 0.3f);
+    th_fill(db, 4, -0.1f, 0.1f);
+    for (uint32_t j = 0; j < sizeof xs; j++)
+        xs[j] = (uint8_t)th_rand();
+    for (uint32_t j = 0; j < 4; j++)
+        ys[j] = (uint8_t)(j % 4);
+    build_blobs(fx_win, FX_WIN_ADDR, L, 3, 4, 0, &d, &b);
+    setup_info();
+    CHECK(load_plan() == 0);
+    CHECK(trainer_run(&plan, &a, &info, NULL) == 0);
+    s = trainer_xorshift(&rng) % 4;
+    for (uint32_t j = 0; j < 50; j++)
+        in[j] = (float)xs[s * 50 + j] * d.scale + d.offset;
+    conv2d_forward_ref(&cs, in, cw, cb, c_out);
+    relu_forward_ref(c_out, c_out, 75);
+    dense_forward_ref(c_out, dw, db, logits, 75, 4);
+    softmax_ce_ref(logits, 4, ys[s], dl, NULL);
+    dense_input_grad_ref(dl, dw, dc, 75, 4);
+    relu_backward_ref(c_out, dc, dc, 75);
+    const float *cw_new = (const float *)(const void *)(fx_arena + b.w_ram[0]);
+    const float *cb_new = (const float *)(const void *)(fx_arena + b.b_ram[0]);
+    for (uint32_t oc = 0; oc < 3; oc++) {
+        conv2d_weight_grad_channel_ref(&cs, dc, in, oc, g);
+        for (uint32_t j = 0; j < 18; j++)
+            CHECK_NEAR(cw_new[oc * 18 + j], cw[oc * 18 + j] - 0.05f * g[j], 1e-5);
+        CHECK_NEAR(cb_new[oc], cb[oc] - 0.05f * conv2d_bias_grad_channel_ref(&cs, dc, oc), 1e-5);
+    }
+}
+
+static float eval_loss(uint8_t phase, uint32_t *correct)
+{
+    uint32_t pos = 0;
+    frame_t f;
+    while (hp_next_frame(&pos, &f))
+        if (f.type == MSG_EVAL && f.body[0] == phase) {
+            *correct = le32(f.body + 8);
+            return f32(f.body + 12) / (float)le32(f.body + 4);
+        }
+    return -1.0f;
+}
+
+static void t_loss_falls(void)
+{
+    start_t a = {600, 0.05f, 3, 100, 0};
+    uint32_t c0 = 0, c1 = 0;
+    frame_t f;
+    fx_mlp(&b, 16, 12, 4, 0, 400);
+    setup_info();
+    CHECK(load_plan() == 0);
+    CHECK(trainer_run(&plan, &a, &info, NULL) == 0);
+    float l0 = eval_loss(0, &c0), l1 = eval_loss(1, &c1);
+    CHECK(l0 > 0 && l1 > 0 && l1 < 0.5f * l0);
+    CHECK(c1 > c0 && c1 >= 80);
+    CHECK(hp_count(MSG_STEP) == 600 && hp_count(MSG_GSTAT) == 600);
+    CHECK(find(MSG_SUMMARY, &f) && le32(f.body) == 600 && f.body[4] == 0);
+    /* GRAD on steps 0, 100, ..., 500: 6 x (16*12 + 12 + 12*4 + 4 floats -> 1 + 1 + 1 + 1 frames) */
+    CHECK(hp_count(MSG_GRAD) == 24);
+}
+
+static int polls;
+static int stop_on_third(void)
+{
+    return ++polls >= 3;
+}
+
+static void t_stop(void)
+{
+    start_t a = {50, 0.05f, 3, 0, 0};
+    frame_t f;
+    fx_mlp(&b, 6, 5, 3, 2, 20);
+    setup_info();
+    CHECK(load_plan() == 0);
+    polls = 0;
+    CHECK(trainer_run(&plan, &a, &info, stop_on_third) == 1);
+    CHECK(find(MSG_SUMMARY, &f) && le32(f.body) == 2 && f.body[4] == 1);
+    CHECK(hp_count(MSG_EVAL) == 1 && hp_count(MSG_STEP) == 2);
+    /* last layer only: GSTAT has the two tensors of layer 2 */
+    CHECK(find(MSG_GSTAT, &f) && f.body[4] == 2 && f.body[8] == 2);
+}
+
+static void t_session(void)
+{
+    static uint8_t script[512];
+    uint8_t body[20] = {0};
+    uint32_t n = 0;
+    frame_t f;
+    fx_mlp(&b, 6, 5, 3, 0, 20);
+    setup_info();
+    put_le32(body, 0xABCD);
+    n += hp_encode(script + n, MSG_PING, 0, body, 4);
+    n += hp_encode(script + n, MSG_START, 1, body, 3); /* bad length */
+    n += hp_encode(script + n, 0x99, 2, body, 0);      /* unknown */
+    n += hp_encode(script + n, MSG_STOP, 3, body, 0); /* idle STOP: ignored */
+    put_le32(body, 3);                                  /* steps */
+    float lr = 0.1f;
+    memcpy(body + 4, &lr, 4);
+    script[n++] = 0x42; /* line noise before the next frame */
+    script[n++] = 0;
+    n += hp_encode(script + n, MSG_START, 4, body, 20);
+    hp_set_input(script, n);
+    while (session_poll())
+        ;
+    CHECK(find(MSG_HELLO, &f) && le16(f.body) == 1 && le32(f.body + 24) == FX_ARENA_BYTES);
+    CHECK(find(MSG_PONG, &f) && le32(f.body) == 0xABCD);
+    CHECK(hp_count(MSG_FAULT) == 2 && find(MSG_FAULT, &f) && le32(f.body) == FAULT_COMMAND);
+    CHECK(find(MSG_ACK, &f) && f.body[0] == MSG_START && f.body[1] == 0 && le32(f.body + 4) == 0xC0FFEEu);
+    CHECK(hp_count(MSG_STEP) == 3 && hp_count(MSG_SUMMARY) == 1);
+    /* STOP queued behind START arrives between steps: the run ends early with status 1 */
+    hp_reset(&info);
+    n = hp_encode(script, MSG_START, 5, body, 20);
+    n += hp_encode(script + n, MSG_STOP, 6, body, 0);
+    hp_set_input(script, n);
+    while (session_poll())
+        ;
+    CHECK(find(MSG_SUMMARY, &f) && f.body[4] == 1 && le32(f.body) == 0);
+    /* a damaged plan answers FAULT 2 and no ACK */
+    fx_win[PLAN_HEADER] = 9;
+    hp_reset(&info);
+    n = hp_encode(script, MSG_START, 5, body, 20);
+    hp_set_input(script, n);
+    while (session_poll())
+        ;
+    CHECK(find(MSG_FAULT, &f) && le32(f.body) == FAULT_PLAN && hp_count(MSG_ACK) == 0);
+}
+
+const test_case_t trainer_tests[] = {
+    {"trainer: one MLP step matches double precision (weights, GRAD, GSTAT, loss)", t_step_double},
+    {"trainer: one conv step matches the reference kernels", t_conv_step},
+    {"trainer: 600 steps reduce the eval loss", t_loss_falls},
+    {"trainer: STOP ends the run with status 1; last-layer-only GSTAT", t_stop},
+    {"session: PING/HELLO/PONG, bad commands, START/ACK, bad plan", t_session},
+    {NULL, NULL},
+};
