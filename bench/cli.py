@@ -108,7 +108,7 @@ def run(profile_spec: str, rack_spec: str | None, names: tuple[str, ...], out: P
         live = LiveProgress(bar, [e.label for e in rack.boards], profile.steps, len(techniques))
         records = runner.run_profile(profile, rack, out, progress=live)
     report = write_report(out)
-    Console().print(summary_table(records))
+    Console(width=max(Console().width, 150)).print(summary_table(records))
     console.print(f"results: {out}/runs.parquet, steps.parquet, grads.parquet; journals: {out}/journal/")
     console.print(f"report: {report}")
     if any(r.status == "error" for r in records):
@@ -120,18 +120,18 @@ def _fmt(value: float, spec: str) -> str:
 
 
 def summary_table(records: list[RunRecord]) -> Table:
-    table = Table(title="Runs (counts and SRAM measured on the twin; energy modelled)")
+    table = Table(title="Runs: accuracy, loss, SRAM and counts measured on the device or twin; energy modelled")
     for col in ("board", "technique", "status", "acc before→after", "final loss", "peak SRAM / board",
-                "instr/step", "energy/step (modelled)", "grad rel err"):
+                "instr/step", "energy/step", "grad rel err"):
         table.add_column(col)
     for r in sorted(records, key=lambda r: r.run_id):
         row = r.run_row()
         acc = f"{_fmt(row['acc_before'] * 100, '.1f')}% → {_fmt(row['acc_after'] * 100, '.1f')}%"
         sram = f"{_fmt(row['peak_sram_bytes'], ',.0f')} / {row['board_sram_bytes']:,} B"
         status = r.status if r.status == "ok" else f"{r.status}: {r.error[:80]}"
+        energy = f"{_fmt(row['energy_per_step_uj'], '.2f')} µJ ({row['energy_source']})"
         table.add_row(r.board.name, r.technique, status, acc, _fmt(row["final_loss"], ".3f"), sram,
-                      _fmt(row["instr_per_step"], ",.0f"), f"{_fmt(row['energy_per_step_uj'], '.2f')} µJ",
-                      _fmt(row["fidelity_max_rel_err"], ".1e"))
+                      _fmt(row["instr_per_step"], ",.0f"), energy, _fmt(row["fidelity_max_rel_err"], ".1e"))
     return table
 
 

@@ -21,7 +21,7 @@ from bench.target import Counting
 
 RUN_COLUMNS = [
     "run_id", "board", "target_kind", "technique", "model", "status", "error", "steps", "final_loss",
-    "acc_before", "acc_after", "peak_sram_bytes", "planned_sram_bytes", "board_sram_bytes", "flash_bytes",
+    "acc_before", "acc_after", "loss_before", "loss_after", "peak_sram_bytes", "planned_sram_bytes", "board_sram_bytes", "flash_bytes",
     "board_flash_bytes", "static_bytes", "stack_bytes", "arena_bytes", "instr_per_step", "count_unit",
     "instr_fwd_per_step", "instr_bwd_per_step", "instr_upd_per_step", "energy_per_step_uj", "energy_source",
     "lost_frames", "journal", "fidelity_max_rel_err", "build_id", "plan_hash", "wall_s",
@@ -108,6 +108,11 @@ class RunRecord:
         ev = self.evals.get(phase)
         return ev.correct / ev.n if ev and ev.n else math.nan
 
+    def eval_loss(self, phase: int) -> float:
+        """Mean loss over the eval split, before (0) or after (1) training."""
+        ev = self.evals.get(phase)
+        return ev.loss_sum / ev.n if ev and ev.n else math.nan
+
     def peak_sram(self) -> tuple[float, float, float, float]:
         """(peak, static, stack, arena) bytes as measured by the device."""
         if self.summary is not None:
@@ -120,9 +125,8 @@ class RunRecord:
         return math.nan, math.nan, math.nan, math.nan
 
     def final_loss(self) -> float:
-        if self.summary is not None:
-            return float(self.summary.final_loss)
-        tail = [s.loss for s in self.steps[-10:]]
+        """Mean loss of the last tenth of the steps (at least 10): one batch-1 loss says little."""
+        tail = [s.loss for s in self.steps[-max(10, len(self.steps) // 10):]]
         return float(np.mean(tail)) if tail else math.nan
 
     def run_row(self) -> dict[str, object]:
@@ -134,6 +138,7 @@ class RunRecord:
             "technique": self.technique, "model": self.model, "status": self.status, "error": self.error,
             "steps": len(self.steps), "final_loss": self.final_loss(),
             "acc_before": self.accuracy(0), "acc_after": self.accuracy(1),
+            "loss_before": self.eval_loss(0), "loss_after": self.eval_loss(1),
             "peak_sram_bytes": peak, "planned_sram_bytes": _nan(self.planned_sram_bytes),
             "board_sram_bytes": self.board.sram_bytes, "flash_bytes": _nan(self.flash_bytes),
             "board_flash_bytes": self.board.flash_bytes, "static_bytes": static, "stack_bytes": stack,

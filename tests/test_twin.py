@@ -29,8 +29,8 @@ def test_training_on_twin_lowers_loss_and_matches_reference(board, bench_run, te
     assert run.status == "ok", run.error
     assert run.hello.board == board.board and run.hello.proto_version == 1
     assert len(run.steps) == STEPS and run.lost_frames == 0
-    loss = run.steps["loss"].to_numpy()
-    assert loss[-50:].mean() < loss[:50].mean()
+    # on the whole eval split (batch-1 training losses are too noisy to compare over 150 steps)
+    assert run.eval_loss(1) < run.eval_loss(0)
     assert run.accuracy(1) > run.accuracy(0)
     # gradients streamed during the first steps against an independent numpy reference
     assert run.fidelity_max_rel_err < 1e-4
@@ -50,7 +50,11 @@ def test_instruction_counts_are_deterministic(bench_run):
     a = bench_run(entry, "last-fp32", steps=5, check_steps=0, eval_samples=1)
     b = bench_run(entry, "last-fp32", steps=5, check_steps=0, eval_samples=1)
     cols = ["instr_fwd", "instr_bwd", "instr_update"]
-    np.testing.assert_array_equal(a.steps[cols].to_numpy(), b.steps[cols].to_numpy())
+    # the same instructions run each time; a SysTick tick is 0.625 instructions at -icount shift=6 and the tick
+    # phase at START depends on when the host's bytes arrived, so each reading may differ by a tick at either end
+    diff = np.abs(a.steps[cols].to_numpy() - b.steps[cols].to_numpy())
+    assert diff.max() <= 2 * 0.625 + 1e-9
+    assert a.steps["instr_fwd"].min() > 1000
 
 
 def test_plan_too_big_for_board_reports_required_vs_available(board, bench_run):

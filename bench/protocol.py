@@ -1,0 +1,692 @@
+"""Wire protocol v1 between the bench and the training firmware (see docs/protocol.md).
+
+Pure data handling, no I/O: framing (COBS + CRC-32), a resynchronising stream decoder with error counters,
+and typed records for every message. The device is untrusted, so every length is bounded before it is used
+and every string is sanitised; a bad frame is counted and dropped, never fatal to the stream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+import zlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import ClassVar, TypeVar
+
+from cobs import cobs
+
+PROTOCOL_VERSION = 1
+MAX_BODY = 1024
+MAX_ENCODED = 1100  # COBS bytes of one frame, delimiter excluded
+HEADER = struct.Struct("<BBHH")  # type, version, seq, len
+CRC = struct.Struct("<I")
+MIN_PACKET = HEADER.size + CRC.size
+SEQ_MOD = 65536
+MAX_BOARD = 32
+MAX_BUILD = 40
+MAX_GRAD_VALUES = 240
+MAX_KEPT_ERRORS = 100
+
+_T = TypeVar("_T")
+
+
+class MsgType(IntEnum):
+    """Message type codes; device→host below 0x80, host→device from 0x80."""
+
+    HELLO = 0x01
+    STEP = 0x02
+    GSTAT = 0x03
+    GRAD = 0x04
+    EVAL = 0x05
+    SUMMARY = 0x06
+    LOG = 0x07
+    FAULT = 0x08
+    PONG = 0x09
+    ACK = 0x0A
+    START = 0x81
+    STOP = 0x82
+    PING = 0x83
+
+
+def type_name(code: int) -> str:
+    """Name of a type code for messages, also for codes this host does not know."""
+    try:
+        return MsgType(code).name
+    except ValueError:
+        return f"type 0x{code:02X}"
+
+
+class ProtocolError(ValueError):
+    """A frame that passed framing but whose body breaks the contract; names where it is in the stream."""
+
+    def __init__(self, frame: Frame, reason: str) -> None:
+        self.frame_type = frame.type
+        self.seq = frame.seq
+        self.offset = frame.offset
+        self.reason = reason
+        super().__init__(f"{type_name(frame.type)} seq={frame.seq} at stream offset {frame.offset}: {reason}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Framing
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A checked packet: header fields, body, and the stream offset of its first encoded byte (journal)."""
+
+    type: int
+    seq: int
+    body: bytes
+    offset: int = 0
+
+    @property
+    def type_name(self) -> str:
+        return type_name(self.type)
+
+
+def encode_frame(msg_type: int, seq: int, body: bytes) -> bytes:
+    """COBS-encode header|body|crc32 and append the 0x00 delimiter."""
+    if len(body) > MAX_BODY:
+        raise ValueError(f"body of {len(body)} bytes exceeds {MAX_BODY}")
+    if not 0 <= msg_type <= 0xFF:
+        raise ValueError(f"message type {msg_type} out of range")
+    head = HEADER.pack(msg_type, PROTOCOL_VERSION, seq % SEQ_MOD, len(body))
+    packet = head + body
+    return cobs.encode(packet + CRC.pack(zlib.crc32(packet))) + b"\x00"
+
+
+@dataclass
+class DecoderStats:
+    """Counters of a FrameDecoder; ``garbage_bytes`` counts non-delimiter bytes of every dropped run.
+
+    ``bad_messages`` is kept by the consumer (Link): checked frames whose body decode_message rejected.
+    """
+
+    frames_ok: int = 0
+    crc_errors: int = 0
+    cobs_errors: int = 0
+    malformed: int = 0
+    bad_version: int = 0
+    oversize: int = 0
+    garbage_bytes: int = 0
+    lost_frames: int = 0
+    bad_messages: int = 0
+
+    @property
+    def dropped_frames(self) -> int:
+        """Frames rejected by framing checks (each kind summed)."""
+        return self.crc_errors + self.cobs_errors + self.malformed + self.bad_version + self.oversize
+
+
+@dataclass(frozen=True)
+class FramingError:
+    """Why a run of bytes was dropped and where it started in the stream."""
+
+    offset: int
+    kind: str
+    detail: str
+
+
+class FrameDecoder:
+    """Turns an arbitrary byte stream into checked frames, resynchronising at each 0x00.
+
+    Memory is bounded: at most MAX_ENCODED bytes are buffered; a longer run is dropped and skipped to the
+    next zero. Recent framing errors are kept (bounded) with stream offsets so reports can point into the
+    journal.
+    """
+
+    def __init__(self, start_offset: int = 0) -> None:
+        self.stats = DecoderStats()
+        self.errors: deque[FramingError] = deque(maxlen=MAX_KEPT_ERRORS)
+        self._buf = bytearray()
+        self._skipping = False
+        self._pos = start_offset  # stream offset of the next byte fed
+        self._run_start = start_offset
+        self._last_seq: int | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of the current unterminated run held in memory."""
+        return len(self._buf)
+
+    @property
+    def offset(self) -> int:
+        """Stream offset of the next byte to be fed."""
+        return self._pos
+
+    def forget_seq(self) -> None:
+        """Do not count a seq gap for the next frame (e.g. after the host knows the device restarted)."""
+        self._last_seq = None
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
+        """Consume bytes; return the frames completed by them, in order."""
+        data = bytes(data)
+        frames: list[Frame] = []
+        pos = 0
+        while pos < len(data):
+            zero = data.find(0, pos)
+            end = len(data) if zero < 0 else zero
+            self._take(data[pos:end])
+            if zero < 0:
+                break
+            frame = self._end_run()
+            if frame is not None:
+                frames.append(frame)
+            pos = zero + 1
+            self._run_start = self._pos + pos
+        self._pos += len(data)
+        return frames
+
+    def _take(self, chunk: bytes) -> None:
+        if self._skipping:
+            self.stats.garbage_bytes += len(chunk)
+            return
+        if len(self._buf) + len(chunk) <= MAX_ENCODED:
+            self._buf += chunk
+            return
+        self.stats.oversize += 1
+        self.stats.garbage_bytes += len(self._buf) + len(chunk)
+        self._note(self._run_start, "oversize", f"unterminated run longer than {MAX_ENCODED} bytes")
+        self._buf.clear()
+        self._skipping = True
+
+    def _end_run(self) -> Frame | None:
+        if self._skipping:
+            self._skipping = False
+            return None
+        if not self._buf:
+            return None  # idle zeros between frames
+        run = bytes(self._buf)
+        self._buf.clear()
+        frame = self._check(run)
+        if frame is None:
+            self.stats.garbage_bytes += len(run)
+        return frame
+
+    def _check(self, run: bytes) -> Frame | None:
+        try:
+            packet = cobs.decode(run)
+        except cobs.DecodeError as exc:
+            return self._reject("cobs_errors", f"COBS: {exc}")
+        if len(packet) < MIN_PACKET:
+            return self._reject("malformed", f"packet of {len(packet)} bytes < {MIN_PACKET}")
+        msg_type, version, seq, length = HEADER.unpack_from(packet)
+        if length > MAX_BODY:
+            return self._reject("malformed", f"len {length} > {MAX_BODY}")
+        if len(packet) != MIN_PACKET + length:
+            return self._reject("malformed", f"len {length} but packet carries {len(packet) - MIN_PACKET}")
+        (crc,) = CRC.unpack_from(packet, len(packet) - CRC.size)
+        if crc != zlib.crc32(packet[: -CRC.size]):
+            return self._reject("crc_errors", f"CRC mismatch in {type_name(msg_type)} seq={seq}")
+        if version != PROTOCOL_VERSION:
+            return self._reject("bad_version", f"version {version} != {PROTOCOL_VERSION}")
+        self._count_seq(seq)
+        self.stats.frames_ok += 1
+        return Frame(msg_type, seq, packet[HEADER.size : -CRC.size], self._run_start)
+
+    def _count_seq(self, seq: int) -> None:
+        if self._last_seq is not None:
+            self.stats.lost_frames += (seq - self._last_seq - 1) % SEQ_MOD
+        self._last_seq = seq
+
+    def _reject(self, counter: str, detail: str) -> None:
+        setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+        self._note(self._run_start, counter, detail)
+        return None
+
+    def _note(self, offset: int, kind: str, detail: str) -> None:
+        self.errors.append(FramingError(offset, kind, detail))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Body helpers
+
+_CONTROL = dict.fromkeys([*range(0x20), 0x7F])
+
+
+def clean_text(raw: bytes) -> str:
+    """Untrusted bytes → printable str: ASCII only (others → U+FFFD), control characters removed."""
+    return raw.decode("ascii", errors="replace").translate(_CONTROL)
+
+
+def _need(frame: Frame, size: int, exact: bool = True) -> None:
+    n = len(frame.body)
+    if n < size:
+        raise ProtocolError(frame, f"body too short for {frame.type_name}: {n} < {size} bytes")
+    if exact and n > size:
+        raise ProtocolError(frame, f"body too long for {frame.type_name}: {n} > {size} bytes")
+
+
+def _unpack(fmt: struct.Struct, frame: Frame) -> tuple:
+    _need(frame, fmt.size)
+    return fmt.unpack(frame.body)
+
+
+def _pack(fmt: struct.Struct, *values: object) -> bytes:
+    try:
+        return fmt.pack(*values)
+    except struct.error as exc:
+        raise ValueError(f"cannot encode {values}: {exc}") from exc
+
+
+def _ascii(text: str, limit: int, what: str) -> bytes:
+    raw = text.encode("ascii")
+    if len(raw) > limit:
+        raise ValueError(f"{what} of {len(raw)} bytes exceeds {limit}")
+    return raw
+
+
+# ----------------------------------------------------------------------------------------------------
+# Device → host messages
+
+
+@dataclass(frozen=True)
+class Hello:
+    """Device identity and memory budget, sent in answer to the first PING."""
+
+    TYPE: ClassVar[MsgType] = MsgType.HELLO
+    FIXED: ClassVar[struct.Struct] = struct.Struct("<HHIIIIIII")
+
+    proto_version: int
+    counter_kind: int
+    cpu_hz: int
+    counter_hz: int
+    sram_bytes: int
+    flash_bytes: int
+    static_bytes: int
+    arena_bytes: int
+    stack_bytes: int
+    board: str
+    build_id: str
+
+    def pack(self) -> bytes:
+        board = _ascii(self.board, MAX_BOARD, "board")
+        build = _ascii(self.build_id, MAX_BUILD, "build_id")
+        fixed = _pack(self.FIXED, *_fields(self)[:9])
+        return fixed + bytes([len(board)]) + board + bytes([len(build)]) + build
+
+    @classmethod
+    def unpack(cls, frame: Frame) -> Hello:
+        _need(frame, cls.FIXED.size + 2, exact=False)
+        fixed = cls.FIXED.unpack_from(frame.body)
+        board, pos = _counted_string(frame, cls.FIXED.size, MAX_BOARD, "board")
+        build, pos = _counted_string(frame, pos, MAX_BUILD, "build_id")
+        if pos != len(frame.body):
+            raise ProtocolError(frame, f"{len(frame.body) - pos} trailing bytes after build_id")
+        return cls(*fixed, board, build)
+
+
+def _counted_string(frame: Frame, pos: int, limit: int, what: str) -> tuple[str, int]:
+    """Read a u8-length-prefixed string at ``pos``; return it and the position after it."""
+    body = frame.body
+    if pos >= len(body):
+        raise ProtocolError(frame, f"body ends before the {what} length byte")
+    n = body[pos]
+    if n > limit:
+        raise ProtocolError(frame, f"{what} string longer than {limit}: {n} bytes")
+    if pos + 1 + n > len(body):
+        raise ProtocolError(frame, f"{what} of {n} bytes runs past the body end ({len(body)} bytes)")
+    return clean_text(body[pos + 1 : pos + 1 + n]), pos + 1 + n
+
+
+@dataclass(frozen=True)
+class Step:
+    """One training step: sample drawn, prediction, loss, raw tick timings and memory marks."""
+
+    TYPE: ClassVar[MsgType] = MsgType.STEP
+    FMT: ClassVar[struct.Struct] = struct.Struct("<IIBBHfIIIIII")
+
+    step: int
+    sample: int
+    label: int
+    pred: int
+    loss: float
+    t_fwd: int
+    t_bwd: int
+    t_upd: int
+    stack_hwm: int
+    arena_peak: int
+    sram_used: int
+
+    def pack(self) -> bytes:
+        v = _fields(self)
+        return _pack(self.FMT, *v[:4], 0, *v[4:])
+
+    @classmethod
+    def unpack(cls, frame: Frame) -> Step:
+        v = _unpack(cls.FMT, frame)
+        return cls(*v[:4], *v[5:])
+
+
+@dataclass(frozen=True)
+class GradStat:
+    """Norms of one parameter tensor's gradient (param 0 = weight, 1 = bias)."""
+
+    layer: int
+    param: int
+    l2: float
+    max_abs: float
+
+
+@dataclass(frozen=True)
+class GradStats:
+    """Per-tensor gradient norms of one step."""
+
+    TYPE: ClassVar[MsgType] = MsgType.GSTAT
+    HEAD: ClassVar[struct.Struct] = struct.Struct("<IB3x")
+    ENTRY: ClassVar[struct.Struct] = struct.Struct("<BBHff")
+
+    step: int
+    entries: tuple[GradStat, ...]
+
+    def pack(self) -> bytes:
+        parts = [_pack(self.HEAD, self.step, len(self.entries))]
+        parts += [_pack(self.ENTRY, e.layer, e.param, 0, e.l2, e.max_abs) for e in self.entries]
+        return b"".join(parts)
+
+    @classmethod
+    def unpack(cls, frame: Frame) -> GradStats:
+        _need(frame, cls.HEAD.size, exact=False)
+        step, n = cls.HEAD.unpack_from(frame.body)
+        _need(frame, cls.HEAD.size + n * cls.ENTRY.size)
+        entries = tuple(
+            GradStat(layer, param, l2, mx)
+            for layer, param, _, l2, mx in cls.ENTRY.iter_unpack(frame.body[cls.HEAD.size :])
+        )
+        return cls(step, entries)
+
+
+@dataclass(frozen=True)
+class GradChunk:
+    """A slice ``values`` of the flattened gradient of one tensor, starting at ``offset`` of ``total``."""
+
+    TYPE: ClassVar[MsgType] = MsgType.GRAD
+    HEAD: ClassVar[struct.Struct] = struct.Struct("<IBBHIIHH")
+
+    step: int
+    layer: int
+    param: int
+    total: int
+    offset: int
+    values: tuple[float, ...]
+
+    def pack(self) -> bytes:
+        n = len(self.values)
+        if n > MAX_GRAD_VALUES:
+            raise ValueError(f"GRAD chunk of {n} values exceeds {MAX_GRAD_VALUES}")
+        head = _pack(self.HEAD, self.step, self.layer, self.param, 0, self.total, self.offset, n, 0)
+        return head + _pack(struct.Struct(f"<{n}f"), *self.values)
+
+    @classmethod
+    def unpack(cls, frame: Frame) -> GradChunk:
+        _need(frame, cls.HEAD.size, exact=False)
+        step, layer, param, _, total, offset, count, _ = cls.HEAD.unpack_from(frame.body)
+        if count > MAX_GRAD_VALUES:
+            raise ProtocolError(frame, f"GRAD count {count} > {MAX_GRAD_VALUES}")
+        _need(frame, cls.HEAD.size + 4 * count)
+        if offset + count > total:
+            raise ProtocolError(frame, f"GRAD values [{offset}, {offset + count}) exceed total {total}")
+        values = struct.unpack_from(f"<{count}f", frame.body, cls.HEAD.size)
+        return cls(step, layer, param, total, offset, values)
+
+
+@dataclass(frozen=True)
+class Eval:
+    """Accuracy and loss over the eval split, before (phase 0) or after (phase 1) training."""
+
+    TYPE: ClassVar[MsgType] = MsgType.EVAL
+    FMT: ClassVar[struct.Struct] = struct.Struct("<B3xIIfQ")
+
+    phase: int
+    n: int
+    correct: int
+    loss_sum: float
+    ticks: int
+
+    def pack(self) -> bytes:
+        return _pack(self.FMT, *_fields(self))
+
+    @classmethod
+    def unpack(cls, frame: Frame) -> Eval:
+        return cls(*_unpack(cls.FMT, frame))
+
+
+@dataclass(frozen=True)
+class Summary:
+    """End of a run (status 0 done, 1 stopped, 2 error) with whole-run memory and time."""
+
+    TYPE: ClassVar[MsgType] = MsgType.SUMMARY
+    FMT: ClassVar[struct.Struct] = struct.Struct("<IB3xfIIIIQ")
+
+    steps_done: int
+    status: int
+    final_loss: float
+    stack_hwm: int
+    arena_peak: int
+    static_bytes: int
+    sram_peak: int
+    ticks_train: int
+
+    def pack(self) -> bytes:
+        return _pack(self.FMT, *_fields(self))
+
+    @classmethod
+    def unpack(cls, frame: Frame) -> Summary:
+        return cls(*_unpack(cls.FMT, frame))
+
+
+@dataclass(frozen=True)
+class Log:
+    """A device log line (level 0 debug … 3 error); text is sanitised and bounded by the body."""
+
+    TYPE: ClassVar[MsgType] = MsgType.LOG
+
+    level: int
+    text: str
+
+    def pack(self) -> bytes:
+        return _pack(struct.Struct("<B"), self.level) + _ascii(self.text, MAX_BODY - 1, "LOG text")
+
+    @classmethod
+    def unpack(cls, frame: Frame) -> Log:
+        _need(frame, 1, exact=False)
+        return cls(frame.body[0], clean_text(frame.body[1:]))
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A device-side failure (codes in docs/protocol.md); the run is over."""
+
+    TYPE: ClassVar[MsgType] = MsgType.FAULT
+    FIXED: ClassVar[struct.Struct] = struct.Struct("<6I")
+
+    code: int
+    pc: int
+    lr: int
+    cfsr: int
+    arg0: int
+    arg1: int
+    text: str = ""
+
+    def pack(self) -> bytes:
+        fixed = _pack(self.FIXED, *_fields(self)[:6])
+        return fixed + _ascii(self.text, MAX_BODY - self.FIXED.size, "FAULT text")
+
+    @classmethod
+    def unpack(cls, frame: Frame) -> Fault:
+        _need(frame, cls.FIXED.size, exact=False)
+        return cls(*cls.FIXED.unpack_from(frame.body), clean_text(frame.body[cls.FIXED.size :]))
+
+
+@dataclass(frozen=True)
+class Pong:
+    """Answer to PING, echoing its nonce."""
+
+    TYPE: ClassVar[MsgType] = MsgType.PONG
+    FMT: ClassVar[struct.Struct] = struct.Struct("<I")
+
+    nonce: int
+
+    def pack(self) -> bytes:
+        return _pack(self.FMT, self.nonce)
+
+    @classmethod
+    def unpack(cls, frame: Frame) -> Pong:
+        return cls(*_unpack(cls.FMT, frame))
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Acceptance of a command (status 0 ok) with the hash of the plan the device will run."""
+
+    TYPE: ClassVar[MsgType] = MsgType.ACK
+    FMT: ClassVar[struct.Struct] = struct.Struct("<BBHI")
+
+    cmd_type: int
+    status: int
+    plan_hash: int
+
+    def pack(self) -> bytes:
+        return _pack(self.FMT, self.cmd_type, self.status, 0, self.plan_hash)
+
+    @classmethod
+    def unpack(cls, frame: Frame) -> Ack:
+        cmd_type, status, _, plan_hash = _unpack(cls.FMT, frame)
+        return cls(cmd_type, status, plan_hash)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Host → device commands
+
+
+@dataclass(frozen=True)
+class Start:
+    """Train ``steps`` SGD steps at ``lr``; GRAD every ``grad_every`` steps (0 never); evaluate on
+    ``eval_samples`` samples (0 all)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.START
+    FMT: ClassVar[struct.Struct] = struct.Struct("<IfIHH4x")
+
+    steps: int
+    lr: float
+    seed: int
+    grad_every: int = 0
+    eval_samples: int = 0
+
+    def pack(self) -> bytes:
+        return _pack(self.FMT, *_fields(self))
+
+    @classmethod
+    def unpack(cls, frame: Frame) -> Start:
+        return cls(*_unpack(cls.FMT, frame))
+
+
+@dataclass(frozen=True)
+class Stop:
+    """End the current run early."""
+
+    TYPE: ClassVar[MsgType] = MsgType.STOP
+
+    def pack(self) -> bytes:
+        return b""
+
+    @classmethod
+    def unpack(cls, frame: Frame) -> Stop:
+        _need(frame, 0)
+        return cls()
+
+
+@dataclass(frozen=True)
+class Ping:
+    """Liveness check; the first one also asks for HELLO."""
+
+    TYPE: ClassVar[MsgType] = MsgType.PING
+    FMT: ClassVar[struct.Struct] = struct.Struct("<I")
+
+    nonce: int
+
+    def pack(self) -> bytes:
+        return _pack(self.FMT, self.nonce)
+
+    @classmethod
+    def unpack(cls, frame: Frame) -> Ping:
+        return cls(*_unpack(cls.FMT, frame))
+
+
+Message = Hello | Step | GradStats | GradChunk | Eval | Summary | Log | Fault | Pong | Ack
+Command = Start | Stop | Ping
+
+_MESSAGES: dict[int, Callable[[Frame], Message]] = {
+    c.TYPE: c.unpack for c in (Hello, Step, GradStats, GradChunk, Eval, Summary, Log, Fault, Pong, Ack)
+}
+_COMMANDS: dict[int, Callable[[Frame], Command]] = {c.TYPE: c.unpack for c in (Start, Stop, Ping)}
+
+
+def _fields(record: object) -> tuple:
+    return tuple(getattr(record, f.name) for f in dataclasses.fields(record))  # type: ignore[arg-type]
+
+
+def encode_message(msg: Message, seq: int) -> bytes:
+    """Encode a device→host message as a frame (used by fake devices and tests)."""
+    return encode_frame(msg.TYPE, seq, msg.pack())
+
+
+def encode_command(cmd: Command, seq: int) -> bytes:
+    """Encode a host→device command as a frame."""
+    return encode_frame(cmd.TYPE, seq, cmd.pack())
+
+
+def decode_message(frame: Frame) -> Message:
+    """Typed device→host message of a checked frame; ProtocolError if the body breaks the contract."""
+    return _decode(frame, _MESSAGES, "device→host message")
+
+
+def decode_command(frame: Frame) -> Command:
+    """Typed host→device command of a checked frame (what the firmware sees; used by fake devices)."""
+    return _decode(frame, _COMMANDS, "host→device command")
+
+
+def _decode(frame: Frame, table: dict[int, Callable[[Frame], _T]], what: str) -> _T:
+    unpack = table.get(frame.type)
+    if unpack is None:
+        raise ProtocolError(frame, f"not a {what} type (0x{frame.type:02X})")
+    return unpack(frame)
+
+
+__all__ = [
+    "MAX_BODY",
+    "MAX_ENCODED",
+    "PROTOCOL_VERSION",
+    "Ack",
+    "Command",
+    "DecoderStats",
+    "Eval",
+    "Fault",
+    "Frame",
+    "FrameDecoder",
+    "FramingError",
+    "GradChunk",
+    "GradStat",
+    "GradStats",
+    "Hello",
+    "Log",
+    "Message",
+    "MsgType",
+    "Ping",
+    "Pong",
+    "ProtocolError",
+    "Start",
+    "Step",
+    "Stop",
+    "Summary",
+    "clean_text",
+    "decode_command",
+    "decode_message",
+    "encode_command",
+    "encode_frame",
+    "encode_message",
+]
