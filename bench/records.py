@@ -20,9 +20,9 @@ from bench.boards import Board
 from bench.target import Counting
 
 RUN_COLUMNS = [
-    "run_id", "board", "target_kind", "technique", "model", "status", "error", "steps", "final_loss",
-    "acc_before", "acc_after", "loss_before", "loss_after", "peak_sram_bytes", "planned_sram_bytes", "board_sram_bytes", "flash_bytes",
-    "board_flash_bytes", "static_bytes", "stack_bytes", "arena_bytes", "instr_per_step", "count_unit",
+    "run_id", "board", "target_kind", "technique", "model", "status", "error", "steps", "final_loss", "acc_before",
+    "acc_after", "loss_before", "loss_after", "peak_sram_bytes", "planned_sram_bytes", "board_sram_bytes",
+    "flash_bytes", "board_flash_bytes", "static_bytes", "stack_bytes", "arena_bytes", "instr_per_step", "count_unit",
     "instr_fwd_per_step", "instr_bwd_per_step", "instr_upd_per_step", "energy_per_step_uj", "energy_source",
     "lost_frames", "journal", "fidelity_max_rel_err", "build_id", "plan_hash", "wall_s",
 ]

@@ -28,6 +28,7 @@ def test_training_on_twin_lowers_loss_and_matches_reference(board, bench_run, te
     run = bench_run(board, technique, steps=STEPS, grad_every=50)
     assert run.status == "ok", run.error
     assert run.hello.board == board.board and run.hello.proto_version == 1
+    assert run.hello.build_id == run.build_id  # the device runs exactly the image the bench built
     assert len(run.steps) == STEPS and run.lost_frames == 0
     # on the whole eval split (batch-1 training losses are too noisy to compare over 150 steps)
     assert run.eval_loss(1) < run.eval_loss(0)
