@@ -45,7 +45,7 @@ lint: venv
 	$(BIN)/ruff check .
 
 bench: bootstrap
-	$(BIN)/python benchmarks/step_instructions.py
+	$(BIN)/bench bench
 
 clean:
 	rm -rf firmware/build firmware_images/*-twin reports/latest reports/pytest .bench-cache
