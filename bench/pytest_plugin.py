@@ -105,7 +105,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     out = Path(session.config.getoption("--bench-out"))
     worker = getattr(session.config, "workerinput", {}).get("workerid")
     out = out / worker if worker else out
-    writer = ResultsWriter(out, run_meta(load_profile("quick"), _rack(session.config)))
+    writer = ResultsWriter(out, run_meta("pytest session", _rack(session.config)))
     for record in records:
         writer.add(record)
     from bench.report import write_report

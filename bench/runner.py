@@ -161,8 +161,8 @@ def board_lock(label: str) -> FileLock:
     return FileLock(str(LOCK_DIR / f"{label}.lock"))
 
 
-def run_meta(profile: Profile, rack: Rack) -> dict[str, object]:
-    return {"profile": profile.name, "bench_version": __version__, "git_commit": git_commit(),
+def run_meta(profile: str, rack: Rack) -> dict[str, object]:
+    return {"profile": profile, "bench_version": __version__, "git_commit": git_commit(),
             "host": platform.node(), "rack": rack.name, "started": datetime.now(UTC).isoformat(),
             "notes": ["energy on twins is modelled: instructions / clock x datasheet run current x supply "
                       "voltage, one cycle per instruction assumed"]}
@@ -173,7 +173,7 @@ def run_profile(profile: Profile, rack: Rack, out: Path, progress: Progress | No
     """Every technique of ``profile`` on every board of ``rack``: boards in parallel, techniques in sequence."""
     bench = Bench(out, progress=progress)
     prepared = bench.prepare(profile)
-    writer = ResultsWriter(out, run_meta(profile, rack))
+    writer = ResultsWriter(out, run_meta(profile.name, rack))
     lock = threading.Lock()
     records: list[RunRecord] = []
 

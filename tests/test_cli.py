@@ -1,0 +1,51 @@
+"""The command line: catalogue listing and clear errors for bad input (no board needed)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from bench.cli import main
+
+BENCH = [sys.executable, "-c", "from bench.cli import entry; entry()"]
+
+
+def test_boards_lists_catalogue_and_default_rack():
+    result = CliRunner().invoke(main, ["boards"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    for text in ("nucleo-f746zg", "nrf52840-dk", "rpi-pico", "mps2-an500", "320 KB", "Rack 'emulated'"):
+        assert text in result.output
+
+
+def test_unknown_technique_in_profile_is_a_clear_error(tmp_path: Path):
+    profile = tmp_path / "bad.toml"
+    profile.write_text('techniques = ["full-fp32", "bias-int4"]\n')
+    proc = subprocess.run([*BENCH, "run", str(profile), "--out", str(tmp_path / "out")], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 2
+    assert "bad.toml: key 'techniques': unknown technique 'bias-int4'" in proc.stderr
+    assert "full-fp32, last-fp32, bias-fp32" in proc.stderr
+
+
+def test_unknown_board_filter_is_a_clear_error(tmp_path: Path):
+    proc = subprocess.run([*BENCH, "run", "quick", "--board", "esp32", "--out", str(tmp_path)], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 2 and "has no board esp32" in proc.stderr
+
+
+def test_report_rebuilds_from_stored_results(tmp_path: Path):
+    import pandas as pd
+
+    from bench.records import RUN_COLUMNS
+
+    row = dict.fromkeys(RUN_COLUMNS, float("nan")) | {
+        "run_id": "rpi-pico.last-fp32", "board": "rpi-pico", "target_kind": "emulated", "technique": "last-fp32",
+        "model": "digits-cnn", "status": "ok", "error": "", "count_unit": "instructions",
+        "energy_source": "modelled", "journal": "", "build_id": "x", "plan_hash": "y"}
+    pd.DataFrame([row]).to_parquet(tmp_path / "runs.parquet")
+    result = CliRunner().invoke(main, ["report", str(tmp_path), "--out", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    assert "rpi-pico" in (tmp_path / "r.html").read_text()
