@@ -81,9 +81,41 @@ class Plan:
         """The plan blob, with the absolute flash address where the dataset blob will be placed."""
         return _finish(_serialise(self, dataset_addr), crc_at=12)
 
+    def composition(self) -> dict[str, int]:
+        """Planned arena bytes by kind at the moment the most bytes are live (SGD keeps no optimizer state)."""
+        times = sorted({t for b in self.buffers for t in (b.start, b.end)})
+        live = max(times, key=lambda t: sum(b.size for b in self.buffers if b.start <= t <= b.end), default=0)
+        parts = {"weights": 0, "activations": 0, "gradients": 0, "optimizer": 0}
+        for b in self.buffers:
+            if b.start <= live <= b.end:
+                parts[_kind(b.name)] += b.size
+        return parts
+
+    def layer_memory(self) -> list[dict[str, int]]:
+        """Planned bytes per layer: trainable parameters in SRAM, activations kept for backward, gradient buffers."""
+        sizes = {b.name: b.size for b in self.buffers}
+        rows = []
+        for lp in self.layers:
+            i = lp.index
+            rows.append({"layer": i, "weights_ram_bytes": sizes.get(f"w{i}", 0) + sizes.get(f"b{i}", 0),
+                         "kept_act_bytes": lp.kept_bytes,
+                         "grad_bytes": _size_at(self.buffers, lp.din_off) if lp.need_dx else 0,
+                         "scratch_bytes": sizes.get(f"scratch{i}", 0)})
+        return rows
+
     def buffer_table(self) -> list[dict[str, int | str]]:
         return [{"name": b.name, "bytes": b.size, "offset": b.offset, "live": f"{b.start}..{b.end}"}
                 for b in self.buffers]
+
+
+def _kind(name: str) -> str:
+    if name[0] in "wb":
+        return "weights"
+    return "activations" if name[0] == "a" else "gradients"
+
+
+def _size_at(buffers: tuple[Buffer, ...], offset: int) -> int:
+    return next((b.size for b in buffers if b.offset == offset and b.name[0] == "d"), 0)
 
 
 def compile_plan(model: Model, technique: Technique) -> Plan:

@@ -46,6 +46,7 @@ class MsgType(IntEnum):
     FAULT = 0x08
     PONG = 0x09
     ACK = 0x0A
+    LAYERS = 0x0B
     START = 0x81
     STOP = 0x82
     PING = 0x83
@@ -617,11 +618,51 @@ class Ping:
         return cls(*_unpack(cls.FMT, frame))
 
 
-Message = Hello | Step | GradStats | GradChunk | Eval | Summary | Log | Fault | Pong | Ack
+@dataclass(frozen=True)
+class LayerCost:
+    """Ticks one layer spent over a whole run, per phase."""
+
+    layer: int
+    op: int
+    fwd: int
+    bwd: int
+    upd: int
+
+
+@dataclass(frozen=True)
+class LayerCosts:
+    """Per-layer forward/backward/update ticks summed over a run; sent once, before SUMMARY."""
+
+    TYPE: ClassVar[MsgType] = MsgType.LAYERS
+    HEAD: ClassVar[struct.Struct] = struct.Struct("<B3x")
+    ENTRY: ClassVar[struct.Struct] = struct.Struct("<BBHQQQ")
+    MAX_ENTRIES: ClassVar[int] = 32
+
+    entries: tuple[LayerCost, ...]
+
+    def pack(self) -> bytes:
+        parts = [_pack(self.HEAD, len(self.entries))]
+        parts += [_pack(self.ENTRY, e.layer, e.op, 0, e.fwd, e.bwd, e.upd) for e in self.entries]
+        return b"".join(parts)
+
+    @classmethod
+    def unpack(cls, frame: Frame) -> LayerCosts:
+        _need(frame, cls.HEAD.size, exact=False)
+        (n,) = cls.HEAD.unpack_from(frame.body)
+        if n > cls.MAX_ENTRIES:
+            raise ProtocolError(frame, f"LAYERS count {n} > {cls.MAX_ENTRIES}")
+        _need(frame, cls.HEAD.size + n * cls.ENTRY.size)
+        entries = tuple(LayerCost(layer, op, f, b, u)
+                        for layer, op, _, f, b, u in cls.ENTRY.iter_unpack(frame.body[cls.HEAD.size:]))
+        return cls(entries)
+
+
+Message = Hello | Step | GradStats | GradChunk | Eval | Summary | Log | Fault | Pong | Ack | LayerCosts
 Command = Start | Stop | Ping
 
 _MESSAGES: dict[int, Callable[[Frame], Message]] = {
-    c.TYPE: c.unpack for c in (Hello, Step, GradStats, GradChunk, Eval, Summary, Log, Fault, Pong, Ack)
+    c.TYPE: c.unpack
+    for c in (Hello, Step, GradStats, GradChunk, Eval, Summary, Log, Fault, Pong, Ack, LayerCosts)
 }
 _COMMANDS: dict[int, Callable[[Frame], Command]] = {c.TYPE: c.unpack for c in (Start, Stop, Ping)}
 
@@ -673,6 +714,8 @@ __all__ = [
     "GradStat",
     "GradStats",
     "Hello",
+    "LayerCost",
+    "LayerCosts",
     "Log",
     "Message",
     "MsgType",

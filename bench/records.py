@@ -24,11 +24,16 @@ RUN_COLUMNS = [
     "acc_after", "loss_before", "loss_after", "peak_sram_bytes", "planned_sram_bytes", "board_sram_bytes",
     "flash_bytes", "board_flash_bytes", "static_bytes", "stack_bytes", "arena_bytes", "instr_per_step", "count_unit",
     "instr_fwd_per_step", "instr_bwd_per_step", "instr_upd_per_step", "energy_per_step_uj", "energy_source",
+    "mem_weights_bytes", "mem_activations_bytes", "mem_gradients_bytes", "mem_optimizer_bytes",
     "lost_frames", "journal", "fidelity_max_rel_err", "build_id", "plan_hash", "wall_s",
 ]
+LAYER_COLUMNS = ["run_id", "layer", "op", "instr_fwd", "instr_bwd", "instr_upd", "weights_ram_bytes", "kept_act_bytes",
+                 "grad_bytes", "scratch_bytes"]
+OP_NAMES = {1: "dense", 2: "conv2d", 3: "relu"}
 STEP_COLUMNS = ["run_id", "step", "loss", "correct", "instr_fwd", "instr_bwd", "instr_update", "sram_bytes"]
 GRAD_COLUMNS = ["run_id", "step", "layer", "param", "l2", "max_abs", "values"]
 PARAM_NAMES = {0: "w", 1: "b"}
+MEM_KINDS = ("weights", "activations", "gradients", "optimizer")
 
 
 @dataclass
@@ -52,6 +57,9 @@ class RunRecord:
     summary: proto.Summary | None = None
     logs: list[proto.Log] = field(default_factory=list)
     faults: list[proto.Fault] = field(default_factory=list)
+    layer_costs: proto.LayerCosts | None = None
+    plan_layers: list[dict[str, int]] = field(default_factory=list)  # planned bytes per layer
+    plan_composition: dict[str, int] = field(default_factory=dict)  # planned arena bytes by kind at its peak
     lost_frames: int = 0
     planned_sram_bytes: int | None = None
     flash_bytes: int | None = None
@@ -76,6 +84,8 @@ class RunRecord:
             self.logs.append(msg)
         elif isinstance(msg, proto.Fault):
             self.faults.append(msg)
+        elif isinstance(msg, proto.LayerCosts):
+            self.layer_costs = msg
 
     def _add_chunk(self, msg: proto.GradChunk) -> None:
         key = (msg.step, msg.layer, msg.param)
@@ -147,6 +157,7 @@ class RunRecord:
             "instr_fwd_per_step": fwd, "instr_bwd_per_step": bwd, "instr_upd_per_step": upd,
             "energy_per_step_uj": self.energy_per_step_uj(total),
             "energy_source": "modelled" if self.target_kind == "emulated" else "modelled (no meter)",
+            **{f"mem_{k}_bytes": _nan(self.plan_composition.get(k)) for k in MEM_KINDS},
             "lost_frames": self.lost_frames, "journal": self.journal,
             "fidelity_max_rel_err": self.fidelity_max_rel_err, "build_id": self.build_id,
             "plan_hash": f"{self.plan_hash:08x}" if self.plan_hash is not None else "", "wall_s": self.wall_s,
@@ -156,6 +167,20 @@ class RunRecord:
         return [{"run_id": self.run_id, "step": s.step, "loss": s.loss, "correct": int(s.label == s.pred),
                  "instr_fwd": self.counts(s.t_fwd), "instr_bwd": self.counts(s.t_bwd),
                  "instr_update": self.counts(s.t_upd), "sram_bytes": s.sram_used} for s in self.steps]
+
+    def layer_rows(self) -> list[dict[str, object]]:
+        """Per layer: measured mean counts per step by phase, and the plan's bytes for it."""
+        steps = max(len(self.steps), 1)
+        costs = {c.layer: c for c in self.layer_costs.entries} if self.layer_costs else {}
+        rows = []
+        for mem in self.plan_layers:
+            cost = costs.get(mem["layer"])
+            row: dict[str, object] = {"run_id": self.run_id, "layer": mem["layer"],
+                                      "op": OP_NAMES.get(cost.op, "?") if cost else ""}
+            for phase in ("fwd", "bwd", "upd"):
+                row[f"instr_{phase}"] = self.counts(getattr(cost, phase) / steps) if cost else math.nan
+            rows.append(row | {k: v for k, v in mem.items() if k != "layer"})
+        return rows
 
     def grad_rows(self) -> list[dict[str, object]]:
         """Per-layer gradient statistics of every step, with the full tensor on steps that streamed it."""
@@ -182,6 +207,7 @@ class ResultsWriter:
         self.runs: list[dict] = []
         self.steps: list[dict] = []
         self.grads: list[dict] = []
+        self.layers: list[dict] = []
         out.mkdir(parents=True, exist_ok=True)
         self._write_meta()
 
@@ -189,11 +215,12 @@ class ResultsWriter:
         self.runs.append(record.run_row())
         self.steps += record.step_rows()
         self.grads += record.grad_rows()
+        self.layers += record.layer_rows()
         self.flush()
 
     def flush(self) -> None:
         for name, rows, cols in (("runs", self.runs, RUN_COLUMNS), ("steps", self.steps, STEP_COLUMNS),
-                                 ("grads", self.grads, GRAD_COLUMNS)):
+                                 ("grads", self.grads, GRAD_COLUMNS), ("layers", self.layers, LAYER_COLUMNS)):
             frame = pd.DataFrame(rows, columns=cols)
             frame.to_parquet(self.out / f"{name}.parquet", index=False)
             frame.drop(columns=["values"], errors="ignore").to_csv(self.out / f"{name}.csv", index=False)

@@ -101,6 +101,7 @@ class Bench:
         plan = compile_plan(prepared.model, technique)
         fw = self.firmware(prepared, board, entry.kind)
         record.build_id, record.plan_hash = fw.build_id, plan.plan_hash
+        record.plan_layers, record.plan_composition = plan.layer_memory(), plan.composition()
         try:
             images = assemble(board, entry.kind, fw, plan, prepared.dataset, self.out / "images" / run_id)
         except DoesNotFit as e:

@@ -379,3 +379,14 @@ def test_frame_offset_points_at_the_frame_in_the_stream() -> None:
     frames = FrameDecoder().feed(data)
     with pytest.raises(ProtocolError, match=f"STEP seq=2 at stream offset {len(stream_of(A, B))}:"):
         decode_message(frames[2])
+
+
+def test_layer_costs_round_trip_and_bound():
+    from bench.protocol import LayerCost, LayerCosts
+
+    msg = LayerCosts((LayerCost(0, 2, 2**40, 5, 6), LayerCost(1, 3, 7, 0, 0)))
+    frame = FrameDecoder().feed(encode_message(msg, 9))[0]
+    assert decode_message(frame) == msg
+    too_many = encode_frame(0x0B, 1, bytes([33, 0, 0, 0]) + b"\0" * 28 * 33)
+    with pytest.raises(ProtocolError, match="LAYERS count 33 > 32"):
+        decode_message(FrameDecoder().feed(too_many)[0])

@@ -31,6 +31,7 @@ typedef struct {
     uint32_t step;
     uint8_t stream;                    /* GRAD frames this step */
     uint32_t t_fwd, t_bwd, t_upd;
+    uint64_t layer_ticks[PLAN_MAX_LAYERS][3]; /* per layer, summed over the run: forward, backward, update */
     gstat_t gstat[MAX_GSTAT];
     uint32_t n_gstat;
     gstream_t gs;
@@ -142,17 +143,34 @@ static void load_sample(const plan_t *p, const uint8_t *x)
         in[j] = (float)x[j] * scale + offset;
 }
 
+static void forward_layer(const layer_t *L)
+{
+    if (L->op == OP_DENSE)
+        dense_forward(L->in, L->w, L->b, L->out, L->n_in, L->n_out);
+    else if (L->op == OP_CONV2D)
+        conv2d_forward(&L->s, L->in, L->w, L->b, L->out);
+    else
+        relu_forward(L->in, L->out, L->n_in);
+}
+
 static void forward(const plan_t *p)
 {
-    for (uint32_t i = 0; i < p->n_layers; i++) {
-        const layer_t *L = &p->layer[i];
-        if (L->op == OP_DENSE)
-            dense_forward(L->in, L->w, L->b, L->out, L->n_in, L->n_out);
-        else if (L->op == OP_CONV2D)
-            conv2d_forward(&L->s, L->in, L->w, L->b, L->out);
-        else
-            relu_forward(L->in, L->out, L->n_in);
+    for (uint32_t i = 0; i < p->n_layers; i++)
+        forward_layer(&p->layer[i]);
+}
+
+/* the training forward pass, timed per layer; returns the sum of the layers' ticks */
+static uint32_t forward_timed(run_t *r)
+{
+    uint32_t total = 0;
+    for (uint32_t i = 0; i < r->p->n_layers; i++) {
+        uint64_t t = port_ticks();
+        forward_layer(&r->p->layer[i]);
+        uint32_t d = since(t);
+        r->layer_ticks[i][0] += d;
+        total += d;
     }
+    return total;
 }
 
 static const float *logits(const plan_t *p)
@@ -315,20 +333,28 @@ static void back_conv(run_t *r, uint8_t i, const layer_t *L)
         back_conv_weights(r, i, L);
 }
 
+static void backward_layer(run_t *r, uint32_t i, const layer_t *L)
+{
+    if (L->op == OP_DENSE) {
+        back_dense(r, (uint8_t)i, L);
+    } else if (L->op == OP_CONV2D) {
+        back_conv(r, (uint8_t)i, L);
+    } else if (L->flags & LF_NEED_DX) {
+        uint64_t t = port_ticks();
+        relu_backward(L->out, L->dout, L->din, L->n_in);
+        r->t_bwd += since(t);
+    }
+}
+
+/* each layer's share of the backward and update phases is what its own call added to them */
 static void backward(run_t *r)
 {
     const plan_t *p = r->p;
     for (uint32_t i = p->n_layers; i-- > p->first_bwd;) {
-        const layer_t *L = &p->layer[i];
-        if (L->op == OP_DENSE) {
-            back_dense(r, (uint8_t)i, L);
-        } else if (L->op == OP_CONV2D) {
-            back_conv(r, (uint8_t)i, L);
-        } else if (L->flags & LF_NEED_DX) {
-            uint64_t t = port_ticks();
-            relu_backward(L->out, L->dout, L->din, L->n_in);
-            r->t_bwd += since(t);
-        }
+        uint32_t bwd0 = r->t_bwd, upd0 = r->t_upd;
+        backward_layer(r, i, &p->layer[i]);
+        r->layer_ticks[i][1] += r->t_bwd - bwd0;
+        r->layer_ticks[i][2] += r->t_upd - upd0;
     }
 }
 
@@ -351,6 +377,22 @@ static void send_gstat(const run_t *r)
     msg_send();
 }
 
+/* per-layer ticks summed over the run, sent once before SUMMARY */
+static void send_layers(const run_t *r)
+{
+    msg_begin(MSG_LAYERS);
+    msg_u8((uint8_t)r->p->n_layers);
+    msg_zeros(3);
+    for (uint32_t i = 0; i < r->p->n_layers; i++) {
+        msg_u8((uint8_t)i);
+        msg_u8(r->p->layer[i].op);
+        msg_u16(0);
+        for (uint32_t k = 0; k < 3; k++)
+            msg_u64(r->layer_ticks[i][k]);
+    }
+    msg_send();
+}
+
 /* one SGD step on one training sample; fills the STEP message */
 static void train_step(run_t *r, uint32_t sample, msg_step_t *m)
 {
@@ -358,9 +400,11 @@ static void train_step(run_t *r, uint32_t sample, msg_step_t *m)
     uint32_t label = p->data.y_train[sample], pred = 0;
     uint64_t t = port_ticks();
     load_sample(p, p->data.x_train + sample * p->data.sample_bytes);
-    forward(p);
-    m->loss = softmax_ce(logits(p), p->n_classes, label, p->first_bwd < p->n_layers ? p->dlogits : NULL, &pred);
     r->t_fwd = since(t);
+    r->t_fwd += forward_timed(r);
+    t = port_ticks();
+    m->loss = softmax_ce(logits(p), p->n_classes, label, p->first_bwd < p->n_layers ? p->dlogits : NULL, &pred);
+    r->t_fwd += since(t);
     r->t_bwd = r->t_upd = 0;
     r->n_gstat = 0;
     backward(r);
@@ -437,6 +481,7 @@ int trainer_run(const plan_t *p, const start_t *a, const port_info_t *info, stop
     s.status = (uint8_t)train(&run, a, poll, &s);
     if (s.status == 0)
         evaluate(p, 1, a->eval_samples);
+    send_layers(&run);
     s.stack_hwm = stack_hwm(info);
     s.arena_peak = arena_peak(&run);
     if (info->static_bytes + s.stack_hwm + s.arena_peak > s.sram_peak)
