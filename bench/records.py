@@ -21,8 +21,9 @@ from bench.target import Counting
 
 RUN_COLUMNS = [
     "run_id", "board", "target_kind", "technique", "model", "status", "error", "steps", "final_loss", "acc_before",
-    "acc_after", "loss_before", "loss_after", "peak_sram_bytes", "planned_sram_bytes", "board_sram_bytes",
-    "flash_bytes", "board_flash_bytes", "static_bytes", "stack_bytes", "arena_bytes", "instr_per_step", "count_unit",
+    "acc_after", "loss_before", "loss_after", "peak_sram_bytes", "planned_sram_bytes", "required_sram_bytes",
+    "board_sram_bytes", "flash_bytes", "board_flash_bytes", "static_bytes", "stack_bytes", "arena_bytes",
+    "instr_per_step", "count_unit",
     "instr_fwd_per_step", "instr_bwd_per_step", "instr_upd_per_step", "energy_per_step_uj", "energy_source",
     "mem_weights_bytes", "mem_activations_bytes", "mem_gradients_bytes", "mem_optimizer_bytes",
     "lost_frames", "journal", "fidelity_max_rel_err", "build_id", "plan_hash", "wall_s",
@@ -61,7 +62,8 @@ class RunRecord:
     plan_layers: list[dict[str, int]] = field(default_factory=list)  # planned bytes per layer
     plan_composition: dict[str, int] = field(default_factory=dict)  # planned arena bytes by kind at its peak
     lost_frames: int = 0
-    planned_sram_bytes: int | None = None
+    planned_sram_bytes: int | None = None  # planned peak: static + the plan's arena
+    required_sram_bytes: int | None = None  # what the fit check demands: planned + the linked stack reserve
     flash_bytes: int | None = None
     build_id: str = ""
     plan_hash: int | None = None
@@ -150,6 +152,7 @@ class RunRecord:
             "acc_before": self.accuracy(0), "acc_after": self.accuracy(1),
             "loss_before": self.eval_loss(0), "loss_after": self.eval_loss(1),
             "peak_sram_bytes": peak, "planned_sram_bytes": _nan(self.planned_sram_bytes),
+            "required_sram_bytes": _nan(self.required_sram_bytes),
             "board_sram_bytes": self.board.sram_bytes, "flash_bytes": _nan(self.flash_bytes),
             "board_flash_bytes": self.board.flash_bytes, "static_bytes": static, "stack_bytes": stack,
             "arena_bytes": arena, "instr_per_step": total,

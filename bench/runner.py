@@ -102,16 +102,17 @@ class Bench:
         fw = self.firmware(prepared, board, entry.kind)
         record.build_id, record.plan_hash = fw.build_id, plan.plan_hash
         record.plan_layers, record.plan_composition = plan.layer_memory(), plan.composition()
+        record.planned_sram_bytes = fw.static_bytes + plan.arena_bytes
+        record.required_sram_bytes = record.planned_sram_bytes + fw.stack_bytes
+        self.progress.run_started(entry.label, technique.name, profile.steps)
         try:
             images = assemble(board, entry.kind, fw, plan, prepared.dataset, self.out / "images" / run_id)
         except DoesNotFit as e:
             record.status, record.error = "does-not-fit", str(e)
-            record.planned_sram_bytes = e.required if e.what == "SRAM" else None
-            return record
-        record.planned_sram_bytes, record.flash_bytes = images.planned_sram_bytes, fw.flash_bytes
-        self.progress.run_started(entry.label, technique.name, profile.steps)
-        with board_lock(entry.label):
-            self._execute(prepared, entry, technique, images, record, journal_dir)
+        else:
+            record.flash_bytes = fw.flash_bytes
+            with board_lock(entry.label):
+                self._execute(prepared, entry, technique, images, record, journal_dir)
         self.progress.run_finished(entry.label, record)
         return record
 
