@@ -33,6 +33,7 @@ class Memory(_Strict):
 
 
 class Build(_Strict):
+    port: str = Field(description="firmware/ports/<port> of the hardware image; twins always use mps2")
     cflags: str
     stack_bytes: int = Field(gt=0)
 
@@ -94,6 +95,7 @@ class RackEntry(_Strict):
     port: str | None = None
     swd_frequency: int | None = None
     connect_mode: Literal["halt", "pre-reset", "under-reset", "attach"] | None = None
+    flash_retries: int = Field(default=3, ge=0, le=10)
 
     @property
     def label(self) -> str:

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from bench import runner
 from bench.boards import ConfigError, filter_rack, load_catalogue, load_rack
+from bench.cli_rack import rack_group
 from bench.image import ImageError, build_firmware
 from bench.profile import TechniqueError, load_profile
 from bench.protocol import Step
@@ -80,14 +81,18 @@ def boards(rack_spec: str | None) -> None:
 
 @main.command()
 @click.option("--board", "names", multiple=True, help="only these boards")
-def build(names: tuple[str, ...]) -> None:
-    """Build the twin firmware image of every board (skipped when up to date)."""
+@click.option("--variant", type=click.Choice(["twin", "hardware", "all"]), default="twin", show_default=True,
+              help="QEMU-twin image, real-board image (built and checked on the host only), or both")
+def build(names: tuple[str, ...], variant: str) -> None:
+    """Build the firmware images of every board (skipped when up to date)."""
+    variants = ("twin", "hardware") if variant == "all" else (variant,)
     for name, board in load_catalogue().items():
         if names and name not in names:
             continue
-        fw = build_firmware(board)
-        console.print(f"{name}: build {fw.build_id}, flash {fw.flash_bytes:,} B, static SRAM "
-                      f"{fw.static_bytes:,} B → {fw.elf}")
+        for v in variants:
+            fw = build_firmware(board, v)
+            console.print(f"{name} ({v}): build {fw.build_id}, flash {fw.flash_bytes:,} B, static SRAM "
+                          f"{fw.static_bytes:,} B → {fw.elf}")
 
 
 @main.command()
@@ -179,3 +184,6 @@ def bench_cmd(names: tuple[str, ...], steps: int, out: Path) -> None:
                       f"per forward; target ≥ {TARGET_RATIO:g}x fewer per step. Ours, measured: "
                       f"{m7[0].total:,.0f} per step ({AIFES_MLP_STEP / m7[0].total:.2f}x fewer), {m7[0].fwd:,.0f} "
                       f"per forward ({AIFES_MLP_FORWARD / m7[0].fwd:.2f}x fewer)")
+
+
+main.add_command(rack_group)

@@ -1,9 +1,11 @@
 """Image stage: one firmware image per board, plus the plan and dataset blobs placed beside it in flash.
 
-Firmware is built once per board (``make -C firmware image``) with the board's memory sizes from ``boards/*.toml``
-and is identified by a build id hashed from its sources and build variables, so an unchanged image is never rebuilt
-and the id the device reports in HELLO says exactly what runs. An ``ImageSet`` is what a target loads; assembling one
-checks that the run fits the board: SRAM (static + planned arena + stack) and flash (firmware, plan, dataset).
+Firmware is built once per board and variant (``make -C firmware image``) with the board's memory sizes from
+``boards/*.toml``: ``twin`` with the mps2 port for the board's QEMU machine, ``hardware`` with the board's own port
+(``[build].port``) at its real flash and SRAM addresses. Each image is identified by a build id hashed from its sources
+and build variables, so an unchanged image is never rebuilt and the id the device reports in HELLO says exactly what
+runs. An ``ImageSet`` is what a target loads; assembling one checks that the run fits the board: SRAM (static +
+planned arena + stack) and flash (firmware, plan, dataset).
 """
 
 from __future__ import annotations
@@ -79,20 +81,32 @@ class ImageSet:
         return self.firmware.static_bytes + self.arena_bytes
 
 
-def _make_vars(board: Board, build_id: str, out: Path) -> dict[str, str]:
+VARIANTS = ("twin", "hardware")
+
+
+def _make_vars(board: Board, build_id: str, out: Path, variant: str = "twin") -> dict[str, str]:
+    flash_base, sram_base = _bases(board, variant)
     return {
         "BOARD": board.name,
         "CPU_CFLAGS": board.build.cflags,
-        "FLASH_ORIGIN": hex(board.twin.flash_base),
+        "FLASH_ORIGIN": hex(flash_base),
         "FLASH_BYTES": str(board.flash_bytes),
-        "RAM_ORIGIN": hex(board.twin.sram_base),
+        "RAM_ORIGIN": hex(sram_base),
         "RAM_BYTES": str(board.sram_bytes),
         "PLAN_OFFSET": hex(board.memory.plan_offset),
         "STACK_BYTES": str(board.build.stack_bytes),
         "CPU_HZ": str(board.cpu_hz),
         "BUILD_ID": build_id,
         "OUT": str(out),
+        **({"PORT": board.build.port, "BAUD": str(board.serial.baudrate)} if variant == "hardware" else {}),
     }
+
+
+def _bases(board: Board, variant: str) -> tuple[int, int]:
+    """(flash origin, SRAM origin): the twin machine's, or the real board's memory map."""
+    if variant == "hardware":
+        return board.memory.flash_base, board.memory.sram_base
+    return board.twin.flash_base, board.twin.sram_base
 
 
 def _source_digest() -> str:
@@ -105,7 +119,7 @@ def _source_digest() -> str:
 
 def build_id_for(board: Board, variant: str = "twin") -> str:
     """Hash of the firmware sources and every build variable except the id itself."""
-    variables = _make_vars(board, "", Path("."))
+    variables = _make_vars(board, "", Path("."), variant)
     variables.pop("OUT")
     key = json.dumps({"src": _source_digest(), "vars": variables, "variant": variant}, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -121,14 +135,12 @@ def _require_toolchain() -> None:
 
 
 def build_firmware(board: Board, variant: str = "twin", images_dir: Path = IMAGES_DIR) -> Firmware:
-    """Build (or reuse) the firmware image for ``board``; the twin variant runs on the board's QEMU machine."""
-    if variant != "twin":
-        raise ImageError(
-            f"{board.name}: only the emulated-twin firmware port exists in this version; the hardware ports "
-            "(clocks, UART, DWT per board) are not written yet"
-        )
+    """Build (or reuse) the firmware image for ``board``: ``twin`` runs on the board's QEMU machine, ``hardware`` on
+    the board itself (written to ``<board>-hw/``; built and checked on the host, not yet run on a board)."""
+    if variant not in VARIANTS:
+        raise ImageError(f"{board.name}: unknown firmware variant '{variant}' (known: {', '.join(VARIANTS)})")
     build_id = build_id_for(board, variant)
-    out = images_dir / f"{board.name}-{variant}"
+    out = images_dir / f"{board.name}-{'hw' if variant == 'hardware' else variant}"
     manifest = out / "manifest.json"
     if manifest.exists():
         cached = _read_manifest(manifest)
@@ -137,7 +149,7 @@ def build_firmware(board: Board, variant: str = "twin", images_dir: Path = IMAGE
     _require_toolchain()
     out.mkdir(parents=True, exist_ok=True)
     cmd = ["make", "-s", "-C", str(FIRMWARE_DIR), "image"]
-    cmd += [f"{k}={v}" for k, v in _make_vars(board, build_id, out.resolve()).items()]
+    cmd += [f"{k}={v}" for k, v in _make_vars(board, build_id, out.resolve(), variant).items()]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise ImageError(f"firmware build for {board.name} failed:\n{proc.stdout}\n{proc.stderr}")
@@ -154,7 +166,7 @@ def _read_manifest(path: Path) -> Firmware:
 
 def _describe(board: Board, variant: str, build_id: str, out: Path) -> Firmware:
     elf, binary = out / "firmware.elf", out / "firmware.bin"
-    flash, static = elf_memory(elf, board.twin.sram_base, board.sram_bytes)
+    flash, static = elf_memory(elf, _bases(board, variant)[1], board.sram_bytes)
     return Firmware(board=board.name, variant=variant, build_id=build_id, protocol_version=PROTOCOL_VERSION,
                     elf=elf, bin=binary, flash_bytes=flash, static_bytes=static,
                     stack_bytes=board.build.stack_bytes)

@@ -17,6 +17,7 @@ import pandas as pd
 
 from bench import protocol as proto
 from bench.boards import Board
+from bench.energy.model import board_energy_uj
 from bench.target import Counting
 
 RUN_COLUMNS = [
@@ -113,8 +114,7 @@ class RunRecord:
 
     def energy_per_step_uj(self, counts_per_step: float) -> float:
         """Modelled: counts/clock × datasheet run current × supply voltage (1 cycle per instruction assumed)."""
-        power = self.board.power
-        return counts_per_step / self.board.cpu_hz * power.run_current_ma * power.supply_v * 1e3
+        return board_energy_uj(self.board, counts_per_step)
 
     def accuracy(self, phase: int) -> float:
         ev = self.evals.get(phase)

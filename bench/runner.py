@@ -33,12 +33,13 @@ from bench.plan import compile_plan, dataset_blob
 from bench.profile import Profile, Technique
 from bench.protocol import Step
 from bench.records import ResultsWriter, RunRecord
-from bench.target import make_target
+from bench.target import FlashError, PackMissing, PortError, ProbeAmbiguous, ProbeNotFound, make_target
 from bench.tasks import load_task
 
 CACHE_DIR = REPO_ROOT / ".bench-cache"
 LOCK_DIR = Path(os.environ.get("BENCH_LOCK_DIR", "/tmp/bench-locks"))
 FIDELITY_TOLERANCE = 1e-4
+RACK_FAULTS = (FlashError, PortError, ProbeNotFound, ProbeAmbiguous, PackMissing)
 
 
 class Progress:
@@ -132,6 +133,8 @@ class Bench:
                 session.train(link, record, _settings(profile, profile.steps, profile.grad_every),
                               idle_timeout=profile.timeout_s,
                               on_step=lambda s: self.progress.step(entry.label, technique.name, s))
+        except RACK_FAULTS as e:  # the rack failed, not the run: nightly jobs report these apart
+            record.status, record.error = "rack-fault", f"{type(e).__name__}: {e}"
         except (session.DeviceError, RuntimeError, OSError, ValueError) as e:
             record.status, record.error = "error", f"{type(e).__name__}: {e}"
         finally:

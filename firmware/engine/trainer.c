@@ -274,11 +274,13 @@ static void report_values(run_t *r, gstat_t *g, const float *v, uint32_t n)
 
 static void back_dense(run_t *r, uint8_t i, const layer_t *L)
 {
+    port_marker(PORT_MARK_BACKWARD);
     uint64_t t = port_ticks();
     if (L->flags & LF_NEED_DX)
         dense_input_grad(L->dout, L->w, L->din, L->n_in, L->n_out);
     r->t_bwd += since(t);
     report_dense(r, i, L);
+    port_marker(PORT_MARK_UPDATE);
     t = port_ticks();
     if (L->flags & LF_TRAIN_W)
         dense_update_weights(L->w_ram, L->dout, L->in, r->lr, L->n_in, L->n_out);
@@ -293,10 +295,12 @@ static void back_conv_bias(run_t *r, uint8_t i, const layer_t *L)
     if (r->stream)
         stream_begin(r, i, 1, L->s.out_c);
     for (uint32_t oc = 0; oc < L->s.out_c; oc++) {
+        port_marker(PORT_MARK_BACKWARD);
         uint64_t t = port_ticks();
         float gb = conv2d_bias_grad_channel(&L->s, L->dout, oc);
         r->t_bwd += since(t);
         report_values(r, g, &gb, 1);
+        port_marker(PORT_MARK_UPDATE);
         t = port_ticks();
         L->b_ram[oc] -= r->lr * gb;
         r->t_upd += since(t);
@@ -311,10 +315,12 @@ static void back_conv_weights(run_t *r, uint8_t i, const layer_t *L)
     if (r->stream)
         stream_begin(r, i, 0, n * L->s.out_c);
     for (uint32_t oc = 0; oc < L->s.out_c; oc++) {
+        port_marker(PORT_MARK_BACKWARD);
         uint64_t t = port_ticks();
         conv2d_weight_grad_channel(&L->s, L->dout, L->in, oc, L->scratch);
         r->t_bwd += since(t);
         report_values(r, g, L->scratch, n);
+        port_marker(PORT_MARK_UPDATE);
         t = port_ticks();
         conv2d_update_channel(L->w_ram + oc * n, L->scratch, r->lr, n);
         r->t_upd += since(t);
@@ -323,6 +329,7 @@ static void back_conv_weights(run_t *r, uint8_t i, const layer_t *L)
 
 static void back_conv(run_t *r, uint8_t i, const layer_t *L)
 {
+    port_marker(PORT_MARK_BACKWARD);
     uint64_t t = port_ticks();
     if (L->flags & LF_NEED_DX)
         conv2d_input_grad(&L->s, L->dout, L->w, L->din);
@@ -340,6 +347,7 @@ static void backward_layer(run_t *r, uint32_t i, const layer_t *L)
     } else if (L->op == OP_CONV2D) {
         back_conv(r, (uint8_t)i, L);
     } else if (L->flags & LF_NEED_DX) {
+        port_marker(PORT_MARK_BACKWARD);
         uint64_t t = port_ticks();
         relu_backward(L->out, L->dout, L->din, L->n_in);
         r->t_bwd += since(t);
@@ -398,6 +406,7 @@ static void train_step(run_t *r, uint32_t sample, msg_step_t *m)
 {
     const plan_t *p = r->p;
     uint32_t label = p->data.y_train[sample], pred = 0;
+    port_marker(PORT_MARK_FORWARD); /* markers sit outside the timed windows: the counts do not include them */
     uint64_t t = port_ticks();
     load_sample(p, p->data.x_train + sample * p->data.sample_bytes);
     r->t_fwd = since(t);
@@ -408,6 +417,7 @@ static void train_step(run_t *r, uint32_t sample, msg_step_t *m)
     r->t_bwd = r->t_upd = 0;
     r->n_gstat = 0;
     backward(r);
+    port_marker(PORT_MARK_STEP_END);
     m->step = r->step;
     m->sample = sample;
     m->label = (uint8_t)label;

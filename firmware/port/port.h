@@ -40,4 +40,14 @@ uint16_t port_counter_kind(void);
 void port_exit(int code);
 const port_info_t *port_info(void);
 
+/* Phase markers for energy-meter synchronisation. The trainer calls port_marker() outside the timed windows as
+ * each phase of a step starts. Hardware ports drive one GPIO high for FORWARD and UPDATE and low for BACKWARD
+ * and STEP_END, so each change of phase is an edge a meter's logic input records; backward and update alternate
+ * per layer. The twins ignore it. */
+#define PORT_MARK_FORWARD 0u
+#define PORT_MARK_BACKWARD 1u
+#define PORT_MARK_UPDATE 2u
+#define PORT_MARK_STEP_END 3u
+void port_marker(uint8_t phase);
+
 #endif

@@ -9,6 +9,8 @@ static uint32_t in_len, in_pos;
 static uint64_t ticks;
 static port_info_t *info;
 static uint8_t pkt[WIRE_MAX_ENCODED];
+uint8_t hp_markers[HP_MAX_MARKERS];
+uint32_t hp_n_markers;
 
 void hp_reset(port_info_t *i)
 {
@@ -16,6 +18,7 @@ void hp_reset(port_info_t *i)
     out_len = 0;
     in = NULL;
     in_len = in_pos = 0;
+    hp_n_markers = 0;
 }
 
 void hp_set_input(const uint8_t *bytes, uint32_t n)
@@ -58,6 +61,13 @@ uint32_t port_counter_hz(void)
 uint16_t port_counter_kind(void)
 {
     return PORT_COUNTER_SYSTICK;
+}
+
+void port_marker(uint8_t phase)
+{
+    if (hp_n_markers < HP_MAX_MARKERS)
+        hp_markers[hp_n_markers] = phase;
+    hp_n_markers++;
 }
 
 void port_exit(int code)

@@ -280,11 +280,41 @@ static void t_session(void)
     CHECK(find(MSG_FAULT, &f) && le32(f.body) == FAULT_PLAN && hp_count(MSG_ACK) == 0);
 }
 
+/* n steps of the same marker sequence: forward, then backward/update per layer from the top, then step end */
+static int markers_repeat(const uint8_t *seq, uint32_t len, uint32_t steps)
+{
+    if (hp_n_markers != len * steps)
+        return 0;
+    for (uint32_t j = 0; j < hp_n_markers; j++)
+        if (hp_markers[j] != seq[j % len])
+            return 0;
+    return 1;
+}
+
+static void t_markers(void)
+{
+    static const uint8_t full[] = {PORT_MARK_FORWARD, PORT_MARK_BACKWARD, PORT_MARK_UPDATE, PORT_MARK_BACKWARD,
+                                   PORT_MARK_BACKWARD, PORT_MARK_UPDATE, PORT_MARK_STEP_END};
+    static const uint8_t last[] = {PORT_MARK_FORWARD, PORT_MARK_BACKWARD, PORT_MARK_UPDATE, PORT_MARK_STEP_END};
+    start_t a = {3, 0.1f, 5, 0, 2};
+    fx_mlp(&b, 6, 5, 3, 0, 20); /* dense, relu, dense: all trained */
+    setup_info();
+    CHECK(load_plan() == 0);
+    CHECK(trainer_run(&plan, &a, &info, NULL) == 0);
+    CHECK(markers_repeat(full, sizeof full, 3)); /* evaluation passes leave the marker alone */
+    fx_mlp(&b, 6, 5, 3, 2, 20); /* last layer only */
+    setup_info();
+    CHECK(load_plan() == 0);
+    CHECK(trainer_run(&plan, &a, &info, NULL) == 0);
+    CHECK(markers_repeat(last, sizeof last, 3));
+}
+
 const test_case_t trainer_tests[] = {
     {"trainer: one MLP step matches double precision (weights, GRAD, GSTAT, loss)", t_step_double},
     {"trainer: one conv step matches the reference kernels", t_conv_step},
     {"trainer: 600 steps reduce the eval loss", t_loss_falls},
     {"trainer: STOP ends the run with status 1; last-layer-only GSTAT", t_stop},
     {"session: PING/HELLO/PONG, bad commands, START/ACK, bad plan", t_session},
+    {"trainer: phase markers per step (forward, backward/update per layer, step end)", t_markers},
     {NULL, NULL},
 };

@@ -94,6 +94,12 @@ uint16_t port_counter_kind(void)
     return PORT_COUNTER_SYSTICK;
 }
 
+/* No GPIO on the twins: the marker only matters to an energy meter on a real board. */
+void port_marker(uint8_t phase)
+{
+    (void)phase;
+}
+
 /* Semihosting SYS_EXIT_EXTENDED: QEMU exits with `code` (plain SYS_EXIT on A32/T32 cannot carry one). */
 void port_exit(int code)
 {
