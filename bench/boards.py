@@ -96,6 +96,9 @@ class RackEntry(_Strict):
     swd_frequency: int | None = None
     connect_mode: Literal["halt", "pre-reset", "under-reset", "attach"] | None = None
     flash_retries: int = Field(default=3, ge=0, le=10)
+    meter: Literal["ppk2", "joulescope"] | None = None  # energy meter on this board's supply
+    meter_port: str | None = None  # PPK2 serial port (default: the only one attached)
+    meter_channel: int = Field(default=0, ge=0, le=7)  # meter digital input wired to the board's marker GPIO
 
     @property
     def label(self) -> str:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from bench import protocol as proto
 from bench.boards import Board
+from bench.energy.integrate import StepEnergies, level_step_energies
 from bench.energy.model import board_energy_uj
 from bench.target import Counting
 
@@ -26,6 +27,7 @@ RUN_COLUMNS = [
     "board_sram_bytes", "flash_bytes", "board_flash_bytes", "static_bytes", "stack_bytes", "arena_bytes",
     "instr_per_step", "count_unit",
     "instr_fwd_per_step", "instr_bwd_per_step", "instr_upd_per_step", "energy_per_step_uj", "energy_source",
+    "energy_spread_pct",
     "mem_weights_bytes", "mem_activations_bytes", "mem_gradients_bytes", "mem_optimizer_bytes",
     "lost_frames", "journal", "fidelity_max_rel_err", "build_id", "plan_hash", "wall_s",
 ]
@@ -60,6 +62,8 @@ class RunRecord:
     logs: list[proto.Log] = field(default_factory=list)
     faults: list[proto.Fault] = field(default_factory=list)
     layer_costs: proto.LayerCosts | None = None
+    measured_energy: StepEnergies | None = None  # from a meter, per step and phase
+    meter: str = ""
     plan_layers: list[dict[str, int]] = field(default_factory=list)  # planned bytes per layer
     plan_composition: dict[str, int] = field(default_factory=dict)  # planned arena bytes by kind at its peak
     lost_frames: int = 0
@@ -116,6 +120,21 @@ class RunRecord:
         """Modelled: counts/clock × datasheet run current × supply voltage (1 cycle per instruction assumed)."""
         return board_energy_uj(self.board, counts_per_step)
 
+    def attach_capture(self, capture, channel: int) -> None:
+        """Energy per step and phase from a meter capture spanning this run's training steps."""
+        self.measured_energy = level_step_energies(capture, len(self.steps), channel)
+        self.meter = capture.meter
+
+    def energy(self) -> tuple[float, str, float]:
+        """(µJ per step, source label, spread in % of the median): measured when a meter ran, else modelled."""
+        if self.measured_energy is not None and self.measured_energy.steps:
+            per_step = self.measured_energy.per_step_uj()
+            median = float(np.median(per_step))
+            spread = float((per_step.max() - per_step.min()) / median * 100) if median else math.nan
+            return median, f"measured ({self.meter})", spread
+        fwd, bwd, upd = self.mean_counts()
+        return self.energy_per_step_uj(fwd + bwd + upd), "modelled", math.nan
+
     def accuracy(self, phase: int) -> float:
         ev = self.evals.get(phase)
         return ev.correct / ev.n if ev and ev.n else math.nan
@@ -145,6 +164,7 @@ class RunRecord:
         fwd, bwd, upd = self.mean_counts()
         total = fwd + bwd + upd
         peak, static, stack, arena = self.peak_sram()
+        energy, energy_source, energy_spread = self.energy()
         return {
             "run_id": self.run_id, "board": self.board.name, "target_kind": self.target_kind,
             "technique": self.technique, "model": self.model, "status": self.status, "error": self.error,
@@ -158,8 +178,7 @@ class RunRecord:
             "arena_bytes": arena, "instr_per_step": total,
             "count_unit": self.counting.unit if self.counting else "",
             "instr_fwd_per_step": fwd, "instr_bwd_per_step": bwd, "instr_upd_per_step": upd,
-            "energy_per_step_uj": self.energy_per_step_uj(total),
-            "energy_source": "modelled" if self.target_kind == "emulated" else "modelled (no meter)",
+            "energy_per_step_uj": energy, "energy_source": energy_source, "energy_spread_pct": energy_spread,
             **{f"mem_{k}_bytes": _nan(self.plan_composition.get(k)) for k in MEM_KINDS},
             "lost_frames": self.lost_frames, "journal": self.journal,
             "fidelity_max_rel_err": self.fidelity_max_rel_err, "build_id": self.build_id,

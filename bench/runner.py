@@ -13,8 +13,9 @@ import platform
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from filelock import FileLock
 
 from bench import __version__, session
 from bench.boards import REPO_ROOT, Board, Rack, RackEntry, load_catalogue
+from bench.energy import JoulescopeMeter, Meter, MeterError, Ppk2Meter
 from bench.fidelity import check_gradients
 from bench.image import DoesNotFit, Firmware, assemble, build_firmware
 from bench.link import Link
@@ -39,7 +41,7 @@ from bench.tasks import load_task
 CACHE_DIR = REPO_ROOT / ".bench-cache"
 LOCK_DIR = Path(os.environ.get("BENCH_LOCK_DIR", "/tmp/bench-locks"))
 FIDELITY_TOLERANCE = 1e-4
-RACK_FAULTS = (FlashError, PortError, ProbeNotFound, ProbeAmbiguous, PackMissing)
+RACK_FAULTS = (FlashError, PortError, ProbeNotFound, ProbeAmbiguous, PackMissing, MeterError)
 
 
 class Progress:
@@ -130,9 +132,10 @@ class Bench:
                 record.counting = target.counting(record.hello.counter_hz, record.hello.counter_kind)
                 if profile.check_steps:
                     record.fidelity_max_rel_err = self._fidelity(link, prepared, technique, record)
-                session.train(link, record, _settings(profile, profile.steps, profile.grad_every),
-                              idle_timeout=profile.timeout_s,
-                              on_step=lambda s: self.progress.step(entry.label, technique.name, s))
+                with metering(entry, record, profile.timeout_s):
+                    session.train(link, record, _settings(profile, profile.steps, profile.grad_every),
+                                  idle_timeout=profile.timeout_s,
+                                  on_step=lambda s: self.progress.step(entry.label, technique.name, s))
         except RACK_FAULTS as e:  # the rack failed, not the run: nightly jobs report these apart
             record.status, record.error = "rack-fault", f"{type(e).__name__}: {e}"
         except (session.DeviceError, RuntimeError, OSError, ValueError) as e:
@@ -152,6 +155,28 @@ class Bench:
         checks = check_gradients(check, prepared.model, prepared.x_train, prepared.y_train, profile.lr,
                                  trainable)
         return max((c.rel_err for c in checks), default=math.nan)
+
+
+def make_meter(entry: RackEntry, window_s: float) -> Meter:
+    """The meter a rack entry names; Joulescope reads a fixed window, stopped early when the run ends."""
+    if entry.meter == "ppk2":
+        return Ppk2Meter(port=entry.meter_port)
+    return JoulescopeMeter(duration_s=window_s)
+
+
+@contextmanager
+def metering(entry: RackEntry, record: RunRecord, window_s: float) -> Iterator[None]:
+    """Capture the supply current around the training steps when the entry has a meter; attach energy per step."""
+    if entry.meter is None:
+        yield
+        return
+    with make_meter(entry, window_s) as meter:
+        meter.start()
+        try:
+            yield
+        finally:
+            capture = meter.stop()
+        record.attach_capture(capture, entry.meter_channel)
 
 
 def _settings(profile: Profile, steps: int, grad_every: int, eval_samples: int | None = None
