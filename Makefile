@@ -4,11 +4,11 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEB_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+DEB_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= 2
 
-.PHONY: bootstrap debs venv firmware host-test demo test lint bench clean
+.PHONY: bootstrap debs venv firmware host-test demo test lint bench bench-report clean
 
 bootstrap: debs venv
 
@@ -46,6 +46,9 @@ lint: venv
 
 bench: bootstrap
 	$(BIN)/bench bench
+
+bench-report: venv
+	$(BIN)/python benchmarks/report_build.py
 
 clean:
 	rm -rf firmware/build firmware_images/*-twin reports/latest reports/pytest .bench-cache

@@ -73,6 +73,9 @@ class Profile(BaseModel):
     grad_every: int = Field(default=0, ge=0, lt=65536)
     check_steps: int = Field(default=3, ge=0, le=100)
     timeout_s: float = Field(default=600.0, gt=0)
+    # regression-gate overrides for `bench compare` (sram_pct, flash_pct, instructions_pct, energy_pct,
+    # accuracy_points); bench.compare validates the key names
+    thresholds: dict[str, float] = Field(default_factory=dict)
 
     def parsed_techniques(self) -> list[Technique]:
         return [parse_technique(t, self.last_k) for t in self.techniques]

@@ -5,6 +5,10 @@ figures are embedded as base64 PNG and the CSS is inline. Every string from a de
 untrusted: Jinja autoescapes it in the HTML, and `_label` stops matplotlib from reading `$...$` in it as
 mathtext. Figures are built with the object-oriented API on an Agg canvas and never enter pyplot's registry,
 so none is left open however a chart fails.
+
+Large result sets stay fast and readable: figures draw one series per (board, technique) — the median of its
+repeated runs — and cap their panels and bars; tables behind figures cap their rows and link the CSV that has
+them all.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import base64
 import io
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -21,35 +26,69 @@ from typing import Any
 import jinja2
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, StrMethodFormatter
 
 import bench
+from bench.compare import METRICS, read_comparison
 
 # fmt: off
 RUN_TEXT_COLUMNS = (
     "run_id", "board", "target_kind", "technique", "model", "status", "error", "count_unit", "energy_source",
-    "journal", "build_id", "plan_hash",
+    "journal", "build_id", "plan_hash", "board_serial",
 )
 RUN_NUMBER_COLUMNS = (
-    "steps", "final_loss", "acc_before", "acc_after", "peak_sram_bytes", "planned_sram_bytes",
-    "board_sram_bytes", "flash_bytes", "board_flash_bytes", "static_bytes", "stack_bytes", "arena_bytes",
+    "steps", "final_loss", "acc_before", "acc_after", "loss_before", "loss_after", "peak_sram_bytes",
+    "planned_sram_bytes", "board_sram_bytes", "flash_bytes", "board_flash_bytes", "static_bytes", "stack_bytes",
+    "arena_bytes", "mem_weights_bytes", "mem_activations_bytes", "mem_gradients_bytes", "mem_optimizer_bytes",
     "instr_per_step", "instr_fwd_per_step", "instr_bwd_per_step", "instr_upd_per_step", "energy_per_step_uj",
     "lost_frames", "fidelity_max_rel_err", "wall_s",
+)
+LAYER_COLUMNS = (
+    "run_id", "layer", "op", "instr_fwd", "instr_bwd", "instr_upd", "weights_ram_bytes", "kept_act_bytes",
+    "grad_bytes", "scratch_bytes",
 )
 # fmt: on
 STEP_COLUMNS = ("run_id", "step", "loss", "correct", "instr_fwd", "instr_bwd", "instr_update", "sram_bytes")
 GRAD_COLUMNS = ("run_id", "step", "layer", "param", "l2", "max_abs")
-STATUS_CLASSES = {"ok": "ok", "does-not-fit": "nofit", "error": "error", "stopped": "stopped"}
+KEYS = ["board", "technique"]
+STATUS_CLASSES = {"ok": "ok", "does-not-fit": "nofit", "error": "error", "stopped": "stopped", "mixed": "other"}
+VERDICT_CLASSES = {"regression": "error", "missing": "error", "improvement": "ok", "new": "other"}
 PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974")
+BOARD_PALETTE = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 PART_COLORS = {"forward": "#4c72b0", "backward": "#dd8452", "update": "#55a868"}
+MEMORY_PARTS = {  # column → (legend label, colour); the arena is split by the plan's composition at its peak
+    "static_bytes": ("static (.data/.bss)", "#8c8c8c"),
+    "stack_bytes": ("stack", "#b07aa1"),
+    "mem_weights_bytes": ("weights", "#4c72b0"),
+    "mem_activations_bytes": ("activations kept for backward", "#dd8452"),
+    "mem_gradients_bytes": ("gradients", "#55a868"),
+    "mem_optimizer_bytes": ("optimizer state", "#937860"),
+    "arena_other": ("arena, rest (measured − planned parts)", "#ccb974"),
+}
+SRAM_RED = "#c44e52"
+DATA_FILES = (
+    "runs.parquet", "runs.csv", "steps.parquet", "steps.csv", "grads.parquet", "grads.csv", "layers.parquet",
+    "layers.csv", "meta.json", "compare.json",
+)  # fmt: skip
 DASH = "—"
 MAX_LABEL = 40
-MAX_GRAD_PANELS = 16
+MAX_PANELS = 12
+MAX_SERIES = 10
+MAX_BARS = 40
+MAX_ROWS = 200
+MAX_POINTS = 600
+MAX_BINS = 80
+FIDELITY_GUIDE = 1e-4
+LOSS_CLIP_PCT = 99
+LOSS_CLIP_MARGIN = 1.15
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -65,24 +104,45 @@ class Results:
     grads: pd.DataFrame | None
     meta: dict[str, Any]
     meta_problem: str = ""
+    layers: pd.DataFrame | None = None
+    groups: pd.DataFrame = field(default_factory=pd.DataFrame)
+    comparison: dict[str, Any] | None = None
+    comparison_note: str = ""
+    files: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.groups.empty:
+            self.groups = _groups(self.runs)
 
 
 def load_results(results_dir: Path) -> Results:
-    """Read a results directory; grads.parquet, steps.parquet and meta.json may be missing."""
+    """Read a results directory; everything but runs.parquet may be missing."""
+    results_dir = Path(results_dir)
     runs_path = results_dir / "runs.parquet"
     if not runs_path.exists():
         raise FileNotFoundError(f"no runs.parquet in {results_dir}")
     runs = _clean_runs(pd.read_parquet(runs_path))
-    steps = _read_optional(results_dir / "steps.parquet", STEP_COLUMNS)
-    grads = _read_optional(results_dir / "grads.parquet", GRAD_COLUMNS)
+    steps = _clean_numbers(_read_optional(results_dir / "steps.parquet", STEP_COLUMNS), STEP_COLUMNS, ("run_id",))
+    grads = _read_present(results_dir / "grads.parquet", GRAD_COLUMNS, ("run_id", "layer", "param"))
+    layers = _read_present(results_dir / "layers.parquet", LAYER_COLUMNS, ("run_id", "layer", "op"))
     meta, problem = _read_meta(results_dir / "meta.json")
-    has_grads = (results_dir / "grads.parquet").exists() and not grads.empty
-    return Results(runs, _clean_steps(steps), _clean_grads(grads) if has_grads else None, meta, problem)
+    comparison, note = read_comparison(results_dir)
+    files = [f for f in DATA_FILES if (results_dir / f).exists()]
+    return Results(runs, steps, grads, meta, problem, layers, comparison=comparison, comparison_note=note,
+                   files=files)  # fmt: skip
 
 
 def _read_optional(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
-    frame = pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=list(columns))
-    return _with_columns(frame, columns)
+    """Only the columns the report uses: grads.parquet also holds whole gradient tensors."""
+    if not path.exists():
+        return pd.DataFrame(columns=list(columns))
+    present = set(pq.read_schema(path).names)
+    return _with_columns(pd.read_parquet(path, columns=[c for c in columns if c in present]), columns)
+
+
+def _read_present(path: Path, columns: tuple[str, ...], text: tuple[str, ...]) -> pd.DataFrame | None:
+    frame = _read_optional(path, columns)
+    return None if frame.empty else _clean_numbers(frame, columns, text)
 
 
 def _with_columns(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
@@ -104,10 +164,10 @@ def _read_meta(path: Path) -> tuple[dict[str, Any], str]:
 def _clean_runs(raw: pd.DataFrame) -> pd.DataFrame:
     runs = _with_columns(raw, RUN_TEXT_COLUMNS + RUN_NUMBER_COLUMNS)
     for col in RUN_TEXT_COLUMNS:
-        runs[col] = runs[col].map(_text).astype(object)
+        runs[col] = _text_column(runs[col])
     for col in RUN_NUMBER_COLUMNS:
         runs[col] = pd.to_numeric(runs[col], errors="coerce").astype(float)
-    runs = runs.sort_values(["board", "technique", "run_id"], kind="stable").reset_index(drop=True)
+    runs = runs.sort_values([*KEYS, "run_id"], kind="stable").reset_index(drop=True)
     runs["series"] = _series_names(runs)
     runs["label"] = runs["board"] + " · " + runs["series"]
     return runs
@@ -115,26 +175,68 @@ def _clean_runs(raw: pd.DataFrame) -> pd.DataFrame:
 
 def _series_names(runs: pd.DataFrame) -> list[str]:
     """The technique, with the run id added only where a board ran that technique more than once."""
-    repeated = runs.duplicated(["board", "technique"], keep=False)
+    repeated = runs.duplicated(KEYS, keep=False)
     rows = zip(runs["technique"], runs["run_id"], repeated, strict=True)
     return [f"{t} · {r}" if rep else t for t, r, rep in rows]
 
 
-def _clean_steps(raw: pd.DataFrame) -> pd.DataFrame:
-    steps = raw.copy()
-    steps["run_id"] = steps["run_id"].map(_text).astype(object)
-    for col in STEP_COLUMNS[1:]:
-        steps[col] = pd.to_numeric(steps[col], errors="coerce").astype(float)
-    return steps.sort_values(["run_id", "step"], kind="stable")
+def _clean_numbers(raw: pd.DataFrame, columns: tuple[str, ...], text: tuple[str, ...]) -> pd.DataFrame:
+    """The ``text`` columns become categories of strings, the rest floats; rows sorted by run (and step)."""
+    frame = raw.copy()
+    for col in columns:
+        is_text = col in text
+        frame[col] = _text_column(frame[col], True) if is_text else pd.to_numeric(frame[col], errors="coerce")
+    order = ["run_id", "step"] if "step" in frame.columns else ["run_id"]
+    return frame.sort_values(order, kind="stable").reset_index(drop=True)
 
 
-def _clean_grads(raw: pd.DataFrame) -> pd.DataFrame:
-    grads = raw.copy()
-    for col in ("run_id", "layer", "param"):
-        grads[col] = grads[col].map(_text).astype(object)
-    for col in ("step", "l2", "max_abs"):
-        grads[col] = pd.to_numeric(grads[col], errors="coerce").astype(float)
-    return grads.sort_values(["run_id", "step"], kind="stable")
+def _text_column(values: pd.Series, categorical: bool = False) -> pd.Series:
+    """`_text` on each distinct value only: grads tables hold millions of rows with a few distinct ids, and as
+    categories they group and join by integer codes instead of hashing every string again."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    labels = np.array([_text(u) for u in uniques] + [""], dtype=object)
+    if not categorical:
+        return pd.Series(labels[codes], index=values.index, dtype=object)
+    categories, inverse = np.unique(labels.astype(str), return_inverse=True)
+    return pd.Series(pd.Categorical.from_codes(inverse[codes], categories=categories), index=values.index)
+
+
+def _tag(frame: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a per-step table with their run's board and technique; rows of unknown runs dropped."""
+    ids = frame["run_id"].astype("category")
+    lookup = runs.drop_duplicates("run_id").set_index("run_id")[KEYS].reindex(ids.cat.categories.astype(str))
+    codes = ids.cat.codes.to_numpy()
+    keep = (codes >= 0) & lookup["board"].notna().to_numpy()[np.maximum(codes, 0)]
+    out = frame.loc[keep].copy()
+    for key in KEYS:
+        key_codes, key_names = pd.factorize(lookup[key])
+        out[key] = pd.Categorical.from_codes(key_codes[codes[keep]], categories=key_names)
+    return out
+
+
+def _groups(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (board, technique): medians over its ok runs (over all runs when none was ok)."""
+    numbers = list(RUN_NUMBER_COLUMNS)
+    med = runs.groupby(KEYS, sort=True)[numbers].median()
+    ok = runs[runs["status"] == "ok"].groupby(KEYS, sort=True)[numbers].median()
+    med.loc[ok.index] = ok
+    info = runs.groupby(KEYS, sort=True).agg(
+        n_runs=("run_id", "size"),
+        status=("status", lambda s: s.iloc[0] if s.nunique() == 1 else "mixed"),
+        statuses=("status", lambda s: ", ".join(f"{n} {k or '(blank)'}" for k, n in s.value_counts().items())),
+        error=("error", lambda s: next((e for e in s if e), "")),
+        count_unit=("count_unit", _first_text),
+        energy_source=("energy_source", _first_text),
+        target_kind=("target_kind", _first_text),
+    )
+    groups = info.join(med).reset_index()
+    groups["label"] = groups["board"] + " · " + groups["technique"]
+    return groups
+
+
+def _first_text(values: pd.Series) -> str:
+    present = [v for v in values if v]
+    return present[0] if present else ""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -142,7 +244,7 @@ def _clean_grads(raw: pd.DataFrame) -> pd.DataFrame:
 
 
 def _text(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return ""
     return str(value)
 
@@ -175,6 +277,7 @@ def _count(x: Any) -> str:
     """Engineering notation, because instruction counts span k to G across models and boards."""
     if _missing(x):
         return DASH
+    x = float(x)
     for scale, suffix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
         if abs(x) >= scale:
             return f"{x / scale:.3g}{suffix}"
@@ -204,6 +307,11 @@ def _problem_message(run: dict[str, Any]) -> str:
     return run["error"] or "(no error text)"
 
 
+def _status_class(status: str) -> str:
+    """A CSS class from a fixed set: the status string itself is device-controlled."""
+    return STATUS_CLASSES.get(status, "other")
+
+
 # ----------------------------------------------------------------------------------------------------
 # Page model
 
@@ -214,17 +322,26 @@ class Table:
 
     columns: list[str]
     rows: list[list[str]]
+    title: str = ""
+    note: str = ""
 
 
 @dataclass
-class Chart:
-    """One report section built around a figure; the table is always there, the image only with data."""
+class Plot:
+    png: str  # base64 PNG
+    caption: str
+    alt: str
+
+
+@dataclass
+class Section:
+    """One report section: figures (maybe none, when there is no data) and the tables behind them."""
 
     anchor: str
     title: str
-    caption: str
-    table: Table
-    png: str | None = None  # base64 PNG; None when there is nothing to plot
+    intro: str
+    tables: list[Table]
+    plots: list[Plot] = field(default_factory=list)
     empty_note: str = "No data to plot."
 
 
@@ -232,53 +349,104 @@ class Chart:
 class Page:
     title: str
     summary: dict[str, Any]
+    overview: dict[str, Any]
     results: dict[str, Any]
-    charts: list[Chart]
+    sections: list[Section]
+    comparison: dict[str, Any] | None
     provenance: dict[str, Any]
     toc: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _capped(columns: list[str], rows: list[list[str]], csv: str = "", title: str = "") -> Table:
+    """At most MAX_ROWS rows in the page; the note says where the rest are."""
+    note = ""
+    if len(rows) > MAX_ROWS:
+        where = f"; all of them are in {csv}" if csv else ""
+        note = f"First {MAX_ROWS:,} of {len(rows):,} rows{where}."
+    return Table(columns, rows[:MAX_ROWS], title, note)
+
+
+def _cap_note(shown: int, total: int, what: str) -> str:
+    return f" Showing the first {shown} of {total} {what}; the table has them all." if total > shown else ""
+
+
+def _repeat_note(groups: pd.DataFrame) -> str:
+    repeated = bool((groups["n_runs"] > 1).any())
+    return " Where a board ran a technique more than once, the median of its runs." if repeated else ""
 
 
 # ----------------------------------------------------------------------------------------------------
 # Matplotlib helpers
 
 
-def _new_figure(n_panels: int, ncols: int = 3, panel_h: float = 3.0) -> tuple[Figure, list[Axes]]:
+@dataclass(frozen=True)
+class Margins:
+    """Fixed margins in inches: a layout engine would draw every figure twice, for labels this short."""
+
+    left: float = 0.75
+    right: float = 0.25
+    top: float = 0.35
+    bottom: float = 0.55
+    legend: float = 0.0  # extra room below for a figure legend
+    gap: float = 0.75  # between panel rows: x label and the next title
+
+
+def _new_figure(
+    n_panels: int, ncols: int = 3, panel_h: float = 3.0, margins: Margins = Margins()
+) -> tuple[Figure, list[Axes]]:
     ncols = max(1, min(ncols, n_panels))
     nrows = max(1, math.ceil(n_panels / ncols))
-    fig = Figure(figsize=(11.0, panel_h * nrows + 0.6), layout="constrained")
+    m = margins
+    height = m.top + m.bottom + m.legend + panel_h * nrows + m.gap * (nrows - 1)
+    fig = Figure(figsize=(11.0, height))
     FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=m.left / 11, right=1 - m.right / 11, top=1 - m.top / height,
+                        bottom=(m.bottom + m.legend) / height, hspace=m.gap / panel_h, wspace=0.3)  # fmt: skip
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
     for ax in axes[n_panels:]:
         ax.set_visible(False)
     return fig, axes[:n_panels]
 
 
+LEGEND_BELOW = Margins(legend=0.35)
+
+
 def _png(fig: Figure) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None}, pil_kwargs={"compress_level": 3})
     fig.clear()
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _technique_colors(runs: pd.DataFrame) -> dict[str, str]:
-    """One colour per technique, the same in every figure."""
-    names = sorted(runs["technique"].unique())
-    return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
+def _plot(fig: Figure, caption: str, alt: str) -> Plot:
+    return Plot(_png(fig), caption, alt)
 
 
-def _technique_handles(colors: dict[str, str], used: set[str]) -> list[Any]:
-    return [Patch(color=c, label=_label(t)) for t, c in colors.items() if t in used]
+def _colors(names: Any, palette: tuple[str, ...]) -> dict[str, str]:
+    """One colour per name, the same in every figure."""
+    return {name: palette[i % len(palette)] for i, name in enumerate(sorted(set(names)))}
 
 
-def _grouped_x(runs: pd.DataFrame, span: float = 0.8) -> tuple[pd.DataFrame, list[tuple[float, str]]]:
-    """Bar position and width of each run, clustered by board, plus each board's centre for its tick."""
-    rows, centers = [], []
-    for i, (board, group) in enumerate(runs.groupby("board", sort=True)):
+def _handles(colors: dict[str, str], used: set[str]) -> list[Any]:
+    return [Patch(color=c, label=_label(t)) for t, c in colors.items() if t in used][:MAX_SERIES]
+
+
+def _legend_below(fig: Figure, handles: list[Any]) -> None:
+    """Into the room LEGEND_BELOW keeps under the panels."""
+    if handles:
+        fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncols=min(8, len(handles)),
+                   fontsize=8, frameon=False)  # fmt: skip
+
+
+def _grouped_x(rows: pd.DataFrame, span: float = 0.8) -> tuple[pd.DataFrame, list[tuple[float, str]]]:
+    """Bar position and width of each row, clustered by board, plus each board's centre for its tick."""
+    out, centers = [], []
+    for i, (board, group) in enumerate(rows.groupby("board", sort=True)):
         width = span / len(group)
         offsets = (np.arange(len(group)) - (len(group) - 1) / 2) * width
-        rows += [(idx, i + off, width) for idx, off in zip(group.index, offsets, strict=True)]
+        out += [(idx, i + off, width) for idx, off in zip(group.index, offsets, strict=True)]
         centers.append((float(i), board))
-    pos = pd.DataFrame(rows, columns=["idx", "x", "w"]).set_index("idx")
+    pos = pd.DataFrame(out, columns=["idx", "x", "w"]).set_index("idx")
     return pos, centers
 
 
@@ -289,35 +457,68 @@ def _board_ticks(ax: Axes, centers: list[tuple[float, str]]) -> None:
     ax.set_xlim(-0.6, len(centers) - 0.4)
 
 
+def _plain_log_ticks(axis: Any, values: Any) -> None:
+    """Plain-number ticks (10^x labels go through mathtext, which doubles the render time); 1-2-5 steps when
+    the data spans under two decades, else a decade would hold no label at all."""
+    positive = np.asarray(values, dtype=float)
+    positive = positive[np.isfinite(positive) & (positive > 0)]
+    narrow = positive.size == 0 or math.log10(positive.max() / positive.min()) < 2
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if narrow else (1.0,)))
+    axis.set_major_formatter(StrMethodFormatter("{x:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _log_if_wide(ax: Axes, which: str, values: Any, ratio: float = 30.0) -> None:
+    """Log scale when the values span more than ``ratio``: an M0+ needs 30× the energy of an M4F."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size < 2 or v.max() / v.min() <= ratio:
+        return
+    if which == "x":
+        ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis, v)
+    else:
+        ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis, v)
+
+
+def _thin(frame: pd.DataFrame) -> pd.DataFrame:
+    """At most MAX_POINTS points per drawn line: more pixels than that add time, not information."""
+    step = max(1, math.ceil(len(frame) / MAX_POINTS))
+    return frame.iloc[::step]
+
+
 # ----------------------------------------------------------------------------------------------------
-# Summary, results table, provenance
+# Summary, overview, results table, provenance
 
 
 def _summary(res: Results) -> dict[str, Any]:
     runs, meta = res.runs, res.meta
-    counts = runs["status"].value_counts()
-    problems = [r for r in runs.to_dict("records") if r["status"] != "ok"]
+    problems = runs[runs["status"] != "ok"].to_dict("records")
     lossy = runs[runs["lost_frames"] > 0]
     return {
         "profile": _text(meta.get("profile")) or DASH,
         "rack": _text(meta.get("rack")) or DASH,
         "when": _when(meta),
         "n_runs": len(runs),
-        "status_counts": ", ".join(f"{n} {s or '(blank)'}" for s, n in counts.items()),
+        "status_counts": ", ".join(f"{n} {s or '(blank)'}" for s, n in runs["status"].value_counts().items()),
         "boards": _boards_line(runs),
         "techniques": ", ".join(sorted(runs["technique"].unique())),
-        "problems": [
-            {
-                "label": r["label"],
-                "status": r["status"],
-                "status_class": _status_class(r["status"]),
-                "message": _problem_message(r),
-            }
-            for r in problems
-        ],
+        "problems": [_problem(r) for r in problems[:30]],
+        "more_problems": max(0, len(problems) - 30),
         "lost": [f"{lbl}: {n:.0f} lost frames" for lbl, n in zip(lossy["label"], lossy["lost_frames"], strict=True)],
         "notes": _notes(meta),
         "meta_problem": res.meta_problem,
+        "comparison_note": res.comparison_note,
+    }
+
+
+def _problem(run: dict[str, Any]) -> dict[str, str]:
+    return {
+        "label": run["label"],
+        "status": run["status"],
+        "status_class": _status_class(run["status"]),
+        "message": _problem_message(run),
     }
 
 
@@ -343,9 +544,33 @@ def _notes(meta: dict[str, Any]) -> list[str]:
     return [_text(n) for n in notes] if isinstance(notes, list) else [_text(notes)]
 
 
-def _status_class(status: str) -> str:
-    """A CSS class from a fixed set: the status string itself is device-controlled."""
-    return STATUS_CLASSES.get(status, "other")
+def _overview(groups: pd.DataFrame) -> dict[str, Any]:
+    """Boards × techniques: status per cell, and for a run that did not fit, required vs available SRAM."""
+    techniques = sorted(groups["technique"].unique())
+    cells = {(g["board"], g["technique"]): _cell(g) for g in groups.to_dict("records")}
+    rows = [
+        {"board": b, "cells": [cells.get((b, t)) for t in techniques]} for b in sorted(groups["board"].unique())
+    ]
+    return {"techniques": techniques, "rows": rows}
+
+
+def _cell(g: dict[str, Any]) -> dict[str, Any]:
+    status = g["status"]
+    head = g["statuses"] if g["n_runs"] > 1 else status
+    if status == "does-not-fit":
+        lines = [f"needs {_kib(g['planned_sram_bytes'])} KiB SRAM", f"board has {_kib(g['board_sram_bytes'])} KiB"]
+    elif status in ("ok", "mixed"):
+        lines = [
+            f"acc {_num(g['acc_before'] * 100, '{:.1f}')} → {_num(g['acc_after'] * 100, '{:.1f}')} %",
+            f"SRAM {_kib(g['peak_sram_bytes'])} / {_kib(g['board_sram_bytes'], '{:,.0f}')} KiB",
+        ]
+    else:
+        lines = [_shorten(g["error"] or "(no error text)", 60)]
+    return {"status": head, "status_class": _status_class(status), "lines": lines, "nofit": status == "does-not-fit"}
+
+
+def _shorten(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def _unit_header(values: pd.Series, what: str, fallback: str) -> str:
@@ -354,16 +579,18 @@ def _unit_header(values: pd.Series, what: str, fallback: str) -> str:
 
 
 def _results_table(runs: pd.DataFrame) -> dict[str, Any]:
+    records = runs.to_dict("records")
     return {
         "work_header": _unit_header(
             runs.loc[runs["instr_per_step"].notna(), "count_unit"], "Work / step", "unit per cell"
         ),
         "energy_header": _unit_header(
-            runs.loc[runs["energy_per_step_uj"].notna(), "energy_source"],
-            "Energy / step, µJ",
-            "source per cell",
+            runs.loc[runs["energy_per_step_uj"].notna(), "energy_source"], "Energy / step, µJ", "source per cell"
         ),
-        "rows": [_result_row(r) for r in runs.to_dict("records")],
+        "rows": [_result_row(r) for r in records[:MAX_ROWS]],
+        "note": f"First {MAX_ROWS:,} of {len(records):,} runs; all of them are in runs.csv."
+        if len(records) > MAX_ROWS
+        else "",
     }
 
 
@@ -372,7 +599,7 @@ def _result_row(run: dict[str, Any]) -> dict[str, Any]:
     return {
         "board": run["board"],
         "kind": run["target_kind"],
-        "technique": run["technique"],
+        "technique": run["series"],
         "model": run["model"],
         "status": run["status"],
         "status_class": _status_class(run["status"]),
@@ -381,11 +608,7 @@ def _result_row(run: dict[str, Any]) -> dict[str, Any]:
         "steps": _num(run["steps"], "{:,.0f}"),
         "acc": f"{_num(run['acc_before'] * 100, '{:.1f}')} → {_num(run['acc_after'] * 100, '{:.1f}')}",
         "loss": _num(run["final_loss"], "{:.4g}"),
-        "sram": [
-            _kib(run["peak_sram_bytes"]),
-            _kib(run["planned_sram_bytes"]),
-            _kib(run["board_sram_bytes"]),
-        ],
+        "sram": [_kib(run["peak_sram_bytes"]), _kib(run["planned_sram_bytes"]), _kib(run["board_sram_bytes"])],
         "flash": [_kib(run["flash_bytes"]), _kib(run["board_flash_bytes"], "{:,.0f}")],
         "work": DASH if _missing(run["instr_per_step"]) else f"{_count(run['instr_per_step'])} {unit}",
         "energy": _num(run["energy_per_step_uj"], "{:.4g} µJ"),
@@ -393,41 +616,55 @@ def _result_row(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+PROVENANCE_KEYS = (
+    ("bench_version", "Bench version"),
+    ("git_commit", "Git commit"),
+    ("host", "Host"),
+    ("profile", "Profile"),
+    ("rack", "Rack"),
+    ("started", "Started"),
+    ("finished", "Finished"),
+)
+
+
 def _provenance(res: Results) -> dict[str, Any]:
-    meta_rows = [[_text(k), _meta_value(v)] for k, v in res.meta.items()]
-    cols = [
-        "Run",
-        "Board",
-        "Technique",
-        "Model",
-        "Build",
-        "Plan hash",
-        "Journal",
-        "Wall time",
-        "Lost frames",
-        "Twin fidelity (max rel. err.)",
+    key_rows = [(label, _meta_value(res.meta.get(key)) or DASH) for key, label in PROVENANCE_KEYS]
+    key_rows += [
+        ("Firmware builds", _distinct(res.runs, "build_id")),
+        ("Plan hashes", _distinct(res.runs, "plan_hash")),
+        ("Boards", _targets_line(res.runs)),
     ]
+    cols = ["Run", "Board", "Serial / twin", "Technique", "Model", "Build", "Plan hash", "Journal", "Wall time"]
     rows = [
-        [
-            r["run_id"],
-            r["board"],
-            r["technique"],
-            r["model"],
-            r["build_id"],
-            r["plan_hash"],
-            r["journal"],
-            _num(r["wall_s"], "{:.1f} s"),
-            _num(r["lost_frames"], "{:.0f}"),
-            _num(r["fidelity_max_rel_err"], "{:.2e}"),
-        ]
+        [r["run_id"], r["board"], _target(r), r["technique"], r["model"], r["build_id"], r["plan_hash"],
+         r["journal"], _num(r["wall_s"], "{:.1f} s")]
         for r in res.runs.to_dict("records")
-    ]
+    ]  # fmt: skip
     return {
-        "meta": Table(["Field", "Value"], meta_rows),
-        "runs": Table(cols, rows),
+        "keys": key_rows,
+        "meta": Table(["Field", "Value"], [[_text(k), _meta_value(v)] for k, v in res.meta.items()]),
+        "runs": _capped(cols, rows, "runs.csv"),
         "meta_problem": res.meta_problem,
         "bench_version": bench.__version__,
     }
+
+
+def _target(run: dict[str, Any]) -> str:
+    """The board's serial (probe id) on hardware; on the emulated rack, the twin."""
+    if run["board_serial"]:
+        return run["board_serial"]
+    return "QEMU twin" if run["target_kind"] == "emulated" else DASH
+
+
+def _targets_line(runs: pd.DataFrame) -> str:
+    pairs = sorted({(r["board"], _target(r)) for r in runs.to_dict("records")})
+    return "; ".join(f"{b}: {t}" for b, t in pairs[:20]) or DASH
+
+
+def _distinct(runs: pd.DataFrame, col: str) -> str:
+    values = sorted(set(runs[col]) - {""})
+    more = f" (+{len(values) - 8} more)" if len(values) > 8 else ""
+    return ", ".join(values[:8]) + more if values else DASH
 
 
 def _meta_value(value: Any) -> str:
@@ -438,8 +675,14 @@ def _meta_value(value: Any) -> str:
     return _text(value)
 
 
+def _file_links(res: Results, results_dir: Path, out: Path) -> list[dict[str, str]]:
+    """Relative links, so the report and its tables can move together."""
+    rel = os.path.relpath(results_dir.resolve(), out.parent.resolve())
+    return [{"name": f, "href": Path(rel, f).as_posix()} for f in res.files]
+
+
 # ----------------------------------------------------------------------------------------------------
-# Charts
+# Curves: loss and training accuracy per board and per technique
 
 
 def _window(n: int) -> int:
@@ -447,407 +690,674 @@ def _window(n: int) -> int:
     return max(1, min(50, n // 10))
 
 
-def _loss_chart(res: Results, colors: dict[str, str]) -> Chart:
-    runs, steps = res.runs, res.steps.dropna(subset=["step", "loss"])
-    boards = sorted(runs["board"].unique())
-    chart = Chart(
-        "loss",
-        "Training loss",
-        "Per board, techniques overlaid: raw loss faint, moving average solid.",
-        _loss_table(runs, steps),
+def _smoothed(steps: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Steps with each run's moving averages of loss and correct, tagged with board and technique."""
+    s = _tag(steps.dropna(subset=["step"]), runs)
+    if s.empty:
+        return s.assign(w=[], loss_s=[], correct_s=[])
+    s["w"] = s.groupby("run_id")["step"].transform("size").map(_window)
+    for col in ("loss", "correct"):  # accuracy only over full windows: 1 of 1 correct is not 100 %
+        s[f"{col}_s"] = np.nan
+        for w, part in s.groupby("w"):
+            least = 1 if col == "loss" else int(w)
+            rolled = part.groupby("run_id", sort=False)[col].rolling(int(w), min_periods=least).mean()
+            s.loc[rolled.index.get_level_values(-1), f"{col}_s"] = rolled.to_numpy()
+    return s
+
+
+def _curves(sm: pd.DataFrame) -> pd.DataFrame:
+    """Per (board, technique, step): medians over repeated runs (the run itself when there is one)."""
+    cols = {"loss": "median", "loss_s": "median", "correct_s": "median"}
+    return sm.groupby([*KEYS, "step"], sort=True).agg(cols).reset_index()
+
+
+def _loss_top(values: pd.Series) -> float:
+    """Raw batch-1 losses spike far above the trend; clip to the smoothed curves' high percentile."""
+    v = values.dropna()
+    return float(np.percentile(v, LOSS_CLIP_PCT)) * LOSS_CLIP_MARGIN if len(v) else math.nan
+
+
+def _curve_section(res: Results) -> Section:
+    sm = _smoothed(res.steps, res.runs)
+    section = Section(
+        "curves",
+        "Loss and accuracy curves",
+        "Training loss and training accuracy (moving average of batch-1 correct predictions) over steps. "
+        "Circles: accuracy on the held-out eval split before (hollow) and after (filled) training."
+        + _repeat_note(res.groups),
+        [_curve_table(res.groups, sm)],
     )
-    if steps.empty:
-        chart.empty_note = "No step data was recorded."
-        return chart
-    fig, axes = _new_figure(len(boards))
-    drawn: set[str] = set()
-    for ax, board in zip(axes, boards, strict=True):
-        drawn |= _loss_panel(ax, runs[runs["board"] == board], steps, colors)
-        ax.set_title(_label(board), fontsize=10)
-    handles = _technique_handles(colors, drawn)
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(6, len(handles)), fontsize=8)
-    chart.png = _png(fig)
-    return chart
+    if sm.empty:
+        section.empty_note = "No step data was recorded."
+        return section
+    curves = _curves(sm)
+    tech_colors, board_colors = _colors(res.runs["technique"], PALETTE), _colors(res.runs["board"], BOARD_PALETTE)
+    for panel, line, colors in (("board", "technique", tech_colors), ("technique", "board", board_colors)):
+        section.plots.append(_loss_plot(curves, res.groups, panel, line, colors))
+        section.plots.append(_acc_plot(curves, res.groups, panel, line, colors))
+    return section
 
 
-def _loss_panel(ax: Axes, runs: pd.DataFrame, steps: pd.DataFrame, colors: dict[str, str]) -> set[str]:
-    """Draw one board's runs; return the techniques that had steps to draw."""
+def _panels(curves: pd.DataFrame, key: str) -> list[str]:
+    return sorted(curves[key].unique())[:MAX_PANELS]
+
+
+def _series_in(curves: pd.DataFrame, key: str) -> list[tuple[str, pd.DataFrame]]:
+    return list(curves.groupby(key, sort=True))[:MAX_SERIES]
+
+
+def _loss_plot(curves: pd.DataFrame, groups: pd.DataFrame, panel: str, line: str, colors: dict) -> Plot:
+    panels = _panels(curves, panel)
+    fig, axes = _new_figure(len(panels), margins=LEGEND_BELOW)
+    off_scale, drawn = 0, set()
+    for ax, name in zip(axes, panels, strict=True):
+        part = curves[curves[panel] == name]
+        top = _loss_top(part["loss_s"])
+        for key, c in _series_in(part, line):
+            c = _thin(c)
+            if _single_run(groups, c):
+                ax.plot(c["step"], c["loss"], color=colors[key], alpha=0.2, linewidth=0.7)
+                off_scale += int((c["loss"] > top).sum())
+            ax.plot(c["step"], c["loss_s"], color=colors[key], linewidth=1.8)
+            drawn.add(key)
+        if not math.isnan(top):
+            ax.set_ylim(0, top)
+        _curve_axes(ax, name, "loss")
+    _legend_below(fig, _handles(colors, drawn))
+    caption = (
+        f"Loss per {panel}, {line}s overlaid: raw batch-1 loss faint, moving average solid. The y axis is clipped "
+        f"at {LOSS_CLIP_MARGIN:g}× the {LOSS_CLIP_PCT}th percentile of the smoothed curves of each panel, so raw "
+        f"spikes do not squash the trend ({off_scale:,} raw points lie above it; the table gives the maximum)."
+    )
+    return _plot(fig, caption + _cap_note(len(panels), curves[panel].nunique(), f"{panel}s"), f"loss per {panel}")
+
+
+def _single_run(groups: pd.DataFrame, c: pd.DataFrame) -> bool:
+    """Raw batch-1 losses are drawn only for a series that is one run, not a median of several."""
+    row = groups[(groups["board"] == c["board"].iloc[0]) & (groups["technique"] == c["technique"].iloc[0])]
+    return bool(len(row) and row["n_runs"].iloc[0] == 1)
+
+
+def _acc_plot(curves: pd.DataFrame, groups: pd.DataFrame, panel: str, line: str, colors: dict) -> Plot:
+    panels = _panels(curves, panel)
+    fig, axes = _new_figure(len(panels), panel_h=2.6, margins=LEGEND_BELOW)
     drawn = set()
-    for run in runs.to_dict("records"):
-        s = steps[steps["run_id"] == run["run_id"]]
-        if s.empty:
-            continue
-        color = colors[run["technique"]]
-        smooth = s["loss"].rolling(_window(len(s)), min_periods=1).mean()
-        ax.plot(s["step"], s["loss"], color=color, alpha=0.2, linewidth=0.8)
-        ax.plot(s["step"], smooth, color=color, linewidth=1.8)
-        drawn.add(run["technique"])
-    if not drawn:
-        ax.text(0.5, 0.5, "no steps recorded", ha="center", va="center", transform=ax.transAxes, color="gray")
-        return drawn
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.grid(alpha=0.3)
-    return drawn
+    for ax, name in zip(axes, panels, strict=True):
+        part = curves[curves[panel] == name]
+        for key, c in _series_in(part, line):
+            c = _thin(c)
+            ax.plot(c["step"], c["correct_s"] * 100, color=colors[key], linewidth=1.6)
+            _eval_marks(ax, groups, name if panel == "board" else key, key if panel == "board" else name, c)
+            drawn.add(key)
+        ax.set_ylim(0, 105)
+        _curve_axes(ax, name, "accuracy (%)")
+    _legend_below(fig, _handles(colors, drawn))
+    caption = f"Training accuracy per {panel}, {line}s overlaid (moving average); circles: eval split before/after."
+    return _plot(fig, caption + _cap_note(len(panels), curves[panel].nunique(), f"{panel}s"), f"accuracy per {panel}")
 
 
-def _loss_table(runs: pd.DataFrame, steps: pd.DataFrame) -> Table:
-    rows = []
-    for run in runs.to_dict("records"):
-        loss = steps.loc[steps["run_id"] == run["run_id"], "loss"]
-        w = _window(len(loss))
-        last_smooth = loss.rolling(w, min_periods=1).mean().iloc[-1] if len(loss) else np.nan
-        rows.append(
-            [
-                run["board"],
-                run["technique"],
-                f"{len(loss):,}",
-                _num(loss.iloc[0] if len(loss) else None),
-                _num(loss.min()),
-                _num(loss.iloc[-1] if len(loss) else None),
-                _num(last_smooth),
-                str(w),
-            ]
-        )
-    cols = ["Board", "Technique", "Steps", "First loss", "Min loss", "Last loss", "Last (smoothed)", "Window"]
-    return Table(cols, rows)
+def _eval_marks(ax: Axes, groups: pd.DataFrame, board: str, technique: str, c: pd.DataFrame) -> None:
+    row = groups[(groups["board"] == board) & (groups["technique"] == technique)]
+    if row.empty:
+        return
+    color = ax.get_lines()[-1].get_color()
+    before, after = row["acc_before"].iloc[0] * 100, row["acc_after"].iloc[0] * 100
+    ax.plot(c["step"].iloc[0], before, marker="o", markerfacecolor="white", markeredgecolor=color, markersize=6)
+    ax.plot(c["step"].iloc[-1], after, marker="o", color=color, markersize=6)
 
 
-def _sram_chart(res: Results, colors: dict[str, str]) -> Chart:
-    runs = res.runs
-    chart = Chart(
-        "sram",
-        "Peak SRAM vs board SRAM",
-        "Bars: measured peak. Diamonds: planned peak. Red dashes: the board's SRAM. "
-        "Hatched outline: planned peak of a run that did not fit.",
-        _sram_table(runs),
-    )
-    if runs[["peak_sram_bytes", "planned_sram_bytes", "board_sram_bytes"]].isna().all().all():
-        return chart
-    fig, (ax,) = _new_figure(1, panel_h=4.0)
-    pos, centers = _grouped_x(runs)
-    for idx, run in runs.iterrows():
-        _sram_bar(ax, run, pos.at[idx, "x"], pos.at[idx, "w"], colors[run["technique"]])
-    for i, board in centers:
-        limit = runs.loc[runs["board"] == board, "board_sram_bytes"].max()
-        if not _missing(limit):
-            ax.hlines(limit / 1024, i - 0.45, i + 0.45, colors="#c44e52", linestyles="--", linewidth=2)
-    _board_ticks(ax, centers)
-    ax.set_ylabel("SRAM (KiB)")
-    ax.grid(axis="y", alpha=0.3)
-    extra = [
-        Line2D([], [], color="#c44e52", linestyle="--", label="board SRAM"),
-        Line2D([], [], color="black", marker="D", linestyle="", label="planned peak"),
-        Patch(facecolor="none", edgecolor="gray", hatch="//", label="planned, did not fit"),
-    ]
-    ax.legend(
-        handles=_technique_handles(colors, set(runs["technique"])) + extra,
-        fontsize=8,
-        loc="upper left",
-        bbox_to_anchor=(1.0, 1.0),
-    )
-    chart.png = _png(fig)
-    return chart
-
-
-def _sram_bar(ax: Axes, run: pd.Series, x: float, w: float, color: str) -> None:
-    planned, peak = run["planned_sram_bytes"], run["peak_sram_bytes"]
-    if run["status"] == "does-not-fit" and not _missing(planned):
-        ax.bar(x, planned / 1024, w * 0.9, facecolor="none", edgecolor=color, hatch="//")
-    elif not _missing(peak):
-        ax.bar(x, peak / 1024, w * 0.9, color=color)
-    if not _missing(planned):
-        ax.plot(x, planned / 1024, marker="D", color="black", markersize=5)
-
-
-def _sram_table(runs: pd.DataFrame) -> Table:
-    cols = [
-        "Board",
-        "Technique",
-        "Status",
-        "Measured peak",
-        "Planned peak",
-        "Board SRAM",
-        "Headroom",
-        "Static",
-        "Stack",
-        "Arena",
-    ]
-    rows = [
-        [
-            r["board"],
-            r["technique"],
-            r["status"],
-            _exact_bytes(r["peak_sram_bytes"]),
-            _exact_bytes(r["planned_sram_bytes"]),
-            _exact_bytes(r["board_sram_bytes"]),
-            _exact_bytes(
-                r["board_sram_bytes"]
-                - (r["planned_sram_bytes"] if _missing(r["peak_sram_bytes"]) else r["peak_sram_bytes"])
-            ),
-            _exact_bytes(r["static_bytes"]),
-            _exact_bytes(r["stack_bytes"]),
-            _exact_bytes(r["arena_bytes"]),
-        ]
-        for r in runs.to_dict("records")
-    ]
-    return Table(cols, rows)
-
-
-def _work_chart(res: Results) -> Chart:
-    runs = res.runs
-    parts = ["instr_fwd_per_step", "instr_bwd_per_step", "instr_upd_per_step"]
-    chart = Chart(
-        "work",
-        "Instructions / cycles per step",
-        "Mean per training step, split into forward, backward and update. QEMU twins count "
-        "instructions; hardware counts cycles: the axis says which.",
-        _work_table(runs),
-    )
-    has = runs[runs[[*parts, "instr_per_step"]].notna().any(axis=1)]
-    panels = sorted({(b, u) for b, u in zip(has["board"], has["count_unit"], strict=True)})
-    if not panels:
-        return chart
-    fig, axes = _new_figure(len(panels))
-    for ax, (board, unit) in zip(axes, panels, strict=True):
-        _work_panel(ax, has[(has["board"] == board) & (has["count_unit"] == unit)], parts)
-        ax.set_title(_label(board), fontsize=10)
-        ax.set_ylabel(f"{_label(unit) or 'counts'} / step")
-    axes[0].legend(handles=[Patch(color=c, label=p) for p, c in PART_COLORS.items()], fontsize=8)
-    chart.png = _png(fig)
-    return chart
-
-
-def _work_panel(ax: Axes, runs: pd.DataFrame, parts: list[str]) -> None:
-    x = np.arange(len(runs))
-    bottom = np.zeros(len(runs))
-    for col, color in zip(parts, PART_COLORS.values(), strict=True):
-        values = runs[col].fillna(0).to_numpy()
-        ax.bar(x, values, 0.6, bottom=bottom, color=color)
-        bottom += values
-    only_total = (bottom == 0) & runs["instr_per_step"].notna().to_numpy()
-    ax.bar(x[only_total], runs["instr_per_step"].to_numpy()[only_total], 0.6, color="#bbbbbb")
-    ax.set_xticks(x, [_label(t) for t in runs["series"]], rotation=30 if len(runs) > 3 else 0)
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _count(v)))
-    ax.grid(axis="y", alpha=0.3)
-
-
-def _work_table(runs: pd.DataFrame) -> Table:
-    cols = ["Board", "Technique", "Unit", "Forward", "Backward", "Update", "Total / step"]
-    rows = [
-        [
-            r["board"],
-            r["technique"],
-            r["count_unit"] or DASH,
-            _count(r["instr_fwd_per_step"]),
-            _count(r["instr_bwd_per_step"]),
-            _count(r["instr_upd_per_step"]),
-            _count(r["instr_per_step"]),
-        ]
-        for r in runs.to_dict("records")
-    ]
-    return Table(cols, rows)
-
-
-def _energy_chart(res: Results, colors: dict[str, str]) -> Chart:
-    runs = res.runs[res.runs["energy_per_step_uj"].notna()]
-    chart = Chart(
-        "energy",
-        "Energy per step",
-        "One panel per energy source: modelled figures come from datasheet current times time, "
-        "measured ones from a power meter. Never compare the two as equals.",
-        _energy_table(res.runs),
-    )
-    sources = sorted(runs["energy_source"].unique())
-    if not sources:
-        return chart
-    fig, axes = _new_figure(len(sources), ncols=2, panel_h=3.6)
-    for ax, source in zip(axes, sources, strict=True):
-        _energy_panel(ax, runs[runs["energy_source"] == source], colors, _label(_source_label(source)))
-    chart.png = _png(fig)
-    return chart
-
-
-def _energy_panel(ax: Axes, runs: pd.DataFrame, colors: dict[str, str], source: str) -> None:
-    pos, centers = _grouped_x(runs)
-    for idx, run in runs.iterrows():
-        ax.bar(
-            pos.at[idx, "x"],
-            run["energy_per_step_uj"],
-            pos.at[idx, "w"] * 0.9,
-            color=colors[run["technique"]],
-        )
-    _board_ticks(ax, centers)
-    ax.set_title(f"energy per step ({source})", fontsize=10)
-    ax.set_ylabel(f"µJ per step ({source})")
-    ax.grid(axis="y", alpha=0.3)
-    handles = _technique_handles(colors, set(runs["technique"]))
-    ax.legend(
-        handles=handles,
-        fontsize=8,
-        title=f"{source} energy",
-        title_fontsize=8,
-        loc="upper left",
-        bbox_to_anchor=(1.0, 1.0),
-    )
-
-
-def _energy_table(runs: pd.DataFrame) -> Table:
-    cols = ["Board", "Technique", "Energy source", "Energy / step (µJ)", "Steps", "Energy, all steps (mJ)"]
-    rows = [
-        [
-            r["board"],
-            r["technique"],
-            _source_label(r["energy_source"]) if not _missing(r["energy_per_step_uj"]) else DASH,
-            _num(r["energy_per_step_uj"], "{:.4g}"),
-            _num(r["steps"], "{:,.0f}"),
-            _num(r["energy_per_step_uj"] * r["steps"] / 1000, "{:.4g}"),
-        ]
-        for r in runs.to_dict("records")
-    ]
-    return Table(cols, rows)
-
-
-def _accuracy_chart(res: Results, colors: dict[str, str]) -> Chart:
-    runs = res.runs
-    chart = Chart(
-        "accuracy",
-        "Accuracy before and after training",
-        "Hollow circle: before training; filled: after; the line joins them.",
-        _accuracy_table(runs),
-    )
-    if runs[["acc_before", "acc_after"]].isna().all().all():
-        return chart
-    fig, (ax,) = _new_figure(1, panel_h=3.8)
-    pos, centers = _grouped_x(runs)
-    for idx, run in runs.iterrows():
-        x, before, after = pos.at[idx, "x"], run["acc_before"] * 100, run["acc_after"] * 100
-        color = colors[run["technique"]]
-        ax.plot([x, x], [before, after], color=color, linewidth=2)
-        ax.plot(x, before, marker="o", markerfacecolor="white", markeredgecolor=color, markersize=8)
-        ax.plot(x, after, marker="o", color=color, markersize=8)
-    _board_ticks(ax, centers)
-    ax.set_ylim(0, 105)
-    ax.set_ylabel("accuracy (%)")
-    ax.grid(axis="y", alpha=0.3)
-    extra = [
-        Line2D([], [], marker="o", markerfacecolor="white", markeredgecolor="gray", linestyle="", label="before"),
-        Line2D([], [], marker="o", color="gray", linestyle="", label="after"),
-    ]
-    ax.legend(
-        handles=_technique_handles(colors, set(runs["technique"])) + extra,
-        fontsize=8,
-        loc="upper left",
-        bbox_to_anchor=(1.0, 1.0),
-    )
-    chart.png = _png(fig)
-    return chart
-
-
-def _accuracy_table(runs: pd.DataFrame) -> Table:
-    rows = [
-        [
-            r["board"],
-            r["technique"],
-            _pct(r["acc_before"]),
-            _pct(r["acc_after"]),
-            _num((r["acc_after"] - r["acc_before"]) * 100, "{:+.1f} pp"),
-        ]
-        for r in runs.to_dict("records")
-    ]
-    return Table(["Board", "Technique", "Before", "After", "Change"], rows)
-
-
-def _grad_chart(res: Results, colors: dict[str, str]) -> Chart | None:
-    if res.grads is None:
-        return None
-    grads = res.grads.merge(res.runs[["run_id", "board", "technique", "label"]], on="run_id", how="inner")
-    grads = grads.dropna(subset=["step", "l2"])
-    chart = Chart(
-        "grads",
-        "Gradient L2 norm per layer",
-        "One panel per layer and parameter (w weights, b bias), one line per run coloured by "
-        "technique; line style tells boards apart. Log scale.",
-        _grad_table(grads),
-    )
-    panels = sorted({(layer, p) for layer, p in zip(grads["layer"], grads["param"], strict=True)}, key=_layer_key)[
-        :MAX_GRAD_PANELS
-    ]
-    if not panels:
-        return chart
-    fig, axes = _new_figure(len(panels), ncols=4, panel_h=2.4)
-    styles = _board_styles(grads)
-    for ax, (layer, param) in zip(axes, panels, strict=True):
-        _grad_panel(ax, grads[(grads["layer"] == layer) & (grads["param"] == param)], colors, styles)
-        ax.set_title(f"layer {_label(layer)} · {_label(param)}", fontsize=9)
-    _grad_legend(fig, colors, styles, set(grads["technique"]))
-    chart.png = _png(fig)
-    return chart
-
-
-def _layer_key(panel: tuple[str, str]) -> tuple[int, float, str, bool, str]:
-    """Numeric layers in numeric order, then named ones; weights before biases."""
-    layer, param = panel
-    try:
-        return (0, float(layer), "", param != "w", param)
-    except ValueError:
-        return (1, 0.0, layer, param != "w", param)
-
-
-def _plain_log_ticks(ax: Axes, values: pd.Series) -> None:
-    """Plain-number ticks (10^x labels go through mathtext, which doubles the render time); 1-2-5 steps when
-    the data spans under two decades, else a decade would hold no label at all."""
-    positive = values[values > 0]
-    narrow = math.log10(positive.max() / positive.min()) < 2
-    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if narrow else (1.0,)))
-    ax.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
-    ax.yaxis.set_minor_formatter(NullFormatter())
-
-
-def _board_styles(grads: pd.DataFrame) -> dict[str, str]:
-    styles = ["-", "--", ":", "-."]
-    return {b: styles[i % len(styles)] for i, b in enumerate(sorted(grads["board"].unique()))}
-
-
-def _grad_panel(ax: Axes, grads: pd.DataFrame, colors: dict[str, str], styles: dict[str, str]) -> None:
-    for (_, board, technique), g in grads.groupby(["run_id", "board", "technique"], sort=True):
-        ax.plot(g["step"], g["l2"], color=colors[technique], linestyle=styles[board], linewidth=1.2)
-    if (grads["l2"] > 0).any():
-        ax.set_yscale("log")
-        _plain_log_ticks(ax, grads["l2"])
-    ax.set_xlabel("step", fontsize=8)
+def _curve_axes(ax: Axes, title: str, ylabel: str) -> None:
+    ax.set_title(_label(title), fontsize=10)
+    ax.set_xlabel("step", fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=9)
     ax.tick_params(labelsize=8)
     ax.grid(alpha=0.3)
 
 
-def _grad_legend(fig: Figure, colors: dict[str, str], styles: dict[str, str], used: set[str]) -> None:
-    board_handles = [Line2D([], [], color="gray", linestyle=s, label=_label(b)) for b, s in styles.items()]
-    fig.legend(
-        handles=_technique_handles(colors, used) + board_handles,
-        loc="outside lower center",
-        ncols=min(6, len(used) + len(styles)),
-        fontsize=8,
-    )
-
-
-def _grad_table(grads: pd.DataFrame) -> Table:
+def _curve_table(groups: pd.DataFrame, sm: pd.DataFrame) -> Table:
+    stats = _curve_stats(sm)
+    cols = [
+        "Board", "Technique", "Runs", "Steps", "First loss", "Min loss (smoothed)", "Last loss (smoothed)",
+        "Max raw loss", "Train acc, last (smoothed)", "Eval acc before → after", "Eval loss before → after",
+    ]  # fmt: skip
     rows = []
-    for (_, layer, param), g in grads.groupby(["label", "layer", "param"], sort=True):
-        rows.append(
-            [
-                g["board"].iloc[0],
-                g["technique"].iloc[0],
-                layer,
-                param,
-                f"{len(g):,}",
-                _num(g["l2"].iloc[0]),
-                _num(g["l2"].iloc[-1]),
-                _num(g["l2"].max()),
-                _num(g["max_abs"].max()),
-            ]
-        )
-    cols = ["Board", "Technique", "Layer", "Param", "Samples", "First L2", "Last L2", "Max L2", "Max |g|"]
-    return Table(cols, rows)
+    for g in groups.to_dict("records"):
+        st = stats.get((g["board"], g["technique"]), {})
+        rows.append([
+            g["board"], g["technique"], str(g["n_runs"]), _num(st.get("steps"), "{:,.0f}"), _num(st.get("first")),
+            _num(st.get("min_s")), _num(st.get("last_s")), _num(st.get("max_raw")), _pct(st.get("acc_s")),
+            f"{_pct(g['acc_before'])} → {_pct(g['acc_after'])}",
+            f"{_num(g['loss_before'])} → {_num(g['loss_after'])}",
+        ])  # fmt: skip
+    return _capped(cols, rows, "steps.csv")
+
+
+def _curve_stats(sm: pd.DataFrame) -> dict[tuple[str, str], dict[str, float]]:
+    if sm.empty:
+        return {}
+    curves = _curves(sm)
+    by = curves.groupby(KEYS, sort=True)
+    stats = pd.DataFrame({
+        "steps": by["step"].size(), "first": by["loss"].first(), "min_s": by["loss_s"].min(),
+        "last_s": by["loss_s"].last(), "acc_s": by["correct_s"].last(),
+        "max_raw": sm.groupby(KEYS, sort=True)["loss"].max(),
+    })  # fmt: skip
+    return {(b, t): row for (b, t), row in stats.to_dict("index").items()}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Trade-offs: accuracy vs peak SRAM and vs energy per step, Pareto fronts marked
+
+
+def _pareto(cost: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """Runs no other run beats on both: no cheaper-or-equal run with more accuracy."""
+    front = np.zeros(len(cost), dtype=bool)
+    best = -math.inf
+    for i in np.lexsort((-gain, cost)):
+        if gain[i] > best:
+            front[i], best = True, gain[i]
+    return front
+
+
+def _tradeoff_section(res: Results) -> Section:
+    ok = res.runs[(res.runs["status"] == "ok") & res.runs["acc_after"].notna()].copy()
+    ok["front_sram"] = _front(ok, "peak_sram_bytes", [])
+    ok["front_energy"] = _front(ok, "energy_per_step_uj", ["energy_source"])
+    section = Section(
+        "tradeoffs",
+        "Accuracy vs memory and energy",
+        "Each point is a run that finished ok: colour is the technique, marker shape the board. Ringed points "
+        "joined by the grey line form the Pareto front (nothing else is both cheaper and more accurate).",
+        [_tradeoff_table(ok)],
+    )
+    if ok.empty:
+        return section
+    fig, axes = _new_figure(2, ncols=2, panel_h=4.0, margins=LEGEND_BELOW)
+    colors, markers = _colors(res.runs["technique"], PALETTE), _markers(res.runs)
+    _scatter(axes[0], ok, "peak_sram_bytes", "front_sram", colors, markers, 1 / 1024)
+    axes[0].set_xlabel("peak SRAM, measured (KiB)")
+    _scatter(axes[1], ok, "energy_per_step_uj", "front_energy", colors, markers, 1.0)
+    axes[1].set_xlabel(f"energy per step, µJ ({_label(_sources(ok))})")
+    _log_if_wide(axes[1], "x", ok["energy_per_step_uj"])
+    _legend_below(fig, _handles(colors, set(ok["technique"])) + _marker_handles(markers))
+    section.plots.append(_plot(fig, "Accuracy after training against peak SRAM (left) and energy per step "
+                                    "(right, labelled with its source; fronts are drawn per source).",
+                               "accuracy vs SRAM and energy"))  # fmt: skip
+    return section
+
+
+def _front(runs: pd.DataFrame, cost: str, split: list[str]) -> pd.Series:
+    flags = pd.Series(False, index=runs.index)
+    valid = runs[runs[cost].notna()]
+    for _, part in valid.groupby(split) if split else [(None, valid)]:
+        flags.loc[part.index] = _pareto(part[cost].to_numpy(), part["acc_after"].to_numpy())
+    return flags
+
+
+def _markers(runs: pd.DataFrame) -> dict[str, str]:
+    return {b: MARKERS[i % len(MARKERS)] for i, b in enumerate(sorted(runs["board"].unique()))}
+
+
+def _marker_handles(markers: dict[str, str]) -> list[Any]:
+    return [
+        Line2D([], [], color="gray", marker=m, linestyle="", label=_label(b)) for b, m in markers.items()
+    ][:MAX_SERIES]
+
+
+def _sources(runs: pd.DataFrame) -> str:
+    present = sorted({_source_label(s) for s in runs.loc[runs["energy_per_step_uj"].notna(), "energy_source"]})
+    return " / ".join(present) if present else "no energy figures"
+
+
+def _scatter(ax: Axes, runs: pd.DataFrame, cost: str, front: str, colors: dict, markers: dict, scale: float) -> None:
+    valid = runs[runs[cost].notna()]
+    for (board, technique), part in valid.groupby(KEYS):
+        ax.scatter(part[cost] * scale, part["acc_after"] * 100, color=colors[technique], marker=markers[board],
+                   s=36, alpha=0.85, zorder=3)  # fmt: skip
+    split = ["energy_source"] if cost == "energy_per_step_uj" else []
+    for _, part in valid[valid[front]].groupby(split) if split else [(None, valid[valid[front]])]:
+        part = part.sort_values(cost)
+        ax.plot(part[cost] * scale, part["acc_after"] * 100, color="gray", drawstyle="steps-post", zorder=2)
+        ax.scatter(part[cost] * scale, part["acc_after"] * 100, s=140, facecolors="none", edgecolors="black", zorder=4)
+    ax.set_ylabel("accuracy after training (%)")
+    ax.grid(alpha=0.3)
+
+
+def _tradeoff_table(ok: pd.DataFrame) -> Table:
+    ordered = ok.sort_values(["front_sram", "front_energy"], ascending=False, kind="stable")
+    cols = ["Board", "Technique", "Accuracy after", "Peak SRAM", "Energy / step (µJ)", "Energy source",
+            "On SRAM front", "On energy front"]  # fmt: skip
+    rows = [
+        [r["board"], r["series"], _pct(r["acc_after"]), _exact_bytes(r["peak_sram_bytes"]),
+         _num(r["energy_per_step_uj"], "{:.4g}"), _source_label(r["energy_source"]),
+         "yes" if r["front_sram"] else "", "yes" if r["front_energy"] else ""]
+        for r in ordered.to_dict("records")
+    ]  # fmt: skip
+    return _capped(cols, rows, "runs.csv")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Memory breakdown
+
+
+def _memory_parts(groups: pd.DataFrame) -> pd.DataFrame:
+    """Bytes per part: measured static, stack and arena, the arena split by the plan's composition."""
+    parts = groups[list(MEMORY_PARTS)[:-1]].copy()
+    planned = parts[list(MEMORY_PARTS)[2:-1]]
+    split = planned.notna().any(axis=1)
+    parts["arena_other"] = np.where(split, (groups["arena_bytes"] - planned.sum(axis=1)).clip(lower=0),
+                                    groups["arena_bytes"])  # fmt: skip
+    return parts.fillna(0.0)
+
+
+def _memory_section(res: Results) -> Section:
+    groups = res.groups
+    section = Section(
+        "memory",
+        "Memory breakdown",
+        "Peak SRAM per run: static data and stack as measured, the arena split into weights, activations kept "
+        "for the backward pass, gradients and optimizer state as planned at the arena's peak. Red tick: the "
+        "board's SRAM; black diamond: the planned peak. Hatched: the plan of a run that did not fit."
+        + _repeat_note(groups),
+        [_memory_table(groups)],
+    )
+    shown = groups.iloc[:MAX_BARS]
+    if shown[["peak_sram_bytes", "planned_sram_bytes", "arena_bytes"]].isna().all().all():
+        return section
+    fig, (ax,) = _new_figure(1, panel_h=0.3 + 0.3 * len(shown), margins=Margins(left=2.4, right=2.7))
+    _memory_bars(ax, shown, _memory_parts(shown))
+    section.plots.append(_plot(fig, "KiB of SRAM per (board, technique)." + _cap_note(len(shown), len(groups), "runs"),
+                               "memory breakdown"))  # fmt: skip
+    return section
+
+
+def _memory_bars(ax: Axes, groups: pd.DataFrame, parts: pd.DataFrame) -> None:
+    y = np.arange(len(groups))
+    nofit = (groups["status"] == "does-not-fit").to_numpy()
+    left = np.zeros(len(groups))
+    for col, (label, color) in MEMORY_PARTS.items():
+        width = parts[col].to_numpy() / 1024
+        ax.barh(y, width, 0.7, left=left, color=color, label=label,
+                hatch=["//" if n else "" for n in nofit], edgecolor="white", linewidth=0.3)  # fmt: skip
+        left += width
+    ax.vlines(groups["board_sram_bytes"] / 1024, y - 0.45, y + 0.45, colors=SRAM_RED, linewidth=2.5,
+              label="board SRAM")  # fmt: skip
+    ax.plot(groups["planned_sram_bytes"] / 1024, y, "D", color="black", markersize=5, label="planned peak")
+    ax.set_yticks(y, [_label(s) for s in groups["label"]], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("SRAM (KiB)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+
+
+def _memory_table(groups: pd.DataFrame) -> Table:
+    cols = ["Board", "Technique", "Status", "Static", "Stack", "Arena (measured)", "Weights", "Activations kept",
+            "Gradients", "Optimizer", "Measured peak", "Planned peak", "Board SRAM", "Headroom"]  # fmt: skip
+    rows = []
+    for g in groups.to_dict("records"):
+        used = g["planned_sram_bytes"] if _missing(g["peak_sram_bytes"]) else g["peak_sram_bytes"]
+        rows.append([g["board"], g["technique"], g["status"]] + [_exact_bytes(g[c]) for c in (
+            "static_bytes", "stack_bytes", "arena_bytes", "mem_weights_bytes", "mem_activations_bytes",
+            "mem_gradients_bytes", "mem_optimizer_bytes", "peak_sram_bytes", "planned_sram_bytes",
+            "board_sram_bytes")] + [_exact_bytes(g["board_sram_bytes"] - used)])  # fmt: skip
+    return _capped(cols, rows, "runs.csv")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Per-layer cost and gradient heatmaps
+
+
+def _layer_means(res: Results) -> pd.DataFrame:
+    """Per (board, technique, layer): the mean of its runs, layers in model order."""
+    layers = _tag(res.layers, res.runs)
+    layers["order"] = layers.groupby("run_id").cumcount()
+    numbers = list(LAYER_COLUMNS[3:])
+    means = layers.groupby([*KEYS, "layer", "op"], sort=False).agg({**dict.fromkeys(numbers, "mean"), "order": "min"})
+    return means.reset_index().sort_values([*KEYS, "order"], kind="stable")
+
+
+def _layer_section(res: Results) -> Section | None:
+    if res.layers is None:
+        return None
+    means = _layer_means(res)
+    section = Section(
+        "layers",
+        "Per-layer cost",
+        "Instructions (or cycles) per step spent in each layer, measured, split into forward, backward and "
+        "update; the table adds each layer's planned memory." + _repeat_note(res.groups),
+        [_layer_table(means, res.groups)],
+    )
+    panels = list(means.groupby(KEYS, sort=True))
+    if not panels:
+        return section
+    shown = panels[:MAX_PANELS]
+    n_layers = max(len(p) for _, p in shown)
+    fig, axes = _new_figure(len(shown), panel_h=0.5 + 0.28 * n_layers, margins=Margins(left=1.1, legend=0.35))
+    units = dict(zip(zip(res.groups["board"], res.groups["technique"], strict=True), res.groups["count_unit"],
+                     strict=True))  # fmt: skip
+    for ax, ((board, technique), part) in zip(axes, shown, strict=True):
+        _layer_panel(ax, part)
+        ax.set_title(_label(f"{board} · {technique}"), fontsize=9)
+        ax.set_xlabel(f"{_label(units.get((board, technique)) or 'counts')} / step", fontsize=8)
+    _legend_below(fig, [Patch(color=c, label=p) for p, c in PART_COLORS.items()])
+    section.plots.append(_plot(fig, "One panel per (board, technique); layers top to bottom in model order."
+                               + _cap_note(len(shown), len(panels), "panels"), "per-layer cost"))  # fmt: skip
+    return section
+
+
+def _layer_panel(ax: Axes, part: pd.DataFrame) -> None:
+    y = np.arange(len(part))
+    left = np.zeros(len(part))
+    for col, color in zip(("instr_fwd", "instr_bwd", "instr_upd"), PART_COLORS.values(), strict=True):
+        width = part[col].fillna(0).to_numpy()
+        ax.barh(y, width, 0.7, left=left, color=color)
+        left += width
+    ax.set_yticks(y, [_label(f"{layer} {op}".strip()) for layer, op in zip(part["layer"], part["op"], strict=True)])
+    ax.invert_yaxis()
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _count(v)))
+    ax.tick_params(labelsize=7)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def _layer_table(means: pd.DataFrame, groups: pd.DataFrame) -> Table:
+    cols = ["Board", "Technique", "Layer", "Op", "Forward", "Backward", "Update", "Total / step", "Weights (RAM)",
+            "Activations kept", "Gradients", "Scratch"]  # fmt: skip
+    rows = [
+        [r["board"], r["technique"], r["layer"], r["op"], _count(r["instr_fwd"]), _count(r["instr_bwd"]),
+         _count(r["instr_upd"]), _count(np.nansum([r["instr_fwd"], r["instr_bwd"], r["instr_upd"]])),
+         _exact_bytes(r["weights_ram_bytes"]), _exact_bytes(r["kept_act_bytes"]), _exact_bytes(r["grad_bytes"]),
+         _exact_bytes(r["scratch_bytes"])]
+        for r in means.to_dict("records")
+    ]  # fmt: skip
+    return _capped(cols, rows, "layers.csv")
+
+
+def _layer_key(name: str) -> tuple[int, float, str]:
+    """Numeric layers in numeric order, then named ones."""
+    try:
+        return (0, float(name), "")
+    except ValueError:
+        return (1, 0.0, name)
+
+
+def _grad_bins(res: Results) -> pd.DataFrame:
+    """Median L2 per (board, technique, layer·param, step bin): at most MAX_BINS columns per heatmap."""
+    grads = _tag(res.grads.dropna(subset=["step", "l2"]), res.runs)
+    width = max(1, math.ceil((grads["step"].max() + 1) / MAX_BINS)) if len(grads) else 1
+    grads["bin"] = (grads["step"] // width) * width
+    bins = grads.groupby([*KEYS, "layer", "param", "bin"], sort=True)["l2"].median().reset_index()
+    bins["row"] = bins["layer"].astype(str) + " · " + bins["param"].astype(str)
+    return bins
+
+
+def _grad_section(res: Results) -> Section | None:
+    if res.grads is None:
+        return None
+    bins = _grad_bins(res)
+    section = Section(
+        "grads",
+        "Gradient norms per layer",
+        "L2 norm of each trained tensor's gradient (w weights, b bias) over the steps, one heatmap per "
+        "(board, technique), on one shared log colour scale; steps are binned, each cell the median."
+        + _repeat_note(res.groups),
+        [_grad_table(res)],
+    )
+    panels = list(bins.groupby(KEYS, sort=True))
+    positive = bins.loc[bins["l2"] > 0, "l2"]
+    if not panels or positive.empty:
+        return section
+    shown = panels[:MAX_PANELS]
+    n_rows = max(part["row"].nunique() for _, part in shown)
+    fig, axes = _new_figure(len(shown), panel_h=0.6 + 0.22 * n_rows, margins=Margins(right=0.3))
+    norm = LogNorm(vmin=float(positive.quantile(0.01)), vmax=float(positive.max()))
+    image = None
+    for ax, ((board, technique), part) in zip(axes, shown, strict=True):
+        image = _heatmap(ax, part, norm)
+        ax.set_title(_label(f"{board} · {technique}"), fontsize=9)
+    bar = fig.colorbar(image, ax=axes, fraction=0.03, pad=0.02, label="gradient L2 norm")
+    _plain_log_ticks(bar.ax.yaxis, positive)
+    caption = "Rows: layer · parameter; columns: steps." + _cap_note(len(shown), len(panels), "panels")
+    section.plots.append(_plot(fig, caption, "gradient heatmap"))
+    return section
+
+
+def _heatmap(ax: Axes, part: pd.DataFrame, norm: LogNorm) -> Any:
+    rows = sorted(part["row"].unique(), key=lambda r: (*_layer_key(r.split(" · ")[0]), r.split(" · ")[-1] != "w"))
+    grid = part.pivot_table(index="row", columns="bin", values="l2", aggfunc="median").reindex(rows)
+    values = np.where(grid.to_numpy() > 0, grid.to_numpy(), np.nan)
+    step = float(grid.columns[1] - grid.columns[0]) if grid.shape[1] > 1 else 1.0
+    extent = (float(grid.columns[0]), float(grid.columns[-1]) + step, len(rows) - 0.5, -0.5)
+    image = ax.imshow(values, aspect="auto", interpolation="nearest", norm=norm, cmap="viridis", extent=extent)
+    ax.set_yticks(range(len(rows)), [_label(r) for r in rows], fontsize=7)
+    ax.set_xlabel("step", fontsize=8)
+    ax.tick_params(labelsize=7)
+    return image
+
+
+def _grad_table(res: Results) -> Table:
+    grads = _tag(res.grads.dropna(subset=["step", "l2"]), res.runs)
+    by = grads.groupby([*KEYS, "layer", "param"], sort=True)
+    stats = pd.DataFrame({
+        "runs": by["run_id"].nunique(), "samples": by["l2"].size(), "first": by["l2"].first(),
+        "last": by["l2"].last(), "max": by["l2"].max(), "max_abs": by["max_abs"].max(),
+    }).reset_index()  # fmt: skip
+    cols = ["Board", "Technique", "Layer", "Param", "Runs", "Samples", "First L2", "Last L2", "Max L2", "Max |g|"]
+    rows = [
+        [r["board"], r["technique"], r["layer"], r["param"], str(r["runs"]), f"{r['samples']:,}", _num(r["first"]),
+         _num(r["last"]), _num(r["max"]), _num(r["max_abs"])]
+        for r in stats.to_dict("records")
+    ]  # fmt: skip
+    return _capped(cols, rows, "grads.csv")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Fidelity, energy, instructions
+
+
+def _fidelity_section(res: Results) -> Section:
+    groups = res.groups
+    worst = res.runs.groupby(KEYS, sort=True)["fidelity_max_rel_err"].max().reindex(
+        pd.MultiIndex.from_frame(groups[KEYS]))  # fmt: skip
+    section = Section(
+        "fidelity",
+        "Gradient fidelity",
+        "Worst relative error of the gradients the device streamed during its check steps, against the "
+        f"independent float64 reference replaying the same samples. Grey line: {FIDELITY_GUIDE:g} for scale.",
+        [_fidelity_table(res.runs)],
+    )
+    shown = groups.assign(err=worst.to_numpy()).iloc[:MAX_BARS]
+    shown = shown[shown["err"] > 0]
+    if shown.empty:
+        section.empty_note = "No fidelity check results."
+        return section
+    fig, (ax,) = _new_figure(1, panel_h=0.3 + 0.26 * len(shown), margins=Margins(left=2.4, top=0.15))
+    colors = _colors(res.runs["technique"], PALETTE)
+    ax.scatter(shown["err"], np.arange(len(shown)), c=[colors[t] for t in shown["technique"]], s=40, zorder=3)
+    ax.axvline(FIDELITY_GUIDE, color="gray", linestyle="--")
+    ax.set_xscale("log")
+    _plain_log_ticks(ax.xaxis, [*shown["err"], FIDELITY_GUIDE])
+    ax.set_yticks(np.arange(len(shown)), [_label(s) for s in shown["label"]], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("max relative error of streamed gradients (worst run)")
+    ax.grid(axis="x", alpha=0.3)
+    section.plots.append(_plot(fig, "One point per (board, technique), the worst of its runs.", "gradient fidelity"))
+    return section
+
+
+def _fidelity_table(runs: pd.DataFrame) -> Table:
+    cols = ["Board", "Technique", "Status", "Max rel. error", f"Within {FIDELITY_GUIDE:g}", "Lost frames"]
+    rows = [
+        [r["board"], r["series"], r["status"], _num(r["fidelity_max_rel_err"], "{:.2e}"),
+         DASH if _missing(r["fidelity_max_rel_err"]) else ("yes" if r["fidelity_max_rel_err"] <= FIDELITY_GUIDE
+                                                            else "no"),
+         _num(r["lost_frames"], "{:.0f}")]
+        for r in runs.to_dict("records")
+    ]  # fmt: skip
+    return _capped(cols, rows, "runs.csv")
+
+
+def _energy_section(res: Results) -> Section:
+    groups = res.groups[res.groups["energy_per_step_uj"].notna()]
+    section = Section(
+        "energy",
+        "Energy per step",
+        "One panel per energy source: modelled figures come from instructions ÷ clock × datasheet run current × "
+        "supply voltage, measured ones from a power meter. Never compare the two as equals." + _repeat_note(groups),
+        [_energy_table(res.groups)],
+    )
+    sources = sorted(groups["energy_source"].unique())
+    if not sources:
+        return section
+    fig, axes = _new_figure(len(sources), ncols=2, panel_h=3.6, margins=Margins(left=0.95, legend=0.35))
+    colors = _colors(res.runs["technique"], PALETTE)
+    for ax, source in zip(axes, sources, strict=True):
+        _energy_panel(ax, groups[groups["energy_source"] == source].reset_index(drop=True), colors,
+                      _label(_source_label(source)))  # fmt: skip
+    _legend_below(fig, _handles(colors, set(groups["technique"])))
+    section.plots.append(_plot(fig, "Energy per training step; a log axis where boards differ by more than 30×.",
+                               "energy per step"))  # fmt: skip
+    return section
+
+
+def _energy_panel(ax: Axes, rows: pd.DataFrame, colors: dict[str, str], source: str) -> None:
+    pos, centers = _grouped_x(rows)
+    ax.bar(pos["x"], rows.loc[pos.index, "energy_per_step_uj"], pos["w"] * 0.9,
+           color=[colors[t] for t in rows.loc[pos.index, "technique"]])  # fmt: skip
+    _board_ticks(ax, centers)
+    _log_if_wide(ax, "y", rows["energy_per_step_uj"])
+    ax.set_title(f"energy per step ({source})", fontsize=10)
+    ax.set_ylabel(f"µJ per step ({source})")
+    ax.grid(axis="y", alpha=0.3)
+
+
+def _energy_table(groups: pd.DataFrame) -> Table:
+    cols = ["Board", "Technique", "Energy source", "Energy / step (µJ)", "Steps", "Energy, all steps (mJ)"]
+    rows = [
+        [g["board"], g["technique"],
+         _source_label(g["energy_source"]) if not _missing(g["energy_per_step_uj"]) else DASH,
+         _num(g["energy_per_step_uj"], "{:.4g}"), _num(g["steps"], "{:,.0f}"),
+         _num(g["energy_per_step_uj"] * g["steps"] / 1000, "{:.4g}")]
+        for g in groups.to_dict("records")
+    ]  # fmt: skip
+    return _capped(cols, rows, "runs.csv")
+
+
+WORK_PARTS = ["instr_fwd_per_step", "instr_bwd_per_step", "instr_upd_per_step"]
+
+
+def _work_section(res: Results) -> Section:
+    groups = res.groups
+    section = Section(
+        "work",
+        "Instructions per step",
+        "Mean per training step, split into forward, backward and update. QEMU twins count instructions; "
+        "hardware counts cycles: each axis says which." + _repeat_note(groups),
+        [_work_table(groups)],
+    )
+    has = groups[groups[[*WORK_PARTS, "instr_per_step"]].notna().any(axis=1)]
+    panels = sorted({(b, u) for b, u in zip(has["board"], has["count_unit"], strict=True)})
+    if not panels:
+        return section
+    shown = panels[:MAX_PANELS]
+    fig, axes = _new_figure(len(shown))
+    for ax, (board, unit) in zip(axes, shown, strict=True):
+        _work_panel(ax, has[(has["board"] == board) & (has["count_unit"] == unit)].iloc[:MAX_SERIES])
+        ax.set_title(_label(board), fontsize=10)
+        ax.set_ylabel(f"{_label(unit) or 'counts'} / step")
+    axes[0].legend(handles=[Patch(color=c, label=p) for p, c in PART_COLORS.items()], fontsize=8)
+    section.plots.append(_plot(fig, "Stacked: forward, backward, update." + _cap_note(len(shown), len(panels),
+                                                                                   "boards"), "instructions per step"))
+    return section
+
+
+def _work_panel(ax: Axes, rows: pd.DataFrame) -> None:
+    x = np.arange(len(rows))
+    bottom = np.zeros(len(rows))
+    for col, color in zip(WORK_PARTS, PART_COLORS.values(), strict=True):
+        values = rows[col].fillna(0).to_numpy()
+        ax.bar(x, values, 0.6, bottom=bottom, color=color)
+        bottom += values
+    only_total = (bottom == 0) & rows["instr_per_step"].notna().to_numpy()
+    ax.bar(x[only_total], rows["instr_per_step"].to_numpy()[only_total], 0.6, color="#bbbbbb")
+    ax.set_xticks(x, [_label(t) for t in rows["technique"]], rotation=30 if len(rows) > 3 else 0)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _count(v)))
+    ax.grid(axis="y", alpha=0.3)
+
+
+def _work_table(groups: pd.DataFrame) -> Table:
+    cols = ["Board", "Technique", "Unit", "Forward", "Backward", "Update", "Total / step"]
+    rows = [
+        [g["board"], g["technique"], g["count_unit"] or DASH, *[_count(g[c]) for c in WORK_PARTS],
+         _count(g["instr_per_step"])]
+        for g in groups.to_dict("records")
+    ]  # fmt: skip
+    return _capped(cols, rows, "runs.csv")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Comparison with a baseline (compare.json, written by `bench compare`)
+
+
+COMPARE_FORMATS = {
+    "sram": lambda v: _exact_bytes(v),
+    "flash": lambda v: _exact_bytes(v),
+    "instructions": _count,
+    "energy": lambda v: _num(v, "{:.4g} µJ"),
+    "accuracy": _pct,
+}
+
+
+def _comparison(data: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The stored comparison as display strings; a malformed file gives a note, never a crash."""
+    if data is None:
+        return None
+    try:
+        rows = [_comparison_row(p) for p in data["pairs"]]
+    except (KeyError, TypeError, AttributeError) as exc:
+        return {"problem": f"compare.json could not be read: {exc!r}"}
+    summary = data.get("summary") if isinstance(data.get("summary"), dict) else {}
+    verdict = _text(summary.get("verdict")) or "unknown"
+    return {
+        "problem": "",
+        "verdict": verdict,
+        "verdict_class": "error" if verdict == "regression" else "ok",
+        "counts": ", ".join(f"{_text(v)} {_text(k)}" for k, v in summary.items() if k != "verdict"),
+        "baseline": _text(data.get("baseline")),
+        "created": _text(data.get("created")),
+        "thresholds": _thresholds_line(data.get("thresholds"), data.get("thresholds_source")),
+        "metrics": [m.label for m in METRICS],
+        "rows": rows,
+    }
+
+
+def _thresholds_line(th: Any, source: Any) -> str:
+    if not isinstance(th, dict):
+        return DASH
+    text = ", ".join(f"{_text(k)} {_text(v)}" for k, v in th.items())
+    return f"{text} ({_text(source)})" if source else text
+
+
+def _comparison_row(pair: dict[str, Any]) -> dict[str, Any]:
+    deltas = {d["metric"]: d for d in pair.get("deltas") or []}
+    return {
+        "board": _text(pair["board"]),
+        "technique": _text(pair["technique"]),
+        "verdict": _text(pair["verdict"]),
+        "verdict_class": VERDICT_CLASSES.get(pair["verdict"], "stopped"),
+        "status": f"{_text(pair.get('base_status')) or DASH} → {_text(pair.get('cur_status')) or DASH}",
+        "note": _text(pair.get("note")),
+        "cells": [_comparison_cell(m.name, deltas.get(m.name)) for m in METRICS],
+    }
+
+
+def _comparison_cell(metric: str, d: dict[str, Any] | None) -> dict[str, str]:
+    if d is None:
+        return {"text": DASH, "cls": ""}
+    fmt = COMPARE_FORMATS[metric]
+    text = f"{fmt(d.get('baseline'))} → {fmt(d.get('current'))}"
+    detail = _text(d.get("change")) or _text(d.get("note"))
+    cls = {"regression": "worse", "improvement": "better"}.get(d.get("verdict"), "")
+    return {"text": f"{text} ({detail})" if detail else text, "cls": cls}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -856,25 +1366,30 @@ def _grad_table(grads: pd.DataFrame) -> Table:
 
 def build_page(res: Results) -> Page:
     """Everything the template needs, as plain strings and base64 images."""
-    colors = _technique_colors(res.runs)
-    charts = [
-        _loss_chart(res, colors),
-        _sram_chart(res, colors),
-        _work_chart(res),
-        _energy_chart(res, colors),
-        _accuracy_chart(res, colors),
-        _grad_chart(res, colors),
+    sections = [
+        _curve_section(res),
+        _tradeoff_section(res),
+        _memory_section(res),
+        _layer_section(res),
+        _grad_section(res),
+        _fidelity_section(res),
+        _energy_section(res),
+        _work_section(res),
     ]
-    charts = [c for c in charts if c is not None]
+    sections = [s for s in sections if s is not None]
     summary = _summary(res)
+    comparison = _comparison(res.comparison)
     title = f"Training bench report · {summary['profile']}"
     toc = [
         ("summary", "Summary"),
-        ("results", "Results"),
-        *[(c.anchor, c.title) for c in charts],
+        *([("comparison", "Comparison")] if comparison else []),
+        ("overview", "Overview"),
+        ("results", "Runs"),
+        *[(s.anchor, s.title) for s in sections],
         ("provenance", "Provenance"),
     ]
-    return Page(title, summary, _results_table(res.runs), charts, _provenance(res), toc)
+    return Page(title, summary, _overview(res.groups), _results_table(res.runs), sections, comparison,
+                _provenance(res), toc)  # fmt: skip
 
 
 def _environment() -> jinja2.Environment:
@@ -887,15 +1402,17 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def render_html(res: Results) -> str:
-    return _environment().get_template("report.html.j2").render(page=build_page(res))
+def render_html(res: Results, files: list[dict[str, str]] | None = None) -> str:
+    page = build_page(res)
+    return _environment().get_template("report.html.j2").render(page=page, files=files or [])
 
 
 def write_report(results_dir: Path, out: Path | None = None) -> Path:
     """Render ``results_dir`` into one HTML file (default ``results_dir/index.html``) and return its path."""
     results_dir = Path(results_dir)
     out = Path(out) if out is not None else results_dir / "index.html"
-    html = render_html(load_results(results_dir))
+    res = load_results(results_dir)
+    html = render_html(res, _file_links(res, results_dir, out))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(html, encoding="utf-8")
     return out

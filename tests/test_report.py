@@ -11,14 +11,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench import report
 from bench.report import write_report
 
 BOARDS = {"nucleo-f746zg": 327_680, "nrf52840-dk": 262_144, "rpi-pico": 270_336}
-TECHNIQUES = ("full-fp32", "last-fp32")
+TECHNIQUES = ("full-fp32", "last-fp32", "bias-fp32")
 HOSTILE = "<script>alert(1)</script>\"'"
 NOFIT = ("nrf52840-dk", "full-fp32")
 ERROR = ("rpi-pico", "last-fp32")
 NOFIT_PLANNED = 401_234
+LAYERS = (("0", "conv3x3", 8 * 9 + 8), ("1", "dense", 512 * 32 + 32), ("2", "dense", 32 * 10 + 10))
+SCALE = {"nucleo-f746zg": 1.0, "nrf52840-dk": 1.0, "rpi-pico": 33.0}  # soft float on the M0+
+TRAINED = {"full-fp32": 3, "last-fp32": 1, "bias-fp32": 3}
 
 
 def _run_row(i: int, board: str, technique: str, sram: int) -> dict[str, object]:
@@ -26,6 +30,7 @@ def _run_row(i: int, board: str, technique: str, sram: int) -> dict[str, object]
     status = {NOFIT: "does-not-fit", ERROR: "error"}.get((board, technique), "ok")
     ok = status == "ok"
     planned = NOFIT_PLANNED if status == "does-not-fit" else (180_000 if full else 90_000) + 4_096 * i
+    instr = (3.0e6 if full else 1.1e6) * SCALE[board]
     nan = float("nan")
     return {
         "run_id": f"r{i}",
@@ -38,7 +43,9 @@ def _run_row(i: int, board: str, technique: str, sram: int) -> dict[str, object]
         "steps": 200 if ok else 0,
         "final_loss": 0.4 + 0.1 * i if ok else nan,
         "acc_before": 0.1 if ok else nan,
-        "acc_after": (0.85 if full else 0.7) if ok else nan,
+        "acc_after": (0.85 if full else 0.7 + 0.01 * i) if ok else nan,
+        "loss_before": 2.3 if ok else nan,
+        "loss_after": (0.5 if full else 0.9) if ok else nan,
         "peak_sram_bytes": planned - 2_000 if ok else nan,
         "planned_sram_bytes": planned,
         "board_sram_bytes": sram,
@@ -47,31 +54,38 @@ def _run_row(i: int, board: str, technique: str, sram: int) -> dict[str, object]
         "static_bytes": 20_000 if ok else nan,
         "stack_bytes": 6_000 if ok else nan,
         "arena_bytes": planned - 28_000 if ok else nan,
-        "instr_per_step": 3.0e6 if full else 1.1e6,
+        "mem_weights_bytes": 70_000,
+        "mem_activations_bytes": 60_000 if full else 4_000,
+        "mem_gradients_bytes": 20_000 if full else 1_000,
+        "mem_optimizer_bytes": 0,
+        "instr_per_step": instr,
         "count_unit": "instructions",
-        "instr_fwd_per_step": 1.0e6,
-        "instr_bwd_per_step": 1.9e6 if full else 0.05e6,
-        "instr_upd_per_step": 0.1e6 if full else 0.05e6,
-        "energy_per_step_uj": (55.0 if full else 20.0) if ok else nan,
+        "instr_fwd_per_step": 1.0e6 * SCALE[board],
+        "instr_bwd_per_step": (1.9e6 if full else 0.05e6) * SCALE[board],
+        "instr_upd_per_step": (0.1e6 if full else 0.05e6) * SCALE[board],
+        "energy_per_step_uj": (55.0 if full else 20.0) * SCALE[board] if ok else nan,
         "energy_source": "modelled",
         "lost_frames": 0,
         "journal": f"journal/r{i}.jsonl",
-        "fidelity_max_rel_err": 1e-6 if ok else nan,
+        "fidelity_max_rel_err": 1.5e-6 * (i + 1) if ok else nan,
         "build_id": "abc123",
         "plan_hash": "0xdeadbeef",
         "wall_s": 12.5,
     }
 
 
-def _steps(run_id: str, n: int, rng: np.random.Generator) -> pd.DataFrame:
+def _steps(run_id: str, n: int, rng: np.random.Generator, floor: float = 0.3) -> pd.DataFrame:
+    """Batch-1 losses: a decaying trend with rare spikes up to 25, like the twins stream."""
     step = np.arange(n)
-    loss = 2.3 * np.exp(-step / 60) + 0.3 + rng.normal(0, 0.15, n)
+    loss = 2.3 * np.exp(-step / 60) + floor + np.abs(rng.normal(0, 0.3, n))
+    spikes = rng.random(n) < 0.015
+    loss[spikes] = rng.uniform(5, 25, spikes.sum())
     return pd.DataFrame(
         {
             "run_id": run_id,
             "step": step,
             "loss": loss,
-            "correct": rng.random(n) < 0.7,
+            "correct": rng.random(n) < np.clip(0.3 + step / n, 0, 0.9),
             "instr_fwd": 1.0e6,
             "instr_bwd": 1.9e6,
             "instr_update": 1e5,
@@ -80,7 +94,7 @@ def _steps(run_id: str, n: int, rng: np.random.Generator) -> pd.DataFrame:
     )
 
 
-def _grads(run_id: str, n: int) -> pd.DataFrame:
+def _grads(run_id: str, n: int, layers: int = 3) -> pd.DataFrame:
     rows = [
         {
             "run_id": run_id,
@@ -89,16 +103,40 @@ def _grads(run_id: str, n: int) -> pd.DataFrame:
             "param": p,
             "l2": (layer + 1) * np.exp(-s / 80) + 0.01,
             "max_abs": 0.5 * (layer + 1),
+            "values": None,
         }
         for s in range(0, n, 10)
-        for layer in range(3)
+        for layer in range(3 - layers, 3)
         for p in ("w", "b")
     ]
     return pd.DataFrame(rows)
 
 
-def make_results(root: Path, *, grads: bool = True, meta: bool = True, hostile: bool = False) -> Path:
-    """Results like a 3-board by 2-technique profile writes: one run does not fit, one fails."""
+def _layers(row: dict[str, object]) -> pd.DataFrame:
+    full, scale = str(row["technique"]).startswith("full"), SCALE.get(str(row["board"]), 1.0)
+    trained = TRAINED.get(str(row["technique"]), 3)
+    rows = [
+        {
+            "run_id": row["run_id"],
+            "layer": layer,
+            "op": op,
+            "instr_fwd": 2e4 * params**0.5 * scale,
+            "instr_bwd": (3e4 * params**0.5 if k >= 3 - trained else 0.0) * scale,
+            "instr_upd": (1e4 * params**0.5 if k >= 3 - trained else 0.0) * scale * (1 if full else 0.3),
+            "weights_ram_bytes": 4 * params,
+            "kept_act_bytes": 2_048 if full else 0,
+            "grad_bytes": 4 * params if k >= 3 - trained else 0,
+            "scratch_bytes": 512,
+        }
+        for k, (layer, op, params) in enumerate(LAYERS)
+    ]
+    return pd.DataFrame(rows)
+
+
+def make_results(
+    root: Path, *, grads: bool = True, meta: bool = True, hostile: bool = False, layers: bool = True
+) -> Path:
+    """Results like a 3-board by 3-technique profile writes: one run does not fit, one fails."""
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     runs = [
@@ -108,12 +146,19 @@ def make_results(root: Path, *, grads: bool = True, meta: bool = True, hostile: 
         runs[0]["board"] = runs[1]["board"] = f"evil{HOSTILE}"
         runs[0]["technique"] = f"tech$x${HOSTILE}"
         runs[0]["energy_source"] = HOSTILE
-        runs[4]["error"] = f"boom {HOSTILE}"
+        runs[5]["error"] = f"boom {HOSTILE}"
+        runs[7]["error"] = f"boom {HOSTILE}"
     pd.DataFrame(runs).to_parquet(root / "runs.parquet")
-    ok_ids = [r["run_id"] for r in runs if r["status"] == "ok"]
-    pd.concat([_steps(r, 200, rng) for r in ok_ids]).to_parquet(root / "steps.parquet")
+    pd.DataFrame(runs).to_csv(root / "runs.csv", index=False)
+    ok = [r for r in runs if r["status"] == "ok"]
+    floors = {"full-fp32": 0.2, "last-fp32": 0.6, "bias-fp32": 0.9}
+    steps = [_steps(str(r["run_id"]), 200, rng, floors.get(str(r["technique"]), 0.5)) for r in ok]
+    pd.concat(steps).to_parquet(root / "steps.parquet")
     if grads:
-        pd.concat([_grads(r, 200) for r in ok_ids]).to_parquet(root / "grads.parquet")
+        frames = [_grads(str(r["run_id"]), 200, TRAINED.get(str(r["technique"]), 3)) for r in ok]
+        pd.concat(frames).to_parquet(root / "grads.parquet")
+    if layers:
+        pd.concat([_layers(r) for r in ok]).to_parquet(root / "layers.parquet")
     if meta:
         info = {
             "profile": "quick",
@@ -141,44 +186,99 @@ def report_html(tmp_path_factory: pytest.TempPathFactory) -> str:
     return out.read_text(encoding="utf-8")
 
 
+def _section(html: str, anchor: str) -> str:
+    return html.split(f'<section id="{anchor}">')[1].split("</section>")[0]
+
+
+SECTIONS = ("summary", "overview", "results", "curves", "tradeoffs", "memory", "layers", "grads", "fidelity",
+            "energy", "work", "provenance")  # fmt: skip
+
+
 def test_report_is_self_contained(report_html: str) -> None:
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", report_html, re.I)
     assert "<script" not in report_html.lower()
     images = re.findall(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]{1000,}"', report_html)
-    assert len(images) >= 6  # loss, SRAM, work, energy, accuracy, gradients
+    assert len(images) >= 11  # 4 curves, trade-offs, memory, layers, gradients, fidelity, energy, work
 
 
-def test_report_names_every_board_and_technique(report_html: str) -> None:
+def test_every_section_is_in_the_table_of_contents(report_html: str) -> None:
     for name in (*BOARDS, *TECHNIQUES):
         assert name in report_html
-    for section in (
-        "summary",
-        "results",
-        "loss",
-        "sram",
-        "work",
-        "energy",
-        "accuracy",
-        "grads",
-        "provenance",
-    ):
+    for section in SECTIONS:
         assert f'id="{section}"' in report_html and f'href="#{section}"' in report_html
+    assert 'id="comparison"' not in report_html  # no compare.json
+
+
+def test_every_figure_has_its_numbers(report_html: str) -> None:
+    for anchor in SECTIONS[3:-1]:
+        body = _section(report_html, anchor)
+        assert "<figure>" in body and "<table" in body.split("<details")[1], anchor
+
+
+def test_results_tables_are_linked(report_html: str) -> None:
+    for name in ("runs.parquet", "runs.csv", "steps.parquet", "grads.parquet", "layers.parquet", "meta.json"):
+        assert f'href="{name}"' in report_html
+    assert 'href="steps.csv"' not in report_html  # only files that exist
+
+
+def test_overview_matrix_shows_status_and_required_vs_available_sram(report_html: str) -> None:
+    overview = _section(report_html, "overview")
+    cells = re.findall(r'<td class="(\w+)"><span class="badge', overview)
+    assert sorted(cells) == ["error"] + ["nofit"] + ["ok"] * 7
+    assert f"needs {NOFIT_PLANNED / 1024:,.1f} KiB SRAM" in overview
+    assert f"board has {BOARDS['nrf52840-dk'] / 1024:,.1f} KiB" in overview
 
 
 def test_energy_is_labelled_with_its_source(report_html: str) -> None:
     assert "Energy / step, µJ (modelled)" in report_html
     assert re.search(r'55 µJ<span class="src">modelled</span>', report_html)
+    assert "modelled" in _section(report_html, "energy")
 
 
-def test_does_not_fit_cell_shows_required_and_available(report_html: str) -> None:
-    cell = re.search(r'<td class="nofit"[^>]*>([^<]*)</td>', report_html)
+def test_does_not_fit_row_shows_required_and_available(report_html: str) -> None:
+    cell = re.search(r'<td class="nofit" colspan="7">([^<]*)</td>', report_html)
     assert cell is not None
     assert f"{NOFIT_PLANNED:,} B" in cell.group(1) and f"{BOARDS['nrf52840-dk']:,} B" in cell.group(1)
 
 
 def test_error_run_is_in_the_summary(report_html: str) -> None:
-    summary = report_html.split('id="summary"')[1].split('id="results"')[0]
+    summary = _section(report_html, "summary")
     assert "HardFault pc=0x08001234" in summary and "does-not-fit" in summary
+
+
+def test_loss_axis_clip_is_explained(report_html: str) -> None:
+    curves = _section(report_html, "curves")
+    assert "clipped at 1.15× the 99th percentile of the smoothed curves" in curves
+    assert re.search(r"\(\d+ raw points lie above it", curves)
+    assert curves.count("<figure>") == 4  # loss and accuracy, per board and per technique
+
+
+def test_loss_clip_ignores_spikes() -> None:
+    smooth = pd.Series(np.linspace(2.5, 0.5, 300))
+    top = report._loss_top(smooth)
+    assert top == pytest.approx(1.15 * np.percentile(smooth, 99))
+    assert top < 3.0  # a raw spike of 25 does not stretch the axis
+
+
+def test_pareto_front() -> None:
+    cost = np.array([10.0, 20.0, 30.0, 15.0, 30.0])
+    gain = np.array([0.5, 0.8, 0.9, 0.4, 0.85])
+    assert report._pareto(cost, gain).tolist() == [True, True, True, False, False]
+
+
+def test_memory_breakdown_has_every_part(report_html: str) -> None:
+    memory = _section(report_html, "memory")
+    for text in ("Weights", "Activations kept", "Gradients", "Optimizer", "70,000 B", "60,000 B", "20,000 B"):
+        assert text in memory
+    assert "board&#39;s SRAM" in memory and "planned peak" in memory
+
+
+def test_layers_and_provenance(report_html: str) -> None:
+    layers = _section(report_html, "layers")
+    assert "conv3x3" in layers and "Weights (RAM)" in layers
+    provenance = _section(report_html, "provenance")
+    for text in ("0123456789abcdef", "ci-runner", "abc123", "0xdeadbeef", "QEMU twin", "2025-01-01T10:00:00"):
+        assert text in provenance
 
 
 def test_hostile_strings_are_escaped(tmp_path: Path) -> None:
@@ -189,21 +289,51 @@ def test_hostile_strings_are_escaped(tmp_path: Path) -> None:
 
 
 def test_missing_optional_files_still_render(tmp_path: Path) -> None:
-    out = write_report(make_results(tmp_path, grads=False, meta=False), tmp_path / "out" / "report.html")
+    results = make_results(tmp_path, grads=False, meta=False, layers=False)
+    out = write_report(results, tmp_path / "out" / "report.html")
     html = out.read_text(encoding="utf-8")
     assert out.parent.name == "out"
-    assert 'id="grads"' not in html and "meta.json not found" in html
+    assert 'id="grads"' not in html and 'id="layers"' not in html and "meta.json not found" in html
     assert "full-fp32" in html
+    assert 'href="../runs.parquet"' in html  # links follow the report when it is written elsewhere
+
+
+def test_runs_without_the_new_memory_columns_show_the_arena_whole(tmp_path: Path) -> None:
+    """Results written before the memory composition columns existed still get a memory section."""
+    results = make_results(tmp_path, grads=False, layers=False)
+    runs = pd.read_parquet(results / "runs.parquet").drop(columns=[c for c in report.RUN_NUMBER_COLUMNS
+                                                                   if c.startswith("mem_")])  # fmt: skip
+    runs.to_parquet(results / "runs.parquet")
+    res = report.load_results(results)
+    parts = report._memory_parts(res.groups)
+    assert (parts["arena_other"] == res.groups["arena_bytes"].fillna(0)).all()
+
+
+def test_large_tables_are_capped_with_a_pointer_to_the_csv() -> None:
+    rows = [_run_row(i, "rpi-pico", f"t{i}", 270_336) for i in range(report.MAX_ROWS + 50)]
+    runs = report._clean_runs(pd.DataFrame(rows))
+    table = report._results_table(runs)
+    assert len(table["rows"]) == report.MAX_ROWS
+    assert f"First {report.MAX_ROWS:,} of {report.MAX_ROWS + 50:,} runs" in table["note"]
+    assert "runs.csv" in table["note"]
+
+
+def test_repeated_runs_are_drawn_as_their_median() -> None:
+    rows = [_run_row(i, "rpi-pico", "full-fp32", 270_336) | {"acc_after": a} for i, a in enumerate((0.6, 0.7, 0.9))]
+    groups = report._groups(report._clean_runs(pd.DataFrame(rows)))
+    assert len(groups) == 1 and groups["n_runs"].iloc[0] == 3
+    assert groups["acc_after"].iloc[0] == pytest.approx(0.7)
 
 
 def test_single_hardware_run_labels_cycles_and_measured_energy(tmp_path: Path) -> None:
     row = _run_row(0, "nucleo-f746zg", "last-fp32", BOARDS["nucleo-f746zg"])
-    row.update(target_kind="hardware", count_unit="cycles", energy_source="measured")
+    row.update(target_kind="hardware", count_unit="cycles", energy_source="measured (ina228)", board_serial="066DFF5")
     pd.DataFrame([row]).to_parquet(tmp_path / "runs.parquet")
     _steps("r0", 50, np.random.default_rng(0)).to_parquet(tmp_path / "steps.parquet")
     html = write_report(tmp_path).read_text(encoding="utf-8")
-    assert "Work / step (cycles)" in html and "Energy / step, µJ (measured)" in html
-    assert '<span class="src">measured</span>' in html and "modelled</span>" not in html
+    assert "Work / step (cycles)" in html and "Energy / step, µJ (measured (ina228))" in html
+    assert '<span class="src">measured (ina228)</span>' in html and "modelled</span>" not in html
+    assert "066DFF5" in _section(html, "provenance")
 
 
 def test_single_failed_run_without_steps(tmp_path: Path) -> None:
