@@ -15,6 +15,7 @@ from rich.table import Table
 
 from bench import runner
 from bench.boards import ConfigError, filter_rack, load_catalogue, load_rack
+from bench.cli_plan import plan_cmd
 from bench.cli_rack import rack_group
 from bench.cli_report import compare_cmd
 from bench.image import ImageError, build_firmware
@@ -189,3 +190,4 @@ def bench_cmd(names: tuple[str, ...], steps: int, out: Path) -> None:
 
 main.add_command(rack_group)
 main.add_command(compare_cmd)
+main.add_command(plan_cmd)

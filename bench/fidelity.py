@@ -33,14 +33,18 @@ def relative_error(device: np.ndarray, ref: np.ndarray) -> float:
 
 
 def check_gradients(record: RunRecord, model: Model, x_train: np.ndarray, y_train: np.ndarray,
-                    lr: float, trainable: set[tuple[int, str]]) -> list[GradientCheck]:
-    """Compare every streamed gradient of ``record`` (which must stream every step) with the replay."""
+                    lr: float, trainable: set[tuple[int, str]],
+                    channels: reference.Channels | None = None) -> list[GradientCheck]:
+    """Compare every streamed gradient of ``record`` (which must stream every step) with the replay.
+
+    ``channels`` (sparse update, ``Plan.channels``): the replay updates only those output channels, and a listed
+    layer's weight gradient is compared on those channels' rows, in list order, as the device streams it."""
     if not record.steps:
         raise ValueError(f"{record.run_id}: no steps to check")
     samples = np.array([s.sample for s in record.steps])
     if samples.max() >= len(x_train):
         raise ValueError(f"{record.run_id}: device reported sample {samples.max()} of {len(x_train)}")
-    expected = reference.replay_sgd(model, x_train[samples], y_train[samples], lr, trainable)
+    expected = reference.replay_sgd(model, x_train[samples], y_train[samples], lr, trainable, channels)
     checks = []
     for step, grads in zip((s.step for s in record.steps), expected, strict=True):
         for (layer, param), ref in grads.items():
@@ -49,6 +53,9 @@ def check_gradients(record: RunRecord, model: Model, x_train: np.ndarray, y_trai
                 raise ValueError(f"{record.run_id}: device streamed no gradient for step {step} layer {layer} "
                                  f"{param}")
             ref_flat = np.asarray(ref, dtype=np.float64).ravel()
+            if dev.size != ref_flat.size:
+                raise ValueError(f"{record.run_id}: step {step} layer {layer} {param}: device streamed {dev.size} "
+                                 f"values, the reference has {ref_flat.size}")
             checks.append(GradientCheck(step, layer, param, relative_error(dev, ref_flat),
                                         float(np.max(np.abs(dev - ref_flat)))))
     return checks

@@ -147,11 +147,8 @@ def _load(path: Path, model: nn.Model) -> nn.Model | None:
 # --------------------------------------------------------------------------------------------- public API
 
 
-def build_model(name: str, task: DeviceDataset, seed: int, cache_dir: Path | None) -> nn.Model:
-    """Model ``name`` for ``task``, He-initialised from ``seed`` and pretrained on the task's clean data.
-
-    With ``cache_dir`` the pretrained weights are reused when (name, seed, task, VERSION, data) match.
-    """
+def architecture(name: str, task: DeviceDataset, seed: int = 0) -> nn.Model:
+    """Model ``name`` for ``task`` at its He initialisation from ``seed``, not pretrained (shapes, layer kinds)."""
     if name not in _ZOO:
         raise ValueError(f"unknown model {name!r}; valid: {', '.join(model_names())}")
     builder, pretrain = _ZOO[name]
@@ -162,8 +159,16 @@ def build_model(name: str, task: DeviceDataset, seed: int, cache_dir: Path | Non
         "version": VERSION,
         "pretrained": "clean" if pretrain else "no",
     }
-    model = nn.Model(name, task.input_shape, task.n_classes, tuple(layers), meta)
-    if not pretrain:
+    return nn.Model(name, task.input_shape, task.n_classes, tuple(layers), meta)
+
+
+def build_model(name: str, task: DeviceDataset, seed: int, cache_dir: Path | None) -> nn.Model:
+    """Model ``name`` for ``task``, He-initialised from ``seed`` and pretrained on the task's clean data.
+
+    With ``cache_dir`` the pretrained weights are reused when (name, seed, task, VERSION, data) match.
+    """
+    model = architecture(name, task, seed)
+    if model.meta["pretrained"] == "no":
         return model
     path = _cache_path(Path(cache_dir), name, task, seed) if cache_dir is not None else None
     if path is not None and (hit := _load(path, model)) is not None:

@@ -6,6 +6,10 @@ whose weights train, the output of a ReLU on the backward path); the backward pa
 lowest trained one; updates are applied as soon as each gradient is known, so gradient buffers never coexist. Buffers
 then get arena offsets by lifetime: two buffers share bytes when their lifetimes do not overlap. The result is the
 plan's analytic arena peak, which the device's measured (painted) arena peak is compared against.
+
+Sparse update (MCUNetV3): a layer whose weights train on a fraction r of its output channels gets a *channel list*
+(the ``round(r·C)`` (at least 1) channels with the largest L2 weight norm, ascending); only those rows are copied to
+SRAM, the others are read from flash, and only their gradient is computed and applied.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ NONE = 0xFFFFFFFF
 ALIGN = 8
 OPS = {"dense": 1, "conv2d": 2, "relu": 3}
 MAX_LAYERS = 32
+PLAN_F_CHANNEL_LISTS = 1  # header flag: some layer records carry a channel list (sparse update)
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class LayerPlan:
     din_off: int
     scratch_off: int
     kept_bytes: int  # activation bytes this layer keeps alive for backward
+    channels: tuple[int, ...] = ()  # sparse update: the output channels whose weights train (empty = all)
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,11 @@ class Plan:
     @property
     def plan_hash(self) -> int:
         return _plan_hash(self)
+
+    @property
+    def channels(self) -> dict[int, tuple[int, ...]]:
+        """Layer → output channels whose weights train, for layers trained on a subset of their channels."""
+        return {lp.index: lp.channels for lp in self.layers if lp.channels}
 
     def blob(self, dataset_addr: int) -> bytes:
         """The plan blob, with the absolute flash address where the dataset blob will be placed."""
@@ -118,16 +129,45 @@ def _size_at(buffers: tuple[Buffer, ...], offset: int) -> int:
     return next((b.size for b in buffers if b.offset == offset and b.name[0] == "d"), 0)
 
 
+def channel_count(out_c: int, ratio: float) -> int:
+    """Output channels a ratio selects: round(ratio · out_c), at least 1."""
+    return min(out_c, max(1, int(ratio * out_c + 0.5)))
+
+
+def select_channels(weight: np.ndarray, ratio: float) -> tuple[int, ...]:
+    """The ``channel_count`` output channels with the largest L2 weight norm (ties: lower index), ascending."""
+    rows = np.asarray(weight, np.float64).reshape(weight.shape[0], -1)
+    norms = np.sqrt((rows * rows).sum(axis=1))
+    order = np.lexsort((np.arange(len(norms)), -norms))
+    return tuple(sorted(int(c) for c in order[: channel_count(len(norms), ratio)]))
+
+
+def sparse_channels(model: Model, technique: Technique) -> dict[int, tuple[int, ...]]:
+    """Layer → trained output channels, for the layers a sparse technique trains on fewer than all channels."""
+    if technique.scheme != "sparse":
+        return {}
+    out: dict[int, tuple[int, ...]] = {}
+    for i, ratio in technique.layers:
+        layer = model.layers[i] if 0 <= i < len(model.layers) else None
+        if layer is None or layer.weight is None:
+            raise ValueError(f"sparse technique: layer {i} of '{model.name}' has no weights")
+        chosen = select_channels(layer.weight, ratio)
+        if len(chosen) < layer.weight.shape[0]:
+            out[i] = chosen
+    return out
+
+
 def compile_plan(model: Model, technique: Technique) -> Plan:
     if len(model.layers) > MAX_LAYERS:
         raise ValueError(f"model '{model.name}' has {len(model.layers)} layers; plans hold at most {MAX_LAYERS}")
     trainable = frozenset(technique.trainable(model.param_layers()))
+    channels = sparse_channels(model, technique)
     n = len(model.layers)
     first_bwd = min((i for i, _ in trainable), default=n)
-    buffers, names = _buffers(model, trainable, first_bwd)
+    buffers, names = _buffers(model, trainable, first_bwd, channels)
     placed = _place(buffers)
     off = {b.name: b.offset for b in placed}
-    layers = tuple(_layer_plan(i, layer, trainable, first_bwd, names, off) for i, layer in
+    layers = tuple(_layer_plan(i, layer, trainable, first_bwd, names, off, channels.get(i, ())) for i, layer in
                    enumerate(model.layers))
     return Plan(model=model, technique=technique, layers=layers, buffers=tuple(placed),
                 arena_bytes=max((b.offset + b.size for b in placed), default=0),
@@ -149,7 +189,8 @@ def _aligned(nbytes: int) -> int:
     return (nbytes + ALIGN - 1) // ALIGN * ALIGN
 
 
-def _buffers(model: Model, trainable: frozenset, first_bwd: int) -> tuple[list[Buffer], dict]:
+def _buffers(model: Model, trainable: frozenset, first_bwd: int,
+             channels: dict[int, tuple[int, ...]]) -> tuple[list[Buffer], dict]:
     """Every arena buffer with its lifetime; ``names`` maps activations/gradients to (possibly shared) buffers."""
     n = len(model.layers)
     life: dict[str, list[int]] = {}
@@ -169,8 +210,11 @@ def _buffers(model: Model, trainable: frozenset, first_bwd: int) -> tuple[list[B
         use(act[i + 1], 4 * numel(layer.out_shape), _fwd_t(i))
         for p, arr in (("w", layer.weight), ("b", layer.bias)):
             if (i, p) in trainable and arr is not None:
-                use(f"{p}{i}", 4 * arr.size, -1)
-                use(f"{p}{i}", 4 * arr.size, end)
+                size = 4 * arr.size
+                if p == "w" and i in channels:  # compact copy of the trained channels' rows
+                    size = size // arr.shape[0] * len(channels[i])
+                use(f"{p}{i}", size, -1)
+                use(f"{p}{i}", size, end)
     use(act[n], 4 * model.n_classes, n)
     _backward_uses(model, trainable, first_bwd, act, grad, use)
     bufs = [Buffer(name, sizes[name], span[0], span[1]) for name, span in life.items()]
@@ -227,7 +271,7 @@ def _place(buffers: list[Buffer]) -> list[Buffer]:
 
 
 def _layer_plan(i: int, layer: Layer, trainable: frozenset, first_bwd: int, names: dict,
-                off: dict[str, int]) -> LayerPlan:
+                off: dict[str, int], channels: tuple[int, ...]) -> LayerPlan:
     act, grad = names["act"], names["grad"]
     in_bwd = i >= first_bwd
     train_w, train_b = (i, "w") in trainable, (i, "b") in trainable
@@ -240,7 +284,7 @@ def _layer_plan(i: int, layer: Layer, trainable: frozenset, first_bwd: int, name
         in_off=off[act[i]], out_off=off[act[i + 1]],
         dout_off=off.get(grad[i + 1], NONE) if in_bwd else NONE,
         din_off=off.get(grad[i], NONE) if in_bwd and i > first_bwd else NONE,
-        scratch_off=off.get(f"scratch{i}", NONE), kept_bytes=kept,
+        scratch_off=off.get(f"scratch{i}", NONE), kept_bytes=kept, channels=channels,
     )
 
 
@@ -259,12 +303,17 @@ def _serialise(plan: Plan, dataset_addr: int) -> bytes:
     for lp, layer in zip(plan.layers, model.layers, strict=True):
         w_src = _append(weights, layer.weight, data_start)
         b_src = _append(weights, layer.bias, data_start)
-        records += _layer_record(lp, layer, w_src, b_src)
+        ch_off = 0
+        if lp.channels:  # u16 list, padded to 4 bytes
+            ch_off = data_start + len(weights)
+            weights += np.asarray(lp.channels, "<u2").tobytes() + b"\0" * (2 * (len(lp.channels) % 2))
+        records += _layer_record(lp, layer, w_src, b_src, ch_off)
     total = data_start + len(weights)
+    flags = PLAN_F_CHANNEL_LISTS if plan.channels else 0
     header = struct.pack(
         "<IHHIIIIIHHIIIHH16x", PLAN_MAGIC, 1, PLAN_HEADER, total, 0, _plan_hash(plan), plan.arena_bytes,
         dataset_addr, len(model.layers), model.n_classes, PLAN_HEADER, plan.input_off, plan.dlogits_off,
-        plan.first_bwd, 0,
+        plan.first_bwd, flags,
     )
     return header + bytes(records) + bytes(weights)
 
@@ -288,16 +337,16 @@ def _append(buf: bytearray, arr: np.ndarray | None, base: int) -> int:
     return offset
 
 
-def _layer_record(lp: LayerPlan, layer: Layer, w_src: int, b_src: int) -> bytes:
+def _layer_record(lp: LayerPlan, layer: Layer, w_src: int, b_src: int, ch_off: int) -> bytes:
     flags = lp.train_w | lp.train_b << 1 | lp.need_dx << 2 | (layer.padding == "same") << 3
     pad_top = pad_left = 0
     if layer.op == "conv2d" and layer.padding == "same":
         pad_top = same_padding(layer.in_shape[0], layer.kernel, layer.stride)
         pad_left = same_padding(layer.in_shape[1], layer.kernel, layer.stride)
     return struct.pack(
-        "<BBBB6HIIIIIIIIIHH8x", OPS[layer.op], flags, layer.stride, layer.kernel, *layer.in_shape,
+        "<BBBB6HIIIIIIIIIHHIHH", OPS[layer.op], flags, layer.stride, layer.kernel, *layer.in_shape,
         *layer.out_shape, w_src, b_src, lp.w_ram, lp.b_ram, lp.in_off, lp.out_off, lp.dout_off, lp.din_off,
-        lp.scratch_off, pad_top, pad_left,
+        lp.scratch_off, pad_top, pad_left, ch_off, len(lp.channels), 0,
     )
 
 

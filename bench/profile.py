@@ -2,6 +2,16 @@
 
 First stage of the data path (profile → plan → image → target → link → records → report). A technique is
 ``<scheme>-<numerics>``; which ones this version can run is listed in ``TECHNIQUES``.
+
+Schemes: ``full`` (every parameter), ``last`` (weights and biases of the last ``last_k`` layers with parameters),
+``bias`` (biases of the last ``last_k`` layers with parameters, TinyTL), ``sparse`` (MCUNetV3 sparse update: biases of
+the last ``bias_k`` layers with parameters plus the weights of chosen layers, each on a fraction of its output
+channels picked by weight magnitude), configured by a ``[sparse]`` table::
+
+    techniques = ["sparse-fp32"]
+    [sparse]
+    bias_k = 2                         # biases of the last 2 layers with parameters (0: none)
+    layers = { 0 = 0.25, 4 = 1.0 }     # layer index -> ratio of its output channels whose weights train
 """
 
 from __future__ import annotations
@@ -10,29 +20,56 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bench.boards import REPO_ROOT, read_toml, validate_file
 
 PROFILES_DIR = REPO_ROOT / "profiles"
 
-SCHEMES = ("full", "last", "bias")
+SCHEMES = ("full", "last", "bias", "sparse")
 NUMERICS = ("fp32",)
 TECHNIQUES = tuple(f"{s}-{n}" for s in SCHEMES for n in NUMERICS)
-PLANNED = ("sparse-fp32", "full-int8", "last-int8", "bias-int8", "sparse-int8", "full-int8-noqas")
+PLANNED = ("full-int8", "last-int8", "bias-int8", "sparse-int8", "full-int8-noqas")
+
+
+RATIOS = (0.125, 0.25, 0.5, 1.0)  # sparse update: fractions of a layer's output channels (MCUNetV3)
 
 
 class TechniqueError(ValueError):
     """An unknown or not yet runnable technique name."""
 
 
+class SparseSpec(BaseModel):
+    """The ``[sparse]`` table: which biases and which weight channels the ``sparse`` scheme updates."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bias_k: int = Field(default=1, ge=0, le=32)
+    layers: dict[int, float] = Field(default_factory=dict)
+
+    @field_validator("layers", mode="after")
+    @classmethod
+    def _ratios(cls, layers: dict[int, float]) -> dict[int, float]:
+        for i, r in layers.items():
+            if i < 0:
+                raise ValueError(f"layer {i}: layer indices start at 0")
+            if r not in RATIOS:
+                raise ValueError(f"layer {i}: ratio {r:g} is not one of {', '.join(f'{x:g}' for x in RATIOS)} "
+                                 f"(1/8, 1/4, 1/2, 1)")
+        return dict(sorted(layers.items()))
+
+    def __hash__(self) -> int:
+        return hash((self.bias_k, tuple(self.layers.items())))
+
+
 @dataclass(frozen=True)
 class Technique:
     """How a model is trained: which tensors update (scheme) and in which arithmetic (numerics)."""
 
-    scheme: Literal["full", "last", "bias"]
+    scheme: Literal["full", "last", "bias", "sparse"]
     numerics: Literal["fp32"]
-    k: int = 1  # layers with parameters counted from the end, for "last" and "bias"
+    k: int = 1  # layers with parameters counted from the end, for "last" and "bias"; "sparse": biases (bias_k)
+    layers: tuple[tuple[int, float], ...] = ()  # "sparse": (layer index, ratio of output channels) whose weights train
 
     @property
     def name(self) -> str:
@@ -42,15 +79,24 @@ class Technique:
         """The (layer index, "w"|"b") tensors this technique updates, given the layers that have parameters."""
         if self.scheme == "full":
             return {(i, p) for i in param_layers for p in ("w", "b")}
-        tail = param_layers[-self.k :]
+        tail = param_layers[-self.k :] if self.k > 0 else []
+        if self.scheme == "sparse":
+            return {(i, "b") for i in tail} | {(i, "w") for i, _ in self.layers}
         params = ("w", "b") if self.scheme == "last" else ("b",)
         return {(i, p) for i in tail for p in params}
 
 
-def parse_technique(name: str, k: int = 1) -> Technique:
+def parse_technique(name: str, k: int = 1, sparse: SparseSpec | dict | None = None) -> Technique:
+    """``k`` applies to "last" and "bias"; ``sparse`` (the [sparse] table) is required by, and read for, "sparse"."""
     if name in TECHNIQUES:
         scheme, numerics = name.split("-", 1)
-        return Technique(scheme=scheme, numerics=numerics, k=k)  # type: ignore[arg-type]
+        if scheme != "sparse":
+            return Technique(scheme=scheme, numerics=numerics, k=k)  # type: ignore[arg-type]
+        if sparse is None:
+            raise TechniqueError(f"technique '{name}' needs a [sparse] table (bias_k, layers)")
+        spec = sparse if isinstance(sparse, SparseSpec) else SparseSpec.model_validate(sparse)
+        return Technique(scheme="sparse", numerics=numerics, k=spec.bias_k,  # type: ignore[arg-type]
+                         layers=tuple(spec.layers.items()))
     hint = " (planned, not implemented in this version)" if name.startswith(PLANNED) else ""
     raise TechniqueError(f"unknown technique '{name}'{hint}; valid: {', '.join(TECHNIQUES)}")
 
@@ -65,7 +111,8 @@ class Profile(BaseModel):
     task: str = "digits-drift"
     model: str = "digits-cnn"
     techniques: tuple[str, ...] = Field(min_length=1)
-    last_k: int = Field(default=1, ge=1)
+    last_k: int = Field(default=1, ge=1)  # layers with parameters, from the end, for both last-* and bias-*
+    sparse: SparseSpec | None = None  # the [sparse] table of sparse-* techniques
     steps: int = Field(default=200, gt=0, le=1_000_000)
     lr: float = Field(default=0.01, gt=0)
     seed: int = Field(default=1, ge=0, lt=2**32)
@@ -78,7 +125,11 @@ class Profile(BaseModel):
     thresholds: dict[str, float] = Field(default_factory=dict)
 
     def parsed_techniques(self) -> list[Technique]:
-        return [parse_technique(t, self.last_k) for t in self.techniques]
+        return [self.technique(t) for t in self.techniques]
+
+    def technique(self, name: str) -> Technique:
+        """Technique ``name`` with this profile's settings (``last_k``, ``[sparse]``)."""
+        return parse_technique(name, self.last_k, self.sparse)
 
 
 def load_profile(spec: str | Path) -> Profile:
@@ -92,5 +143,25 @@ def load_profile(spec: str | Path) -> Profile:
     try:
         profile.parsed_techniques()
     except TechniqueError as e:
-        raise TechniqueError(f"{path}: key 'techniques': {e}") from None
+        key = "sparse" if "[sparse]" in str(e) else "techniques"
+        raise TechniqueError(f"{path}: key '{key}': {e}") from None
+    if profile.sparse is not None:
+        check_sparse_layers(profile, path)
     return profile
+
+
+def check_sparse_layers(profile: Profile, path: Path | str) -> None:
+    """The ``[sparse]`` layers must name layers of the profile's model that have weights."""
+    from bench.models import architecture
+    from bench.tasks import load_task
+
+    assert profile.sparse is not None
+    model = architecture(profile.model, load_task(profile.task, profile.seed))
+    with_weights = model.param_layers()
+    for i in profile.sparse.layers:
+        where = f"{path}: key 'sparse.layers.{i}'"
+        if i >= len(model.layers):
+            raise TechniqueError(f"{where}: model '{model.name}' has no layer {i} (layers 0..{len(model.layers) - 1})")
+        if i not in with_weights:
+            raise TechniqueError(f"{where}: layer {i} of '{model.name}' is a {model.layers[i].op} and has no weights "
+                                 f"(layers with weights: {', '.join(map(str, with_weights))})")

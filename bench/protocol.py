@@ -47,6 +47,7 @@ class MsgType(IntEnum):
     PONG = 0x09
     ACK = 0x0A
     LAYERS = 0x0B
+    OUTPUT = 0x0C
     START = 0x81
     STOP = 0x82
     PING = 0x83
@@ -567,16 +568,20 @@ class Ack:
 @dataclass(frozen=True)
 class Start:
     """Train ``steps`` SGD steps at ``lr``; GRAD every ``grad_every`` steps (0 never); evaluate on
-    ``eval_samples`` samples (0 all)."""
+    ``eval_samples`` samples (0 all). Int8 (TQPL) plans evaluate only (steps 0) and stream OUTPUT frames for the
+    first ``out_samples`` eval samples (0xFFFF all): the graph output, or every op's output with ``out_flags`` bit 0.
+    fp32 plans ignore the last two fields (sent as 0)."""
 
     TYPE: ClassVar[MsgType] = MsgType.START
-    FMT: ClassVar[struct.Struct] = struct.Struct("<IfIHH4x")
+    FMT: ClassVar[struct.Struct] = struct.Struct("<IfIHHHH")
 
     steps: int
     lr: float
     seed: int
     grad_every: int = 0
     eval_samples: int = 0
+    out_samples: int = 0
+    out_flags: int = 0
 
     def pack(self) -> bytes:
         return _pack(self.FMT, *_fields(self))
@@ -657,12 +662,47 @@ class LayerCosts:
         return cls(entries)
 
 
-Message = Hello | Step | GradStats | GradChunk | Eval | Summary | Log | Fault | Pong | Ack | LayerCosts
+@dataclass(frozen=True)
+class Output:
+    """A slice of an int8 tensor an int8 (TQPL) run computed: ``op`` 0xFF is the graph output, else the output of op
+    ``op`` (START's out_flags bit 0); ``values`` are the int8 codes of elements [offset, offset + len) of ``total``."""
+
+    TYPE: ClassVar[MsgType] = MsgType.OUTPUT
+    HEAD: ClassVar[struct.Struct] = struct.Struct("<IBBHIIHH")
+    MAX_VALUES: ClassVar[int] = 1000
+    GRAPH: ClassVar[int] = 0xFF
+
+    sample: int
+    op: int
+    phase: int
+    total: int
+    offset: int
+    values: bytes  # int8 codes, two's complement
+
+    def pack(self) -> bytes:
+        n = len(self.values)
+        if n > self.MAX_VALUES:
+            raise ValueError(f"OUTPUT chunk of {n} values exceeds {self.MAX_VALUES}")
+        return _pack(self.HEAD, self.sample, self.op, self.phase, 0, self.total, self.offset, n, 0) + bytes(self.values)
+
+    @classmethod
+    def unpack(cls, frame: Frame) -> Output:
+        _need(frame, cls.HEAD.size, exact=False)
+        sample, op, phase, _, total, offset, count, _ = cls.HEAD.unpack_from(frame.body)
+        if count > cls.MAX_VALUES:
+            raise ProtocolError(frame, f"OUTPUT count {count} > {cls.MAX_VALUES}")
+        _need(frame, cls.HEAD.size + count)
+        if offset + count > total:
+            raise ProtocolError(frame, f"OUTPUT values [{offset}, {offset + count}) exceed total {total}")
+        return cls(sample, op, phase, total, offset, frame.body[cls.HEAD.size:])
+
+
+Message = Hello | Step | GradStats | GradChunk | Eval | Summary | Log | Fault | Pong | Ack | LayerCosts | Output
 Command = Start | Stop | Ping
 
 _MESSAGES: dict[int, Callable[[Frame], Message]] = {
     c.TYPE: c.unpack
-    for c in (Hello, Step, GradStats, GradChunk, Eval, Summary, Log, Fault, Pong, Ack, LayerCosts)
+    for c in (Hello, Step, GradStats, GradChunk, Eval, Summary, Log, Fault, Pong, Ack, LayerCosts, Output)
 }
 _COMMANDS: dict[int, Callable[[Frame], Command]] = {c.TYPE: c.unpack for c in (Start, Stop, Ping)}
 
@@ -719,6 +759,7 @@ __all__ = [
     "Log",
     "Message",
     "MsgType",
+    "Output",
     "Ping",
     "Pong",
     "ProtocolError",

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from bench.boards import Rack, RackEntry, filter_rack, load_catalogue, load_rack
-from bench.profile import Profile, load_profile, parse_technique
+from bench.profile import Profile, load_profile
 from bench.records import ResultsWriter, RunRecord
 from bench.runner import Bench, Prepared, run_meta
 
@@ -93,7 +93,7 @@ def bench_run(bench_session: Bench, pytestconfig: pytest.Config, request: pytest
         key = prof.model_dump_json()
         if key not in prepared:
             prepared[key] = bench_session.prepare(prof)
-        record = bench_session.run(prepared[key], board, parse_technique(technique, prof.last_k))
+        record = bench_session.run(prepared[key], board, prof.technique(technique))
         pytestconfig.stash[RUNS_KEY].append(record)
         return Run(record, pd.DataFrame(record.step_rows()), pd.DataFrame(record.grad_rows()))
 

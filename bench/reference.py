@@ -9,7 +9,7 @@ the device.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -17,6 +17,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from bench import nn
 
 Key = tuple[int, str]  # (layer index, "w" | "b")
+Channels = dict[int, Sequence[int]]  # sparse update: layer -> output channels whose weights train
 Params = list[tuple[np.ndarray | None, np.ndarray | None]]
 
 
@@ -211,16 +212,21 @@ def loss_and_grads(model: nn.Model, x: np.ndarray, label: int) -> tuple[float, d
 
 
 def run_sgd(
-    model: nn.Model, samples: np.ndarray, labels: np.ndarray, lr: float, trainable: set[Key]
+    model: nn.Model, samples: np.ndarray, labels: np.ndarray, lr: float, trainable: set[Key],
+    channels: Channels | None = None,
 ) -> tuple[list[dict[Key, np.ndarray]], nn.Model]:
     """Batch-1 SGD as the device runs it: per-step gradients of ``trainable`` and the final model.
 
     Each step's gradient is taken at the weights before that step; trainable tensors are then updated and
-    stored as float32; every other tensor stays bit-identical.
+    stored as float32; every other tensor stays bit-identical. With ``channels`` (sparse update), a listed layer's
+    weight gradient is only its listed output channels' rows, in list order, and only those rows update.
     """
     valid = param_keys(model)
     if not trainable <= valid:
         raise ValueError(f"not parameter tensors of this model: {sorted(trainable - valid)}")
+    rows = {i: np.asarray(c, np.int64) for i, c in (channels or {}).items()}
+    if not all((i, "w") in trainable for i in rows):
+        raise ValueError(f"channel lists for untrained weights: {sorted(i for i in rows if (i, 'w') not in trainable)}")
     params = _params64(model)
     x = _batch(model, samples)
     y = np.asarray(labels).astype(np.int64)
@@ -231,17 +237,24 @@ def run_sgd(
         grads = _backward(model, params, acts, caches, dlogits, trainable)
         for (i, t), g in grads.items():
             w, b = params[i]
-            new = ((w if t == "w" else b) - lr * g).astype(np.float32).astype(np.float64)
+            assert w is not None and b is not None
+            if t == "w" and i in rows:
+                g = grads[(i, t)] = g[rows[i]]
+                new = w.copy()
+                new[rows[i]] = (w[rows[i]] - lr * g).astype(np.float32).astype(np.float64)
+            else:
+                new = ((w if t == "w" else b) - lr * g).astype(np.float32).astype(np.float64)
             params[i] = (new, b) if t == "w" else (w, new)
         steps.append(grads)
     return steps, _with_params(model, params)
 
 
 def replay_sgd(
-    model: nn.Model, samples: np.ndarray, labels: np.ndarray, lr: float, trainable: set[Key]
+    model: nn.Model, samples: np.ndarray, labels: np.ndarray, lr: float, trainable: set[Key],
+    channels: Channels | None = None,
 ) -> list[dict[Key, np.ndarray]]:
     """Per-step gradients of ``trainable`` over a batch-1 SGD run (see `run_sgd`)."""
-    return run_sgd(model, samples, labels, lr, trainable)[0]
+    return run_sgd(model, samples, labels, lr, trainable, channels)[0]
 
 
 def predict(model: nn.Model, x: np.ndarray, chunk: int = 1024) -> np.ndarray:

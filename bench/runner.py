@@ -31,7 +31,7 @@ from bench.image import DoesNotFit, Firmware, assemble, build_firmware
 from bench.link import Link
 from bench.models import build_model
 from bench.nn import Model
-from bench.plan import compile_plan, dataset_blob
+from bench.plan import compile_plan, dataset_blob, sparse_channels
 from bench.profile import Profile, Technique
 from bench.protocol import Step
 from bench.records import ResultsWriter, RunRecord
@@ -153,7 +153,7 @@ class Bench:
                       idle_timeout=profile.timeout_s)
         trainable = technique.trainable(prepared.model.param_layers())
         checks = check_gradients(check, prepared.model, prepared.x_train, prepared.y_train, profile.lr,
-                                 trainable)
+                                 trainable, sparse_channels(prepared.model, technique))
         return max((c.rel_err for c in checks), default=math.nan)
 
 

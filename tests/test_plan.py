@@ -117,3 +117,80 @@ def test_dataset_too_big_for_flash(tmp_path: Path):
     plan = compile_plan(cnn(), parse_technique("last-fp32"))
     with pytest.raises(DoesNotFit, match="of flash"):
         assemble(board, "emulated", _firmware(), plan, b"\0" * board.flash_bytes, tmp_path)
+
+
+# ---- sparse update (MCUNetV3) ------------------------------------------------------------------------------------
+
+SPARSE = {"bias_k": 2, "layers": {0: 0.25, 2: 0.5}}
+
+
+def test_channels_picked_by_weight_magnitude():
+    from bench.plan import channel_count, select_channels
+
+    w = np.zeros((8, 3, 3, 1), np.float32)
+    for c, scale in enumerate([0.1, 5.0, 0.2, 3.0, 3.0, 0.3, 4.0, 0.0]):
+        w[c] = scale
+    assert select_channels(w, 0.25) == (1, 6)  # the two largest L2 norms, ascending
+    assert select_channels(w, 0.5) == (1, 3, 4, 6)  # ties (3.0, 3.0) both in
+    assert select_channels(w, 0.125) == (1,)
+    assert select_channels(np.ones((8, 4), np.float32), 0.25) == (0, 1)  # all equal: lower indices
+    assert [channel_count(c, r) for c, r in [(8, 0.125), (10, 0.125), (32, 0.25), (3, 0.125), (7, 1.0)]] == \
+        [1, 1, 8, 1, 7]
+
+
+def test_sparse_plan_keeps_only_selected_channels():
+    from bench.plan import select_channels
+
+    model = cnn()
+    tech = parse_technique("sparse-fp32", sparse=SPARSE)
+    plan = compile_plan(model, tech)
+    sizes = {b.name: b.size for b in plan.buffers}
+    assert plan.channels == {0: select_channels(model.layers[0].weight, 0.25),
+                             2: select_channels(model.layers[2].weight, 0.5)}
+    assert len(plan.channels[0]) == 2 and len(plan.channels[2]) == 16
+    # compact copies only: 2 of 8 conv channels (3x3x1 each), 16 of 32 dense rows (288 each); no full weight copy
+    assert sizes["w0"] == 2 * 9 * 4 and sizes["w2"] == 16 * 288 * 4 and "w4" not in sizes
+    assert {(i, p) for i, p in plan.trainable} == {(0, "w"), (2, "w"), (2, "b"), (4, "b")}
+    assert plan.first_bwd == 0 and not plan.layers[0].need_dx and plan.layers[2].need_dx
+    # activations kept only where weights update (conv input, dense-2 input) plus the relu masks on the way
+    assert [lp.kept_bytes > 0 for lp in plan.layers] == [True, True, True, True, False]
+    full = compile_plan(model, parse_technique("full-fp32"))
+    assert plan.arena_bytes < full.arena_bytes
+    # bias-only up top, weights of the last layer only: backward stops at the lowest updated layer
+    top = compile_plan(model, parse_technique("sparse-fp32", sparse={"bias_k": 1, "layers": {4: 0.5}}))
+    assert top.first_bwd == 4 and top.channels == {4: select_channels(model.layers[4].weight, 0.5)}
+    assert not any(lp.w_ram != NONE for lp in top.layers[:4])
+
+
+def test_sparse_memory_monotonic_in_ratio():
+    model = cnn()
+    for layer in (0, 2, 4):
+        arenas = [compile_plan(model, parse_technique("sparse-fp32", sparse={"bias_k": 1, "layers": {layer: r}}))
+                  .arena_bytes for r in (0.125, 0.25, 0.5, 1.0)]
+        assert arenas == sorted(arenas) and arenas[0] < arenas[-1], (layer, arenas)
+    # ratio 1 is the layer's full weights: no list, same tensor sizes as training that layer fully
+    one = compile_plan(model, parse_technique("sparse-fp32", sparse={"bias_k": 1, "layers": {4: 1.0}}))
+    last = compile_plan(model, parse_technique("last-fp32"))
+    assert one.channels == {} and one.arena_bytes == last.arena_bytes
+
+
+def test_sparse_blob_channel_lists_and_compatibility():
+    model = cnn()
+    plan = compile_plan(model, parse_technique("sparse-fp32", sparse=SPARSE))
+    blob = plan.blob(0x30000)
+    assert struct.unpack_from("<H", blob, 46)[0] == 1  # header flag: channel lists present
+    for i in range(5):
+        ch_off, ch_n, reserved = struct.unpack_from("<IHH", blob, 64 + 64 * i + 56)
+        listed = plan.channels.get(i, ())
+        assert ch_n == len(listed) and reserved == 0
+        if listed:
+            assert ch_off % 4 == 0 and ch_off + 2 * ch_n <= len(blob)
+            assert tuple(np.frombuffer(blob, "<u2", count=ch_n, offset=ch_off)) == listed
+        else:
+            assert ch_off == 0
+    w_src = struct.unpack_from("<I", blob, 64 + 16)[0]  # the full tensor stays in flash
+    np.testing.assert_array_equal(np.frombuffer(blob, "<f4", count=72, offset=w_src), model.layers[0].weight.ravel())
+    # without lists: flag clear, the former reserved bytes 0 (earlier blobs read the same)
+    full = compile_plan(model, parse_technique("full-fp32")).blob(0x30000)
+    assert struct.unpack_from("<H", full, 46)[0] == 0
+    assert all(full[64 + 64 * i + 56:64 + 64 * i + 64] == b"\0" * 8 for i in range(5))

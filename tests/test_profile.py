@@ -39,3 +39,34 @@ def test_profile_errors_name_file_and_key(tmp_path: Path):
     path.write_text('techniques = ["full-int4"]\n')
     with pytest.raises(TechniqueError, match=r"p.toml: key 'techniques': unknown technique 'full-int4'"):
         load_profile(path)
+
+
+def test_sparse_table(tmp_path: Path):
+    path = tmp_path / "p.toml"
+    path.write_text('techniques = ["sparse-fp32", "bias-fp32"]\nlast_k = 2\n[sparse]\nbias_k = 2\n'
+                    'layers = { 0 = 0.25, 2 = 0.5 }\n')
+    sparse, bias = load_profile(path).parsed_techniques()
+    assert (sparse.name, sparse.k, sparse.layers) == ("sparse-fp32", 2, ((0, 0.25), (2, 0.5)))
+    assert sparse.trainable([0, 2, 4]) == {(2, "b"), (4, "b"), (0, "w"), (2, "w")}
+    assert bias.trainable([0, 2, 4]) == {(2, "b"), (4, "b")}  # last_k applies to bias-* too
+    assert load_profile("techniques").sparse is not None
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ("layers = { 9 = 0.5 }", r"p.toml: key 'sparse.layers.9': model 'digits-cnn' has no layer 9"),
+    ("layers = { 1 = 0.5 }", r"p.toml: key 'sparse.layers.1': layer 1 of 'digits-cnn' is a relu and has no weights"),
+    ("layers = { 0 = 0.3 }", r"p.toml: key 'sparse.layers': .*ratio 0.3 is not one of 0.125, 0.25, 0.5, 1"),
+    ("bias_k = 1\nlayres = {}", r"p.toml: key 'sparse.layres': unknown key"),
+])
+def test_sparse_table_errors_name_file_and_key(tmp_path: Path, table: str, message: str):
+    path = tmp_path / "p.toml"
+    path.write_text(f'techniques = ["sparse-fp32"]\n[sparse]\n{table}\n')
+    with pytest.raises(ValueError, match=message):
+        load_profile(path)
+
+
+def test_sparse_technique_needs_its_table(tmp_path: Path):
+    path = tmp_path / "p.toml"
+    path.write_text('techniques = ["sparse-fp32"]\n')
+    with pytest.raises(TechniqueError, match=r"p.toml: key 'sparse': technique 'sparse-fp32' needs a \[sparse\] table"):
+        load_profile(path)

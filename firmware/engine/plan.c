@@ -13,6 +13,7 @@ typedef struct {
     const uint8_t *blob;
     uint32_t blob_bytes;
     uint8_t *arena;
+    uint16_t flags; /* header flags */
 } ctx_t;
 
 static int fail(fault_t *f, uint32_t code, const char *text, uint32_t arg0, uint32_t arg1)
@@ -89,8 +90,9 @@ static int check_header(ctx_t *c, const mem_window_t *win, uint32_t plan_addr, u
         return fail(f, FAULT_PLAN, "plan: n_classes not in 2..256", c->p->n_classes, 0);
     if (c->p->first_bwd > c->p->n_layers)
         return fail(f, FAULT_PLAN, "plan: first_bwd > n_layers", c->p->first_bwd, 0);
-    if (le16(h + 46) != 0)
-        return fail(f, FAULT_PLAN, "plan: unknown flags", le16(h + 46), 0);
+    c->flags = le16(h + 46);
+    if (c->flags & ~(uint16_t)PF_CHANNEL_LISTS)
+        return fail(f, FAULT_PLAN, "plan: unknown flags", c->flags, 0);
     if ((le32(h + 32) & 3u) || le32(h + 32) < PLAN_HEADER ||
         (uint64_t)le32(h + 32) + (uint64_t)c->p->n_layers * PLAN_RECORD > c->blob_bytes)
         return fail(f, FAULT_PLAN, "plan: layer records outside blob", le32(h + 32), 0);
@@ -159,13 +161,13 @@ static int check_activations(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r)
     return 0;
 }
 
-/* one parameter tensor: src in the blob, optional arena copy */
-static int check_tensor(ctx_t *c, uint32_t i, const uint8_t *r, uint32_t n, int is_bias, int train)
+/* one parameter tensor: src (n floats) in the blob, optional arena copy of n_copy floats */
+static int check_tensor(ctx_t *c, uint32_t i, const uint8_t *r, uint32_t n, uint32_t n_copy, int is_bias, int train)
 {
     layer_t *L = &c->p->layer[i];
     uint32_t src = le32(r + (is_bias ? 20 : 16)), ram = le32(r + (is_bias ? 28 : 24));
     const float *init = src == PLAN_NONE ? NULL : blob_floats(c, src, n);
-    float *copy = ram == PLAN_NONE ? NULL : arena_floats(c, ram, n);
+    float *copy = ram == PLAN_NONE ? NULL : arena_floats(c, ram, n_copy);
     if (src != PLAN_NONE && !init)
         return fail(c->f, FAULT_PLAN, "plan: parameter source outside blob", i, is_bias);
     if (ram != PLAN_NONE && !copy)
@@ -186,19 +188,56 @@ static int check_tensor(ctx_t *c, uint32_t i, const uint8_t *r, uint32_t n, int 
     return 0;
 }
 
+/* bytes 56..63: u32 channel list offset, u16 count, u16 reserved; count 0 = no list (every channel in w_ram) */
+static int check_channels(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r, uint32_t row)
+{
+    uint32_t off = le32(r + 56), n = le16(r + 60);
+    if (le16(r + 62) || (!(c->flags & PF_CHANNEL_LISTS) && (off || n)))
+        return fail(c->f, FAULT_PLAN, "plan: reserved layer bytes not zero", i, 0);
+    if (!n)
+        return off ? fail(c->f, FAULT_PLAN, "plan: channel list offset without count", i, off) : 0;
+    if (L->op == OP_RELU || !(L->flags & LF_TRAIN_W))
+        return fail(c->f, FAULT_PLAN, "plan: channel list on a layer whose weights do not train", i, n);
+    if (n > L->s.out_c)
+        return fail(c->f, FAULT_PLAN, "plan: channel list longer than out_c", i, n);
+    if ((off & 3u) || off < PLAN_HEADER || off > c->blob_bytes || 2u * n > c->blob_bytes - off)
+        return fail(c->f, FAULT_PLAN, "plan: channel list outside blob", i, off);
+    for (uint32_t j = 0, prev = 0; j < n; j++) {
+        uint32_t ch = le16(c->blob + off + 2u * j);
+        if (ch >= L->s.out_c || (j && ch <= prev))
+            return fail(c->f, FAULT_PLAN, "plan: channel list not ascending below out_c", i, j);
+        prev = ch;
+    }
+    L->ws.idx = (const uint16_t *)(const void *)(c->blob + off);
+    L->ws.n_sel = n;
+    L->ws.row = row;
+    return 0;
+}
+
 static int check_params(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r)
 {
-    uint32_t nw, kk = (uint32_t)L->s.k * L->s.k;
+    uint32_t nw, row, kk = (uint32_t)L->s.k * L->s.k;
     if (L->op == OP_RELU) {
+        if (check_channels(c, i, L, r, 0))
+            return -1;
         if (L->flags & (LF_TRAIN_W | LF_TRAIN_B))
             return fail(c->f, FAULT_PLAN, "plan: relu has no parameters to train", i, 0);
         return 0;
     }
     if ((L->flags & (LF_TRAIN_W | LF_TRAIN_B)) && i < c->p->first_bwd)
         return fail(c->f, FAULT_PLAN, "plan: trained layer below first_bwd", i, c->p->first_bwd);
-    nw = L->op == OP_DENSE ? L->n_in * L->n_out : (uint32_t)L->s.out_c * kk * L->s.in_c;
-    if (check_tensor(c, i, r, nw, 0, L->flags & LF_TRAIN_W) || check_tensor(c, i, r, L->s.out_c, 1, L->flags & LF_TRAIN_B))
+    row = L->op == OP_DENSE ? L->n_in : kk * L->s.in_c;
+    nw = row * L->s.out_c;
+    if (check_channels(c, i, L, r, row))
         return -1;
+    if (check_tensor(c, i, r, nw, L->ws.idx ? L->ws.n_sel * row : nw, 0, L->flags & LF_TRAIN_W) ||
+        check_tensor(c, i, r, L->s.out_c, L->s.out_c, 1, L->flags & LF_TRAIN_B))
+        return -1;
+    if (L->ws.idx) { /* kernels read the listed rows from the arena copy, the others from flash */
+        L->ws.full = L->w_init;
+        L->ws.sel = L->w_ram;
+        L->w = L->w_init;
+    }
     if (L->op == OP_CONV2D && (L->flags & LF_TRAIN_W)) {
         L->scratch = arena_floats(c, le32(r + 48), (uint64_t)kk * L->s.in_c);
         if (!L->scratch)
@@ -344,6 +383,8 @@ static int parse_dataset(ctx_t *c, const mem_window_t *win)
     d->offset = f32_at(h + 36);
     if (d->n_train == 0)
         return fail(c->f, FAULT_DATASET, "dataset: no training samples", 0, 0);
+    if (le32(h + 44) != 0) /* sample dtype and shift (docs/plan-format.md): fp32 plans decode u8 only */
+        return fail(c->f, FAULT_DATASET, "dataset: sample dtype not u8 for an fp32 plan", le32(h + 44), 0);
     if (le16(h + 30) != p->n_classes)
         return fail(c->f, FAULT_DATASET, "dataset: n_classes differs from plan", le16(h + 30), p->n_classes);
     if (place_sections(d, b, bytes, le32(h + 40)))
@@ -366,7 +407,7 @@ static int check_input_shape(ctx_t *c)
 int plan_load(plan_t *p, const mem_window_t *flash, uint32_t plan_addr, uint8_t *arena, uint32_t arena_bytes,
               fault_t *f)
 {
-    ctx_t c = {p, f, NULL, 0, arena};
+    ctx_t c = {p, f, NULL, 0, arena, 0};
     *f = (fault_t){0};
     if (check_header(&c, flash, plan_addr, arena_bytes) || parse_layers(&c) || parse_dataset(&c, flash) ||
         check_input_shape(&c))

@@ -15,6 +15,7 @@
 
 enum { OP_DENSE = 1, OP_CONV2D = 2, OP_RELU = 3 };
 enum { LF_TRAIN_W = 1, LF_TRAIN_B = 2, LF_NEED_DX = 4, LF_PAD_SAME = 8 };
+enum { PF_CHANNEL_LISTS = 1 }; /* header flags: layer records may carry a channel list (sparse update) */
 
 typedef struct {
     uint8_t op, flags;     /* flags: need_dx cleared below first_bwd, where nothing runs backward */
@@ -24,6 +25,8 @@ typedef struct {
     float *w_ram, *b_ram;  /* arena copies, NULL when used from flash */
     const float *w_init, *b_init; /* initial values in the blob; NULL = start from zero */
     float *in, *out, *dout, *din, *scratch;
+    wsplit_t ws;           /* sparse update: ws.idx lists the output channels whose weights w_ram holds (compact,
+                              ws.n_sel rows of ws.row floats); ws.idx NULL = w_ram holds every channel */
 } layer_t;
 
 typedef struct {

@@ -3,10 +3,16 @@
 #include "msg.h"
 #include "plan.h"
 #include "port.h"
+#include "qexec.h"
+#include "qplan.h"
 #include "trainer.h"
 
 static rx_t rx;
-static plan_t plan; /* static: the resolved layer table is the biggest structure the engine keeps */
+/* static: the resolved layer or op table is the biggest structure the engine keeps; one plan kind at a time */
+static union {
+    plan_t fp;
+    qplan_t q;
+} plans;
 static uint8_t running;
 static uint8_t stop_requested;
 
@@ -44,6 +50,26 @@ static int poll_stop(void)
     return stop_requested;
 }
 
+/* START on an int8 (TQPL) plan: evaluation only; START's reserved words carry out_samples and out_flags */
+static void start_int8(const frame_t *f, const port_info_t *info, const mem_window_t *flash)
+{
+    qstart_t q = {le32(f->body), le16(f->body + 14), le16(f->body + 16), le16(f->body + 18)};
+    fault_t fl;
+    if (q.steps != 0) {
+        msg_fault(FAULT_COMMAND, 0, 0, 0, f->type, q.steps, "int8 plans evaluate only: steps must be 0");
+        return;
+    }
+    if (qplan_load(&plans.q, flash, info->plan_addr, info->arena, info->arena_bytes, &fl)) {
+        msg_fault(fl.code, 0, 0, 0, fl.arg0, fl.arg1, fl.text);
+        return;
+    }
+    msg_ack(MSG_START, 0, plans.q.plan_hash);
+    running = 1;
+    stop_requested = 0;
+    qexec_run(&plans.q, &q, info, poll_stop);
+    running = 0;
+}
+
 static void start(const frame_t *f)
 {
     const port_info_t *info = port_info();
@@ -54,14 +80,18 @@ static void start(const frame_t *f)
         msg_fault(FAULT_COMMAND, 0, 0, 0, f->type, f->len, "START body must be 20 bytes");
         return;
     }
-    if (plan_load(&plan, &flash, info->plan_addr, info->arena, info->arena_bytes, &fl)) {
+    if (qplan_is_tqpl(&flash, info->plan_addr)) {
+        start_int8(f, info, &flash);
+        return;
+    }
+    if (plan_load(&plans.fp, &flash, info->plan_addr, info->arena, info->arena_bytes, &fl)) {
         msg_fault(fl.code, 0, 0, 0, fl.arg0, fl.arg1, fl.text);
         return;
     }
-    msg_ack(MSG_START, 0, plan.plan_hash);
+    msg_ack(MSG_START, 0, plans.fp.plan_hash);
     running = 1;
     stop_requested = 0;
-    trainer_run(&plan, &a, info, poll_stop);
+    trainer_run(&plans.fp, &a, info, poll_stop);
     running = 0;
 }
 

@@ -1,7 +1,9 @@
 /* Training loop. Per step: forward, loss, then backward from the last layer down to first_bwd; each layer first
  * computes its input gradient with the weights of the forward pass, then reports its parameter gradients
  * (GSTAT statistics, GRAD values: outside the timed phases) and applies SGD in place. No gradient buffer for a
- * whole model ever exists: dense weight gradients are the outer product dy x^T, recomputed when streamed. */
+ * whole model ever exists: dense weight gradients are the outer product dy x^T, recomputed when streamed.
+ * Sparse update (a layer with a channel list): the forward pass and input gradient read the listed output channels
+ * from the compact arena copy and the others from flash; only the listed channels' gradients exist. */
 #include <string.h>
 #include "trainer.h"
 #include "msg.h"
@@ -127,7 +129,10 @@ static void load_params(const plan_t *p)
 {
     for (uint32_t i = 0; i < p->n_layers; i++) {
         const layer_t *L = &p->layer[i];
-        if (L->w_ram)
+        if (L->ws.idx) /* sparse: the listed output channels' rows, compact */
+            for (uint32_t j = 0; j < L->ws.n_sel; j++)
+                memcpy(L->w_ram + j * L->ws.row, L->w_init + L->ws.idx[j] * L->ws.row, L->ws.row * sizeof(float));
+        else if (L->w_ram)
             copy_or_zero(L->w_ram, L->w_init, weight_count(L));
         if (L->b_ram)
             copy_or_zero(L->b_ram, L->b_init, L->s.out_c);
@@ -143,9 +148,20 @@ static void load_sample(const plan_t *p, const uint8_t *x)
         in[j] = (float)x[j] * scale + offset;
 }
 
-static void forward_layer(const layer_t *L)
+/* sparse update: listed channels from the arena copy, the others from flash */
+static void forward_split(const layer_t *L)
 {
     if (L->op == OP_DENSE)
+        dense_forward_split(L->in, &L->ws, L->b, L->out, L->n_in, L->n_out);
+    else
+        conv2d_forward_split(&L->s, L->in, &L->ws, L->b, L->out);
+}
+
+static void forward_layer(const layer_t *L)
+{
+    if (L->ws.idx)
+        forward_split(L);
+    else if (L->op == OP_DENSE)
         dense_forward(L->in, L->w, L->b, L->out, L->n_in, L->n_out);
     else if (L->op == OP_CONV2D)
         conv2d_forward(&L->s, L->in, L->w, L->b, L->out);
@@ -231,22 +247,43 @@ static void stream_push(run_t *r, float v)
         msg_send();
 }
 
-/* dense: dL/dW = dy x^T, so ||g|| = ||dy|| ||x|| and max|g| = max|dy| max|x|; dL/db = dy */
+/* dy of the rows whose weights train: every output, or only the listed channels (sparse) */
+static void row_stats(const layer_t *L, float *sumsq, float *max_abs)
+{
+    gstat_t g = {0, 0, 0.0f, 0.0f, 0};
+    if (!L->ws.idx) {
+        vec_stats(L->dout, L->n_out, sumsq, max_abs);
+        return;
+    }
+    for (uint32_t j = 0; j < L->ws.n_sel; j++)
+        gstat_add(&g, L->dout[L->ws.idx[j]]);
+    *sumsq = g.sumsq;
+    *max_abs = g.max_abs;
+}
+
+/* dense: dL/dW = dy x^T, so ||g|| = ||dy|| ||x|| and max|g| = max|dy| max|x|; dL/db = dy. Sparse weights: the rows
+ * of the listed channels only, in list order. */
 static void report_dense(run_t *r, uint8_t i, const layer_t *L)
 {
     float dsq, dmax, xsq, xmax;
     vec_stats(L->dout, L->n_out, &dsq, &dmax);
     if (L->flags & LF_TRAIN_W) {
+        uint32_t rows = L->ws.idx ? L->ws.n_sel : L->n_out;
+        float wsq = dsq, wmax = dmax;
+        if (L->ws.idx)
+            row_stats(L, &wsq, &wmax);
         vec_stats(L->in, L->n_in, &xsq, &xmax);
         gstat_t *g = gstat_new(r, i, 0);
-        g->sumsq = __builtin_sqrtf(dsq) * __builtin_sqrtf(xsq);
-        g->max_abs = dmax * xmax;
+        g->sumsq = __builtin_sqrtf(wsq) * __builtin_sqrtf(xsq);
+        g->max_abs = wmax * xmax;
         g->norm_done = 1;
         if (r->stream) {
-            stream_begin(r, i, 0, L->n_in * L->n_out);
-            for (uint32_t o = 0; o < L->n_out; o++)
+            stream_begin(r, i, 0, L->n_in * rows);
+            for (uint32_t o = 0; o < rows; o++) {
+                float d = L->dout[L->ws.idx ? L->ws.idx[o] : o];
                 for (uint32_t j = 0; j < L->n_in; j++)
-                    stream_push(r, L->dout[o] * L->in[j]);
+                    stream_push(r, d * L->in[j]);
+            }
         }
     }
     if (L->flags & LF_TRAIN_B) {
@@ -276,13 +313,17 @@ static void back_dense(run_t *r, uint8_t i, const layer_t *L)
 {
     port_marker(PORT_MARK_BACKWARD);
     uint64_t t = port_ticks();
-    if (L->flags & LF_NEED_DX)
+    if ((L->flags & LF_NEED_DX) && L->ws.idx)
+        dense_input_grad_split(L->dout, &L->ws, L->din, L->n_in, L->n_out);
+    else if (L->flags & LF_NEED_DX)
         dense_input_grad(L->dout, L->w, L->din, L->n_in, L->n_out);
     r->t_bwd += since(t);
     report_dense(r, i, L);
     port_marker(PORT_MARK_UPDATE);
     t = port_ticks();
-    if (L->flags & LF_TRAIN_W)
+    if ((L->flags & LF_TRAIN_W) && L->ws.idx)
+        dense_update_rows(L->w_ram, L->ws.idx, L->ws.n_sel, L->dout, L->in, r->lr, L->n_in);
+    else if (L->flags & LF_TRAIN_W)
         dense_update_weights(L->w_ram, L->dout, L->in, r->lr, L->n_in, L->n_out);
     if (L->flags & LF_TRAIN_B)
         dense_update_bias(L->b_ram, L->dout, r->lr, L->n_out);
@@ -307,14 +348,16 @@ static void back_conv_bias(run_t *r, uint8_t i, const layer_t *L)
     }
 }
 
-/* per output channel: gradient into the k*k*in_c scratch, report it, apply it at once */
+/* per trained output channel (all, or the listed ones in list order): gradient into the k*k*in_c scratch, report
+ * it, apply it at once to the channel's row of the arena copy */
 static void back_conv_weights(run_t *r, uint8_t i, const layer_t *L)
 {
-    uint32_t n = (uint32_t)L->s.k * L->s.k * L->s.in_c;
+    uint32_t n = (uint32_t)L->s.k * L->s.k * L->s.in_c, rows = L->ws.idx ? L->ws.n_sel : L->s.out_c;
     gstat_t *g = gstat_new(r, i, 0);
     if (r->stream)
-        stream_begin(r, i, 0, n * L->s.out_c);
-    for (uint32_t oc = 0; oc < L->s.out_c; oc++) {
+        stream_begin(r, i, 0, n * rows);
+    for (uint32_t j = 0; j < rows; j++) {
+        uint32_t oc = L->ws.idx ? L->ws.idx[j] : j;
         port_marker(PORT_MARK_BACKWARD);
         uint64_t t = port_ticks();
         conv2d_weight_grad_channel(&L->s, L->dout, L->in, oc, L->scratch);
@@ -322,7 +365,7 @@ static void back_conv_weights(run_t *r, uint8_t i, const layer_t *L)
         report_values(r, g, L->scratch, n);
         port_marker(PORT_MARK_UPDATE);
         t = port_ticks();
-        conv2d_update_channel(L->w_ram + oc * n, L->scratch, r->lr, n);
+        conv2d_update_channel(L->w_ram + j * n, L->scratch, r->lr, n);
         r->t_upd += since(t);
     }
 }
@@ -331,7 +374,9 @@ static void back_conv(run_t *r, uint8_t i, const layer_t *L)
 {
     port_marker(PORT_MARK_BACKWARD);
     uint64_t t = port_ticks();
-    if (L->flags & LF_NEED_DX)
+    if ((L->flags & LF_NEED_DX) && L->ws.idx)
+        conv2d_input_grad_split(&L->s, L->dout, &L->ws, L->din);
+    else if (L->flags & LF_NEED_DX)
         conv2d_input_grad(&L->s, L->dout, L->w, L->din);
     r->t_bwd += since(t);
     if (L->flags & LF_TRAIN_B)

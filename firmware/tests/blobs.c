@@ -4,6 +4,7 @@
 #include "wire.h"
 
 static uint32_t arena_cur;
+static uint16_t plan_flags;
 
 static uint32_t alloc(uint32_t floats)
 {
@@ -56,7 +57,16 @@ static void place_layers(uint8_t *blob, uint32_t *len, const spec_t *L, uint32_t
         }
         put_le32(r + 16, s->w ? put_floats(blob, len, s->w, weight_numel(s)) : PLAN_NONE);
         put_le32(r + 20, s->b ? put_floats(blob, len, s->b, s->out[2]) : PLAN_NONE);
-        out->w_ram[i] = (s->flags & LF_TRAIN_W) ? alloc(weight_numel(s)) : PLAN_NONE;
+        out->w_ram[i] = (s->flags & LF_TRAIN_W) ? alloc(s->n_ch ? weight_numel(s) / s->out[2] * s->n_ch : weight_numel(s))
+                                                : PLAN_NONE;
+        if (s->n_ch) { /* channel list after the parameters, 4-byte aligned */
+            put_le32(r + 56, *len);
+            put_le16(r + 60, s->n_ch);
+            for (uint32_t j = 0; j < s->n_ch; j++)
+                put_le16(blob + *len + 2u * j, s->ch[j]);
+            *len += (2u * s->n_ch + 3u) & ~3u;
+            plan_flags |= PF_CHANNEL_LISTS;
+        }
         out->b_ram[i] = (s->flags & LF_TRAIN_B) ? alloc(s->out[2]) : PLAN_NONE;
         put_le32(r + 24, out->w_ram[i]);
         put_le32(r + 28, out->b_ram[i]);
@@ -121,6 +131,7 @@ void build_blobs(uint8_t *win, uint32_t win_addr, const spec_t *L, uint32_t n, u
     uint32_t len = PLAN_HEADER + n * PLAN_RECORD, input, dlogits;
     memset(win, 0, len);
     arena_cur = 0;
+    plan_flags = 0;
     place_layers(win, &len, L, n, win + PLAN_HEADER, out);
     input = 0; /* the first allocation */
     dlogits = alloc(n_classes);
@@ -141,6 +152,7 @@ void build_blobs(uint8_t *win, uint32_t win_addr, const spec_t *L, uint32_t n, u
     put_le32(win + 36, input);
     put_le32(win + 40, dlogits);
     put_le16(win + 44, first_bwd);
+    put_le16(win + 46, plan_flags);
     blob_fix_crc(win);
     out->data_bytes = build_dataset(win + out->data_off, d);
 }

@@ -10,6 +10,8 @@ typedef struct {
     uint16_t in[3], out[3]; /* h, w, c */
     uint16_t pad_top, pad_left;
     const float *w, *b; /* initial values; b NULL = no bias unless trained */
+    const uint16_t *ch; /* sparse update: output channels whose weights train (n_ch of them), else NULL */
+    uint16_t n_ch;
 } spec_t;
 
 typedef struct {
@@ -40,4 +42,7 @@ extern uint8_t *const fx_win;
 extern uint8_t *const fx_arena;
 extern float fx_w0[], fx_b0[], fx_w2[], fx_b2[];
 void fx_mlp(built_t *b, uint32_t in_n, uint32_t hid, uint32_t n_cls, uint16_t first_bwd, uint32_t n_train);
+/* the same with layer 0's weights trained only on the n_ch listed output channels (first_bwd 0) */
+void fx_mlp_sparse(built_t *b, uint32_t in_n, uint32_t hid, uint32_t n_cls, uint32_t n_train, const uint16_t *ch,
+                   uint16_t n_ch);
 mem_window_t fx_window(void);

@@ -328,6 +328,77 @@ static void t_fmath(void)
     CHECK_NEAR(fm_log(1e-40f), log(1e-40), 1e-6);
 }
 
+/* ---- split weights (sparse update) ---- */
+
+static uint16_t idx[256];
+
+/* a split of the weights `merged` (out rows of row floats): every third channel (offset by `phase`) is listed and
+ * copied to G; F holds every row, with the listed ones poisoned so reading the wrong copy shows */
+static wsplit_t make_split(const float *merged, uint32_t out, uint32_t row, uint32_t phase)
+{
+    wsplit_t w = {F, G, idx, 0, row};
+    memcpy(F, merged, out * row * sizeof(float));
+    for (uint32_t oc = 0; oc < out; oc++)
+        if ((oc + phase) % 3 == 0) {
+            memcpy(G + w.n_sel * row, merged + oc * row, row * sizeof(float));
+            for (uint32_t j = 0; j < row; j++)
+                F[oc * row + j] = 1e6f;
+            idx[w.n_sel++] = (uint16_t)oc;
+        }
+    return w;
+}
+
+static void t_dense_split(void)
+{
+    for (unsigned s = 0; s < sizeof dense_shapes / sizeof dense_shapes[0]; s++) {
+        uint32_t ni = dense_shapes[s][0], no = dense_shapes[s][1];
+        for (uint32_t phase = 0; phase < 3; phase++) {
+            wsplit_t w;
+            th_fill(A, ni, -1, 1);
+            th_fill(B, ni * no, -1, 1);
+            th_fill(C, no, -1, 1);
+            w = make_split(B, no, ni, phase);
+            dense_forward_split(A, &w, C, D, ni, no);
+            dense_forward_ref(A, B, C, E, ni, no);
+            CHECK(th_max_rel(D, E, no) < 1e-5);
+            th_fill(A, no, -1, 1);
+            th_fill(D, ni, 5, 6); /* garbage: must be overwritten */
+            dense_input_grad_split(A, &w, D, ni, no);
+            dense_input_grad_ref(A, B, E, ni, no);
+            CHECK(th_max_rel(D, E, ni) < 1e-5);
+            /* update of the listed rows = the reference update of those rows */
+            th_fill(C, ni, -1, 1);
+            dense_update_rows(G, idx, w.n_sel, A, C, 0.1f, ni);
+            dense_update_weights_ref(B, A, C, 0.1f, ni, no);
+            for (uint32_t j = 0; j < w.n_sel; j++)
+                CHECK(th_max_rel(G + j * ni, B + idx[j] * ni, ni) < 1e-5);
+        }
+    }
+}
+
+static void t_conv_split(void)
+{
+    for (unsigned c = 0; c < NCFG; c++) {
+        conv_shape_t s = conv_shape(c);
+        uint32_t row = NW(s) / s.out_c;
+        for (uint32_t phase = 0; phase < 3; phase++) {
+            wsplit_t w;
+            th_fill(A, NIN(s), -1, 1);
+            th_fill(B, NW(s), -1, 1);
+            th_fill(C, s.out_c, -1, 1);
+            w = make_split(B, s.out_c, row, phase);
+            conv2d_forward_split(&s, A, &w, C, D);
+            conv2d_forward_ref(&s, A, B, C, E);
+            CHECK(th_max_rel(D, E, NOUT(s)) < 1e-5);
+            th_fill(A, NOUT(s), -1, 1);
+            th_fill(D, NIN(s), 5, 6);
+            conv2d_input_grad_split(&s, A, &w, D);
+            conv2d_input_grad_ref(&s, A, B, E);
+            CHECK(th_max_rel(D, E, NIN(s)) < 1e-5);
+        }
+    }
+}
+
 const test_case_t ops_tests[] = {
     {"dense forward: optimized = reference", t_dense_forward},
     {"dense input gradient: optimized = reference", t_dense_input_grad},
@@ -342,5 +413,7 @@ const test_case_t ops_tests[] = {
     {"softmax CE: optimized = reference", t_softmax},
     {"softmax CE reference: finite differences", t_softmax_fd},
     {"fm_exp / fm_log accuracy", t_fmath},
+    {"dense split weights (sparse): forward, input gradient, row update = reference", t_dense_split},
+    {"conv2d split weights (sparse): forward, input gradient = reference", t_conv_split},
     {NULL, NULL},
 };

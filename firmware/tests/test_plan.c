@@ -126,6 +126,45 @@ static void t_dataset(void)
     expect(FAULT_DATASET, "address");
 }
 
+static void t_channels(void)
+{
+    static const uint16_t ch[2] = {1, 3}, bad[2] = {3, 1};
+    fault_t f;
+    fx_mlp_sparse(&b, 6, 5, 3, 20, ch, 2);
+    CHECK(load(&f) == 0);
+    CHECK(plan.layer[0].ws.idx && plan.layer[0].ws.n_sel == 2 && plan.layer[0].ws.row == 6);
+    CHECK(plan.layer[0].ws.idx[0] == 1 && plan.layer[0].ws.idx[1] == 3);
+    CHECK(plan.layer[0].ws.sel == plan.layer[0].w_ram && plan.layer[0].ws.full == plan.layer[0].w_init);
+    CHECK(plan.layer[0].w == plan.layer[0].w_init && !plan.layer[2].ws.idx);
+    CHECK(b.w_ram[1] == PLAN_NONE && b.b_ram[0] == b.w_ram[0] + 2u * 6u * 4u); /* compact copy: 2 rows */
+    fx_mlp_sparse(&b, 6, 5, 3, 20, bad, 2); /* not ascending */
+    expect(FAULT_PLAN, "order");
+    fx_mlp_sparse(&b, 6, 5, 3, 20, ch, 2);
+    put_le16(fx_win + le32(rec(0) + 56) + 2, 5); /* channel 5 of 5 */
+    blob_fix_crc(fx_win);
+    expect(FAULT_PLAN, "range");
+    fx_mlp_sparse(&b, 6, 5, 3, 20, ch, 2);
+    put_le16(fx_win + 46, 0); /* a list without the header flag (an old reader would ignore it) */
+    blob_fix_crc(fx_win);
+    expect(FAULT_PLAN, "flag");
+    fx_mlp_sparse(&b, 6, 5, 3, 20, ch, 2);
+    rec(0)[1] &= (uint8_t)~LF_TRAIN_W; /* a list on frozen weights */
+    blob_fix_crc(fx_win);
+    expect(FAULT_PLAN, "frozen");
+    fx_mlp_sparse(&b, 6, 5, 3, 20, ch, 2);
+    put_le16(rec(0) + 60, 6); /* more channels than out_c */
+    blob_fix_crc(fx_win);
+    expect(FAULT_PLAN, "count");
+    fx_mlp_sparse(&b, 6, 5, 3, 20, ch, 2);
+    put_le32(rec(0) + 56, b.plan_bytes - 2u); /* list runs past the blob */
+    blob_fix_crc(fx_win);
+    expect(FAULT_PLAN, "outside");
+    fx_mlp_sparse(&b, 6, 5, 3, 20, ch, 2);
+    put_le32(rec(0) + 24, b.arena_need - 8u); /* the compact copy runs past the arena */
+    blob_fix_crc(fx_win);
+    expect(FAULT_PLAN, "copy");
+}
+
 const test_case_t plan_tests[] = {
     {"plan: valid blobs load (full and last-layer-only)", t_valid},
     {"plan: bad magic rejected", t_bad_magic},
@@ -133,5 +172,6 @@ const test_case_t plan_tests[] = {
     {"plan: arena too small / range overflow rejected", t_arena},
     {"plan: shape and chain mismatches rejected", t_shape},
     {"dataset: magic, labels, shape, address rejected", t_dataset},
+    {"plan: channel lists (sparse update) load; order, range, flag, frozen, size rejected", t_channels},
     {NULL, NULL},
 };

@@ -146,9 +146,9 @@ static void t_conv_step(void)
     static uint8_t xs[4 * 50], ys[4];
     conv_shape_t cs = {5, 5, 2, 5, 5, 3, 3, 1, 1, 1};
     spec_t L[3] = {
-        {OP_CONV2D, LF_TRAIN_W | LF_TRAIN_B | LF_PAD_SAME, 3, 1, {5, 5, 2}, {5, 5, 3}, 1, 1, cw, cb},
-        {OP_RELU, LF_NEED_DX, 0, 0, {5, 5, 3}, {5, 5, 3}, 0, 0, NULL, NULL},
-        {OP_DENSE, LF_TRAIN_W | LF_TRAIN_B | LF_NEED_DX, 0, 0, {1, 1, 75}, {1, 1, 4}, 0, 0, dw, db},
+        {OP_CONV2D, LF_TRAIN_W | LF_TRAIN_B | LF_PAD_SAME, 3, 1, {5, 5, 2}, {5, 5, 3}, 1, 1, cw, cb, NULL, 0},
+        {OP_RELU, LF_NEED_DX, 0, 0, {5, 5, 3}, {5, 5, 3}, 0, 0, NULL, NULL, NULL, 0},
+        {OP_DENSE, LF_TRAIN_W | LF_TRAIN_B | LF_NEED_DX, 0, 0, {1, 1, 75}, {1, 1, 4}, 0, 0, dw, db, NULL, 0},
     };
     dspec_t d = {4, 4, 5, 5, 2, 4, 1.0f / 255.0f, -0.5f, xs, ys, xs, ys};
     start_t a = {1, 0.05f, 9, 0, 0};
@@ -181,6 +181,68 @@ static void t_conv_step(void)
         for (uint32_t j = 0; j < 18; j++)
             CHECK_NEAR(cw_new[oc * 18 + j], cw[oc * 18 + j] - 0.05f * g[j], 1e-5);
         CHECK_NEAR(cb_new[oc], cb[oc] - 0.05f * conv2d_bias_grad_channel_ref(&cs, dc, oc), 1e-5);
+    }
+}
+
+/* the conv step with sparse weights: conv channels {0, 2}, dense rows {1, 3}; the listed rows update exactly as in a
+ * full step, GRAD streams them in list order, the dense input gradient reads listed rows from the arena copy */
+static void t_sparse_step(void)
+{
+    static float cw[3 * 9 * 2], cb[3], dw[4 * 75], db[4], in[50], c_out[75], logits[4], dl[4], dc[75], g[18];
+    static uint8_t xs[4 * 50], ys[4];
+    static const uint16_t cch[2] = {0, 2}, dch[2] = {1, 3};
+    conv_shape_t cs = {5, 5, 2, 5, 5, 3, 3, 1, 1, 1};
+    spec_t L[3] = {
+        {OP_CONV2D, LF_TRAIN_W | LF_TRAIN_B | LF_PAD_SAME, 3, 1, {5, 5, 2}, {5, 5, 3}, 1, 1, cw, cb, cch, 2},
+        {OP_RELU, LF_NEED_DX, 0, 0, {5, 5, 3}, {5, 5, 3}, 0, 0, NULL, NULL, NULL, 0},
+        {OP_DENSE, LF_TRAIN_W | LF_TRAIN_B | LF_NEED_DX, 0, 0, {1, 1, 75}, {1, 1, 4}, 0, 0, dw, db, dch, 2},
+    };
+    dspec_t d = {4, 4, 5, 5, 2, 4, 1.0f / 255.0f, -0.5f, xs, ys, xs, ys};
+    start_t a = {1, 0.05f, 9, 1, 0};
+    uint32_t rng = 9, s;
+    frame_t f;
+    th_fill(cw, sizeof cw / 4, -0.5f, 0.5f);
+    th_fill(cb, 3, -0.1f, 0.1f);
+    th_fill(dw, sizeof dw / 4, -0.3f, 0.3f);
+    th_fill(db, 4, -0.1f, 0.1f);
+    for (uint32_t j = 0; j < sizeof xs; j++)
+        xs[j] = (uint8_t)th_rand();
+    for (uint32_t j = 0; j < 4; j++)
+        ys[j] = (uint8_t)(j % 4);
+    build_blobs(fx_win, FX_WIN_ADDR, L, 3, 4, 0, &d, &b);
+    setup_info();
+    CHECK(load_plan() == 0);
+    CHECK(trainer_run(&plan, &a, &info, NULL) == 0);
+    collect_grads(0);
+    s = trainer_xorshift(&rng) % 4;
+    for (uint32_t j = 0; j < 50; j++)
+        in[j] = (float)xs[s * 50 + j] * d.scale + d.offset;
+    conv2d_forward_ref(&cs, in, cw, cb, c_out);
+    relu_forward_ref(c_out, c_out, 75);
+    dense_forward_ref(c_out, dw, db, logits, 75, 4);
+    softmax_ce_ref(logits, 4, ys[s], dl, NULL);
+    dense_input_grad_ref(dl, dw, dc, 75, 4);
+    relu_backward_ref(c_out, dc, dc, 75);
+    const float *cw_new = (const float *)(const void *)(fx_arena + b.w_ram[0]);
+    const float *dw_new = (const float *)(const void *)(fx_arena + b.w_ram[2]);
+    for (uint32_t j = 0; j < 2; j++) {
+        conv2d_weight_grad_channel_ref(&cs, dc, in, cch[j], g);
+        for (uint32_t k = 0; k < 18; k++) {
+            CHECK_NEAR(cw_new[j * 18 + k], cw[cch[j] * 18 + k] - 0.05f * g[k], 1e-5);
+            CHECK_NEAR(grads[0][0][j * 18 + k], g[k], 1e-5);
+        }
+        for (uint32_t k = 0; k < 75; k++) {
+            CHECK_NEAR(dw_new[j * 75 + k], dw[dch[j] * 75 + k] - 0.05f * dl[dch[j]] * c_out[k], 1e-5);
+            CHECK_NEAR(grads[2][0][j * 75 + k], dl[dch[j]] * c_out[k], 1e-5);
+        }
+    }
+    /* GRAD totals: 2 channels x 18 and 2 rows x 75 */
+    {
+        uint32_t pos = 0, seen = 0;
+        while (hp_next_frame(&pos, &f))
+            if (f.type == MSG_GRAD && f.body[5] == 0)
+                seen |= (f.body[4] == 0 && le32(f.body + 8) == 36) ? 1u : (f.body[4] == 2 && le32(f.body + 8) == 150) ? 2u : 4u;
+        CHECK(seen == 3u);
     }
 }
 
@@ -312,6 +374,7 @@ static void t_markers(void)
 const test_case_t trainer_tests[] = {
     {"trainer: one MLP step matches double precision (weights, GRAD, GSTAT, loss)", t_step_double},
     {"trainer: one conv step matches the reference kernels", t_conv_step},
+    {"trainer: sparse conv + dense step: listed channels update as in a full step, GRAD in list order", t_sparse_step},
     {"trainer: 600 steps reduce the eval loss", t_loss_falls},
     {"trainer: STOP ends the run with status 1; last-layer-only GSTAT", t_stop},
     {"session: PING/HELLO/PONG, bad commands, START/ACK, bad plan", t_session},

@@ -43,7 +43,8 @@ static uint32_t w_run(const conv_shape_t *s, const window_t *w, uint32_t oc, uin
     return ((oc * s->k + ky) * s->k + w->kx0) * s->in_c;
 }
 
-static float dot(const float *a, const float *b, uint32_t n)
+/* always inlined: the split (sparse) kernels call these helpers too, and a call per run would cost the full path */
+static inline __attribute__((always_inline)) float dot(const float *a, const float *b, uint32_t n)
 {
     float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
     uint32_t j = 0;
@@ -59,7 +60,7 @@ static float dot(const float *a, const float *b, uint32_t n)
 }
 
 /* y[j] += g * x[j] */
-static void axpy(float *y, float g, const float *x, uint32_t n)
+static inline __attribute__((always_inline)) void axpy(float *y, float g, const float *x, uint32_t n)
 {
     uint32_t j = 0;
     for (; j + 4 <= n; j += 4, y += 4, x += 4) {
@@ -185,4 +186,86 @@ void conv2d_update_channel(float *w, const float *g, float lr, uint32_t n)
     }
     for (; j < n; j++)
         *w++ -= lr * *g++;
+}
+
+/* ---- split weights (sparse update) ---------------------------------------------------------------------------- */
+
+static void forward_pixel_split(const conv_shape_t *s, const window_t *win, const float *x, const wsplit_t *w,
+                                const float *b, float *y)
+{
+    uint32_t oc = 0, cur = 0;
+    for (; oc + 4 <= s->out_c; oc += 4) {
+        const float *r0 = wsplit_row(w, oc, &cur), *r1 = wsplit_row(w, oc + 1, &cur);
+        const float *r2 = wsplit_row(w, oc + 2, &cur), *r3 = wsplit_row(w, oc + 3, &cur);
+        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+        for (uint32_t ky = win->ky0; ky < win->ky1; ky++) {
+            const float *xr = x + in_run(s, win, ky);
+            uint32_t o = w_run(s, win, 0, ky);
+            const float *w0 = r0 + o, *w1 = r1 + o, *w2 = r2 + o, *w3 = r3 + o;
+            for (uint32_t j = 0; j < win->n; j++) {
+                float xv = xr[j];
+                a0 += w0[j] * xv;
+                a1 += w1[j] * xv;
+                a2 += w2[j] * xv;
+                a3 += w3[j] * xv;
+            }
+        }
+        y[oc] = a0 + (b ? b[oc] : 0.0f);
+        y[oc + 1] = a1 + (b ? b[oc + 1] : 0.0f);
+        y[oc + 2] = a2 + (b ? b[oc + 2] : 0.0f);
+        y[oc + 3] = a3 + (b ? b[oc + 3] : 0.0f);
+    }
+    for (; oc < s->out_c; oc++) {
+        const float *r = wsplit_row(w, oc, &cur);
+        float a = 0.0f;
+        for (uint32_t ky = win->ky0; ky < win->ky1; ky++)
+            a += dot(x + in_run(s, win, ky), r + w_run(s, win, 0, ky), win->n);
+        y[oc] = a + (b ? b[oc] : 0.0f);
+    }
+}
+
+void conv2d_forward_split(const conv_shape_t *s, const float *x, const wsplit_t *w, const float *b, float *y)
+{
+    window_t win;
+    for (uint32_t oy = 0; oy < s->out_h; oy++)
+        for (uint32_t ox = 0; ox < s->out_w; ox++) {
+            window(s, oy, ox, &win);
+            forward_pixel_split(s, &win, x, w, b, y + (oy * s->out_w + ox) * s->out_c);
+        }
+}
+
+static void input_grad_pixel_split(const conv_shape_t *s, const window_t *win, const float *dy, const wsplit_t *w,
+                                   float *dx)
+{
+    uint32_t oc = 0, cur = 0;
+    for (; oc + 4 <= s->out_c; oc += 4) {
+        const float *r0 = wsplit_row(w, oc, &cur), *r1 = wsplit_row(w, oc + 1, &cur);
+        const float *r2 = wsplit_row(w, oc + 2, &cur), *r3 = wsplit_row(w, oc + 3, &cur);
+        float g0 = dy[oc], g1 = dy[oc + 1], g2 = dy[oc + 2], g3 = dy[oc + 3];
+        for (uint32_t ky = win->ky0; ky < win->ky1; ky++) {
+            float *dr = dx + in_run(s, win, ky);
+            uint32_t o = w_run(s, win, 0, ky);
+            const float *w0 = r0 + o, *w1 = r1 + o, *w2 = r2 + o, *w3 = r3 + o;
+            for (uint32_t j = 0; j < win->n; j++)
+                dr[j] += (g0 * w0[j] + g1 * w1[j]) + (g2 * w2[j] + g3 * w3[j]);
+        }
+    }
+    for (; oc < s->out_c; oc++) {
+        const float *r = wsplit_row(w, oc, &cur);
+        for (uint32_t ky = win->ky0; ky < win->ky1; ky++)
+            axpy(dx + in_run(s, win, ky), dy[oc], r + w_run(s, win, 0, ky), win->n);
+    }
+}
+
+void conv2d_input_grad_split(const conv_shape_t *s, const float *dy, const wsplit_t *w, float *dx)
+{
+    window_t win;
+    uint32_t n = (uint32_t)s->in_h * s->in_w * s->in_c;
+    for (uint32_t i = 0; i < n; i++)
+        dx[i] = 0.0f;
+    for (uint32_t oy = 0; oy < s->out_h; oy++)
+        for (uint32_t ox = 0; ox < s->out_w; ox++) {
+            window(s, oy, ox, &win);
+            input_grad_pixel_split(s, &win, dy + (oy * s->out_w + ox) * s->out_c, w, dx);
+        }
 }

@@ -4,6 +4,7 @@
 #define OPS_CONV2D_H
 
 #include <stdint.h>
+#include "wsplit.h"
 
 typedef struct {
     uint16_t in_h, in_w, in_c;
@@ -21,6 +22,10 @@ void conv2d_weight_grad_channel(const conv_shape_t *s, const float *dy, const fl
 float conv2d_bias_grad_channel(const conv_shape_t *s, const float *dy, uint32_t oc);
 /* w -= lr * g over n values (one output channel's weights) */
 void conv2d_update_channel(float *w, const float *g, float lr, uint32_t n);
+
+/* Split weights (sparse update): as above, each output channel read from the arena copy or from flash */
+void conv2d_forward_split(const conv_shape_t *s, const float *x, const wsplit_t *w, const float *b, float *y);
+void conv2d_input_grad_split(const conv_shape_t *s, const float *dy, const wsplit_t *w, float *dx);
 
 /* Reference kernels for the host unit tests. */
 void conv2d_forward_ref(const conv_shape_t *s, const float *x, const float *w, const float *b, float *y);

@@ -5,7 +5,8 @@
  * constants so the compiler can use immediate-offset loads (VLDR has no register-offset form). */
 #include "dense.h"
 
-static float dot1(const float *w, const float *x, uint32_t n)
+/* always inlined: the split (sparse) kernels call these helpers too, and a call per row would cost the full path */
+static inline __attribute__((always_inline)) float dot1(const float *w, const float *x, uint32_t n)
 {
     float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
     uint32_t i = 0;
@@ -76,7 +77,7 @@ void dense_input_grad(const float *dy, const float *w, float *dx, uint32_t n_in,
 }
 
 /* w[i] -= g * x[i] over one row, unrolled by four */
-static void axpy_neg(float *w, float g, const float *x, uint32_t n)
+static inline __attribute__((always_inline)) void axpy_neg(float *w, float g, const float *x, uint32_t n)
 {
     uint32_t i = 0;
     for (; i + 4 <= n; i += 4, w += 4, x += 4) {
@@ -104,4 +105,56 @@ void dense_update_bias(float *b, const float *dy, float lr, uint32_t n_out)
 {
     for (uint32_t o = 0; o < n_out; o++)
         b[o] -= lr * dy[o];
+}
+
+/* ---- split weights (sparse update) ---------------------------------------------------------------------------- */
+
+void dense_forward_split(const float *x, const wsplit_t *w, const float *b, float *y, uint32_t n_in, uint32_t n_out)
+{
+    uint32_t o = 0, cur = 0;
+    for (; o + 4 <= n_out; o += 4) {
+        const float *w0 = wsplit_row(w, o, &cur), *w1 = wsplit_row(w, o + 1, &cur);
+        const float *w2 = wsplit_row(w, o + 2, &cur), *w3 = wsplit_row(w, o + 3, &cur);
+        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+        for (uint32_t i = 0; i < n_in; i++) {
+            float xi = x[i];
+            a0 += w0[i] * xi;
+            a1 += w1[i] * xi;
+            a2 += w2[i] * xi;
+            a3 += w3[i] * xi;
+        }
+        y[o] = a0 + (b ? b[o] : 0.0f);
+        y[o + 1] = a1 + (b ? b[o + 1] : 0.0f);
+        y[o + 2] = a2 + (b ? b[o + 2] : 0.0f);
+        y[o + 3] = a3 + (b ? b[o + 3] : 0.0f);
+    }
+    for (; o < n_out; o++)
+        y[o] = dot1(wsplit_row(w, o, &cur), x, n_in) + (b ? b[o] : 0.0f);
+}
+
+/* dx = sum over rows of dy[o] * row_o, four rows per pass over dx */
+void dense_input_grad_split(const float *dy, const wsplit_t *w, float *dx, uint32_t n_in, uint32_t n_out)
+{
+    uint32_t o = 0, cur = 0;
+    for (uint32_t i = 0; i < n_in; i++)
+        dx[i] = 0.0f;
+    for (; o + 4 <= n_out; o += 4) {
+        const float *w0 = wsplit_row(w, o, &cur), *w1 = wsplit_row(w, o + 1, &cur);
+        const float *w2 = wsplit_row(w, o + 2, &cur), *w3 = wsplit_row(w, o + 3, &cur);
+        float g0 = dy[o], g1 = dy[o + 1], g2 = dy[o + 2], g3 = dy[o + 3];
+        for (uint32_t i = 0; i < n_in; i++)
+            dx[i] += (g0 * w0[i] + g1 * w1[i]) + (g2 * w2[i] + g3 * w3[i]);
+    }
+    for (; o < n_out; o++)
+        axpy_neg(dx, -dy[o], wsplit_row(w, o, &cur), n_in);
+}
+
+void dense_update_rows(float *sel, const uint16_t *idx, uint32_t n_sel, const float *dy, const float *x, float lr,
+                       uint32_t n_in)
+{
+    for (uint32_t j = 0; j < n_sel; j++, sel += n_in) {
+        float g = lr * dy[idx[j]];
+        if (g != 0.0f)
+            axpy_neg(sel, g, x, n_in);
+    }
 }

@@ -3,6 +3,7 @@
 #define OPS_DENSE_H
 
 #include <stdint.h>
+#include "wsplit.h"
 
 /* y = W x + b */
 void dense_forward(const float *x, const float *w, const float *b, float *y, uint32_t n_in, uint32_t n_out);
@@ -12,6 +13,13 @@ void dense_input_grad(const float *dy, const float *w, float *dx, uint32_t n_in,
 void dense_update_weights(float *w, const float *dy, const float *x, float lr, uint32_t n_in, uint32_t n_out);
 /* b -= lr * dy */
 void dense_update_bias(float *b, const float *dy, float lr, uint32_t n_out);
+
+/* Split weights (sparse update): the same arithmetic with each row read from the arena copy or from flash */
+void dense_forward_split(const float *x, const wsplit_t *w, const float *b, float *y, uint32_t n_in, uint32_t n_out);
+void dense_input_grad_split(const float *dy, const wsplit_t *w, float *dx, uint32_t n_in, uint32_t n_out);
+/* sel[j] -= lr * dy[idx[j]] x^T for the n_sel listed rows (sel is [n_sel][n_in]) */
+void dense_update_rows(float *sel, const uint16_t *idx, uint32_t n_sel, const float *dy, const float *x, float lr,
+                       uint32_t n_in);
 
 /* Reference kernels: plain loops for the host unit tests. */
 void dense_forward_ref(const float *x, const float *w, const float *b, float *y, uint32_t n_in, uint32_t n_out);

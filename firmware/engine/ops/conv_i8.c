@@ -1,0 +1,134 @@
+/* Optimized int8 CONV_2D (TFLite semantics, per-channel requantisation). The input zero point is hoisted: the host
+ * folds -zp_in * sum(w) into bias_eff, so the inner loop is a plain int8 dot product over contiguous runs (one run of
+ * k_w * in_c values per kernel row when the window is inside the input). Windows that cross the border add
+ * zp_in * sum(w) over their padded taps (padding acts as the value zp_in, i.e. contributes 0 to sum (x - zp_in) w).
+ * Four output channels share each input load. */
+#include "qop.h"
+#include "dot_i8.h"
+#include "requant.h"
+
+typedef struct {
+    int32_t iy0, ix0;        /* input coordinate of tap (0, 0) */
+    uint32_t ky0, ky1, kx0, kx1; /* in-bounds taps [ky0, ky1) x [kx0, kx1) */
+} win_t;
+
+static uint32_t lo_bound(int32_t origin)
+{
+    return origin < 0 ? (uint32_t)(-origin) : 0u;
+}
+
+static uint32_t hi_bound(int32_t origin, uint32_t k, uint32_t size)
+{
+    int32_t room = (int32_t)size - origin;
+    if (room <= 0)
+        return 0;
+    return (uint32_t)room < k ? (uint32_t)room : k;
+}
+
+static void window(const qconv_t *p, uint32_t oy, uint32_t ox, win_t *w)
+{
+    w->iy0 = (int32_t)(oy * p->stride_h) - (int32_t)p->pad_top;
+    w->ix0 = (int32_t)(ox * p->stride_w) - (int32_t)p->pad_left;
+    w->ky0 = lo_bound(w->iy0);
+    w->ky1 = hi_bound(w->iy0, p->k_h, p->in_h);
+    w->kx0 = lo_bound(w->ix0);
+    w->kx1 = hi_bound(w->ix0, p->k_w, p->in_w);
+    if (w->ky1 < w->ky0)
+        w->ky1 = w->ky0;
+    if (w->kx1 < w->kx0)
+        w->kx1 = w->kx0;
+}
+
+/* sum of one output channel's weights over the padded taps of a window */
+static int32_t padded_wsum(const qconv_t *p, const win_t *win, const int8_t *wo)
+{
+    uint32_t row = (uint32_t)p->k_w * p->in_c, s = 0;
+    int32_t sum = 0;
+    for (uint32_t ky = 0; ky < p->k_h; ky++, s += row) {
+        if (ky < win->ky0 || ky >= win->ky1) {
+            sum += sum_i8(wo + s, row);
+            continue;
+        }
+        sum += sum_i8(wo + s, win->kx0 * p->in_c);
+        sum += sum_i8(wo + s + win->kx1 * p->in_c, (p->k_w - win->kx1) * p->in_c);
+    }
+    return sum;
+}
+
+static void requant4(const qconv_t *p, uint32_t oc, const int32_t *acc, int8_t *y)
+{
+    const int32_t *rq = p->rq + (p->rq_per_channel ? 2u * oc : 0u);
+    uint32_t st = p->rq_per_channel ? 2u : 0u;
+    y[0] = rq_out(acc[0], rq[0], rq[1], p->zp_out, p->act_min, p->act_max);
+    y[1] = rq_out(acc[1], rq[st], rq[st + 1], p->zp_out, p->act_min, p->act_max);
+    y[2] = rq_out(acc[2], rq[2 * st], rq[2 * st + 1], p->zp_out, p->act_min, p->act_max);
+    y[3] = rq_out(acc[3], rq[3 * st], rq[3 * st + 1], p->zp_out, p->act_min, p->act_max);
+}
+
+/* a window inside the input whose taps form one contiguous run of wsz values (k_h = 1, or k_w = in_w) */
+static void pixel_run(const qconv_t *p, const int8_t *xr, const int8_t *w, uint32_t wsz, int8_t *y)
+{
+    uint32_t oc = 0;
+    int32_t acc[4];
+    for (; oc + 4 <= p->out_c; oc += 4, w += 4 * wsz) {
+        acc[0] = p->bias_eff[oc];
+        acc[1] = p->bias_eff[oc + 1];
+        acc[2] = p->bias_eff[oc + 2];
+        acc[3] = p->bias_eff[oc + 3];
+        dot4_i8(xr, w, wsz, wsz, acc);
+        requant4(p, oc, acc, y + oc);
+    }
+    for (; oc < p->out_c; oc++, w += wsz) {
+        const int32_t *rq = p->rq + (p->rq_per_channel ? 2u * oc : 0u);
+        int32_t a = p->bias_eff[oc] + dot1_i8(xr, w, wsz);
+        y[oc] = rq_out(a, rq[0], rq[1], p->zp_out, p->act_min, p->act_max);
+    }
+}
+
+/* general window: one run per kernel row, border taps corrected */
+static void pixel(const qconv_t *p, const win_t *win, const int8_t *x, const int8_t *w, int8_t *y)
+{
+    uint32_t wsz = (uint32_t)p->k_h * p->k_w * p->in_c, row = (uint32_t)p->k_w * p->in_c, oc = 0;
+    uint32_t run = (win->kx1 - win->kx0) * p->in_c, woff = win->kx0 * p->in_c;
+    uint32_t xrow = (uint32_t)p->in_w * p->in_c;
+    int border = win->ky0 != 0 || win->ky1 != p->k_h || win->kx0 != 0 || win->kx1 != p->k_w;
+    const int8_t *x0 = x + ((win->iy0 + (int32_t)win->ky0) * (int32_t)p->in_w + win->ix0 + (int32_t)win->kx0) *
+                               (int32_t)p->in_c;
+    int32_t acc[4];
+    if (!border && (p->k_h == 1 || xrow == run)) {
+        pixel_run(p, x0, w, wsz, y);
+        return;
+    }
+    for (; oc < p->out_c; oc += 4) {
+        uint32_t n = p->out_c - oc < 4 ? p->out_c - oc : 4, k;
+        const int8_t *wo = w + oc * wsz, *xr = x0;
+        acc[0] = acc[1] = acc[2] = acc[3] = 0;
+        if (n == 4) {
+            for (uint32_t ky = win->ky0; ky < win->ky1; ky++, xr += xrow)
+                dot4_i8(xr, wo + ky * row + woff, wsz, run, acc);
+        } else {
+            for (k = 0; k < n; k++) {
+                xr = x0;
+                for (uint32_t ky = win->ky0; ky < win->ky1; ky++, xr += xrow)
+                    acc[k] += dot1_i8(xr, wo + k * wsz + ky * row + woff, run);
+            }
+        }
+        for (k = 0; k < n; k++) {
+            const int32_t *rq = p->rq + (p->rq_per_channel ? 2u * (oc + k) : 0u);
+            acc[k] += p->bias_eff[oc + k];
+            if (border && p->zp_in)
+                acc[k] += p->zp_in * padded_wsum(p, win, wo + k * wsz);
+            y[oc + k] = rq_out(acc[k], rq[0], rq[1], p->zp_out, p->act_min, p->act_max);
+        }
+    }
+}
+
+void conv_i8(const qconv_t *p, const int8_t *x, const int8_t *w, int8_t *y)
+{
+    win_t win;
+    for (uint32_t oy = 0; oy < p->out_h; oy++)
+        for (uint32_t ox = 0; ox < p->out_w; ox++, y += p->out_c) {
+            window(p, oy, ox, &win);
+            pixel(p, &win, x, w, y);
+        }
+}

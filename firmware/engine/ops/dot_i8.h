@@ -1,0 +1,122 @@
+/* int8 dot products of one input run against 1 or 4 weight rows, accumulated into int32: the inner loops of conv_i8
+ * and fc_i8. On cores with the DSP extension (Cortex-M4/M7) four int8 pairs are widened with SXTB16 and multiplied
+ * two at a time with SMLAD (both operands see the same byte permutation: bytes 0,2 then 1,3); elsewhere (M0+) a
+ * plain C loop. Inline: no call per element. */
+#ifndef OPS_DOT_I8_H
+#define OPS_DOT_I8_H
+
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#define DOT_I8_DSP 1
+static inline uint32_t dot_ld32(const int8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4); /* one LDR: ARMv7-M allows unaligned word loads */
+    return v;
+}
+static inline uint32_t dot_sxtb16(uint32_t v)
+{
+    uint32_t r;
+    __asm__("sxtb16 %0, %1" : "=r"(r) : "r"(v));
+    return r;
+}
+static inline uint32_t dot_sxtb16_ror8(uint32_t v)
+{
+    uint32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+    return r;
+}
+static inline int32_t dot_smlad(uint32_t a, uint32_t b, int32_t acc)
+{
+    int32_t r;
+    __asm__("smlad %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+    return r;
+}
+#endif
+
+/* acc[0..3] += sum_j x[j] * w[k * stride + j] for k = 0..3 (pointers advance: few live registers) */
+static inline void dot4_i8(const int8_t *x, const int8_t *w, uint32_t stride, uint32_t n, int32_t *acc)
+{
+    const int8_t *w0 = w, *w1 = w + stride, *w2 = w1 + stride, *w3 = w2 + stride;
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+#ifdef DOT_I8_DSP
+    for (uint32_t q = n >> 2; q; q--) {
+        uint32_t xv = dot_ld32(x), xa, xb, wv;
+        x += 4;
+        xa = dot_sxtb16(xv);
+        xb = dot_sxtb16_ror8(xv);
+        wv = dot_ld32(w0);
+        w0 += 4;
+        a0 = dot_smlad(xa, dot_sxtb16(wv), a0);
+        a0 = dot_smlad(xb, dot_sxtb16_ror8(wv), a0);
+        wv = dot_ld32(w1);
+        w1 += 4;
+        a1 = dot_smlad(xa, dot_sxtb16(wv), a1);
+        a1 = dot_smlad(xb, dot_sxtb16_ror8(wv), a1);
+        wv = dot_ld32(w2);
+        w2 += 4;
+        a2 = dot_smlad(xa, dot_sxtb16(wv), a2);
+        a2 = dot_smlad(xb, dot_sxtb16_ror8(wv), a2);
+        wv = dot_ld32(w3);
+        w3 += 4;
+        a3 = dot_smlad(xa, dot_sxtb16(wv), a3);
+        a3 = dot_smlad(xb, dot_sxtb16_ror8(wv), a3);
+    }
+    n &= 3u;
+#else
+    for (uint32_t q = n >> 1; q; q--) {
+        int32_t x0 = x[0], x1 = x[1];
+        x += 2;
+        a0 += x0 * w0[0] + x1 * w0[1];
+        a1 += x0 * w1[0] + x1 * w1[1];
+        a2 += x0 * w2[0] + x1 * w2[1];
+        a3 += x0 * w3[0] + x1 * w3[1];
+        w0 += 2;
+        w1 += 2;
+        w2 += 2;
+        w3 += 2;
+    }
+    n &= 1u;
+#endif
+    for (; n; n--) {
+        int32_t xv = *x++;
+        a0 += xv * *w0++;
+        a1 += xv * *w1++;
+        a2 += xv * *w2++;
+        a3 += xv * *w3++;
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
+/* sum_j x[j] * w[j] */
+static inline int32_t dot1_i8(const int8_t *x, const int8_t *w, uint32_t n)
+{
+    int32_t a = 0;
+    uint32_t j = 0;
+#ifdef DOT_I8_DSP
+    for (; j + 4 <= n; j += 4) {
+        uint32_t xv = dot_ld32(x + j), wv = dot_ld32(w + j);
+        a = dot_smlad(dot_sxtb16(xv), dot_sxtb16(wv), a);
+        a = dot_smlad(dot_sxtb16_ror8(xv), dot_sxtb16_ror8(wv), a);
+    }
+#endif
+    for (; j < n; j++)
+        a += (int32_t)x[j] * w[j];
+    return a;
+}
+
+/* sum_j w[j] */
+static inline int32_t sum_i8(const int8_t *w, uint32_t n)
+{
+    int32_t s = 0;
+    for (uint32_t j = 0; j < n; j++)
+        s += w[j];
+    return s;
+}
+
+#endif

@@ -1,0 +1,112 @@
+/* Optimized int8 DEPTHWISE_CONV_2D. Per output pixel the in-bounds taps are listed once (input offsets), then
+ * channels are processed four at a time with the taps inner, accumulators in registers. The input zero point is
+ * folded into bias_eff on the host; a padded tap adds zp_in * w (padding acts as the value zp_in). Output channel
+ * oc = ic * dm + m reads input channel ic. */
+#include "qop.h"
+#include "requant.h"
+
+#define DW_MAX_TAPS 64u /* qplan_load refuses larger kernels */
+
+static void channels_dm1(const qconv_t *p, const int32_t *xoff, uint32_t taps, const int8_t *x, const int8_t *w,
+                         int8_t *y)
+{
+    uint32_t c = 0, C = p->out_c;
+    const int32_t zp = p->zp_in;
+    for (; c + 4 <= C; c += 4) {
+        int32_t a0 = p->bias_eff[c], a1 = p->bias_eff[c + 1], a2 = p->bias_eff[c + 2], a3 = p->bias_eff[c + 3];
+        const int8_t *wp = w + c;
+        for (uint32_t t = 0; t < taps; t++, wp += C) {
+            if (xoff[t] >= 0) {
+                const int8_t *xp = x + xoff[t] + c;
+                a0 += xp[0] * wp[0];
+                a1 += xp[1] * wp[1];
+                a2 += xp[2] * wp[2];
+                a3 += xp[3] * wp[3];
+            } else {
+                a0 += zp * wp[0];
+                a1 += zp * wp[1];
+                a2 += zp * wp[2];
+                a3 += zp * wp[3];
+            }
+        }
+        {
+            const int32_t *r = p->rq + (p->rq_per_channel ? 2u * c : 0u);
+            uint32_t st = p->rq_per_channel ? 2u : 0u;
+            y[c] = rq_out(a0, r[0], r[1], p->zp_out, p->act_min, p->act_max);
+            y[c + 1] = rq_out(a1, r[st], r[st + 1], p->zp_out, p->act_min, p->act_max);
+            y[c + 2] = rq_out(a2, r[2 * st], r[2 * st + 1], p->zp_out, p->act_min, p->act_max);
+            y[c + 3] = rq_out(a3, r[3 * st], r[3 * st + 1], p->zp_out, p->act_min, p->act_max);
+        }
+    }
+    for (; c < C; c++) {
+        int32_t a = p->bias_eff[c];
+        const int32_t *r = p->rq + (p->rq_per_channel ? 2u * c : 0u);
+        for (uint32_t t = 0; t < taps; t++)
+            a += (xoff[t] >= 0 ? x[xoff[t] + (int32_t)c] : zp) * w[t * C + c];
+        y[c] = rq_out(a, r[0], r[1], p->zp_out, p->act_min, p->act_max);
+    }
+}
+
+/* depth multiplier a multiple of 4: four consecutive output channels read the same input value */
+static void channels_dm4(const qconv_t *p, const int32_t *xoff, uint32_t taps, const int8_t *x, const int8_t *w,
+                         int8_t *y)
+{
+    uint32_t C = p->out_c, dm = p->dm, st = p->rq_per_channel ? 2u : 0u;
+    for (uint32_t c = 0; c < C; c += 4) {
+        int32_t a0 = p->bias_eff[c], a1 = p->bias_eff[c + 1], a2 = p->bias_eff[c + 2], a3 = p->bias_eff[c + 3];
+        int32_t ic = (int32_t)(c / dm);
+        const int8_t *wp = w + c;
+        const int32_t *r = p->rq + (p->rq_per_channel ? 2u * c : 0u);
+        for (uint32_t t = 0; t < taps; t++, wp += C) {
+            int32_t xv = xoff[t] >= 0 ? x[xoff[t] + ic] : p->zp_in;
+            a0 += xv * wp[0];
+            a1 += xv * wp[1];
+            a2 += xv * wp[2];
+            a3 += xv * wp[3];
+        }
+        y[c] = rq_out(a0, r[0], r[1], p->zp_out, p->act_min, p->act_max);
+        y[c + 1] = rq_out(a1, r[st], r[st + 1], p->zp_out, p->act_min, p->act_max);
+        y[c + 2] = rq_out(a2, r[2 * st], r[2 * st + 1], p->zp_out, p->act_min, p->act_max);
+        y[c + 3] = rq_out(a3, r[3 * st], r[3 * st + 1], p->zp_out, p->act_min, p->act_max);
+    }
+}
+
+/* any other depth multiplier: each input value feeds dm consecutive output channels */
+static void channels_dm(const qconv_t *p, const int32_t *xoff, uint32_t taps, const int8_t *x, const int8_t *w,
+                        int8_t *y)
+{
+    uint32_t C = p->out_c, dm = p->dm;
+    for (uint32_t ic = 0; ic < p->in_c; ic++)
+        for (uint32_t m = 0; m < dm; m++) {
+            uint32_t c = ic * dm + m;
+            int32_t a = p->bias_eff[c];
+            const int32_t *r = p->rq + (p->rq_per_channel ? 2u * c : 0u);
+            for (uint32_t t = 0; t < taps; t++)
+                a += (xoff[t] >= 0 ? x[xoff[t] + (int32_t)ic] : p->zp_in) * w[t * C + c];
+            y[c] = rq_out(a, r[0], r[1], p->zp_out, p->act_min, p->act_max);
+        }
+}
+
+void dwconv_i8(const qconv_t *p, const int8_t *x, const int8_t *w, int8_t *y)
+{
+    int32_t xoff[DW_MAX_TAPS];
+    uint32_t taps = (uint32_t)p->k_h * p->k_w;
+    for (uint32_t oy = 0; oy < p->out_h; oy++)
+        for (uint32_t ox = 0; ox < p->out_w; ox++, y += p->out_c) {
+            int32_t iy0 = (int32_t)(oy * p->stride_h) - (int32_t)p->pad_top;
+            int32_t ix0 = (int32_t)(ox * p->stride_w) - (int32_t)p->pad_left;
+            uint32_t t = 0;
+            for (int32_t ky = 0; ky < p->k_h; ky++)
+                for (int32_t kx = 0; kx < p->k_w; kx++, t++) {
+                    int32_t iy = iy0 + ky, ix = ix0 + kx;
+                    int in = iy >= 0 && ix >= 0 && iy < (int32_t)p->in_h && ix < (int32_t)p->in_w;
+                    xoff[t] = in ? (iy * (int32_t)p->in_w + ix) * (int32_t)p->in_c : -1;
+                }
+            if (p->dm == 1)
+                channels_dm1(p, xoff, taps, x, w, y);
+            else if ((p->dm & 3u) == 0)
+                channels_dm4(p, xoff, taps, x, w, y);
+            else
+                channels_dm(p, xoff, taps, x, w, y);
+        }
+}

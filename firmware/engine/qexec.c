@@ -1,0 +1,179 @@
+/* Int8 graph execution: one kernel call per op, RESHAPE is an alias (no data movement); then the evaluation run.
+ * Per-op ticks cover the kernel only; OUTPUT streaming happens between ops, outside the timed windows, so the
+ * counts are those of inference. Memory is measured as in the fp32 trainer: painted arena and stack. */
+#include <string.h>
+#include "qexec.h"
+#include "msg.h"
+#include "trainer.h"
+#include "wire.h"
+#include "ops/fmath.h"
+
+void qexec_op(const qnode_t *n)
+{
+    switch (n->op) {
+    case QOP_CONV_2D: conv_i8(&n->k.conv, n->x, n->w, n->y); break;
+    case QOP_DEPTHWISE_CONV_2D: dwconv_i8(&n->k.conv, n->x, n->w, n->y); break;
+    case QOP_FULLY_CONNECTED: fc_i8(&n->k.fc, n->x, n->w, n->y); break;
+    case QOP_AVERAGE_POOL_2D: avgpool_i8(&n->k.pool, n->x, n->y); break;
+    case QOP_MEAN: mean_i8(&n->k.mean, n->x, n->y); break;
+    case QOP_ADD: add_i8(&n->k.add, n->x, n->x2, n->y); break;
+    case QOP_SOFTMAX: softmax_i8(&n->k.softmax, n->x, n->y); break;
+    default: break; /* RESHAPE: the output aliases the input */
+    }
+}
+
+void qexec_forward(const qplan_t *p, uint64_t *op_ticks, qexec_hook_fn hook, void *ctx)
+{
+    for (uint32_t i = 0; i < p->n_ops; i++) {
+        uint64_t t = port_ticks();
+        qexec_op(&p->node[i]);
+        if (op_ticks)
+            op_ticks[i] += port_ticks() - t;
+        if (hook)
+            hook(p, i, ctx);
+    }
+}
+
+void qexec_load_sample(const qplan_t *p, const uint8_t *x)
+{
+    uint32_t n = p->data.sample_bytes;
+    if (p->data.dtype == QDS_I8) {
+        memcpy(p->input, x, n);
+        return;
+    }
+    for (uint32_t j = 0; j < n; j++) {
+        int32_t v = (int32_t)x[j] + p->data.shift;
+        p->input[j] = (int8_t)(v < -128 ? -128 : v > 127 ? 127 : v);
+    }
+}
+
+uint32_t qexec_argmax(const qplan_t *p)
+{
+    uint32_t best = 0;
+    for (uint32_t j = 1; j < p->n_classes; j++)
+        if (p->output[j] > p->output[best])
+            best = j;
+    return best;
+}
+
+/* ---- the evaluation run ----------------------------------------------------------------------------------- */
+
+typedef struct {
+    uint32_t sample;
+    uint8_t phase;
+    uint64_t op_ticks[QPLAN_MAX_OPS];
+} qrun_t;
+
+static qrun_t run; /* static: keeps the stack high-water mark about inference */
+
+static void send_tensor(const qrun_t *r, uint8_t op, const int8_t *v, uint32_t n)
+{
+    for (uint32_t off = 0; off < n; off += QEXEC_OUT_CHUNK) {
+        uint32_t cnt = n - off < QEXEC_OUT_CHUNK ? n - off : QEXEC_OUT_CHUNK;
+        msg_begin(MSG_OUTPUT);
+        msg_u32(r->sample);
+        msg_u8(op);
+        msg_u8(r->phase);
+        msg_u16(0);
+        msg_u32(n);
+        msg_u32(off);
+        msg_u16((uint16_t)cnt);
+        msg_u16(0);
+        msg_bytes(v + off, cnt);
+        msg_send();
+    }
+}
+
+static void stream_op(const qplan_t *p, uint32_t i, void *ctx)
+{
+    send_tensor((const qrun_t *)ctx, (uint8_t)i, p->node[i].y, p->node[i].n_out);
+}
+
+static uint32_t stack_hwm(const port_info_t *info)
+{
+    uint32_t words = info->stack_bytes / 4u, j = 0;
+    if (!info->stack_bottom)
+        return 0;
+    while (j < words && info->stack_bottom[j] == TRAINER_PAINT)
+        j++;
+    return (words - j) * 4u;
+}
+
+static uint32_t arena_peak(const qplan_t *p, const port_info_t *info)
+{
+    const uint32_t *w = (const uint32_t *)(const void *)info->arena;
+    uint32_t j = p->arena_need / 4u;
+    while (j > 0 && w[j - 1] == TRAINER_PAINT)
+        j--;
+    return j * 4u;
+}
+
+static void repaint(const port_info_t *info)
+{
+    volatile uint32_t here = 0;
+    uintptr_t limit = ((uintptr_t)&here - 128u) & ~(uintptr_t)3u;
+    uint32_t *a = (uint32_t *)(void *)info->arena;
+    for (uint32_t j = 0; j < info->arena_bytes / 4u; j++)
+        a[j] = TRAINER_PAINT;
+    if (info->stack_bottom)
+        for (uint32_t *w = info->stack_bottom; (uintptr_t)w < limit; w++)
+            *w = TRAINER_PAINT;
+    (void)here;
+}
+
+/* -ln p(label), p the dequantised output read as a probability (graphs ending in SOFTMAX) */
+static float sample_loss(const qplan_t *p, uint32_t label)
+{
+    float prob = (float)(p->output[label] - p->out_zp) * p->out_scale;
+    return -fm_log(prob > 1.0f / 512.0f ? prob : 1.0f / 512.0f);
+}
+
+int qexec_run(const qplan_t *p, const qstart_t *a, const port_info_t *info, int (*poll)(void))
+{
+    msg_eval_t e = {0, p->data.n_eval, 0, 0.0f, 0};
+    msg_summary_t s = {0, 0, 0.0f, 0, 0, info->static_bytes, 0, 0};
+    memset(&run, 0, sizeof run);
+    repaint(info);
+    if (a->eval_samples && a->eval_samples < e.n)
+        e.n = a->eval_samples;
+    for (uint32_t k = 0; k < e.n; k++) {
+        uint32_t label = p->data.y_eval[k];
+        int stream = a->out_samples == 0xFFFFu || k < a->out_samples;
+        uint64_t t;
+        if (poll && poll()) {
+            s.status = 1;
+            e.n = k;
+            break;
+        }
+        t = port_ticks();
+        run.sample = k;
+        qexec_load_sample(p, p->data.x_eval + k * p->data.sample_bytes);
+        e.ticks += port_ticks() - t;
+        qexec_forward(p, run.op_ticks, stream && (a->out_flags & QEXEC_OUT_ALL_OPS) ? stream_op : NULL, &run);
+        e.correct += qexec_argmax(p) == label;
+        e.loss_sum += sample_loss(p, label);
+        if (stream && !(a->out_flags & QEXEC_OUT_ALL_OPS))
+            send_tensor(&run, QEXEC_OUT_GRAPH, p->output, p->n_classes);
+    }
+    for (uint32_t i = 0; i < p->n_ops; i++)
+        e.ticks += run.op_ticks[i];
+    msg_eval(&e);
+    msg_begin(MSG_LAYERS);
+    msg_u8((uint8_t)(p->n_ops < 32u ? p->n_ops : 32u));
+    msg_zeros(3);
+    for (uint32_t i = 0; i < p->n_ops && i < 32u; i++) {
+        msg_u8((uint8_t)i);
+        msg_u8((uint8_t)(0x80u | p->node[i].op));
+        msg_u16(0);
+        msg_u64(run.op_ticks[i]);
+        msg_u64(0);
+        msg_u64(0);
+    }
+    msg_send();
+    s.stack_hwm = stack_hwm(info);
+    s.arena_peak = arena_peak(p, info);
+    s.sram_peak = info->static_bytes + s.stack_hwm + s.arena_peak;
+    s.ticks_train = e.ticks;
+    msg_summary(&s);
+    return s.status;
+}
