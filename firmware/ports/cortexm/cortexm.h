@@ -1,4 +1,4 @@
-/* Shared by the hardware ports (stm32f7, nrf52840, rp2040): Cortex-M system registers, the hooks each board
+/* Shared by every port (the boards stm32f7, nrf52840, rp2040 and the mps2 twins): Cortex-M system registers, the hooks each board
  * file provides to the common startup, counter and fault code, and the board defines every port needs.
  * Register addresses are from the ARMv6-M / ARMv7-M Architecture Reference Manuals. */
 #ifndef CORTEXM_H
@@ -58,6 +58,7 @@ void board_clock_init(void);   /* core clock to CPU_HZ, flash wait states, cache
 void board_uart_init(void);    /* UART pins and rate (BAUD_RATE) */
 void board_marker_init(void);  /* marker GPIO as a low output */
 void board_uart_flush(void);   /* waits until the last byte has left the transmitter */
+void board_exit(int code);     /* optional (weak default returns): ends the program where that is observable */
 
 /* Common: the counter the board's port_ticks() uses (cortexm/dwt.c or cortexm/systick.c). */
 void counter_init(void);

@@ -44,11 +44,18 @@ const port_info_t *port_info(void)
  * debug probe to attach to. The exit code is not observable on hardware (the FAULT or SUMMARY frame is). */
 void port_exit(int code)
 {
-    (void)code;
     board_uart_flush();
+    board_exit(code);
     (void)cortexm_irq_save();
     for (;;)
         ;
+}
+
+/* Where something can observe the exit code (a twin's QEMU) the board file ends the program here; on a board
+ * nothing can, so by default this returns and port_exit parks the core. */
+__attribute__((weak)) void board_exit(int code)
+{
+    (void)code;
 }
 
 /* Called by Fault_Handler with the exception frame: r0 r1 r2 r3 r12 lr pc xpsr. */

@@ -1,5 +1,5 @@
-/* Cycle counter for ARMv6-M ports (no DWT cycle counter on the Cortex-M0+): SysTick on the core clock, 24 bits,
- * extended to 64 bits by its wrap interrupt. */
+/* Cycle counter for the ARMv6-M board (no DWT cycle counter on the Cortex-M0+) and for the mps2 twins (QEMU has no
+ * DWT cycle counter): SysTick on the core clock, 24 bits, extended to 64 bits by its wrap interrupt. */
 #include <stdint.h>
 #include "port.h"
 #include "cortexm.h"
@@ -35,7 +35,11 @@ uint64_t port_ticks(void)
 
 uint32_t port_counter_hz(void)
 {
+#if defined(COUNTER_HZ)
+    return COUNTER_HZ; /* a twin's core clock is the machine's, not the board's (mps2: 25 MHz SYSCLK) */
+#else
     return CPU_HZ; /* CLKSOURCE = 1: one tick per core clock cycle */
+#endif
 }
 
 uint16_t port_counter_kind(void)
