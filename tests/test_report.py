@@ -350,3 +350,33 @@ def test_single_failed_run_without_steps(tmp_path: Path) -> None:
     pd.DataFrame({"run_id": pd.Series(dtype=str), "step": pd.Series(dtype=int)}).to_parquet(tmp_path / "steps.parquet")
     html = write_report(tmp_path).read_text(encoding="utf-8")
     assert "no HELLO" in html and "No step data was recorded." in html
+
+
+def test_numerics_section_compares_fp32_qas_and_noqas(tmp_path):
+    from bench.records import RUN_COLUMNS
+
+    def row(board, technique, acc):
+        return dict.fromkeys(RUN_COLUMNS, float("nan")) | {
+            "run_id": f"{board}.{technique}", "board": board, "target_kind": "emulated", "technique": technique,
+            "model": "digits-cnn", "status": "ok", "error": "", "acc_before": 0.58, "acc_after": acc,
+            "count_unit": "instructions", "energy_source": "modelled", "journal": "", "build_id": "b",
+            "plan_hash": "p"}
+
+    runs = [row(b, t, a) for b in ("nucleo-f746zg", "rpi-pico")
+            for t, a in (("full-fp32", 0.86), ("full-int8", 0.85), ("full-int8-noqas", 0.70), ("last-fp32", 0.76))]
+    pd.DataFrame(runs).to_parquet(tmp_path / "runs.parquet")
+    html = write_report(tmp_path).read_text()
+    assert 'href="#numerics"' in html and 'id="numerics"' in html and "int8 without QAS" in html
+    # the table carries the measured differences: int8 − fp32 = −1.0 pt, no-QAS − QAS = −15.0 pt
+    assert "-1.0" in html and "-15.0" in html
+
+
+def test_numerics_section_absent_with_one_arithmetic(tmp_path):
+    from bench.records import RUN_COLUMNS
+
+    row = dict.fromkeys(RUN_COLUMNS, float("nan")) | {
+        "run_id": "a.full-fp32", "board": "a", "target_kind": "emulated", "technique": "full-fp32", "model": "m",
+        "status": "ok", "error": "", "acc_after": 0.8, "count_unit": "instructions", "energy_source": "modelled",
+        "journal": "", "build_id": "b", "plan_hash": "p"}
+    pd.DataFrame([row]).to_parquet(tmp_path / "runs.parquet")
+    assert 'id="numerics"' not in write_report(tmp_path).read_text()
