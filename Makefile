@@ -20,10 +20,12 @@ debs:
 
 venv: $(STAMP)
 
+# .[oracle] is torch==2.13.0, used by tests only (the PyTorch gradient oracle): the exact pin resolves to the
+# local CPU wheel (torch-2.13.0+cpu in pip's find-links), so no CUDA packages are pulled.
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,oracle]'
 	touch $@
 
 firmware: bootstrap

@@ -1,9 +1,15 @@
 """``bench plan``: print a training plan (per layer, arena buffers, totals, fit), or search a sparse scheme for a
-memory budget by contribution analysis (MCUNetV3). fp32 plans only."""
+memory budget by contribution analysis (MCUNetV3). fp32 plans only.
+
+MODEL may also be an imported graph (a ``.tflite`` path): then the plan is `bench.fp32mem`'s analytic figure of what
+fp32 training of that graph would need on the board (per operator, totals, fit, the naive figure, and the ratio of
+full backprop to the technique), since the fp32 engine itself trains `bench.nn` models only."""
 
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -11,11 +17,15 @@ from rich.table import Table
 
 from bench.boards import Board, ConfigError, load_catalogue
 from bench.contrib import Contributions, Scheme, analyse, parse_bytes, search
+from bench.fp32mem import Fp32MemError, Fp32Memory, fp32_weight_bytes, op_geometry, plan_fp32
 from bench.image import BLOB_ALIGN, IMAGES_DIR, Firmware, _read_manifest, build_id_for
 from bench.nn import Model
 from bench.plan import Plan, compile_plan, dataset_blob
 from bench.profile import SparseSpec, TechniqueError, load_profile, parse_technique
 from bench.runner import CACHE_DIR
+
+if TYPE_CHECKING:
+    from bench.tflite_io import QModel
 
 out = Console(width=150)
 
@@ -104,10 +114,16 @@ def totals(plan: Plan, board: Board, fw: Firmware | None, note: str, dataset_byt
 
 
 def _sparse_option(text: str | None) -> SparseSpec | None:
+    """The [sparse] table inline ('bias_k = 2, layers = { 0 = 0.25 }'), or a TOML file with a [sparse] table."""
     if text is None:
         return None
     try:
-        data = tomllib.loads(f"sparse = {{ {text} }}")["sparse"]
+        if text.endswith(".toml") and Path(text).is_file():
+            data = tomllib.loads(Path(text).read_text()).get("sparse")
+            if data is None:
+                raise ValueError(f"{text} has no [sparse] table")
+        else:
+            data = tomllib.loads(f"sparse = {{ {text} }}")["sparse"]
         return SparseSpec.model_validate({k: ({int(i): r for i, r in v.items()} if k == "layers" else v)
                                           for k, v in data.items()})
     except (tomllib.TOMLDecodeError, ValueError) as e:
@@ -155,7 +171,8 @@ def print_schemes(schemes: list[Scheme], budget: int, what: str) -> None:
 @click.option("--profile", "profile_spec", default=None, help="take last_k and [sparse] from this profile")
 @click.option("--last-k", default=None, type=int, help="layers with parameters for last-/bias- (default 1)")
 @click.option("--sparse", "sparse_text", default=None,
-              help="the [sparse] table inline, e.g. 'bias_k = 2, layers = { 0 = 0.25, 4 = 1 }'")
+              help="the [sparse] table inline, e.g. 'bias_k = 2, layers = { 0 = 0.25, 4 = 1 }', or a TOML file "
+                   "holding a [sparse] table")
 @click.option("--budget", default=None, help="search a sparse scheme within this memory, e.g. 64KB")
 @click.option("--steps", default=300, show_default=True, help="--budget: SGD steps per trial")
 @click.option("--lr", default=0.02, show_default=True, help="--budget: learning rate of the trials")
@@ -167,7 +184,9 @@ def plan_cmd(model_name: str, technique: str | None, board_name: str, task: str,
              profile_spec: str | None, last_k: int | None, sparse_text: str | None, budget: str | None, steps: int,
              lr: float, repeats: int, budget_of: str) -> None:
     """Print the training plan of MODEL (a name from bench/models.py) for a technique on a board, or with --budget
-    search the sparse-update scheme with the best expected accuracy gain within that memory (MCUNetV3)."""
+    search the sparse-update scheme with the best expected accuracy gain within that memory (MCUNetV3).
+
+    MODEL may be a .tflite file: then the fp32 training memory that graph would need (bench.fp32mem, planned)."""
     from bench.models import build_model, model_names
     from bench.tasks import load_task
 
@@ -175,6 +194,12 @@ def plan_cmd(model_name: str, technique: str | None, board_name: str, task: str,
     if board_name not in catalogue:
         raise ConfigError(f"unknown board '{board_name}'; known: {', '.join(catalogue)}")
     board = catalogue[board_name]
+    if model_name.endswith(".tflite"):
+        if budget is not None or technique is None:
+            raise click.UsageError("a .tflite MODEL takes --technique (its fp32 training memory); --budget needs a "
+                                   "bench model and its task")
+        _tflite_plan(Path(model_name), technique, board, profile_spec, last_k, sparse_text)
+        return
     if model_name not in model_names():
         raise ConfigError(f"unknown model '{model_name}'; known: {', '.join(model_names())}")
     if (technique is None) == (budget is None):
@@ -224,3 +249,114 @@ def _budget(model: Model, ds, board: Board, fw: Firmware | None, note: str, budg
         schemes = search(model, contrib, budget)
     print_schemes(schemes, budget, what)
 
+
+
+# ---- imported graphs (.tflite): fp32 training memory, planned ----------------------------------------------------
+
+
+def _profile_settings(spec: str | None) -> tuple[int | None, SparseSpec | None]:
+    """last_k and [sparse] of a profile, read as plain TOML (its layers name the graph's ops, not its bench model)."""
+    if spec is None:
+        return None, None
+    from bench.boards import read_toml
+    from bench.profile import PROFILES_DIR
+
+    path = Path(spec)
+    if not path.exists() and not path.suffix:
+        path = PROFILES_DIR / f"{spec}.toml"
+    data = read_toml(path)
+    try:
+        sparse = SparseSpec.model_validate(data["sparse"]) if "sparse" in data else None
+    except ValueError as e:
+        raise ConfigError(f"{path}: key 'sparse': {e}") from None
+    return data.get("last_k"), sparse
+
+
+def _kib(n: int) -> str:
+    return f"{n:,} B ({n / 1024:,.1f} KB)"
+
+
+def fp32mem_table(mem: Fp32Memory, model: QModel, label: str) -> Table:
+    t = Table(title=f"fp32 training memory of {label} / {mem.technique.name} (planned): backward "
+                    f"from op {mem.first_bwd} (of {len(mem.ops)})")
+    for col in ("op", "kind", "in → out", "trains", "kept for backward", "trainable in SRAM", "gradient buffers"):
+        t.add_column(col, justify="left" if col in ("kind", "trains", "kept for backward") else "right")
+    for r in mem.ops:
+        trains = []
+        if r.train_w:
+            trains.append("W" if r.channels == r.out_channels else f"W {r.channels}/{r.out_channels} ch")
+        if r.train_b:
+            trains.append("b")
+        geo = op_geometry(model.ops[r.index])
+        grad = r.grad_bytes + r.scratch_bytes
+        grad_note = f"{grad:,} B" + (f" (scratch {r.scratch_bytes:,})" if r.scratch_bytes else "")
+        t.add_row(str(r.index), r.kind + (f" {geo}" if geo else ""),
+                  f"{'×'.join(map(str, r.in_shape[1:]))} → {'×'.join(map(str, r.out_shape[1:]))}",
+                  " + ".join(trains) or ("frozen" if r.out_channels else "–"),
+                  f"{r.kept_act_bytes:,} B" if r.kept_act_bytes else "–",
+                  f"{r.weights_ram_bytes:,} B" if r.weights_ram_bytes else "–", grad_note if grad else "–")
+    t.caption = ("kept for backward: the op's input (weights train) and its output (fused RELU/RELU6 mask); gradient "
+                 "buffers: the input gradient it writes, and a conv's one-channel weight-gradient row")
+    return t
+
+
+def fp32mem_totals(mem: Fp32Memory, model: QModel, board: Board, fw: Firmware | None, note: str,
+                   full: Fp32Memory | None) -> list[str]:
+    """Totals, the fit verdict with required vs available SRAM, the naive figure and the ratio to full backprop."""
+    lines = [f"planned arena: {_kib(mem.arena_bytes)}  (by kind at the peak: " +
+             ", ".join(f"{k} {v:,}" for k, v in mem.composition().items()) + ")"]
+    if fw is None:
+        required = mem.arena_bytes
+        lines.append(f"static and stack: unknown ({note}); arena alone vs board SRAM")
+    else:
+        required = fw.static_bytes + mem.arena_bytes + fw.stack_bytes
+        lines.append(f"SRAM: static {fw.static_bytes:,} B ({note}) + arena {mem.arena_bytes:,} B + stack reserve "
+                     f"{fw.stack_bytes:,} B = required {required:,} B")
+    flash_w = fp32_weight_bytes(model)
+    flash_end = board.memory.plan_offset + flash_w
+    lines.append(f"flash: firmware region {board.memory.plan_offset:,} B + every weight and bias as fp32 "
+                 f"{flash_w:,} B = {flash_end:,} B of {board.flash_bytes:,} B (plan header and dataset not counted)")
+    fits_sram, fits_flash = required <= board.sram_bytes, flash_end <= board.flash_bytes
+    what = " and ".join([w for w, ok in (("SRAM", fits_sram), ("flash", fits_flash)) if not ok])
+    if fits_sram and fits_flash:
+        lines.append(f"fits {board.name}: required SRAM {required:,} B of {board.sram_bytes:,} B available")
+    else:
+        lines.append(f"DOES NOT FIT {board.name} ({what}): {mem.technique.name} does not fit: required SRAM "
+                     f"{_kib(required)} vs {_kib(board.sram_bytes)} available")
+    parts = ", ".join(f"{k} {v:,}" for k, v in mem.naive_parts.items())
+    lines.append(f"naive (every activation kept, every gradient buffer coexisting, no sharing): "
+                 f"{_kib(mem.naive_bytes)} = {parts}; {mem.naive_bytes / mem.arena_bytes:.1f}× the planned arena")
+    if full is not None and full is not mem:
+        lines.append(f"full-fp32 / {mem.technique.name}: planned arena {full.arena_bytes:,} / {mem.arena_bytes:,} B = "
+                     f"{full.arena_bytes / mem.arena_bytes:.1f}×; naive full-fp32 {full.naive_bytes:,} B / planned "
+                     f"{mem.technique.name} = {full.naive_bytes / mem.arena_bytes:.1f}× (MCUNetV3 reports 20–21× for "
+                     "sparse update with its engine vs full update)")
+    return lines
+
+
+def _tflite_plan(path: Path, technique: str, board: Board, profile_spec: str | None, last_k: int | None,
+                 sparse_text: str | None) -> None:
+    from bench.tflite_io import load_tflite
+
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    model = load_tflite(path)
+    prof_k, prof_sparse = _profile_settings(profile_spec)
+    k = last_k if last_k is not None else (prof_k or 1)
+    sparse = _sparse_option(sparse_text) or prof_sparse
+    try:
+        tech = parse_technique(technique, k, sparse)
+        if tech.numerics != "fp32":
+            raise TechniqueError(f"{technique}: a .tflite MODEL is planned for fp32 training only")
+        mem = plan_fp32(model, tech)
+        full = mem if tech.scheme == "full" else plan_fp32(model, parse_technique("full-fp32"))
+    except Fp32MemError as e:
+        raise TechniqueError(f"{path.name}: {e}") from None
+    except ValueError as e:
+        raise TechniqueError(str(e)) from None
+    fw, note = built_firmware(board)
+    out.print(fp32mem_table(mem, model, path.name))
+    for line in fp32mem_totals(mem, model, board, fw, note, full):
+        out.print(line, highlight=False)
+    out.print("All figures are planned (bench.fp32mem: host analysis with the engine's memory design), not measured.",
+              highlight=False)
