@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.plan import Buffer, _aligned, _kind, _place, channel_count
+from bench.plan import Buffer, aligned, buffer_kind, channel_count, place_buffers
 from bench.profile import Technique
 from bench.tflite_io import ConvOptions, FullyConnectedOptions, PoolOptions, QModel, QOp
 
@@ -87,7 +87,7 @@ class Fp32Memory:
         t = _peak_time(self.buffers)
         for b in self.buffers:
             if b.start <= t <= b.end:
-                parts[_kind(b.name)] += b.size
+                parts[buffer_kind(b.name)] += b.size
         return parts
 
     def buffer_table(self) -> list[dict[str, int | str]]:
@@ -209,7 +209,7 @@ def plan_fp32(model: QModel, technique: Technique) -> Fp32Memory:
     sizes: dict[str, int] = {}
 
     def use(name: str, size: int, t: int) -> None:
-        sizes[name] = max(sizes.get(name, 0), _aligned(size))
+        sizes[name] = max(sizes.get(name, 0), aligned(size))
         span = life.setdefault(name, [t, t])
         span[0], span[1] = min(span[0], t), max(span[1], t)
 
@@ -236,34 +236,34 @@ def plan_fp32(model: QModel, technique: Technique) -> Fp32Memory:
             out_c, per_row = weight_rows(model, op)
             if train_w:
                 chans = channel_count(out_c, ratios[i]) if i in ratios else out_c
-                w_ram = _aligned(F32 * chans * per_row)
+                w_ram = aligned(F32 * chans * per_row)
                 use(f"w{i}", w_ram, -1)
                 use(f"w{i}", w_ram, end)
             if train_b:
-                b_ram = _aligned(F32 * out_c)
+                b_ram = aligned(F32 * out_c)
                 use(f"b{i}", b_ram, -1)
                 use(f"b{i}", b_ram, end)
         if visited[i]:
             use(grad(y), F32 * _numel(model, y), tb)  # read: this op's output gradient
             if train_w:
                 use(act(x), F32 * _numel(model, x), tb)  # dW needs the input
-                kept += _aligned(F32 * _numel(model, x))
+                kept += aligned(F32 * _numel(model, x))
             if _fused(op):  # RELU/RELU6 mask, applied to dy in place just before the op's own backward
                 use(act(y), F32 * _numel(model, y), tb - 1)
                 use(grad(y), F32 * _numel(model, y), tb - 1)
-                kept += _aligned(F32 * _numel(model, y))
+                kept += aligned(F32 * _numel(model, y))
             for t in _data_inputs(op):
                 if depends[t]:
                     use(grad(t), F32 * _numel(model, t), tb)  # written: the input gradient
-                    dx += _aligned(F32 * _numel(model, t))
+                    dx += aligned(F32 * _numel(model, t))
             if train_w and op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-                scratch = _aligned(F32 * weight_rows(model, op)[1])  # one output channel's dW, applied at once
+                scratch = aligned(F32 * weight_rows(model, op)[1])  # one output channel's dW, applied at once
                 use(f"scratch{i}", scratch, tb)
         rows.append(OpMemory(i, op.kind, model.tensors[x].shape, model.tensors[y].shape, train_w, train_b, chans,
                              out_c, w_ram + b_ram, kept, dx, scratch, visited[i]))
 
     buffers = [Buffer(name, sizes[name], span[0], span[1]) for name, span in life.items()]
-    placed = tuple(_place(buffers))
+    placed = tuple(place_buffers(buffers))
     arena = max((b.offset + b.size for b in placed), default=0)
     peak = _live_at(placed, _peak_time(placed))
     naive, parts = _naive(model, ops, trainable, rows, visited, depends, root, logits)
@@ -284,8 +284,8 @@ def _naive(model: QModel, ops: tuple[QOp, ...], trainable: frozenset, rows: list
                     grads[root[t]] = max(grads.get(root[t], 0), _numel(model, t))
     params = sum(r.weights_ram_bytes for r in rows)
     parts = {"weights": params,
-             "activations": sum(_aligned(F32 * v) for v in acts.values()),
-             "activation gradients": sum(_aligned(F32 * v) for v in grads.values()),
+             "activations": sum(aligned(F32 * v) for v in acts.values()),
+             "activation gradients": sum(aligned(F32 * v) for v in grads.values()),
              "parameter gradients": params}
     return sum(parts.values()), parts
 

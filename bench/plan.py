@@ -99,7 +99,7 @@ class Plan:
         parts = {"weights": 0, "activations": 0, "gradients": 0, "optimizer": 0}
         for b in self.buffers:
             if b.start <= live <= b.end:
-                parts[_kind(b.name)] += b.size
+                parts[buffer_kind(b.name)] += b.size
         return parts
 
     def layer_memory(self) -> list[dict[str, int]]:
@@ -119,7 +119,7 @@ class Plan:
                 for b in self.buffers]
 
 
-def _kind(name: str) -> str:
+def buffer_kind(name: str) -> str:
     if name[0] in "wb":
         return "weights"
     return "activations" if name[0] == "a" else "gradients"
@@ -165,7 +165,7 @@ def compile_plan(model: Model, technique: Technique) -> Plan:
     n = len(model.layers)
     first_bwd = min((i for i, _ in trainable), default=n)
     buffers, names = _buffers(model, trainable, first_bwd, channels)
-    placed = _place(buffers)
+    placed = place_buffers(buffers)
     off = {b.name: b.offset for b in placed}
     layers = tuple(_layer_plan(i, layer, trainable, first_bwd, names, off, channels.get(i, ())) for i, layer in
                    enumerate(model.layers))
@@ -185,7 +185,7 @@ def _bwd_t(n: int, i: int) -> int:
     return 2 * n - i
 
 
-def _aligned(nbytes: int) -> int:
+def aligned(nbytes: int) -> int:
     return (nbytes + ALIGN - 1) // ALIGN * ALIGN
 
 
@@ -197,7 +197,7 @@ def _buffers(model: Model, trainable: frozenset, first_bwd: int,
     sizes: dict[str, int] = {}
 
     def use(name: str, size: int, t: int) -> None:
-        sizes[name] = max(sizes.get(name, 0), _aligned(size))
+        sizes[name] = max(sizes.get(name, 0), aligned(size))
         span = life.setdefault(name, [t, t])
         span[0], span[1] = min(span[0], t), max(span[1], t)
 
@@ -256,7 +256,7 @@ def _gradient_names(model: Model, first_bwd: int) -> list[str]:
     return names
 
 
-def _place(buffers: list[Buffer]) -> list[Buffer]:
+def place_buffers(buffers: list[Buffer]) -> list[Buffer]:
     """Greedy first fit, largest first, among buffers whose lifetimes overlap."""
     placed: list[Buffer] = []
     for b in sorted(buffers, key=lambda b: (-b.size, b.start, b.name)):
