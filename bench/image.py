@@ -22,6 +22,7 @@ from elftools.elf.elffile import ELFFile
 
 from bench.boards import REPO_ROOT, Board
 from bench.plan import Plan
+from bench.qplan import QPlan
 
 FIRMWARE_DIR = REPO_ROOT / "firmware"
 IMAGES_DIR = REPO_ROOT / "firmware_images"
@@ -192,7 +193,8 @@ def _is_reserved(name: str) -> bool:
     return any(word in name for word in ("stack", "arena", "heap"))
 
 
-def assemble(board: Board, kind: str, firmware: Firmware, plan: Plan, dataset: bytes, work: Path) -> ImageSet:
+def assemble(board: Board, kind: str, firmware: Firmware, plan: Plan | QPlan, dataset: bytes, work: Path
+             ) -> ImageSet:
     """Place plan and dataset after the firmware's flash region; refuse runs that do not fit the board."""
     _check_sram(board, firmware, plan)
     plan_addr = board.plan_addr(emulated=kind == "emulated")
@@ -210,7 +212,7 @@ def assemble(board: Board, kind: str, firmware: Firmware, plan: Plan, dataset: b
                     arena_bytes=plan.arena_bytes)
 
 
-def _check_sram(board: Board, firmware: Firmware, plan: Plan) -> None:
+def _check_sram(board: Board, firmware: Firmware, plan: Plan | QPlan) -> None:
     required = firmware.static_bytes + plan.arena_bytes + firmware.stack_bytes
     if required > board.sram_bytes:
         available = board.sram_bytes - firmware.static_bytes - firmware.stack_bytes

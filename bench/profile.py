@@ -3,6 +3,9 @@
 First stage of the data path (profile → plan → image → target → link → records → report). A technique is
 ``<scheme>-<numerics>``; which ones this version can run is listed in ``TECHNIQUES``.
 
+Numerics: ``fp32`` (float SGD), ``int8`` (int8 forward, integer backward, SGD on the int8 codes with
+Quantization-Aware Scaling, MCUNetV3), ``int8-noqas`` (the same without QAS: the ablation).
+
 Schemes: ``full`` (every parameter), ``last`` (weights and biases of the last ``last_k`` layers with parameters),
 ``bias`` (biases of the last ``last_k`` layers with parameters, TinyTL), ``sparse`` (MCUNetV3 sparse update: biases of
 the last ``bias_k`` layers with parameters plus the weights of chosen layers, each on a fraction of its output
@@ -27,9 +30,10 @@ from bench.boards import REPO_ROOT, read_toml, validate_file
 PROFILES_DIR = REPO_ROOT / "profiles"
 
 SCHEMES = ("full", "last", "bias", "sparse")
-NUMERICS = ("fp32",)
-TECHNIQUES = tuple(f"{s}-{n}" for s in SCHEMES for n in NUMERICS)
-PLANNED = ("full-int8", "last-int8", "bias-int8", "sparse-int8", "full-int8-noqas")
+# fp32: float SGD (TPLN plans); int8: int8 forward and integer backward with Quantization-Aware Scaling (TQPL plans
+# with a training section); int8-noqas: the same without the s_W^-2 / (s_W·s_x)^-2 scaling, the ablation
+NUMERICS = ("fp32", "int8", "int8-noqas")
+TECHNIQUES = tuple(f"{s}-{n}" for n in NUMERICS for s in SCHEMES)
 
 
 RATIOS = (0.125, 0.25, 0.5, 1.0)  # sparse update: fractions of a layer's output channels (MCUNetV3)
@@ -67,13 +71,21 @@ class Technique:
     """How a model is trained: which tensors update (scheme) and in which arithmetic (numerics)."""
 
     scheme: Literal["full", "last", "bias", "sparse"]
-    numerics: Literal["fp32"]
+    numerics: Literal["fp32", "int8", "int8-noqas"]
     k: int = 1  # layers with parameters counted from the end, for "last" and "bias"; "sparse": biases (bias_k)
     layers: tuple[tuple[int, float], ...] = ()  # "sparse": (layer index, ratio of output channels) whose weights train
 
     @property
     def name(self) -> str:
         return f"{self.scheme}-{self.numerics}"
+
+    @property
+    def is_int8(self) -> bool:
+        return self.numerics != "fp32"
+
+    @property
+    def qas(self) -> bool:
+        return self.numerics == "int8"
 
     def trainable(self, param_layers: list[int]) -> set[tuple[int, str]]:
         """The (layer index, "w"|"b") tensors this technique updates, given the layers that have parameters."""
@@ -97,8 +109,7 @@ def parse_technique(name: str, k: int = 1, sparse: SparseSpec | dict | None = No
         spec = sparse if isinstance(sparse, SparseSpec) else SparseSpec.model_validate(sparse)
         return Technique(scheme="sparse", numerics=numerics, k=spec.bias_k,  # type: ignore[arg-type]
                          layers=tuple(spec.layers.items()))
-    hint = " (planned, not implemented in this version)" if name.startswith(PLANNED) else ""
-    raise TechniqueError(f"unknown technique '{name}'{hint}; valid: {', '.join(TECHNIQUES)}")
+    raise TechniqueError(f"unknown technique '{name}'; valid: {', '.join(TECHNIQUES)}")
 
 
 class Profile(BaseModel):
@@ -115,6 +126,9 @@ class Profile(BaseModel):
     sparse: SparseSpec | None = None  # the [sparse] table of sparse-* techniques
     steps: int = Field(default=200, gt=0, le=1_000_000)
     lr: float = Field(default=0.01, gt=0)
+    # learning rate of the int8 techniques (default: lr). int8 codes saturate at ±127, where each channel's largest
+    # pretrained weight already sits, so int8 SGD tolerates smaller steps than fp32 (docs/qplan-format.md)
+    lr_int8: float | None = Field(default=None, gt=0)
     seed: int = Field(default=1, ge=0, lt=2**32)
     eval_samples: int = Field(default=0, ge=0, lt=65536)
     grad_every: int = Field(default=0, ge=0, lt=65536)
@@ -126,6 +140,10 @@ class Profile(BaseModel):
 
     def parsed_techniques(self) -> list[Technique]:
         return [self.technique(t) for t in self.techniques]
+
+    def lr_for(self, technique: Technique) -> float:
+        """The learning rate a technique trains with: ``lr_int8`` (when set) for int8 numerics, else ``lr``."""
+        return self.lr_int8 if technique.is_int8 and self.lr_int8 is not None else self.lr
 
     def technique(self, name: str) -> Technique:
         """Technique ``name`` with this profile's settings (``last_k``, ``[sparse]``)."""

@@ -28,6 +28,7 @@ SEQ_MOD = 65536
 MAX_BOARD = 32
 MAX_BUILD = 40
 MAX_GRAD_VALUES = 240
+GRAD_INT = 0x01  # GRAD/GSTAT flags byte: int32 accumulators, the next byte is their exponent (int8 plans)
 MAX_KEPT_ERRORS = 100
 
 _T = TypeVar("_T")
@@ -366,12 +367,14 @@ class Step:
 
 @dataclass(frozen=True)
 class GradStat:
-    """Norms of one parameter tensor's gradient (param 0 = weight, 1 = bias)."""
+    """Norms of one parameter tensor's gradient (param 0 = weight, 1 = bias); ``exponent`` not None: norms of int32
+    accumulators whose real value is accumulator · C · 2^exponent (int8 plans)."""
 
     layer: int
     param: int
     l2: float
     max_abs: float
+    exponent: int | None = None
 
 
 @dataclass(frozen=True)
@@ -380,14 +383,15 @@ class GradStats:
 
     TYPE: ClassVar[MsgType] = MsgType.GSTAT
     HEAD: ClassVar[struct.Struct] = struct.Struct("<IB3x")
-    ENTRY: ClassVar[struct.Struct] = struct.Struct("<BBHff")
+    ENTRY: ClassVar[struct.Struct] = struct.Struct("<BBBbff")
 
     step: int
     entries: tuple[GradStat, ...]
 
     def pack(self) -> bytes:
         parts = [_pack(self.HEAD, self.step, len(self.entries))]
-        parts += [_pack(self.ENTRY, e.layer, e.param, 0, e.l2, e.max_abs) for e in self.entries]
+        parts += [_pack(self.ENTRY, e.layer, e.param, 0 if e.exponent is None else GRAD_INT,
+                        0 if e.exponent is None else e.exponent, e.l2, e.max_abs) for e in self.entries]
         return b"".join(parts)
 
     @classmethod
@@ -396,42 +400,52 @@ class GradStats:
         step, n = cls.HEAD.unpack_from(frame.body)
         _need(frame, cls.HEAD.size + n * cls.ENTRY.size)
         entries = tuple(
-            GradStat(layer, param, l2, mx)
-            for layer, param, _, l2, mx in cls.ENTRY.iter_unpack(frame.body[cls.HEAD.size :])
+            GradStat(layer, param, l2, mx, e if flags & GRAD_INT else None)
+            for layer, param, flags, e, l2, mx in cls.ENTRY.iter_unpack(frame.body[cls.HEAD.size :])
         )
         return cls(step, entries)
 
 
 @dataclass(frozen=True)
 class GradChunk:
-    """A slice ``values`` of the flattened gradient of one tensor, starting at ``offset`` of ``total``."""
+    """A slice ``values`` of the flattened gradient of one tensor, starting at ``offset`` of ``total``.
+
+    Int8 plans (``exponent`` not None) send int32 gradient accumulators: the body's first reserved byte has bit 0
+    set and the second is the exponent E (int8) of the op's output gradient (docs/protocol.md)."""
 
     TYPE: ClassVar[MsgType] = MsgType.GRAD
-    HEAD: ClassVar[struct.Struct] = struct.Struct("<IBBHIIHH")
+    HEAD: ClassVar[struct.Struct] = struct.Struct("<IBBBbIIHH")
 
     step: int
     layer: int
     param: int
     total: int
     offset: int
-    values: tuple[float, ...]
+    values: tuple[float, ...] | tuple[int, ...]
+    exponent: int | None = None
 
     def pack(self) -> bytes:
         n = len(self.values)
         if n > MAX_GRAD_VALUES:
             raise ValueError(f"GRAD chunk of {n} values exceeds {MAX_GRAD_VALUES}")
-        head = _pack(self.HEAD, self.step, self.layer, self.param, 0, self.total, self.offset, n, 0)
-        return head + _pack(struct.Struct(f"<{n}f"), *self.values)
+        flags, e = (0, 0) if self.exponent is None else (GRAD_INT, self.exponent)
+        head = _pack(self.HEAD, self.step, self.layer, self.param, flags, e, self.total, self.offset, n, 0)
+        return head + _pack(struct.Struct(f"<{n}{'f' if self.exponent is None else 'i'}"), *self.values)
 
     @classmethod
     def unpack(cls, frame: Frame) -> GradChunk:
         _need(frame, cls.HEAD.size, exact=False)
-        step, layer, param, _, total, offset, count, _ = cls.HEAD.unpack_from(frame.body)
+        step, layer, param, flags, e, total, offset, count, _ = cls.HEAD.unpack_from(frame.body)
         if count > MAX_GRAD_VALUES:
             raise ProtocolError(frame, f"GRAD count {count} > {MAX_GRAD_VALUES}")
+        if flags & ~GRAD_INT:
+            raise ProtocolError(frame, f"GRAD flags 0x{flags:02x} unknown")
         _need(frame, cls.HEAD.size + 4 * count)
         if offset + count > total:
             raise ProtocolError(frame, f"GRAD values [{offset}, {offset + count}) exceed total {total}")
+        if flags & GRAD_INT:
+            ints = struct.unpack_from(f"<{count}i", frame.body, cls.HEAD.size)
+            return cls(step, layer, param, total, offset, ints, e)
         values = struct.unpack_from(f"<{count}f", frame.body, cls.HEAD.size)
         return cls(step, layer, param, total, offset, values)
 

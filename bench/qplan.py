@@ -16,6 +16,7 @@ digits model's input parameters).
 from __future__ import annotations
 
 import hashlib
+import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,7 @@ class QBuffer:
     end: int
     offset: int = -1
     tensors: tuple[int, ...] = ()  # QModel tensor indices sharing it
+    kind: str = "activations"  # activations, weights, optimizer (residuals), gradients (and backward scratch)
 
 
 @dataclass
@@ -85,6 +87,7 @@ class QPlan:
     arena_bytes: int
     macs: list[int]  # per op
     technique: QTechnique = field(default_factory=QTechnique)
+    train: QTrainPlan | None = None  # the training section, when the plan trains
     _body: bytes = b""  # header fields after dataset_addr are fixed; see blob()
 
     @property
@@ -109,6 +112,70 @@ class QPlan:
     def buffer_table(self) -> list[dict[str, int | str]]:
         return [{"name": b.name, "bytes": b.size, "offset": b.offset, "live": f"{b.start}..{b.end}"}
                 for b in self.buffers]
+
+    def composition(self) -> dict[str, int]:
+        """Planned arena bytes by kind at the moment the most bytes are live (optimizer = the Q16 residuals)."""
+        times = sorted({t for b in self.buffers for t in (b.start, b.end)})
+        live = max(times, key=lambda t: sum(b.size for b in self.buffers if b.start <= t <= b.end), default=0)
+        parts = {"weights": 0, "activations": 0, "gradients": 0, "optimizer": 0}
+        for b in self.buffers:
+            if b.start <= live <= b.end:
+                parts[b.kind] += b.size
+        return parts
+
+    def layer_memory(self) -> list[dict[str, int]]:
+        """Planned bytes per op: trained tensors in SRAM (codes, biases, bias_eff, residuals), activations kept
+        for backward, the op's input-gradient buffer and its backward scratch."""
+        sizes = {b.name: b.size for b in self.buffers}
+        rows = []
+        for i in range(len(self.model.ops)):
+            op = self.train.ops.get(i) if self.train else None
+            rows.append({
+                "layer": i,
+                "weights_ram_bytes": sum(sizes.get(f"{k}{i}", 0) for k in ("w", "wres", "b", "bres", "eff")),
+                "kept_act_bytes": op.kept_bytes if op else 0,
+                "grad_bytes": sizes.get(f"g{i - 1}", 0) if op and op.need_dx else 0,
+                "scratch_bytes": sizes.get(f"scratch{i}", 0),
+            })
+        return rows
+
+
+@dataclass(frozen=True)
+class QTrainSpec:
+    """What an int8 plan trains: (op index, "w"|"b") tensors, the channel lists of sparse weights (op → ascending
+    output channels), the learning rate folded into the update multipliers, and whether QAS scales them."""
+
+    trainable: frozenset[tuple[int, str]]
+    lr: float
+    qas: bool = True
+    channels: tuple[tuple[int, tuple[int, ...]], ...] = ()
+
+
+@dataclass(frozen=True)
+class QTrainOp:
+    """The host's view of one op on the backward path (docs/qplan-format.md, "Training section")."""
+
+    index: int
+    kind: str
+    train_w: bool
+    train_b: bool
+    need_dx: bool
+    mask: bool
+    channels: tuple[int, ...]  # trained weight rows (empty: all, when train_w)
+    m: np.ndarray  # int64 [out_c]: round(32768 · s_W[o] / max s_W)
+    w_upd: np.ndarray  # int64 [out_c, 2]: (multiplier, shift) of the weight update
+    b_upd: np.ndarray  # int64 [out_c, 2]: of the bias update
+    grad_scale: float  # C: dL/dW̄ = C·2^E·a and dL/db̄ = C·2^E·a_b for the streamed accumulators a
+    c_out: float  # the output gradient's constant c (real = c·2^E·g)
+    kept_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class QTrainPlan:
+    first_bwd: int
+    lr: float
+    qas: bool
+    ops: dict[int, QTrainOp]
 
 
 # --------------------------------------------------------------------------------------------- checks
@@ -194,7 +261,7 @@ def place(buffers: list[QBuffer]) -> list[QBuffer]:
             if offset + b.size <= lo:
                 break
             offset = max(offset, hi)
-        placed.append(QBuffer(b.name, b.size, b.start, b.end, offset, b.tensors))
+        placed.append(QBuffer(b.name, b.size, b.start, b.end, offset, b.tensors, b.kind))
     return sorted(placed, key=lambda b: b.offset)
 
 
@@ -219,7 +286,7 @@ def _dims(shape: tuple[int, ...]) -> tuple[int, ...]:
     return (1,) * (4 - len(shape)) + tuple(shape)
 
 
-def _tensor_record(model: QModel, t: int, offset: int, consts: _Blob) -> bytes:
+def _tensor_record(model: QModel, t: int, offset: int, consts: _Blob, trainable: bool = False) -> bytes:
     tensor = model.tensors[t]
     kind = KIND_ACTIVATION if tensor.data is None else KIND_CONST_I32 if tensor.dtype == "int32" else KIND_CONST_I8
     esize = 4 if kind == KIND_CONST_I32 else 1
@@ -232,7 +299,7 @@ def _tensor_record(model: QModel, t: int, offset: int, consts: _Blob) -> bytes:
     scale = float(tensor.scale[0]) if tensor.scale is not None else 0.0
     zp = int(tensor.zero_point[0]) if tensor.zero_point is not None else 0
     count = int(np.prod(tensor.shape))
-    return struct.pack("<BBBB4HIIifI", kind, 0, len(tensor.shape), 0, *_dims(tensor.shape), offset,
+    return struct.pack("<BBBB4HIIifI", kind, int(trainable), len(tensor.shape), 0, *_dims(tensor.shape), offset,
                        count * esize, zp if kind == KIND_ACTIVATION else 0, scale, scales_off)
 
 
@@ -261,7 +328,8 @@ def _pads(x: QTensor, k: tuple[int, int], stride: tuple[int, int], padding: str)
             int8ref._pads(x.shape[2], k[1], stride[1], padding)[0])
 
 
-def _op_record(model: QModel, op: QOp, index_of: dict[int, int], consts: _Blob) -> tuple[bytes, int]:
+def _op_record(model: QModel, op: QOp, index_of: dict[int, int], consts: _Blob, train_flags: int = 0
+               ) -> tuple[bytes, int]:
     """The 64-byte op record and the op's multiply-accumulate count."""
     tensors, o = model.tensors, op.options
     x, y = tensors[op.inputs[0]], tensors[op.outputs[0]]
@@ -316,16 +384,21 @@ def _op_record(model: QModel, op: QOp, index_of: dict[int, int], consts: _Blob) 
         mult, shift, diff_min = int8ref._softmax_params(o.beta, s_in)
         rq_off = consts.add(_rq_table([(mult, shift)]))
         param0 = diff_min
-    record = struct.pack("<8B4H2H2hIIiI24x", OP_CODES[op.kind], flags, stride_h, stride_w, k_h, k_w, dm, same,
-                         index_of[op.inputs[0]], in1, in2, index_of[op.outputs[0]], pad_t, pad_l, lo, hi, rq_off,
-                         bias_off, param0, macs)
+    record = struct.pack("<8B4H2H2hIIiI24x", OP_CODES[op.kind], flags | train_flags, stride_h, stride_w, k_h, k_w,
+                         dm, same, index_of[op.inputs[0]], in1, in2, index_of[op.outputs[0]], pad_t, pad_l, lo, hi,
+                         rq_off, bias_off, param0, macs)
     return record, macs
 
 
-def compile_qplan(model: QModel) -> QPlan:
-    """The TQPL plan of an int8 graph: validated, arena planned, constants precomputed."""
+def compile_qplan(model: QModel, train: QTrainSpec | None = None, name: str = "eval-int8") -> QPlan:
+    """The TQPL plan of an int8 graph: validated, arena planned, constants precomputed; with ``train`` also the
+    training section (trainable arena copies, kept activations, gradient buffers, QAS update multipliers)."""
     _check(model)
-    placed = place(_activation_buffers(model))
+    tplan = _train_plan(model, train) if train is not None else None
+    buffers = _activation_buffers(model)
+    if tplan is not None:
+        buffers = _train_buffers(model, tplan, buffers)
+    placed = place(buffers)
     arena = max((b.offset + b.size for b in placed), default=0)
     act_off = {t: b.offset for b in placed for t in b.tensors}
     used: list[int] = [model.inputs[0]]
@@ -337,22 +410,257 @@ def compile_qplan(model: QModel) -> QPlan:
     if len(used) > MAX_TENSORS:
         raise QPlanError(f"{len(used)} tensors; TQPL plans hold at most {MAX_TENSORS}")
     index_of = {t: i for i, t in enumerate(used)}
+    trained_tensors: set[int] = set()
+    if tplan is not None:
+        for i, top in tplan.ops.items():
+            op = model.ops[i]
+            if top.train_w:
+                trained_tensors.add(op.inputs[1])
+            if top.train_b:
+                trained_tensors.add(op.inputs[2])
     tensors_off = QPLAN_HEADER
     ops_off = tensors_off + TENSOR_RECORD * len(used)
     consts = _Blob(ops_off + OP_RECORD * len(model.ops))
-    t_records = b"".join(_tensor_record(model, t, act_off.get(t, 0), consts) for t in used)
+    t_records = b"".join(_tensor_record(model, t, act_off.get(t, 0), consts, t in trained_tensors) for t in used)
     o_records, macs = bytearray(), []
-    for op in model.ops:
-        rec, m = _op_record(model, op, index_of, consts)
+    for i, op in enumerate(model.ops):
+        top = tplan.ops.get(i) if tplan is not None else None
+        tflags = (top.train_w << 4 | top.train_b << 5) if top is not None else 0
+        rec, m = _op_record(model, op, index_of, consts, tflags)
         o_records += rec
         macs.append(m)
+    flags = train_off = 0
+    if tplan is not None:
+        flags, train_off = 1, _train_section(model, tplan, {b.name: b.offset for b in placed}, consts)
     total = consts.base + len(consts.data)
     header = struct.pack("<IHHIIIIIHHIIHHHHI12x", QPLAN_MAGIC, 1, QPLAN_HEADER, total, 0, 0, arena, 0, len(used),
                          len(model.ops), tensors_off, ops_off, index_of[model.inputs[0]],
-                         index_of[model.outputs[0]], int(np.prod(model.tensors[model.outputs[0]].shape)), 0, 0)
+                         index_of[model.outputs[0]], int(np.prod(model.tensors[model.outputs[0]].shape)), flags,
+                         train_off)
     body = header + t_records + bytes(o_records) + bytes(consts.data)
     assert len(body) == total
-    return QPlan(model=model, tensor_ids=used, buffers=tuple(placed), arena_bytes=arena, macs=macs, _body=body)
+    return QPlan(model=model, tensor_ids=used, buffers=tuple(placed), arena_bytes=arena, macs=macs,
+                 technique=QTechnique(name), train=tplan, _body=body)
+
+
+# --------------------------------------------------------------------------------------------- training section
+
+H_SHIFT = 7  # h = (g·m + 128) >> 8 carries 2^7 · g · s_W[o] / max s_W
+RES_BITS = 16  # Q16 residual per trained weight and bias
+MAX_SHIFT, MIN_SHIFT = 60, -160  # update multiplier exponents the device accepts
+I32_MAX = 2**31 - 1
+H_MAX = 16256  # |h| <= (127·32768 + 128) >> 8
+TRAINABLE_OPS = ("CONV_2D", "FULLY_CONNECTED")
+BACKWARD_OPS = (*TRAINABLE_OPS, "RESHAPE")
+TF_TRAIN_W, TF_TRAIN_B, TF_NEED_DX, TF_MASK = 1, 2, 4, 8
+TRAIN_HEADER, TRAIN_RECORD = 32, 64
+
+
+def update_multiplier(real: float) -> tuple[int, int]:
+    """A positive real as (Q0.31 significand in [2^30, 2^31), exponent) with real = m·2^(shift−31); (0, 0) for 0 or
+    anything below 2^MIN_SHIFT. Unlike requantisation multipliers the exponent may be far from 0."""
+    if real <= 0.0:
+        return 0, 0
+    q, shift = math.frexp(real)
+    m = math.floor(q * 2**31 + 0.5)
+    if m == 2**31:
+        m, shift = m // 2, shift + 1
+    if shift < MIN_SHIFT:
+        return 0, 0
+    if shift > MAX_SHIFT:
+        raise QPlanError(f"update multiplier {real:g} too large (learning rate?)")
+    return m, shift
+
+
+def _weight_scales(model: QModel, op: QOp) -> np.ndarray:
+    w = model.tensors[op.inputs[1]]
+    assert w.scale is not None
+    out_c = w.shape[3] if op.kind == "DEPTHWISE_CONV_2D" else w.shape[0]
+    return np.broadcast_to(w.scale.astype(np.float64), (out_c,)).copy()
+
+
+def _bias_scales(model: QModel, op: QOp, s_x: float, s_w: np.ndarray) -> np.ndarray:
+    """The int32 bias codes' real scale per channel: the bias tensor's, else s_x·s_W (the TFLite rule)."""
+    if len(op.inputs) > 2 and op.inputs[2] >= 0 and model.tensors[op.inputs[2]].scale is not None:
+        sb = model.tensors[op.inputs[2]].scale
+        assert sb is not None
+        return np.broadcast_to(sb.astype(np.float64), s_w.shape).copy()
+    return s_x * s_w
+
+
+def _train_plan(model: QModel, spec: QTrainSpec) -> QTrainPlan:
+    """Checks the graph can train as asked and derives each backward op's constants (docs/qplan-format.md).
+
+    Gradient constants: the logits gradient is c·2^E·g with c = 1/256; an op's input gradient has c_in = c_out·max
+    s_W. Streamed accumulators: dL/dW̄ = C·2^E·a, dL/db̄ = C·2^E·a_b with C = c_out·max s_W·s_x·2^-7. SGD on the
+    codes with QAS: ΔW̄ = −lr·s_W^-2·dL/dW̄ (that is ΔW = −lr·dL/dW in real terms), Δb̄ = −lr·s_b^-2·dL/db̄ with
+    s_b = s_x·s_W; without QAS the s^-2 factors are dropped. The multipliers carry lr·C·2^16 (residual units).
+    """
+    n = len(model.ops)
+    if n < 2 or model.ops[-1].kind != "SOFTMAX":
+        raise QPlanError("training needs a graph ending in SOFTMAX (the loss gradient is taken at its input)")
+    if not spec.trainable:
+        raise QPlanError("nothing to train")
+    channels = dict(spec.channels)
+    for i, p in spec.trainable:
+        if not 0 <= i < n - 1 or model.ops[i].kind not in TRAINABLE_OPS or p not in ("w", "b"):
+            raise QPlanError(f"op {i}: only the weights/bias of CONV_2D and FULLY_CONNECTED ops train")
+        if p == "b" and not (len(model.ops[i].inputs) > 2 and model.ops[i].inputs[2] >= 0):
+            raise QPlanError(f"op {i}: {model.ops[i].kind} has no bias to train")
+    first = min(i for i, _ in spec.trainable)
+    if n - 1 - first > 16:
+        raise QPlanError(f"the backward path has {n - 1 - first} ops; at most 16 are supported")
+    ops: dict[int, QTrainOp] = {}
+    c = 1.0 / 256.0
+    for i in range(n - 2, first - 1, -1):
+        op = model.ops[i]
+        if op.kind not in BACKWARD_OPS:
+            raise _refuse(i, op, "backward is not supported for this op (CONV_2D, FULLY_CONNECTED, RESHAPE)")
+        if i > first and op.inputs[0] != model.ops[i - 1].outputs[0]:
+            raise _refuse(i, op, "the backward path must be a chain (each op reads the previous op's output)")
+        need_dx = i > first
+        if op.kind == "RESHAPE":
+            ops[i] = QTrainOp(i, op.kind, False, False, need_dx, False, (), np.zeros(0, np.int64),
+                              np.zeros((0, 2), np.int64), np.zeros((0, 2), np.int64), 0.0, c)
+            continue
+        x, y = model.tensors[op.inputs[0]], model.tensors[op.outputs[0]]
+        s_x, _ = _qp(x)
+        s_y, zp_y = _qp(y)
+        s_w = _weight_scales(model, op)
+        out_c = len(s_w)
+        o = op.options
+        assert isinstance(o, ConvOptions | FullyConnectedOptions)
+        lo, hi = quant.activation_range(o.activation, s_y, zp_y)
+        mask = lo > -128 or hi < 127
+        if op.kind == "FULLY_CONNECTED":
+            w = model.tensors[op.inputs[1]]
+            if int(np.prod(x.shape)) != w.shape[1]:
+                raise _refuse(i, op, "training needs one input row")
+            if out_c * H_MAX * 127 > I32_MAX:
+                raise _refuse(i, op, "too many outputs for int32 input-gradient accumulators")
+        else:
+            kh, kw = model.tensors[op.inputs[1]].shape[1:3]
+            if out_c * kh * kw * H_MAX * 127 > I32_MAX or y.shape[1] * y.shape[2] * H_MAX * 255 > I32_MAX:
+                raise _refuse(i, op, "too large for int32 gradient accumulators")
+        train_w, train_b = (i, "w") in spec.trainable, (i, "b") in spec.trainable
+        sel = tuple(channels.get(i, ())) if train_w else ()
+        if sel and (list(sel) != sorted(set(sel)) or sel[-1] >= out_c or len(sel) >= out_c):
+            raise _refuse(i, op, f"channel list {sel} is not ascending, distinct and below {out_c}")
+        s_wmax = float(s_w.max())
+        m = np.array([int(quant.round_half_away(32768.0 * sw / s_wmax)) for sw in s_w], np.int64)
+        grad_scale = c * s_wmax * s_x * 2.0**-H_SHIFT
+        base = spec.lr * grad_scale * 2.0**RES_BITS
+        s_b = _bias_scales(model, op, s_x, s_w)
+        w_upd = np.array([update_multiplier(base / (sw * sw) if spec.qas else base) for sw in s_w], np.int64)
+        b_upd = np.array([update_multiplier(base / (sb * sb) if spec.qas else base) for sb in s_b], np.int64)
+        kept = (int(np.prod(x.shape)) if train_w else 0) + (int(np.prod(y.shape)) if mask else 0)
+        ops[i] = QTrainOp(i, op.kind, train_w, train_b, need_dx, mask, sel, m, w_upd, b_upd, grad_scale, c, kept)
+        c = c * s_wmax
+    return QTrainPlan(first_bwd=first, lr=spec.lr, qas=spec.qas, ops=dict(sorted(ops.items())))
+
+
+def _row(model: QModel, op: QOp) -> int:
+    w = model.tensors[op.inputs[1]]
+    return int(np.prod(w.shape[1:]))
+
+
+def _align(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+def _train_buffers(model: QModel, tplan: QTrainPlan, acts: list[QBuffer]) -> list[QBuffer]:
+    """Forward buffers with lifetimes extended for backward, plus trained copies, residuals, gradients, scratch.
+
+    Times: op i runs forward at i and backward at 2n − i (n ops; the loss gradient at n + 1); persistent buffers
+    span the whole run."""
+    n = len(model.ops)
+    keep: dict[int, int] = {model.outputs[0]: n + 1}  # the softmax output feeds the logits gradient
+    for i, top in tplan.ops.items():
+        op = model.ops[i]
+        if top.train_w:
+            keep[op.inputs[0]] = max(keep.get(op.inputs[0], 0), 2 * n - i)
+        if top.mask:
+            keep[op.outputs[0]] = max(keep.get(op.outputs[0], 0), 2 * n - i)
+    out = [QBuffer(b.name, b.size, b.start, max([b.end, *(keep[t] for t in b.tensors if t in keep)]),
+                   tensors=b.tensors) for b in acts]
+    first, always = tplan.first_bwd, (-2, 2 * n + 1)
+    grad_name = {i: f"g{i}" for i in range(first, n - 1)}
+    for i in range(n - 2, first, -1):  # a reshape's input gradient is its output gradient
+        if model.ops[i].kind == "RESHAPE":
+            grad_name[i - 1] = grad_name[i]
+    grad_span: dict[str, list[int]] = {}
+    grad_size: dict[str, int] = {}
+    for i in range(first, n - 1):
+        name = grad_name[i]
+        span = grad_span.setdefault(name, [2 * n - (i + 1), 2 * n - i])
+        span[0], span[1] = min(span[0], 2 * n - (i + 1)), max(span[1], 2 * n - i)
+        grad_size[name] = max(grad_size.get(name, 0), int(np.prod(model.tensors[model.ops[i].outputs[0]].shape)))
+    out += [QBuffer(name, _align(grad_size[name]), a, b, kind="gradients") for name, (a, b) in grad_span.items()]
+    for i, top in tplan.ops.items():
+        if top.kind == "RESHAPE":
+            continue
+        op = model.ops[i]
+        out_c, row = len(top.m), _row(model, op)
+        n_out = int(np.prod(model.tensors[op.outputs[0]].shape))
+        n_in = int(np.prod(model.tensors[op.inputs[0]].shape))
+        rows = len(top.channels) or out_c
+        if top.train_w:
+            out += [QBuffer(f"w{i}", _align(rows * row), *always, kind="weights"),
+                    QBuffer(f"wres{i}", _align(2 * rows * row), *always, kind="optimizer")]
+        if top.train_b:
+            out += [QBuffer(f"b{i}", 4 * out_c, *always, kind="weights"),
+                    QBuffer(f"bres{i}", _align(2 * out_c), *always, kind="optimizer")]
+        if top.train_w or top.train_b:
+            out.append(QBuffer(f"eff{i}", 4 * out_c, *always, kind="weights"))
+        out.append(QBuffer(f"scratch{i}", _scratch_bytes(top, n_out, n_in, row), 2 * n - i, 2 * n - i,
+                           kind="gradients"))
+        if top.channels and op.kind == "CONV_2D":
+            y = model.tensors[op.outputs[0]]
+            out.append(QBuffer(f"fwdtmp{i}", _align(y.shape[1] * y.shape[2]), i, i, kind="gradients"))
+    return out
+
+
+def _scratch_bytes(top: QTrainOp, n_out: int, n_in: int, row: int) -> int:
+    need = max(n_in if top.need_dx else 0, row if top.train_w else 0)
+    return _align(2 * n_out) + 4 * need
+
+
+def _train_section(model: QModel, tplan: QTrainPlan, off: dict[str, int], consts: _Blob) -> int:
+    """Appends the training section (header, one record per op, tables) to the constants; returns its offset."""
+    n = len(model.ops)
+    records = bytearray(TRAIN_RECORD * n)
+    grad_off: dict[int, int] = {}
+    for i in range(n - 2, tplan.first_bwd - 1, -1):
+        name = f"g{i}"
+        j = i
+        while name not in off:  # a reshape above shares its output gradient
+            j += 1
+            name = f"g{j}"
+        grad_off[i] = off[name]
+    for i, top in tplan.ops.items():
+        op = model.ops[i]
+        flags = (top.train_w * TF_TRAIN_W | top.train_b * TF_TRAIN_B | top.need_dx * TF_NEED_DX |
+                 top.mask * TF_MASK)
+        dout = grad_off[i]
+        din = grad_off[i - 1] if top.need_dx else 0
+        if top.kind == "RESHAPE":
+            struct.pack_into("<BBHIIIIIIIIIIIII8x", records, TRAIN_RECORD * i, flags, 0, 0, 0, 0, 0, 0, 0, 0, dout,
+                             din, 0, 0, 0, 0, 0)
+            continue
+        ch_off = consts.add(np.asarray(top.channels, "<u2").tobytes()) if top.channels else 0
+        m_off = consts.add(top.m.astype("<i4").tobytes())
+        upd_off = 0
+        if top.train_w or top.train_b:
+            upd_off = consts.add(np.concatenate([top.w_upd, top.b_upd]).astype("<i4").tobytes())
+        struct.pack_into("<BBHIIIIIIIIIIIII8x", records, TRAIN_RECORD * i, flags, 0, len(top.channels), ch_off,
+                         off.get(f"w{i}", 0), off.get(f"wres{i}", 0), off.get(f"b{i}", 0), off.get(f"bres{i}", 0),
+                         off.get(f"eff{i}", 0), dout, din, off[f"scratch{i}"],
+                         _scratch_bytes(top, int(np.prod(model.tensors[op.outputs[0]].shape)),
+                                        int(np.prod(model.tensors[op.inputs[0]].shape)), _row(model, op)),
+                         m_off, upd_off, off.get(f"fwdtmp{i}", 0))
+    recs_off = consts.add(bytes(records))
+    head = struct.pack("<HBBfII16x", tplan.first_bwd, int(tplan.qas), 0, tplan.lr, grad_off[n - 2], recs_off)
+    return consts.add(head)
 
 
 # --------------------------------------------------------------------------------------------- datasets

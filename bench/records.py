@@ -29,11 +29,12 @@ RUN_COLUMNS = [
     "instr_fwd_per_step", "instr_bwd_per_step", "instr_upd_per_step", "energy_per_step_uj", "energy_source",
     "energy_spread_pct",
     "mem_weights_bytes", "mem_activations_bytes", "mem_gradients_bytes", "mem_optimizer_bytes",
-    "lost_frames", "journal", "fidelity_max_rel_err", "build_id", "plan_hash", "wall_s",
+    "lost_frames", "journal", "fidelity_max_rel_err", "fidelity_exact", "build_id", "plan_hash", "wall_s",
 ]
 LAYER_COLUMNS = ["run_id", "layer", "op", "instr_fwd", "instr_bwd", "instr_upd", "weights_ram_bytes", "kept_act_bytes",
                  "grad_bytes", "scratch_bytes"]
-OP_NAMES = {1: "dense", 2: "conv2d", 3: "relu"}
+OP_NAMES = {1: "dense", 2: "conv2d", 3: "relu", 0x81: "conv_i8", 0x82: "dwconv_i8", 0x83: "fc_i8", 0x84: "avgpool_i8",
+            0x85: "mean_i8", 0x86: "add_i8", 0x87: "reshape_i8", 0x88: "softmax_i8"}
 STEP_COLUMNS = ["run_id", "step", "loss", "correct", "instr_fwd", "instr_bwd", "instr_update", "sram_bytes"]
 GRAD_COLUMNS = ["run_id", "step", "layer", "param", "l2", "max_abs", "values"]
 PARAM_NAMES = {0: "w", 1: "b"}
@@ -57,6 +58,10 @@ class RunRecord:
     steps: list[proto.Step] = field(default_factory=list)
     gstats: list[proto.GradStats] = field(default_factory=list)
     grads: dict[tuple[int, int, int], np.ndarray] = field(default_factory=dict)
+    # int8 plans: the int32 accumulators exactly as streamed, with the exponent E of their step
+    qgrads: dict[tuple[int, int, int], tuple[np.ndarray, int]] = field(default_factory=dict)
+    # int8 plans: (layer, param) -> C, so that dL/d(code) = accumulator · C · 2^E (set from the plan)
+    grad_scales: dict[tuple[int, int], float] = field(default_factory=dict)
     evals: dict[int, proto.Eval] = field(default_factory=dict)
     summary: proto.Summary | None = None
     logs: list[proto.Log] = field(default_factory=list)
@@ -73,6 +78,7 @@ class RunRecord:
     build_id: str = ""
     plan_hash: int | None = None
     fidelity_max_rel_err: float = math.nan
+    fidelity_exact: float = math.nan  # int8: 1.0 when every checked gradient equals the integer reference exactly
     wall_s: float = math.nan
 
     def add(self, msg: object) -> None:
@@ -96,10 +102,18 @@ class RunRecord:
 
     def _add_chunk(self, msg: proto.GradChunk) -> None:
         key = (msg.step, msg.layer, msg.param)
+        if msg.exponent is not None:
+            ints = self.qgrads.get(key)
+            if ints is None or ints[0].size != msg.total:
+                ints = self.qgrads[key] = (np.zeros(msg.total, np.int64), msg.exponent)
+            got = np.asarray(msg.values, np.int64)
+            ints[0][msg.offset: msg.offset + got.size] = got[: max(msg.total - msg.offset, 0)]
         tensor = self.grads.get(key)
         if tensor is None or tensor.size != msg.total:
             tensor = self.grads[key] = np.full(msg.total, np.nan, dtype=np.float32)
-        values = np.asarray(msg.values, dtype=np.float32)
+        values = np.asarray(msg.values, dtype=np.float64)
+        if msg.exponent is not None:  # dL/d(code), the gradient w.r.t. the integer codes before QAS
+            values = values * self.grad_scales.get((msg.layer, msg.param), 1.0) * 2.0**msg.exponent
         end = min(msg.offset + values.size, tensor.size)
         tensor[msg.offset:end] = values[: max(end - msg.offset, 0)]
 
@@ -181,7 +195,8 @@ class RunRecord:
             "energy_per_step_uj": energy, "energy_source": energy_source, "energy_spread_pct": energy_spread,
             **{f"mem_{k}_bytes": _nan(self.plan_composition.get(k)) for k in MEM_KINDS},
             "lost_frames": self.lost_frames, "journal": self.journal,
-            "fidelity_max_rel_err": self.fidelity_max_rel_err, "build_id": self.build_id,
+            "fidelity_max_rel_err": self.fidelity_max_rel_err, "fidelity_exact": self.fidelity_exact,
+            "build_id": self.build_id,
             "plan_hash": f"{self.plan_hash:08x}" if self.plan_hash is not None else "", "wall_s": self.wall_s,
         }
 
@@ -210,8 +225,11 @@ class RunRecord:
         for g in self.gstats:
             for e in g.entries:
                 tensor = self.grads.get((g.step, e.layer, e.param))
+                scale = 1.0
+                if e.exponent is not None:
+                    scale = self.grad_scales.get((e.layer, e.param), 1.0) * 2.0**e.exponent
                 rows.append({"run_id": self.run_id, "step": g.step, "layer": e.layer,
-                             "param": PARAM_NAMES.get(e.param, "?"), "l2": e.l2, "max_abs": e.max_abs,
+                             "param": PARAM_NAMES.get(e.param, "?"), "l2": e.l2 * scale, "max_abs": e.max_abs * scale,
                              "values": None if tensor is None else tensor.tolist()})
         return rows
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
-from bench import __version__, session
+from bench import __version__, int8train, session
 from bench.boards import REPO_ROOT, Board, Rack, RackEntry, load_catalogue
 from bench.energy import JoulescopeMeter, Meter, MeterError, Ppk2Meter
 from bench.fidelity import check_gradients
@@ -31,12 +31,14 @@ from bench.image import DoesNotFit, Firmware, assemble, build_firmware
 from bench.link import Link
 from bench.models import build_model
 from bench.nn import Model
-from bench.plan import compile_plan, dataset_blob, sparse_channels
+from bench.plan import Plan, compile_plan, dataset_blob, sparse_channels
 from bench.profile import Profile, Technique
 from bench.protocol import Step
+from bench.qplan import QPlan, QTrainSpec, compile_qplan, input_qparams, int8_dataset_blob, quantized_inputs
 from bench.records import ResultsWriter, RunRecord
 from bench.target import FlashError, PackMissing, PortError, ProbeAmbiguous, ProbeNotFound, make_target
-from bench.tasks import load_task
+from bench.tasks import DeviceDataset, load_task
+from bench.tflite_io import QModel, export_digits_tflite, load_tflite
 
 CACHE_DIR = REPO_ROOT / ".bench-cache"
 LOCK_DIR = Path(os.environ.get("BENCH_LOCK_DIR", "/tmp/bench-locks"))
@@ -55,6 +57,18 @@ class Progress:
 
 
 @dataclass
+class Int8Prepared:
+    """What the int8 techniques of a profile share: the quantised model as read back from its .tflite file, and the
+    task's samples quantised with its input parameters."""
+
+    qmodel: QModel
+    tflite: Path
+    dataset: bytes
+    x_train: np.ndarray  # int8 codes [n, h, w, c]
+    y_train: np.ndarray
+
+
+@dataclass
 class Prepared:
     """Everything a profile's runs share: the task data, the pretrained model and the dataset blob."""
 
@@ -64,6 +78,23 @@ class Prepared:
     x_train: np.ndarray
     y_train: np.ndarray
     firmware: dict[str, Firmware] = field(default_factory=dict)
+    task: DeviceDataset | None = None
+    int8: Int8Prepared | None = None
+
+
+def compile_int8_plan(model: Model, qmodel: QModel, technique: Technique, lr: float) -> QPlan:
+    """The TQPL training plan of an int8 technique: the fp32 model's layers with parameters are the quantised graph's
+    CONV_2D / FULLY_CONNECTED ops in order (`quantize_model` fuses each ReLU into its layer), so the technique's
+    tensors and sparse channel lists (picked on the pretrained fp32 weights, as for fp32) map onto op indices."""
+    param_layers = model.param_layers()
+    weighted = [k for k, op in enumerate(qmodel.ops) if op.kind in ("CONV_2D", "FULLY_CONNECTED")]
+    if len(weighted) != len(param_layers):
+        raise ValueError(f"{qmodel.name}: {len(weighted)} weighted ops for {len(param_layers)} layers with "
+                         f"parameters")
+    op_of = dict(zip(param_layers, weighted, strict=True))
+    trainable = frozenset((op_of[i], p) for i, p in technique.trainable(param_layers))
+    channels = tuple((op_of[i], ch) for i, ch in sorted(sparse_channels(model, technique).items()))
+    return compile_qplan(qmodel, QTrainSpec(trainable, lr, technique.qas, channels), technique.name)
 
 
 def git_commit() -> str:
@@ -85,7 +116,25 @@ class Bench:
         model = build_model(profile.model, ds, profile.seed, self.cache_dir)
         blob = dataset_blob(ds.x_train, ds.y_train, ds.x_eval, ds.y_eval, ds.n_classes, ds.scale, ds.offset)
         return Prepared(profile=profile, model=model, dataset=blob, x_train=ds.decode(ds.x_train),
-                        y_train=ds.y_train.astype(np.int64))
+                        y_train=ds.y_train.astype(np.int64), task=ds)
+
+    def int8(self, prepared: Prepared) -> Int8Prepared:
+        """Quantise the pretrained model once per profile, write it as .tflite and read it back through the importer
+        (the same path a third-party model takes); quantise the task's samples with its input parameters."""
+        with self._firmware_lock:
+            if prepared.int8 is None:
+                ds = prepared.task if prepared.task is not None else load_task(prepared.profile.task,
+                                                                                prepared.profile.seed)
+                path = self.out / "models" / f"{prepared.model.name}-s{prepared.profile.seed}.tflite"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                export_digits_tflite(prepared.model, ds, path)
+                qmodel = load_tflite(path)
+                x_train = quantized_inputs(qmodel, ds.decode(ds.x_train))
+                x_eval = quantized_inputs(qmodel, ds.decode(ds.x_eval))
+                scale, zp = input_qparams(qmodel)
+                blob = int8_dataset_blob(x_train, ds.y_train, x_eval, ds.y_eval, ds.n_classes, scale, zp)
+                prepared.int8 = Int8Prepared(qmodel, path, blob, x_train, ds.y_train.astype(np.int64))
+            return prepared.int8
 
     def firmware(self, prepared: Prepared, board: Board, kind: str) -> Firmware:
         with self._firmware_lock:
@@ -101,7 +150,15 @@ class Bench:
         journal_dir = self.out / "journal"
         record = RunRecord(run_id=run_id, board=board, target_kind=entry.kind, technique=technique.name,
                            model=prepared.model.name, journal=str(journal_dir / f"{run_id}.rx.bin"))
-        plan = compile_plan(prepared.model, technique)
+        plan: Plan | QPlan
+        if technique.is_int8:
+            int8 = self.int8(prepared)
+            plan = compile_int8_plan(prepared.model, int8.qmodel, technique, profile.lr_for(technique))
+            dataset = int8.dataset
+            assert plan.train is not None
+            record.grad_scales = {(i, p): op.grad_scale for i, op in plan.train.ops.items() for p in (0, 1)}
+        else:
+            plan, dataset = compile_plan(prepared.model, technique), prepared.dataset
         fw = self.firmware(prepared, board, entry.kind)
         record.build_id, record.plan_hash = fw.build_id, plan.plan_hash
         record.plan_layers, record.plan_composition = plan.layer_memory(), plan.composition()
@@ -109,18 +166,18 @@ class Bench:
         record.required_sram_bytes = record.planned_sram_bytes + fw.stack_bytes
         self.progress.run_started(entry.label, technique.name, profile.steps)
         try:
-            images = assemble(board, entry.kind, fw, plan, prepared.dataset, self.out / "images" / run_id)
+            images = assemble(board, entry.kind, fw, plan, dataset, self.out / "images" / run_id)
         except DoesNotFit as e:
             record.status, record.error = "does-not-fit", str(e)
         else:
             record.flash_bytes = fw.flash_bytes
             with board_lock(entry.label):
-                self._execute(prepared, entry, technique, images, record, journal_dir)
+                self._execute(prepared, entry, technique, plan, images, record, journal_dir)
         self.progress.run_finished(entry.label, record)
         return record
 
-    def _execute(self, prepared: Prepared, entry: RackEntry, technique: Technique, images, record: RunRecord,
-                 journal_dir: Path) -> None:
+    def _execute(self, prepared: Prepared, entry: RackEntry, technique: Technique, plan: Plan | QPlan, images,
+                 record: RunRecord, journal_dir: Path) -> None:
         board, profile = self.catalogue[entry.board], prepared.profile
         target = make_target(entry, board, journal_dir)
         started = time.monotonic()
@@ -131,9 +188,9 @@ class Bench:
                 record.hello = session.hello(link)
                 record.counting = target.counting(record.hello.counter_hz, record.hello.counter_kind)
                 if profile.check_steps:
-                    record.fidelity_max_rel_err = self._fidelity(link, prepared, technique, record)
+                    record.fidelity_max_rel_err = self._fidelity(link, prepared, technique, plan, record)
                 with metering(entry, record, profile.timeout_s):
-                    session.train(link, record, _settings(profile, profile.steps, profile.grad_every),
+                    session.train(link, record, _settings(profile, technique, profile.steps, profile.grad_every),
                                   idle_timeout=profile.timeout_s,
                                   on_step=lambda s: self.progress.step(entry.label, technique.name, s))
         except RACK_FAULTS as e:  # the rack failed, not the run: nightly jobs report these apart
@@ -144,13 +201,20 @@ class Bench:
             target.close()
             record.wall_s = time.monotonic() - started
 
-    def _fidelity(self, link: Link, prepared: Prepared, technique: Technique, record: RunRecord) -> float:
-        """Short run streaming every gradient, replayed on the host; the worst relative error."""
+    def _fidelity(self, link: Link, prepared: Prepared, technique: Technique, plan: Plan | QPlan,
+                  record: RunRecord) -> float:
+        """Short run streaming every gradient, replayed on the host; the worst relative error (int8: 0 when every
+        accumulator equals the integer reference exactly, which ``fidelity_exact`` records)."""
         check = RunRecord(run_id=f"{record.run_id}.check", board=record.board, target_kind=record.target_kind,
                           technique=record.technique, model=record.model)
         profile = prepared.profile
-        session.train(link, check, _settings(profile, profile.check_steps, 1, eval_samples=1),
+        session.train(link, check, _settings(profile, technique, profile.check_steps, 1, eval_samples=1),
                       idle_timeout=profile.timeout_s)
+        if isinstance(plan, QPlan):
+            assert prepared.int8 is not None
+            qchecks = int8train.check_gradients(check, plan, prepared.int8.x_train, prepared.int8.y_train)
+            record.fidelity_exact = float(all(c.exact for c in qchecks)) if qchecks else math.nan
+            return max((c.rel_err for c in qchecks), default=math.nan)
         trainable = technique.trainable(prepared.model.param_layers())
         checks = check_gradients(check, prepared.model, prepared.x_train, prepared.y_train, profile.lr,
                                  trainable, sparse_channels(prepared.model, technique))
@@ -179,9 +243,9 @@ def metering(entry: RackEntry, record: RunRecord, window_s: float) -> Iterator[N
         record.attach_capture(capture, entry.meter_channel)
 
 
-def _settings(profile: Profile, steps: int, grad_every: int, eval_samples: int | None = None
+def _settings(profile: Profile, technique: Technique, steps: int, grad_every: int, eval_samples: int | None = None
               ) -> session.TrainSettings:
-    return session.TrainSettings(steps=steps, lr=profile.lr, seed=profile.seed, grad_every=grad_every,
+    return session.TrainSettings(steps=steps, lr=profile.lr_for(technique), seed=profile.seed, grad_every=grad_every,
                                  eval_samples=profile.eval_samples if eval_samples is None else eval_samples)
 
 

@@ -18,9 +18,18 @@ def test_unknown_technique_lists_valid_ones():
     assert all(t in str(err.value) for t in TECHNIQUES)
 
 
-def test_planned_technique_says_not_implemented():
-    with pytest.raises(TechniqueError, match="planned, not implemented"):
-        parse_technique("sparse-int8")
+def test_exactly_twelve_techniques():
+    """4 schemes x fp32 / int8 (QAS) / int8-noqas, and nothing else (e.g. no sparse-fp32-noqas, no int8-qas)."""
+    assert sorted(TECHNIQUES) == sorted(f"{s}-{n}" for s in ("full", "last", "bias", "sparse")
+                                        for n in ("fp32", "int8", "int8-noqas"))
+    for bad in ("full-fp32-noqas", "full-int8-qas", "full-int4", "full-noqas"):
+        with pytest.raises(TechniqueError) as err:
+            parse_technique(bad)
+        assert all(t in str(err.value) for t in TECHNIQUES)
+    t = parse_technique("last-int8-noqas")
+    assert (t.scheme, t.numerics, t.is_int8, t.qas) == ("last", "int8-noqas", True, False)
+    assert parse_technique("full-int8").qas and not parse_technique("full-fp32").is_int8
+    assert parse_technique("sparse-int8", sparse={"bias_k": 1, "layers": {0: 0.5}}).layers == ((0, 0.5),)
 
 
 def test_trainable_sets():

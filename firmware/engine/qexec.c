@@ -89,7 +89,7 @@ static void stream_op(const qplan_t *p, uint32_t i, void *ctx)
     send_tensor((const qrun_t *)ctx, (uint8_t)i, p->node[i].y, p->node[i].n_out);
 }
 
-static uint32_t stack_hwm(const port_info_t *info)
+uint32_t qexec_stack_hwm(const port_info_t *info)
 {
     uint32_t words = info->stack_bytes / 4u, j = 0;
     if (!info->stack_bottom)
@@ -99,7 +99,7 @@ static uint32_t stack_hwm(const port_info_t *info)
     return (words - j) * 4u;
 }
 
-static uint32_t arena_peak(const qplan_t *p, const port_info_t *info)
+uint32_t qexec_arena_peak(const qplan_t *p, const port_info_t *info)
 {
     const uint32_t *w = (const uint32_t *)(const void *)info->arena;
     uint32_t j = p->arena_need / 4u;
@@ -108,7 +108,7 @@ static uint32_t arena_peak(const qplan_t *p, const port_info_t *info)
     return j * 4u;
 }
 
-static void repaint(const port_info_t *info)
+void qexec_repaint(const port_info_t *info)
 {
     volatile uint32_t here = 0;
     uintptr_t limit = ((uintptr_t)&here - 128u) & ~(uintptr_t)3u;
@@ -122,7 +122,7 @@ static void repaint(const port_info_t *info)
 }
 
 /* -ln p(label), p the dequantised output read as a probability (graphs ending in SOFTMAX) */
-static float sample_loss(const qplan_t *p, uint32_t label)
+float qexec_sample_loss(const qplan_t *p, uint32_t label)
 {
     float prob = (float)(p->output[label] - p->out_zp) * p->out_scale;
     return -fm_log(prob > 1.0f / 512.0f ? prob : 1.0f / 512.0f);
@@ -133,7 +133,7 @@ int qexec_run(const qplan_t *p, const qstart_t *a, const port_info_t *info, int 
     msg_eval_t e = {0, p->data.n_eval, 0, 0.0f, 0};
     msg_summary_t s = {0, 0, 0.0f, 0, 0, info->static_bytes, 0, 0};
     memset(&run, 0, sizeof run);
-    repaint(info);
+    qexec_repaint(info);
     if (a->eval_samples && a->eval_samples < e.n)
         e.n = a->eval_samples;
     for (uint32_t k = 0; k < e.n; k++) {
@@ -151,7 +151,7 @@ int qexec_run(const qplan_t *p, const qstart_t *a, const port_info_t *info, int 
         e.ticks += port_ticks() - t;
         qexec_forward(p, run.op_ticks, stream && (a->out_flags & QEXEC_OUT_ALL_OPS) ? stream_op : NULL, &run);
         e.correct += qexec_argmax(p) == label;
-        e.loss_sum += sample_loss(p, label);
+        e.loss_sum += qexec_sample_loss(p, label);
         if (stream && !(a->out_flags & QEXEC_OUT_ALL_OPS))
             send_tensor(&run, QEXEC_OUT_GRAPH, p->output, p->n_classes);
     }
@@ -170,8 +170,8 @@ int qexec_run(const qplan_t *p, const qstart_t *a, const port_info_t *info, int 
         msg_u64(0);
     }
     msg_send();
-    s.stack_hwm = stack_hwm(info);
-    s.arena_peak = arena_peak(p, info);
+    s.stack_hwm = qexec_stack_hwm(info);
+    s.arena_peak = qexec_arena_peak(p, info);
     s.sram_peak = info->static_bytes + s.stack_hwm + s.arena_peak;
     s.ticks_train = e.ticks;
     msg_summary(&s);

@@ -15,6 +15,8 @@ typedef struct {
     const uint8_t *blob;
     uint32_t blob_bytes, tensors_off, ops_off;
     uint16_t n_tensors;
+    uint16_t flags;            /* header flags: bit 0 training section */
+    uint32_t train_off;
     uint8_t *arena;
     uint8_t ready[QPLAN_MAX_TENSORS / 8u];
 } ctx_t;
@@ -105,9 +107,12 @@ static int check_header(ctx_t *c, const mem_window_t *win, uint32_t plan_addr, u
     if (!in_blob(c, c->tensors_off, (uint64_t)c->n_tensors * QPLAN_TENSOR) ||
         !in_blob(c, c->ops_off, (uint64_t)p->n_ops * QPLAN_OP))
         return fail(f, FAULT_PLAN, "qplan: tensor or op records outside blob", c->tensors_off, c->ops_off);
-    if (le16(h + 46) != 0 || le32(h + 48) != 0)
-        return fail(f, FAULT_PLAN, "qplan: training section or flags not supported by this firmware", le16(h + 46),
-                    le32(h + 48));
+    c->flags = le16(h + 46);
+    c->train_off = le32(h + 48);
+    if (c->flags > 1u || (c->flags == 0) != (c->train_off == 0) ||
+        (c->flags && !in_blob(c, c->train_off, QPLAN_TRAIN_HEADER)))
+        return fail(f, FAULT_PLAN, "qplan: unknown header flags or training section outside blob", c->flags,
+                    c->train_off);
     for (uint32_t j = 52; j < QPLAN_HEADER; j++)
         if (h[j])
             return fail(f, FAULT_PLAN, "qplan: reserved header bytes not zero", j, h[j]);
@@ -126,7 +131,8 @@ static int tensor(ctx_t *c, uint32_t where, uint32_t idx, tinfo_t *t)
     r = c->blob + c->tensors_off + idx * QPLAN_TENSOR;
     t->kind = r[0];
     t->rank = r[2];
-    if (t->kind < QT_ACTIVATION || t->kind > QT_CONST_I32 || r[1] || r[3] || t->rank < 1 || t->rank > 4)
+    if (t->kind < QT_ACTIVATION || t->kind > QT_CONST_I32 || r[3] || t->rank < 1 || t->rank > 4 ||
+        (r[1] && (r[1] != 1u || t->kind == QT_ACTIVATION || !c->flags)))
         return fail(c->f, FAULT_PLAN, "qplan: bad tensor kind, flags or rank", where, idx);
     for (uint32_t j = 0; j < 4; j++) {
         t->d[j] = le16(r + 4 + 2 * j);
@@ -413,8 +419,8 @@ static int parse_op(ctx_t *c, uint32_t i, qnode_t *n)
     o.same = o.r[7] == 1;
     if (n->op < QOP_CONV_2D || n->op > QOP_SOFTMAX)
         return fail(c->f, FAULT_PLAN, "qplan: unknown op code", i, n->op);
-    if (o.r[1] & ~1u)
-        return fail(c->f, FAULT_PLAN, "qplan: unknown op flags (training is not supported yet)", i, o.r[1]);
+    if ((o.r[1] & ~0x31u) || ((o.r[1] & 0x30u) && !c->flags))
+        return fail(c->f, FAULT_PLAN, "qplan: unknown op flags", i, o.r[1]);
     for (uint32_t j = 40; j < QPLAN_OP; j++)
         if (o.r[j])
             return fail(c->f, FAULT_PLAN, "qplan: reserved op bytes not zero", i, j);
@@ -469,6 +475,204 @@ static int parse_graph(ctx_t *c)
     p->output = out.act;
     p->out_zp = out.zp;
     p->out_scale = out.scale;
+    return 0;
+}
+
+/* ---- training section ------------------------------------------------------------------------------------ */
+
+/* an arena range of the plan, 4-byte aligned; NULL when out of range */
+static void *arena_at(const ctx_t *c, uint32_t off, uint64_t bytes)
+{
+    if ((off & 3u) || off > c->p->arena_need || bytes > (uint64_t)(c->p->arena_need - off))
+        return NULL;
+    return c->arena + off;
+}
+
+static int tfail(ctx_t *c, uint32_t op, const char *text)
+{
+    return fail(c->f, FAULT_PLAN, text, op, 0);
+}
+
+/* trained weights and bias of a conv or FC op: arena copies, residuals, bias_eff copy, tables, channel list */
+static int train_params(ctx_t *c, uint32_t i, const uint8_t *r, qtop_t *t, qnode_t *n)
+{
+    uint32_t rows, ch_off = le32(r + 4), oc = t->out_c, ti = le16(c->blob + c->ops_off + i * QPLAN_OP + 10);
+    const uint8_t *op_flags = c->blob + c->ops_off + i * QPLAN_OP + 1;
+    const int32_t *upd;
+    t->n_sel = le16(r + 2);
+    if (((*op_flags >> 4) & 3u) != (t->flags & 3u))
+        return tfail(c, i, "qplan: op train flags differ from its training record");
+    if ((t->flags & QTF_TRAIN_W) && c->blob[c->tensors_off + ti * QPLAN_TENSOR + 1] != 1u)
+        return tfail(c, i, "qplan: trained weights not flagged trainable");
+    if (t->n_sel) {
+        if (!(t->flags & QTF_TRAIN_W) || t->n_sel > oc || !in_blob(c, ch_off, 2ull * t->n_sel))
+            return tfail(c, i, "qplan: bad channel list");
+        t->sel = (const uint16_t *)(const void *)(c->blob + ch_off);
+        for (uint32_t j = 0; j < t->n_sel; j++)
+            if (t->sel[j] >= oc || (j && t->sel[j] <= t->sel[j - 1]))
+                return tfail(c, i, "qplan: channel list not ascending below out_c");
+    } else if (ch_off) {
+        return tfail(c, i, "qplan: channel list offset without channels");
+    }
+    rows = t->n_sel ? t->n_sel : oc;
+    if (t->flags & QTF_TRAIN_W) {
+        t->w_ram = arena_at(c, le32(r + 8), (uint64_t)rows * t->row);
+        t->w_res = arena_at(c, le32(r + 12), 2ull * rows * t->row);
+        if (!t->w_ram || !t->w_res)
+            return tfail(c, i, "qplan: trained weights outside arena");
+    }
+    if (t->flags & QTF_TRAIN_B) {
+        t->b_ram = arena_at(c, le32(r + 16), 4ull * oc);
+        t->b_res = arena_at(c, le32(r + 20), 2ull * oc);
+        if (!t->b_ram || !t->b_res)
+            return tfail(c, i, "qplan: trained bias outside arena");
+        if (!t->b_flash || c->blob[c->tensors_off + le16(c->blob + c->ops_off + i * QPLAN_OP + 12) * QPLAN_TENSOR +
+                                   1] != 1u)
+            return tfail(c, i, "qplan: trained bias missing or not flagged trainable");
+    }
+    if (!in_blob(c, le32(r + 44), 4ull * oc))
+        return tfail(c, i, "qplan: channel factors outside blob");
+    t->m = (const int32_t *)(const void *)(c->blob + le32(r + 44));
+    for (uint32_t j = 0; j < oc; j++)
+        if (t->m[j] < 0 || t->m[j] > 32768)
+            return tfail(c, i, "qplan: channel factor outside 0..32768");
+    if (t->flags & (QTF_TRAIN_W | QTF_TRAIN_B)) {
+        t->eff = arena_at(c, le32(r + 24), 4ull * oc);
+        if (!t->eff || !in_blob(c, le32(r + 48), 16ull * oc))
+            return tfail(c, i, "qplan: bias_eff copy or update tables outside arena/blob");
+        upd = t->upd = (const int32_t *)(const void *)(c->blob + le32(r + 48));
+        for (uint32_t j = 0; j < 2u * oc; j++)
+            if (upd[2 * j] < 0 || upd[2 * j + 1] < -160 || upd[2 * j + 1] > 60)
+                return tfail(c, i, "qplan: update multiplier or shift out of range");
+    }
+    if (t->n_sel && n->op == QOP_CONV_2D) {
+        t->fwd_tmp = arena_at(c, le32(r + 52), (uint64_t)n->k.conv.out_h * n->k.conv.out_w);
+        if (!t->fwd_tmp)
+            return tfail(c, i, "qplan: sparse forward scratch outside arena");
+    }
+    t->rows = (qrows_t){t->w_flash, (t->flags & QTF_TRAIN_W) ? t->w_ram : NULL, t->sel, t->n_sel, t->row};
+    /* the kernels read the arena copies: whole weights (not sparse), bias, bias_eff */
+    if ((t->flags & QTF_TRAIN_W) && !t->n_sel)
+        n->w = t->w_ram;
+    if (!t->eff)
+        return 0;
+    if (n->op == QOP_FULLY_CONNECTED) {
+        n->k.fc.bias_eff = t->eff;
+        if (t->b_ram)
+            n->k.fc.bias = t->b_ram;
+    } else {
+        n->k.conv.bias_eff = t->eff;
+        if (t->b_ram)
+            n->k.conv.bias = t->b_ram;
+    }
+    return 0;
+}
+
+/* one op of the backward path */
+static int train_op(ctx_t *c, uint32_t i, const uint8_t *r, qtop_t *t)
+{
+    qplan_t *p = c->p;
+    qnode_t *n = &p->node[i];
+    uint32_t need = 0;
+    int weighted = n->op == QOP_CONV_2D || n->op == QOP_FULLY_CONNECTED;
+    memset(t, 0, sizeof *t);
+    t->flags = r[0];
+    if ((t->flags & ~0x0Fu) || r[1] || le32(r + 56) || le32(r + 60))
+        return tfail(c, i, "qplan: unknown training flags or reserved bytes");
+    if (!weighted && n->op != QOP_RESHAPE)
+        return tfail(c, i, "qplan: backward of this op is not supported (CONV_2D, FULLY_CONNECTED, RESHAPE)");
+    if ((t->flags & QTF_NEED_DX) != (i > p->first_bwd ? QTF_NEED_DX : 0u))
+        return tfail(c, i, "qplan: need_dx must be set exactly above first_bwd");
+    if (i > p->first_bwd && n->x != p->node[i - 1u].y)
+        return tfail(c, i, "qplan: the backward path must be a chain (input = previous op's output)");
+    if (!weighted) {
+        if (t->flags & ~QTF_NEED_DX)
+            return tfail(c, i, "qplan: only conv and FC ops train or mask");
+        t->dout = arena_at(c, le32(r + 28), n->n_out);
+        t->din = (t->flags & QTF_NEED_DX) ? arena_at(c, le32(r + 32), n->n_out) : NULL;
+        if (!t->dout || ((t->flags & QTF_NEED_DX) && t->din != t->dout))
+            return tfail(c, i, "qplan: reshape gradient must alias (din = dout) inside the arena");
+        return 0;
+    }
+    if (n->op == QOP_FULLY_CONNECTED) {
+        if (n->k.fc.rows != 1u)
+            return tfail(c, i, "qplan: training needs fully connected ops with one input row");
+        t->out_c = n->k.fc.out_c;
+        t->row = t->n_in = n->k.fc.in_c;
+        t->b_flash = n->k.fc.bias;
+        t->eff_flash = n->k.fc.bias_eff;
+        if ((uint64_t)t->out_c * 16256u * 127u > 0x7FFFFFFFu)
+            return tfail(c, i, "qplan: too many outputs for int32 input-gradient accumulators");
+    } else {
+        const qconv_t *k = &n->k.conv;
+        t->out_c = k->out_c;
+        t->row = (uint32_t)k->k_h * k->k_w * k->in_c;
+        t->n_in = (uint32_t)k->in_h * k->in_w * k->in_c;
+        t->b_flash = k->bias;
+        t->eff_flash = k->bias_eff;
+        if ((uint64_t)t->out_c * k->k_h * k->k_w * 16256u * 127u > 0x7FFFFFFFu ||
+            (uint64_t)k->out_h * k->out_w * 16256u * 255u > 0x7FFFFFFFu)
+            return tfail(c, i, "qplan: conv too large for int32 gradient accumulators");
+    }
+    t->w_flash = n->w;
+    if (train_params(c, i, r, t, n))
+        return -1;
+    t->dout = arena_at(c, le32(r + 28), n->n_out);
+    t->h = arena_at(c, le32(r + 36), 2ull * n->n_out);
+    if (t->flags & QTF_NEED_DX)
+        need = t->n_in;
+    if ((t->flags & QTF_TRAIN_W) && t->row > need)
+        need = t->row;
+    t->acc = arena_at(c, le32(r + 36) + ((2u * n->n_out + 3u) & ~3u), 4ull * need);
+    if (!t->dout || !t->h || !t->acc || le32(r + 40) < ((2u * n->n_out + 3u) & ~3u) + 4u * need)
+        return tfail(c, i, "qplan: gradient or scratch buffers outside arena");
+    if (t->flags & QTF_NEED_DX) {
+        t->din = arena_at(c, le32(r + 32), t->n_in);
+        if (!t->din || t->din != p->top[i - 1u - p->first_bwd].dout)
+            return tfail(c, i, "qplan: din must be the previous op's dout");
+    }
+    return 0;
+}
+
+static int parse_training(ctx_t *c)
+{
+    qplan_t *p = c->p;
+    const uint8_t *h = c->blob + c->train_off;
+    uint32_t recs = le32(h + 12), last = p->n_ops - 1u;
+    float lr;
+    p->train = 0;
+    if (!c->flags)
+        return 0;
+    p->train = 1;
+    p->first_bwd = le16(h);
+    memcpy(&lr, h + 4, sizeof lr);
+    p->lr = lr;
+    for (uint32_t j = 16; j < QPLAN_TRAIN_HEADER; j++)
+        if (h[j] || h[3] || h[2] > 1u)
+            return fail(c->f, FAULT_PLAN, "qplan: reserved training header bytes not zero", j, 0);
+    if (p->node[last].op != QOP_SOFTMAX || p->n_ops < 2u || p->first_bwd >= last ||
+        last - p->first_bwd > QTRAIN_MAX_OPS)
+        return fail(c->f, FAULT_PLAN, "qplan: training needs a graph ending in SOFTMAX and <= 16 backward ops",
+                    p->first_bwd, p->n_ops);
+    if (!in_blob(c, recs, (uint64_t)p->n_ops * QPLAN_TRAIN_RECORD))
+        return fail(c->f, FAULT_PLAN, "qplan: training records outside blob", recs, 0);
+    p->dlogits = arena_at(c, le32(h + 8), p->n_classes);
+    if (!p->dlogits || p->node[last].x != p->node[last - 1u].y)
+        return fail(c->f, FAULT_PLAN, "qplan: logits gradient outside arena or softmax input not the previous op's",
+                    le32(h + 8), 0);
+    for (uint32_t i = 0; i < p->n_ops; i++) {
+        const uint8_t *r = c->blob + recs + i * QPLAN_TRAIN_RECORD;
+        if (i < p->first_bwd || i == last) {
+            for (uint32_t j = 0; j < QPLAN_TRAIN_RECORD; j++)
+                if (r[j])
+                    return tfail(c, i, "qplan: training record of an op outside the backward path not zero");
+            continue;
+        }
+        if (train_op(c, i, r, &p->top[i - p->first_bwd]))
+            return -1;
+    }
+    if (p->top[last - 1u - p->first_bwd].dout != p->dlogits)
+        return tfail(c, last - 1u, "qplan: the logits op's dout must be the logits gradient");
     return 0;
 }
 
@@ -543,7 +747,8 @@ int qplan_load(qplan_t *p, const mem_window_t *flash, uint32_t plan_addr, uint8_
     c.f = f;
     c.arena = arena;
     *f = (fault_t){0};
-    if (check_header(&c, flash, plan_addr, arena_bytes) || parse_graph(&c) || parse_dataset(&c, flash))
+    if (check_header(&c, flash, plan_addr, arena_bytes) || parse_graph(&c) || parse_training(&c) ||
+        parse_dataset(&c, flash))
         return -1;
     return 0;
 }

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include "plan.h"
 #include "ops/qop.h"
+#include "ops/qgrad.h"
 
 #define QPLAN_MAGIC 0x4C505154u /* "TQPL" */
 #define QPLAN_HEADER 64u
@@ -13,13 +14,17 @@
 #define QPLAN_MAX_OPS 64u
 #define QPLAN_MAX_TENSORS 512u
 #define QPLAN_NONE16 0xFFFFu
+#define QPLAN_TRAIN_HEADER 32u
+#define QPLAN_TRAIN_RECORD 64u
+#define QTRAIN_MAX_OPS 16u /* ops on the backward path (first_bwd .. n_ops - 1) */
 
 enum {
     QOP_CONV_2D = 1, QOP_DEPTHWISE_CONV_2D = 2, QOP_FULLY_CONNECTED = 3, QOP_AVERAGE_POOL_2D = 4, QOP_MEAN = 5,
     QOP_ADD = 6, QOP_RESHAPE = 7, QOP_SOFTMAX = 8,
 };
 enum { QT_ACTIVATION = 1, QT_CONST_I8 = 2, QT_CONST_I32 = 3 };
-enum { QDS_U8 = 0, QDS_I8 = 1 }; /* dataset sample dtype (docs/plan-format.md, dataset header byte 44) */
+enum { QDS_U8 = 0, QDS_I8 = 1 };
+enum { QTF_TRAIN_W = 1, QTF_TRAIN_B = 2, QTF_NEED_DX = 4, QTF_MASK = 8 }; /* training record flags */ /* dataset sample dtype (docs/plan-format.md, dataset header byte 44) */
 
 typedef struct {
     uint8_t op;
@@ -35,6 +40,27 @@ typedef struct {
         qsoftmax_t softmax;
     } k;
 } qnode_t;
+
+/* One op of the backward path, resolved from its training record (docs/qplan-format.md, "Training section"). */
+typedef struct {
+    uint8_t flags;                 /* QTF_* */
+    uint16_t n_sel;                /* trained weight rows listed in sel (0: all rows when QTF_TRAIN_W) */
+    const uint16_t *sel;
+    uint32_t out_c, row, n_in;     /* output channels, weights per channel, input elements */
+    int8_t *w_ram;                 /* int8 weight codes (all rows, or the n_sel listed rows, compact) */
+    int16_t *w_res;                /* their Q16 residuals */
+    int32_t *b_ram, *eff;          /* int32 bias codes; bias - zp_in * sum(w) kept in step with both */
+    int16_t *b_res;
+    int8_t *dout, *din;            /* int8 gradient of the output / of the input (QTF_NEED_DX) */
+    int16_t *h;                    /* scratch: channel-scaled output gradient (n_out values) */
+    int32_t *acc;                  /* scratch: input-gradient or one channel's weight-gradient accumulators */
+    int8_t *fwd_tmp;               /* sparse conv: one channel's output plane, recomputed from the arena rows */
+    const int32_t *m;              /* out_c Q15 factors s_W[o] / max s_W */
+    const int32_t *upd;            /* (multiplier, shift) per channel: out_c for weights, then out_c for biases */
+    const int8_t *w_flash;
+    const int32_t *b_flash, *eff_flash;
+    qrows_t rows;                  /* how the kernels read the weight rows */
+} qtop_t;
 
 typedef struct {
     uint32_t n_train, n_eval, sample_bytes;
@@ -53,6 +79,12 @@ typedef struct {
     float out_scale;
     qnode_t node[QPLAN_MAX_OPS];
     qdataset_t data;
+    /* training section (header flag bit 0): absent when train is 0 */
+    uint8_t train;
+    uint16_t first_bwd;
+    float lr;                      /* the learning rate the update multipliers were computed with */
+    int8_t *dlogits;
+    qtop_t top[QTRAIN_MAX_OPS];    /* op first_bwd + j */
 } qplan_t;
 
 /* 1 when a readable TQPL magic sits at plan_addr */

@@ -5,6 +5,7 @@
 #include "port.h"
 #include "qexec.h"
 #include "qplan.h"
+#include "qtrain.h"
 #include "trainer.h"
 
 static rx_t rx;
@@ -50,23 +51,37 @@ static int poll_stop(void)
     return stop_requested;
 }
 
-/* START on an int8 (TQPL) plan: evaluation only; START's reserved words carry out_samples and out_flags */
-static void start_int8(const frame_t *f, const port_info_t *info, const mem_window_t *flash)
+/* START on an int8 (TQPL) plan: evaluation only unless the plan has a training section; START's reserved words carry
+ * out_samples and out_flags (evaluation-only plans) */
+static void start_int8(const frame_t *f, const start_t *a, const port_info_t *info, const mem_window_t *flash)
 {
-    qstart_t q = {le32(f->body), le16(f->body + 14), le16(f->body + 16), le16(f->body + 18)};
+    qstart_t q = {a->steps, a->eval_samples, le16(f->body + 16), le16(f->body + 18)};
     fault_t fl;
-    if (q.steps != 0) {
-        msg_fault(FAULT_COMMAND, 0, 0, 0, f->type, q.steps, "int8 plans evaluate only: steps must be 0");
-        return;
-    }
     if (qplan_load(&plans.q, flash, info->plan_addr, info->arena, info->arena_bytes, &fl)) {
         msg_fault(fl.code, 0, 0, 0, fl.arg0, fl.arg1, fl.text);
+        return;
+    }
+    if (!plans.q.train && q.steps != 0) {
+        msg_fault(FAULT_COMMAND, 0, 0, 0, f->type, q.steps, "int8 plans without a training section evaluate only: "
+                  "steps must be 0");
+        return;
+    }
+    if (plans.q.train && a->steps && memcmp(&a->lr, &plans.q.lr, sizeof a->lr) != 0) {
+        msg_fault(FAULT_COMMAND, 0, 0, 0, f->type, le32(f->body + 4), "int8 training plan: START lr must equal the "
+                  "lr its update multipliers were computed with");
+        return;
+    }
+    if (plans.q.train && a->steps && plans.q.data.n_train == 0) {
+        msg_fault(FAULT_DATASET, 0, 0, 0, 0, 0, "dataset: no training samples");
         return;
     }
     msg_ack(MSG_START, 0, plans.q.plan_hash);
     running = 1;
     stop_requested = 0;
-    qexec_run(&plans.q, &q, info, poll_stop);
+    if (plans.q.train)
+        qtrain_run(&plans.q, a, info, poll_stop);
+    else
+        qexec_run(&plans.q, &q, info, poll_stop);
     running = 0;
 }
 
@@ -81,7 +96,7 @@ static void start(const frame_t *f)
         return;
     }
     if (qplan_is_tqpl(&flash, info->plan_addr)) {
-        start_int8(f, info, &flash);
+        start_int8(f, &a, info, &flash);
         return;
     }
     if (plan_load(&plans.fp, &flash, info->plan_addr, info->arena, info->arena_bytes, &fl)) {

@@ -25,6 +25,7 @@ void th_fill(float *v, uint32_t n, float lo, float hi);
 /* max |a - b| / max(1, max |b|) */
 double th_max_rel(const float *a, const float *b, uint32_t n);
 
-extern const test_case_t ops_tests[], proto_tests[], plan_tests[], trainer_tests[], qops_tests[], qplan_tests[];
+extern const test_case_t ops_tests[], proto_tests[], plan_tests[], trainer_tests[], qops_tests[], qplan_tests[],
+    qtrain_tests[];
 
 #endif

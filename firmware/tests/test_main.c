@@ -57,7 +57,7 @@ double th_max_rel(const float *a, const float *b, uint32_t n)
 
 int main(void)
 {
-    const test_case_t *suites[] = {ops_tests, proto_tests, plan_tests, trainer_tests, qops_tests, qplan_tests};
+    const test_case_t *suites[] = {ops_tests, proto_tests, plan_tests, trainer_tests, qops_tests, qplan_tests, qtrain_tests};
     int passed = 0, failed = 0;
     for (unsigned s = 0; s < sizeof suites / sizeof suites[0]; s++)
         for (const test_case_t *t = suites[s]; t->name; t++) {

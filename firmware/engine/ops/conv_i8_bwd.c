@@ -1,0 +1,104 @@
+/* Backward of int8 CONV_2D. Input gradient: the transposed convolution, scattered per output pixel; for each kernel
+ * row inside the input, the taps form one contiguous run of (kx1 - kx0)·in_c values in both the weight row and the
+ * accumulator, so the inner loop is acc[j] += h·w[j]. Weight gradient of one output channel: per output pixel with
+ * h != 0, a[j] += h·(x[j] - zp_in) over the same contiguous runs (padding taps contribute nothing). */
+#include <string.h>
+#include "qgrad.h"
+
+typedef struct {
+    int32_t iy0, ix0;
+    uint32_t ky0, ky1, kx0, kx1;
+} bwin_t;
+
+static void bwindow(const qconv_t *p, uint32_t oy, uint32_t ox, bwin_t *w)
+{
+    int32_t r;
+    w->iy0 = (int32_t)(oy * p->stride_h) - (int32_t)p->pad_top;
+    w->ix0 = (int32_t)(ox * p->stride_w) - (int32_t)p->pad_left;
+    w->ky0 = w->iy0 < 0 ? (uint32_t)(-w->iy0) : 0u;
+    w->kx0 = w->ix0 < 0 ? (uint32_t)(-w->ix0) : 0u;
+    r = (int32_t)p->in_h - w->iy0;
+    w->ky1 = r <= 0 ? 0u : (uint32_t)r < p->k_h ? (uint32_t)r : p->k_h;
+    r = (int32_t)p->in_w - w->ix0;
+    w->kx1 = r <= 0 ? 0u : (uint32_t)r < p->k_w ? (uint32_t)r : p->k_w;
+    if (w->ky1 < w->ky0)
+        w->ky1 = w->ky0;
+    if (w->kx1 < w->kx0)
+        w->kx1 = w->kx0;
+}
+
+void conv_i8_input_grad(const qconv_t *p, const int16_t *h, const qrows_t *w, int32_t *acc)
+{
+    uint32_t ic = p->in_c, xrow = (uint32_t)p->in_w * ic, wrow = (uint32_t)p->k_w * ic;
+    memset(acc, 0, (uint32_t)p->in_h * xrow * sizeof *acc);
+    for (uint32_t oy = 0; oy < p->out_h; oy++)
+        for (uint32_t ox = 0; ox < p->out_w; ox++, h += p->out_c) {
+            bwin_t win;
+            uint32_t cur = 0, run, off;
+            bwindow(p, oy, ox, &win);
+            run = (win.kx1 - win.kx0) * ic;
+            off = win.kx0 * ic;
+            for (uint32_t oc = 0; oc < p->out_c; oc++) {
+                const int8_t *row = qrows_get(w, oc, &cur);
+                int32_t hv = h[oc];
+                if (hv == 0)
+                    continue;
+                for (uint32_t ky = win.ky0; ky < win.ky1; ky++) {
+                    int32_t *ar = acc + (uint32_t)(win.iy0 + (int32_t)ky) * xrow +
+                                  (uint32_t)(win.ix0 + (int32_t)win.kx0) * ic;
+                    const int8_t *wr = row + ky * wrow + off;
+                    uint32_t j = 0;
+                    for (; j + 4 <= run; j += 4) {
+                        ar[j] += hv * wr[j];
+                        ar[j + 1] += hv * wr[j + 1];
+                        ar[j + 2] += hv * wr[j + 2];
+                        ar[j + 3] += hv * wr[j + 3];
+                    }
+                    for (; j < run; j++)
+                        ar[j] += hv * wr[j];
+                }
+            }
+        }
+}
+
+void conv_i8_weight_grad(const qconv_t *p, const int16_t *h, const int8_t *x, uint32_t oc, int32_t *a)
+{
+    uint32_t ic = p->in_c, xrow = (uint32_t)p->in_w * ic, wrow = (uint32_t)p->k_w * ic;
+    int32_t zp = p->zp_in;
+    memset(a, 0, (uint32_t)p->k_h * wrow * sizeof *a);
+    h += oc;
+    for (uint32_t oy = 0; oy < p->out_h; oy++)
+        for (uint32_t ox = 0; ox < p->out_w; ox++, h += p->out_c) {
+            bwin_t win;
+            int32_t hv = *h, off0;
+            uint32_t run;
+            if (hv == 0)
+                continue;
+            bwindow(p, oy, ox, &win);
+            run = (win.kx1 - win.kx0) * ic;
+            off0 = -hv * zp;
+            for (uint32_t ky = win.ky0; ky < win.ky1; ky++) {
+                const int8_t *xr = x + (uint32_t)(win.iy0 + (int32_t)ky) * xrow +
+                                   (uint32_t)(win.ix0 + (int32_t)win.kx0) * ic;
+                int32_t *ar = a + ky * wrow + win.kx0 * ic;
+                uint32_t j = 0;
+                for (; j + 4 <= run; j += 4) {
+                    ar[j] += hv * xr[j] + off0;
+                    ar[j + 1] += hv * xr[j + 1] + off0;
+                    ar[j + 2] += hv * xr[j + 2] + off0;
+                    ar[j + 3] += hv * xr[j + 3] + off0;
+                }
+                for (; j < run; j++)
+                    ar[j] += hv * xr[j] + off0;
+            }
+        }
+}
+
+int32_t qgrad_bias(const int16_t *h, uint32_t n_pos, uint32_t out_c, uint32_t oc)
+{
+    int32_t s = 0;
+    h += oc;
+    for (uint32_t i = 0; i < n_pos; i++, h += out_c)
+        s += *h;
+    return s;
+}

@@ -1,0 +1,78 @@
+/* Integer backward pass and update of int8 training with Quantization-Aware Scaling (docs/qplan-format.md,
+ * "Training"). Gradients w.r.t. activations are int8 codes g with a real value c·2^E·g: c is a per-tensor constant
+ * the host knows, E an integer exponent the device chooses per step from max |g| (qgrad_requant). Output gradients
+ * are first scaled per output channel into int16 h = (g·m[o] + 128) >> 8 (m = s_W[o] / max s_W in Q15), so
+ * dL/dW̄ = h·(x − zp_x), dL/db̄ = Σ h and dL/dx = Σ h·W̄ share one per-tensor scale. Weight codes update through a
+ * Q16 residual per weight (qsgd_i8): V = 65536·W̄ + r, V −= Δ, W̄ = round(V / 65536), r = V − 65536·W̄. */
+#ifndef OPS_QGRAD_H
+#define OPS_QGRAD_H
+
+#include <stdint.h>
+#include "qop.h"
+
+#define QGRAD_H_SHIFT 7       /* h carries 2^7 times g·s_W[o]/max s_W */
+#define QGRAD_RES_BITS 16     /* residual fraction bits */
+#define QGRAD_DELTA_MAX (1 << 30)
+#define QGRAD_BIAS_MAX (1 << 30)
+
+/* Weight rows of a layer: sel NULL = every row from ram (or from flash when ram is NULL); else rows sel[0..n_sel)
+ * (ascending) from ram, compact, and every other row from flash. row = values per output channel. */
+typedef struct {
+    const int8_t *flash, *ram;
+    const uint16_t *sel;
+    uint32_t n_sel, row;
+} qrows_t;
+
+/* the row of output channel o, advancing a cursor into sel (call with o ascending, *cur starting at 0) */
+static inline const int8_t *qrows_get(const qrows_t *r, uint32_t o, uint32_t *cur)
+{
+    if (!r->sel)
+        return (r->ram ? r->ram : r->flash) + o * r->row;
+    if (*cur < r->n_sel && r->sel[*cur] == o)
+        return r->ram + (*cur)++ * r->row;
+    return r->flash + o * r->row;
+}
+
+/* dL/dlogits from the int8 softmax output p (scale 1/256, zp -128): e = p + 128 - 256·[c == label], written as int8
+ * with the smallest shift k >= 0 that fits [-127, 127]; returns k (E = k, c = 1/256). */
+int32_t qgrad_logits(const int8_t *p, uint32_t n, uint32_t label, int8_t *g);
+
+/* int32 accumulators to int8 codes rounding by 2^k (half away from zero), the smallest k >= 0 that fits
+ * [-127, 127]; returns k. */
+int32_t qgrad_requant(const int32_t *acc, uint32_t n, int8_t *g);
+int32_t qgrad_requant_ref(const int32_t *acc, uint32_t n, int8_t *g);
+
+/* h[i] = (g'[i]·m[i % out_c] + 128) >> 8 for n values, g' = 0 where the op's int8 output y is at a fused-activation
+ * bound (y <= lo when lo > -128, y >= hi when hi < 127); y NULL = no mask. */
+void qgrad_prep(const int8_t *g, const int8_t *y, int32_t lo, int32_t hi, const int32_t *m, uint32_t n,
+                uint32_t out_c, int16_t *h);
+void qgrad_prep_ref(const int8_t *g, const int8_t *y, int32_t lo, int32_t hi, const int32_t *m, uint32_t n,
+                    uint32_t out_c, int16_t *h);
+
+/* FULLY_CONNECTED (one input row): acc[j] = sum_o h[o]·W̄[o][j] (j < in_c) */
+void fc_i8_input_grad(const qfc_t *p, const int16_t *h, const qrows_t *w, int32_t *acc);
+void fc_i8_input_grad_ref(const qfc_t *p, const int16_t *h, const qrows_t *w, int32_t *acc);
+/* a[j] = h_o·(x[j] - zp_in): one output channel's weight-gradient accumulators */
+void fc_i8_weight_grad(const qfc_t *p, int32_t h_o, const int8_t *x, int32_t *a);
+void fc_i8_weight_grad_ref(const qfc_t *p, int32_t h_o, const int8_t *x, int32_t *a);
+
+/* CONV_2D: acc[iy][ix][ic] = sum over outputs and in-bounds taps of h·W̄ (the transposed convolution) */
+void conv_i8_input_grad(const qconv_t *p, const int16_t *h, const qrows_t *w, int32_t *acc);
+void conv_i8_input_grad_ref(const qconv_t *p, const int16_t *h, const qrows_t *w, int32_t *acc);
+/* output channel oc: a[ky][kx][ic] = sum over output pixels of h[.., oc]·(x - zp_in) at in-bounds taps */
+void conv_i8_weight_grad(const qconv_t *p, const int16_t *h, const int8_t *x, uint32_t oc, int32_t *a);
+void conv_i8_weight_grad_ref(const qconv_t *p, const int16_t *h, const int8_t *x, uint32_t oc, int32_t *a);
+/* sum over positions of h[pos][oc] (n_pos positions of out_c channels) */
+int32_t qgrad_bias(const int16_t *h, uint32_t n_pos, uint32_t out_c, uint32_t oc);
+
+/* Δ = round(a·mult·2^(shift + e - 31)) (half up, one rounding, 64-bit product), clamped to ±2^30 */
+int32_t qsgd_delta(int32_t a, int32_t mult, int32_t shift_e);
+/* n weight codes and their Q16 residuals: V = 65536·w + r − Δ(a[j]), clamped to ±127·65536, w = (V + 32768) >> 16,
+ * r = V − 65536·w. Returns the sum of the code changes (for bias_eff). */
+int32_t qsgd_i8(int8_t *w, int16_t *r, const int32_t *a, uint32_t n, int32_t mult, int32_t shift_e);
+int32_t qsgd_i8_ref(int8_t *w, int16_t *r, const int32_t *a, uint32_t n, int32_t mult, int32_t shift_e);
+/* one int32 bias code and its residual (64-bit V, code clamped to ±2^30, residual 0 when clamped); returns the code
+ * change */
+int32_t qsgd_bias(int32_t *b, int16_t *r, int32_t a, int32_t mult, int32_t shift_e);
+
+#endif

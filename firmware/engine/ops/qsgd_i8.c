@@ -1,0 +1,86 @@
+/* SGD on int8 weight codes with a Q16 residual per weight (docs/qplan-format.md, "Updates"): the step Δ is the
+ * gradient accumulator times a host-computed multiplier (learning rate, QAS s_W^-2 and every static scale folded
+ * in) times 2^E of this step's output gradient, in units of 2^-16 code. int8 codes cannot absorb sub-LSB steps; the
+ * residual carries them to later steps, so the codes follow the real-valued SGD trajectory to 2^-16 LSB. */
+#include "qgrad.h"
+
+int32_t qsgd_delta(int32_t a, int32_t mult, int32_t shift_e)
+{
+    int64_t prod = (int64_t)a * mult;
+    int32_t t = 31 - shift_e;
+    if (prod == 0 || t >= 63)
+        return 0;
+    if (t > 0)
+        prod = (prod + ((int64_t)1 << (t - 1))) >> t; /* half up: arithmetic shift floors */
+    else if (t < 0)
+        prod = (prod > ((int64_t)QGRAD_DELTA_MAX >> -t) || prod < -((int64_t)QGRAD_DELTA_MAX >> -t))
+                   ? (prod > 0 ? QGRAD_DELTA_MAX : -QGRAD_DELTA_MAX)
+                   : prod * ((int64_t)1 << -t);
+    return prod > QGRAD_DELTA_MAX ? QGRAD_DELTA_MAX : prod < -QGRAD_DELTA_MAX ? -QGRAD_DELTA_MAX : (int32_t)prod;
+}
+
+/* one code and residual after a step of d units of 2^-16 */
+static inline int32_t step_code(int8_t *w, int16_t *r, int32_t d)
+{
+    const int32_t vmax = 127 << QGRAD_RES_BITS;
+    int32_t v = *w * (1 << QGRAD_RES_BITS) + *r - d, q;
+    v = v > vmax ? vmax : v < -vmax ? -vmax : v;
+    q = (v + (1 << (QGRAD_RES_BITS - 1))) >> QGRAD_RES_BITS;
+    *r = (int16_t)(v - q * (1 << QGRAD_RES_BITS));
+    q -= *w;
+    *w = (int8_t)(*w + q);
+    return q;
+}
+
+int32_t qsgd_i8(int8_t *w, int16_t *r, const int32_t *a, uint32_t n, int32_t mult, int32_t shift_e)
+{
+    int32_t changed = 0, t = 31 - shift_e;
+    if (mult == 0 || t >= 63)
+        return 0;
+    if (t >= 32) { /* |a·mult| < 2^62 gives |Δ| < 2^30: no clamp; the high word of round + a·mult (one SMLAL) */
+        int64_t half = (int64_t)1 << (t - 1);
+        for (uint32_t j = 0; j < n; j++) {
+            int32_t d;
+            if (a[j] == 0)
+                continue;
+            d = (int32_t)((half + (int64_t)a[j] * mult) >> 32) >> (t - 32);
+            if (d)
+                changed += step_code(w + j, r + j, d);
+        }
+    } else if (t >= 1) { /* |a| < 2^(t-1): |Δ| < 2^30 and the product scaled by 2^(32-t) stays below 2^62 */
+        int64_t half = (int64_t)1 << (t - 1), up = (int64_t)1 << (32 - t);
+        int32_t lim = (int32_t)(half > 0x7FFFFFFF ? 0x7FFFFFFF : half);
+        for (uint32_t j = 0; j < n; j++) {
+            int32_t d;
+            if (a[j] == 0)
+                continue;
+            if (a[j] < lim && a[j] > -lim)
+                d = (int32_t)(((half + (int64_t)a[j] * mult) * up) >> 32);
+            else
+                d = qsgd_delta(a[j], mult, shift_e);
+            if (d)
+                changed += step_code(w + j, r + j, d);
+        }
+    } else {
+        for (uint32_t j = 0; j < n; j++) {
+            int32_t d = a[j] ? qsgd_delta(a[j], mult, shift_e) : 0;
+            if (d)
+                changed += step_code(w + j, r + j, d);
+        }
+    }
+    return changed;
+}
+
+int32_t qsgd_bias(int32_t *b, int16_t *r, int32_t a, int32_t mult, int32_t shift_e)
+{
+    int32_t d = qsgd_delta(a, mult, shift_e), old = *b;
+    int64_t v = (int64_t)old * (1 << QGRAD_RES_BITS) + *r - d, q = (v + (1 << (QGRAD_RES_BITS - 1))) >> QGRAD_RES_BITS;
+    if (q > QGRAD_BIAS_MAX || q < -QGRAD_BIAS_MAX) {
+        *b = q > 0 ? QGRAD_BIAS_MAX : -QGRAD_BIAS_MAX;
+        *r = 0;
+    } else {
+        *b = (int32_t)q;
+        *r = (int16_t)(v - q * (1 << QGRAD_RES_BITS));
+    }
+    return *b - old;
+}

@@ -1,0 +1,392 @@
+/* Int8 training step: int8 forward (the bit-exact inference kernels, reading the arena copies of trained tensors),
+ * the loss gradient at the logits from the int8 softmax output, then backward from the last weighted op down to
+ * first_bwd in integer arithmetic. Per op: the output gradient masked by the fused activation and scaled per channel
+ * (h), the input gradient (int32 accumulators requantised to int8 with a power-of-two scale chosen here), then per
+ * channel the bias and weight gradient accumulators, each reported and applied at once through the Q16 residuals
+ * (operator reordering: no gradient buffer of a whole tensor ever exists). Floats appear only in reporting: the
+ * step's loss, GSTAT norms and the evaluation loss, all outside the timed windows except the loss (as in fp32). */
+#include <string.h>
+#include "qtrain.h"
+#include "qexec.h"
+#include "msg.h"
+#include "wire.h"
+
+#define MAX_QGSTAT (2u * QTRAIN_MAX_OPS)
+
+typedef struct {
+    uint8_t layer, param;
+    int8_t e;
+    uint64_t sumsq;
+    uint32_t max_abs;
+} qgstat_t;
+
+typedef struct {
+    const qplan_t *p;
+    const port_info_t *info;
+    uint32_t step;
+    uint8_t stream;
+    uint32_t t_fwd, t_bwd, t_upd;
+    uint64_t ticks[32][3]; /* LAYERS reports the first 32 ops */
+    qgstat_t gstat[MAX_QGSTAT];
+    uint32_t n_gstat;
+    /* GRAD stream of the current tensor */
+    uint8_t g_layer, g_param;
+    int8_t g_e;
+    uint32_t g_total, g_offset, g_left;
+} qrun_t;
+
+static qrun_t run; /* static: keeps the stack high-water mark about training */
+
+static uint32_t since(uint64_t t0)
+{
+    return (uint32_t)(port_ticks() - t0);
+}
+
+static const qtop_t *top_of(const qplan_t *p, uint32_t i)
+{
+    return p->train && i >= p->first_bwd && i + 1u < p->n_ops ? &p->top[i - p->first_bwd] : NULL;
+}
+
+/* ---- setup and forward ----------------------------------------------------------------------------------- */
+
+void qtrain_load_params(const qplan_t *p)
+{
+    for (uint32_t i = p->first_bwd; i + 1u < p->n_ops; i++) {
+        const qtop_t *t = top_of(p, i);
+        if (!t || !t->eff)
+            continue;
+        memcpy(t->eff, t->eff_flash, t->out_c * sizeof(int32_t));
+        if (t->flags & QTF_TRAIN_B) {
+            memcpy(t->b_ram, t->b_flash, t->out_c * sizeof(int32_t));
+            memset(t->b_res, 0, t->out_c * sizeof(int16_t));
+        }
+        if (t->flags & QTF_TRAIN_W) {
+            uint32_t rows = t->n_sel ? t->n_sel : t->out_c;
+            for (uint32_t j = 0; j < rows; j++)
+                memcpy(t->w_ram + j * t->row, t->w_flash + (t->n_sel ? t->sel[j] : j) * t->row, t->row);
+            memset(t->w_res, 0, rows * t->row * sizeof(int16_t));
+        }
+    }
+}
+
+/* sparse update: the listed channels' outputs again, from their arena rows (one-channel views of the same kernels,
+ * so the integers are those of a full kernel call with the trained weights) */
+static void sparse_fix(const qnode_t *n, const qtop_t *t)
+{
+    for (uint32_t j = 0; j < t->n_sel; j++) {
+        uint32_t o = t->sel[j];
+        const int8_t *w = t->w_ram + j * t->row;
+        if (n->op == QOP_FULLY_CONNECTED) {
+            qfc_t v = n->k.fc;
+            v.out_c = 1;
+            v.bias_eff = t->eff + o;
+            v.bias = v.bias ? v.bias + o : NULL;
+            v.rq = n->k.fc.rq + (n->k.fc.rq_per_channel ? 2u * o : 0u);
+            fc_i8(&v, n->x, w, n->y + o);
+        } else {
+            qconv_t v = n->k.conv;
+            uint32_t plane = (uint32_t)v.out_h * v.out_w;
+            v.out_c = 1;
+            v.bias_eff = t->eff + o;
+            v.bias = v.bias ? v.bias + o : NULL;
+            v.rq = n->k.conv.rq + (n->k.conv.rq_per_channel ? 2u * o : 0u);
+            conv_i8(&v, n->x, w, t->fwd_tmp);
+            for (uint32_t q = 0; q < plane; q++)
+                n->y[q * n->k.conv.out_c + o] = t->fwd_tmp[q];
+        }
+    }
+}
+
+uint32_t qtrain_forward(const qplan_t *p, uint64_t (*ticks)[3])
+{
+    uint32_t total = 0;
+    for (uint32_t i = 0; i < p->n_ops; i++) {
+        const qtop_t *t = top_of(p, i);
+        uint64_t t0 = port_ticks();
+        uint32_t d;
+        qexec_op(&p->node[i]);
+        if (t && t->n_sel)
+            sparse_fix(&p->node[i], t);
+        d = since(t0);
+        total += d;
+        if (ticks && i < 32u)
+            ticks[i][0] += d;
+    }
+    return total;
+}
+
+/* ---- gradient reporting (untimed) ------------------------------------------------------------------------- */
+
+static qgstat_t *gstat_new(qrun_t *r, uint8_t layer, uint8_t param, int32_t e)
+{
+    qgstat_t *g = &r->gstat[r->n_gstat++];
+    *g = (qgstat_t){layer, param, (int8_t)e, 0, 0};
+    return g;
+}
+
+static void stream_begin(qrun_t *r, uint8_t layer, uint8_t param, int32_t e, uint32_t total)
+{
+    r->g_layer = layer;
+    r->g_param = param;
+    r->g_e = (int8_t)e;
+    r->g_total = total;
+    r->g_offset = r->g_left = 0;
+}
+
+static void report(qrun_t *r, qgstat_t *g, const int32_t *a, uint32_t n)
+{
+    for (uint32_t j = 0; j < n; j++) {
+        int32_t v = a[j];
+        uint32_t m = (uint32_t)(v < 0 ? -v : v);
+        g->sumsq += (uint64_t)((int64_t)v * v);
+        g->max_abs = m > g->max_abs ? m : g->max_abs;
+        if (!r->stream)
+            continue;
+        if (r->g_left == 0) {
+            r->g_left = r->g_total - r->g_offset < GRAD_CHUNK ? r->g_total - r->g_offset : GRAD_CHUNK;
+            msg_begin(MSG_GRAD);
+            msg_u32(r->step);
+            msg_u8(r->g_layer);
+            msg_u8(r->g_param);
+            msg_u8(QTRAIN_GRAD_INT);
+            msg_u8((uint8_t)r->g_e);
+            msg_u32(r->g_total);
+            msg_u32(r->g_offset);
+            msg_u16((uint16_t)r->g_left);
+            msg_u16(0);
+        }
+        msg_u32((uint32_t)v);
+        r->g_offset++;
+        if (--r->g_left == 0)
+            msg_send();
+    }
+}
+
+/* ---- backward ----------------------------------------------------------------------------------------------- */
+
+static void input_grad(const qnode_t *n, const qtop_t *t)
+{
+    if (n->op == QOP_FULLY_CONNECTED)
+        fc_i8_input_grad(&n->k.fc, t->h, &t->rows, t->acc);
+    else
+        conv_i8_input_grad(&n->k.conv, t->h, &t->rows, t->acc);
+}
+
+static void weight_grad(const qnode_t *n, const qtop_t *t, uint32_t o)
+{
+    if (n->op == QOP_FULLY_CONNECTED)
+        fc_i8_weight_grad(&n->k.fc, t->h[o], n->x, t->acc);
+    else
+        conv_i8_weight_grad(&n->k.conv, t->h, n->x, o, t->acc);
+}
+
+/* one weighted op; e is the exponent of its output gradient; returns the exponent of its input gradient */
+static int32_t back_weighted(qrun_t *r, uint32_t i, const qnode_t *n, const qtop_t *t, int32_t e)
+{
+    int conv = n->op == QOP_CONV_2D;
+    int32_t lo = conv ? n->k.conv.act_min : n->k.fc.act_min, hi = conv ? n->k.conv.act_max : n->k.fc.act_max;
+    int32_t zp = conv ? n->k.conv.zp_in : n->k.fc.zp_in, e_in = 0;
+    uint32_t n_pos = n->n_out / t->out_c;
+    uint64_t t0 = port_ticks();
+    qgrad_prep(t->dout, (t->flags & QTF_MASK) ? n->y : NULL, lo, hi, t->m, n->n_out, t->out_c, t->h);
+    if (t->flags & QTF_NEED_DX) {
+        input_grad(n, t);
+        e_in = e - QGRAD_H_SHIFT + qgrad_requant(t->acc, t->n_in, t->din);
+    }
+    r->t_bwd += since(t0);
+    if (t->flags & QTF_TRAIN_B) {
+        qgstat_t *g = gstat_new(r, (uint8_t)i, 1, e);
+        const int32_t *u = t->upd + 2u * t->out_c;
+        if (r->stream)
+            stream_begin(r, (uint8_t)i, 1, e, t->out_c);
+        for (uint32_t o = 0; o < t->out_c; o++) {
+            int32_t a;
+            port_marker(PORT_MARK_BACKWARD);
+            t0 = port_ticks();
+            a = qgrad_bias(t->h, n_pos, t->out_c, o);
+            r->t_bwd += since(t0);
+            report(r, g, &a, 1);
+            port_marker(PORT_MARK_UPDATE);
+            t0 = port_ticks();
+            t->eff[o] += qsgd_bias(t->b_ram + o, t->b_res + o, a, u[2 * o], u[2 * o + 1] + e);
+            r->t_upd += since(t0);
+        }
+    }
+    if (t->flags & QTF_TRAIN_W) {
+        uint32_t rows = t->n_sel ? t->n_sel : t->out_c;
+        qgstat_t *g = gstat_new(r, (uint8_t)i, 0, e);
+        if (r->stream)
+            stream_begin(r, (uint8_t)i, 0, e, rows * t->row);
+        for (uint32_t j = 0; j < rows; j++) {
+            uint32_t o = t->n_sel ? t->sel[j] : j;
+            port_marker(PORT_MARK_BACKWARD);
+            t0 = port_ticks();
+            weight_grad(n, t, o);
+            r->t_bwd += since(t0);
+            report(r, g, t->acc, t->row);
+            if (!conv && t->h[o] == 0)
+                continue; /* a masked output: its row's gradient is zero, nothing to apply */
+            port_marker(PORT_MARK_UPDATE);
+            t0 = port_ticks();
+            t->eff[o] -= zp * qsgd_i8(t->w_ram + j * t->row, t->w_res + j * t->row, t->acc, t->row, t->upd[2 * o],
+                                      t->upd[2 * o + 1] + e);
+            r->t_upd += since(t0);
+        }
+    }
+    return e_in;
+}
+
+static void backward(qrun_t *r, int32_t e)
+{
+    const qplan_t *p = r->p;
+    for (uint32_t i = p->n_ops - 1u; i-- > p->first_bwd;) {
+        const qtop_t *t = top_of(p, i);
+        uint32_t b0 = r->t_bwd, u0 = r->t_upd;
+        if (p->node[i].op != QOP_RESHAPE) /* reshape: din aliases dout, the exponent passes unchanged */
+            e = back_weighted(r, i, &p->node[i], t, e);
+        if (i < 32u) {
+            r->ticks[i][1] += r->t_bwd - b0;
+            r->ticks[i][2] += r->t_upd - u0;
+        }
+    }
+}
+
+/* ---- step, eval, run -------------------------------------------------------------------------------------- */
+
+static void send_gstat(const qrun_t *r)
+{
+    msg_begin(MSG_GSTAT);
+    msg_u32(r->step);
+    msg_u8((uint8_t)r->n_gstat);
+    msg_zeros(3);
+    for (uint32_t j = 0; j < r->n_gstat; j++) {
+        const qgstat_t *g = &r->gstat[j];
+        msg_u8(g->layer);
+        msg_u8(g->param);
+        msg_u8(QTRAIN_GRAD_INT);
+        msg_u8((uint8_t)g->e);
+        msg_f32(__builtin_sqrtf((float)g->sumsq));
+        msg_f32((float)g->max_abs);
+    }
+    msg_send();
+}
+
+static void send_layers(const qrun_t *r)
+{
+    uint32_t n = r->p->n_ops < 32u ? r->p->n_ops : 32u;
+    msg_begin(MSG_LAYERS);
+    msg_u8((uint8_t)n);
+    msg_zeros(3);
+    for (uint32_t i = 0; i < n; i++) {
+        msg_u8((uint8_t)i);
+        msg_u8((uint8_t)(0x80u | r->p->node[i].op));
+        msg_u16(0);
+        for (uint32_t k = 0; k < 3; k++)
+            msg_u64(r->ticks[i][k]);
+    }
+    msg_send();
+}
+
+static void train_step(qrun_t *r, uint32_t sample, msg_step_t *m)
+{
+    const qplan_t *p = r->p;
+    uint32_t label = p->data.y_train[sample];
+    uint64_t t0;
+    int32_t e;
+    port_marker(PORT_MARK_FORWARD); /* markers sit outside the timed windows */
+    t0 = port_ticks();
+    qexec_load_sample(p, p->data.x_train + sample * p->data.sample_bytes);
+    r->t_fwd = since(t0);
+    r->t_fwd += qtrain_forward(p, r->ticks);
+    t0 = port_ticks();
+    e = qgrad_logits(p->output, p->n_classes, label, p->dlogits);
+    m->loss = qexec_sample_loss(p, label);
+    r->t_fwd += since(t0);
+    r->t_bwd = r->t_upd = 0;
+    r->n_gstat = 0;
+    backward(r, e);
+    port_marker(PORT_MARK_STEP_END);
+    m->step = r->step;
+    m->sample = sample;
+    m->label = (uint8_t)label;
+    m->pred = (uint8_t)qexec_argmax(p);
+    m->t_fwd = r->t_fwd;
+    m->t_bwd = r->t_bwd;
+    m->t_upd = r->t_upd;
+}
+
+static void evaluate(const qplan_t *p, uint8_t phase, uint16_t max_samples)
+{
+    msg_eval_t ev = {phase, p->data.n_eval, 0, 0.0f, 0};
+    uint64_t t0 = port_ticks();
+    if (max_samples && max_samples < ev.n)
+        ev.n = max_samples;
+    for (uint32_t s = 0; s < ev.n; s++) {
+        uint32_t label = p->data.y_eval[s];
+        qexec_load_sample(p, p->data.x_eval + s * p->data.sample_bytes);
+        qtrain_forward(p, NULL);
+        ev.correct += qexec_argmax(p) == label;
+        ev.loss_sum += qexec_sample_loss(p, label);
+    }
+    ev.ticks = port_ticks() - t0;
+    msg_eval(&ev);
+}
+
+static int stack_guard_hit(const port_info_t *info)
+{
+    if (!info->stack_bottom || info->stack_bytes < 16u)
+        return 0;
+    for (uint32_t j = 0; j < 4u; j++)
+        if (info->stack_bottom[j] != TRAINER_PAINT)
+            return 1;
+    return 0;
+}
+
+static int train(qrun_t *r, const start_t *a, stop_poll_fn poll, msg_summary_t *s)
+{
+    uint32_t rng = a->seed ? a->seed : 1u;
+    msg_step_t m;
+    for (r->step = 0; r->step < a->steps; r->step++) {
+        if (poll && poll())
+            return 1;
+        r->stream = a->grad_every && r->step % a->grad_every == 0;
+        train_step(r, trainer_xorshift(&rng) % r->p->data.n_train, &m);
+        m.stack_hwm = qexec_stack_hwm(r->info);
+        m.arena_peak = qexec_arena_peak(r->p, r->info);
+        m.sram_used = r->info->static_bytes + m.stack_hwm + m.arena_peak;
+        msg_step(&m);
+        send_gstat(r);
+        s->steps_done++;
+        s->final_loss = m.loss;
+        s->ticks_train += (uint64_t)m.t_fwd + m.t_bwd + m.t_upd;
+        if (m.sram_used > s->sram_peak)
+            s->sram_peak = m.sram_used;
+        if (stack_guard_hit(r->info)) {
+            msg_fault(FAULT_STACK, 0, 0, 0, m.stack_hwm, r->info->stack_bytes, "stack overflow: paint guard hit");
+            return 2;
+        }
+    }
+    return 0;
+}
+
+int qtrain_run(const qplan_t *p, const start_t *a, const port_info_t *info, stop_poll_fn poll)
+{
+    msg_summary_t s = {0, 0, 0.0f, 0, 0, info->static_bytes, 0, 0};
+    uint32_t sram;
+    memset(&run, 0, sizeof run);
+    run.p = p;
+    run.info = info;
+    qexec_repaint(info);
+    qtrain_load_params(p);
+    evaluate(p, 0, a->eval_samples);
+    s.status = (uint8_t)train(&run, a, poll, &s);
+    if (s.status == 0)
+        evaluate(p, 1, a->eval_samples);
+    send_layers(&run);
+    s.stack_hwm = qexec_stack_hwm(info);
+    s.arena_peak = qexec_arena_peak(p, info);
+    sram = info->static_bytes + s.stack_hwm + s.arena_peak;
+    s.sram_peak = sram > s.sram_peak ? sram : s.sram_peak;
+    msg_summary(&s);
+    return s.status;
+}
