@@ -13,7 +13,9 @@ Definitions (one step, batch 1):
   giving |g| ≤ 127, E = k (rdbp: divide by 2^k rounding half away from zero);
 - per weighted op with output gradient (g, E): g' = 0 where the op's output sits at a fused-activation bound,
   h = floor((g'·m[o] + 128) / 256);
-  input gradient acc = Σ h·W̄ (the transposed op), g_in = rdbp(acc, k), E_in = E − 7 + k;
+  input gradient acc = Σ h·W̄ (the transposed op; depthwise: per channel), g_in = rdbp(acc, k), E_in = E − 7 + k;
+- AVERAGE_POOL_2D (no parameters): acc = Σ over the windows covering an input of g·round(2^16 / count), g_in =
+  rdbp(acc, k), E_in = E − 16 + k; RESHAPE passes (g, E) on;
   bias accumulator a_b[o] = Σ_positions h[., o]; weight accumulator a[o] = Σ_positions h[., o]·(x − zp_x);
 - update: Δ = round_half_up(a·M·2^(s + E − 31)) clamped to ±2^30; weights V = 65536·W̄ + r − Δ clamped to
   ±127·65536, W̄ = floor((V + 32768) / 65536), r = V − 65536·W̄; biases likewise in int64, codes clamped to ±2^30
@@ -30,9 +32,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from bench import int8ref, quant
-from bench.qplan import QPlan, QTrainOp
+from bench.qplan import POOL_SHIFT, QPlan, QTrainOp
 from bench.records import RunRecord
-from bench.tflite_io import ConvOptions, FullyConnectedOptions, QModel
+from bench.tflite_io import ConvOptions, FullyConnectedOptions, PoolOptions, QModel
 
 Key = tuple[int, str]  # (op index, "w" | "b")
 DELTA_MAX = 2**30
@@ -173,6 +175,47 @@ def _conv_input_grad(model: QModel, i: int, h: np.ndarray, w: np.ndarray) -> np.
     return acc[t: t + ih, left: left + iw]
 
 
+def _dw_input_grad(model: QModel, i: int, h: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Σ h·W̄ scattered back through depthwise op i: [ih, iw, c] (h [oh, ow, c·dm], w [1, kh, kw, c·dm]); output
+    channel ic·dm + d reads input channel ic."""
+    op = model.ops[i]
+    o = op.options
+    assert isinstance(o, ConvOptions)
+    ih, iw, c = model.tensors[op.inputs[0]].shape[1:]
+    kh, kw, out_c = w.shape[1:]
+    dm = out_c // c
+    t, b, left, right = _pads(model, i)
+    acc = np.zeros((ih + t + b, iw + left + right, out_c), np.int64)
+    oh, ow = h.shape[:2]
+    sh, sw = o.stride
+    for ky in range(kh):
+        for kx in range(kw):
+            acc[ky: ky + sh * (oh - 1) + 1: sh, kx: kx + sw * (ow - 1) + 1: sw] += h * w[0, ky, kx]
+    return acc[t: t + ih, left: left + iw].reshape(ih, iw, c, dm).sum(axis=3)
+
+
+def _pool_input_grad(model: QModel, i: int, g: np.ndarray) -> np.ndarray:
+    """The average pool's output gradient spread over each window's in-bounds taps, weighted by round(2^16 / count)
+    (count: the window's in-bounds taps, as the forward pass averages them): [ih, iw, c]."""
+    op = model.ops[i]
+    o = op.options
+    assert isinstance(o, PoolOptions)
+    ih, iw, c = model.tensors[op.inputs[0]].shape[1:]
+    (kh, kw), (sh, sw) = o.filter, o.stride
+    pt = int8ref._pads(ih, kh, sh, o.padding)[0]
+    pl = int8ref._pads(iw, kw, sw, o.padding)[0]
+    acc = np.zeros((ih, iw, c), np.int64)
+    oh, ow = g.shape[:2]
+    for oy in range(oh):
+        for ox in range(ow):
+            y0, x0 = oy * sh - pt, ox * sw - pl
+            ys, xs = slice(max(y0, 0), min(y0 + kh, ih)), slice(max(x0, 0), min(x0 + kw, iw))
+            count = (ys.stop - ys.start) * (xs.stop - xs.start)
+            if count > 0:
+                acc[ys, xs] += g[oy, ox] * ((2**POOL_SHIFT + count // 2) // count)
+    return acc
+
+
 # --------------------------------------------------------------------------------------------- replay
 
 
@@ -231,6 +274,11 @@ class Int8Trainer:
             top = self.train.ops[i]
             if top.kind == "RESHAPE":
                 continue
+            if top.kind == "AVERAGE_POOL_2D":
+                acc = _pool_input_grad(model, i, np.asarray(g, np.int64).reshape(acts[i + 1].shape[-3:]))
+                k = requant_shift(acc)
+                g, e = rdbp(acc, k).ravel(), e - POOL_SHIFT + k
+                continue
             g, e = self._op(i, top, acts[i], acts[i + 1], g, e, grads)
         return grads, outs[-1][0]
 
@@ -248,6 +296,9 @@ class Int8Trainer:
         if top.need_dx:
             if op.kind == "FULLY_CONNECTED":
                 acc = h[0] @ w
+            elif op.kind == "DEPTHWISE_CONV_2D":
+                oh, ow = y.shape[-3:-1]
+                acc = _dw_input_grad(model, i, h.reshape(oh, ow, out_c), w).ravel()
             else:
                 oh, ow = y.shape[-3:-1]
                 acc = _conv_input_grad(model, i, h.reshape(oh, ow, out_c), w).ravel()

@@ -450,8 +450,9 @@ RES_BITS = 16  # Q16 residual per trained weight and bias
 MAX_SHIFT, MIN_SHIFT = 60, -160  # update multiplier exponents the device accepts
 I32_MAX = 2**31 - 1
 H_MAX = 16256  # |h| <= (127·32768 + 128) >> 8
-TRAINABLE_OPS = ("CONV_2D", "FULLY_CONNECTED")
-BACKWARD_OPS = (*TRAINABLE_OPS, "RESHAPE")
+TRAINABLE_OPS = ("CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D")  # depthwise: the bias only
+BACKWARD_OPS = (*TRAINABLE_OPS, "AVERAGE_POOL_2D", "RESHAPE")
+POOL_SHIFT = 16  # average pool backward: Q16 reciprocal of each window's tap count
 TF_TRAIN_W, TF_TRAIN_B, TF_NEED_DX, TF_MASK = 1, 2, 4, 8
 TRAIN_HEADER, TRAIN_RECORD = 32, 64
 
@@ -504,7 +505,10 @@ def _train_plan(model: QModel, spec: QTrainSpec) -> QTrainPlan:
     channels = dict(spec.channels)
     for i, p in spec.trainable:
         if not 0 <= i < n - 1 or model.ops[i].kind not in TRAINABLE_OPS or p not in ("w", "b"):
-            raise QPlanError(f"op {i}: only the weights/bias of CONV_2D and FULLY_CONNECTED ops train")
+            raise QPlanError(f"op {i}: only the weights/bias of CONV_2D and FULLY_CONNECTED ops (and the bias of "
+                             f"DEPTHWISE_CONV_2D) train")
+        if p == "w" and model.ops[i].kind == "DEPTHWISE_CONV_2D":
+            raise QPlanError(f"op {i}: depthwise weights do not train (bias and input gradient only)")
         if p == "b" and not (len(model.ops[i].inputs) > 2 and model.ops[i].inputs[2] >= 0):
             raise QPlanError(f"op {i}: {model.ops[i].kind} has no bias to train")
     first = min(i for i, _ in spec.trainable)
@@ -515,10 +519,22 @@ def _train_plan(model: QModel, spec: QTrainSpec) -> QTrainPlan:
     for i in range(n - 2, first - 1, -1):
         op = model.ops[i]
         if op.kind not in BACKWARD_OPS:
-            raise _refuse(i, op, "backward is not supported for this op (CONV_2D, FULLY_CONNECTED, RESHAPE)")
+            raise _refuse(i, op, "backward is not supported for this op (CONV_2D, DEPTHWISE_CONV_2D, "
+                                 "FULLY_CONNECTED, AVERAGE_POOL_2D, RESHAPE)")
         if i > first and op.inputs[0] != model.ops[i - 1].outputs[0]:
             raise _refuse(i, op, "the backward path must be a chain (each op reads the previous op's output)")
         need_dx = i > first
+        if op.kind == "AVERAGE_POOL_2D":
+            po = op.options
+            assert isinstance(po, PoolOptions)
+            s_y, zp_y = _qp(model.tensors[op.outputs[0]])
+            if quant.activation_range(po.activation, s_y, zp_y) != (-128, 127):
+                raise _refuse(i, op, "backward needs no fused activation")
+            if po.filter[0] * po.filter[1] * 127 * 2**POOL_SHIFT > I32_MAX:
+                raise _refuse(i, op, "window too large for int32 gradient accumulators")
+            ops[i] = QTrainOp(i, op.kind, False, False, need_dx, False, (), np.zeros(0, np.int64),
+                              np.zeros((0, 2), np.int64), np.zeros((0, 2), np.int64), 0.0, c)
+            continue  # the real gradient keeps c: E drops by POOL_SHIFT
         if op.kind == "RESHAPE":
             ops[i] = QTrainOp(i, op.kind, False, False, need_dx, False, (), np.zeros(0, np.int64),
                               np.zeros((0, 2), np.int64), np.zeros((0, 2), np.int64), 0.0, c)
@@ -538,6 +554,11 @@ def _train_plan(model: QModel, spec: QTrainSpec) -> QTrainPlan:
                 raise _refuse(i, op, "training needs one input row")
             if out_c * H_MAX * 127 > I32_MAX:
                 raise _refuse(i, op, "too many outputs for int32 input-gradient accumulators")
+        elif op.kind == "DEPTHWISE_CONV_2D":
+            kh, kw = model.tensors[op.inputs[1]].shape[1:3]
+            dm = out_c // x.shape[3]
+            if kh * kw * dm * H_MAX * 127 > I32_MAX or y.shape[1] * y.shape[2] * H_MAX > I32_MAX:
+                raise _refuse(i, op, "too large for int32 gradient accumulators")
         else:
             kh, kw = model.tensors[op.inputs[1]].shape[1:3]
             if out_c * kh * kw * H_MAX * 127 > I32_MAX or y.shape[1] * y.shape[2] * H_MAX * 255 > I32_MAX:
@@ -560,7 +581,12 @@ def _train_plan(model: QModel, spec: QTrainSpec) -> QTrainPlan:
 
 
 def _row(model: QModel, op: QOp) -> int:
+    """Weights per output channel (depthwise: the taps; its weights never train); 0 for ops without weights."""
+    if op.kind not in TRAINABLE_OPS:
+        return 0
     w = model.tensors[op.inputs[1]]
+    if op.kind == "DEPTHWISE_CONV_2D":
+        return int(w.shape[1] * w.shape[2])
     return int(np.prod(w.shape[1:]))
 
 
@@ -603,6 +629,10 @@ def _train_buffers(model: QModel, tplan: QTrainPlan, acts: list[QBuffer]) -> lis
         out_c, row = len(top.m), _row(model, op)
         n_out = int(np.prod(model.tensors[op.outputs[0]].shape))
         n_in = int(np.prod(model.tensors[op.inputs[0]].shape))
+        if top.kind == "AVERAGE_POOL_2D":
+            out.append(QBuffer(f"scratch{i}", _scratch_bytes(top, n_out, n_in, 0), 2 * n - i, 2 * n - i,
+                               kind="gradients"))
+            continue
         rows = len(top.channels) or out_c
         if top.train_w:
             out += [QBuffer(f"w{i}", _align(rows * row), *always, kind="weights"),
@@ -646,6 +676,12 @@ def _train_section(model: QModel, tplan: QTrainPlan, off: dict[str, int], consts
         if top.kind == "RESHAPE":
             struct.pack_into("<BBHIIIIIIIIIIIII8x", records, TRAIN_RECORD * i, flags, 0, 0, 0, 0, 0, 0, 0, 0, dout,
                              din, 0, 0, 0, 0, 0)
+            continue
+        if top.kind == "AVERAGE_POOL_2D":
+            struct.pack_into("<BBHIIIIIIIIIIIII8x", records, TRAIN_RECORD * i, flags, 0, 0, 0, 0, 0, 0, 0, 0, dout,
+                             din, off[f"scratch{i}"],
+                             _scratch_bytes(top, int(np.prod(model.tensors[op.outputs[0]].shape)),
+                                            int(np.prod(model.tensors[op.inputs[0]].shape)), 0), 0, 0, 0)
             continue
         ch_off = consts.add(np.asarray(top.channels, "<u2").tobytes()) if top.channels else 0
         m_off = consts.add(top.m.astype("<i4").tobytes())

@@ -574,17 +574,34 @@ static int train_op(ctx_t *c, uint32_t i, const uint8_t *r, qtop_t *t)
     qplan_t *p = c->p;
     qnode_t *n = &p->node[i];
     uint32_t need = 0;
-    int weighted = n->op == QOP_CONV_2D || n->op == QOP_FULLY_CONNECTED;
+    int dw = n->op == QOP_DEPTHWISE_CONV_2D;
+    int weighted = n->op == QOP_CONV_2D || n->op == QOP_FULLY_CONNECTED || dw;
     memset(t, 0, sizeof *t);
     t->flags = r[0];
     if ((t->flags & ~0x0Fu) || r[1] || le32(r + 56) || le32(r + 60))
         return tfail(c, i, "qplan: unknown training flags or reserved bytes");
-    if (!weighted && n->op != QOP_RESHAPE)
-        return tfail(c, i, "qplan: backward of this op is not supported (CONV_2D, FULLY_CONNECTED, RESHAPE)");
+    if (!weighted && n->op != QOP_RESHAPE && n->op != QOP_AVERAGE_POOL_2D)
+        return tfail(c, i, "qplan: backward of this op is not supported (CONV_2D, DEPTHWISE_CONV_2D, "
+                           "FULLY_CONNECTED, AVERAGE_POOL_2D, RESHAPE)");
     if ((t->flags & QTF_NEED_DX) != (i > p->first_bwd ? QTF_NEED_DX : 0u))
         return tfail(c, i, "qplan: need_dx must be set exactly above first_bwd");
     if (i > p->first_bwd && n->x != p->node[i - 1u].y)
         return tfail(c, i, "qplan: the backward path must be a chain (input = previous op's output)");
+    if (n->op == QOP_AVERAGE_POOL_2D) {
+        const qpool_t *k = &n->k.pool;
+        t->n_in = (uint32_t)k->in_h * k->in_w * k->c;
+        if (t->flags != QTF_NEED_DX || k->act_min > -128 || k->act_max < 127 ||
+            (uint64_t)k->k_h * k->k_w * 127u * 65536u > 0x7FFFFFFFu)
+            return tfail(c, i, "qplan: average pool backward needs need_dx only, no fused activation, <= 258 taps");
+        t->dout = arena_at(c, le32(r + 28), n->n_out);
+        t->din = arena_at(c, le32(r + 32), t->n_in);
+        t->acc = arena_at(c, le32(r + 36) + ((2u * n->n_out + 3u) & ~3u), 4ull * t->n_in);
+        if (!t->dout || !t->acc || le32(r + 40) < ((2u * n->n_out + 3u) & ~3u) + 4u * t->n_in)
+            return tfail(c, i, "qplan: gradient or scratch buffers outside arena");
+        if (!t->din || t->din != p->top[i - 1u - p->first_bwd].dout)
+            return tfail(c, i, "qplan: din must be the previous op's dout");
+        return 0;
+    }
     if (!weighted) {
         if (t->flags & ~QTF_NEED_DX)
             return tfail(c, i, "qplan: only conv and FC ops train or mask");
@@ -603,6 +620,18 @@ static int train_op(ctx_t *c, uint32_t i, const uint8_t *r, qtop_t *t)
         t->eff_flash = n->k.fc.bias_eff;
         if ((uint64_t)t->out_c * 16256u * 127u > 0x7FFFFFFFu)
             return tfail(c, i, "qplan: too many outputs for int32 input-gradient accumulators");
+    } else if (dw) {
+        const qconv_t *k = &n->k.conv;
+        t->out_c = k->out_c;
+        t->row = (uint32_t)k->k_h * k->k_w; /* taps per channel; depthwise weights do not train */
+        t->n_in = (uint32_t)k->in_h * k->in_w * k->in_c;
+        t->b_flash = k->bias;
+        t->eff_flash = k->bias_eff;
+        if (t->flags & QTF_TRAIN_W)
+            return tfail(c, i, "qplan: depthwise weights do not train (bias and input gradient only)");
+        if ((uint64_t)k->k_h * k->k_w * k->dm * 16256u * 127u > 0x7FFFFFFFu ||
+            (uint64_t)k->out_h * k->out_w * 16256u > 0x7FFFFFFFu)
+            return tfail(c, i, "qplan: depthwise conv too large for int32 gradient accumulators");
     } else {
         const qconv_t *k = &n->k.conv;
         t->out_c = k->out_c;

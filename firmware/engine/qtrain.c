@@ -168,6 +168,8 @@ static void input_grad(const qnode_t *n, const qtop_t *t)
 {
     if (n->op == QOP_FULLY_CONNECTED)
         fc_i8_input_grad(&n->k.fc, t->h, &t->rows, t->acc);
+    else if (n->op == QOP_DEPTHWISE_CONV_2D)
+        dwconv_i8_input_grad(&n->k.conv, t->h, n->w, t->acc);
     else
         conv_i8_input_grad(&n->k.conv, t->h, &t->rows, t->acc);
 }
@@ -183,7 +185,7 @@ static void weight_grad(const qnode_t *n, const qtop_t *t, uint32_t o)
 /* one weighted op; e is the exponent of its output gradient; returns the exponent of its input gradient */
 static int32_t back_weighted(qrun_t *r, uint32_t i, const qnode_t *n, const qtop_t *t, int32_t e)
 {
-    int conv = n->op == QOP_CONV_2D;
+    int conv = n->op == QOP_CONV_2D || n->op == QOP_DEPTHWISE_CONV_2D;
     int32_t lo = conv ? n->k.conv.act_min : n->k.fc.act_min, hi = conv ? n->k.conv.act_max : n->k.fc.act_max;
     int32_t zp = conv ? n->k.conv.zp_in : n->k.fc.zp_in, e_in = 0;
     uint32_t n_pos = n->n_out / t->out_c;
@@ -242,8 +244,16 @@ static void backward(qrun_t *r, int32_t e)
     for (uint32_t i = p->n_ops - 1u; i-- > p->first_bwd;) {
         const qtop_t *t = top_of(p, i);
         uint32_t b0 = r->t_bwd, u0 = r->t_upd;
-        if (p->node[i].op != QOP_RESHAPE) /* reshape: din aliases dout, the exponent passes unchanged */
+        if (p->node[i].op == QOP_AVERAGE_POOL_2D) {
+            uint64_t t0;
+            port_marker(PORT_MARK_BACKWARD);
+            t0 = port_ticks();
+            avgpool_i8_input_grad(&p->node[i].k.pool, t->dout, t->acc);
+            e = e - QGRAD_POOL_SHIFT + qgrad_requant(t->acc, t->n_in, t->din);
+            r->t_bwd += since(t0);
+        } else if (p->node[i].op != QOP_RESHAPE) { /* reshape: din aliases dout, the exponent passes unchanged */
             e = back_weighted(r, i, &p->node[i], t, e);
+        }
         if (i < 32u) {
             r->ticks[i][1] += r->t_bwd - b0;
             r->ticks[i][2] += r->t_upd - u0;

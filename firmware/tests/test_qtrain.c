@@ -278,12 +278,73 @@ static void t_residual(void)
     }
 }
 
+/* depthwise backward: random shapes, multipliers 1..3, SAME/VALID, strides 1..2 */
+static void t_dwconv_bwd(void)
+{
+    for (int trial = 0; trial < 300; trial++) {
+        qconv_t p;
+        uint32_t n_in, n_out, dm = 1u + th_rand() % 3u;
+        make_conv(&p);
+        p.dm = (uint8_t)dm;
+        p.out_c = (uint16_t)(p.in_c * dm);
+        n_in = (uint32_t)p.in_h * p.in_w * p.in_c;
+        n_out = (uint32_t)p.out_h * p.out_w * p.out_c;
+        CHECK((uint32_t)p.k_h * p.k_w * p.out_c <= TBIG && n_in <= TBIG && n_out <= TBIG);
+        fill8(W8, (uint32_t)p.k_h * p.k_w * p.out_c);
+        fill_h(H, n_out);
+        dwconv_i8_input_grad(&p, H, W8, ACC);
+        dwconv_i8_input_grad_ref(&p, H, W8, ACCR);
+        CHECK(memcmp(ACC, ACCR, n_in * sizeof *ACC) == 0);
+    }
+}
+
+/* average pool backward: random shapes and paddings; a uniform VALID window gives g·round(65536 / (k_h·k_w)) */
+static void t_avgpool_bwd(void)
+{
+    for (int trial = 0; trial < 300; trial++) {
+        qconv_t c;
+        qpool_t p;
+        uint32_t n_in, n_out;
+        make_conv(&c);
+        memset(&p, 0, sizeof p);
+        p.in_h = c.in_h;
+        p.in_w = c.in_w;
+        p.c = c.in_c;
+        p.out_h = c.out_h;
+        p.out_w = c.out_w;
+        p.k_h = c.k_h;
+        p.k_w = c.k_w;
+        p.stride_h = c.stride_h;
+        p.stride_w = c.stride_w;
+        p.pad_top = c.pad_top;
+        p.pad_left = c.pad_left;
+        p.act_min = -128;
+        p.act_max = 127;
+        n_in = (uint32_t)p.in_h * p.in_w * p.c;
+        n_out = (uint32_t)p.out_h * p.out_w * p.c;
+        CHECK(n_in <= TBIG && n_out <= TBIG);
+        fill8(G8, n_out);
+        avgpool_i8_input_grad(&p, G8, ACC);
+        avgpool_i8_input_grad_ref(&p, G8, ACCR);
+        CHECK(memcmp(ACC, ACCR, n_in * sizeof *ACC) == 0);
+    }
+    {
+        qpool_t p = {3, 3, 2, 1, 1, 3, 3, 2, 2, 0, 0, -128, 127};
+        int8_t g[2] = {9, -100};
+        avgpool_i8_input_grad(&p, g, ACC);
+        for (uint32_t j = 0; j < 9; j++)
+            CHECK(ACC[2 * j] == 9 * 7282 && ACC[2 * j + 1] == -100 * 7282);
+    }
+}
+
 const test_case_t qtrain_tests[] = {
     {"int8 train: logits gradient from the softmax output", t_logits},
     {"int8 train: gradient requantisation optimized == reference", t_requant},
     {"int8 train: masking and channel scaling optimized == reference", t_prep},
     {"int8 train: fully connected backward optimized == reference (sparse rows)", t_fc_bwd},
     {"int8 train: conv backward optimized == reference (sparse rows)", t_conv_bwd},
+    {"int8 train: depthwise backward optimized == reference", t_dwconv_bwd},
+    {"int8 train: average pool backward optimized == reference", t_avgpool_bwd},
     {"int8 train: update step exact, optimized == reference", t_update},
     {"int8 train: Q16 residual carries sub-LSB steps; saturation", t_residual},
     {NULL, NULL},

@@ -14,6 +14,7 @@
 #define QGRAD_RES_BITS 16     /* residual fraction bits */
 #define QGRAD_DELTA_MAX (1 << 30)
 #define QGRAD_BIAS_MAX (1 << 30)
+#define QGRAD_POOL_SHIFT 16   /* average pool backward: Q16 reciprocal of each window's tap count */
 
 /* Weight rows of a layer: sel NULL = every row from ram (or from flash when ram is NULL); else rows sel[0..n_sel)
  * (ascending) from ram, compact, and every other row from flash. row = values per output channel. */
@@ -62,6 +63,14 @@ void conv_i8_input_grad_ref(const qconv_t *p, const int16_t *h, const qrows_t *w
 /* output channel oc: a[ky][kx][ic] = sum over output pixels of h[.., oc]·(x - zp_in) at in-bounds taps */
 void conv_i8_weight_grad(const qconv_t *p, const int16_t *h, const int8_t *x, uint32_t oc, int32_t *a);
 void conv_i8_weight_grad_ref(const qconv_t *p, const int16_t *h, const int8_t *x, uint32_t oc, int32_t *a);
+/* DEPTHWISE_CONV_2D (weights 1HWC, out_c = in_c·dm): acc[iy][ix][ic] = sum over outputs, in-bounds taps and the
+ * dm channels oc = ic·dm + d of h[.., oc]·W̄[tap][oc] */
+void dwconv_i8_input_grad(const qconv_t *p, const int16_t *h, const int8_t *w, int32_t *acc);
+void dwconv_i8_input_grad_ref(const qconv_t *p, const int16_t *h, const int8_t *w, int32_t *acc);
+/* AVERAGE_POOL_2D: acc[iy][ix][c] = sum over the windows covering it of g·round(2^16 / count) (count: the window's
+ * in-bounds taps); the input gradient's exponent is E - QGRAD_POOL_SHIFT + k after qgrad_requant */
+void avgpool_i8_input_grad(const qpool_t *p, const int8_t *g, int32_t *acc);
+void avgpool_i8_input_grad_ref(const qpool_t *p, const int8_t *g, int32_t *acc);
 /* sum over positions of h[pos][oc] (n_pos positions of out_c channels) */
 int32_t qgrad_bias(const int16_t *h, uint32_t n_pos, uint32_t out_c, uint32_t oc);
 

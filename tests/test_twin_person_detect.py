@@ -1,0 +1,85 @@
+"""TFLM's person_detect (MobileNetV1-0.25, 96×96×1) fine-tuned with sparse int8 training on the NUCLEO-F746ZG twin.
+
+A new 10-class head replaces the 2-class classifier (`bench.qhead.replace_head`), the downstream task is the drifted
+digits scaled up to 96×96 (`bench.qhead.digits96`); the sparse scheme trains the biases of the last 9 ops with a bias
+(pointwise and depthwise convs, so the backward pass runs through AVERAGE_POOL_2D, RESHAPE and DEPTHWISE_CONV_2D),
+the weights of 1/8–1/4 of the channels of three pointwise convs, and the whole head. Checked: every streamed int32
+accumulator equals bench/int8train.py's exactly in the check steps, the eval loss falls, the measured peak SRAM is
+within the board's 320 KB and within 10% of the plan, and fp32 training of the same model would not fit
+(bench/fp32mem.py). Figures are printed (`pytest -s`) and kept as JUnit properties.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import fp32mem, int8train, qplan, session
+from bench.boards import load_catalogue
+from bench.image import assemble, build_firmware
+from bench.link import Link
+from bench.profile import parse_technique
+from bench.qhead import digits96, replace_head, sparse_spec
+from bench.records import RunRecord
+from bench.runner import board_lock
+from bench.target import QemuTarget
+from bench.tasks import load_task
+
+pytestmark = pytest.mark.twin
+N_TRAIN, N_EVAL, STEPS, CHECK_STEPS, LR = 40, 20, 40, 2, 0.05
+SPARSE = {28: 1.0, 26: 0.125, 24: 0.125, 22: 0.25}  # op index -> ratio of output channels whose weights train
+
+
+def test_person_detect_sparse_int8_on_m7_twin(shared_models: Path, tmp_path: Path, record_property) -> None:
+    board = load_catalogue()["nucleo-f746zg"]
+    model = replace_head(qplan_model(shared_models), 10, seed=1, path=tmp_path / "person_detect-head10.tflite")
+    task = load_task("digits-drift", 1)
+    x, y = digits96(task.x_train[:N_TRAIN]), task.y_train[:N_TRAIN]
+    xe, ye = digits96(task.x_eval[:N_EVAL]), task.y_eval[:N_EVAL]
+    plan = qplan.compile_qplan(model, sparse_spec(model, 9, SPARSE, LR), "sparse-int8")
+    assert plan.train is not None and plan.train.first_bwd == 19
+    assert {plan.train.ops[i].kind for i in plan.train.ops} >= {"AVERAGE_POOL_2D", "DEPTHWISE_CONV_2D", "RESHAPE"}
+    scale, zp = qplan.input_qparams(model)
+    data = qplan.int8_dataset_blob(x, y, xe, ye, 10, scale, zp)
+    fw = build_firmware(board)
+    images = assemble(board, "emulated", fw, plan, data, tmp_path / "images")  # refuses what exceeds 1 MB of flash
+    check = RunRecord(run_id="pd.check", board=board, target_kind="emulated", technique="sparse-int8",
+                      model=model.name)
+    run = RunRecord(run_id="pd", board=board, target_kind="emulated", technique="sparse-int8", model=model.name)
+    with board_lock("nucleo-f746zg"):
+        target = QemuTarget(board, tmp_path / "qemu.log")
+        target.load(images)
+        target.reset()
+        try:
+            with Link.open(target.url, board.serial.baudrate, tmp_path, name="pd") as link:
+                session.hello(link)
+                session.train(link, check, session.TrainSettings(CHECK_STEPS, LR, 1, 1, eval_samples=1),
+                              idle_timeout=300)
+                session.train(link, run, session.TrainSettings(STEPS, LR, 2, 0, eval_samples=N_EVAL),
+                              idle_timeout=300)
+        finally:
+            target.close()
+    checks = int8train.check_gradients(check, plan, x, y)
+    assert len(checks) == CHECK_STEPS * 13 and all(c.exact for c in checks)
+    assert run.summary is not None and len(run.steps) == STEPS
+    assert run.eval_loss(1) < run.eval_loss(0)
+    planned = fw.static_bytes + plan.arena_bytes
+    peak = run.summary.sram_peak
+    fp32 = fp32mem.plan_fp32(qplan_model(shared_models), parse_technique("full-fp32"))
+    figures = {"measured_peak_sram": peak, "planned_sram": planned, "arena": plan.arena_bytes,
+               "plan_blob": len(plan.blob(0)), "dataset_blob": len(data),
+               "acc_before": run.accuracy(0), "acc_after": run.accuracy(1),
+               "eval_loss_before": run.eval_loss(0), "eval_loss_after": run.eval_loss(1),
+               "fp32_full_planned_sram": fw.static_bytes + fp32.arena_bytes}
+    for k, v in figures.items():
+        record_property(f"person_detect.sparse_int8.{k}", v)
+    print("\nperson_detect sparse-int8 on nucleo-f746zg: " + ", ".join(f"{k} {v:,.3f}" for k, v in figures.items()))
+    assert peak <= board.sram_bytes and abs(peak - planned) <= 0.1 * planned
+    assert fw.static_bytes + fp32.arena_bytes > board.sram_bytes  # full fp32 training does not fit
+
+
+def qplan_model(shared_models: Path):
+    from bench.tflite_io import load_tflite
+
+    return load_tflite(shared_models / "person_detect.tflite")
