@@ -136,7 +136,9 @@ def summary_table(records: list[RunRecord]) -> Table:
         row = r.run_row()
         acc = f"{_fmt(row['acc_before'] * 100, '.1f')}% → {_fmt(row['acc_after'] * 100, '.1f')}%"
         sram = f"{_fmt(row['peak_sram_bytes'], ',.0f')} / {row['board_sram_bytes']:,} B"
-        status = r.status if r.status == "ok" else f"{r.status}: {r.error[:80]}"
+        # does-not-fit: the error ends "needs N B of SRAM|flash but the board has M B" (bench.image.DoesNotFit)
+        error = r.error.rsplit(": ", 1)[-1] if r.status == "does-not-fit" else r.error
+        status = r.status if r.status == "ok" else f"{r.status}: {error[:80]}"
         energy = f"{_fmt(row['energy_per_step_uj'], '.2f')} µJ ({row['energy_source']})"
         table.add_row(r.board.name, r.technique, status, acc, _fmt(row["final_loss"], ".3f"), sram,
                       _fmt(row["instr_per_step"], ",.0f"), energy, _fmt(row["fidelity_max_rel_err"], ".1e"))

@@ -213,14 +213,18 @@ def assemble(board: Board, kind: str, firmware: Firmware, plan: Plan | QPlan, da
 
 
 def _check_sram(board: Board, firmware: Firmware, plan: Plan | QPlan) -> None:
-    required = firmware.static_bytes + plan.arena_bytes + firmware.stack_bytes
+    check_sram(board, firmware, plan.arena_bytes, f"plan {plan.model.name}/{plan.technique.name}")
+
+
+def check_sram(board: Board, firmware: Firmware, arena_bytes: int, what: str) -> None:
+    """`DoesNotFit` when static data + ``arena_bytes`` + the stack reserve exceed the board's SRAM."""
+    required = firmware.static_bytes + arena_bytes + firmware.stack_bytes
     if required > board.sram_bytes:
         available = board.sram_bytes - firmware.static_bytes - firmware.stack_bytes
         raise DoesNotFit(
             "SRAM", required, board.sram_bytes,
-            f"plan {plan.model.name}/{plan.technique.name} does not fit {board.name}: arena "
-            f"{plan.arena_bytes:,} B (arena available {available:,} B) + static {firmware.static_bytes:,} B + "
-            f"stack {firmware.stack_bytes:,} B",
+            f"{what} does not fit {board.name}: arena {arena_bytes:,} B (arena available {available:,} B) + static "
+            f"{firmware.static_bytes:,} B + stack {firmware.stack_bytes:,} B",
         )
 
 

@@ -15,6 +15,16 @@ channels picked by weight magnitude), configured by a ``[sparse]`` table::
     [sparse]
     bias_k = 2                         # biases of the last 2 layers with parameters (0: none)
     layers = { 0 = 0.25, 4 = 1.0 }     # layer index -> ratio of its output channels whose weights train
+
+Models: a name from ``bench/models.py`` (pretrained on the host), or an imported int8 ``.tflite`` file
+(``model = "../shared/models/person_detect.tflite"``, relative to the repository root). An imported model runs the
+int8 techniques as it is (no fp32 twin of it exists); its fp32 techniques are planned by ``bench/fp32mem.py`` and
+recorded as ``does-not-fit`` when the plan exceeds the board's SRAM. ``head_classes = N`` replaces an imported
+model's classifier (the last CONV_2D 1×1 / FULLY_CONNECTED before RESHAPE/SOFTMAX) with a fresh N-class int8 head
+(``bench/qhead.py``); N must be the task's class count. For an imported model, ``[sparse]`` and the ``last``/``bias``
+schemes count *operator indices of the .tflite graph* (its order in the file), not fp32 layer indices: ``layers``
+names CONV_2D / FULLY_CONNECTED ops, and ``bias_k`` counts the ops with a bias (CONV_2D, DEPTHWISE_CONV_2D,
+FULLY_CONNECTED) from the end; ``bench.tflite_io.load_tflite(path).ops`` lists them.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bench.boards import REPO_ROOT, read_toml, validate_file
+from bench.boards import REPO_ROOT, ConfigError, read_toml, validate_file
 
 PROFILES_DIR = REPO_ROOT / "profiles"
 
@@ -41,6 +51,29 @@ RATIOS = (0.125, 0.25, 0.5, 1.0)  # sparse update: fractions of a layer's output
 
 class TechniqueError(ValueError):
     """An unknown or not yet runnable technique name."""
+
+
+class ModelNotFound(ConfigError):
+    """An imported model file named by a profile does not exist."""
+
+
+def model_path(model: str) -> Path | None:
+    """The file of an imported model (a name ending in ``.tflite``, relative to the repository root), else None."""
+    if not model.endswith(".tflite"):
+        return None
+    path = Path(model)
+    return path if path.is_absolute() else (REPO_ROOT / path).resolve()
+
+
+def require_model_file(model: str) -> Path:
+    """The existing file of imported model ``model``; a `ModelNotFound` naming the path otherwise."""
+    path = model_path(model)
+    assert path is not None, model
+    if not path.is_file():
+        raise ModelNotFound(f"model file {path} not found (profile key 'model' = {model!r}, relative to {REPO_ROOT}); "
+                            f"third-party models live in ../shared/models beside the project's own clone, which "
+                            f"other clones do not have")
+    return path
 
 
 class SparseSpec(BaseModel):
@@ -124,6 +157,8 @@ class Profile(BaseModel):
     techniques: tuple[str, ...] = Field(min_length=1)
     last_k: int = Field(default=1, ge=1)  # layers with parameters, from the end, for both last-* and bias-*
     sparse: SparseSpec | None = None  # the [sparse] table of sparse-* techniques
+    # imported models only: replace the classifier head with a fresh one of this many classes (the task's count)
+    head_classes: int | None = Field(default=None, ge=2, le=255)
     steps: int = Field(default=200, gt=0, le=1_000_000)
     lr: float = Field(default=0.01, gt=0)
     # learning rate of the int8 techniques (default: lr). int8 codes saturate at ±127, where each channel's largest
@@ -145,6 +180,11 @@ class Profile(BaseModel):
         """The learning rate a technique trains with: ``lr_int8`` (when set) for int8 numerics, else ``lr``."""
         return self.lr_int8 if technique.is_int8 and self.lr_int8 is not None else self.lr
 
+    @property
+    def imported(self) -> Path | None:
+        """The .tflite file of an imported model (it may not exist), None for a bench/models.py model."""
+        return model_path(self.model)
+
     def technique(self, name: str) -> Technique:
         """Technique ``name`` with this profile's settings (``last_k``, ``[sparse]``)."""
         return parse_technique(name, self.last_k, self.sparse)
@@ -163,6 +203,10 @@ def load_profile(spec: str | Path) -> Profile:
     except TechniqueError as e:
         key = "sparse" if "[sparse]" in str(e) else "techniques"
         raise TechniqueError(f"{path}: key '{key}': {e}") from None
+    if profile.imported is not None:
+        require_model_file(profile.model)
+    elif profile.head_classes is not None:
+        raise ConfigError(f"{path}: key 'head_classes': only for imported .tflite models, not '{profile.model}'")
     if profile.sparse is not None:
         check_sparse_layers(profile, path)
     return profile
@@ -174,6 +218,9 @@ def check_sparse_layers(profile: Profile, path: Path | str) -> None:
     from bench.tasks import load_task
 
     assert profile.sparse is not None
+    if profile.imported is not None:
+        check_sparse_ops(profile, path)
+        return
     model = architecture(profile.model, load_task(profile.task, profile.seed))
     with_weights = model.param_layers()
     for i in profile.sparse.layers:
@@ -183,3 +230,18 @@ def check_sparse_layers(profile: Profile, path: Path | str) -> None:
         if i not in with_weights:
             raise TechniqueError(f"{where}: layer {i} of '{model.name}' is a {model.layers[i].op} and has no weights "
                                  f"(layers with weights: {', '.join(map(str, with_weights))})")
+
+
+def check_sparse_ops(profile: Profile, path: Path | str) -> None:
+    """For an imported model, the ``[sparse]`` layers must be op indices of CONV_2D / FULLY_CONNECTED ops."""
+    from bench.tflite_io import load_tflite
+
+    assert profile.sparse is not None
+    ops = load_tflite(require_model_file(profile.model)).ops
+    weighted = [k for k, op in enumerate(ops) if op.kind in ("CONV_2D", "FULLY_CONNECTED")]
+    for i in profile.sparse.layers:
+        if i not in weighted:
+            what = f"op {i} is a {ops[i].kind}" if i < len(ops) else f"the graph has ops 0..{len(ops) - 1}"
+            raise TechniqueError(f"{path}: key 'sparse.layers.{i}': {what}; [sparse] of an imported model indexes "
+                                 f"its operators, and weights train on CONV_2D / FULLY_CONNECTED ops: "
+                                 f"{', '.join(map(str, weighted))}")

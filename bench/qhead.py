@@ -139,8 +139,13 @@ def sparse_spec(model: QModel, bias_k: int, layers: dict[int, float], lr: float,
     channels, the largest-norm ones)."""
     from bench.qplan import QTrainSpec
 
-    biased = [i for i, op in enumerate(model.ops) if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
-              and len(op.inputs) > 2 and op.inputs[2] >= 0]
+    biased = biased_ops(model)
     trainable = {(i, "b") for i in (biased[-bias_k:] if bias_k else [])} | {(i, "w") for i in layers}
     channels = tuple((i, ch) for i in sorted(layers) if (ch := top_channels(model, i, layers[i])))
     return QTrainSpec(frozenset(trainable), lr, qas, channels)
+
+
+def biased_ops(model: QModel) -> list[int]:
+    """Indices of the CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED ops that have a bias tensor."""
+    return [i for i, op in enumerate(model.ops) if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+            and len(op.inputs) > 2 and op.inputs[2] >= 0]

@@ -7,6 +7,7 @@ workers (threads here, pytest-xdist processes in tests) never share one.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import platform
@@ -23,17 +24,18 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
-from bench import __version__, int8train, session
-from bench.boards import REPO_ROOT, Board, Rack, RackEntry, load_catalogue
+from bench import __version__, fp32mem, int8train, session
+from bench.boards import REPO_ROOT, Board, ConfigError, Rack, RackEntry, load_catalogue
 from bench.energy import JoulescopeMeter, Meter, MeterError, Ppk2Meter
 from bench.fidelity import check_gradients
-from bench.image import DoesNotFit, Firmware, assemble, build_firmware
+from bench.image import DoesNotFit, Firmware, assemble, build_firmware, check_sram
 from bench.link import Link
 from bench.models import build_model
 from bench.nn import Model
 from bench.plan import Plan, compile_plan, dataset_blob, sparse_channels
-from bench.profile import Profile, Technique
+from bench.profile import Profile, Technique, require_model_file
 from bench.protocol import Step
+from bench.qhead import biased_ops, replace_head, top_channels
 from bench.qplan import QPlan, QTrainSpec, compile_qplan, input_qparams, int8_dataset_blob, quantized_inputs
 from bench.records import ResultsWriter, RunRecord
 from bench.target import FlashError, PackMissing, PortError, ProbeAmbiguous, ProbeNotFound, make_target
@@ -70,16 +72,24 @@ class Int8Prepared:
 
 @dataclass
 class Prepared:
-    """Everything a profile's runs share: the task data, the pretrained model and the dataset blob."""
+    """Everything a profile's runs share: the task data, the pretrained model and the dataset blob. An imported
+    .tflite model has no fp32 ``model``: ``int8`` holds it from the start."""
 
     profile: Profile
-    model: Model
+    model: Model | None
     dataset: bytes
     x_train: np.ndarray
     y_train: np.ndarray
     firmware: dict[str, Firmware] = field(default_factory=dict)
     task: DeviceDataset | None = None
     int8: Int8Prepared | None = None
+
+    @property
+    def model_name(self) -> str:
+        if self.model is not None:
+            return self.model.name
+        assert self.int8 is not None
+        return self.int8.qmodel.name
 
 
 def compile_int8_plan(model: Model, qmodel: QModel, technique: Technique, lr: float) -> QPlan:
@@ -94,6 +104,16 @@ def compile_int8_plan(model: Model, qmodel: QModel, technique: Technique, lr: fl
     op_of = dict(zip(param_layers, weighted, strict=True))
     trainable = frozenset((op_of[i], p) for i, p in technique.trainable(param_layers))
     channels = tuple((op_of[i], ch) for i, ch in sorted(sparse_channels(model, technique).items()))
+    return compile_qplan(qmodel, QTrainSpec(trainable, lr, technique.qas, channels), technique.name)
+
+
+def compile_imported_plan(qmodel: QModel, technique: Technique, lr: float) -> QPlan:
+    """The TQPL training plan of an int8 technique on an imported graph, by op index: the layers with parameters that
+    ``bias_k`` / ``last_k`` count from the end are the ops with a bias (`bench.qhead.biased_ops`), ``[sparse]`` layers
+    are op indices, and each one's channels are the largest-norm ones of the pretrained codes (as `bench.qhead`'s
+    `sparse_spec`)."""
+    trainable = frozenset(technique.trainable(biased_ops(qmodel)))
+    channels = tuple((i, ch) for i, ratio in technique.layers if (ch := top_channels(qmodel, i, ratio)))
     return compile_qplan(qmodel, QTrainSpec(trainable, lr, technique.qas, channels), technique.name)
 
 
@@ -113,16 +133,43 @@ class Bench:
 
     def prepare(self, profile: Profile) -> Prepared:
         ds = load_task(profile.task, profile.seed)
+        if profile.imported is not None:
+            return self._prepare_imported(profile, ds)
         model = build_model(profile.model, ds, profile.seed, self.cache_dir)
         blob = dataset_blob(ds.x_train, ds.y_train, ds.x_eval, ds.y_eval, ds.n_classes, ds.scale, ds.offset)
         return Prepared(profile=profile, model=model, dataset=blob, x_train=ds.decode(ds.x_train),
                         y_train=ds.y_train.astype(np.int64), task=ds)
+
+    def _prepare_imported(self, profile: Profile, ds: DeviceDataset) -> Prepared:
+        """An imported int8 model (its head replaced when ``head_classes`` is set), fed the task's stored bytes as its
+        int8 input codes (as TFLM's person_detection example feeds its images)."""
+        path = require_model_file(profile.model)
+        qmodel = dataclasses.replace(load_tflite(path), name=path.stem)
+        if profile.head_classes is not None:
+            if profile.head_classes != ds.n_classes:
+                raise ConfigError(f"profile {profile.name}: head_classes {profile.head_classes} but task {ds.name} "
+                                  f"has {ds.n_classes} classes")
+            path = self.out / "models" / f"{path.stem}-head{profile.head_classes}-s{profile.seed}.tflite"
+            qmodel = replace_head(qmodel, profile.head_classes, profile.seed, path)
+        shape_in = tuple(qmodel.tensors[qmodel.inputs[0]].shape[1:])
+        classes = int(qmodel.tensors[qmodel.outputs[0]].shape[-1])
+        if shape_in != ds.input_shape or classes != ds.n_classes:
+            raise ConfigError(f"profile {profile.name}: model {qmodel.name} takes {shape_in} and gives {classes} "
+                              f"classes; task {ds.name} has {ds.input_shape} samples and {ds.n_classes} classes "
+                              f"(head_classes replaces the classifier)")
+        x_train, x_eval = ds.x_train.view(np.int8), ds.x_eval.view(np.int8)
+        scale, zp = input_qparams(qmodel)
+        blob = int8_dataset_blob(x_train, ds.y_train, x_eval, ds.y_eval, ds.n_classes, scale, zp)
+        y_train = ds.y_train.astype(np.int64)
+        return Prepared(profile=profile, model=None, dataset=b"", x_train=x_train, y_train=y_train, task=ds,
+                        int8=Int8Prepared(qmodel, path, blob, x_train, y_train))
 
     def int8(self, prepared: Prepared) -> Int8Prepared:
         """Quantise the pretrained model once per profile, write it as .tflite and read it back through the importer
         (the same path a third-party model takes); quantise the task's samples with its input parameters."""
         with self._firmware_lock:
             if prepared.int8 is None:
+                assert prepared.model is not None
                 ds = prepared.task if prepared.task is not None else load_task(prepared.profile.task,
                                                                                 prepared.profile.seed)
                 path = self.out / "models" / f"{prepared.model.name}-s{prepared.profile.seed}.tflite"
@@ -149,15 +196,20 @@ class Bench:
         run_id = f"{entry.label}.{technique.name}"
         journal_dir = self.out / "journal"
         record = RunRecord(run_id=run_id, board=board, target_kind=entry.kind, technique=technique.name,
-                           model=prepared.model.name, journal=str(journal_dir / f"{run_id}.rx.bin"))
+                           model=prepared.model_name, journal=str(journal_dir / f"{run_id}.rx.bin"))
+        if prepared.model is None and not technique.is_int8:
+            return self._fp32_imported(prepared, entry, technique, record)
         plan: Plan | QPlan
         if technique.is_int8:
             int8 = self.int8(prepared)
-            plan = compile_int8_plan(prepared.model, int8.qmodel, technique, profile.lr_for(technique))
+            plan = (compile_int8_plan(prepared.model, int8.qmodel, technique, profile.lr_for(technique))
+                    if prepared.model is not None
+                    else compile_imported_plan(int8.qmodel, technique, profile.lr_for(technique)))
             dataset = int8.dataset
             assert plan.train is not None
             record.grad_scales = {(i, p): op.grad_scale for i, op in plan.train.ops.items() for p in (0, 1)}
         else:
+            assert prepared.model is not None
             plan, dataset = compile_plan(prepared.model, technique), prepared.dataset
         fw = self.firmware(prepared, board, entry.kind)
         record.build_id, record.plan_hash = fw.build_id, plan.plan_hash
@@ -173,6 +225,32 @@ class Bench:
             record.flash_bytes = fw.flash_bytes
             with board_lock(entry.label):
                 self._execute(prepared, entry, technique, plan, images, record, journal_dir)
+        self.progress.run_finished(entry.label, record)
+        return record
+
+    def _fp32_imported(self, prepared: Prepared, entry: RackEntry, technique: Technique, record: RunRecord
+                       ) -> RunRecord:
+        """An fp32 technique on an imported graph: the fp32 engine trains bench/models.py models only, so the run is
+        planned by bench/fp32mem.py and recorded ``does-not-fit`` when static + planned arena + stack exceed the
+        board's SRAM (the image stage's check); a plan that would fit is an ``error`` saying so."""
+        board = self.catalogue[entry.board]
+        assert prepared.int8 is not None
+        fw = self.firmware(prepared, board, entry.kind)
+        record.build_id = fw.build_id
+        self.progress.run_started(entry.label, technique.name, prepared.profile.steps)
+        try:
+            mem = fp32mem.plan_fp32(prepared.int8.qmodel, technique)
+            record.plan_composition = mem.composition()
+            record.planned_sram_bytes = fw.static_bytes + mem.arena_bytes
+            record.required_sram_bytes = record.planned_sram_bytes + fw.stack_bytes
+            check_sram(board, fw, mem.arena_bytes, f"fp32 training of {mem.model}/{technique.name} (bench/fp32mem.py)")
+            record.status, record.error = "error", (f"fp32 training of {mem.model} would fit (planned "
+                                                    f"{record.required_sram_bytes:,} B) but the fp32 engine trains "
+                                                    f"bench/models.py models only")
+        except DoesNotFit as e:
+            record.status, record.error = "does-not-fit", str(e)
+        except fp32mem.Fp32MemError as e:
+            record.status, record.error = "error", f"Fp32MemError: {e}"
         self.progress.run_finished(entry.label, record)
         return record
 
@@ -215,6 +293,7 @@ class Bench:
             qchecks = int8train.check_gradients(check, plan, prepared.int8.x_train, prepared.int8.y_train)
             record.fidelity_exact = float(all(c.exact for c in qchecks)) if qchecks else math.nan
             return max((c.rel_err for c in qchecks), default=math.nan)
+        assert prepared.model is not None
         trainable = technique.trainable(prepared.model.param_layers())
         checks = check_gradients(check, prepared.model, prepared.x_train, prepared.y_train, profile.lr,
                                  trainable, sparse_channels(prepared.model, technique))

@@ -79,3 +79,30 @@ def test_sparse_technique_needs_its_table(tmp_path: Path):
     path.write_text('techniques = ["sparse-fp32"]\n')
     with pytest.raises(TechniqueError, match=r"p.toml: key 'sparse': technique 'sparse-fp32' needs a \[sparse\] table"):
         load_profile(path)
+
+
+def test_missing_imported_model_names_the_path(tmp_path: Path):
+    """An imported .tflite model resolves against the repository root; a missing one is a ConfigError naming the
+    resolved path and ../shared, both when the profile loads and when `Bench.prepare` gets a profile built in code."""
+    from bench.boards import REPO_ROOT, ConfigError
+    from bench.profile import Profile
+    from bench.runner import Bench
+
+    path = tmp_path / "p.toml"
+    path.write_text('model = "../nowhere/absent.tflite"\ntask = "digits96-drift"\nhead_classes = 10\n'
+                    'techniques = ["sparse-int8"]\n[sparse]\nbias_k = 1\n')
+    missing = str((REPO_ROOT / "../nowhere/absent.tflite").resolve())
+    with pytest.raises(ConfigError, match="shared") as err:
+        load_profile(path)
+    assert missing in str(err.value)
+    profile = Profile(name="p", model="../nowhere/absent.tflite", task="digits96-drift", techniques=("full-fp32",))
+    with pytest.raises(ConfigError, match="shared") as err:
+        Bench(tmp_path).prepare(profile)
+    assert missing in str(err.value)
+
+
+def test_head_classes_only_for_imported_models(tmp_path: Path):
+    path = tmp_path / "p.toml"
+    path.write_text('head_classes = 10\ntechniques = ["full-fp32"]\n')
+    with pytest.raises(ValueError, match="head_classes"):
+        load_profile(path)

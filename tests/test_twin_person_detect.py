@@ -79,6 +79,23 @@ def test_person_detect_sparse_int8_on_m7_twin(shared_models: Path, tmp_path: Pat
     assert fw.static_bytes + fp32.arena_bytes > board.sram_bytes  # full fp32 training does not fit
 
 
+def test_person_detect_profile_through_bench_run(shared_models: Path, rack, bench_run) -> None:
+    """profiles/person_detect.toml through `Bench.prepare`/`Bench.run`: sparse-int8 trains with exact int8 gradients
+    within 10% of its planned SRAM; full-fp32 of the same graph is a does-not-fit record with required vs available."""
+    entry = next((e for e in rack.boards if e.board == "nucleo-f746zg"), None)
+    if entry is None:
+        pytest.skip("no nucleo-f746zg in the rack")
+    sram = load_catalogue()["nucleo-f746zg"].sram_bytes
+    run = bench_run(entry, "sparse-int8", profile="person_detect", steps=6, eval_samples=4, check_steps=1)
+    assert run.status == "ok", run.error
+    assert run.model == "person_detect-head10" and run.fidelity_exact == 1.0 and run.fidelity_max_rel_err == 0.0
+    peak = run.summary.sram_peak
+    assert peak < sram and abs(peak - run.planned_sram_bytes) <= 0.1 * run.planned_sram_bytes
+    fp32 = bench_run(entry, "full-fp32", profile="person_detect", steps=6, eval_samples=4, check_steps=1)
+    assert fp32.status == "does-not-fit" and fp32.required_sram_bytes > sram
+    assert f"needs {fp32.required_sram_bytes:,} B of SRAM but the board has {sram:,} B" in fp32.error
+
+
 def qplan_model(shared_models: Path):
     from bench.tflite_io import load_tflite
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bench.tasks import digits
+from bench.tasks import digits, digits96
 from bench.tasks.digits import DeviceDataset
 
-_TASKS: dict[str, Callable[[int], DeviceDataset]] = {digits.NAME: digits.load}
+_TASKS: dict[str, Callable[[int], DeviceDataset]] = {digits.NAME: digits.load, digits96.NAME: digits96.load}
 
 
 def task_names() -> list[str]:
