@@ -25,7 +25,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,oracle]'
+	$(BIN)/pip install -q -e '.[test,oracle,ppk2,joulescope]'
 	touch $@
 
 firmware: bootstrap

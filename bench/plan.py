@@ -14,10 +14,12 @@ SRAM, the others are read from flash, and only their gradient is computed and ap
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -45,6 +47,9 @@ class Buffer:
     start: int
     end: int
     offset: int = -1
+
+
+_B = TypeVar("_B", bound=Any)  # a buffer dataclass: Buffer here, QBuffer in bench.qplan
 
 
 @dataclass(frozen=True)
@@ -256,9 +261,10 @@ def _gradient_names(model: Model, first_bwd: int) -> list[str]:
     return names
 
 
-def place_buffers(buffers: list[Buffer]) -> list[Buffer]:
-    """Greedy first fit, largest first, among buffers whose lifetimes overlap."""
-    placed: list[Buffer] = []
+def place_buffers(buffers: list[_B]) -> list[_B]:
+    """Greedy first fit, largest first, among buffers whose lifetimes overlap (any dataclass with name, size,
+    start, end and offset: the fp32 and the int8 planners place their buffers alike)."""
+    placed: list[_B] = []
     for b in sorted(buffers, key=lambda b: (-b.size, b.start, b.name)):
         clashes = sorted((p.offset, p.offset + p.size) for p in placed if p.start <= b.end and b.start <= p.end)
         offset = 0
@@ -266,7 +272,7 @@ def place_buffers(buffers: list[Buffer]) -> list[Buffer]:
             if offset + b.size <= lo:
                 break
             offset = max(offset, hi)
-        placed.append(Buffer(b.name, b.size, b.start, b.end, offset))
+        placed.append(dataclasses.replace(b, offset=offset))
     return sorted(placed, key=lambda b: b.offset)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import int8ref, quant
-from bench.plan import DATASET_HEADER, DATASET_MAGIC, _finish
+from bench.plan import DATASET_HEADER, DATASET_MAGIC, _finish, place_buffers
 from bench.tflite_io import (
     AddOptions,
     ConvOptions,
@@ -251,20 +251,6 @@ def _activation_buffers(model: QModel) -> list[QBuffer]:
     return bufs
 
 
-def place(buffers: list[QBuffer]) -> list[QBuffer]:
-    """Greedy first fit, largest first, among buffers whose lifetimes overlap (as bench.plan places fp32 buffers)."""
-    placed: list[QBuffer] = []
-    for b in sorted(buffers, key=lambda b: (-b.size, b.start, b.name)):
-        clashes = sorted((p.offset, p.offset + p.size) for p in placed if p.start <= b.end and b.start <= p.end)
-        offset = 0
-        for lo, hi in clashes:
-            if offset + b.size <= lo:
-                break
-            offset = max(offset, hi)
-        placed.append(QBuffer(b.name, b.size, b.start, b.end, offset, b.tensors, b.kind))
-    return sorted(placed, key=lambda b: b.offset)
-
-
 # --------------------------------------------------------------------------------------------- serialisation
 
 
@@ -398,7 +384,7 @@ def compile_qplan(model: QModel, train: QTrainSpec | None = None, name: str = "e
     buffers = _activation_buffers(model)
     if tplan is not None:
         buffers = _train_buffers(model, tplan, buffers)
-    placed = place(buffers)
+    placed = place_buffers(buffers)  # the fp32 planner's greedy first fit by lifetime
     arena = max((b.offset + b.size for b in placed), default=0)
     act_off = {t: b.offset for b in placed for t in b.tensors}
     used: list[int] = [model.inputs[0]]
