@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.plan import Buffer, aligned, buffer_kind, channel_count, place_buffers
+from bench.plan import Buffer, aligned, arena_composition, buffer_kind, channel_count, peak_time, place_buffers
 from bench.profile import Technique
 from bench.tflite_io import ConvOptions, FullyConnectedOptions, PoolOptions, QModel, QOp
 
@@ -83,21 +83,11 @@ class Fp32Memory:
 
     def composition(self) -> dict[str, int]:
         """Bytes by kind at the moment the most bytes are live (SGD keeps no optimizer state)."""
-        parts = {"weights": 0, "activations": 0, "gradients": 0, "optimizer": 0}
-        t = _peak_time(self.buffers)
-        for b in self.buffers:
-            if b.start <= t <= b.end:
-                parts[buffer_kind(b.name)] += b.size
-        return parts
+        return arena_composition(self.buffers, lambda b: buffer_kind(b.name))
 
     def buffer_table(self) -> list[dict[str, int | str]]:
         return [{"name": b.name, "bytes": b.size, "offset": b.offset, "live": f"{b.start}..{b.end}"}
                 for b in self.buffers]
-
-
-def _peak_time(buffers: tuple[Buffer, ...] | list[Buffer]) -> int:
-    times = sorted({t for b in buffers for t in (b.start, b.end)})
-    return max(times, key=lambda t: sum(b.size for b in buffers if b.start <= t <= b.end), default=0)
 
 
 def _live_at(buffers: tuple[Buffer, ...] | list[Buffer], t: int) -> int:
@@ -265,7 +255,7 @@ def plan_fp32(model: QModel, technique: Technique) -> Fp32Memory:
     buffers = [Buffer(name, sizes[name], span[0], span[1]) for name, span in life.items()]
     placed = tuple(place_buffers(buffers))
     arena = max((b.offset + b.size for b in placed), default=0)
-    peak = _live_at(placed, _peak_time(placed))
+    peak = _live_at(placed, peak_time(placed))
     naive, parts = _naive(model, ops, trainable, rows, visited, depends, root, logits)
     return Fp32Memory(model.name, technique, tuple(rows), placed, arena, peak, naive, parts, first_bwd)
 

@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import struct
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -99,13 +100,7 @@ class Plan:
 
     def composition(self) -> dict[str, int]:
         """Planned arena bytes by kind at the moment the most bytes are live (SGD keeps no optimizer state)."""
-        times = sorted({t for b in self.buffers for t in (b.start, b.end)})
-        live = max(times, key=lambda t: sum(b.size for b in self.buffers if b.start <= t <= b.end), default=0)
-        parts = {"weights": 0, "activations": 0, "gradients": 0, "optimizer": 0}
-        for b in self.buffers:
-            if b.start <= live <= b.end:
-                parts[buffer_kind(b.name)] += b.size
-        return parts
+        return arena_composition(self.buffers, lambda b: buffer_kind(b.name))
 
     def layer_memory(self) -> list[dict[str, int]]:
         """Planned bytes per layer: trainable parameters in SRAM, activations kept for backward, gradient buffers."""
@@ -122,6 +117,22 @@ class Plan:
     def buffer_table(self) -> list[dict[str, int | str]]:
         return [{"name": b.name, "bytes": b.size, "offset": b.offset, "live": f"{b.start}..{b.end}"}
                 for b in self.buffers]
+
+
+def peak_time(buffers: Sequence[Any]) -> int:
+    """The plan time at which the most buffer bytes are live."""
+    times = sorted({t for b in buffers for t in (b.start, b.end)})
+    return max(times, key=lambda t: sum(b.size for b in buffers if b.start <= t <= b.end), default=0)
+
+
+def arena_composition(buffers: Sequence[_B], kind_of: Callable[[_B], str]) -> dict[str, int]:
+    """Bytes by kind (weights, activations, gradients, optimizer) of the buffers live at the peak time."""
+    live = peak_time(buffers)
+    parts = {"weights": 0, "activations": 0, "gradients": 0, "optimizer": 0}
+    for b in buffers:
+        if b.start <= live <= b.end:
+            parts[kind_of(b)] += b.size
+    return parts
 
 
 def buffer_kind(name: str) -> str:

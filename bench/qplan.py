@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import int8ref, quant
-from bench.plan import DATASET_HEADER, DATASET_MAGIC, _finish, place_buffers
+from bench.plan import DATASET_HEADER, DATASET_MAGIC, _finish, arena_composition, place_buffers
 from bench.tflite_io import (
     AddOptions,
     ConvOptions,
@@ -115,13 +115,7 @@ class QPlan:
 
     def composition(self) -> dict[str, int]:
         """Planned arena bytes by kind at the moment the most bytes are live (optimizer = the Q16 residuals)."""
-        times = sorted({t for b in self.buffers for t in (b.start, b.end)})
-        live = max(times, key=lambda t: sum(b.size for b in self.buffers if b.start <= t <= b.end), default=0)
-        parts = {"weights": 0, "activations": 0, "gradients": 0, "optimizer": 0}
-        for b in self.buffers:
-            if b.start <= live <= b.end:
-                parts[b.kind] += b.size
-        return parts
+        return arena_composition(self.buffers, lambda b: b.kind)
 
     def layer_memory(self) -> list[dict[str, int]]:
         """Planned bytes per op: trained tensors in SRAM (codes, biases, bias_eff, residuals), activations kept
