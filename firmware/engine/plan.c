@@ -3,7 +3,7 @@
 #include <stddef.h>
 #include <string.h>
 #include "plan.h"
-#include "crc32.h"
+#include "blob.h"
 #include "msg.h"
 #include "wire.h"
 
@@ -15,32 +15,6 @@ typedef struct {
     uint8_t *arena;
     uint16_t flags; /* header flags */
 } ctx_t;
-
-static int fail(fault_t *f, uint32_t code, const char *text, uint32_t arg0, uint32_t arg1)
-{
-    f->code = code;
-    f->text = text;
-    f->arg0 = arg0;
-    f->arg1 = arg1;
-    return -1;
-}
-
-/* host pointer to [addr, addr + bytes) when inside the window and 4-byte aligned, else NULL */
-static const uint8_t *window_ptr(const mem_window_t *w, uint32_t addr, uint64_t bytes)
-{
-    if ((addr & 3u) || addr < w->addr || (uint64_t)(addr - w->addr) + bytes > w->size)
-        return NULL;
-    return (const uint8_t *)(w->host + (addr - w->addr));
-}
-
-/* CRC of a blob whose crc field (at offset 12) counts as zero */
-static uint32_t blob_crc(const uint8_t *b, uint32_t n)
-{
-    static const uint8_t zero[4];
-    uint32_t s = crc32_update(CRC32_INIT, b, 12);
-    s = crc32_update(s, zero, 4);
-    return crc32_final(crc32_update(s, b + 16, n - 16));
-}
 
 static float *arena_floats(const ctx_t *c, uint32_t off, uint64_t count)
 {
@@ -63,39 +37,39 @@ static int disjoint(const float *a, uint32_t an, const float *b, uint32_t bn)
 
 static int check_header(ctx_t *c, const mem_window_t *win, uint32_t plan_addr, uint32_t arena_bytes)
 {
-    const uint8_t *h = window_ptr(win, plan_addr, PLAN_HEADER);
+    const uint8_t *h = blob_window_ptr(win, plan_addr, PLAN_HEADER);
     fault_t *f = c->f;
     if (!h)
-        return fail(f, FAULT_PLAN, "plan: address outside flash", plan_addr, 0);
+        return blob_fail(f, FAULT_PLAN, "plan: address outside flash", plan_addr, 0);
     if (le32(h) != PLAN_MAGIC)
-        return fail(f, FAULT_PLAN, "plan: bad magic", le32(h), PLAN_MAGIC);
+        return blob_fail(f, FAULT_PLAN, "plan: bad magic", le32(h), PLAN_MAGIC);
     if (le16(h + 4) != 1 || le16(h + 6) != PLAN_HEADER)
-        return fail(f, FAULT_PLAN, "plan: unsupported version or header size", le16(h + 4), le16(h + 6));
+        return blob_fail(f, FAULT_PLAN, "plan: unsupported version or header size", le16(h + 4), le16(h + 6));
     c->blob_bytes = le32(h + 8);
-    c->blob = window_ptr(win, plan_addr, c->blob_bytes);
+    c->blob = blob_window_ptr(win, plan_addr, c->blob_bytes);
     if (c->blob_bytes < PLAN_HEADER || !c->blob)
-        return fail(f, FAULT_PLAN, "plan: blob_bytes outside flash", c->blob_bytes, 0);
+        return blob_fail(f, FAULT_PLAN, "plan: blob_bytes outside flash", c->blob_bytes, 0);
     if (blob_crc(h, c->blob_bytes) != le32(h + 12))
-        return fail(f, FAULT_PLAN, "plan: CRC mismatch", blob_crc(h, c->blob_bytes), le32(h + 12));
+        return blob_fail(f, FAULT_PLAN, "plan: CRC mismatch", blob_crc(h, c->blob_bytes), le32(h + 12));
     c->p->plan_hash = le32(h + 16);
     c->p->arena_need = le32(h + 20);
     c->p->n_layers = le16(h + 28);
     c->p->n_classes = le16(h + 30);
     c->p->first_bwd = le16(h + 44);
     if (c->p->arena_need > arena_bytes)
-        return fail(f, FAULT_ARENA, "plan: arena too small", c->p->arena_need, arena_bytes);
+        return blob_fail(f, FAULT_ARENA, "plan: arena too small", c->p->arena_need, arena_bytes);
     if (c->p->n_layers < 1 || c->p->n_layers > PLAN_MAX_LAYERS)
-        return fail(f, FAULT_PLAN, "plan: n_layers not in 1..32", c->p->n_layers, 0);
+        return blob_fail(f, FAULT_PLAN, "plan: n_layers not in 1..32", c->p->n_layers, 0);
     if (c->p->n_classes < 2 || c->p->n_classes > 256)
-        return fail(f, FAULT_PLAN, "plan: n_classes not in 2..256", c->p->n_classes, 0);
+        return blob_fail(f, FAULT_PLAN, "plan: n_classes not in 2..256", c->p->n_classes, 0);
     if (c->p->first_bwd > c->p->n_layers)
-        return fail(f, FAULT_PLAN, "plan: first_bwd > n_layers", c->p->first_bwd, 0);
+        return blob_fail(f, FAULT_PLAN, "plan: first_bwd > n_layers", c->p->first_bwd, 0);
     c->flags = le16(h + 46);
     if (c->flags & ~(uint16_t)PF_CHANNEL_LISTS)
-        return fail(f, FAULT_PLAN, "plan: unknown flags", c->flags, 0);
+        return blob_fail(f, FAULT_PLAN, "plan: unknown flags", c->flags, 0);
     if ((le32(h + 32) & 3u) || le32(h + 32) < PLAN_HEADER ||
         (uint64_t)le32(h + 32) + (uint64_t)c->p->n_layers * PLAN_RECORD > c->blob_bytes)
-        return fail(f, FAULT_PLAN, "plan: layer records outside blob", le32(h + 32), 0);
+        return blob_fail(f, FAULT_PLAN, "plan: layer records outside blob", le32(h + 32), 0);
     return 0;
 }
 
@@ -112,23 +86,23 @@ static int check_dims(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r)
     const conv_shape_t *s = &L->s;
     int same = (L->flags & LF_PAD_SAME) != 0;
     if (!s->in_h || !s->in_w || !s->in_c || !s->out_h || !s->out_w || !s->out_c)
-        return fail(c->f, FAULT_PLAN, "plan: zero dimension", i, 0);
+        return blob_fail(c->f, FAULT_PLAN, "plan: zero dimension", i, 0);
     if (L->op == OP_RELU) {
         if (s->in_h != s->out_h || s->in_w != s->out_w || s->in_c != s->out_c)
-            return fail(c->f, FAULT_PLAN, "plan: relu output shape differs from input", i, 0);
+            return blob_fail(c->f, FAULT_PLAN, "plan: relu output shape differs from input", i, 0);
         return 0;
     }
     if (L->op == OP_DENSE) {
         if (s->in_h != 1 || s->in_w != 1 || s->out_h != 1 || s->out_w != 1)
-            return fail(c->f, FAULT_PLAN, "plan: dense needs h = w = 1", i, 0);
+            return blob_fail(c->f, FAULT_PLAN, "plan: dense needs h = w = 1", i, 0);
         return 0;
     }
     if (!s->k || !s->stride)
-        return fail(c->f, FAULT_PLAN, "plan: conv kernel or stride is zero", i, 0);
+        return blob_fail(c->f, FAULT_PLAN, "plan: conv kernel or stride is zero", i, 0);
     if (conv_out(s->in_h, s->k, s->stride, same) != s->out_h || conv_out(s->in_w, s->k, s->stride, same) != s->out_w)
-        return fail(c->f, FAULT_PLAN, "plan: conv output shape mismatch", i, 0);
+        return blob_fail(c->f, FAULT_PLAN, "plan: conv output shape mismatch", i, 0);
     if (same ? (s->pad_top >= s->k || s->pad_left >= s->k) : (s->pad_top || s->pad_left))
-        return fail(c->f, FAULT_PLAN, "plan: conv padding inconsistent", i, le16(r + 52));
+        return blob_fail(c->f, FAULT_PLAN, "plan: conv padding inconsistent", i, le16(r + 52));
     return 0;
 }
 
@@ -138,25 +112,25 @@ static int check_activations(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r)
     L->in = arena_floats(c, le32(r + 32), L->n_in);
     L->out = arena_floats(c, le32(r + 36), L->n_out);
     if (!L->in || !L->out)
-        return fail(c->f, FAULT_PLAN, "plan: activation outside arena", i, 0);
+        return blob_fail(c->f, FAULT_PLAN, "plan: activation outside arena", i, 0);
     if (L->op == OP_RELU ? (L->in != L->out && !disjoint(L->in, L->n_in, L->out, L->n_out))
                          : !disjoint(L->in, L->n_in, L->out, L->n_out))
-        return fail(c->f, FAULT_PLAN, "plan: input overlaps output", i, 0);
+        return blob_fail(c->f, FAULT_PLAN, "plan: input overlaps output", i, 0);
     if (back) {
         L->dout = arena_floats(c, le32(r + 40), L->n_out);
         if (!L->dout)
-            return fail(c->f, FAULT_PLAN, "plan: dout outside arena", i, 0);
+            return blob_fail(c->f, FAULT_PLAN, "plan: dout outside arena", i, 0);
     }
     if (!back)
         L->flags &= (uint8_t)~LF_NEED_DX;
     if (L->flags & LF_NEED_DX) {
         L->din = arena_floats(c, le32(r + 44), L->n_in);
         if (!L->din)
-            return fail(c->f, FAULT_PLAN, "plan: din outside arena", i, 0);
+            return blob_fail(c->f, FAULT_PLAN, "plan: din outside arena", i, 0);
         if (!(L->op == OP_RELU && L->din == L->dout) && !disjoint(L->din, L->n_in, L->dout, L->n_out))
-            return fail(c->f, FAULT_PLAN, "plan: din overlaps dout", i, 0);
+            return blob_fail(c->f, FAULT_PLAN, "plan: din overlaps dout", i, 0);
         if ((L->flags & LF_TRAIN_W) && !disjoint(L->din, L->n_in, L->in, L->n_in))
-            return fail(c->f, FAULT_PLAN, "plan: din overlaps the input a weight update needs", i, 0);
+            return blob_fail(c->f, FAULT_PLAN, "plan: din overlaps the input a weight update needs", i, 0);
     }
     return 0;
 }
@@ -169,13 +143,13 @@ static int check_tensor(ctx_t *c, uint32_t i, const uint8_t *r, uint32_t n, uint
     const float *init = src == PLAN_NONE ? NULL : blob_floats(c, src, n);
     float *copy = ram == PLAN_NONE ? NULL : arena_floats(c, ram, n_copy);
     if (src != PLAN_NONE && !init)
-        return fail(c->f, FAULT_PLAN, "plan: parameter source outside blob", i, is_bias);
+        return blob_fail(c->f, FAULT_PLAN, "plan: parameter source outside blob", i, is_bias);
     if (ram != PLAN_NONE && !copy)
-        return fail(c->f, FAULT_PLAN, "plan: parameter copy outside arena", i, is_bias);
+        return blob_fail(c->f, FAULT_PLAN, "plan: parameter copy outside arena", i, is_bias);
     if (train && !copy)
-        return fail(c->f, FAULT_PLAN, "plan: trained parameter has no arena copy", i, is_bias);
+        return blob_fail(c->f, FAULT_PLAN, "plan: trained parameter has no arena copy", i, is_bias);
     if (!is_bias && !init)
-        return fail(c->f, FAULT_PLAN, "plan: weights have no source", i, 0);
+        return blob_fail(c->f, FAULT_PLAN, "plan: weights have no source", i, 0);
     if (is_bias) {
         L->b_init = init;
         L->b_ram = copy;
@@ -193,19 +167,19 @@ static int check_channels(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r, ui
 {
     uint32_t off = le32(r + 56), n = le16(r + 60);
     if (le16(r + 62) || (!(c->flags & PF_CHANNEL_LISTS) && (off || n)))
-        return fail(c->f, FAULT_PLAN, "plan: reserved layer bytes not zero", i, 0);
+        return blob_fail(c->f, FAULT_PLAN, "plan: reserved layer bytes not zero", i, 0);
     if (!n)
-        return off ? fail(c->f, FAULT_PLAN, "plan: channel list offset without count", i, off) : 0;
+        return off ? blob_fail(c->f, FAULT_PLAN, "plan: channel list offset without count", i, off) : 0;
     if (L->op == OP_RELU || !(L->flags & LF_TRAIN_W))
-        return fail(c->f, FAULT_PLAN, "plan: channel list on a layer whose weights do not train", i, n);
+        return blob_fail(c->f, FAULT_PLAN, "plan: channel list on a layer whose weights do not train", i, n);
     if (n > L->s.out_c)
-        return fail(c->f, FAULT_PLAN, "plan: channel list longer than out_c", i, n);
+        return blob_fail(c->f, FAULT_PLAN, "plan: channel list longer than out_c", i, n);
     if ((off & 3u) || off < PLAN_HEADER || off > c->blob_bytes || 2u * n > c->blob_bytes - off)
-        return fail(c->f, FAULT_PLAN, "plan: channel list outside blob", i, off);
+        return blob_fail(c->f, FAULT_PLAN, "plan: channel list outside blob", i, off);
     for (uint32_t j = 0, prev = 0; j < n; j++) {
         uint32_t ch = le16(c->blob + off + 2u * j);
         if (ch >= L->s.out_c || (j && ch <= prev))
-            return fail(c->f, FAULT_PLAN, "plan: channel list not ascending below out_c", i, j);
+            return blob_fail(c->f, FAULT_PLAN, "plan: channel list not ascending below out_c", i, j);
         prev = ch;
     }
     L->ws.idx = (const uint16_t *)(const void *)(c->blob + off);
@@ -221,11 +195,11 @@ static int check_params(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r)
         if (check_channels(c, i, L, r, 0))
             return -1;
         if (L->flags & (LF_TRAIN_W | LF_TRAIN_B))
-            return fail(c->f, FAULT_PLAN, "plan: relu has no parameters to train", i, 0);
+            return blob_fail(c->f, FAULT_PLAN, "plan: relu has no parameters to train", i, 0);
         return 0;
     }
     if ((L->flags & (LF_TRAIN_W | LF_TRAIN_B)) && i < c->p->first_bwd)
-        return fail(c->f, FAULT_PLAN, "plan: trained layer below first_bwd", i, c->p->first_bwd);
+        return blob_fail(c->f, FAULT_PLAN, "plan: trained layer below first_bwd", i, c->p->first_bwd);
     row = L->op == OP_DENSE ? L->n_in : kk * L->s.in_c;
     nw = row * L->s.out_c;
     if (check_channels(c, i, L, r, row))
@@ -241,7 +215,7 @@ static int check_params(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r)
     if (L->op == OP_CONV2D && (L->flags & LF_TRAIN_W)) {
         L->scratch = arena_floats(c, le32(r + 48), (uint64_t)kk * L->s.in_c);
         if (!L->scratch)
-            return fail(c->f, FAULT_PLAN, "plan: conv scratch outside arena", i, 0);
+            return blob_fail(c->f, FAULT_PLAN, "plan: conv scratch outside arena", i, 0);
     }
     return 0;
 }
@@ -254,9 +228,9 @@ static int parse_layer(ctx_t *c, uint32_t i, const uint8_t *r)
     L->op = r[0];
     L->flags = r[1];
     if (L->op < OP_DENSE || L->op > OP_RELU)
-        return fail(c->f, FAULT_PLAN, "plan: unknown op", i, r[0]);
+        return blob_fail(c->f, FAULT_PLAN, "plan: unknown op", i, r[0]);
     if (L->flags & 0xF0u)
-        return fail(c->f, FAULT_PLAN, "plan: unknown layer flags", i, r[1]);
+        return blob_fail(c->f, FAULT_PLAN, "plan: unknown layer flags", i, r[1]);
     s->stride = r[2];
     s->k = r[3];
     s->in_h = le16(r + 4);
@@ -282,13 +256,13 @@ static int check_chain(ctx_t *c, uint32_t i)
     int exact = L->op != OP_DENSE;
     if (L->n_in != P->n_out ||
         (exact && (L->s.in_h != P->s.out_h || L->s.in_w != P->s.out_w || L->s.in_c != P->s.out_c)))
-        return fail(c->f, FAULT_PLAN, "plan: layer input shape differs from previous output", i, 0);
+        return blob_fail(c->f, FAULT_PLAN, "plan: layer input shape differs from previous output", i, 0);
     if (L->in != P->out)
-        return fail(c->f, FAULT_PLAN, "plan: layer in_off differs from previous out_off", i, 0);
+        return blob_fail(c->f, FAULT_PLAN, "plan: layer in_off differs from previous out_off", i, 0);
     if (i > p->first_bwd && !(L->flags & LF_NEED_DX))
-        return fail(c->f, FAULT_PLAN, "plan: layer above first_bwd lacks need_dx", i, 0);
+        return blob_fail(c->f, FAULT_PLAN, "plan: layer above first_bwd lacks need_dx", i, 0);
     if (i > p->first_bwd && L->din != P->dout)
-        return fail(c->f, FAULT_PLAN, "plan: layer din_off differs from previous dout_off", i, 0);
+        return blob_fail(c->f, FAULT_PLAN, "plan: layer din_off differs from previous dout_off", i, 0);
     return 0;
 }
 
@@ -306,15 +280,16 @@ static int parse_layers(ctx_t *c)
     p->input = arena_floats(c, le32(h + 36), p->layer[0].n_in);
     p->dlogits = arena_floats(c, le32(h + 40), p->n_classes);
     if (!p->input || !p->dlogits)
-        return fail(c->f, FAULT_PLAN, "plan: input or dlogits outside arena", le32(h + 36), le32(h + 40));
+        return blob_fail(c->f, FAULT_PLAN, "plan: input or dlogits outside arena", le32(h + 36), le32(h + 40));
     if (p->layer[0].in != p->input)
-        return fail(c->f, FAULT_PLAN, "plan: layer 0 in_off differs from input_off", 0, 0);
+        return blob_fail(c->f, FAULT_PLAN, "plan: layer 0 in_off differs from input_off", 0, 0);
     if (p->layer[last].n_out != p->n_classes)
-        return fail(c->f, FAULT_PLAN, "plan: last layer output differs from n_classes", last, p->layer[last].n_out);
+        return blob_fail(c->f, FAULT_PLAN, "plan: last layer output differs from n_classes",
+                         last, p->layer[last].n_out);
     if (p->first_bwd <= last && p->layer[last].dout != p->dlogits)
-        return fail(c->f, FAULT_PLAN, "plan: last layer dout_off differs from dlogits_off", last, 0);
+        return blob_fail(c->f, FAULT_PLAN, "plan: last layer dout_off differs from dlogits_off", last, 0);
     if (!disjoint(p->dlogits, p->n_classes, p->layer[last].out, p->n_classes))
-        return fail(c->f, FAULT_PLAN, "plan: dlogits overlaps the logits", last, 0);
+        return blob_fail(c->f, FAULT_PLAN, "plan: dlogits overlaps the logits", last, 0);
     return 0;
 }
 
@@ -360,19 +335,19 @@ static int parse_dataset(ctx_t *c, const mem_window_t *win)
     plan_t *p = c->p;
     dataset_t *d = &p->data;
     uint32_t addr = le32(c->blob + 24), bytes;
-    const uint8_t *h = window_ptr(win, addr, DATA_HEADER), *b;
+    const uint8_t *h = blob_window_ptr(win, addr, DATA_HEADER), *b;
     if (!h)
-        return fail(c->f, FAULT_DATASET, "dataset: address outside flash", addr, 0);
+        return blob_fail(c->f, FAULT_DATASET, "dataset: address outside flash", addr, 0);
     if (le32(h) != DATA_MAGIC)
-        return fail(c->f, FAULT_DATASET, "dataset: bad magic", le32(h), DATA_MAGIC);
+        return blob_fail(c->f, FAULT_DATASET, "dataset: bad magic", le32(h), DATA_MAGIC);
     if (le16(h + 4) != 1 || le16(h + 6) != DATA_HEADER)
-        return fail(c->f, FAULT_DATASET, "dataset: unsupported version or header size", le16(h + 4), le16(h + 6));
+        return blob_fail(c->f, FAULT_DATASET, "dataset: unsupported version or header size", le16(h + 4), le16(h + 6));
     bytes = le32(h + 8);
-    b = window_ptr(win, addr, bytes);
+    b = blob_window_ptr(win, addr, bytes);
     if (bytes < DATA_HEADER || !b)
-        return fail(c->f, FAULT_DATASET, "dataset: blob_bytes outside flash", bytes, 0);
+        return blob_fail(c->f, FAULT_DATASET, "dataset: blob_bytes outside flash", bytes, 0);
     if (blob_crc(b, bytes) != le32(h + 12))
-        return fail(c->f, FAULT_DATASET, "dataset: CRC mismatch", blob_crc(b, bytes), le32(h + 12));
+        return blob_fail(c->f, FAULT_DATASET, "dataset: CRC mismatch", blob_crc(b, bytes), le32(h + 12));
     d->n_train = le32(h + 16);
     d->n_eval = le32(h + 20);
     d->h = le16(h + 24);
@@ -382,15 +357,15 @@ static int parse_dataset(ctx_t *c, const mem_window_t *win)
     d->scale = f32_at(h + 32);
     d->offset = f32_at(h + 36);
     if (d->n_train == 0)
-        return fail(c->f, FAULT_DATASET, "dataset: no training samples", 0, 0);
+        return blob_fail(c->f, FAULT_DATASET, "dataset: no training samples", 0, 0);
     if (le32(h + 44) != 0) /* sample dtype and shift (docs/plan-format.md): fp32 plans decode u8 only */
-        return fail(c->f, FAULT_DATASET, "dataset: sample dtype not u8 for an fp32 plan", le32(h + 44), 0);
+        return blob_fail(c->f, FAULT_DATASET, "dataset: sample dtype not u8 for an fp32 plan", le32(h + 44), 0);
     if (le16(h + 30) != p->n_classes)
-        return fail(c->f, FAULT_DATASET, "dataset: n_classes differs from plan", le16(h + 30), p->n_classes);
+        return blob_fail(c->f, FAULT_DATASET, "dataset: n_classes differs from plan", le16(h + 30), p->n_classes);
     if (place_sections(d, b, bytes, le32(h + 40)))
-        return fail(c->f, FAULT_DATASET, "dataset: sections outside blob", le32(h + 40), bytes);
+        return blob_fail(c->f, FAULT_DATASET, "dataset: sections outside blob", le32(h + 40), bytes);
     if (!labels_ok(d->y_train, d->n_train, p->n_classes) || !labels_ok(d->y_eval, d->n_eval, p->n_classes))
-        return fail(c->f, FAULT_DATASET, "dataset: label >= n_classes", 0, 0);
+        return blob_fail(c->f, FAULT_DATASET, "dataset: label >= n_classes", 0, 0);
     return 0;
 }
 
@@ -400,7 +375,8 @@ static int check_input_shape(ctx_t *c)
     const layer_t *L = &c->p->layer[0];
     if (d->sample_bytes != L->n_in ||
         (L->op != OP_DENSE && (d->h != L->s.in_h || d->w != L->s.in_w || d->c != L->s.in_c)))
-        return fail(c->f, FAULT_DATASET, "dataset: sample shape differs from plan input", d->sample_bytes, L->n_in);
+        return blob_fail(c->f, FAULT_DATASET, "dataset: sample shape differs from plan input",
+                         d->sample_bytes, L->n_in);
     return 0;
 }
 

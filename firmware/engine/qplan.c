@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <string.h>
 #include "qplan.h"
-#include "crc32.h"
+#include "blob.h"
 #include "msg.h"
 #include "wire.h"
 
@@ -31,30 +31,6 @@ typedef struct {
     int8_t *act;         /* activations */
 } tinfo_t;
 
-static int fail(fault_t *f, uint32_t code, const char *text, uint32_t arg0, uint32_t arg1)
-{
-    f->code = code;
-    f->text = text;
-    f->arg0 = arg0;
-    f->arg1 = arg1;
-    return -1;
-}
-
-static const uint8_t *window_ptr(const mem_window_t *w, uint32_t addr, uint64_t bytes)
-{
-    if ((addr & 3u) || addr < w->addr || (uint64_t)(addr - w->addr) + bytes > w->size)
-        return NULL;
-    return (const uint8_t *)(w->host + (addr - w->addr));
-}
-
-static uint32_t blob_crc(const uint8_t *b, uint32_t n)
-{
-    static const uint8_t zero[4];
-    uint32_t s = crc32_update(CRC32_INIT, b, 12);
-    s = crc32_update(s, zero, 4);
-    return crc32_final(crc32_update(s, b + 16, n - 16));
-}
-
 static float f32_at(const uint8_t *p)
 {
     float v;
@@ -69,7 +45,7 @@ static int in_blob(const ctx_t *c, uint32_t off, uint64_t bytes)
 
 int qplan_is_tqpl(const mem_window_t *flash, uint32_t plan_addr)
 {
-    const uint8_t *h = window_ptr(flash, plan_addr, 4);
+    const uint8_t *h = blob_window_ptr(flash, plan_addr, 4);
     return h && le32(h) == QPLAN_MAGIC;
 }
 
@@ -77,21 +53,21 @@ int qplan_is_tqpl(const mem_window_t *flash, uint32_t plan_addr)
 
 static int check_header(ctx_t *c, const mem_window_t *win, uint32_t plan_addr, uint32_t arena_bytes)
 {
-    const uint8_t *h = window_ptr(win, plan_addr, QPLAN_HEADER);
+    const uint8_t *h = blob_window_ptr(win, plan_addr, QPLAN_HEADER);
     qplan_t *p = c->p;
     fault_t *f = c->f;
     if (!h)
-        return fail(f, FAULT_PLAN, "qplan: address outside flash", plan_addr, 0);
+        return blob_fail(f, FAULT_PLAN, "qplan: address outside flash", plan_addr, 0);
     if (le32(h) != QPLAN_MAGIC)
-        return fail(f, FAULT_PLAN, "qplan: bad magic", le32(h), QPLAN_MAGIC);
+        return blob_fail(f, FAULT_PLAN, "qplan: bad magic", le32(h), QPLAN_MAGIC);
     if (le16(h + 4) != 1 || le16(h + 6) != QPLAN_HEADER)
-        return fail(f, FAULT_PLAN, "qplan: unsupported version or header size", le16(h + 4), le16(h + 6));
+        return blob_fail(f, FAULT_PLAN, "qplan: unsupported version or header size", le16(h + 4), le16(h + 6));
     c->blob_bytes = le32(h + 8);
-    c->blob = window_ptr(win, plan_addr, c->blob_bytes);
+    c->blob = blob_window_ptr(win, plan_addr, c->blob_bytes);
     if (c->blob_bytes < QPLAN_HEADER || !c->blob)
-        return fail(f, FAULT_PLAN, "qplan: blob_bytes outside flash", c->blob_bytes, 0);
+        return blob_fail(f, FAULT_PLAN, "qplan: blob_bytes outside flash", c->blob_bytes, 0);
     if (blob_crc(h, c->blob_bytes) != le32(h + 12))
-        return fail(f, FAULT_PLAN, "qplan: CRC mismatch", blob_crc(h, c->blob_bytes), le32(h + 12));
+        return blob_fail(f, FAULT_PLAN, "qplan: CRC mismatch", blob_crc(h, c->blob_bytes), le32(h + 12));
     p->plan_hash = le32(h + 16);
     p->arena_need = le32(h + 20);
     c->n_tensors = le16(h + 28);
@@ -99,23 +75,23 @@ static int check_header(ctx_t *c, const mem_window_t *win, uint32_t plan_addr, u
     c->tensors_off = le32(h + 32);
     c->ops_off = le32(h + 36);
     if (p->arena_need > arena_bytes)
-        return fail(f, FAULT_ARENA, "qplan: arena too small", p->arena_need, arena_bytes);
+        return blob_fail(f, FAULT_ARENA, "qplan: arena too small", p->arena_need, arena_bytes);
     if (c->n_tensors < 2 || c->n_tensors > QPLAN_MAX_TENSORS)
-        return fail(f, FAULT_PLAN, "qplan: n_tensors not in 2..512", c->n_tensors, 0);
+        return blob_fail(f, FAULT_PLAN, "qplan: n_tensors not in 2..512", c->n_tensors, 0);
     if (p->n_ops < 1 || p->n_ops > QPLAN_MAX_OPS)
-        return fail(f, FAULT_PLAN, "qplan: n_ops not in 1..64", p->n_ops, 0);
+        return blob_fail(f, FAULT_PLAN, "qplan: n_ops not in 1..64", p->n_ops, 0);
     if (!in_blob(c, c->tensors_off, (uint64_t)c->n_tensors * QPLAN_TENSOR) ||
         !in_blob(c, c->ops_off, (uint64_t)p->n_ops * QPLAN_OP))
-        return fail(f, FAULT_PLAN, "qplan: tensor or op records outside blob", c->tensors_off, c->ops_off);
+        return blob_fail(f, FAULT_PLAN, "qplan: tensor or op records outside blob", c->tensors_off, c->ops_off);
     c->flags = le16(h + 46);
     c->train_off = le32(h + 48);
     if (c->flags > 1u || (c->flags == 0) != (c->train_off == 0) ||
         (c->flags && !in_blob(c, c->train_off, QPLAN_TRAIN_HEADER)))
-        return fail(f, FAULT_PLAN, "qplan: unknown header flags or training section outside blob", c->flags,
+        return blob_fail(f, FAULT_PLAN, "qplan: unknown header flags or training section outside blob", c->flags,
                     c->train_off);
     for (uint32_t j = 52; j < QPLAN_HEADER; j++)
         if (h[j])
-            return fail(f, FAULT_PLAN, "qplan: reserved header bytes not zero", j, h[j]);
+            return blob_fail(f, FAULT_PLAN, "qplan: reserved header bytes not zero", j, h[j]);
     return 0;
 }
 
@@ -127,17 +103,17 @@ static int tensor(ctx_t *c, uint32_t where, uint32_t idx, tinfo_t *t)
     uint32_t esize;
     memset(t, 0, sizeof *t);
     if (idx >= c->n_tensors)
-        return fail(c->f, FAULT_PLAN, "qplan: tensor index out of range", where, idx);
+        return blob_fail(c->f, FAULT_PLAN, "qplan: tensor index out of range", where, idx);
     r = c->blob + c->tensors_off + idx * QPLAN_TENSOR;
     t->kind = r[0];
     t->rank = r[2];
     if (t->kind < QT_ACTIVATION || t->kind > QT_CONST_I32 || r[3] || t->rank < 1 || t->rank > 4 ||
         (r[1] && (r[1] != 1u || t->kind == QT_ACTIVATION || !c->flags)))
-        return fail(c->f, FAULT_PLAN, "qplan: bad tensor kind, flags or rank", where, idx);
+        return blob_fail(c->f, FAULT_PLAN, "qplan: bad tensor kind, flags or rank", where, idx);
     for (uint32_t j = 0; j < 4; j++) {
         t->d[j] = le16(r + 4 + 2 * j);
         if (!t->d[j] || (j < 4u - t->rank && t->d[j] != 1))
-            return fail(c->f, FAULT_PLAN, "qplan: bad tensor dims", where, idx);
+            return blob_fail(c->f, FAULT_PLAN, "qplan: bad tensor dims", where, idx);
         count *= t->d[j];
     }
     esize = t->kind == QT_CONST_I32 ? 4u : 1u;
@@ -147,22 +123,22 @@ static int tensor(ctx_t *c, uint32_t where, uint32_t idx, tinfo_t *t)
     t->zp = (int32_t)le32(r + 20);
     t->scale = f32_at(r + 24);
     if (count * esize != t->bytes)
-        return fail(c->f, FAULT_PLAN, "qplan: tensor bytes differ from its dims", where, idx);
+        return blob_fail(c->f, FAULT_PLAN, "qplan: tensor bytes differ from its dims", where, idx);
     if (t->kind == QT_ACTIVATION) {
         if ((t->off & 3u) || t->off > c->p->arena_need || t->bytes > c->p->arena_need - t->off)
-            return fail(c->f, FAULT_PLAN, "qplan: activation outside arena", where, idx);
+            return blob_fail(c->f, FAULT_PLAN, "qplan: activation outside arena", where, idx);
         if (t->zp < -128 || t->zp > 127)
-            return fail(c->f, FAULT_PLAN, "qplan: activation zero point outside int8", where, idx);
+            return blob_fail(c->f, FAULT_PLAN, "qplan: activation zero point outside int8", where, idx);
         t->act = (int8_t *)(void *)(c->arena + t->off);
     } else {
         if (!in_blob(c, t->off, t->bytes))
-            return fail(c->f, FAULT_PLAN, "qplan: constant outside blob", where, idx);
+            return blob_fail(c->f, FAULT_PLAN, "qplan: constant outside blob", where, idx);
         t->data = c->blob + t->off;
     }
     if (le32(r + 28) != 0xFFFFFFFFu) { /* per-channel scales (reserved for QAS): u32 n then n f32 */
         uint32_t so = le32(r + 28);
         if (!in_blob(c, so, 4) || !in_blob(c, so, 4u + 4ull * le32(c->blob + so)) || le32(c->blob + so) > t->count)
-            return fail(c->f, FAULT_PLAN, "qplan: channel scales outside blob", where, idx);
+            return blob_fail(c->f, FAULT_PLAN, "qplan: channel scales outside blob", where, idx);
     }
     return 0;
 }
@@ -183,7 +159,7 @@ static int input(ctx_t *c, uint32_t op, uint32_t idx, tinfo_t *t)
     if (tensor(c, op, idx, t))
         return -1;
     if (t->kind != QT_ACTIVATION || !is_ready(c, idx))
-        return fail(c->f, FAULT_PLAN, "qplan: op input is not an activation produced earlier", op, idx);
+        return blob_fail(c->f, FAULT_PLAN, "qplan: op input is not an activation produced earlier", op, idx);
     return 0;
 }
 
@@ -192,7 +168,7 @@ static int output(ctx_t *c, uint32_t op, uint32_t idx, tinfo_t *t)
     if (tensor(c, op, idx, t))
         return -1;
     if (t->kind != QT_ACTIVATION || is_ready(c, idx))
-        return fail(c->f, FAULT_PLAN, "qplan: op output is not a fresh activation", op, idx);
+        return blob_fail(c->f, FAULT_PLAN, "qplan: op output is not a fresh activation", op, idx);
     return 0;
 }
 
@@ -229,12 +205,12 @@ static int check_geometry(ctx_t *c, const oprec_t *o, uint32_t kh, uint32_t kw)
     const uint8_t *r = o->r;
     const tinfo_t *x = &o->x, *y = &o->y;
     if (x->rank != 4 || y->rank != 4 || !r[2] || !r[3] || !kh || !kw || r[4] != kh || r[5] != kw || r[7] > 1)
-        return fail(c->f, FAULT_PLAN, "qplan: bad kernel, stride or padding", o->i, 0);
+        return blob_fail(c->f, FAULT_PLAN, "qplan: bad kernel, stride or padding", o->i, 0);
     if (out_size(x->d[1], kh, r[2], o->same) != y->d[1] || out_size(x->d[2], kw, r[3], o->same) != y->d[2])
-        return fail(c->f, FAULT_PLAN, "qplan: output shape differs from kernel/stride/padding", o->i, 0);
+        return blob_fail(c->f, FAULT_PLAN, "qplan: output shape differs from kernel/stride/padding", o->i, 0);
     if (le16(r + 16) != (o->same ? same_pad(x->d[1], y->d[1], kh, r[2]) : 0u) ||
         le16(r + 18) != (o->same ? same_pad(x->d[2], y->d[2], kw, r[3]) : 0u))
-        return fail(c->f, FAULT_PLAN, "qplan: padding inconsistent", o->i, le16(r + 16));
+        return blob_fail(c->f, FAULT_PLAN, "qplan: padding inconsistent", o->i, le16(r + 16));
     return 0;
 }
 
@@ -243,7 +219,7 @@ static int check_act(ctx_t *c, const oprec_t *o, int32_t *lo, int32_t *hi)
     *lo = (int16_t)le16(o->r + 20);
     *hi = (int16_t)le16(o->r + 22);
     if (*lo < -128 || *hi > 127 || *lo > *hi)
-        return fail(c->f, FAULT_PLAN, "qplan: activation range outside int8", o->i, 0);
+        return blob_fail(c->f, FAULT_PLAN, "qplan: activation range outside int8", o->i, 0);
     return 0;
 }
 
@@ -252,11 +228,11 @@ static int check_rq(ctx_t *c, const oprec_t *o, uint32_t n, const int32_t **rq)
 {
     uint32_t off = le32(o->r + 24);
     if (!in_blob(c, off, 8ull * n))
-        return fail(c->f, FAULT_PLAN, "qplan: requantisation table outside blob", o->i, off);
+        return blob_fail(c->f, FAULT_PLAN, "qplan: requantisation table outside blob", o->i, off);
     *rq = (const int32_t *)(const void *)(c->blob + off);
     for (uint32_t j = 0; j < n; j++)
         if ((*rq)[2 * j] < 0 || (*rq)[2 * j + 1] < -31 || (*rq)[2 * j + 1] > 30)
-            return fail(c->f, FAULT_PLAN, "qplan: multiplier or shift out of range", o->i, j);
+            return blob_fail(c->f, FAULT_PLAN, "qplan: multiplier or shift out of range", o->i, j);
     return 0;
 }
 
@@ -267,13 +243,13 @@ static int check_wb(ctx_t *c, oprec_t *o, uint32_t out_c)
     if (tensor(c, o->i, le16(o->r + 10), &o->w))
         return -1;
     if (o->w.kind != QT_CONST_I8)
-        return fail(c->f, FAULT_PLAN, "qplan: weights are not a constant int8 tensor", o->i, 0);
+        return blob_fail(c->f, FAULT_PLAN, "qplan: weights are not a constant int8 tensor", o->i, 0);
     if (bi == QPLAN_NONE16)
         return 0;
     if (tensor(c, o->i, bi, &o->b))
         return -1;
     if (o->b.kind != QT_CONST_I32 || o->b.count != out_c)
-        return fail(c->f, FAULT_PLAN, "qplan: bias is not out_c constant int32 values", o->i, 0);
+        return blob_fail(c->f, FAULT_PLAN, "qplan: bias is not out_c constant int32 values", o->i, 0);
     return 0;
 }
 
@@ -285,14 +261,14 @@ static int check_fold(ctx_t *c, const oprec_t *o, uint32_t out_c, uint32_t first
     const int8_t *w = (const int8_t *)(const void *)o->w.data;
     const int32_t *b = o->b.data ? (const int32_t *)(const void *)o->b.data : NULL;
     if (!in_blob(c, off, 4ull * out_c))
-        return fail(c->f, FAULT_PLAN, "qplan: folded bias outside blob", o->i, off);
+        return blob_fail(c->f, FAULT_PLAN, "qplan: folded bias outside blob", o->i, off);
     *eff = (const int32_t *)(const void *)(c->blob + off);
     for (uint32_t oc = 0; oc < out_c; oc++) {
         int32_t s = 0;
         for (uint32_t j = 0; j < n; j++)
             s += w[oc * first + j * step];
         if ((*eff)[oc] != (b ? b[oc] : 0) - o->x.zp * s)
-            return fail(c->f, FAULT_PLAN, "qplan: folded bias differs from bias - zp_in * sum(w)", o->i, oc);
+            return blob_fail(c->f, FAULT_PLAN, "qplan: folded bias differs from bias - zp_in * sum(w)", o->i, oc);
     }
     return 0;
 }
@@ -310,9 +286,9 @@ static int op_conv(ctx_t *c, oprec_t *o, qnode_t *n, int depthwise)
         return -1;
     if (depthwise ? (o->w.d[0] != 1 || !dm || oc != (uint32_t)o->x.d[3] * dm || kh * kw > 64u)
                   : (o->w.d[3] != o->x.d[3] || o->r[6] != 1))
-        return fail(c->f, FAULT_PLAN, "qplan: weight shape differs from input channels", o->i, 0);
+        return blob_fail(c->f, FAULT_PLAN, "qplan: weight shape differs from input channels", o->i, 0);
     if (oc != o->y.d[3])
-        return fail(c->f, FAULT_PLAN, "qplan: output channels differ from weights", o->i, oc);
+        return blob_fail(c->f, FAULT_PLAN, "qplan: output channels differ from weights", o->i, oc);
     *k = (qconv_t){o->x.d[1], o->x.d[2], o->x.d[3], o->y.d[1], o->y.d[2], o->y.d[3], (uint8_t)kh, (uint8_t)kw,
                    o->r[2], o->r[3], (uint8_t)dm, o->per_channel, le16(o->r + 16), le16(o->r + 18), o->x.zp, o->y.zp,
                    0, 0, NULL, NULL, NULL};
@@ -336,7 +312,7 @@ static int op_fc(ctx_t *c, oprec_t *o, qnode_t *n)
     oc = o->w.d[2];
     in_c = o->w.d[3];
     if (o->w.rank != 2 || o->x.count % in_c || o->y.count != o->x.count / in_c * oc)
-        return fail(c->f, FAULT_PLAN, "qplan: fully connected shapes disagree", o->i, 0);
+        return blob_fail(c->f, FAULT_PLAN, "qplan: fully connected shapes disagree", o->i, 0);
     if (check_wb(c, o, oc))
         return -1;
     *k = (qfc_t){o->x.count / in_c, (uint16_t)in_c, (uint16_t)oc, o->per_channel, o->x.zp, o->y.zp, 0, 0,
@@ -356,7 +332,7 @@ static int op_pool(ctx_t *c, oprec_t *o, qnode_t *n)
     if (check_geometry(c, o, o->r[4], o->r[5]))
         return -1;
     if (o->x.d[3] != o->y.d[3] || o->x.zp != o->y.zp)
-        return fail(c->f, FAULT_PLAN, "qplan: pool changes channels or zero point", o->i, 0);
+        return blob_fail(c->f, FAULT_PLAN, "qplan: pool changes channels or zero point", o->i, 0);
     *k = (qpool_t){o->x.d[1], o->x.d[2], o->x.d[3], o->y.d[1], o->y.d[2], o->r[4], o->r[5], o->r[2], o->r[3],
                    le16(o->r + 16), le16(o->r + 18), 0, 0};
     return check_act(c, o, &k->act_min, &k->act_max);
@@ -366,7 +342,7 @@ static int op_mean(ctx_t *c, oprec_t *o, qnode_t *n)
 {
     const int32_t *rq;
     if (o->x.rank != 4 || o->y.count != o->x.d[3])
-        return fail(c->f, FAULT_PLAN, "qplan: mean must reduce h and w of an NHWC tensor", o->i, 0);
+        return blob_fail(c->f, FAULT_PLAN, "qplan: mean must reduce h and w of an NHWC tensor", o->i, 0);
     if (check_rq(c, o, 1, &rq))
         return -1;
     n->k.mean = (qmean_t){o->x.d[1], o->x.d[2], o->x.d[3], o->x.zp, o->y.zp, rq[0], rq[1]};
@@ -381,11 +357,11 @@ static int op_add(ctx_t *c, oprec_t *o, qnode_t *n)
     if (input(c, o->i, le16(o->r + 10), &o->x2))
         return -1;
     if (o->x2.count != o->x.count || o->y.count != o->x.count)
-        return fail(c->f, FAULT_PLAN, "qplan: add inputs and output differ in size (no broadcasting)", o->i, 0);
+        return blob_fail(c->f, FAULT_PLAN, "qplan: add inputs and output differ in size (no broadcasting)", o->i, 0);
     if (!disjoint(&o->x2, &o->y))
-        return fail(c->f, FAULT_PLAN, "qplan: output overlaps an input", o->i, 0);
+        return blob_fail(c->f, FAULT_PLAN, "qplan: output overlaps an input", o->i, 0);
     if (ls < 0 || ls > 20)
-        return fail(c->f, FAULT_PLAN, "qplan: add left shift not in 0..20", o->i, (uint32_t)ls);
+        return blob_fail(c->f, FAULT_PLAN, "qplan: add left shift not in 0..20", o->i, (uint32_t)ls);
     if (check_rq(c, o, 3, &rq))
         return -1;
     *k = (qadd_t){o->x.count, o->x.zp, o->x2.zp, o->y.zp, ls, rq[0], rq[1], rq[2], rq[3], rq[4], rq[5], 0, 0};
@@ -399,7 +375,7 @@ static int op_softmax(ctx_t *c, oprec_t *o, qnode_t *n)
     int32_t diff_min = (int32_t)le32(o->r + 32);
     uint32_t depth = o->x.d[3];
     if (o->y.count != o->x.count || o->y.zp != -128 || depth > 4095u || diff_min > 0)
-        return fail(c->f, FAULT_PLAN, "qplan: softmax needs equal sizes, zp_out -128, depth < 4096", o->i, 0);
+        return blob_fail(c->f, FAULT_PLAN, "qplan: softmax needs equal sizes, zp_out -128, depth < 4096", o->i, 0);
     if (check_rq(c, o, 1, &rq))
         return -1;
     n->k.softmax = (qsoftmax_t){o->x.count / depth, (uint16_t)depth, rq[0], rq[1], diff_min};
@@ -418,12 +394,12 @@ static int parse_op(ctx_t *c, uint32_t i, qnode_t *n)
     o.per_channel = o.r[1] & 1u;
     o.same = o.r[7] == 1;
     if (n->op < QOP_CONV_2D || n->op > QOP_SOFTMAX)
-        return fail(c->f, FAULT_PLAN, "qplan: unknown op code", i, n->op);
+        return blob_fail(c->f, FAULT_PLAN, "qplan: unknown op code", i, n->op);
     if ((o.r[1] & ~0x31u) || ((o.r[1] & 0x30u) && !c->flags))
-        return fail(c->f, FAULT_PLAN, "qplan: unknown op flags", i, o.r[1]);
+        return blob_fail(c->f, FAULT_PLAN, "qplan: unknown op flags", i, o.r[1]);
     for (uint32_t j = 40; j < QPLAN_OP; j++)
         if (o.r[j])
-            return fail(c->f, FAULT_PLAN, "qplan: reserved op bytes not zero", i, j);
+            return blob_fail(c->f, FAULT_PLAN, "qplan: reserved op bytes not zero", i, j);
     if (input(c, i, le16(o.r + 8), &o.x) || output(c, i, le16(o.r + 14), &o.y))
         return -1;
     n->x = o.x.act;
@@ -431,9 +407,10 @@ static int parse_op(ctx_t *c, uint32_t i, qnode_t *n)
     n->n_out = o.y.count;
     if (n->op == QOP_RESHAPE) {
         if (o.y.count != o.x.count || o.y.off != o.x.off || o.y.zp != o.x.zp)
-            return fail(c->f, FAULT_PLAN, "qplan: reshape must alias its input (same size, offset, zero point)", i, 0);
+            return blob_fail(c->f, FAULT_PLAN, "qplan: reshape must alias its input (same size, offset, zero point)",
+                             i, 0);
     } else if (!disjoint(&o.x, &o.y)) {
-        return fail(c->f, FAULT_PLAN, "qplan: output overlaps an input", i, 0);
+        return blob_fail(c->f, FAULT_PLAN, "qplan: output overlaps an input", i, 0);
     }
     switch (n->op) {
     case QOP_CONV_2D: rc = op_conv(c, &o, n, 0); break;
@@ -458,7 +435,7 @@ static int parse_graph(ctx_t *c)
     tinfo_t in, out;
     uint16_t ii = le16(h + 40), oi = le16(h + 42);
     if (tensor(c, 0xFFFFu, ii, &in) || in.kind != QT_ACTIVATION)
-        return fail(c->f, FAULT_PLAN, "qplan: graph input is not an activation", ii, 0);
+        return blob_fail(c->f, FAULT_PLAN, "qplan: graph input is not an activation", ii, 0);
     set_ready(c, ii);
     p->input = in.act;
     p->n_input = in.count;
@@ -468,10 +445,10 @@ static int parse_graph(ctx_t *c)
     if (tensor(c, 0xFFFFu, oi, &out))
         return -1;
     if (out.act != p->node[p->n_ops - 1u].y || out.count != p->node[p->n_ops - 1u].n_out)
-        return fail(c->f, FAULT_PLAN, "qplan: graph output is not the last op's output", oi, 0);
+        return blob_fail(c->f, FAULT_PLAN, "qplan: graph output is not the last op's output", oi, 0);
     p->n_classes = le16(h + 44);
     if (p->n_classes < 2 || p->n_classes > 256 || p->n_classes != out.count)
-        return fail(c->f, FAULT_PLAN, "qplan: n_classes not the output size in 2..256", p->n_classes, out.count);
+        return blob_fail(c->f, FAULT_PLAN, "qplan: n_classes not the output size in 2..256", p->n_classes, out.count);
     p->output = out.act;
     p->out_zp = out.zp;
     p->out_scale = out.scale;
@@ -490,7 +467,7 @@ static void *arena_at(const ctx_t *c, uint32_t off, uint64_t bytes)
 
 static int tfail(ctx_t *c, uint32_t op, const char *text)
 {
-    return fail(c->f, FAULT_PLAN, text, op, 0);
+    return blob_fail(c->f, FAULT_PLAN, text, op, 0);
 }
 
 /* trained weights and bias of a conv or FC op: arena copies, residuals, bias_eff copy, tables, channel list */
@@ -678,17 +655,17 @@ static int parse_training(ctx_t *c)
     p->lr = lr;
     for (uint32_t j = 16; j < QPLAN_TRAIN_HEADER; j++)
         if (h[j] || h[3] || h[2] > 1u)
-            return fail(c->f, FAULT_PLAN, "qplan: reserved training header bytes not zero", j, 0);
+            return blob_fail(c->f, FAULT_PLAN, "qplan: reserved training header bytes not zero", j, 0);
     if (p->node[last].op != QOP_SOFTMAX || p->n_ops < 2u || p->first_bwd >= last ||
         last - p->first_bwd > QTRAIN_MAX_OPS)
-        return fail(c->f, FAULT_PLAN, "qplan: training needs a graph ending in SOFTMAX and <= 16 backward ops",
+        return blob_fail(c->f, FAULT_PLAN, "qplan: training needs a graph ending in SOFTMAX and <= 16 backward ops",
                     p->first_bwd, p->n_ops);
     if (!in_blob(c, recs, (uint64_t)p->n_ops * QPLAN_TRAIN_RECORD))
-        return fail(c->f, FAULT_PLAN, "qplan: training records outside blob", recs, 0);
+        return blob_fail(c->f, FAULT_PLAN, "qplan: training records outside blob", recs, 0);
     p->dlogits = arena_at(c, le32(h + 8), p->n_classes);
     if (!p->dlogits || p->node[last].x != p->node[last - 1u].y)
-        return fail(c->f, FAULT_PLAN, "qplan: logits gradient outside arena or softmax input not the previous op's",
-                    le32(h + 8), 0);
+        return blob_fail(c->f, FAULT_PLAN,
+                         "qplan: logits gradient outside arena or softmax input not the previous op's", le32(h + 8), 0);
     for (uint32_t i = 0; i < p->n_ops; i++) {
         const uint8_t *r = c->blob + recs + i * QPLAN_TRAIN_RECORD;
         if (i < p->first_bwd || i == last) {
@@ -726,44 +703,45 @@ static int parse_dataset(ctx_t *c, const mem_window_t *win)
     qdataset_t *d = &p->data;
     uint32_t addr = le32(c->blob + 24), bytes;
     uint64_t xt, yt, xe, ye;
-    const uint8_t *h = window_ptr(win, addr, DATA_HEADER), *b;
+    const uint8_t *h = blob_window_ptr(win, addr, DATA_HEADER), *b;
     if (!h)
-        return fail(c->f, FAULT_DATASET, "dataset: address outside flash", addr, 0);
+        return blob_fail(c->f, FAULT_DATASET, "dataset: address outside flash", addr, 0);
     if (le32(h) != DATA_MAGIC)
-        return fail(c->f, FAULT_DATASET, "dataset: bad magic", le32(h), DATA_MAGIC);
+        return blob_fail(c->f, FAULT_DATASET, "dataset: bad magic", le32(h), DATA_MAGIC);
     if (le16(h + 4) != 1 || le16(h + 6) != DATA_HEADER)
-        return fail(c->f, FAULT_DATASET, "dataset: unsupported version or header size", le16(h + 4), le16(h + 6));
+        return blob_fail(c->f, FAULT_DATASET, "dataset: unsupported version or header size", le16(h + 4), le16(h + 6));
     bytes = le32(h + 8);
-    b = window_ptr(win, addr, bytes);
+    b = blob_window_ptr(win, addr, bytes);
     if (bytes < DATA_HEADER || !b)
-        return fail(c->f, FAULT_DATASET, "dataset: blob_bytes outside flash", bytes, 0);
+        return blob_fail(c->f, FAULT_DATASET, "dataset: blob_bytes outside flash", bytes, 0);
     if (blob_crc(b, bytes) != le32(h + 12))
-        return fail(c->f, FAULT_DATASET, "dataset: CRC mismatch", blob_crc(b, bytes), le32(h + 12));
+        return blob_fail(c->f, FAULT_DATASET, "dataset: CRC mismatch", blob_crc(b, bytes), le32(h + 12));
     d->n_train = le32(h + 16);
     d->n_eval = le32(h + 20);
     d->sample_bytes = (uint32_t)le16(h + 24) * le16(h + 26) * le16(h + 28);
     d->dtype = h[44];
     d->shift = (int16_t)le16(h + 46);
     if (d->dtype > QDS_I8 || h[45] || (d->dtype == QDS_I8 && d->shift))
-        return fail(c->f, FAULT_DATASET, "dataset: unknown sample dtype", d->dtype, h[45]);
+        return blob_fail(c->f, FAULT_DATASET, "dataset: unknown sample dtype", d->dtype, h[45]);
     if (d->n_eval == 0)
-        return fail(c->f, FAULT_DATASET, "dataset: no evaluation samples", 0, 0);
+        return blob_fail(c->f, FAULT_DATASET, "dataset: no evaluation samples", 0, 0);
     if (le16(h + 30) != p->n_classes)
-        return fail(c->f, FAULT_DATASET, "dataset: n_classes differs from plan", le16(h + 30), p->n_classes);
+        return blob_fail(c->f, FAULT_DATASET, "dataset: n_classes differs from plan", le16(h + 30), p->n_classes);
     if (d->sample_bytes != p->n_input)
-        return fail(c->f, FAULT_DATASET, "dataset: sample shape differs from plan input", d->sample_bytes, p->n_input);
+        return blob_fail(c->f, FAULT_DATASET, "dataset: sample shape differs from plan input",
+                         d->sample_bytes, p->n_input);
     xt = le32(h + 40);
     yt = align4(xt + (uint64_t)d->n_train * d->sample_bytes);
     xe = align4(yt + d->n_train);
     ye = align4(xe + (uint64_t)d->n_eval * d->sample_bytes);
     if (xt < DATA_HEADER || (xt & 3u) || ye + d->n_eval > bytes)
-        return fail(c->f, FAULT_DATASET, "dataset: sections outside blob", (uint32_t)xt, bytes);
+        return blob_fail(c->f, FAULT_DATASET, "dataset: sections outside blob", (uint32_t)xt, bytes);
     d->x_train = b + xt;
     d->y_train = b + yt;
     d->x_eval = b + xe;
     d->y_eval = b + ye;
     if (!labels_ok(d->y_train, d->n_train, p->n_classes) || !labels_ok(d->y_eval, d->n_eval, p->n_classes))
-        return fail(c->f, FAULT_DATASET, "dataset: label >= n_classes", 0, 0);
+        return blob_fail(c->f, FAULT_DATASET, "dataset: label >= n_classes", 0, 0);
     return 0;
 }
 
