@@ -6,6 +6,7 @@ made it. ``source`` says whether the numbers were measured by an instrument or m
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Protocol
@@ -74,17 +75,23 @@ class Meter(Protocol):
     def close(self) -> None: ...
 
 
-class MeterBase:
+class MeterBase(ABC):
     """Context-manager plumbing shared by the drivers: ``with meter:`` arms it and always closes it."""
 
     name = "meter"
     source: Source = "measured"
 
-    def arm(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def arm(self) -> None: ...
 
-    def close(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def start(self) -> None: ...
+
+    @abstractmethod
+    def stop(self) -> Capture: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
 
     def __enter__(self) -> MeterBase:
         try:
