@@ -703,19 +703,9 @@ static int parse_dataset(ctx_t *c, const mem_window_t *win)
     qdataset_t *d = &p->data;
     uint32_t addr = le32(c->blob + 24), bytes;
     uint64_t xt, yt, xe, ye;
-    const uint8_t *h = blob_window_ptr(win, addr, DATA_HEADER), *b;
-    if (!h)
-        return blob_fail(c->f, FAULT_DATASET, "dataset: address outside flash", addr, 0);
-    if (le32(h) != DATA_MAGIC)
-        return blob_fail(c->f, FAULT_DATASET, "dataset: bad magic", le32(h), DATA_MAGIC);
-    if (le16(h + 4) != 1 || le16(h + 6) != DATA_HEADER)
-        return blob_fail(c->f, FAULT_DATASET, "dataset: unsupported version or header size", le16(h + 4), le16(h + 6));
-    bytes = le32(h + 8);
-    b = blob_window_ptr(win, addr, bytes);
-    if (bytes < DATA_HEADER || !b)
-        return blob_fail(c->f, FAULT_DATASET, "dataset: blob_bytes outside flash", bytes, 0);
-    if (blob_crc(b, bytes) != le32(h + 12))
-        return blob_fail(c->f, FAULT_DATASET, "dataset: CRC mismatch", blob_crc(b, bytes), le32(h + 12));
+    const uint8_t *b = blob_dataset(win, addr, &bytes, c->f), *h = b;
+    if (!b)
+        return -1;
     d->n_train = le32(h + 16);
     d->n_eval = le32(h + 20);
     d->sample_bytes = (uint32_t)le16(h + 24) * le16(h + 26) * le16(h + 28);
