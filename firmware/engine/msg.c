@@ -195,3 +195,37 @@ void msg_summary(const msg_summary_t *s)
     msg_u64(s->ticks_train);
     msg_send();
 }
+
+void msg_layers_begin(uint32_t n)
+{
+    msg_begin(MSG_LAYERS);
+    msg_u8((uint8_t)n);
+    msg_zeros(3);
+}
+
+void msg_layer(uint32_t index, uint8_t op, const uint64_t ticks[3])
+{
+    msg_u8((uint8_t)index);
+    msg_u8(op);
+    msg_u16(0);
+    for (uint32_t k = 0; k < 3; k++)
+        msg_u64(ticks[k]);
+}
+
+void msg_gstat_begin(uint32_t step, uint32_t n)
+{
+    msg_begin(MSG_GSTAT);
+    msg_u32(step);
+    msg_u8((uint8_t)n);
+    msg_zeros(3);
+}
+
+void msg_gstat_entry(uint8_t layer, uint8_t param, uint8_t flags, uint8_t e, float l2, float max_abs)
+{
+    msg_u8(layer);
+    msg_u8(param);
+    msg_u8(flags);
+    msg_u8(e);
+    msg_f32(l2);
+    msg_f32(max_abs);
+}

@@ -3,6 +3,7 @@
  * counts are those of inference. Memory is measured as in the fp32 trainer: painted arena and stack. */
 #include <string.h>
 #include "qexec.h"
+#include "memmeter.h"
 #include "msg.h"
 #include "trainer.h"
 #include "wire.h"
@@ -89,37 +90,8 @@ static void stream_op(const qplan_t *p, uint32_t i, void *ctx)
     send_tensor((const qrun_t *)ctx, (uint8_t)i, p->node[i].y, p->node[i].n_out);
 }
 
-uint32_t qexec_stack_hwm(const port_info_t *info)
-{
-    uint32_t words = info->stack_bytes / 4u, j = 0;
-    if (!info->stack_bottom)
-        return 0;
-    while (j < words && info->stack_bottom[j] == TRAINER_PAINT)
-        j++;
-    return (words - j) * 4u;
-}
 
-uint32_t qexec_arena_peak(const qplan_t *p, const port_info_t *info)
-{
-    const uint32_t *w = (const uint32_t *)(const void *)info->arena;
-    uint32_t j = p->arena_need / 4u;
-    while (j > 0 && w[j - 1] == TRAINER_PAINT)
-        j--;
-    return j * 4u;
-}
 
-void qexec_repaint(const port_info_t *info)
-{
-    volatile uint32_t here = 0;
-    uintptr_t limit = ((uintptr_t)&here - 128u) & ~(uintptr_t)3u;
-    uint32_t *a = (uint32_t *)(void *)info->arena;
-    for (uint32_t j = 0; j < info->arena_bytes / 4u; j++)
-        a[j] = TRAINER_PAINT;
-    if (info->stack_bottom)
-        for (uint32_t *w = info->stack_bottom; (uintptr_t)w < limit; w++)
-            *w = TRAINER_PAINT;
-    (void)here;
-}
 
 /* -ln p(label), p the dequantised output read as a probability (graphs ending in SOFTMAX) */
 float qexec_sample_loss(const qplan_t *p, uint32_t label)
@@ -133,7 +105,7 @@ int qexec_run(const qplan_t *p, const qstart_t *a, const port_info_t *info, int 
     msg_eval_t e = {0, p->data.n_eval, 0, 0.0f, 0};
     msg_summary_t s = {0, 0, 0.0f, 0, 0, info->static_bytes, 0, 0};
     memset(&run, 0, sizeof run);
-    qexec_repaint(info);
+    mem_repaint(info);
     if (a->eval_samples && a->eval_samples < e.n)
         e.n = a->eval_samples;
     for (uint32_t k = 0; k < e.n; k++) {
@@ -158,20 +130,14 @@ int qexec_run(const qplan_t *p, const qstart_t *a, const port_info_t *info, int 
     for (uint32_t i = 0; i < p->n_ops; i++)
         e.ticks += run.op_ticks[i];
     msg_eval(&e);
-    msg_begin(MSG_LAYERS);
-    msg_u8((uint8_t)(p->n_ops < 32u ? p->n_ops : 32u));
-    msg_zeros(3);
+    msg_layers_begin(p->n_ops < 32u ? p->n_ops : 32u); /* evaluation only: forward ticks per op */
     for (uint32_t i = 0; i < p->n_ops && i < 32u; i++) {
-        msg_u8((uint8_t)i);
-        msg_u8((uint8_t)(0x80u | p->node[i].op));
-        msg_u16(0);
-        msg_u64(run.op_ticks[i]);
-        msg_u64(0);
-        msg_u64(0);
+        const uint64_t ticks[3] = {run.op_ticks[i], 0, 0};
+        msg_layer(i, (uint8_t)(0x80u | p->node[i].op), ticks);
     }
     msg_send();
-    s.stack_hwm = qexec_stack_hwm(info);
-    s.arena_peak = qexec_arena_peak(p, info);
+    s.stack_hwm = mem_stack_hwm(info);
+    s.arena_peak = mem_arena_peak(info, p->arena_need);
     s.sram_peak = info->static_bytes + s.stack_hwm + s.arena_peak;
     s.ticks_train = e.ticks;
     msg_summary(&s);

@@ -32,11 +32,6 @@ void qexec_load_sample(const qplan_t *p, const uint8_t *x);
 /* index of the largest output value (first on ties) */
 uint32_t qexec_argmax(const qplan_t *p);
 
-/* memory measurement shared with qtrain: painted stack high-water mark, highest arena byte written (up to the
- * plan's arena), repaint of arena and free stack */
-uint32_t qexec_stack_hwm(const port_info_t *info);
-uint32_t qexec_arena_peak(const qplan_t *p, const port_info_t *info);
-void qexec_repaint(const port_info_t *info);
 /* -ln p(label) of the dequantised graph output (floored at 1/512) */
 float qexec_sample_loss(const qplan_t *p, uint32_t label);
 

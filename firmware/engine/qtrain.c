@@ -8,6 +8,7 @@
 #include <string.h>
 #include "qtrain.h"
 #include "qexec.h"
+#include "memmeter.h"
 #include "msg.h"
 #include "wire.h"
 
@@ -265,37 +266,25 @@ static void backward(qrun_t *r, int32_t e)
 
 static void send_gstat(const qrun_t *r)
 {
-    msg_begin(MSG_GSTAT);
-    msg_u32(r->step);
-    msg_u8((uint8_t)r->n_gstat);
-    msg_zeros(3);
+    msg_gstat_begin(r->step, r->n_gstat);
     for (uint32_t j = 0; j < r->n_gstat; j++) {
         const qgstat_t *g = &r->gstat[j];
-        msg_u8(g->layer);
-        msg_u8(g->param);
-        msg_u8(QTRAIN_GRAD_INT);
-        msg_u8((uint8_t)g->e);
-        msg_f32(__builtin_sqrtf((float)g->sumsq));
-        msg_f32((float)g->max_abs);
+        msg_gstat_entry(g->layer, g->param, QTRAIN_GRAD_INT, (uint8_t)g->e, __builtin_sqrtf((float)g->sumsq),
+                        (float)g->max_abs);
     }
     msg_send();
 }
 
+/* per-op ticks summed over the run (the first 32 ops; int8 op codes marked 0x80), sent once before SUMMARY */
 static void send_layers(const qrun_t *r)
 {
     uint32_t n = r->p->n_ops < 32u ? r->p->n_ops : 32u;
-    msg_begin(MSG_LAYERS);
-    msg_u8((uint8_t)n);
-    msg_zeros(3);
-    for (uint32_t i = 0; i < n; i++) {
-        msg_u8((uint8_t)i);
-        msg_u8((uint8_t)(0x80u | r->p->node[i].op));
-        msg_u16(0);
-        for (uint32_t k = 0; k < 3; k++)
-            msg_u64(r->ticks[i][k]);
-    }
+    msg_layers_begin(n);
+    for (uint32_t i = 0; i < n; i++)
+        msg_layer(i, (uint8_t)(0x80u | r->p->node[i].op), r->ticks[i]);
     msg_send();
 }
+
 
 static void train_step(qrun_t *r, uint32_t sample, msg_step_t *m)
 {
@@ -342,15 +331,6 @@ static void evaluate(const qplan_t *p, uint8_t phase, uint16_t max_samples)
     msg_eval(&ev);
 }
 
-static int stack_guard_hit(const port_info_t *info)
-{
-    if (!info->stack_bottom || info->stack_bytes < 16u)
-        return 0;
-    for (uint32_t j = 0; j < 4u; j++)
-        if (info->stack_bottom[j] != TRAINER_PAINT)
-            return 1;
-    return 0;
-}
 
 static int train(qrun_t *r, const start_t *a, stop_poll_fn poll, msg_summary_t *s)
 {
@@ -361,8 +341,8 @@ static int train(qrun_t *r, const start_t *a, stop_poll_fn poll, msg_summary_t *
             return 1;
         r->stream = a->grad_every && r->step % a->grad_every == 0;
         train_step(r, trainer_xorshift(&rng) % r->p->data.n_train, &m);
-        m.stack_hwm = qexec_stack_hwm(r->info);
-        m.arena_peak = qexec_arena_peak(r->p, r->info);
+        m.stack_hwm = mem_stack_hwm(r->info);
+        m.arena_peak = mem_arena_peak(r->info, r->p->arena_need);
         m.sram_used = r->info->static_bytes + m.stack_hwm + m.arena_peak;
         msg_step(&m);
         send_gstat(r);
@@ -371,7 +351,7 @@ static int train(qrun_t *r, const start_t *a, stop_poll_fn poll, msg_summary_t *
         s->ticks_train += (uint64_t)m.t_fwd + m.t_bwd + m.t_upd;
         if (m.sram_used > s->sram_peak)
             s->sram_peak = m.sram_used;
-        if (stack_guard_hit(r->info)) {
+        if (mem_stack_guard_hit(r->info)) {
             msg_fault(FAULT_STACK, 0, 0, 0, m.stack_hwm, r->info->stack_bytes, "stack overflow: paint guard hit");
             return 2;
         }
@@ -386,15 +366,15 @@ int qtrain_run(const qplan_t *p, const start_t *a, const port_info_t *info, stop
     memset(&run, 0, sizeof run);
     run.p = p;
     run.info = info;
-    qexec_repaint(info);
+    mem_repaint(info);
     qtrain_load_params(p);
     evaluate(p, 0, a->eval_samples);
     s.status = (uint8_t)train(&run, a, poll, &s);
     if (s.status == 0)
         evaluate(p, 1, a->eval_samples);
     send_layers(&run);
-    s.stack_hwm = qexec_stack_hwm(info);
-    s.arena_peak = qexec_arena_peak(p, info);
+    s.stack_hwm = mem_stack_hwm(info);
+    s.arena_peak = mem_arena_peak(info, p->arena_need);
     sram = info->static_bytes + s.stack_hwm + s.arena_peak;
     s.sram_peak = sram > s.sram_peak ? sram : s.sram_peak;
     msg_summary(&s);

@@ -6,6 +6,7 @@
  * from the compact arena copy and the others from flash; only the listed channels' gradients exist. */
 #include <string.h>
 #include "trainer.h"
+#include "memmeter.h"
 #include "msg.h"
 #include "wire.h"
 #include "ops/conv2d.h"
@@ -58,55 +59,10 @@ static uint32_t since(uint64_t t0)
 
 /* ---- memory measurement -------------------------------------------------------------------------------- */
 
-static void paint(uint32_t *w, uint32_t words)
-{
-    for (uint32_t j = 0; j < words; j++)
-        w[j] = TRAINER_PAINT;
-}
 
-/* Repaints the free part of the stack so the high-water mark describes this run. The loop is inline (no call)
- * and stops well below this frame, so it never overwrites live data. */
-static void repaint_stack(const port_info_t *info)
-{
-    volatile uint32_t here = 0;
-    uintptr_t limit = ((uintptr_t)&here - 128u) & ~(uintptr_t)3u;
-    if (!info->stack_bottom)
-        return;
-    for (uint32_t *w = info->stack_bottom; (uintptr_t)w < limit; w++)
-        *w = TRAINER_PAINT;
-    (void)here;
-}
 
-static uint32_t stack_hwm(const port_info_t *info)
-{
-    uint32_t words = info->stack_bytes / 4u, j = 0;
-    if (!info->stack_bottom)
-        return 0;
-    while (j < words && info->stack_bottom[j] == TRAINER_PAINT)
-        j++;
-    return (words - j) * 4u;
-}
 
-/* the lowest words of the stack still carry paint unless the stack overflowed into them */
-static int stack_guard_hit(const port_info_t *info)
-{
-    if (!info->stack_bottom || info->stack_bytes < 16u)
-        return 0;
-    for (uint32_t j = 0; j < 4u; j++)
-        if (info->stack_bottom[j] != TRAINER_PAINT)
-            return 1;
-    return 0;
-}
 
-/* highest written byte of the plan's arena: validated ranges never go beyond arena_need */
-static uint32_t arena_peak(const run_t *r)
-{
-    const uint32_t *w = (const uint32_t *)(const void *)r->info->arena;
-    uint32_t j = r->p->arena_need / 4u;
-    while (j > 0 && w[j - 1] == TRAINER_PAINT)
-        j--;
-    return j * 4u;
-}
 
 /* ---- setup ------------------------------------------------------------------------------------------------ */
 
@@ -415,17 +371,10 @@ static void backward(run_t *r)
 
 static void send_gstat(const run_t *r)
 {
-    msg_begin(MSG_GSTAT);
-    msg_u32(r->step);
-    msg_u8((uint8_t)r->n_gstat);
-    msg_zeros(3);
+    msg_gstat_begin(r->step, r->n_gstat);
     for (uint32_t j = 0; j < r->n_gstat; j++) {
         const gstat_t *g = &r->gstat[j];
-        msg_u8(g->layer);
-        msg_u8(g->param);
-        msg_u16(0);
-        msg_f32(g->norm_done ? g->sumsq : __builtin_sqrtf(g->sumsq));
-        msg_f32(g->max_abs);
+        msg_gstat_entry(g->layer, g->param, 0, 0, g->norm_done ? g->sumsq : __builtin_sqrtf(g->sumsq), g->max_abs);
     }
     msg_send();
 }
@@ -433,18 +382,12 @@ static void send_gstat(const run_t *r)
 /* per-layer ticks summed over the run, sent once before SUMMARY */
 static void send_layers(const run_t *r)
 {
-    msg_begin(MSG_LAYERS);
-    msg_u8((uint8_t)r->p->n_layers);
-    msg_zeros(3);
-    for (uint32_t i = 0; i < r->p->n_layers; i++) {
-        msg_u8((uint8_t)i);
-        msg_u8(r->p->layer[i].op);
-        msg_u16(0);
-        for (uint32_t k = 0; k < 3; k++)
-            msg_u64(r->layer_ticks[i][k]);
-    }
+    msg_layers_begin(r->p->n_layers);
+    for (uint32_t i = 0; i < r->p->n_layers; i++)
+        msg_layer(i, r->p->layer[i].op, r->layer_ticks[i]);
     msg_send();
 }
+
 
 /* one SGD step on one training sample; fills the STEP message */
 static void train_step(run_t *r, uint32_t sample, msg_step_t *m)
@@ -491,8 +434,8 @@ static void evaluate(const plan_t *p, uint8_t phase, uint16_t max_samples)
 
 static void measure(const run_t *r, msg_step_t *m)
 {
-    m->stack_hwm = stack_hwm(r->info);
-    m->arena_peak = arena_peak(r);
+    m->stack_hwm = mem_stack_hwm(r->info);
+    m->arena_peak = mem_arena_peak(r->info, r->p->arena_need);
     m->sram_used = r->info->static_bytes + m->stack_hwm + m->arena_peak;
 }
 
@@ -514,7 +457,7 @@ static int train(run_t *r, const start_t *a, stop_poll_fn poll, msg_summary_t *s
         s->ticks_train += (uint64_t)m.t_fwd + m.t_bwd + m.t_upd;
         if (m.sram_used > s->sram_peak)
             s->sram_peak = m.sram_used;
-        if (stack_guard_hit(r->info)) {
+        if (mem_stack_guard_hit(r->info)) {
             msg_fault(FAULT_STACK, 0, 0, 0, m.stack_hwm, r->info->stack_bytes, "stack overflow: paint guard hit");
             return 2;
         }
@@ -529,16 +472,15 @@ int trainer_run(const plan_t *p, const start_t *a, const port_info_t *info, stop
     run.p = p;
     run.info = info;
     run.lr = a->lr;
-    paint((uint32_t *)(void *)info->arena, info->arena_bytes / 4u);
-    repaint_stack(info);
+    mem_repaint(info);
     load_params(p);
     evaluate(p, 0, a->eval_samples);
     s.status = (uint8_t)train(&run, a, poll, &s);
     if (s.status == 0)
         evaluate(p, 1, a->eval_samples);
     send_layers(&run);
-    s.stack_hwm = stack_hwm(info);
-    s.arena_peak = arena_peak(&run);
+    s.stack_hwm = mem_stack_hwm(info);
+    s.arena_peak = mem_arena_peak(info, p->arena_need);
     if (info->static_bytes + s.stack_hwm + s.arena_peak > s.sram_peak)
         s.sram_peak = info->static_bytes + s.stack_hwm + s.arena_peak;
     msg_summary(&s);
