@@ -432,11 +432,26 @@ static void evaluate(const plan_t *p, uint8_t phase, uint16_t max_samples)
     msg_eval(&e);
 }
 
-static void measure(const run_t *r, msg_step_t *m)
+void trainer_send_step(const port_info_t *info, uint32_t arena_need, msg_step_t *m)
 {
-    m->stack_hwm = mem_stack_hwm(r->info);
-    m->arena_peak = mem_arena_peak(r->info, r->p->arena_need);
-    m->sram_used = r->info->static_bytes + m->stack_hwm + m->arena_peak;
+    m->stack_hwm = mem_stack_hwm(info);
+    m->arena_peak = mem_arena_peak(info, arena_need);
+    m->sram_used = info->static_bytes + m->stack_hwm + m->arena_peak;
+    msg_step(m);
+}
+
+int trainer_account_step(const port_info_t *info, const msg_step_t *m, msg_summary_t *s)
+{
+    s->steps_done++;
+    s->final_loss = m->loss;
+    s->ticks_train += (uint64_t)m->t_fwd + m->t_bwd + m->t_upd;
+    if (m->sram_used > s->sram_peak)
+        s->sram_peak = m->sram_used;
+    if (mem_stack_guard_hit(info)) {
+        msg_fault(FAULT_STACK, 0, 0, 0, m->stack_hwm, info->stack_bytes, "stack overflow: paint guard hit");
+        return 2;
+    }
+    return 0;
 }
 
 /* the steps loop; returns the SUMMARY status */
@@ -449,18 +464,10 @@ static int train(run_t *r, const start_t *a, stop_poll_fn poll, msg_summary_t *s
             return 1;
         r->stream = a->grad_every && r->step % a->grad_every == 0;
         train_step(r, trainer_xorshift(&rng) % r->p->data.n_train, &m);
-        measure(r, &m);
-        msg_step(&m);
+        trainer_send_step(r->info, r->p->arena_need, &m);
         send_gstat(r);
-        s->steps_done++;
-        s->final_loss = m.loss;
-        s->ticks_train += (uint64_t)m.t_fwd + m.t_bwd + m.t_upd;
-        if (m.sram_used > s->sram_peak)
-            s->sram_peak = m.sram_used;
-        if (mem_stack_guard_hit(r->info)) {
-            msg_fault(FAULT_STACK, 0, 0, 0, m.stack_hwm, r->info->stack_bytes, "stack overflow: paint guard hit");
+        if (trainer_account_step(r->info, &m, s))
             return 2;
-        }
     }
     return 0;
 }
