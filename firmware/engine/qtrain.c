@@ -285,7 +285,6 @@ static void send_layers(const qrun_t *r)
     msg_send();
 }
 
-
 static void train_step(qrun_t *r, uint32_t sample, msg_step_t *m)
 {
     const qplan_t *p = r->p;
@@ -330,7 +329,6 @@ static void evaluate(const qplan_t *p, uint8_t phase, uint16_t max_samples)
     ev.ticks = port_ticks() - t0;
     msg_eval(&ev);
 }
-
 
 static int train(qrun_t *r, const start_t *a, stop_poll_fn poll, msg_summary_t *s)
 {
