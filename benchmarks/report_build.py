@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import report
+from bench.report import html as report
 
 BOARDS = {f"board-{i}": 256 * 1024 + 32 * 1024 * i for i in range(8)}
 TECHNIQUES = ("full-fp32", "last-fp32", "bias-fp32", "full-int8", "sparse-fp32")

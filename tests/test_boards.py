@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.boards import BOARDS_DIR, ConfigError, filter_rack, load_board_file, load_catalogue, load_rack
+from bench.config.boards import BOARDS_DIR, ConfigError, filter_rack, load_board_file, load_catalogue, load_rack
 
 
 def test_catalogue_has_the_three_boards_with_their_datasheet_sizes():

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from bench.cli import main
+from bench.app.cli import main
 
-BENCH = [sys.executable, "-c", "from bench.cli import entry; entry()"]
+BENCH = [sys.executable, "-c", "from bench.app.cli import entry; entry()"]
 
 
 def test_boards_lists_catalogue_and_default_rack():
@@ -39,7 +39,7 @@ def test_unknown_board_filter_is_a_clear_error(tmp_path: Path):
 def test_report_rebuilds_from_stored_results(tmp_path: Path):
     import pandas as pd
 
-    from bench.records import RUN_COLUMNS
+    from bench.records.run import RUN_COLUMNS
 
     row = dict.fromkeys(RUN_COLUMNS, float("nan")) | {
         "run_id": "rpi-pico.last-fp32", "board": "rpi-pico", "target_kind": "emulated", "technique": "last-fp32",

@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 from test_report import BOARDS, _run_row
 
-from bench.boards import ConfigError
-from bench.cli import main
-from bench.compare import (
+from bench.app.cli import main
+from bench.config.boards import ConfigError
+from bench.report.compare import (
     COMPARE_FILE,
     Thresholds,
     compare_runs,
@@ -21,7 +21,7 @@ from bench.compare import (
     load_thresholds,
     read_comparison,
 )
-from bench.report import _comparison
+from bench.report.html import _comparison
 
 pytest_plugins = ["pytester"]
 BOARD, TECH = "rpi-pico", "full-fp32"
@@ -155,9 +155,9 @@ def test_a_malformed_comparison_is_a_note_not_a_crash() -> None:
 
 
 GATE_TEST = """
-from bench.boards import load_catalogue
-from bench.pytest_plugin import RUNS_KEY
-from bench.records import RunRecord
+from bench.config.boards import load_catalogue
+from bench.app.pytest_plugin import RUNS_KEY
+from bench.records.run import RunRecord
 
 
 def test_trains(request):

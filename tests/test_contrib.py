@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bench import contrib, reference
-from bench.cli import main
-from bench.models import build_model
-from bench.plan import compile_plan
-from bench.profile import RATIOS, parse_technique
-from bench.runner import CACHE_DIR
-from bench.tasks import load_task
+from bench.app.cli import main
+from bench.app.runner import CACHE_DIR
+from bench.config.profile import RATIOS, parse_technique
+from bench.model.tasks import load_task
+from bench.numerics import fp32 as reference
+from bench.numerics.pretrain import build_model
+from bench.plan import search as contrib
+from bench.plan.fp32 import compile_plan
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def test_scheme_toml_round_trips_through_a_profile(tmp_path, digits):
     best = contrib.search(model, fake_contributions(), 16_000)[0]
     path = tmp_path / "p.toml"
     path.write_text('techniques = ["sparse-fp32"]\n' + best.toml() + "\n")
-    from bench.profile import load_profile
+    from bench.app.runner import load_profile
 
     tech = load_profile(path).parsed_techniques()[0]
     assert tech == best.technique()

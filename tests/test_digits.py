@@ -7,8 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import models, nn, reference
-from bench.tasks import DeviceDataset, load_task
+from bench.model import nn
+from bench.model import zoo as models
+from bench.model.tasks import DeviceDataset, load_task
+from bench.numerics import fp32 as reference
+from bench.numerics import pretrain
 
 SEED = 0
 LR = 0.02  # recommended device lr for batch-1 SGD
@@ -29,7 +32,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def pretrained(task: DeviceDataset, cache_dir: Path) -> dict[str, nn.Model]:
-    return {name: models.build_model(name, task, SEED, cache_dir) for name in ("digits-mlp", "digits-cnn")}
+    return {name: pretrain.build_model(name, task, SEED, cache_dir) for name in ("digits-mlp", "digits-cnn")}
 
 
 # ------------------------------------------------------------------------------------------ task
@@ -81,7 +84,7 @@ def test_unknown_task_lists_valid_names() -> None:
 
 @pytest.mark.parametrize("name", models.model_names())
 def test_model_shapes_chain(name: str, task: DeviceDataset, cache_dir: Path) -> None:
-    model = models.build_model(name, task, SEED, cache_dir)
+    model = pretrain.build_model(name, task, SEED, cache_dir)
     assert model.input_shape == task.input_shape and model.n_classes == task.n_classes
     prev = model.input_shape
     for layer in model.layers:
@@ -106,14 +109,14 @@ def test_zoo_architectures(pretrained: dict[str, nn.Model], task: DeviceDataset)
     assert [layer.op for layer in mlp.layers] == ["dense", "relu", "dense"]
     assert [layer.op for layer in cnn.layers] == ["conv2d", "relu", "dense", "relu", "dense"]
     assert cnn.layers[0].out_shape == (6, 6, 8) and cnn.layers[2].out_shape == (1, 1, 32)
-    wide = models.build_model("digits-mlp-wide", task, SEED, None)
+    wide = pretrain.build_model("digits-mlp-wide", task, SEED, None)
     # too big to train fully in any board's SRAM (320 KB at most), small enough for its flash after the firmware
     assert 320 * 1024 < wide.n_params() * 4 < 1024 * 1024 - 128 * 1024 and wide.meta["pretrained"] == "no"
 
 
 def test_unknown_model_lists_valid_names(task: DeviceDataset) -> None:
     with pytest.raises(ValueError, match="digits-cnn"):
-        models.build_model("resnet", task, SEED, None)
+        pretrain.build_model("resnet", task, SEED, None)
 
 
 @pytest.mark.parametrize("name", ["digits-mlp", "digits-cnn"])
@@ -130,19 +133,19 @@ def test_pretraining_is_good_on_clean_and_worse_on_drift(
 def test_cache_hit_returns_identical_weights(
     task: DeviceDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first = models.build_model("digits-mlp", task, SEED, tmp_path)
+    first = pretrain.build_model("digits-mlp", task, SEED, tmp_path)
     (entry,) = tmp_path.glob("*.npz")
     with monkeypatch.context() as m:
         m.setattr(reference, "train_host", lambda *a, **k: pytest.fail("cache miss: pretrained again"))
-        second = models.build_model("digits-mlp", task, SEED, tmp_path)
+        second = pretrain.build_model("digits-mlp", task, SEED, tmp_path)
     for a, b in zip(first.layers, second.layers, strict=True):
         assert (a.weight is None) == (b.weight is None)
         if a.weight is not None:
             assert np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias)
     entry.write_bytes(b"not an npz")  # a broken entry is rebuilt, not trusted
-    third = models.build_model("digits-mlp", task, SEED, tmp_path)
+    third = pretrain.build_model("digits-mlp", task, SEED, tmp_path)
     assert np.array_equal(third.layers[0].weight, first.layers[0].weight)
-    other = models.build_model("digits-mlp", task, SEED + 1, tmp_path)
+    other = pretrain.build_model("digits-mlp", task, SEED + 1, tmp_path)
     assert not np.array_equal(other.layers[0].weight, first.layers[0].weight)
 
 

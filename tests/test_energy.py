@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench.boards import load_catalogue
+from bench.config.boards import load_catalogue
 from bench.energy import (
     Capture,
     JoulescopeMeter,
@@ -32,7 +32,7 @@ from bench.energy import (
     step_energies,
     summarise,
 )
-from bench.records import RunRecord
+from bench.records.run import RunRecord
 
 FS = 100_000.0
 V = 3.3

@@ -9,8 +9,8 @@ import subprocess
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from bench.boards import load_catalogue
-from bench.image import FIRMWARE_DIR, build_firmware
+from bench.config.boards import load_catalogue
+from bench.image.firmware import FIRMWARE_DIR, build_firmware
 
 BOARDS = sorted(load_catalogue())
 

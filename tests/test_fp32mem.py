@@ -1,4 +1,5 @@
-"""bench.fp32mem: the fp32 training memory of an imported graph, against hand counts, against the fp32 plan compiler,
+"""bench.plan.fp32mem: the fp32 training memory of an imported graph, against hand counts, against the fp32 plan
+compiler,
 and on person_detect (full backprop does not fit the NUCLEO-F746ZG; a sparse scheme does)."""
 
 from __future__ import annotations
@@ -10,16 +11,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bench import nn
-from bench.boards import load_catalogue
-from bench.cli import main
-from bench.fp32mem import Fp32MemError, plan_fp32
-from bench.models import build_model
-from bench.plan import compile_plan
-from bench.profile import load_profile, parse_technique
-from bench.runner import CACHE_DIR
-from bench.tasks import load_task
-from bench.tflite_io import (
+from bench.app.cli import main
+from bench.app.runner import CACHE_DIR
+from bench.config.boards import load_catalogue
+from bench.config.profile import load_profile, parse_technique
+from bench.model import nn
+from bench.model.qgraph import (
     AddOptions,
     ConvOptions,
     FullyConnectedOptions,
@@ -28,9 +25,13 @@ from bench.tflite_io import (
     QOp,
     QTensor,
     SoftmaxOptions,
-    load_tflite,
-    quantize_model,
 )
+from bench.model.tasks import load_task
+from bench.numerics.pretrain import build_model
+from bench.plan.fp32 import compile_plan
+from bench.plan.fp32mem import Fp32MemError, plan_fp32
+from bench.tflite.io import load_tflite
+from bench.tflite.quantize import quantize_model
 
 NUCLEO_SRAM = 327_680
 # static + stack reserve of the nucleo-f746zg twin image is 10,920 + 16,384 B today; the fit test allows a margin
@@ -57,7 +58,7 @@ def test_tiny_cnn_matches_a_hand_count():
     # At the dense layer's backward (the peak): input 4·4·4 = 64 (kept: conv dW), conv output 32 (kept: dense dW),
     # d logits 16, d conv output 32  →  192 + 64 + 32 + 16 + 32 = 336 B.
     assert full.peak_live_bytes == 336
-    # bench.plan's first-fit placement (largest first) leaves one 8-byte gap here, as it does for the nn model
+    # bench.plan.fp32's first-fit placement (largest first) leaves one 8-byte gap here, as it does for the nn model
     assert full.arena_bytes == compile_plan(model, parse_technique("full-fp32")).arena_bytes == 344
     assert full.composition() == {"weights": 192, "activations": 96, "gradients": 48, "optimizer": 0}
     assert [r.weights_ram_bytes for r in full.ops] == [80, 112]
@@ -125,7 +126,7 @@ def test_branching_graph_with_depthwise_add_and_mean_matches_a_hand_count():
 
 @pytest.mark.parametrize("name", ["digits-cnn", "digits-mlp"])
 def test_equals_the_fp32_plan_compiler_on_a_quantized_bench_model(name):
-    """The planner applied to a bench model's int8 export reproduces bench.plan's arena for every technique: the
+    """The planner applied to a bench model's int8 export reproduces bench.plan.fp32's arena for every technique: the
     same memory design, so what it says about person_detect is what the engine would plan."""
     ds = load_task("digits-drift", 1)
     model = build_model(name, ds, 1, CACHE_DIR)

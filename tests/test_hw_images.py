@@ -15,8 +15,8 @@ import pytest
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
-from bench.boards import Board, load_catalogue
-from bench.image import FIRMWARE_DIR, IMAGES_DIR, Firmware, build_firmware
+from bench.config.boards import Board, load_catalogue
+from bench.image.firmware import FIRMWARE_DIR, IMAGES_DIR, Firmware, build_firmware
 
 BOARDS = sorted(load_catalogue())
 # where each core fetches its initial SP and reset vector (RP2040: behind the 256-byte boot2, where boot2 jumps)

@@ -12,9 +12,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from bench import int8ref, models, quant
-from bench.tasks import DeviceDataset, load_task
-from bench.tflite_io import (
+from bench.model.qgraph import (
     AddOptions,
     ConvOptions,
     FullyConnectedOptions,
@@ -26,10 +24,11 @@ from bench.tflite_io import (
     QTensor,
     ReshapeOptions,
     SoftmaxOptions,
-    export_digits_tflite,
-    load_tflite,
-    write_tflite,
 )
+from bench.model.tasks import DeviceDataset, load_task
+from bench.numerics import int8ref, pretrain, quant
+from bench.tflite.io import load_tflite, write_tflite
+from bench.tflite.quantize import export_digits_tflite
 
 SEED = 0
 
@@ -236,7 +235,7 @@ def task() -> DeviceDataset:
 @pytest.mark.parametrize("name", ["digits-mlp", "digits-cnn"])
 def test_exported_digits_bit_exact(tflm: ModuleType, task: DeviceDataset, tmp_path: Path, name: str) -> None:
     """Every operator, on every one of the 300 drifted evaluation digits."""
-    model = models.build_model(name, task, SEED, tmp_path / "cache")
+    model = pretrain.build_model(name, task, SEED, tmp_path / "cache")
     path = tmp_path / f"{name}.tflite"
     qmodel = export_digits_tflite(model, task, path)
     xs = int8ref.quantize_input(qmodel, task.decode(task.x_eval))

@@ -1,4 +1,5 @@
-"""The int8 training reference (bench/int8train.py) and the QAS constants of the plan compiler (bench/qplan.py).
+"""The int8 training reference (bench/numerics/int8train.py) and the QAS constants of the plan compiler
+(bench/plan/int8.py).
 
 Hand cases pin the integer arithmetic the device must reproduce; the constants are checked against the real-valued
 derivation: with QAS one int8 SGD step equals an fp32 SGD step on the dequantised weights (ΔW = −lr·dL/dW), without
@@ -10,11 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench import int8ref, int8train, models, qplan
-from bench.int8train import delta, logits_grad, rdbp, requant_shift, update_bias, update_codes
-from bench.qplan import QPlanError, QTrainSpec, compile_qplan
-from bench.tasks import DeviceDataset, load_task
-from bench.tflite_io import QModel, digits_calibration, quantize_model
+from bench.model.qgraph import QModel
+from bench.model.tasks import DeviceDataset, load_task
+from bench.numerics import int8prep, int8ref, int8train, pretrain
+from bench.numerics.int8train import delta, logits_grad, rdbp, requant_shift, update_bias, update_codes
+from bench.plan.int8 import QPlanError, QTrainSpec, compile_qplan
+from bench.tflite.quantize import digits_calibration, quantize_model
 
 SEED = 0
 LR = 0.01
@@ -27,7 +29,7 @@ def task() -> DeviceDataset:
 
 @pytest.fixture(scope="module")
 def digits(task: DeviceDataset, tmp_path_factory: pytest.TempPathFactory) -> QModel:
-    model = models.build_model("digits-cnn", task, SEED, tmp_path_factory.mktemp("cache"))
+    model = pretrain.build_model("digits-cnn", task, SEED, tmp_path_factory.mktemp("cache"))
     return quantize_model(model, digits_calibration(task), name=model.name)
 
 
@@ -100,11 +102,11 @@ def test_int8_gradient_is_the_real_gradient(task: DeviceDataset, digits: QModel)
     """Last layer: C·2^E·a / s_W[o] is dL/dW = (p − onehot)·x of the dequantised network, to gradient quantisation
     (7 bits at the logits); the bias accumulator likewise gives dL/db = p − onehot."""
     plan = compile_qplan(digits, QTrainSpec(frozenset({(2, "w"), (2, "b")}), LR, True))
-    x = qplan.quantized_inputs(digits, task.decode(task.x_train[:1]))[0]
+    x = int8ref.quantized_inputs(digits, task.decode(task.x_train[:1]))[0]
     label = int(task.y_train[0])
     grads, _ = int8train.Int8Trainer(plan).step(x, label)
     outs = int8ref.forward(digits, x[None])
-    s_x, zp_x = int8ref._qp(digits.tensors[digits.ops[2].inputs[0]])
+    s_x, zp_x = int8prep.qparams(digits.tensors[digits.ops[2].inputs[0]])
     x_real = s_x * (outs[1][0].astype(np.float64) - zp_x)
     p = (outs[-1][0].astype(np.float64) + 128) / 256
     dz = p - np.eye(10)[label]
@@ -123,7 +125,7 @@ def test_int8_gradient_is_the_real_gradient(task: DeviceDataset, digits: QModel)
 def test_qas_step_is_the_fp32_step_and_noqas_is_s_w_squared_smaller(task: DeviceDataset, digits: QModel):
     """One step from zero residuals: the code change (with its residual, in real units s_W·ΔV/65536) is −lr·dL/dW
     with QAS; without QAS it is the same times s_W² (far below a code: nothing moves)."""
-    x = qplan.quantized_inputs(digits, task.decode(task.x_train[:1]))[0]
+    x = int8ref.quantized_inputs(digits, task.decode(task.x_train[:1]))[0]
     label = int(task.y_train[0])
     s_w = digits.tensors[digits.ops[2].inputs[1]].scale.astype(np.float64)
     moved = {}
@@ -148,14 +150,14 @@ def test_qas_step_is_the_fp32_step_and_noqas_is_s_w_squared_smaller(task: Device
 def test_replay_is_deterministic_and_learns(task: DeviceDataset, digits: QModel):
     """Replaying the same samples twice gives identical accumulators; 60 steps of last-layer QAS lower the loss."""
     plan = compile_qplan(digits, QTrainSpec(frozenset({(2, "w"), (2, "b")}), LR, True))
-    xs = qplan.quantized_inputs(digits, task.decode(task.x_train))
+    xs = int8ref.quantized_inputs(digits, task.decode(task.x_train))
     ys = task.y_train
     a = int8train.replay(plan, xs, ys, [0, 5, 9])
     b = int8train.replay(plan, xs, ys, [0, 5, 9])
     assert all(np.array_equal(a[s][k].values, b[s][k].values) and a[s][k].exponent == b[s][k].exponent
                for s in range(3) for k in a[s])
     tr = int8train.Int8Trainer(plan)
-    xe = qplan.quantized_inputs(digits, task.decode(task.x_eval))
+    xe = int8ref.quantized_inputs(digits, task.decode(task.x_eval))
 
     def eval_loss() -> float:
         p = (int8ref.forward(tr.current_model(), xe)[-1].astype(np.float64) + 128) / 256

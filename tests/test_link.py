@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.link import DeviceFault, Link, LinkError, LinkTimeout
-from bench.protocol import (
+from bench.link.link import DeviceFault, Link, LinkError, LinkTimeout
+from bench.link.protocol import (
     Ack,
     Command,
     Eval,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench import protocol as proto
-from bench import runner
-from bench.boards import RackEntry, load_catalogue
+from bench.app import runner
+from bench.config.boards import RackEntry, load_catalogue
 from bench.energy import Capture, MeterBase
-from bench.records import RunRecord
-from bench.target import Counting
+from bench.link import protocol as proto
+from bench.records.run import RunRecord
+from bench.target.drivers import Counting
 
 RATE = 100_000.0
 VOLTS = 3.0

@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.boards import load_catalogue
-from bench.image import DoesNotFit, Firmware, assemble
-from bench.nn import Layer, Model
-from bench.plan import DATASET_MAGIC, NONE, PLAN_MAGIC, compile_plan, dataset_blob
-from bench.profile import parse_technique
+from bench.config.boards import load_catalogue
+from bench.config.profile import parse_technique
+from bench.image.firmware import DoesNotFit, Firmware, assemble
+from bench.model.nn import Layer, Model
+from bench.plan.blob import DATASET_MAGIC, dataset_blob
+from bench.plan.fp32 import NONE, PLAN_MAGIC, compile_plan
 
 
 def cnn(width: int = 8, hidden: int = 32) -> Model:
@@ -125,7 +126,8 @@ SPARSE = {"bias_k": 2, "layers": {0: 0.25, 2: 0.5}}
 
 
 def test_channels_picked_by_weight_magnitude():
-    from bench.plan import channel_count, select_channels
+    from bench.plan.buffers import channel_count
+    from bench.plan.fp32 import select_channels
 
     w = np.zeros((8, 3, 3, 1), np.float32)
     for c, scale in enumerate([0.1, 5.0, 0.2, 3.0, 3.0, 0.3, 4.0, 0.0]):
@@ -139,7 +141,7 @@ def test_channels_picked_by_weight_magnitude():
 
 
 def test_sparse_plan_keeps_only_selected_channels():
-    from bench.plan import select_channels
+    from bench.plan.fp32 import select_channels
 
     model = cnn()
     tech = parse_technique("sparse-fp32", sparse=SPARSE)

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.profile import TECHNIQUES, TechniqueError, load_profile, parse_technique
+from bench.app.runner import load_profile
+from bench.config.profile import TECHNIQUES, TechniqueError, parse_technique
 
 
 def test_quick_profile_loads():
@@ -84,9 +85,9 @@ def test_sparse_technique_needs_its_table(tmp_path: Path):
 def test_missing_imported_model_names_the_path(tmp_path: Path):
     """An imported .tflite model resolves against the repository root; a missing one is a ConfigError naming the
     resolved path and ../shared, both when the profile loads and when `Bench.prepare` gets a profile built in code."""
-    from bench.boards import REPO_ROOT, ConfigError
-    from bench.profile import Profile
-    from bench.runner import Bench
+    from bench.app.runner import Bench
+    from bench.config.boards import REPO_ROOT, ConfigError
+    from bench.config.profile import Profile
 
     path = tmp_path / "p.toml"
     path.write_text('model = "../nowhere/absent.tflite"\ntask = "digits96-drift"\nhead_classes = 10\n'

@@ -9,7 +9,7 @@ import zlib
 import pytest
 from cobs import cobs
 
-from bench.protocol import (
+from bench.link.protocol import (
     MAX_BODY,
     MAX_ENCODED,
     Ack,
@@ -382,7 +382,7 @@ def test_frame_offset_points_at_the_frame_in_the_stream() -> None:
 
 
 def test_layer_costs_round_trip_and_bound():
-    from bench.protocol import LayerCost, LayerCosts
+    from bench.link.protocol import LayerCost, LayerCosts
 
     msg = LayerCosts((LayerCost(0, 2, 2**40, 5, 6), LayerCost(1, 3, 7, 0, 0)))
     frame = FrameDecoder().feed(encode_message(msg, 9))[0]

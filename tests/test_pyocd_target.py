@@ -21,10 +21,11 @@ import pytest
 import serial
 from pyocd.core import exceptions as pyocd_exc
 
-from bench.boards import RackEntry, load_catalogue
-from bench.image import Blob, Firmware, ImageSet
-from bench.protocol import FrameDecoder, Hello, Ping, Pong, decode_command, encode_message
-from bench.target import (
+from bench.config.boards import RackEntry, load_catalogue
+from bench.image.firmware import Blob, Firmware, ImageSet
+from bench.link.protocol import FrameDecoder, Hello, Ping, Pong, decode_command, encode_message
+from bench.link.session import running_build_id
+from bench.target.drivers import (
     FlashError,
     PackMissing,
     PortError,
@@ -242,7 +243,8 @@ def make_images(tmp_path: Path, world: FakeWorld, build_id: str = "new-build") -
 def target(port: str | None, sleeps: list[float] | None = None, **entry: Any) -> PyocdTarget:
     fields = {"board": BOARD.name, "kind": "hardware", "name": "f7-a", "probe_uid": UID, "port": port} | entry
     recorded = sleeps if sleeps is not None else []
-    return PyocdTarget(BOARD, RackEntry(**fields), hello_timeout=1.0, sleep=recorded.append)
+    return PyocdTarget(BOARD, RackEntry(**fields), hello_timeout=1.0, sleep=recorded.append,
+                       identify=running_build_id)
 
 
 def written(t: PyocdTarget) -> dict[str, int]:

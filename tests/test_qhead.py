@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import int8ref
-from bench.qhead import digits96, head_index, replace_head, sparse_spec
-from bench.qplan import QPlanError, QTrainSpec, compile_qplan
-from bench.tflite_io import load_tflite
+from bench.model.tasks.digits96 import digits96
+from bench.numerics import int8ref
+from bench.plan.int8 import QPlanError, QTrainSpec, compile_qplan
+from bench.plan.select import sparse_spec
+from bench.tflite.head import head_index, replace_head
+from bench.tflite.io import load_tflite
 
 
 def test_replace_head_round_trips(shared_models: Path, tmp_path: Path):

@@ -9,9 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import int8ref, models, qplan
-from bench.tasks import DeviceDataset, load_task
-from bench.tflite_io import QModel, QOp, QTensor, load_tflite, quantize_model
+from bench.model.qgraph import QModel, QOp, QTensor
+from bench.model.tasks import DeviceDataset, load_task, person
+from bench.numerics import int8prep, int8ref, pretrain
+from bench.plan import blob
+from bench.plan import int8 as qplan
+from bench.tflite.io import load_tflite
+from bench.tflite.quantize import quantize_model
 from tests.test_int8ref import _Zoo
 
 SEED = 0
@@ -24,7 +28,7 @@ def task() -> DeviceDataset:
 
 @pytest.fixture(scope="module")
 def digits_cnn(task: DeviceDataset, tmp_path_factory: pytest.TempPathFactory) -> QModel:
-    model = models.build_model("digits-cnn", task, SEED, tmp_path_factory.mktemp("cache"))
+    model = pretrain.build_model("digits-cnn", task, SEED, tmp_path_factory.mktemp("cache"))
     return quantize_model(model, np.asarray(task.x_pretrain, np.float64), name="digits-cnn")
 
 
@@ -107,7 +111,7 @@ def test_precomputed_constants_match_int8ref(digits_cnn: QModel) -> None:
             w = digits_cnn.tensors[op.inputs[1]]
             s_in = float(digits_cnn.tensors[op.inputs[0]].scale[0])
             s_out = float(digits_cnn.tensors[op.outputs[0]].scale[0])
-            mult, shift = int8ref._multipliers(s_in, w, s_out)
+            mult, shift = int8prep.multipliers(s_in, w, s_out)
             table = np.frombuffer(blob, "<i4", 2 * len(mult), rq_off).reshape(-1, 2)
             assert np.array_equal(table[:, 0], mult) and np.array_equal(table[:, 1], shift) and flags == 1
             zp_in = int(digits_cnn.tensors[op.inputs[0]].zero_point[0])
@@ -117,7 +121,7 @@ def test_precomputed_constants_match_int8ref(digits_cnn: QModel) -> None:
             assert macs == plan.macs[i] > 0
         if op.kind == "SOFTMAX":
             s_in = float(digits_cnn.tensors[op.inputs[0]].scale[0])
-            assert param0 == int8ref._softmax_params(1.0, s_in)[2]
+            assert param0 == int8prep.softmax_params(1.0, s_in)[2]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -151,21 +155,21 @@ def test_refuses_what_the_device_cannot_run() -> None:
 
 
 def test_int8_dataset_blob(task: DeviceDataset, digits_cnn: QModel) -> None:
-    x = qplan.quantized_inputs(digits_cnn, task.decode(task.x_eval[:5]))
-    scale, zp = qplan.input_qparams(digits_cnn)
-    blob = qplan.int8_dataset_blob(x[:2], task.y_eval[:2], x, task.y_eval[:5], 10, scale, zp)
+    x = int8ref.quantized_inputs(digits_cnn, task.decode(task.x_eval[:5]))
+    scale, zp = int8ref.input_qparams(digits_cnn)
+    data = blob.int8_dataset_blob(x[:2], task.y_eval[:2], x, task.y_eval[:5], 10, scale, zp)
     magic, _, hdr, total, crc, n_train, n_eval, h, w, c, n_cls, s, off, x_off, dtype, res, shift = struct.unpack_from(
-        "<IHHIIIIHHHHffIBBh", blob)
-    assert (magic, hdr, total, n_train, n_eval, (h, w, c), n_cls) == (0x54534454, 48, len(blob), 2, 5, (8, 8, 1), 10)
-    assert (dtype, res, shift, x_off) == (qplan.DTYPE_I8, 0, 0, 48)
-    assert crc == zlib.crc32(blob[:12] + b"\0" * 4 + blob[16:])
+        "<IHHIIIIHHHHffIBBh", data)
+    assert (magic, hdr, total, n_train, n_eval, (h, w, c), n_cls) == (0x54534454, 48, len(data), 2, 5, (8, 8, 1), 10)
+    assert (dtype, res, shift, x_off) == (blob.DTYPE_I8, 0, 0, 48)
+    assert crc == zlib.crc32(data[:12] + b"\0" * 4 + data[16:])
     assert np.isclose(s, scale) and np.isclose(off, -zp * scale)
     x_eval_off = 48 + 128 + 4  # x_train (2 x 64), y_train (2, padded to 4)
-    assert np.array_equal(np.frombuffer(blob, np.int8, x.size, x_eval_off), x.ravel())
+    assert np.array_equal(np.frombuffer(data, np.int8, x.size, x_eval_off), x.ravel())
 
 
 def test_person_detect_samples(shared_models: Path, task: DeviceDataset) -> None:
-    x, y = qplan.person_detect_samples(shared_models, task.x_eval, n_digits=3)
+    x, y = person.person_detect_samples(shared_models, task.x_eval, n_digits=3)
     assert x.shape == (5, 96, 96, 1) and x.dtype == np.int8 and y.tolist() == [1, 0, 0, 0, 0]
     # the BMP bytes reinterpreted as int8, exactly as tests/test_int8ref.py feeds tflite-micro
     from tests.test_int8ref import _grayscale_bmp

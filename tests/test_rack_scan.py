@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from bench.boards import load_catalogue, load_rack
-from bench.cli import main
-from bench.rack import ProbeInfo, by_id_links, list_ports, match, probe_info, rack_toml, same_serial, scan
+from bench.app.cli import main
+from bench.config.boards import load_catalogue, load_rack
+from bench.target.scan import ProbeInfo, by_id_links, list_ports, match, probe_info, rack_toml, same_serial, scan
 
 CATALOGUE = load_catalogue()
 

@@ -7,7 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from bench import nn, reference
+from bench.model import nn
+from bench.numerics import fp32 as reference
 
 # ------------------------------------------------------------------------------------------ tiny float64 nets
 

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import report
-from bench.report import write_report
+from bench.report import html as report
+from bench.report.html import write_report
 
 BOARDS = {"nucleo-f746zg": 327_680, "nrf52840-dk": 262_144, "rpi-pico": 270_336}
 TECHNIQUES = ("full-fp32", "last-fp32", "bias-fp32")
@@ -353,7 +353,7 @@ def test_single_failed_run_without_steps(tmp_path: Path) -> None:
 
 
 def test_numerics_section_compares_fp32_qas_and_noqas(tmp_path):
-    from bench.records import RUN_COLUMNS
+    from bench.records.run import RUN_COLUMNS
 
     def row(board, technique, acc):
         return dict.fromkeys(RUN_COLUMNS, float("nan")) | {
@@ -372,7 +372,7 @@ def test_numerics_section_compares_fp32_qas_and_noqas(tmp_path):
 
 
 def test_numerics_section_absent_with_one_arithmetic(tmp_path):
-    from bench.records import RUN_COLUMNS
+    from bench.records.run import RUN_COLUMNS
 
     row = dict.fromkeys(RUN_COLUMNS, float("nan")) | {
         "run_id": "a.full-fp32", "board": "a", "target_kind": "emulated", "technique": "full-fp32", "model": "m",

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from test_report import HOSTILE, make_results
 
-from bench.report import write_report
+from bench.report.html import write_report
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = (

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import runner
-from bench.boards import RackEntry
-from bench.profile import load_profile, parse_technique
-from bench.target import FlashError, PortError
+from bench.app import runner
+from bench.config.boards import RackEntry
+from bench.config.profile import load_profile, parse_technique
+from bench.target.drivers import FlashError, PortError
 
 
 class FakeTargetThatFails:
@@ -31,7 +31,7 @@ class FakeTargetThatFails:
                                    PortError("/dev/ttyACM0 is busy")])
 def test_probe_and_port_failures_are_rack_faults_with_fake_target(tmp_path: Path, monkeypatch, error):
     fake = FakeTargetThatFails(error)
-    monkeypatch.setattr(runner, "make_target", lambda entry, board, log_dir: fake)
+    monkeypatch.setattr(runner, "make_target", lambda entry, board, log_dir, identify=None: fake)
     monkeypatch.setattr(runner, "LOCK_DIR", tmp_path / "locks")
     bench = runner.Bench(tmp_path / "out")
     prepared = bench.prepare(load_profile("quick").model_copy(update={"steps": 2}))

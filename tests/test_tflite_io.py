@@ -7,10 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import int8ref, models, nn, reference
-from bench.tasks import DeviceDataset, load_task
-from bench.tflite_io import (
-    SUPPORTED_OPS,
+from bench.model import nn
+from bench.model.qgraph import (
     ConvOptions,
     FullyConnectedOptions,
     NoOptions,
@@ -18,13 +16,13 @@ from bench.tflite_io import (
     QModel,
     QOp,
     QTensor,
-    TFLiteImportError,
     diff_models,
-    export_digits_tflite,
-    load_tflite,
-    quantize_model,
-    write_tflite,
 )
+from bench.model.tasks import DeviceDataset, load_task
+from bench.numerics import fp32 as reference
+from bench.numerics import int8ref, pretrain
+from bench.tflite.io import SUPPORTED_OPS, TFLiteImportError, load_tflite, write_tflite
+from bench.tflite.quantize import export_digits_tflite, quantize_model
 
 SEED = 0
 # int8 PTQ of the digits models measured at SEED 0 on the 300 drifted eval digits: mlp 56.3% (fp32 56.3%),
@@ -173,7 +171,7 @@ def test_supported_list_is_what_int8ref_runs() -> None:
 
 @pytest.mark.parametrize("name", ["digits-mlp", "digits-cnn"])
 def test_exported_digits_model(task: DeviceDataset, tmp_path: Path, name: str) -> None:
-    model = models.build_model(name, task, SEED, tmp_path / "cache")
+    model = pretrain.build_model(name, task, SEED, tmp_path / "cache")
     path = tmp_path / f"{name}.tflite"
     q = export_digits_tflite(model, task, path)
     loaded = load_tflite(path)

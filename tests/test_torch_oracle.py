@@ -1,7 +1,7 @@
 """PyTorch autograd as an fp32 gradient oracle for the device (issue: "fp32 gradients from the device match PyTorch
 autograd within 1e-4 relative error").
 
-`bench.reference` (numpy) is the bench's own fidelity check; this one shares nothing with it nor with the firmware:
+`bench.numerics.fp32` (numpy) is the bench's own fidelity check; this one shares nothing with it nor with the firmware:
 the network is rebuilt in torch (float64, NCHW, conv weights OHWI → OIHW), the samples the device reports it drew are
 replayed with plain SGD on the trainable tensors only, and every gradient tensor the device streamed is compared with
 what autograd computes at the same weights. Torch is a test dependency only (the ``oracle`` extra, installed by
@@ -13,13 +13,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench import nn, reference
-from bench.models import build_model
-from bench.plan import sparse_channels
-from bench.profile import Technique, load_profile
-from bench.records import PARAM_NAMES
-from bench.runner import CACHE_DIR
-from bench.tasks import load_task
+from bench.app.runner import CACHE_DIR
+from bench.config.profile import Technique, load_profile
+from bench.model import nn
+from bench.model.tasks import load_task
+from bench.numerics import fp32 as reference
+from bench.numerics.pretrain import build_model
+from bench.plan.fp32 import sparse_channels
+from bench.records.run import PARAM_NAMES
 
 try:
     import torch
@@ -43,7 +44,7 @@ def _need_torch() -> None:
 
 
 class TorchNet:
-    """A `bench.nn.Model` rebuilt in torch, float64; activations NCHW, dense layers read the HWC flattening."""
+    """A `bench.model.nn.Model` rebuilt in torch, float64; activations NCHW, dense layers read the HWC flattening."""
 
     def __init__(self, model: nn.Model) -> None:
         self.model = model
@@ -131,7 +132,7 @@ def rel_err(device: np.ndarray, oracle: np.ndarray) -> float:
 
 
 def test_torch_network_matches_the_numpy_reference():
-    """The oracle's translation (layouts, SAME padding, HWC flattening) agrees with `bench.reference` on a model
+    """The oracle's translation (layouts, SAME padding, HWC flattening) agrees with `bench.numerics.fp32` on a model
     with a strided SAME conv, so a disagreement on a twin means the device, not the translation."""
     _need_torch()
     rng = np.random.default_rng(3)

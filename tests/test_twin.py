@@ -8,16 +8,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench import protocol as proto
-from bench import session
-from bench.boards import load_catalogue
-from bench.image import ImageSet, build_firmware
-from bench.link import Link
-from bench.models import build_model
-from bench.plan import compile_plan, dataset_blob
-from bench.profile import parse_technique
-from bench.target import QemuTarget
-from bench.tasks import load_task
+from bench.config.boards import load_catalogue
+from bench.config.profile import parse_technique
+from bench.image.firmware import ImageSet, build_firmware
+from bench.link import protocol as proto
+from bench.link import session
+from bench.link.link import Link
+from bench.model.tasks import load_task
+from bench.numerics.pretrain import build_model
+from bench.plan.blob import dataset_blob
+from bench.plan.fp32 import compile_plan
+from bench.target.drivers import QemuTarget
 
 pytestmark = pytest.mark.twin
 STEPS = 150
@@ -94,7 +95,7 @@ def test_plan_too_big_for_board_reports_required_vs_available(board, bench_run):
 
 
 def _rack_entries():
-    from bench.boards import default_rack
+    from bench.config.boards import default_rack
 
     return default_rack(load_catalogue()).boards
 
@@ -130,7 +131,7 @@ def _with_arena(plan, arena_bytes):
 
 
 def _images(board, fw, plan, data, work) -> ImageSet:
-    from bench.image import BLOB_ALIGN, Blob
+    from bench.image.firmware import BLOB_ALIGN, Blob
 
     plan_addr = board.plan_addr(emulated=True)
     ds_addr = plan_addr + (len(plan.blob(0)) + BLOB_ALIGN - 1) // BLOB_ALIGN * BLOB_ALIGN

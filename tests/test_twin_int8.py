@@ -1,6 +1,7 @@
-"""Int8 (TQPL) plans on every twin: each streamed output bit-exact with bench/int8ref.py (hence tflite-micro).
+"""Int8 (TQPL) plans on every twin: each streamed output bit-exact with bench/numerics/int8ref.py (hence tflite-micro).
 
-The plain API at work, as in tests/test_twin.py: `bench.qplan` compiles, `bench.image.assemble` places the blobs,
+The plain API at work, as in tests/test_twin.py: `bench.plan.int8` compiles, `bench.image.firmware.assemble` places
+the blobs,
 `QemuTarget` runs the board's firmware, `Link` carries START / OUTPUT / EVAL / LAYERS / SUMMARY. Figures (SRAM
 measured vs planned, instructions per inference and per MAC) are printed (`pytest -s`) and kept as JUnit properties.
 """
@@ -13,15 +14,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import int8ref, models, qplan, session
-from bench import protocol as proto
-from bench.boards import Board, load_catalogue
-from bench.image import assemble, build_firmware
-from bench.link import Link
-from bench.runner import board_lock
-from bench.target import QemuTarget
-from bench.tasks import DeviceDataset, load_task
-from bench.tflite_io import QModel, load_tflite, quantize_model
+from bench.app.runner import board_lock
+from bench.config.boards import Board, load_catalogue
+from bench.image.firmware import assemble, build_firmware
+from bench.link import protocol as proto
+from bench.link import session
+from bench.link.link import Link
+from bench.model.qgraph import QModel
+from bench.model.tasks import DeviceDataset, load_task, person
+from bench.numerics import int8ref, pretrain
+from bench.plan import blob
+from bench.plan import int8 as qplan
+from bench.target.drivers import QemuTarget
+from bench.tflite.io import load_tflite
+from bench.tflite.quantize import quantize_model
 from tests.test_qplan import zoo_core
 
 pytestmark = pytest.mark.twin
@@ -88,7 +94,7 @@ def _collect(link: Link, start: proto.Start, hello: proto.Hello, instr_per_tick:
 
 
 def _assert_bit_exact(model: QModel, x: np.ndarray, run: EvalRun, samples: range, all_ops: bool) -> int:
-    """Every streamed tensor equals bench.int8ref's; returns how many were compared."""
+    """Every streamed tensor equals bench.numerics.int8ref's; returns how many were compared."""
     ref = int8ref.forward(model, x)
     keys = [(s, op) for s in samples for op in (range(len(model.ops)) if all_ops else [proto.Output.GRAPH])]
     assert sorted(run.outputs) == sorted(keys)
@@ -136,9 +142,9 @@ def task() -> DeviceDataset:
 @pytest.fixture(scope="module")
 def digits_cnn(task: DeviceDataset, tmp_path_factory: pytest.TempPathFactory) -> QModel:
     """The project's exported int8 digits CNN (as export_digits_tflite writes it)."""
-    from bench.tflite_io import digits_calibration
+    from bench.tflite.quantize import digits_calibration
 
-    model = models.build_model("digits-cnn", task, SEED, tmp_path_factory.mktemp("cache"))
+    model = pretrain.build_model("digits-cnn", task, SEED, tmp_path_factory.mktemp("cache"))
     return quantize_model(model, digits_calibration(task), name=model.name)
 
 
@@ -146,10 +152,10 @@ def test_digits_cnn_bit_exact_on_twin(board, task: DeviceDataset, digits_cnn: QM
                                       record_property) -> None:
     """All 300 drifted eval digits: the graph output of each, plus every op's output for the first 3."""
     board_cfg = load_catalogue()[board.board]
-    x = qplan.quantized_inputs(digits_cnn, task.decode(task.x_eval))
+    x = int8ref.quantized_inputs(digits_cnn, task.decode(task.x_eval))
     plan = qplan.compile_qplan(digits_cnn)
-    scale, zp = qplan.input_qparams(digits_cnn)
-    data = qplan.int8_dataset_blob(x[:0], task.y_eval[:0], x, task.y_eval, 10, scale, zp)
+    scale, zp = int8ref.input_qparams(digits_cnn)
+    data = blob.int8_dataset_blob(x[:0], task.y_eval[:0], x, task.y_eval, 10, scale, zp)
     every, first = run_int8(board_cfg, board.label, plan, data, [
         proto.Start(steps=0, lr=0.0, seed=1, out_samples=0xFFFF),
         proto.Start(steps=0, lr=0.0, seed=1, eval_samples=3, out_samples=3, out_flags=ALL_OPS),
@@ -167,9 +173,9 @@ def test_operator_zoo_bit_exact_on_twin(board, seed: int, tmp_path: Path) -> Non
     model = zoo_core(seed, keep_dims=bool(seed % 2 == 0))
     x = np.random.default_rng(seed + 7).integers(-128, 128, (4, 9, 9, 3)).astype(np.int8)
     y = int8ref.predict(model, x).astype(np.uint8)
-    scale, zp = qplan.input_qparams(model)
+    scale, zp = int8ref.input_qparams(model)
     plan = qplan.compile_qplan(model)
-    data = qplan.int8_dataset_blob(x[:0], y[:0], x, y, 5, scale, zp)
+    data = blob.int8_dataset_blob(x[:0], y[:0], x, y, 5, scale, zp)
     (run,) = run_int8(board_cfg, board.label, plan, data,
                       [proto.Start(steps=0, lr=0.0, seed=1, out_samples=4, out_flags=ALL_OPS)], tmp_path)
     _assert_bit_exact(model, x, run, range(4), all_ops=True)
@@ -182,10 +188,10 @@ def test_person_detect_bit_exact_on_m7_twin(shared_models: Path, task: DeviceDat
     entry = next(e for e in _rack_entries() if e.board == "nucleo-f746zg")
     board_cfg = load_catalogue()[entry.board]
     model = load_tflite(shared_models / "person_detect.tflite")
-    x, y = qplan.person_detect_samples(shared_models, task.x_eval)
+    x, y = person.person_detect_samples(shared_models, task.x_eval)
     plan = qplan.compile_qplan(model)
-    scale, zp = qplan.input_qparams(model)
-    data = qplan.int8_dataset_blob(x[:0], y[:0], x, y, 2, scale, zp)
+    scale, zp = int8ref.input_qparams(model)
+    data = blob.int8_dataset_blob(x[:0], y[:0], x, y, 2, scale, zp)
     (run,) = run_int8(board_cfg, entry.label, plan, data,
                       [proto.Start(steps=0, lr=0.0, seed=1, out_samples=2, out_flags=ALL_OPS)], tmp_path)
     _assert_bit_exact(model, x, run, range(2), all_ops=True)  # all 31 ops of both BMPs
@@ -197,6 +203,6 @@ def test_person_detect_bit_exact_on_m7_twin(shared_models: Path, task: DeviceDat
 
 
 def _rack_entries():
-    from bench.boards import default_rack
+    from bench.config.boards import default_rack
 
     return default_rack(load_catalogue()).boards

@@ -1,5 +1,6 @@
 """Int8 training with QAS on every twin, through the normal runner (`bench_run`): the loss on the eval split falls,
-every streamed int32 gradient accumulator equals bench/int8train.py's exactly, the measured SRAM is within 10% of the
+every streamed int32 gradient accumulator equals bench/numerics/int8train.py's exactly, the measured SRAM is within
+10% of the
 plan, and without QAS the codes do not move."""
 
 from __future__ import annotations
@@ -7,14 +8,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench import protocol as proto
-from bench import session
-from bench.boards import default_rack, load_catalogue
-from bench.image import assemble, build_firmware
-from bench.link import Link
-from bench.profile import load_profile
-from bench.runner import Bench, compile_int8_plan
-from bench.target import QemuTarget
+from bench.app.runner import Bench
+from bench.config.boards import default_rack, load_catalogue
+from bench.config.profile import load_profile
+from bench.image.firmware import assemble, build_firmware
+from bench.link import protocol as proto
+from bench.link import session
+from bench.link.link import Link
+from bench.plan.select import compile_int8_plan
+from bench.target.drivers import QemuTarget
 
 pytestmark = pytest.mark.twin
 STEPS = 120

@@ -1,12 +1,15 @@
 """TFLM's person_detect (MobileNetV1-0.25, 96×96×1) fine-tuned with sparse int8 training on the NUCLEO-F746ZG twin.
 
-A new 10-class head replaces the 2-class classifier (`bench.qhead.replace_head`), the downstream task is the drifted
-digits scaled up to 96×96 (`bench.qhead.digits96`); the sparse scheme trains the biases of the last 9 ops with a bias
+A new 10-class head replaces the 2-class classifier (`bench.tflite.head.replace_head`), the downstream task is the
+drifted
+digits scaled up to 96×96 (`bench.model.tasks.digits96.digits96`); the sparse scheme trains the biases of the last 9
+ops with a bias
 (pointwise and depthwise convs, so the backward pass runs through AVERAGE_POOL_2D, RESHAPE and DEPTHWISE_CONV_2D),
 the weights of 1/8–1/4 of the channels of three pointwise convs, and the whole head. Checked: every streamed int32
-accumulator equals bench/int8train.py's exactly in the check steps, the eval loss falls, the measured peak SRAM is
+accumulator equals bench/numerics/int8train.py's exactly in the check steps, the eval loss falls, the measured peak
+SRAM is
 within the board's 320 KB and within 10% of the plan, and fp32 training of the same model would not fit
-(bench/fp32mem.py). Figures are printed (`pytest -s`) and kept as JUnit properties.
+(bench/plan/fp32mem.py). Figures are printed (`pytest -s`) and kept as JUnit properties.
 """
 
 from __future__ import annotations
@@ -15,16 +18,22 @@ from pathlib import Path
 
 import pytest
 
-from bench import fp32mem, int8train, qplan, session
-from bench.boards import load_catalogue
-from bench.image import assemble, build_firmware
-from bench.link import Link
-from bench.profile import parse_technique
-from bench.qhead import digits96, replace_head, sparse_spec
-from bench.records import RunRecord
-from bench.runner import board_lock
-from bench.target import QemuTarget
-from bench.tasks import load_task
+from bench.app.runner import board_lock
+from bench.config.boards import load_catalogue
+from bench.config.profile import parse_technique
+from bench.image.firmware import assemble, build_firmware
+from bench.link import session
+from bench.link.link import Link
+from bench.model.tasks import load_task
+from bench.model.tasks.digits96 import digits96
+from bench.numerics import int8ref
+from bench.plan import blob, fp32mem
+from bench.plan import int8 as qplan
+from bench.plan.select import sparse_spec
+from bench.records import fidelity
+from bench.records.run import RunRecord
+from bench.target.drivers import QemuTarget
+from bench.tflite.head import replace_head
 
 pytestmark = pytest.mark.twin
 N_TRAIN, N_EVAL, STEPS, CHECK_STEPS, LR = 40, 20, 40, 2, 0.05
@@ -40,8 +49,8 @@ def test_person_detect_sparse_int8_on_m7_twin(shared_models: Path, tmp_path: Pat
     plan = qplan.compile_qplan(model, sparse_spec(model, 9, SPARSE, LR), "sparse-int8")
     assert plan.train is not None and plan.train.first_bwd == 19
     assert {plan.train.ops[i].kind for i in plan.train.ops} >= {"AVERAGE_POOL_2D", "DEPTHWISE_CONV_2D", "RESHAPE"}
-    scale, zp = qplan.input_qparams(model)
-    data = qplan.int8_dataset_blob(x, y, xe, ye, 10, scale, zp)
+    scale, zp = int8ref.input_qparams(model)
+    data = blob.int8_dataset_blob(x, y, xe, ye, 10, scale, zp)
     fw = build_firmware(board)
     images = assemble(board, "emulated", fw, plan, data, tmp_path / "images")  # refuses what exceeds 1 MB of flash
     check = RunRecord(run_id="pd.check", board=board, target_kind="emulated", technique="sparse-int8",
@@ -55,12 +64,12 @@ def test_person_detect_sparse_int8_on_m7_twin(shared_models: Path, tmp_path: Pat
             with Link.open(target.url, board.serial.baudrate, tmp_path, name="pd") as link:
                 session.hello(link)
                 session.train(link, check, session.TrainSettings(CHECK_STEPS, LR, 1, 1, eval_samples=1),
-                              idle_timeout=300)
+                              idle_timeout=300, name="pd.check")
                 session.train(link, run, session.TrainSettings(STEPS, LR, 2, 0, eval_samples=N_EVAL),
-                              idle_timeout=300)
+                              idle_timeout=300, name="pd")
         finally:
             target.close()
-    checks = int8train.check_gradients(check, plan, x, y)
+    checks = fidelity.check_int8_gradients(check, plan, x, y)
     assert len(checks) == CHECK_STEPS * 13 and all(c.exact for c in checks)
     assert run.summary is not None and len(run.steps) == STEPS
     assert run.eval_loss(1) < run.eval_loss(0)
@@ -97,6 +106,6 @@ def test_person_detect_profile_through_bench_run(shared_models: Path, rack, benc
 
 
 def qplan_model(shared_models: Path):
-    from bench.tflite_io import load_tflite
+    from bench.tflite.io import load_tflite
 
     return load_tflite(shared_models / "person_detect.tflite")

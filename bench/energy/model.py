@@ -1,6 +1,6 @@
 """The twin's energy model as a meter: counts ÷ clock × datasheet run current × supply voltage.
 
-``model_energy_uj`` is the single place the formula lives (bench/records.py computes the same figure and can call
+``model_energy_uj`` is the single place the formula lives (bench/records/run.py computes the same figure and can call
 it). ``ModelMeter`` renders the model as a capture — constant current and voltage, a marker edge at every phase
 boundary — so modelled and measured energy go through the same decoding and integration and the same tables.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.boards import Board
+from bench.config.boards import Board
 from bench.energy.capture import Capture, MeterBase, Source
 
 

@@ -1,0 +1,196 @@
+"""The ``bench`` command line: boards, build, run, report, bench (benchmarks)."""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bench.app import runner
+from bench.app.cli_plan import plan_cmd
+from bench.app.cli_rack import rack_group
+from bench.app.cli_report import compare_cmd
+from bench.app.runner import load_profile
+from bench.config.boards import ConfigError, filter_rack, load_catalogue, load_rack
+from bench.config.profile import TechniqueError
+from bench.image.firmware import ImageError, build_firmware
+from bench.link.protocol import Step
+from bench.records.run import RunRecord
+
+console = Console(stderr=True)
+DEFAULT_OUT = Path("reports/latest")
+
+
+class LiveProgress(runner.Progress):
+    """One progress bar per board, advancing with every training step the device reports."""
+
+    def __init__(self, progress: Progress, labels: list[str], steps: int, runs_per_board: int) -> None:
+        self.progress, self.steps = progress, steps
+        self.tasks = {label: progress.add_task(label, total=steps * runs_per_board) for label in labels}
+        self.done = dict.fromkeys(labels, 0)
+        self.lock = threading.Lock()
+
+    def run_started(self, label: str, technique: str, steps: int) -> None:
+        with self.lock:
+            self.progress.update(self.tasks[label], description=f"{label} · {technique}")
+
+    def step(self, label: str, technique: str, step: Step) -> None:
+        with self.lock:
+            self.progress.update(self.tasks[label], completed=self.done[label] * self.steps + step.step + 1,
+                                 description=f"{label} · {technique} · loss {step.loss:.3f}")
+
+    def run_finished(self, label: str, record: RunRecord) -> None:
+        with self.lock:
+            self.done[label] += 1
+            self.progress.update(self.tasks[label], completed=self.done[label] * self.steps,
+                                 description=f"{label} · {record.technique} · {record.status}")
+
+
+@click.group()
+def main() -> None:
+    """Hardware-in-the-loop bench for on-device training on microcontrollers."""
+
+
+@main.command()
+@click.option("--rack", "rack_spec", default=None, help="rack TOML file (default: the emulated rack)")
+def boards(rack_spec: str | None) -> None:
+    """List the board catalogue and the rack."""
+    catalogue = load_catalogue()
+    table = Table(title="Board catalogue (boards/*.toml)")
+    for col in ("board", "MCU", "core", "SRAM", "flash", "clock", "twin machine", "pyocd target"):
+        table.add_column(col)
+    for b in catalogue.values():
+        table.add_row(b.name, b.mcu, b.core, f"{b.sram_bytes // 1024} KB", f"{b.flash_bytes // 1024} KB",
+                      f"{b.cpu_hz / 1e6:g} MHz", b.twin.machine, b.pyocd.target)
+    rack = load_rack(rack_spec, catalogue)
+    rtable = Table(title=f"Rack '{rack.name}'")
+    for col in ("name", "board", "kind", "reached by"):
+        rtable.add_column(col)
+    for e in rack.boards:
+        reach = f"QEMU {catalogue[e.board].twin.machine}" if e.kind == "emulated" else \
+            f"probe {e.probe_uid or 'any'} / {e.port or '?'}"
+        rtable.add_row(e.label, e.board, e.kind, reach)
+    out = Console()
+    out.print(table)
+    out.print(rtable)
+
+
+@main.command()
+@click.option("--board", "names", multiple=True, help="only these boards")
+@click.option("--variant", type=click.Choice(["twin", "hardware", "all"]), default="twin", show_default=True,
+              help="QEMU-twin image, real-board image (built and checked on the host only), or both")
+def build(names: tuple[str, ...], variant: str) -> None:
+    """Build the firmware images of every board (skipped when up to date)."""
+    variants = ("twin", "hardware") if variant == "all" else (variant,)
+    for name, board in load_catalogue().items():
+        if names and name not in names:
+            continue
+        for v in variants:
+            fw = build_firmware(board, v)
+            console.print(f"{name} ({v}): build {fw.build_id}, flash {fw.flash_bytes:,} B, static SRAM "
+                          f"{fw.static_bytes:,} B → {fw.elf}")
+
+
+@main.command()
+@click.argument("profile_spec")
+@click.option("--rack", "rack_spec", default=None, help="rack TOML file (default: the emulated rack)")
+@click.option("--board", "names", multiple=True, help="only these boards of the rack")
+@click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True)
+def run(profile_spec: str, rack_spec: str | None, names: tuple[str, ...], out: Path) -> None:
+    """Run PROFILE (a name in profiles/ or a TOML path) on the rack; write results and the HTML report."""
+    from bench.report.html import write_report
+
+    profile = load_profile(profile_spec)
+    rack = filter_rack(load_rack(rack_spec, load_catalogue()), list(names))
+    techniques = profile.parsed_techniques()
+    console.print(f"profile [bold]{profile.name}[/]: {profile.model} on {profile.task}, "
+                  f"{', '.join(t.name for t in techniques)}; rack {rack.name} ({len(rack.boards)} boards)")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as bar:
+        live = LiveProgress(bar, [e.label for e in rack.boards], profile.steps, len(techniques))
+        records = runner.run_profile(profile, rack, out, progress=live)
+    report = write_report(out)
+    Console(width=max(Console().width, 150)).print(summary_table(records))
+    console.print(f"results: {out}/runs.parquet, steps.parquet, grads.parquet; journals: {out}/journal/")
+    console.print(f"report: {report}")
+    if any(r.status == "error" for r in records):
+        sys.exit(1)
+
+
+def _fmt(value: float, spec: str) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def summary_table(records: list[RunRecord]) -> Table:
+    table = Table(title="Runs: accuracy, loss, SRAM and counts measured on the device or twin; energy modelled")
+    for col in ("board", "technique", "status", "acc before→after", "final loss", "peak SRAM / board",
+                "instr/step", "energy/step", "grad rel err"):
+        table.add_column(col)
+    for r in sorted(records, key=lambda r: r.run_id):
+        row = r.run_row()
+        acc = f"{_fmt(row['acc_before'] * 100, '.1f')}% → {_fmt(row['acc_after'] * 100, '.1f')}%"
+        sram = f"{_fmt(row['peak_sram_bytes'], ',.0f')} / {row['board_sram_bytes']:,} B"
+        # does-not-fit: the error ends "needs N B of SRAM|flash but the board has M B" (bench.image.firmware.DoesNotFit)
+        error = r.error.rsplit(": ", 1)[-1] if r.status == "does-not-fit" else r.error
+        status = r.status if r.status == "ok" else f"{r.status}: {error[:80]}"
+        energy = f"{_fmt(row['energy_per_step_uj'], '.2f')} µJ ({row['energy_source']})"
+        table.add_row(r.board.name, r.technique, status, acc, _fmt(row["final_loss"], ".3f"), sram,
+                      _fmt(row["instr_per_step"], ",.0f"), energy, _fmt(row["fidelity_max_rel_err"], ".1e"))
+    return table
+
+
+@main.command()
+@click.argument("results_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="HTML file (default: DIR/index.html)")
+def report(results_dir: Path, out: Path | None) -> None:
+    """Rebuild the HTML report from stored results, without any board."""
+    from bench.report.html import write_report
+
+    console.print(f"report: {write_report(results_dir, out)}")
+
+
+def entry() -> None:
+    try:
+        main(standalone_mode=True)
+    except (ConfigError, TechniqueError, ImageError) as e:
+        console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
+        sys.exit(2)
+
+
+@main.command("bench")
+@click.option("--board", "names", multiple=True, default=("nucleo-f746zg", "nrf52840-dk", "rpi-pico"),
+              show_default=True)
+@click.option("--steps", default=50, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("reports/bench"), show_default=True)
+def bench_cmd(names: tuple[str, ...], steps: int, out: Path) -> None:
+    """Benchmark: instructions per fp32 training step of the 64-32-10 MLP, against AIfES on the same twin."""
+    from bench.app.benchmark import AIFES_MLP_FORWARD, AIFES_MLP_STEP, TARGET_RATIO, mlp_step_costs
+
+    costs = mlp_step_costs(out, list(names), ["full-fp32", "last-fp32"], steps)
+    table = Table(title="MLP 64-32-10, fp32, batch 1 — measured on twins (QEMU -icount)")
+    for col in ("board", "technique", "forward", "backward", "update", "total/step", "AIfES full step ÷ ours"):
+        table.add_column(col, justify="right")
+    for c in costs:
+        same_work = c.board == "nucleo-f746zg" and c.technique == "full-fp32"  # AIfES measured full backprop
+        ratio = f"{AIFES_MLP_STEP / c.total:.2f}x" if same_work else "–"
+        table.add_row(c.board, c.technique, f"{c.fwd:,.0f}", f"{c.bwd:,.0f}", f"{c.upd:,.0f}",
+                      f"{c.total:,.0f} {c.unit}", ratio)
+    Console(width=max(Console().width, 150)).print(table)
+    m7 = [c for c in costs if c.board == "nucleo-f746zg" and c.technique == "full-fp32"]
+    if m7:
+        console.print(f"AIfES on the M7 twin: {AIFES_MLP_STEP:,} instructions per full step, {AIFES_MLP_FORWARD:,} "
+                      f"per forward; target ≥ {TARGET_RATIO:g}x fewer per step. Ours, measured: "
+                      f"{m7[0].total:,.0f} per step ({AIFES_MLP_STEP / m7[0].total:.2f}x fewer), {m7[0].fwd:,.0f} "
+                      f"per forward ({AIFES_MLP_FORWARD / m7[0].fwd:.2f}x fewer)")
+
+
+main.add_command(rack_group)
+main.add_command(compare_cmd)
+main.add_command(plan_cmd)

@@ -1,0 +1,90 @@
+"""``bench compare``: the nightly regression gate over two stored results directories (no board needed)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from bench.report.compare import METRICS, Comparison, Delta, Pair, compare_dirs, write_comparison
+
+VERDICT_STYLES = {"regression": "bold red", "missing": "bold red", "improvement": "green", "new": "cyan"}
+DELTA_STYLES = {"regression": "red", "improvement": "green"}
+
+
+def _value(metric: str, value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "–"
+    if metric == "accuracy":
+        return f"{value * 100:.1f}%"
+    if metric == "energy":
+        return f"{value:.4g} µJ"
+    if metric == "instructions":
+        return f"{value / 1e6:.4g} M" if value >= 1e6 else f"{value:,.0f}"
+    return f"{value:,.0f}"
+
+
+def _cell(d: Delta | None) -> str:
+    if d is None:
+        return ""
+    text = f"{_value(d.metric, d.baseline)} → {_value(d.metric, d.current)}"
+    detail = d.change or d.note
+    text = escape(f"{text} ({detail})" if detail else text)
+    style = DELTA_STYLES.get(d.verdict)
+    return f"[{style}]{text}[/]" if style else text
+
+
+def _row(pair: Pair) -> list[str]:
+    deltas = {d.metric: d for d in pair.deltas}
+    style = VERDICT_STYLES.get(pair.verdict, "")
+    verdict = f"[{style}]{pair.verdict}[/]" if style else pair.verdict
+    cells = [_cell(deltas.get(m.name)) for m in METRICS]
+    return [escape(pair.board), escape(pair.technique), verdict, *cells, escape(pair.note)]
+
+
+def comparison_table(comp: Comparison) -> Table:
+    """Every (board, technique): regressions red, improvements green, missing runs named."""
+    th = ", ".join(f"{k} {v:g}" for k, v in comp.thresholds.items())
+    table = Table(title=f"{comp.current} against baseline {comp.baseline}", caption=f"thresholds: {th} "
+                  f"({comp.thresholds_source})")  # fmt: skip
+    for col in ("board", "technique", "verdict", *[m.label for m in METRICS], "note"):
+        table.add_column(escape(col))
+    for pair in comp.pairs:
+        table.add_row(*_row(pair))
+    return table
+
+
+def verdict_line(comp: Comparison) -> str:
+    s = comp.summary()
+    counts = ", ".join(f"{s[k]} {k}" for k in ("regression", "missing", "improvement", "unchanged", "new"))
+    return f"{'REGRESSION' if comp.regressed else 'ok'}: {counts}"
+
+
+@click.command("compare")
+@click.argument("baseline_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("current_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--thresholds", "thresholds_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="TOML with a [thresholds] table (sram_pct, flash_pct, instructions_pct, "
+              "energy_pct, accuracy_points); overrides the profile's")  # fmt: skip
+@click.option("--no-report", is_flag=True, help="do not re-render CURRENT_DIR/index.html")
+def compare_cmd(baseline_dir: Path, current_dir: Path, thresholds_file: Path | None, no_report: bool) -> None:
+    """Compare CURRENT_DIR with BASELINE_DIR per (board, technique); exit 1 on any regression."""
+    try:
+        comp = compare_dirs(baseline_dir, current_dir, thresholds_file)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    Console(width=max(Console().width, 200)).print(comparison_table(comp))
+    path = write_comparison(comp, current_dir)
+    err = Console(stderr=True)
+    if not no_report:
+        from bench.report.html import write_report
+
+        err.print(f"report: {write_report(current_dir)} (comparison in {path.name})")
+    err.print(verdict_line(comp), style="bold red" if comp.regressed else "green")
+    if comp.regressed:
+        sys.exit(1)

@@ -1,0 +1,255 @@
+"""pytest plugin (entry point ``bench``): rack options, a ``board`` fixture over the rack, and a run factory.
+
+The fixtures are thin shells over ``bench.app.runner.Bench``. Every run's raw byte journal is kept and its path is
+printed with a failing test's report. At session end the runs made through the fixtures are written as results
+tables and an HTML report. With ``--bench-baseline DIR`` they are also compared with a stored baseline (see
+``bench.report.compare``): each test's run figures and the verdicts become JUnit properties, and a regression fails the
+session.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from bench.app.runner import Bench, Prepared, load_profile, run_meta
+from bench.config.boards import Rack, RackEntry, filter_rack, load_catalogue, load_rack
+from bench.config.profile import Profile
+from bench.records.run import ResultsWriter, RunRecord
+
+RUNS_KEY = pytest.StashKey[list[RunRecord]]()
+START_KEY = pytest.StashKey[int]()
+SESSION_START_KEY = pytest.StashKey[float]()
+COMPARISON_KEY = pytest.StashKey[Any]()
+BASELINE_KEY = pytest.StashKey[Any]()
+RUN_FIGURES = ("peak_sram_bytes", "flash_bytes", "instr_per_step", "energy_per_step_uj", "acc_after")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("bench", "on-device training bench")
+    group.addoption("--rack", default=None, help="rack TOML file (default: the emulated rack of QEMU twins)")
+    group.addoption("--board", action="append", default=[], help="only this board of the rack (repeatable)")
+    group.addoption("--bench-out", default="reports/pytest", help="results and report of fixture runs")
+    group.addoption("--bench-baseline", default=None, metavar="DIR",
+                    help="results directory to compare the session's runs with; a regression fails the session")
+
+
+def _rack(config: pytest.Config) -> Rack:
+    return filter_rack(load_rack(config.getoption("--rack"), load_catalogue()), config.getoption("--board"))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "board" in metafunc.fixturenames:
+        entries = list(_rack(metafunc.config).boards)
+        metafunc.parametrize("board", entries, ids=[e.label for e in entries], scope="session")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[RUNS_KEY] = []
+    config.stash[SESSION_START_KEY] = time.time()
+
+
+@dataclass
+class Run:
+    """A finished run as tests see it: the record plus its steps and gradients as DataFrames."""
+
+    record: RunRecord
+    steps: pd.DataFrame
+    grads: pd.DataFrame
+
+    @property
+    def status(self) -> str:
+        return self.record.status
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.record, name)
+
+
+@pytest.fixture(scope="session")
+def rack(pytestconfig: pytest.Config) -> Rack:
+    return _rack(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def bench_session(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Bench:
+    out = Path(pytestconfig.getoption("--bench-out"))
+    worker = getattr(pytestconfig, "workerinput", {}).get("workerid")
+    return Bench(out / worker if worker else out)
+
+
+@pytest.fixture(scope="session")
+def bench_run(bench_session: Bench, pytestconfig: pytest.Config, request: pytest.FixtureRequest):
+    """Factory: ``bench_run(board, "full-fp32", profile="quick", steps=50)`` flashes, trains and returns a Run."""
+    prepared: dict[str, Prepared] = {}  # by the profile's JSON: profiles hold tables, so are not hashable
+
+    def run(board: RackEntry, technique: str, profile: str | Profile = "quick", **overrides: Any) -> Run:
+        base = profile if isinstance(profile, Profile) else load_profile(profile)
+        prof = base.model_copy(update=overrides) if overrides else base
+        key = prof.model_dump_json()
+        if key not in prepared:
+            prepared[key] = bench_session.prepare(prof)
+        record = bench_session.run(prepared[key], board, prof.technique(technique))
+        pytestconfig.stash[RUNS_KEY].append(record)
+        return Run(record, pd.DataFrame(record.step_rows()), pd.DataFrame(record.grad_rows()))
+
+    return run
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[START_KEY] = len(item.config.stash[RUNS_KEY])
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    if call.when == "teardown":  # junitxml reads the properties off the teardown report
+        item.user_properties.extend(_run_properties(item))
+    report = yield
+    if report.failed:
+        journals = [r.journal for r in item.config.stash[RUNS_KEY] if r.journal]
+        if journals:
+            report.sections.append(("bench journals (raw device bytes)", "\n".join(journals[-5:])))
+    return report
+
+
+@pytest.hookimpl(tryfirst=True)  # before junitxml writes its file, so the global properties make it in
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    records = session.config.stash.get(RUNS_KEY, [])
+    worker = getattr(session.config, "workerinput", {}).get("workerid")
+    if records:
+        out = Path(session.config.getoption("--bench-out"))
+        out = out / worker if worker else out
+        writer = ResultsWriter(out, run_meta("pytest session", _rack(session.config)))
+        for record in records:
+            writer.add(record)
+        from bench.report.html import write_report
+
+        write_report(out)
+    if session.config.getoption("--bench-baseline") and not worker:
+        _gate(session)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Regression gate against --bench-baseline
+
+
+def _baseline(config: pytest.Config) -> pd.DataFrame:
+    """The baseline's runs, read once per process (a worker's tests need them too)."""
+    if BASELINE_KEY not in config.stash:
+        from bench.report.compare import load_runs
+
+        config.stash[BASELINE_KEY] = load_runs(Path(config.getoption("--bench-baseline")))
+    return config.stash[BASELINE_KEY]
+
+
+def _run_properties(item: pytest.Item) -> list[tuple[str, object]]:
+    """The figures of the runs this test made, and their verdict against the baseline when there is one."""
+    records = item.config.stash[RUNS_KEY][item.stash.get(START_KEY, 0):]
+    props: list[tuple[str, object]] = []
+    for record in records:
+        row = record.run_row()
+        name = f"bench.{row['board']}.{row['technique']}"
+        props.append((f"{name}.status", row["status"]))
+        props += [(f"{name}.{col}", _figure(row[col])) for col in RUN_FIGURES]
+        if item.config.getoption("--bench-baseline"):
+            props.append((f"{name}.verdict", _verdict(item.config, row)))
+    return props
+
+
+def _thresholds(config: pytest.Config) -> Any:
+    """The thresholds of the profile the baseline was made with (a fixture session has no single profile)."""
+    from bench.report.compare import load_thresholds, profile_of
+
+    return load_thresholds(profile_of(Path(config.getoption("--bench-baseline"))))
+
+
+def _figure(value: object) -> object:
+    """Whole numbers without '.0', and nothing for a figure the run did not produce."""
+    if isinstance(value, float):
+        return "" if value != value else int(value) if value.is_integer() else f"{value:.6g}"
+    return value
+
+
+def _verdict(config: pytest.Config, row: dict[str, object]) -> str:
+    from bench.report.compare import compare_runs
+
+    th, _ = _thresholds(config)
+    base = _baseline(config)
+    base = base[(base["board"] == row["board"]) & (base["technique"] == row["technique"])]
+    pair = compare_runs(base, pd.DataFrame([row]), th)[0]
+    worse = [f"{d.label} {d.change}" for d in pair.deltas if d.verdict == "regression"]
+    return ": ".join([pair.verdict, ", ".join(worse) or pair.note]).rstrip(": ")
+
+
+def _session_runs(config: pytest.Config) -> tuple[pd.DataFrame, Path | None]:
+    """Runs written by this session: its own results, or those of its xdist workers (out/gw*)."""
+    out = Path(config.getoption("--bench-out"))
+    since = config.stash[SESSION_START_KEY]
+    paths = [p for p in [out / "runs.parquet", *sorted(out.glob("*/runs.parquet"))]
+             if p.exists() and p.stat().st_mtime >= since]  # fmt: skip
+    frames = [pd.read_parquet(p) for p in paths]
+    own = out if out / "runs.parquet" in paths else None
+    return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), own
+
+
+def _gate(session: pytest.Session) -> None:
+    from bench.report.compare import Comparison, compare_runs, fingerprint, write_comparison
+
+    config = session.config
+    current, own = _session_runs(config)
+    if current.empty:
+        config.stash[COMPARISON_KEY] = "no bench runs in this session: nothing compared with the baseline"
+        return
+    th, source = _thresholds(config)
+    baseline = config.getoption("--bench-baseline")
+    pairs = compare_runs(_baseline(config), current, th)
+    out = Path(config.getoption("--bench-out"))
+    comp = Comparison(baseline, str(out), th.model_dump(), source, pairs, fingerprint(own) if own else "")
+    out.mkdir(parents=True, exist_ok=True)
+    write_comparison(comp, out)
+    if own is not None:
+        from bench.report.html import write_report
+
+        write_report(own)
+    _global_properties(config, comp)
+    config.stash[COMPARISON_KEY] = comp
+    if comp.regressed and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _global_properties(config: pytest.Config, comp: Any) -> None:
+    """Session-level JUnit properties, for CI dashboards that chart them."""
+    from _pytest.junitxml import xml_key
+
+    xml = config.stash.get(xml_key, None)
+    if xml is None:
+        return
+    for key, value in comp.summary().items():
+        xml.add_global_property(f"bench.compare.{key}", value)
+    for pair in comp.pairs:
+        name = f"bench.compare.{pair.board}.{pair.technique}"
+        xml.add_global_property(f"{name}.verdict", pair.verdict)
+        for d in pair.deltas:
+            xml.add_global_property(f"{name}.{d.metric}", f"{d.baseline} -> {d.current} ({d.change or d.note})")
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    comp = config.stash.get(COMPARISON_KEY, None)
+    if comp is None:
+        return
+    terminalreporter.section("bench: comparison with the baseline")
+    if isinstance(comp, str):
+        terminalreporter.write_line(comp)
+        return
+    from bench.app.cli_report import verdict_line
+
+    for pair in comp.pairs:
+        if pair.verdict != "unchanged":
+            worse = ", ".join(f"{d.label} {d.change}" for d in pair.deltas if d.verdict != "within" and d.change)
+            terminalreporter.write_line(f"{pair.verdict:12} {pair.board} · {pair.technique}: {worse or pair.note}")
+    terminalreporter.write_line(verdict_line(comp), red=comp.regressed, green=not comp.regressed, bold=True)

@@ -1,0 +1,348 @@
+"""Orchestration: profile → plan → image → target → link → records, one worker per board, results as they land.
+
+``Bench`` is the plain API under the CLI and the pytest fixtures: prepare a profile once (task, pretrained model,
+dataset blob, firmware per board), then run (board, technique) pairs. Each board is locked while in use, so parallel
+workers (threads here, pytest-xdist processes in tests) never share one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from filelock import FileLock
+
+from bench import __version__
+from bench import plan as bench_plan
+from bench.config import profile as config_profile
+from bench.config.boards import REPO_ROOT, Board, ConfigError, Rack, RackEntry, load_catalogue
+from bench.config.profile import Profile, Technique, require_model_file
+from bench.energy import JoulescopeMeter, Meter, MeterError, Ppk2Meter
+from bench.image.firmware import DoesNotFit, Firmware, ImageSet, assemble, build_firmware, check_sram
+from bench.link import session
+from bench.link.link import Link
+from bench.link.protocol import Step
+from bench.model.nn import Model
+from bench.model.qgraph import QModel
+from bench.model.tasks import DeviceDataset, load_task
+from bench.numerics.int8ref import input_qparams, quantized_inputs
+from bench.numerics.pretrain import build_model
+from bench.plan.blob import dataset_blob, int8_dataset_blob
+from bench.plan.check import check_profile
+from bench.plan.fp32 import Plan
+from bench.plan.fp32mem import Fp32Memory
+from bench.plan.int8 import QPlan
+from bench.records import fidelity
+from bench.records.run import ResultsWriter, RunRecord
+from bench.target.drivers import FlashError, PackMissing, PortError, ProbeAmbiguous, ProbeNotFound, make_target
+from bench.tflite.head import replace_head
+from bench.tflite.io import load_tflite
+from bench.tflite.quantize import export_digits_tflite
+
+CACHE_DIR = REPO_ROOT / ".bench-cache"
+LOCK_DIR = Path(os.environ.get("BENCH_LOCK_DIR", "/tmp/bench-locks"))
+FIDELITY_TOLERANCE = 1e-4
+RACK_FAULTS = (FlashError, PortError, ProbeNotFound, ProbeAmbiguous, PackMissing, MeterError)
+
+
+class Progress:
+    """Callbacks for live progress; the default does nothing."""
+
+    def run_started(self, label: str, technique: str, steps: int) -> None: ...
+
+    def step(self, label: str, technique: str, step: Step) -> None: ...
+
+    def run_finished(self, label: str, record: RunRecord) -> None: ...
+
+
+@dataclass
+class Int8Prepared:
+    """What the int8 techniques of a profile share: the quantised model as read back from its .tflite file, and the
+    task's samples quantised with its input parameters."""
+
+    qmodel: QModel
+    tflite: Path
+    dataset: bytes
+    x_train: np.ndarray  # int8 codes [n, h, w, c]
+    y_train: np.ndarray
+
+
+@dataclass
+class Prepared:
+    """Everything a profile's runs share: the task data, the pretrained model and the dataset blob. An imported
+    .tflite model has no fp32 ``model``: ``int8`` holds it from the start."""
+
+    profile: Profile
+    model: Model | None
+    dataset: bytes
+    x_train: np.ndarray
+    y_train: np.ndarray
+    firmware: dict[str, Firmware] = field(default_factory=dict)
+    task: DeviceDataset | None = None
+    int8: Int8Prepared | None = None
+
+    @property
+    def model_name(self) -> str:
+        if self.model is not None:
+            return self.model.name
+        assert self.int8 is not None
+        return self.int8.qmodel.name
+
+
+def load_profile(spec: str | Path) -> Profile:
+    """A profile by path or name (`bench.config.profile.load_profile`), checked against its model by the plan stage
+    (`bench.plan.check.check_profile`): the one loader the CLI, the plugin and scripts use."""
+    path = config_profile.profile_path(spec)
+    profile = config_profile.load_profile(path)
+    check_profile(profile, path)
+    return profile
+
+
+def git_commit() -> str:
+    proc = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, check=False)
+    return proc.stdout.strip() or "unknown"
+
+
+class Bench:
+    def __init__(self, out: Path, catalogue: dict[str, Board] | None = None, progress: Progress | None = None,
+                 cache_dir: Path = CACHE_DIR) -> None:
+        self.out, self.cache_dir = out, cache_dir
+        self.catalogue = catalogue if catalogue is not None else load_catalogue()
+        self.progress = progress or Progress()
+        self._firmware_lock = threading.Lock()
+
+    def prepare(self, profile: Profile) -> Prepared:
+        ds = load_task(profile.task, profile.seed)
+        if profile.imported is not None:
+            return self._prepare_imported(profile, ds)
+        model = build_model(profile.model, ds, profile.seed, self.cache_dir)
+        blob = dataset_blob(ds.x_train, ds.y_train, ds.x_eval, ds.y_eval, ds.n_classes, ds.scale, ds.offset)
+        return Prepared(profile=profile, model=model, dataset=blob, x_train=ds.decode(ds.x_train),
+                        y_train=ds.y_train.astype(np.int64), task=ds)
+
+    def _prepare_imported(self, profile: Profile, ds: DeviceDataset) -> Prepared:
+        """An imported int8 model (its head replaced when ``head_classes`` is set), fed the task's stored bytes as its
+        int8 input codes (as TFLM's person_detection example feeds its images)."""
+        path = require_model_file(profile.model)
+        qmodel = dataclasses.replace(load_tflite(path), name=path.stem)
+        if profile.head_classes is not None:
+            if profile.head_classes != ds.n_classes:
+                raise ConfigError(f"profile {profile.name}: head_classes {profile.head_classes} but task {ds.name} "
+                                  f"has {ds.n_classes} classes")
+            path = self.out / "models" / f"{path.stem}-head{profile.head_classes}-s{profile.seed}.tflite"
+            qmodel = replace_head(qmodel, profile.head_classes, profile.seed, path)
+        shape_in = tuple(qmodel.tensors[qmodel.inputs[0]].shape[1:])
+        classes = int(qmodel.tensors[qmodel.outputs[0]].shape[-1])
+        if shape_in != ds.input_shape or classes != ds.n_classes:
+            raise ConfigError(f"profile {profile.name}: model {qmodel.name} takes {shape_in} and gives {classes} "
+                              f"classes; task {ds.name} has {ds.input_shape} samples and {ds.n_classes} classes "
+                              f"(head_classes replaces the classifier)")
+        x_train, x_eval = ds.x_train.view(np.int8), ds.x_eval.view(np.int8)
+        scale, zp = input_qparams(qmodel)
+        blob = int8_dataset_blob(x_train, ds.y_train, x_eval, ds.y_eval, ds.n_classes, scale, zp)
+        y_train = ds.y_train.astype(np.int64)
+        return Prepared(profile=profile, model=None, dataset=b"", x_train=x_train, y_train=y_train, task=ds,
+                        int8=Int8Prepared(qmodel, path, blob, x_train, y_train))
+
+    def int8(self, prepared: Prepared) -> Int8Prepared:
+        """Quantise the pretrained model once per profile, write it as .tflite and read it back through the importer
+        (the same path a third-party model takes); quantise the task's samples with its input parameters."""
+        with self._firmware_lock:
+            if prepared.int8 is None:
+                assert prepared.model is not None
+                ds = prepared.task if prepared.task is not None else load_task(prepared.profile.task,
+                                                                                prepared.profile.seed)
+                path = self.out / "models" / f"{prepared.model.name}-s{prepared.profile.seed}.tflite"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                export_digits_tflite(prepared.model, ds, path)
+                qmodel = load_tflite(path)
+                x_train = quantized_inputs(qmodel, ds.decode(ds.x_train))
+                x_eval = quantized_inputs(qmodel, ds.decode(ds.x_eval))
+                scale, zp = input_qparams(qmodel)
+                blob = int8_dataset_blob(x_train, ds.y_train, x_eval, ds.y_eval, ds.n_classes, scale, zp)
+                prepared.int8 = Int8Prepared(qmodel, path, blob, x_train, ds.y_train.astype(np.int64))
+            return prepared.int8
+
+    def firmware(self, prepared: Prepared, board: Board, kind: str) -> Firmware:
+        with self._firmware_lock:
+            if board.name not in prepared.firmware:
+                prepared.firmware[board.name] = build_firmware(board, "twin" if kind == "emulated" else kind)
+            return prepared.firmware[board.name]
+
+    def run(self, prepared: Prepared, entry: RackEntry, technique: Technique) -> RunRecord:
+        """One (board, technique) run, one call per stage; failures become a record with a status, never a lost
+        run."""
+        board = self.catalogue[entry.board]
+        profile = prepared.profile
+        run_id = f"{entry.label}.{technique.name}"
+        journal_dir = self.out / "journal"
+        record = RunRecord(run_id=run_id, board=board, target_kind=entry.kind, technique=technique.name,
+                           model=prepared.model_name, journal=str(journal_dir / f"{run_id}.rx.bin"))
+        qmodel = self.int8(prepared).qmodel if technique.is_int8 or prepared.model is None else None
+        plan = bench_plan.compile(technique, profile.lr_for(technique), prepared.model, qmodel)
+        fw = self.firmware(prepared, board, entry.kind)
+        record.build_id = fw.build_id
+        self.progress.run_started(entry.label, technique.name, profile.steps)
+        if isinstance(plan, Fp32Memory):
+            self._planned_only(board, fw, plan, record)
+        else:
+            self._run_plan(prepared, entry, technique, plan, fw, record, journal_dir)
+        self.progress.run_finished(entry.label, record)
+        return record
+
+    def _run_plan(self, prepared: Prepared, entry: RackEntry, technique: Technique, plan: Plan | QPlan,
+                  fw: Firmware, record: RunRecord, journal_dir: Path) -> None:
+        board = self.catalogue[entry.board]
+        if isinstance(plan, QPlan):
+            assert plan.train is not None
+            record.grad_scales = {(i, p): op.grad_scale for i, op in plan.train.ops.items() for p in (0, 1)}
+        dataset = self.int8(prepared).dataset if isinstance(plan, QPlan) else prepared.dataset
+        record.plan_hash = plan.plan_hash
+        record.plan_layers, record.plan_composition = plan.layer_memory(), plan.composition()
+        record.planned_sram_bytes = fw.static_bytes + plan.arena_bytes
+        record.required_sram_bytes = record.planned_sram_bytes + fw.stack_bytes
+        try:
+            images = assemble(board, entry.kind, fw, plan, dataset, self.out / "images" / record.run_id)
+        except DoesNotFit as e:
+            record.status, record.error = "does-not-fit", str(e)
+            return
+        record.flash_bytes = fw.flash_bytes
+        with board_lock(entry.label):
+            self._execute(prepared, entry, technique, plan, images, record, journal_dir)
+
+    @staticmethod
+    def _planned_only(board: Board, fw: Firmware, mem: Fp32Memory, record: RunRecord) -> None:
+        """An fp32 technique on an imported graph: the fp32 engine trains zoo models only, so the run is planned by
+        `bench.plan.fp32mem` and recorded ``does-not-fit`` when static + planned arena + stack exceed the board's
+        SRAM (the image stage's check); a plan that would fit is an ``error`` saying so."""
+        record.plan_composition = mem.composition()
+        record.planned_sram_bytes = fw.static_bytes + mem.arena_bytes
+        record.required_sram_bytes = record.planned_sram_bytes + fw.stack_bytes
+        try:
+            check_sram(board, fw, mem.arena_bytes, f"fp32 training of {mem.model}/{record.technique} "
+                                                   f"(bench.plan.fp32mem)")
+        except DoesNotFit as e:
+            record.status, record.error = "does-not-fit", str(e)
+            return
+        record.status, record.error = "error", (f"fp32 training of {mem.model} would fit (planned "
+                                                f"{record.required_sram_bytes:,} B) but the fp32 engine trains "
+                                                f"bench.model.zoo models only")
+
+    def _execute(self, prepared: Prepared, entry: RackEntry, technique: Technique, plan: Plan | QPlan,
+                 images: ImageSet, record: RunRecord, journal_dir: Path) -> None:
+        board, profile = self.catalogue[entry.board], prepared.profile
+        target = make_target(entry, board, journal_dir, identify=session.running_build_id)
+        started = time.monotonic()
+        try:
+            target.load(images)
+            target.reset()
+            with Link.open(target.url, board.serial.baudrate, journal_dir, name=record.run_id) as link:
+                record.hello = session.hello(link)
+                record.counting = target.counting(record.hello.counter_hz, record.hello.counter_kind)
+                if profile.check_steps:
+                    record.fidelity_max_rel_err, record.fidelity_exact = self._fidelity(
+                        link, prepared, technique, plan, record)
+                with metering(entry, record, profile.timeout_s):
+                    outcome = session.train(link, record, _settings(profile, technique, profile.steps,
+                                                                    profile.grad_every),
+                                            idle_timeout=profile.timeout_s, name=record.run_id,
+                                            on_step=lambda s: self.progress.step(entry.label, technique.name, s))
+                record.plan_hash, record.lost_frames = outcome.plan_hash, outcome.lost_frames
+        except RACK_FAULTS as e:  # the rack failed, not the run: nightly jobs report these apart
+            record.status, record.error = "rack-fault", f"{type(e).__name__}: {e}"
+        except (session.DeviceError, RuntimeError, OSError, ValueError) as e:
+            record.status, record.error = "error", f"{type(e).__name__}: {e}"
+        finally:
+            target.close()
+            record.wall_s = time.monotonic() - started
+
+    def _fidelity(self, link: Link, prepared: Prepared, technique: Technique, plan: Plan | QPlan,
+                  record: RunRecord) -> tuple[float, float]:
+        """Short run streaming every gradient, replayed on the host: (worst relative error, exact), see
+        `bench.records.fidelity.check_plan`."""
+        check = RunRecord(run_id=f"{record.run_id}.check", board=record.board, target_kind=record.target_kind,
+                          technique=record.technique, model=record.model, grad_scales=record.grad_scales)
+        profile = prepared.profile
+        session.train(link, check, _settings(profile, technique, profile.check_steps, 1, eval_samples=1),
+                      idle_timeout=profile.timeout_s, name=check.run_id)
+        x, y = ((self.int8(prepared).x_train, self.int8(prepared).y_train) if isinstance(plan, QPlan)
+                else (prepared.x_train, prepared.y_train))
+        return fidelity.check_plan(check, plan, x, y, profile.lr_for(technique))
+
+
+def make_meter(entry: RackEntry, window_s: float) -> Meter:
+    """The meter a rack entry names; Joulescope reads a fixed window, stopped early when the run ends."""
+    if entry.meter == "ppk2":
+        return Ppk2Meter(port=entry.meter_port)
+    return JoulescopeMeter(duration_s=window_s)
+
+
+@contextmanager
+def metering(entry: RackEntry, record: RunRecord, window_s: float) -> Iterator[None]:
+    """Capture the supply current around the training steps when the entry has a meter; attach energy per step."""
+    if entry.meter is None:
+        yield
+        return
+    with make_meter(entry, window_s) as meter:
+        meter.start()
+        try:
+            yield
+        finally:
+            capture = meter.stop()
+        record.attach_capture(capture, entry.meter_channel)
+
+
+def _settings(profile: Profile, technique: Technique, steps: int, grad_every: int, eval_samples: int | None = None
+              ) -> session.TrainSettings:
+    return session.TrainSettings(steps=steps, lr=profile.lr_for(technique), seed=profile.seed, grad_every=grad_every,
+                                 eval_samples=profile.eval_samples if eval_samples is None else eval_samples)
+
+
+def board_lock(label: str) -> FileLock:
+    """An inter-process lock per rack entry; released when its holder exits, even on a crash."""
+    LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(LOCK_DIR / f"{label}.lock"))
+
+
+def run_meta(profile: str, rack: Rack) -> dict[str, object]:
+    return {"profile": profile, "bench_version": __version__, "git_commit": git_commit(),
+            "host": platform.node(), "rack": rack.name, "started": datetime.now(UTC).isoformat(),
+            "notes": ["energy on twins is modelled: instructions / clock x datasheet run current x supply "
+                      "voltage, one cycle per instruction assumed"]}
+
+
+def run_profile(profile: Profile, rack: Rack, out: Path, progress: Progress | None = None,
+                on_record: Callable[[RunRecord], None] | None = None) -> list[RunRecord]:
+    """Every technique of ``profile`` on every board of ``rack``: boards in parallel, techniques in sequence."""
+    bench = Bench(out, progress=progress)
+    prepared = bench.prepare(profile)
+    writer = ResultsWriter(out, run_meta(profile.name, rack))
+    lock = threading.Lock()
+    records: list[RunRecord] = []
+
+    def worker(entry: RackEntry) -> None:
+        for technique in profile.parsed_techniques():
+            record = bench.run(prepared, entry, technique)
+            with lock:
+                records.append(record)
+                writer.add(record)
+            if on_record is not None:
+                on_record(record)
+
+    with ThreadPoolExecutor(max_workers=max(len(rack.boards), 1)) as pool:
+        for future in [pool.submit(worker, entry) for entry in rack.boards]:
+            future.result()
+    writer.finish(finished=datetime.now(UTC).isoformat())
+    return records

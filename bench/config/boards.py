@@ -1,0 +1,186 @@
+"""Board descriptions and racks: passive data read from TOML, validated strictly.
+
+A board file (``boards/<name>.toml``) says what the silicon is, how to reach it with a probe and a serial port, what
+it draws (for the energy model) and which QEMU machine emulates it. A rack file says which boards are present and how
+to reach each one. Neither contains code; unknown keys and missing fields are errors naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BOARDS_DIR = REPO_ROOT / "boards"
+_M = TypeVar("_M", bound="BaseModel")
+
+
+class ConfigError(ValueError):
+    """A description file is malformed; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Memory(_Strict):
+    flash_base: int
+    sram_base: int
+    plan_offset: int = Field(gt=0, description="offset of the plan blob from the flash base")
+
+
+class Build(_Strict):
+    port: str = Field(description="firmware/ports/<port> of the hardware image; twins always use mps2")
+    cflags: str
+    stack_bytes: int = Field(gt=0)
+
+
+class Pyocd(_Strict):
+    target: str
+    pack: str | None = None
+
+
+class Serial(_Strict):
+    baudrate: int = Field(gt=0)
+    usb_vid_pid: str | None = None
+
+
+class Power(_Strict):
+    run_current_ma: float = Field(gt=0)
+    supply_v: float = Field(gt=0)
+    source: str
+
+
+class Twin(_Strict):
+    machine: str
+    flash_base: int
+    sram_base: int
+    counter_hz: int = Field(gt=0)
+    icount_shift: int = Field(ge=0, le=10)
+
+
+class Board(_Strict):
+    """One kind of board (the resource); what is attached where lives in the rack."""
+
+    name: str
+    title: str
+    mcu: str
+    core: Literal["cortex-m7", "cortex-m4f", "cortex-m0plus"]
+    sram_bytes: int = Field(gt=0)
+    flash_bytes: int = Field(gt=0)
+    cpu_hz: int = Field(gt=0)
+    memory: Memory
+    build: Build
+    pyocd: Pyocd
+    serial: Serial
+    power: Power
+    twin: Twin
+
+    def plan_addr(self, emulated: bool) -> int:
+        """Absolute address of the plan blob on the twin or on the real board."""
+        base = self.twin.flash_base if emulated else self.memory.flash_base
+        return base + self.memory.plan_offset
+
+
+class RackEntry(_Strict):
+    """One board present in a rack: either its QEMU twin or real hardware reached by probe and port."""
+
+    board: str
+    kind: Literal["emulated", "hardware"] = "emulated"
+    name: str | None = None
+    probe_uid: str | None = None
+    port: str | None = None
+    swd_frequency: int | None = None
+    connect_mode: Literal["halt", "pre-reset", "under-reset", "attach"] | None = None
+    flash_retries: int = Field(default=3, ge=0, le=10)
+    meter: Literal["ppk2", "joulescope"] | None = None  # energy meter on this board's supply
+    meter_port: str | None = None  # PPK2 serial port (default: the only one attached)
+    meter_channel: int = Field(default=0, ge=0, le=7)  # meter digital input wired to the board's marker GPIO
+
+    @property
+    def label(self) -> str:
+        return self.name or self.board
+
+
+class Rack(_Strict):
+    name: str
+    boards: tuple[RackEntry, ...]
+
+
+def _format_errors(path: Path, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        what = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"{path}: key '{key}': {what}")
+    return "\n".join(lines)
+
+
+def read_toml(path: Path) -> dict:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+
+
+def validate_file(cls: type[_M], path: Path, data: dict) -> _M:
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(path, e)) from None
+
+
+def load_board_file(path: Path) -> Board:
+    board = validate_file(Board, path, read_toml(path))
+    if board.name != path.stem:
+        raise ConfigError(f"{path}: key 'name': '{board.name}' must match the file name '{path.stem}'")
+    return board
+
+
+def load_catalogue(boards_dir: Path = BOARDS_DIR) -> dict[str, Board]:
+    """All boards described in ``boards_dir``, by name."""
+    return {p.stem: load_board_file(p) for p in sorted(boards_dir.glob("*.toml"))}
+
+
+def default_rack(catalogue: dict[str, Board]) -> Rack:
+    """The built-in rack: one QEMU twin of every catalogued board."""
+    entries = tuple(RackEntry(board=name, kind="emulated") for name in sorted(catalogue))
+    return Rack(name="emulated", boards=entries)
+
+
+def load_rack(spec: str | None, catalogue: dict[str, Board]) -> Rack:
+    """``None`` or "emulated" gives the default rack; otherwise ``spec`` is a rack TOML file."""
+    if spec in (None, "emulated"):
+        return default_rack(catalogue)
+    path = Path(spec)
+    data = read_toml(path)
+    data.setdefault("name", path.stem)
+    rack = validate_file(Rack, path, data)
+    for i, entry in enumerate(rack.boards):
+        if entry.board not in catalogue:
+            raise ConfigError(
+                f"{path}: key 'boards.{i}.board': unknown board '{entry.board}' "
+                f"(known: {', '.join(sorted(catalogue))})"
+            )
+    labels = [e.label for e in rack.boards]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"{path}: two rack entries share a name; set 'name' to tell them apart")
+    return rack
+
+
+def filter_rack(rack: Rack, names: list[str] | None) -> Rack:
+    """Keep the entries whose label or board name is in ``names`` (all when empty)."""
+    if not names:
+        return rack
+    kept = tuple(e for e in rack.boards if e.label in names or e.board in names)
+    unknown = set(names) - {e.label for e in kept} - {e.board for e in kept}
+    if unknown:
+        known = ", ".join(e.label for e in rack.boards)
+        raise ConfigError(f"rack '{rack.name}' has no board {', '.join(sorted(unknown))} (it has: {known})")
+    return Rack(name=rack.name, boards=kept)

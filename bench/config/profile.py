@@ -1,0 +1,220 @@
+"""Profiles: experiment definitions (TOML) naming a task, a model, techniques and training settings.
+
+First stage of the data path (profile → plan → image → target → link → records → report). A technique is
+``<scheme>-<numerics>``; which ones this version can run is listed in ``TECHNIQUES``.
+
+Numerics: ``fp32`` (float SGD), ``int8`` (int8 forward, integer backward, SGD on the int8 codes with
+Quantization-Aware Scaling, MCUNetV3), ``int8-noqas`` (the same without QAS: the ablation).
+
+Schemes: ``full`` (every parameter), ``last`` (weights and biases of the last ``last_k`` layers with parameters),
+``bias`` (biases of the last ``last_k`` layers with parameters, TinyTL), ``sparse`` (MCUNetV3 sparse update: biases of
+the last ``bias_k`` layers with parameters plus the weights of chosen layers, each on a fraction of its output
+channels picked by weight magnitude), configured by a ``[sparse]`` table::
+
+    techniques = ["sparse-fp32"]
+    [sparse]
+    bias_k = 2                         # biases of the last 2 layers with parameters (0: none)
+    layers = { 0 = 0.25, 4 = 1.0 }     # layer index -> ratio of its output channels whose weights train
+
+Models: a name from ``bench/model/zoo.py`` (pretrained on the host), or an imported int8 ``.tflite`` file
+(``model = "../shared/models/person_detect.tflite"``, relative to the repository root). An imported model runs the
+int8 techniques as it is (no fp32 twin of it exists); its fp32 techniques are planned by ``bench/plan/fp32mem.py`` and
+recorded as ``does-not-fit`` when the plan exceeds the board's SRAM. ``head_classes = N`` replaces an imported
+model's classifier (the last CONV_2D 1×1 / FULLY_CONNECTED before RESHAPE/SOFTMAX) with a fresh N-class int8 head
+(``bench/tflite/head.py``); N must be the task's class count. For an imported model, ``[sparse]`` and the
+``last``/``bias``
+schemes count *operator indices of the .tflite graph* (its order in the file), not fp32 layer indices: ``layers``
+names CONV_2D / FULLY_CONNECTED ops, and ``bias_k`` counts the ops with a bias (CONV_2D, DEPTHWISE_CONV_2D,
+FULLY_CONNECTED) from the end; ``bench.tflite.io.load_tflite(path).ops`` lists them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from bench.config.boards import REPO_ROOT, ConfigError, read_toml, validate_file
+
+PROFILES_DIR = REPO_ROOT / "profiles"
+
+SCHEMES = ("full", "last", "bias", "sparse")
+# fp32: float SGD (TPLN plans); int8: int8 forward and integer backward with Quantization-Aware Scaling (TQPL plans
+# with a training section); int8-noqas: the same without the s_W^-2 / (s_W·s_x)^-2 scaling, the ablation
+NUMERICS = ("fp32", "int8", "int8-noqas")
+TECHNIQUES = tuple(f"{s}-{n}" for n in NUMERICS for s in SCHEMES)
+
+
+RATIOS = (0.125, 0.25, 0.5, 1.0)  # sparse update: fractions of a layer's output channels (MCUNetV3)
+
+
+class TechniqueError(ValueError):
+    """An unknown or not yet runnable technique name."""
+
+
+class ModelNotFound(ConfigError):
+    """An imported model file named by a profile does not exist."""
+
+
+def model_path(model: str) -> Path | None:
+    """The file of an imported model (a name ending in ``.tflite``, relative to the repository root), else None."""
+    if not model.endswith(".tflite"):
+        return None
+    path = Path(model)
+    return path if path.is_absolute() else (REPO_ROOT / path).resolve()
+
+
+def require_model_file(model: str) -> Path:
+    """The existing file of imported model ``model``; a `ModelNotFound` naming the path otherwise."""
+    path = model_path(model)
+    assert path is not None, model
+    if not path.is_file():
+        raise ModelNotFound(f"model file {path} not found (profile key 'model' = {model!r}, relative to {REPO_ROOT}); "
+                            f"third-party models live in ../shared/models beside the project's own clone, which "
+                            f"other clones do not have")
+    return path
+
+
+class SparseSpec(BaseModel):
+    """The ``[sparse]`` table: which biases and which weight channels the ``sparse`` scheme updates."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bias_k: int = Field(default=1, ge=0, le=32)
+    layers: dict[int, float] = Field(default_factory=dict)
+
+    @field_validator("layers", mode="after")
+    @classmethod
+    def _ratios(cls, layers: dict[int, float]) -> dict[int, float]:
+        for i, r in layers.items():
+            if i < 0:
+                raise ValueError(f"layer {i}: layer indices start at 0")
+            if r not in RATIOS:
+                raise ValueError(f"layer {i}: ratio {r:g} is not one of {', '.join(f'{x:g}' for x in RATIOS)} "
+                                 f"(1/8, 1/4, 1/2, 1)")
+        return dict(sorted(layers.items()))
+
+    def __hash__(self) -> int:
+        return hash((self.bias_k, tuple(self.layers.items())))
+
+
+@dataclass(frozen=True)
+class Technique:
+    """How a model is trained: which tensors update (scheme) and in which arithmetic (numerics)."""
+
+    scheme: Literal["full", "last", "bias", "sparse"]
+    numerics: Literal["fp32", "int8", "int8-noqas"]
+    k: int = 1  # layers with parameters counted from the end, for "last" and "bias"; "sparse": biases (bias_k)
+    layers: tuple[tuple[int, float], ...] = ()  # "sparse": (layer index, ratio of output channels) whose weights train
+
+    @property
+    def name(self) -> str:
+        return f"{self.scheme}-{self.numerics}"
+
+    @property
+    def is_int8(self) -> bool:
+        return self.numerics != "fp32"
+
+    @property
+    def qas(self) -> bool:
+        return self.numerics == "int8"
+
+    def trainable(self, param_layers: list[int]) -> set[tuple[int, str]]:
+        """The (layer index, "w"|"b") tensors this technique updates, given the layers that have parameters."""
+        if self.scheme == "full":
+            return {(i, p) for i in param_layers for p in ("w", "b")}
+        tail = param_layers[-self.k :] if self.k > 0 else []
+        if self.scheme == "sparse":
+            return {(i, "b") for i in tail} | {(i, "w") for i, _ in self.layers}
+        params = ("w", "b") if self.scheme == "last" else ("b",)
+        return {(i, p) for i in tail for p in params}
+
+
+def parse_technique(name: str, k: int = 1, sparse: SparseSpec | dict | None = None) -> Technique:
+    """``k`` applies to "last" and "bias"; ``sparse`` (the [sparse] table) is required by, and read for, "sparse"."""
+    if name in TECHNIQUES:
+        scheme, numerics = name.split("-", 1)
+        if scheme != "sparse":
+            return Technique(scheme=scheme, numerics=numerics, k=k)  # type: ignore[arg-type]
+        if sparse is None:
+            raise TechniqueError(f"technique '{name}' needs a [sparse] table (bias_k, layers)")
+        spec = sparse if isinstance(sparse, SparseSpec) else SparseSpec.model_validate(sparse)
+        return Technique(scheme="sparse", numerics=numerics, k=spec.bias_k,  # type: ignore[arg-type]
+                         layers=tuple(spec.layers.items()))
+    raise TechniqueError(f"unknown technique '{name}'; valid: {', '.join(TECHNIQUES)}")
+
+
+class Profile(BaseModel):
+    """One experiment: every board of the rack runs every technique on the same task and model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    task: str = "digits-drift"
+    model: str = "digits-cnn"
+    techniques: tuple[str, ...] = Field(min_length=1)
+    last_k: int = Field(default=1, ge=1)  # layers with parameters, from the end, for both last-* and bias-*
+    sparse: SparseSpec | None = None  # the [sparse] table of sparse-* techniques
+    # imported models only: replace the classifier head with a fresh one of this many classes (the task's count)
+    head_classes: int | None = Field(default=None, ge=2, le=255)
+    steps: int = Field(default=200, gt=0, le=1_000_000)
+    lr: float = Field(default=0.01, gt=0)
+    # learning rate of the int8 techniques (default: lr). int8 codes saturate at ±127, where each channel's largest
+    # pretrained weight already sits, so int8 SGD tolerates smaller steps than fp32 (docs/qplan-format.md)
+    lr_int8: float | None = Field(default=None, gt=0)
+    seed: int = Field(default=1, ge=0, lt=2**32)
+    eval_samples: int = Field(default=0, ge=0, lt=65536)
+    grad_every: int = Field(default=0, ge=0, lt=65536)
+    check_steps: int = Field(default=3, ge=0, le=100)
+    timeout_s: float = Field(default=600.0, gt=0)
+    # regression-gate overrides for `bench compare` (sram_pct, flash_pct, instructions_pct, energy_pct,
+    # accuracy_points); bench.report.compare validates the key names
+    thresholds: dict[str, float] = Field(default_factory=dict)
+
+    def parsed_techniques(self) -> list[Technique]:
+        return [self.technique(t) for t in self.techniques]
+
+    def lr_for(self, technique: Technique) -> float:
+        """The learning rate a technique trains with: ``lr_int8`` (when set) for int8 numerics, else ``lr``."""
+        return self.lr_int8 if technique.is_int8 and self.lr_int8 is not None else self.lr
+
+    @property
+    def imported(self) -> Path | None:
+        """The .tflite file of an imported model (it may not exist), None for a bench/model/zoo.py model."""
+        return model_path(self.model)
+
+    def technique(self, name: str) -> Technique:
+        """Technique ``name`` with this profile's settings (``last_k``, ``[sparse]``)."""
+        return parse_technique(name, self.last_k, self.sparse)
+
+
+def profile_path(spec: str | Path) -> Path:
+    """A profile's file: ``spec`` as a path, or a name from ``profiles/`` ("quick" → profiles/quick.toml)."""
+    path = Path(spec)
+    if not path.exists() and not path.suffix:
+        path = PROFILES_DIR / f"{spec}.toml"
+    return path
+
+
+def load_profile(spec: str | Path) -> Profile:
+    """A profile by path or name, checked as a description (keys, types, technique names, the model file exists);
+    whether ``[sparse]`` fits the model is the plan stage's check (`bench.plan.check_profile`)."""
+    path = profile_path(spec)
+    data = read_toml(path)
+    data.setdefault("name", path.stem)
+    profile = validate_file(Profile, path, data)
+    try:
+        profile.parsed_techniques()
+    except TechniqueError as e:
+        key = "sparse" if "[sparse]" in str(e) else "techniques"
+        raise TechniqueError(f"{path}: key '{key}': {e}") from None
+    if profile.imported is not None:
+        require_model_file(profile.model)
+    elif profile.head_classes is not None:
+        raise ConfigError(f"{path}: key 'head_classes': only for imported .tflite models, not '{profile.model}'")
+    return profile
+
+

@@ -1,0 +1,811 @@
+"""Wire protocol v1 between the bench and the training firmware (see docs/protocol.md).
+
+Pure data handling, no I/O: framing (COBS + CRC-32), a resynchronising stream decoder with error counters,
+and typed records for every message. The device is untrusted, so every length is bounded before it is used
+and every string is sanitised; a bad frame is counted and dropped, never fatal to the stream.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, ClassVar, Self, TypeVar
+
+from cobs import cobs
+
+PROTOCOL_VERSION = 1
+MAX_BODY = 1024
+MAX_ENCODED = 1100  # COBS bytes of one frame, delimiter excluded
+HEADER = struct.Struct("<BBHH")  # type, version, seq, len
+CRC = struct.Struct("<I")
+MIN_PACKET = HEADER.size + CRC.size
+SEQ_MOD = 65536
+MAX_BOARD = 32
+MAX_BUILD = 40
+MAX_GRAD_VALUES = 240
+GRAD_INT = 0x01  # GRAD/GSTAT flags byte: int32 accumulators, the next byte is their exponent (int8 plans)
+MAX_KEPT_ERRORS = 100
+
+_T = TypeVar("_T")
+
+
+class MsgType(IntEnum):
+    """Message type codes; device→host below 0x80, host→device from 0x80."""
+
+    HELLO = 0x01
+    STEP = 0x02
+    GSTAT = 0x03
+    GRAD = 0x04
+    EVAL = 0x05
+    SUMMARY = 0x06
+    LOG = 0x07
+    FAULT = 0x08
+    PONG = 0x09
+    ACK = 0x0A
+    LAYERS = 0x0B
+    OUTPUT = 0x0C
+    START = 0x81
+    STOP = 0x82
+    PING = 0x83
+
+
+def type_name(code: int) -> str:
+    """Name of a type code for messages, also for codes this host does not know."""
+    try:
+        return MsgType(code).name
+    except ValueError:
+        return f"type 0x{code:02X}"
+
+
+class ProtocolError(ValueError):
+    """A frame that passed framing but whose body breaks the contract; names where it is in the stream."""
+
+    def __init__(self, frame: Frame, reason: str) -> None:
+        self.frame_type = frame.type
+        self.seq = frame.seq
+        self.offset = frame.offset
+        self.reason = reason
+        super().__init__(f"{type_name(frame.type)} seq={frame.seq} at stream offset {frame.offset}: {reason}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Framing
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A checked packet: header fields, body, and the stream offset of its first encoded byte (journal)."""
+
+    type: int
+    seq: int
+    body: bytes
+    offset: int = 0
+
+    @property
+    def type_name(self) -> str:
+        return type_name(self.type)
+
+
+def encode_frame(msg_type: int, seq: int, body: bytes) -> bytes:
+    """COBS-encode header|body|crc32 and append the 0x00 delimiter."""
+    if len(body) > MAX_BODY:
+        raise ValueError(f"body of {len(body)} bytes exceeds {MAX_BODY}")
+    if not 0 <= msg_type <= 0xFF:
+        raise ValueError(f"message type {msg_type} out of range")
+    head = HEADER.pack(msg_type, PROTOCOL_VERSION, seq % SEQ_MOD, len(body))
+    packet = head + body
+    return cobs.encode(packet + CRC.pack(zlib.crc32(packet))) + b"\x00"
+
+
+@dataclass
+class DecoderStats:
+    """Counters of a FrameDecoder; ``garbage_bytes`` counts non-delimiter bytes of every dropped run.
+
+    ``bad_messages`` is kept by the consumer (Link): checked frames whose body decode_message rejected.
+    """
+
+    frames_ok: int = 0
+    crc_errors: int = 0
+    cobs_errors: int = 0
+    malformed: int = 0
+    bad_version: int = 0
+    oversize: int = 0
+    garbage_bytes: int = 0
+    lost_frames: int = 0
+    bad_messages: int = 0
+
+    @property
+    def dropped_frames(self) -> int:
+        """Frames rejected by framing checks (each kind summed)."""
+        return self.crc_errors + self.cobs_errors + self.malformed + self.bad_version + self.oversize
+
+
+@dataclass(frozen=True)
+class FramingError:
+    """Why a run of bytes was dropped and where it started in the stream."""
+
+    offset: int
+    kind: str
+    detail: str
+
+
+class FrameDecoder:
+    """Turns an arbitrary byte stream into checked frames, resynchronising at each 0x00.
+
+    Memory is bounded: at most MAX_ENCODED bytes are buffered; a longer run is dropped and skipped to the
+    next zero. Recent framing errors are kept (bounded) with stream offsets so reports can point into the
+    journal.
+    """
+
+    def __init__(self, start_offset: int = 0) -> None:
+        self.stats = DecoderStats()
+        self.errors: deque[FramingError] = deque(maxlen=MAX_KEPT_ERRORS)
+        self._buf = bytearray()
+        self._skipping = False
+        self._pos = start_offset  # stream offset of the next byte fed
+        self._run_start = start_offset
+        self._last_seq: int | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of the current unterminated run held in memory."""
+        return len(self._buf)
+
+    @property
+    def offset(self) -> int:
+        """Stream offset of the next byte to be fed."""
+        return self._pos
+
+    def forget_seq(self) -> None:
+        """Do not count a seq gap for the next frame (e.g. after the host knows the device restarted)."""
+        self._last_seq = None
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
+        """Consume bytes; return the frames completed by them, in order."""
+        data = bytes(data)
+        frames: list[Frame] = []
+        pos = 0
+        while pos < len(data):
+            zero = data.find(0, pos)
+            end = len(data) if zero < 0 else zero
+            self._take(data[pos:end])
+            if zero < 0:
+                break
+            frame = self._end_run()
+            if frame is not None:
+                frames.append(frame)
+            pos = zero + 1
+            self._run_start = self._pos + pos
+        self._pos += len(data)
+        return frames
+
+    def _take(self, chunk: bytes) -> None:
+        if self._skipping:
+            self.stats.garbage_bytes += len(chunk)
+            return
+        if len(self._buf) + len(chunk) <= MAX_ENCODED:
+            self._buf += chunk
+            return
+        self.stats.oversize += 1
+        self.stats.garbage_bytes += len(self._buf) + len(chunk)
+        self._note(self._run_start, "oversize", f"unterminated run longer than {MAX_ENCODED} bytes")
+        self._buf.clear()
+        self._skipping = True
+
+    def _end_run(self) -> Frame | None:
+        if self._skipping:
+            self._skipping = False
+            return None
+        if not self._buf:
+            return None  # idle zeros between frames
+        run = bytes(self._buf)
+        self._buf.clear()
+        frame = self._check(run)
+        if frame is None:
+            self.stats.garbage_bytes += len(run)
+        return frame
+
+    def _check(self, run: bytes) -> Frame | None:
+        try:
+            packet = cobs.decode(run)
+        except cobs.DecodeError as exc:
+            return self._reject("cobs_errors", f"COBS: {exc}")
+        if len(packet) < MIN_PACKET:
+            return self._reject("malformed", f"packet of {len(packet)} bytes < {MIN_PACKET}")
+        msg_type, version, seq, length = HEADER.unpack_from(packet)
+        if length > MAX_BODY:
+            return self._reject("malformed", f"len {length} > {MAX_BODY}")
+        if len(packet) != MIN_PACKET + length:
+            return self._reject("malformed", f"len {length} but packet carries {len(packet) - MIN_PACKET}")
+        (crc,) = CRC.unpack_from(packet, len(packet) - CRC.size)
+        if crc != zlib.crc32(packet[: -CRC.size]):
+            return self._reject("crc_errors", f"CRC mismatch in {type_name(msg_type)} seq={seq}")
+        if version != PROTOCOL_VERSION:
+            return self._reject("bad_version", f"version {version} != {PROTOCOL_VERSION}")
+        self._count_seq(seq)
+        self.stats.frames_ok += 1
+        return Frame(msg_type, seq, packet[HEADER.size : -CRC.size], self._run_start)
+
+    def _count_seq(self, seq: int) -> None:
+        if self._last_seq is not None:
+            self.stats.lost_frames += (seq - self._last_seq - 1) % SEQ_MOD
+        self._last_seq = seq
+
+    def _reject(self, counter: str, detail: str) -> None:
+        setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+        self._note(self._run_start, counter, detail)
+        return None
+
+    def _note(self, offset: int, kind: str, detail: str) -> None:
+        self.errors.append(FramingError(offset, kind, detail))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Body helpers
+
+_CONTROL = dict.fromkeys([*range(0x20), 0x7F])
+
+
+def clean_text(raw: bytes) -> str:
+    """Untrusted bytes → printable str: ASCII only (others → U+FFFD), control characters removed."""
+    return raw.decode("ascii", errors="replace").translate(_CONTROL)
+
+
+def _need(frame: Frame, size: int, exact: bool = True) -> None:
+    n = len(frame.body)
+    if n < size:
+        raise ProtocolError(frame, f"body too short for {frame.type_name}: {n} < {size} bytes")
+    if exact and n > size:
+        raise ProtocolError(frame, f"body too long for {frame.type_name}: {n} > {size} bytes")
+
+
+def _pack(fmt: struct.Struct, *values: object) -> bytes:
+    try:
+        return fmt.pack(*values)
+    except struct.error as exc:
+        raise ValueError(f"cannot encode {values}: {exc}") from exc
+
+
+def _ascii(text: str, limit: int, what: str) -> bytes:
+    raw = text.encode("ascii")
+    if len(raw) > limit:
+        raise ValueError(f"{what} of {len(raw)} bytes exceeds {limit}")
+    return raw
+
+
+# ----------------------------------------------------------------------------------------------------
+# Message layouts, declared once: encode and decode both follow from them
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The fixed part of a message body: each item is (field, struct code). A field name fills the code from the
+    record's attribute; ``"_"`` is a reserved value, sent as 0 and ignored on receipt; padding codes (``"3x"``) take
+    no value. Little-endian, no implicit alignment, as the firmware's `wire.c` reads and writes it."""
+
+    items: tuple[tuple[str, str], ...]
+
+    @property
+    def struct(self) -> struct.Struct:
+        return struct.Struct("<" + "".join(code for _, code in self.items))
+
+    @property
+    def size(self) -> int:
+        return self.struct.size
+
+    def _valued(self) -> list[str]:
+        return [name for name, code in self.items if not code.endswith("x")]
+
+    def pack(self, record: object) -> bytes:
+        values = [0 if name == "_" else getattr(record, name) for name in self._valued()]
+        return _pack(self.struct, *values)
+
+    def unpack(self, frame: Frame, pos: int = 0) -> dict[str, Any]:
+        """The named fields at ``pos`` of the body (its length checked by the caller or by ``exact``)."""
+        _need(frame, pos + self.size, exact=False)
+        values = self.struct.unpack_from(frame.body, pos)
+        return {name: v for name, v in zip(self._valued(), values, strict=True) if name != "_"}
+
+
+@dataclass(frozen=True)
+class Strings:
+    """A tail of u8-length-prefixed ASCII strings (field, longest), ending the body exactly."""
+
+    fields: tuple[tuple[str, int], ...]
+
+    def pack(self, record: object) -> bytes:
+        out = b""
+        for name, limit in self.fields:
+            raw = _ascii(getattr(record, name), limit, name)
+            out += bytes([len(raw)]) + raw
+        return out
+
+    def unpack(self, frame: Frame, pos: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, limit in self.fields:
+            out[name], pos = _counted_string(frame, pos, limit, name)
+        if pos != len(frame.body):
+            raise ProtocolError(frame, f"{len(frame.body) - pos} trailing bytes after {self.fields[-1][0]}")
+        return out
+
+
+@dataclass(frozen=True)
+class Text:
+    """A tail of free ASCII text: the rest of the body, sanitised on receipt."""
+
+    field: str
+
+    def pack(self, record: object, room: int) -> bytes:
+        return _ascii(getattr(record, self.field), room, f"{type(record).__name__} {self.field}")
+
+    def unpack(self, frame: Frame, pos: int) -> dict[str, Any]:
+        return {self.field: clean_text(frame.body[pos:])}
+
+
+class _Wire:
+    """A message or command whose body is its ``LAYOUT`` and, optionally, a ``TAIL`` of strings or text."""
+
+    TYPE: ClassVar[MsgType]
+    LAYOUT: ClassVar[Layout]
+    TAIL: ClassVar[Strings | Text | None] = None
+
+    def pack(self) -> bytes:
+        fixed = self.LAYOUT.pack(self)
+        if isinstance(self.TAIL, Text):
+            return fixed + self.TAIL.pack(self, MAX_BODY - len(fixed))
+        return fixed + (self.TAIL.pack(self) if self.TAIL else b"")
+
+    @classmethod
+    def unpack(cls, frame: Frame) -> Self:
+        # a strings tail needs at least its length bytes; no tail: the layout is the whole body
+        tail_min = len(cls.TAIL.fields) if isinstance(cls.TAIL, Strings) else 0
+        _need(frame, cls.LAYOUT.size + tail_min, exact=cls.TAIL is None)
+        fields = cls.LAYOUT.unpack(frame)
+        if cls.TAIL is not None:
+            fields |= cls.TAIL.unpack(frame, cls.LAYOUT.size)
+        return cls(**fields)
+
+
+def _counted_string(frame: Frame, pos: int, limit: int, what: str) -> tuple[str, int]:
+    """Read a u8-length-prefixed string at ``pos``; return it and the position after it."""
+    body = frame.body
+    if pos >= len(body):
+        raise ProtocolError(frame, f"body ends before the {what} length byte")
+    n = body[pos]
+    if n > limit:
+        raise ProtocolError(frame, f"{what} string longer than {limit}: {n} bytes")
+    if pos + 1 + n > len(body):
+        raise ProtocolError(frame, f"{what} of {n} bytes runs past the body end ({len(body)} bytes)")
+    return clean_text(body[pos + 1 : pos + 1 + n]), pos + 1 + n
+
+
+# ----------------------------------------------------------------------------------------------------
+# Device → host messages
+
+
+@dataclass(frozen=True)
+class Hello(_Wire):
+    """Device identity and memory budget, sent in answer to the first PING."""
+
+    TYPE: ClassVar[MsgType] = MsgType.HELLO
+    LAYOUT: ClassVar[Layout] = Layout((("proto_version", "H"), ("counter_kind", "H"), ("cpu_hz", "I"),
+                                       ("counter_hz", "I"), ("sram_bytes", "I"), ("flash_bytes", "I"),
+                                       ("static_bytes", "I"), ("arena_bytes", "I"), ("stack_bytes", "I")))
+    TAIL: ClassVar[Strings] = Strings((("board", MAX_BOARD), ("build_id", MAX_BUILD)))
+
+    proto_version: int
+    counter_kind: int
+    cpu_hz: int
+    counter_hz: int
+    sram_bytes: int
+    flash_bytes: int
+    static_bytes: int
+    arena_bytes: int
+    stack_bytes: int
+    board: str
+    build_id: str
+
+
+@dataclass(frozen=True)
+class Step(_Wire):
+    """One training step: sample drawn, prediction, loss, raw tick timings and memory marks."""
+
+    TYPE: ClassVar[MsgType] = MsgType.STEP
+    LAYOUT: ClassVar[Layout] = Layout((("step", "I"), ("sample", "I"), ("label", "B"), ("pred", "B"), ("_", "H"),
+                                       ("loss", "f"), ("t_fwd", "I"), ("t_bwd", "I"), ("t_upd", "I"),
+                                       ("stack_hwm", "I"), ("arena_peak", "I"), ("sram_used", "I")))
+
+    step: int
+    sample: int
+    label: int
+    pred: int
+    loss: float
+    t_fwd: int
+    t_bwd: int
+    t_upd: int
+    stack_hwm: int
+    arena_peak: int
+    sram_used: int
+
+
+@dataclass(frozen=True)
+class GradStat:
+    """Norms of one parameter tensor's gradient (param 0 = weight, 1 = bias); ``exponent`` not None: norms of int32
+    accumulators whose real value is accumulator · C · 2^exponent (int8 plans)."""
+
+    layer: int
+    param: int
+    l2: float
+    max_abs: float
+    exponent: int | None = None
+
+
+@dataclass(frozen=True)
+class GradStats:
+    """Per-tensor gradient norms of one step."""
+
+    TYPE: ClassVar[MsgType] = MsgType.GSTAT
+    HEAD: ClassVar[Layout] = Layout((("step", "I"), ("n", "B"), ("", "3x")))
+    ENTRY: ClassVar[struct.Struct] = struct.Struct("<BBBbff")  # layer, param, flags, exponent, l2, max_abs
+
+    step: int
+    entries: tuple[GradStat, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.entries)
+
+    def pack(self) -> bytes:
+        parts = [self.HEAD.pack(self)]
+        parts += [_pack(self.ENTRY, e.layer, e.param, 0 if e.exponent is None else GRAD_INT,
+                        0 if e.exponent is None else e.exponent, e.l2, e.max_abs) for e in self.entries]
+        return b"".join(parts)
+
+    @classmethod
+    def unpack(cls, frame: Frame) -> GradStats:
+        head = cls.HEAD.unpack(frame)
+        _need(frame, cls.HEAD.size + head["n"] * cls.ENTRY.size)
+        entries = tuple(
+            GradStat(layer, param, l2, mx, e if flags & GRAD_INT else None)
+            for layer, param, flags, e, l2, mx in cls.ENTRY.iter_unpack(frame.body[cls.HEAD.size :])
+        )
+        return cls(head["step"], entries)
+
+
+@dataclass(frozen=True)
+class GradChunk:
+    """A slice ``values`` of the flattened gradient of one tensor, starting at ``offset`` of ``total``.
+
+    Int8 plans (``exponent`` not None) send int32 gradient accumulators: the body's first reserved byte has bit 0
+    set and the second is the exponent E (int8) of the op's output gradient (docs/protocol.md)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.GRAD
+    HEAD: ClassVar[Layout] = Layout((("step", "I"), ("layer", "B"), ("param", "B"), ("flags", "B"), ("e", "b"),
+                                     ("total", "I"), ("offset", "I"), ("count", "H"), ("_", "H")))
+
+    step: int
+    layer: int
+    param: int
+    total: int
+    offset: int
+    values: tuple[float, ...] | tuple[int, ...]
+    exponent: int | None = None
+
+    @property
+    def flags(self) -> int:
+        return 0 if self.exponent is None else GRAD_INT
+
+    @property
+    def e(self) -> int:
+        return 0 if self.exponent is None else self.exponent
+
+    @property
+    def count(self) -> int:
+        return len(self.values)
+
+    def pack(self) -> bytes:
+        n = len(self.values)
+        if n > MAX_GRAD_VALUES:
+            raise ValueError(f"GRAD chunk of {n} values exceeds {MAX_GRAD_VALUES}")
+        code = "f" if self.exponent is None else "i"
+        return self.HEAD.pack(self) + _pack(struct.Struct(f"<{n}{code}"), *self.values)
+
+    @classmethod
+    def unpack(cls, frame: Frame) -> GradChunk:
+        h = cls.HEAD.unpack(frame)
+        count, flags, offset, total = h["count"], h["flags"], h["offset"], h["total"]
+        if count > MAX_GRAD_VALUES:
+            raise ProtocolError(frame, f"GRAD count {count} > {MAX_GRAD_VALUES}")
+        if flags & ~GRAD_INT:
+            raise ProtocolError(frame, f"GRAD flags 0x{flags:02x} unknown")
+        _need(frame, cls.HEAD.size + 4 * count)
+        if offset + count > total:
+            raise ProtocolError(frame, f"GRAD values [{offset}, {offset + count}) exceed total {total}")
+        code, exponent = ("i", h["e"]) if flags & GRAD_INT else ("f", None)
+        values = struct.unpack_from(f"<{count}{code}", frame.body, cls.HEAD.size)
+        return cls(h["step"], h["layer"], h["param"], total, offset, values, exponent)
+
+
+@dataclass(frozen=True)
+class Eval(_Wire):
+    """Accuracy and loss over the eval split, before (phase 0) or after (phase 1) training."""
+
+    TYPE: ClassVar[MsgType] = MsgType.EVAL
+    LAYOUT: ClassVar[Layout] = Layout((("phase", "B"), ("", "3x"), ("n", "I"), ("correct", "I"),
+                                       ("loss_sum", "f"), ("ticks", "Q")))
+
+    phase: int
+    n: int
+    correct: int
+    loss_sum: float
+    ticks: int
+
+
+@dataclass(frozen=True)
+class Summary(_Wire):
+    """End of a run (status 0 done, 1 stopped, 2 error) with whole-run memory and time."""
+
+    TYPE: ClassVar[MsgType] = MsgType.SUMMARY
+    LAYOUT: ClassVar[Layout] = Layout((("steps_done", "I"), ("status", "B"), ("", "3x"), ("final_loss", "f"),
+                                       ("stack_hwm", "I"), ("arena_peak", "I"), ("static_bytes", "I"),
+                                       ("sram_peak", "I"), ("ticks_train", "Q")))
+
+    steps_done: int
+    status: int
+    final_loss: float
+    stack_hwm: int
+    arena_peak: int
+    static_bytes: int
+    sram_peak: int
+    ticks_train: int
+
+
+@dataclass(frozen=True)
+class Log(_Wire):
+    """A device log line (level 0 debug … 3 error); text is sanitised and bounded by the body."""
+
+    TYPE: ClassVar[MsgType] = MsgType.LOG
+    LAYOUT: ClassVar[Layout] = Layout((("level", "B"),))
+    TAIL: ClassVar[Text] = Text("text")
+
+    level: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Fault(_Wire):
+    """A device-side failure (codes in docs/protocol.md); the run is over."""
+
+    TYPE: ClassVar[MsgType] = MsgType.FAULT
+    LAYOUT: ClassVar[Layout] = Layout((("code", "I"), ("pc", "I"), ("lr", "I"), ("cfsr", "I"), ("arg0", "I"),
+                                       ("arg1", "I")))
+    TAIL: ClassVar[Text] = Text("text")
+
+    code: int
+    pc: int
+    lr: int
+    cfsr: int
+    arg0: int
+    arg1: int
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Pong(_Wire):
+    """Answer to PING, echoing its nonce."""
+
+    TYPE: ClassVar[MsgType] = MsgType.PONG
+    LAYOUT: ClassVar[Layout] = Layout((("nonce", "I"),))
+
+    nonce: int
+
+
+@dataclass(frozen=True)
+class Ack(_Wire):
+    """Acceptance of a command (status 0 ok) with the hash of the plan the device will run."""
+
+    TYPE: ClassVar[MsgType] = MsgType.ACK
+    LAYOUT: ClassVar[Layout] = Layout((("cmd_type", "B"), ("status", "B"), ("_", "H"), ("plan_hash", "I")))
+
+    cmd_type: int
+    status: int
+    plan_hash: int
+
+
+# ----------------------------------------------------------------------------------------------------
+# Host → device commands
+
+
+@dataclass(frozen=True)
+class Start(_Wire):
+    """Train ``steps`` SGD steps at ``lr``; GRAD every ``grad_every`` steps (0 never); evaluate on
+    ``eval_samples`` samples (0 all). Int8 (TQPL) plans evaluate only (steps 0) and stream OUTPUT frames for the
+    first ``out_samples`` eval samples (0xFFFF all): the graph output, or every op's output with ``out_flags`` bit 0.
+    fp32 plans ignore the last two fields (sent as 0)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.START
+    LAYOUT: ClassVar[Layout] = Layout((("steps", "I"), ("lr", "f"), ("seed", "I"), ("grad_every", "H"),
+                                       ("eval_samples", "H"), ("out_samples", "H"), ("out_flags", "H")))
+
+    steps: int
+    lr: float
+    seed: int
+    grad_every: int = 0
+    eval_samples: int = 0
+    out_samples: int = 0
+    out_flags: int = 0
+
+
+@dataclass(frozen=True)
+class Stop(_Wire):
+    """End the current run early."""
+
+    TYPE: ClassVar[MsgType] = MsgType.STOP
+    LAYOUT: ClassVar[Layout] = Layout(())
+
+
+@dataclass(frozen=True)
+class Ping(_Wire):
+    """Liveness check; the first one also asks for HELLO."""
+
+    TYPE: ClassVar[MsgType] = MsgType.PING
+    LAYOUT: ClassVar[Layout] = Layout((("nonce", "I"),))
+
+    nonce: int
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """Ticks one layer spent over a whole run, per phase."""
+
+    layer: int
+    op: int
+    fwd: int
+    bwd: int
+    upd: int
+
+
+@dataclass(frozen=True)
+class LayerCosts:
+    """Per-layer forward/backward/update ticks summed over a run; sent once, before SUMMARY."""
+
+    TYPE: ClassVar[MsgType] = MsgType.LAYERS
+    HEAD: ClassVar[Layout] = Layout((("n", "B"), ("", "3x")))
+    ENTRY: ClassVar[Layout] = Layout((("layer", "B"), ("op", "B"), ("_", "H"), ("fwd", "Q"), ("bwd", "Q"),
+                                      ("upd", "Q")))
+    MAX_ENTRIES: ClassVar[int] = 32
+
+    entries: tuple[LayerCost, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.entries)
+
+    def pack(self) -> bytes:
+        return self.HEAD.pack(self) + b"".join(self.ENTRY.pack(e) for e in self.entries)
+
+    @classmethod
+    def unpack(cls, frame: Frame) -> LayerCosts:
+        n = cls.HEAD.unpack(frame)["n"]
+        if n > cls.MAX_ENTRIES:
+            raise ProtocolError(frame, f"LAYERS count {n} > {cls.MAX_ENTRIES}")
+        _need(frame, cls.HEAD.size + n * cls.ENTRY.size)
+        return cls(tuple(LayerCost(**cls.ENTRY.unpack(frame, cls.HEAD.size + k * cls.ENTRY.size)) for k in range(n)))
+
+
+@dataclass(frozen=True)
+class Output:
+    """A slice of an int8 tensor an int8 (TQPL) run computed: ``op`` 0xFF is the graph output, else the output of op
+    ``op`` (START's out_flags bit 0); ``values`` are the int8 codes of elements [offset, offset + len) of ``total``."""
+
+    TYPE: ClassVar[MsgType] = MsgType.OUTPUT
+    HEAD: ClassVar[Layout] = Layout((("sample", "I"), ("op", "B"), ("phase", "B"), ("_", "H"), ("total", "I"),
+                                     ("offset", "I"), ("count", "H"), ("_", "H")))
+    MAX_VALUES: ClassVar[int] = 1000
+    GRAPH: ClassVar[int] = 0xFF
+
+    sample: int
+    op: int
+    phase: int
+    total: int
+    offset: int
+    values: bytes  # int8 codes, two's complement
+
+    @property
+    def count(self) -> int:
+        return len(self.values)
+
+    def pack(self) -> bytes:
+        if self.count > self.MAX_VALUES:
+            raise ValueError(f"OUTPUT chunk of {self.count} values exceeds {self.MAX_VALUES}")
+        return self.HEAD.pack(self) + bytes(self.values)
+
+    @classmethod
+    def unpack(cls, frame: Frame) -> Output:
+        h = cls.HEAD.unpack(frame)
+        count, offset, total = h.pop("count"), h["offset"], h["total"]
+        if count > cls.MAX_VALUES:
+            raise ProtocolError(frame, f"OUTPUT count {count} > {cls.MAX_VALUES}")
+        _need(frame, cls.HEAD.size + count)
+        if offset + count > total:
+            raise ProtocolError(frame, f"OUTPUT values [{offset}, {offset + count}) exceed total {total}")
+        return cls(**h, values=frame.body[cls.HEAD.size:])
+
+
+Message = Hello | Step | GradStats | GradChunk | Eval | Summary | Log | Fault | Pong | Ack | LayerCosts | Output
+Command = Start | Stop | Ping
+
+_MESSAGES: dict[int, Callable[[Frame], Message]] = {
+    c.TYPE: c.unpack
+    for c in (Hello, Step, GradStats, GradChunk, Eval, Summary, Log, Fault, Pong, Ack, LayerCosts, Output)
+}
+_COMMANDS: dict[int, Callable[[Frame], Command]] = {c.TYPE: c.unpack for c in (Start, Stop, Ping)}
+
+
+def encode_message(msg: Message, seq: int) -> bytes:
+    """Encode a device→host message as a frame (used by fake devices and tests)."""
+    return encode_frame(msg.TYPE, seq, msg.pack())
+
+
+def encode_command(cmd: Command, seq: int) -> bytes:
+    """Encode a host→device command as a frame."""
+    return encode_frame(cmd.TYPE, seq, cmd.pack())
+
+
+def decode_message(frame: Frame) -> Message:
+    """Typed device→host message of a checked frame; ProtocolError if the body breaks the contract."""
+    return _decode(frame, _MESSAGES, "device→host message")
+
+
+def decode_command(frame: Frame) -> Command:
+    """Typed host→device command of a checked frame (what the firmware sees; used by fake devices)."""
+    return _decode(frame, _COMMANDS, "host→device command")
+
+
+def _decode(frame: Frame, table: dict[int, Callable[[Frame], _T]], what: str) -> _T:
+    unpack = table.get(frame.type)
+    if unpack is None:
+        raise ProtocolError(frame, f"not a {what} type (0x{frame.type:02X})")
+    return unpack(frame)
+
+
+__all__ = [
+    "MAX_BODY",
+    "MAX_ENCODED",
+    "PROTOCOL_VERSION",
+    "Ack",
+    "Command",
+    "DecoderStats",
+    "Eval",
+    "Fault",
+    "Frame",
+    "FrameDecoder",
+    "FramingError",
+    "GradChunk",
+    "GradStat",
+    "GradStats",
+    "Hello",
+    "LayerCost",
+    "LayerCosts",
+    "Log",
+    "Message",
+    "MsgType",
+    "Output",
+    "Ping",
+    "Pong",
+    "ProtocolError",
+    "Start",
+    "Step",
+    "Stop",
+    "Summary",
+    "clean_text",
+    "decode_command",
+    "decode_message",
+    "encode_command",
+    "encode_frame",
+    "encode_message",
+]

@@ -1,0 +1,102 @@
+"""A conversation with the training firmware over a Link: hello, start, collect until the run's summary.
+
+Kept apart from orchestration so the same calls serve the CLI, the pytest fixtures and a user's own script.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import serial
+
+from bench.link import protocol as proto
+from bench.link.link import Link, LinkError
+
+FAULT_NAMES = {1: "hard fault", 2: "bad plan blob", 3: "arena too small", 4: "bad dataset blob",
+               5: "bad command", 6: "stack overflow"}
+
+
+class DeviceError(RuntimeError):
+    """The device reported a fault or stopped answering; the message names the run and the journal."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    steps: int
+    lr: float
+    seed: int
+    grad_every: int = 0
+    eval_samples: int = 0
+
+
+def hello(link: Link, timeout: float = 10.0) -> proto.Hello:
+    """Ping until the firmware introduces itself (it is silent until its first command)."""
+    link.send(proto.Ping(nonce=0x42454E43))
+    msg = link.expect(proto.Hello, timeout=timeout, what="HELLO after PING")
+    assert isinstance(msg, proto.Hello)
+    return msg
+
+
+def describe_fault(fault: proto.Fault) -> str:
+    name = FAULT_NAMES.get(fault.code, f"code {fault.code}")
+    detail = f"needs {fault.arg0:,} B, has {fault.arg1:,} B" if fault.code == 3 else \
+        f"pc=0x{fault.pc:08x} lr=0x{fault.lr:08x} cfsr=0x{fault.cfsr:08x}"
+    return f"device fault: {name} ({detail}) {fault.text}".strip()
+
+
+class MessageSink(Protocol):
+    """Where a run's decoded messages go (`bench.records.RunRecord` is one)."""
+
+    def add(self, msg: object) -> None: ...
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """What the conversation itself measured: the plan hash the device acknowledged, wall time, frames lost."""
+
+    plan_hash: int
+    wall_s: float
+    lost_frames: int
+    steps: int
+
+
+def train(link: Link, sink: MessageSink, settings: TrainSettings, idle_timeout: float, name: str,
+          on_step: Callable[[proto.Step], None] | None = None) -> TrainOutcome:
+    """Start a run and hand every message to ``sink`` until SUMMARY; a FAULT ends it with a `DeviceError`."""
+    link.send(proto.Start(steps=settings.steps, lr=settings.lr, seed=settings.seed,
+                          grad_every=settings.grad_every, eval_samples=settings.eval_samples))
+    started = time.monotonic()
+    plan_hash: int | None = None
+    steps = 0
+    while True:
+        msg = link.expect(lambda m: True, timeout=idle_timeout, what=f"messages of run {name} (step {steps})")
+        sink.add(msg)
+        if isinstance(msg, proto.Ack):
+            plan_hash = msg.plan_hash
+        elif isinstance(msg, proto.Fault):
+            raise DeviceError(f"{name}: {describe_fault(msg)}; journal {link.journal_path}")
+        elif isinstance(msg, proto.Step):
+            steps += 1
+            if on_step is not None:
+                on_step(msg)
+        elif isinstance(msg, proto.Summary):
+            break
+    if plan_hash is None:
+        raise DeviceError(f"{name}: SUMMARY without ACK; journal {link.journal_path}")
+    return TrainOutcome(plan_hash, time.monotonic() - started, link.stats.lost_frames, steps)
+
+
+def running_build_id(url: str, baudrate: int, journal_dir: Path, name: str, timeout: float) -> str | None:
+    """The build id the firmware at ``url`` reports in HELLO, or None when nothing answers. Failing to open the port
+    at all raises the underlying `serial.SerialException` / `OSError`, so the caller can name the port."""
+    try:
+        with Link.open(url, baudrate, journal_dir, name=name) as link:
+            return hello(link, timeout=timeout).build_id
+    except LinkError as exc:
+        if isinstance(exc.__cause__, serial.SerialException | OSError):
+            raise exc.__cause__ from exc
+        return None

@@ -1,0 +1,368 @@
+"""Independent numpy reference of int8 training with Quantization-Aware Scaling (docs/qplan-format.md, "Training").
+
+The device's backward and update are integer arithmetic, so the reference must agree *exactly*: every streamed int32
+gradient accumulator and its exponent, every step, while replaying the samples the device reports. It shares no code
+with the firmware: the forward pass is `bench.numerics.int8ref` (itself bit-exact with tflite-micro) run on the
+current codes,
+the backward pass is written here from the definitions with vectorised numpy (int64 holding int32 values), and the
+only inputs taken from the compiled plan are its constants (channel factors m, update multipliers, channel lists),
+whose derivation `tests/test_int8train.py` checks against the real-valued QAS formula.
+
+Definitions (one step, batch 1):
+
+- logits gradient: e = p + 128 − 256·onehot (p the int8 softmax output), g = rdbp(e, k) with the smallest k ≥ 0
+  giving |g| ≤ 127, E = k (rdbp: divide by 2^k rounding half away from zero);
+- per weighted op with output gradient (g, E): g' = 0 where the op's output sits at a fused-activation bound,
+  h = floor((g'·m[o] + 128) / 256);
+  input gradient acc = Σ h·W̄ (the transposed op; depthwise: per channel), g_in = rdbp(acc, k), E_in = E − 7 + k;
+- AVERAGE_POOL_2D (no parameters): acc = Σ over the windows covering an input of g·round(2^16 / count), g_in =
+  rdbp(acc, k), E_in = E − 16 + k; RESHAPE passes (g, E) on;
+  bias accumulator a_b[o] = Σ_positions h[., o]; weight accumulator a[o] = Σ_positions h[., o]·(x − zp_x);
+- update: Δ = round_half_up(a·M·2^(s + E − 31)) clamped to ±2^30; weights V = 65536·W̄ + r − Δ clamped to
+  ±127·65536, W̄ = floor((V + 32768) / 65536), r = V − 65536·W̄; biases likewise in int64, codes clamped to ±2^30
+  (residual 0 when clamped). The op's input gradient uses the weights before its own update.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from bench.model.qgraph import ConvOptions, FullyConnectedOptions, PoolOptions, QModel
+from bench.numerics import int8prep, int8ref, quant
+
+Key = tuple[int, str]  # (op index, "w" | "b")
+
+@dataclass(frozen=True)
+class QTrainOp:
+    """The host's view of one op on the backward path (docs/qplan-format.md, "Training section")."""
+
+    index: int
+    kind: str
+    train_w: bool
+    train_b: bool
+    need_dx: bool
+    mask: bool
+    channels: tuple[int, ...]  # trained weight rows (empty: all, when train_w)
+    m: np.ndarray  # int64 [out_c]: round(32768 · s_W[o] / max s_W)
+    w_upd: np.ndarray  # int64 [out_c, 2]: (multiplier, shift) of the weight update
+    b_upd: np.ndarray  # int64 [out_c, 2]: of the bias update
+    grad_scale: float  # C: dL/dW̄ = C·2^E·a and dL/db̄ = C·2^E·a_b for the streamed accumulators a
+    c_out: float  # the output gradient's constant c (real = c·2^E·g)
+    kept_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class QTrainPlan:
+    first_bwd: int
+    lr: float
+    qas: bool
+    ops: dict[int, QTrainOp]
+
+
+H_SHIFT = 7  # h = (g·m + 128) >> 8 carries 2^7 · g · s_W[o] / max s_W
+
+
+RES_BITS = 16  # Q16 residual per trained weight and bias
+
+
+POOL_SHIFT = 16  # average pool backward: Q16 reciprocal of each window's tap count
+
+
+class TrainablePlan(Protocol):
+    """What the replay needs of an int8 plan (`bench.plan.int8.QPlan` is one): the graph and its training records."""
+
+    @property
+    def model(self) -> QModel: ...
+
+    @property
+    def train(self) -> QTrainPlan | None: ...
+DELTA_MAX = 2**30
+BIAS_MAX = 2**30
+RES = 65536
+
+
+@dataclass(frozen=True)
+class QGrad:
+    """Integer gradient accumulators of one tensor and the exponent of the op's output gradient."""
+
+    values: np.ndarray  # int64, streamed order: the trained rows (channel list order), flattened
+    exponent: int
+
+
+# --------------------------------------------------------------------------------------------- arithmetic
+
+
+def rdbp(x: np.ndarray, k: int) -> np.ndarray:
+    """x / 2^k rounded to nearest, ties away from zero."""
+    x = np.asarray(x, np.int64)
+    if k == 0:
+        return x
+    q = (np.abs(x) + (1 << (k - 1))) >> k
+    return np.sign(x) * q
+
+
+def requant_shift(acc: np.ndarray) -> int:
+    """The smallest k >= 0 with every |rdbp(acc, k)| <= 127."""
+    m = int(np.max(np.abs(acc))) if np.size(acc) else 0
+    k = 0
+    while int(rdbp(np.array([m]), k)[0]) > 127:
+        k += 1
+    return k
+
+
+def delta(a: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """round(a·mult·2^(shift − 31)) half up, clamped to ±2^30 (shift already includes E); exact integer arithmetic."""
+    a, mult, shift = np.broadcast_arrays(np.asarray(a, np.int64), np.asarray(mult, np.int64),
+                                         np.asarray(shift, np.int64))
+    out = np.zeros(a.shape, np.int64)
+    for idx in np.ndindex(a.shape):  # Python integers: no overflow whatever the shift
+        p, t = int(a[idx]) * int(mult[idx]), 31 - int(shift[idx])
+        if p == 0 or t >= 63:
+            continue
+        v = (p + (1 << (t - 1))) >> t if t > 0 else p << -t
+        out[idx] = max(-DELTA_MAX, min(DELTA_MAX, v))
+    return out
+
+
+def update_codes(w: np.ndarray, r: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int8 codes and Q16 residuals after subtracting Δ (in 2^-16 code units)."""
+    v = np.clip(w.astype(np.int64) * RES + r - d, -127 * RES, 127 * RES)
+    q = (v + RES // 2) // RES  # floor division: round half up
+    return q, v - q * RES
+
+
+def update_bias(b: np.ndarray, r: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    v = b.astype(np.int64) * RES + r - d
+    q = (v + RES // 2) // RES
+    clamped = np.abs(q) > BIAS_MAX
+    return np.where(clamped, np.sign(q) * BIAS_MAX, q), np.where(clamped, 0, v - q * RES)
+
+
+# --------------------------------------------------------------------------------------------- backward pieces
+
+
+def logits_grad(p: np.ndarray, label: int) -> tuple[np.ndarray, int]:
+    e = np.asarray(p, np.int64).ravel() + 128
+    e[label] -= 256
+    k = requant_shift(e)
+    return rdbp(e, k), k
+
+
+def _mask(model: QModel, i: int, y: np.ndarray) -> np.ndarray:
+    op = model.ops[i]
+    o = op.options
+    assert isinstance(o, ConvOptions | FullyConnectedOptions)
+    s_y, zp_y = int8prep.qparams(model.tensors[op.outputs[0]])
+    lo, hi = quant.activation_range(o.activation, s_y, zp_y)
+    keep = np.ones(y.shape, bool)
+    if lo > -128:
+        keep &= y > lo
+    if hi < 127:
+        keep &= y < hi
+    return keep
+
+
+def _pads(model: QModel, i: int) -> tuple[int, int, int, int]:
+    op = model.ops[i]
+    o = op.options
+    assert isinstance(o, ConvOptions)
+    x, w = model.tensors[op.inputs[0]], model.tensors[op.inputs[1]]
+    (t, b), (left, right) = (int8prep.pads(x.shape[1], w.shape[1], o.stride[0], o.padding),
+                             int8prep.pads(x.shape[2], w.shape[2], o.stride[1], o.padding))
+    return t, b, left, right
+
+
+def _conv_patches(model: QModel, i: int, xz: np.ndarray) -> np.ndarray:
+    """Windows [oh, ow, kh, kw, c] of the zero-padded (x − zp) input of conv op i."""
+    op = model.ops[i]
+    o = op.options
+    assert isinstance(o, ConvOptions)
+    kh, kw = model.tensors[op.inputs[1]].shape[1:3]
+    t, b, left, right = _pads(model, i)
+    xp = np.pad(xz, ((t, b), (left, right), (0, 0)))
+    win = sliding_window_view(xp, (kh, kw), axis=(0, 1))[:: o.stride[0], :: o.stride[1]]  # [oh, ow, c, kh, kw]
+    oh, ow = model.tensors[op.outputs[0]].shape[1:3]
+    return win[:oh, :ow].transpose(0, 1, 3, 4, 2)
+
+
+def _conv_input_grad(model: QModel, i: int, h: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Σ h·W̄ scattered back through conv op i: [ih, iw, c] (h [oh, ow, out_c], w [out_c, kh, kw, c])."""
+    op = model.ops[i]
+    o = op.options
+    assert isinstance(o, ConvOptions)
+    x = model.tensors[op.inputs[0]]
+    ih, iw, c = x.shape[1:]
+    kh, kw = w.shape[1:3]
+    t, b, left, right = _pads(model, i)
+    cols = np.einsum("yxo,oijc->yxijc", h, w)  # each output pixel's contribution to its window
+    acc = np.zeros((ih + t + b, iw + left + right, c), np.int64)
+    oh, ow = h.shape[:2]
+    sh, sw = o.stride
+    for ky in range(kh):
+        for kx in range(kw):
+            acc[ky: ky + sh * (oh - 1) + 1: sh, kx: kx + sw * (ow - 1) + 1: sw] += cols[:, :, ky, kx]
+    return acc[t: t + ih, left: left + iw]
+
+
+def _dw_input_grad(model: QModel, i: int, h: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Σ h·W̄ scattered back through depthwise op i: [ih, iw, c] (h [oh, ow, c·dm], w [1, kh, kw, c·dm]); output
+    channel ic·dm + d reads input channel ic."""
+    op = model.ops[i]
+    o = op.options
+    assert isinstance(o, ConvOptions)
+    ih, iw, c = model.tensors[op.inputs[0]].shape[1:]
+    kh, kw, out_c = w.shape[1:]
+    dm = out_c // c
+    t, b, left, right = _pads(model, i)
+    acc = np.zeros((ih + t + b, iw + left + right, out_c), np.int64)
+    oh, ow = h.shape[:2]
+    sh, sw = o.stride
+    for ky in range(kh):
+        for kx in range(kw):
+            acc[ky: ky + sh * (oh - 1) + 1: sh, kx: kx + sw * (ow - 1) + 1: sw] += h * w[0, ky, kx]
+    return acc[t: t + ih, left: left + iw].reshape(ih, iw, c, dm).sum(axis=3)
+
+
+def _pool_input_grad(model: QModel, i: int, g: np.ndarray) -> np.ndarray:
+    """The average pool's output gradient spread over each window's in-bounds taps, weighted by round(2^16 / count)
+    (count: the window's in-bounds taps, as the forward pass averages them): [ih, iw, c]."""
+    op = model.ops[i]
+    o = op.options
+    assert isinstance(o, PoolOptions)
+    ih, iw, c = model.tensors[op.inputs[0]].shape[1:]
+    (kh, kw), (sh, sw) = o.filter, o.stride
+    pt = int8prep.pads(ih, kh, sh, o.padding)[0]
+    pl = int8prep.pads(iw, kw, sw, o.padding)[0]
+    acc = np.zeros((ih, iw, c), np.int64)
+    oh, ow = g.shape[:2]
+    for oy in range(oh):
+        for ox in range(ow):
+            y0, x0 = oy * sh - pt, ox * sw - pl
+            ys, xs = slice(max(y0, 0), min(y0 + kh, ih)), slice(max(x0, 0), min(x0 + kw, iw))
+            count = (ys.stop - ys.start) * (xs.stop - xs.start)
+            if count > 0:
+                acc[ys, xs] += g[oy, ox] * ((2**POOL_SHIFT + count // 2) // count)
+    return acc
+
+
+# --------------------------------------------------------------------------------------------- replay
+
+
+class Int8Trainer:
+    """The host's copy of the device's trainable state, stepped with the reference arithmetic."""
+
+    def __init__(self, plan: TrainablePlan) -> None:
+        if plan.train is None:
+            raise ValueError("the plan has no training section")
+        self.plan, self.model, self.train = plan, plan.model, plan.train
+        self.w: dict[int, np.ndarray] = {}
+        self.wres: dict[int, np.ndarray] = {}
+        self.b: dict[int, np.ndarray] = {}
+        self.bres: dict[int, np.ndarray] = {}
+        for i, top in self.train.ops.items():
+            op = self.model.ops[i]
+            if top.train_w:
+                data = self.model.tensors[op.inputs[1]].data
+                assert data is not None
+                self.w[i] = data.astype(np.int64).copy()
+                self.wres[i] = np.zeros(self.w[i].shape, np.int64)
+            if top.train_b:
+                data = self.model.tensors[op.inputs[2]].data
+                assert data is not None
+                self.b[i] = data.astype(np.int64).copy()
+                self.bres[i] = np.zeros(self.b[i].shape, np.int64)
+
+    def current_model(self) -> QModel:
+        """The graph with the trained codes (int32 biases, int8 weights) in place of the pretrained ones."""
+        tensors = list(self.model.tensors)
+        for i, w in self.w.items():
+            t = self.model.ops[i].inputs[1]
+            tensors[t] = dataclasses.replace(tensors[t], data=w.astype(np.int8))
+        for i, b in self.b.items():
+            t = self.model.ops[i].inputs[2]
+            tensors[t] = dataclasses.replace(tensors[t], data=b.astype(np.int32))
+        return dataclasses.replace(self.model, tensors=tuple(tensors))
+
+    def weights(self, i: int) -> np.ndarray:
+        """The codes op i computes with (trained or pretrained), int64."""
+        if i in self.w:
+            return self.w[i]
+        data = self.model.tensors[self.model.ops[i].inputs[1]].data
+        assert data is not None
+        return data.astype(np.int64)
+
+    def step(self, x: np.ndarray, label: int) -> tuple[dict[Key, QGrad], np.ndarray]:
+        """One training step on int8 sample ``x``: the streamed accumulators and the graph output before it."""
+        model = self.model
+        outs = int8ref.forward(self.current_model(), np.asarray(x, np.int8)[None])
+        acts = [np.asarray(x, np.int64)] + [o[0].astype(np.int64) for o in outs]  # acts[i] = input of op i
+        g, e = logits_grad(outs[-1][0], label)
+        grads: dict[Key, QGrad] = {}
+        n = len(model.ops)
+        for i in range(n - 2, self.train.first_bwd - 1, -1):
+            top = self.train.ops[i]
+            if top.kind == "RESHAPE":
+                continue
+            if top.kind == "AVERAGE_POOL_2D":
+                acc = _pool_input_grad(model, i, np.asarray(g, np.int64).reshape(acts[i + 1].shape[-3:]))
+                k = requant_shift(acc)
+                g, e = rdbp(acc, k).ravel(), e - POOL_SHIFT + k
+                continue
+            g, e = self._op(i, top, acts[i], acts[i + 1], g, e, grads)
+        return grads, outs[-1][0]
+
+    def _op(self, i: int, top: QTrainOp, x: np.ndarray, y: np.ndarray, g: np.ndarray, e: int,
+            grads: dict[Key, QGrad]) -> tuple[np.ndarray, int]:
+        model, op = self.model, self.model.ops[i]
+        out_c = len(top.m)
+        g = np.asarray(g, np.int64).reshape(y.shape)
+        if top.mask:
+            g = np.where(_mask(model, i, y), g, 0)
+        h = (g.reshape(-1, out_c) * top.m + 128) // 256  # floor
+        _, zp_x = int8prep.qparams(model.tensors[op.inputs[0]])
+        w = self.weights(i)
+        g_in, e_in = np.zeros(0, np.int64), e
+        if top.need_dx:
+            if op.kind == "FULLY_CONNECTED":
+                acc = h[0] @ w
+            elif op.kind == "DEPTHWISE_CONV_2D":
+                oh, ow = y.shape[-3:-1]
+                acc = _dw_input_grad(model, i, h.reshape(oh, ow, out_c), w).ravel()
+            else:
+                oh, ow = y.shape[-3:-1]
+                acc = _conv_input_grad(model, i, h.reshape(oh, ow, out_c), w).ravel()
+            k = requant_shift(acc)
+            g_in, e_in = rdbp(acc, k), e - 7 + k
+        xz = x.reshape(-1) - zp_x if op.kind == "FULLY_CONNECTED" else x.reshape(x.shape[-3:]) - zp_x
+        if top.train_b:
+            a_b = h.sum(axis=0)
+            grads[(i, "b")] = QGrad(a_b, e)
+            d = delta(a_b, top.b_upd[:, 0], top.b_upd[:, 1] + e)
+            self.b[i], self.bres[i] = update_bias(self.b[i], self.bres[i], d)
+        if top.train_w:
+            rows = np.array(top.channels or range(out_c), np.int64)
+            if op.kind == "FULLY_CONNECTED":
+                a = h[0][rows, None] * xz[None, :]
+            else:
+                oh, ow = y.shape[-3:-1]
+                patches = _conv_patches(model, i, xz)  # [oh, ow, kh, kw, c]
+                a = np.einsum("yxo,yxijc->oijc", h.reshape(oh, ow, out_c)[:, :, rows], patches)
+            a = a.reshape(len(rows), -1)
+            grads[(i, "w")] = QGrad(a.ravel(), e)
+            d = delta(a, top.w_upd[rows, 0][:, None], top.w_upd[rows, 1][:, None] + e)
+            flat = self.w[i].reshape(out_c, -1)
+            res = self.wres[i].reshape(out_c, -1)
+            flat[rows], res[rows] = update_codes(flat[rows], res[rows], d)
+        return g_in, e_in
+
+
+def replay(plan: TrainablePlan, x_train: np.ndarray, y_train: np.ndarray, samples: list[int]
+           ) -> list[dict[Key, QGrad]]:
+    """The streamed gradients of each step when training on ``samples`` (indices into the int8 train split)."""
+    trainer = Int8Trainer(plan)
+    return [trainer.step(x_train[s], int(y_train[s]))[0] for s in samples]

@@ -1,0 +1,46 @@
+"""What every blob the device loads shares: the CRC32 field, and the dataset blob (TDST, docs/plan-format.md).
+
+Why one place: the fp32 and the int8 plans feed the same dataset reader on the device; the samples' dtype byte is
+the only difference.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+
+DATASET_MAGIC = 0x54534454  # "TDST"
+DATASET_HEADER = 48
+DTYPE_U8, DTYPE_I8 = 0, 1  # dataset header byte 44
+
+
+def finish_blob(blob: bytes, crc_at: int) -> bytes:
+    """Patch the blob's CRC32 field (computed with the field zeroed)."""
+    crc = zlib.crc32(blob)
+    return blob[:crc_at] + struct.pack("<I", crc) + blob[crc_at + 4:]
+
+
+def dataset_blob(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray,
+                 n_classes: int, scale: float, offset: float, dtype: int = DTYPE_U8) -> bytes:
+    """The dataset blob: HWC samples (u8, or int8 codes the device copies into the input tensor as they are) and u8
+    labels, each section 4-byte aligned. ``scale``/``offset`` give a sample's real value (``q·scale + offset``)."""
+    sample = np.uint8 if dtype == DTYPE_U8 else np.int8
+    x_eval = np.asarray(x_eval, sample)
+    x_train = np.asarray(x_train, sample).reshape(len(y_train), *x_eval.shape[1:])
+    h, w, c = x_eval.shape[1:]
+    parts = [np.ascontiguousarray(a).view(np.uint8).tobytes()
+             for a in (x_train, np.asarray(y_train, np.uint8), x_eval, np.asarray(y_eval, np.uint8))]
+    body = bytearray()
+    for part in parts:
+        body += part + b"\0" * (-len(part) % 4)
+    header = struct.pack("<IHHIIIIHHHHffIBBh", DATASET_MAGIC, 1, DATASET_HEADER, DATASET_HEADER + len(body), 0,
+                         len(y_train), len(y_eval), h, w, c, n_classes, scale, offset, DATASET_HEADER, dtype, 0, 0)
+    return finish_blob(header + bytes(body), crc_at=12)
+
+
+def int8_dataset_blob(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray,
+                      n_classes: int, scale: float, zero_point: int) -> bytes:
+    """A dataset blob of int8 codes quantised with (``scale``, ``zero_point``)."""
+    return dataset_blob(x_train, y_train, x_eval, y_eval, n_classes, scale, -zero_point * scale, DTYPE_I8)

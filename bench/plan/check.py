@@ -1,0 +1,49 @@
+"""Checks of a profile against its model that need the model itself (its layers or its graph's operators).
+
+Why in the plan stage: a profile is a passive description (`bench.config`); what its ``[sparse]`` table names can
+only be judged against the network the plan will be compiled for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.config.profile import Profile, TechniqueError, require_model_file
+from bench.model.tasks import load_task
+from bench.model.zoo import architecture
+from bench.tflite.io import load_tflite
+
+
+def check_sparse_layers(profile: Profile, path: Path | str) -> None:
+    """The ``[sparse]`` layers must name layers of the profile's model that have weights."""
+    assert profile.sparse is not None
+    if profile.imported is not None:
+        check_sparse_ops(profile, path)
+        return
+    model = architecture(profile.model, load_task(profile.task, profile.seed))
+    with_weights = model.param_layers()
+    for i in profile.sparse.layers:
+        where = f"{path}: key 'sparse.layers.{i}'"
+        if i >= len(model.layers):
+            raise TechniqueError(f"{where}: model '{model.name}' has no layer {i} (layers 0..{len(model.layers) - 1})")
+        if i not in with_weights:
+            raise TechniqueError(f"{where}: layer {i} of '{model.name}' is a {model.layers[i].op} and has no weights "
+                                 f"(layers with weights: {', '.join(map(str, with_weights))})")
+
+
+def check_sparse_ops(profile: Profile, path: Path | str) -> None:
+    """For an imported model, the ``[sparse]`` layers must be op indices of CONV_2D / FULLY_CONNECTED ops."""
+    assert profile.sparse is not None
+    ops = load_tflite(require_model_file(profile.model)).ops
+    weighted = [k for k, op in enumerate(ops) if op.kind in ("CONV_2D", "FULLY_CONNECTED")]
+    for i in profile.sparse.layers:
+        if i not in weighted:
+            what = f"op {i} is a {ops[i].kind}" if i < len(ops) else f"the graph has ops 0..{len(ops) - 1}"
+            raise TechniqueError(f"{path}: key 'sparse.layers.{i}': {what}; [sparse] of an imported model indexes "
+                                 f"its operators, and weights train on CONV_2D / FULLY_CONNECTED ops: "
+                                 f"{', '.join(map(str, weighted))}")
+
+
+def check_profile(profile: Profile, path: Path | str) -> None:
+    """Everything about ``profile`` that its model decides; a `TechniqueError` naming the file and key otherwise."""
+    if profile.sparse is not None:
+        check_sparse_layers(profile, path)

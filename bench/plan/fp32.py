@@ -1,0 +1,299 @@
+"""Plan stage: compile (model, technique) into what the device executes, and serialise it (docs/plan-format.md).
+
+The plan decides which tensors live in SRAM and when. Only trainable parameters are copied to SRAM (frozen ones are
+read from flash); an activation is kept past its forward use only if the backward pass needs it (the input of a layer
+whose weights train, the output of a ReLU on the backward path); the backward pass visits only layers at or above the
+lowest trained one; updates are applied as soon as each gradient is known, so gradient buffers never coexist. Buffers
+then get arena offsets by lifetime: two buffers share bytes when their lifetimes do not overlap. The result is the
+plan's analytic arena peak, which the device's measured (painted) arena peak is compared against.
+
+Sparse update (MCUNetV3): a layer whose weights train on a fraction r of its output channels gets a *channel list*
+(the ``round(r·C)`` (at least 1) channels with the largest L2 weight norm, ascending); only those rows are copied to
+SRAM, the others are read from flash, and only their gradient is computed and applied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.config.profile import Technique
+from bench.model.nn import Layer, Model, numel, same_padding
+from bench.plan.blob import finish_blob
+from bench.plan.buffers import Buffer, aligned, arena_composition, buffer_kind, channel_count, place_buffers
+
+PLAN_MAGIC = 0x4E4C5054
+PLAN_HEADER = 64
+LAYER_RECORD = 64
+NONE = 0xFFFFFFFF
+OPS = {"dense": 1, "conv2d": 2, "relu": 3}
+MAX_LAYERS = 32
+PLAN_F_CHANNEL_LISTS = 1  # header flag: some layer records carry a channel list (sparse update)
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    index: int
+    op: str
+    train_w: bool
+    train_b: bool
+    need_dx: bool
+    w_ram: int
+    b_ram: int
+    in_off: int
+    out_off: int
+    dout_off: int
+    din_off: int
+    scratch_off: int
+    kept_bytes: int  # activation bytes this layer keeps alive for backward
+    channels: tuple[int, ...] = ()  # sparse update: the output channels whose weights train (empty = all)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one (model, technique) run needs on the device, with its analytic memory figures."""
+
+    model: Model
+    technique: Technique
+    layers: tuple[LayerPlan, ...]
+    buffers: tuple[Buffer, ...]
+    arena_bytes: int
+    input_off: int
+    dlogits_off: int
+    first_bwd: int
+    trainable: frozenset[tuple[int, str]]
+
+    @property
+    def plan_hash(self) -> int:
+        return _plan_hash(self)
+
+    @property
+    def channels(self) -> dict[int, tuple[int, ...]]:
+        """Layer → output channels whose weights train, for layers trained on a subset of their channels."""
+        return {lp.index: lp.channels for lp in self.layers if lp.channels}
+
+    def blob(self, dataset_addr: int) -> bytes:
+        """The plan blob, with the absolute flash address where the dataset blob will be placed."""
+        return finish_blob(_serialise(self, dataset_addr), crc_at=12)
+
+    def composition(self) -> dict[str, int]:
+        """Planned arena bytes by kind at the moment the most bytes are live (SGD keeps no optimizer state)."""
+        return arena_composition(self.buffers, lambda b: buffer_kind(b.name))
+
+    def layer_memory(self) -> list[dict[str, int]]:
+        """Planned bytes per layer: trainable parameters in SRAM, activations kept for backward, gradient buffers."""
+        sizes = {b.name: b.size for b in self.buffers}
+        rows = []
+        for lp in self.layers:
+            i = lp.index
+            rows.append({"layer": i, "weights_ram_bytes": sizes.get(f"w{i}", 0) + sizes.get(f"b{i}", 0),
+                         "kept_act_bytes": lp.kept_bytes,
+                         "grad_bytes": _size_at(self.buffers, lp.din_off) if lp.need_dx else 0,
+                         "scratch_bytes": sizes.get(f"scratch{i}", 0)})
+        return rows
+
+    def buffer_table(self) -> list[dict[str, int | str]]:
+        return [{"name": b.name, "bytes": b.size, "offset": b.offset, "live": f"{b.start}..{b.end}"}
+                for b in self.buffers]
+
+
+def _size_at(buffers: tuple[Buffer, ...], offset: int) -> int:
+    return next((b.size for b in buffers if b.offset == offset and b.name[0] == "d"), 0)
+
+
+def select_channels(weight: np.ndarray, ratio: float) -> tuple[int, ...]:
+    """The ``channel_count`` output channels with the largest L2 weight norm (ties: lower index), ascending."""
+    rows = np.asarray(weight, np.float64).reshape(weight.shape[0], -1)
+    norms = np.sqrt((rows * rows).sum(axis=1))
+    order = np.lexsort((np.arange(len(norms)), -norms))
+    return tuple(sorted(int(c) for c in order[: channel_count(len(norms), ratio)]))
+
+
+def sparse_channels(model: Model, technique: Technique) -> dict[int, tuple[int, ...]]:
+    """Layer → trained output channels, for the layers a sparse technique trains on fewer than all channels."""
+    if technique.scheme != "sparse":
+        return {}
+    out: dict[int, tuple[int, ...]] = {}
+    for i, ratio in technique.layers:
+        layer = model.layers[i] if 0 <= i < len(model.layers) else None
+        if layer is None or layer.weight is None:
+            raise ValueError(f"sparse technique: layer {i} of '{model.name}' has no weights")
+        chosen = select_channels(layer.weight, ratio)
+        if len(chosen) < layer.weight.shape[0]:
+            out[i] = chosen
+    return out
+
+
+def compile_plan(model: Model, technique: Technique) -> Plan:
+    if len(model.layers) > MAX_LAYERS:
+        raise ValueError(f"model '{model.name}' has {len(model.layers)} layers; plans hold at most {MAX_LAYERS}")
+    trainable = frozenset(technique.trainable(model.param_layers()))
+    channels = sparse_channels(model, technique)
+    n = len(model.layers)
+    first_bwd = min((i for i, _ in trainable), default=n)
+    buffers, names = _buffers(model, trainable, first_bwd, channels)
+    placed = place_buffers(buffers)
+    off = {b.name: b.offset for b in placed}
+    layers = tuple(_layer_plan(i, layer, trainable, first_bwd, names, off, channels.get(i, ())) for i, layer in
+                   enumerate(model.layers))
+    return Plan(model=model, technique=technique, layers=layers, buffers=tuple(placed),
+                arena_bytes=max((b.offset + b.size for b in placed), default=0),
+                input_off=off[names["act"][0]], dlogits_off=off[names["grad"][n]], first_bwd=first_bwd,
+                trainable=trainable)
+
+
+# ---- lifetimes --------------------------------------------------------------------------------------------
+
+def _fwd_t(i: int) -> int:
+    return i
+
+
+def _bwd_t(n: int, i: int) -> int:
+    return 2 * n - i
+
+
+def _buffers(model: Model, trainable: frozenset, first_bwd: int,
+             channels: dict[int, tuple[int, ...]]) -> tuple[list[Buffer], dict]:
+    """Every arena buffer with its lifetime; ``names`` maps activations/gradients to (possibly shared) buffers."""
+    n = len(model.layers)
+    life: dict[str, list[int]] = {}
+    sizes: dict[str, int] = {}
+
+    def use(name: str, size: int, t: int) -> None:
+        sizes[name] = max(sizes.get(name, 0), aligned(size))
+        span = life.setdefault(name, [t, t])
+        span[0], span[1] = min(span[0], t), max(span[1], t)
+
+    act = _activation_names(model)
+    grad = _gradient_names(model, first_bwd)
+    end = _bwd_t(n, 0) + 1
+    use(act[0], 4 * numel(model.input_shape), -1)  # the sample is decoded before the forward pass
+    for i, layer in enumerate(model.layers):
+        use(act[i], 4 * numel(layer.in_shape), _fwd_t(i))
+        use(act[i + 1], 4 * numel(layer.out_shape), _fwd_t(i))
+        for p, arr in (("w", layer.weight), ("b", layer.bias)):
+            if (i, p) in trainable and arr is not None:
+                size = 4 * arr.size
+                if p == "w" and i in channels:  # compact copy of the trained channels' rows
+                    size = size // arr.shape[0] * len(channels[i])
+                use(f"{p}{i}", size, -1)
+                use(f"{p}{i}", size, end)
+    use(act[n], 4 * model.n_classes, n)
+    _backward_uses(model, trainable, first_bwd, act, grad, use)
+    bufs = [Buffer(name, sizes[name], span[0], span[1]) for name, span in life.items()]
+    return bufs, {"act": act, "grad": grad}
+
+
+def _backward_uses(model: Model, trainable: frozenset, first_bwd: int, act: list[str], grad: list[str],
+                   use) -> None:
+    n = len(model.layers)
+    use(grad[n], 4 * model.n_classes, n)
+    for i in range(n - 1, first_bwd - 1, -1):
+        layer, t = model.layers[i], _bwd_t(n, i)
+        use(grad[i + 1], 4 * numel(layer.out_shape), t)
+        if (i, "w") in trainable:
+            use(act[i], 4 * numel(layer.in_shape), t)
+        if layer.op == "relu":
+            use(act[i + 1], 4 * numel(layer.out_shape), t)
+        if i > first_bwd:
+            use(grad[i], 4 * numel(layer.in_shape), t)
+        if layer.op == "conv2d" and (i, "w") in trainable:
+            use(f"scratch{i}", 4 * layer.kernel * layer.kernel * layer.in_shape[2], t)
+
+
+def _activation_names(model: Model) -> list[str]:
+    """Activation buffer per position 0..n; an in-place ReLU's output is its input's buffer."""
+    names = ["a0"]
+    for i, layer in enumerate(model.layers):
+        names.append(names[i] if layer.op == "relu" else f"a{i + 1}")
+    return names
+
+
+def _gradient_names(model: Model, first_bwd: int) -> list[str]:
+    """Gradient buffer per position; an in-place ReLU backward writes over its output gradient."""
+    n = len(model.layers)
+    names = [""] * (n + 1)
+    names[n] = f"d{n}"
+    for i in range(n - 1, -1, -1):
+        names[i] = names[i + 1] if model.layers[i].op == "relu" else f"d{i}"
+    return names
+
+
+def _layer_plan(i: int, layer: Layer, trainable: frozenset, first_bwd: int, names: dict,
+                off: dict[str, int], channels: tuple[int, ...]) -> LayerPlan:
+    act, grad = names["act"], names["grad"]
+    in_bwd = i >= first_bwd
+    train_w, train_b = (i, "w") in trainable, (i, "b") in trainable
+    kept = 4 * numel(layer.in_shape) if train_w else 0
+    if in_bwd and layer.op == "relu":
+        kept = 4 * numel(layer.out_shape)
+    return LayerPlan(
+        index=i, op=layer.op, train_w=train_w, train_b=train_b, need_dx=in_bwd and i > first_bwd,
+        w_ram=off.get(f"w{i}", NONE), b_ram=off.get(f"b{i}", NONE),
+        in_off=off[act[i]], out_off=off[act[i + 1]],
+        dout_off=off.get(grad[i + 1], NONE) if in_bwd else NONE,
+        din_off=off.get(grad[i], NONE) if in_bwd and i > first_bwd else NONE,
+        scratch_off=off.get(f"scratch{i}", NONE), kept_bytes=kept, channels=channels,
+    )
+
+
+# ---- serialisation ----------------------------------------------------------------------------------------
+
+
+def _serialise(plan: Plan, dataset_addr: int) -> bytes:
+    model = plan.model
+    records, weights = bytearray(), bytearray()
+    data_start = PLAN_HEADER + LAYER_RECORD * len(model.layers)
+    for lp, layer in zip(plan.layers, model.layers, strict=True):
+        w_src = _append(weights, layer.weight, data_start)
+        b_src = _append(weights, layer.bias, data_start)
+        ch_off = 0
+        if lp.channels:  # u16 list, padded to 4 bytes
+            ch_off = data_start + len(weights)
+            weights += np.asarray(lp.channels, "<u2").tobytes() + b"\0" * (2 * (len(lp.channels) % 2))
+        records += _layer_record(lp, layer, w_src, b_src, ch_off)
+    total = data_start + len(weights)
+    flags = PLAN_F_CHANNEL_LISTS if plan.channels else 0
+    header = struct.pack(
+        "<IHHIIIIIHHIIIHH16x", PLAN_MAGIC, 1, PLAN_HEADER, total, 0, _plan_hash(plan), plan.arena_bytes,
+        dataset_addr, len(model.layers), model.n_classes, PLAN_HEADER, plan.input_off, plan.dlogits_off,
+        plan.first_bwd, flags,
+    )
+    return header + bytes(records) + bytes(weights)
+
+
+def _plan_hash(plan: Plan) -> int:
+    """The plan hash covers everything but the dataset address and itself, so it names the plan, not a placement."""
+    digest = hashlib.sha256()
+    digest.update(repr((plan.model.name, plan.technique, plan.arena_bytes, plan.layers)).encode())
+    for layer in plan.model.layers:
+        for arr in (layer.weight, layer.bias):
+            if arr is not None:
+                digest.update(np.ascontiguousarray(arr, dtype="<f4").tobytes())
+    return int.from_bytes(digest.digest()[:4], "little")
+
+
+def _append(buf: bytearray, arr: np.ndarray | None, base: int) -> int:
+    if arr is None:
+        return NONE
+    offset = base + len(buf)
+    buf += np.ascontiguousarray(arr, dtype="<f4").tobytes()
+    return offset
+
+
+def _layer_record(lp: LayerPlan, layer: Layer, w_src: int, b_src: int, ch_off: int) -> bytes:
+    flags = lp.train_w | lp.train_b << 1 | lp.need_dx << 2 | (layer.padding == "same") << 3
+    pad_top = pad_left = 0
+    if layer.op == "conv2d" and layer.padding == "same":
+        pad_top = same_padding(layer.in_shape[0], layer.kernel, layer.stride)
+        pad_left = same_padding(layer.in_shape[1], layer.kernel, layer.stride)
+    return struct.pack(
+        "<BBBB6HIIIIIIIIIHHIHH", OPS[layer.op], flags, layer.stride, layer.kernel, *layer.in_shape,
+        *layer.out_shape, w_src, b_src, lp.w_ram, lp.b_ram, lp.in_off, lp.out_off, lp.dout_off, lp.din_off,
+        lp.scratch_off, pad_top, pad_left, ch_off, len(lp.channels), 0,
+    )
+
+

@@ -1,0 +1,117 @@
+"""Fidelity: gradients streamed from the device against an independent host reference (numpy, float64).
+
+The device reports which sample it drew at each step; the host replays those samples through ``bench.numerics.fp32``
+(which shares no code with the firmware), applying the same SGD updates, and compares tensor by tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.model.nn import Model
+from bench.numerics import fp32 as reference
+from bench.numerics import int8train
+from bench.plan.fp32 import Plan
+from bench.plan.int8 import QPlan
+from bench.records.run import PARAM_NAMES, RunRecord
+
+PARAM_CODES = {v: k for k, v in PARAM_NAMES.items()}
+
+
+@dataclass(frozen=True)
+class GradientCheck:
+    step: int
+    layer: int
+    param: str
+    rel_err: float  # ||g_device − g_ref|| / ||g_ref||
+    max_abs_err: float
+
+
+def relative_error(device: np.ndarray, ref: np.ndarray) -> float:
+    denom = float(np.linalg.norm(ref))
+    diff = float(np.linalg.norm(device.astype(np.float64) - ref))
+    return diff / denom if denom > 0 else diff
+
+
+def check_gradients(record: RunRecord, model: Model, x_train: np.ndarray, y_train: np.ndarray,
+                    lr: float, trainable: set[tuple[int, str]],
+                    channels: reference.Channels | None = None) -> list[GradientCheck]:
+    """Compare every streamed gradient of ``record`` (which must stream every step) with the replay.
+
+    ``channels`` (sparse update, ``Plan.channels``): the replay updates only those output channels, and a listed
+    layer's weight gradient is compared on those channels' rows, in list order, as the device streams it."""
+    if not record.steps:
+        raise ValueError(f"{record.run_id}: no steps to check")
+    samples = np.array([s.sample for s in record.steps])
+    if samples.max() >= len(x_train):
+        raise ValueError(f"{record.run_id}: device reported sample {samples.max()} of {len(x_train)}")
+    expected = reference.replay_sgd(model, x_train[samples], y_train[samples], lr, trainable, channels)
+    checks = []
+    for step, grads in zip((s.step for s in record.steps), expected, strict=True):
+        for (layer, param), ref in grads.items():
+            dev = record.grads.get((step, layer, PARAM_CODES[param]))
+            if dev is None:
+                raise ValueError(f"{record.run_id}: device streamed no gradient for step {step} layer {layer} "
+                                 f"{param}")
+            ref_flat = np.asarray(ref, dtype=np.float64).ravel()
+            if dev.size != ref_flat.size:
+                raise ValueError(f"{record.run_id}: step {step} layer {layer} {param}: device streamed {dev.size} "
+                                 f"values, the reference has {ref_flat.size}")
+            checks.append(GradientCheck(step, layer, param, relative_error(dev, ref_flat),
+                                        float(np.max(np.abs(dev - ref_flat)))))
+    return checks
+
+
+@dataclass(frozen=True)
+class Int8Check:
+    step: int
+    layer: int
+    param: str
+    exact: bool
+    rel_err: float  # of the real-valued gradients (accumulator · 2^E); 0 when exact
+    mismatches: int
+
+
+def check_int8_gradients(record: RunRecord, plan: QPlan, x_train: np.ndarray, y_train: np.ndarray) -> list[Int8Check]:
+    """Every int8 gradient the device streamed (``record.qgrads``) against the replay, step by step, exactly."""
+    if not record.steps:
+        raise ValueError(f"{record.run_id}: no steps to check")
+    samples = [s.sample for s in record.steps]
+    if max(samples) >= len(x_train):
+        raise ValueError(f"{record.run_id}: device reported sample {max(samples)} of {len(x_train)}")
+    checks = []
+    expected = int8train.replay(plan, x_train, y_train, samples)
+    for step, grads in zip((s.step for s in record.steps), expected, strict=True):
+        for (layer, param), ref in grads.items():
+            dev = record.qgrads.get((step, layer, 0 if param == "w" else 1))
+            if dev is None:
+                raise ValueError(f"{record.run_id}: device streamed no int8 gradient for step {step} op {layer} "
+                                 f"{param}")
+            values, exponent = dev
+            if values.size != ref.values.size:
+                raise ValueError(f"{record.run_id}: step {step} op {layer} {param}: device streamed {values.size} "
+                                 f"values, the reference has {ref.values.size}")
+            exact = exponent == ref.exponent and bool(np.array_equal(values, ref.values))
+            real_dev = values.astype(np.float64) * 2.0**exponent
+            real_ref = ref.values.astype(np.float64) * 2.0**ref.exponent
+            denom = float(np.linalg.norm(real_ref))
+            diff = float(np.linalg.norm(real_dev - real_ref))
+            rel = 0.0 if exact else (diff / denom if denom > 0 else math.inf)
+            checks.append(Int8Check(step, layer, param, exact, rel, int(np.sum(values != ref.values))))
+    return checks
+
+
+def check_plan(record: RunRecord, plan: Plan | QPlan, x_train: np.ndarray, y_train: np.ndarray, lr: float
+               ) -> tuple[float, float]:
+    """The records stage's one fidelity entry: every gradient of a check run (``record``) against the reference of
+    the plan's numerics. Returns (worst relative error, exact), ``exact`` 1.0/0.0 for int8 plans (every accumulator
+    equal to `bench.numerics.int8train`'s) and NaN for fp32 plans (float64 replay: only the error says anything)."""
+    if isinstance(plan, QPlan):
+        qchecks = check_int8_gradients(record, plan, x_train, y_train)
+        exact = float(all(c.exact for c in qchecks)) if qchecks else math.nan
+        return max((c.rel_err for c in qchecks), default=math.nan), exact
+    checks = check_gradients(record, plan.model, x_train, y_train, lr, set(plan.trainable), plan.channels)
+    return max((c.rel_err for c in checks), default=math.nan), math.nan

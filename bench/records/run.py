@@ -1,0 +1,273 @@
+"""Records stage: device messages of one run become a typed ``RunRecord``, then rows of the results tables.
+
+Every figure carries how it was obtained: counts and SRAM are *measured* on the device or twin; energy on a twin is
+*modelled* (counts ÷ clock × datasheet run current × supply voltage, assuming one cycle per instruction); planned
+SRAM is *planned* (host analysis). Results are written after every run, so an interrupted session keeps what it had.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.config.boards import Board
+from bench.energy.integrate import StepEnergies, level_step_energies
+from bench.energy.model import board_energy_uj
+from bench.link import protocol as proto
+from bench.target.drivers import Counting
+
+RUN_COLUMNS = [
+    "run_id", "board", "target_kind", "technique", "model", "status", "error", "steps", "final_loss", "acc_before",
+    "acc_after", "loss_before", "loss_after", "peak_sram_bytes", "planned_sram_bytes", "required_sram_bytes",
+    "board_sram_bytes", "flash_bytes", "board_flash_bytes", "static_bytes", "stack_bytes", "arena_bytes",
+    "instr_per_step", "count_unit",
+    "instr_fwd_per_step", "instr_bwd_per_step", "instr_upd_per_step", "energy_per_step_uj", "energy_source",
+    "energy_spread_pct",
+    "mem_weights_bytes", "mem_activations_bytes", "mem_gradients_bytes", "mem_optimizer_bytes",
+    "lost_frames", "journal", "fidelity_max_rel_err", "fidelity_exact", "build_id", "plan_hash", "wall_s",
+]
+LAYER_COLUMNS = ["run_id", "layer", "op", "instr_fwd", "instr_bwd", "instr_upd", "weights_ram_bytes", "kept_act_bytes",
+                 "grad_bytes", "scratch_bytes"]
+OP_NAMES = {1: "dense", 2: "conv2d", 3: "relu", 0x81: "conv_i8", 0x82: "dwconv_i8", 0x83: "fc_i8", 0x84: "avgpool_i8",
+            0x85: "mean_i8", 0x86: "add_i8", 0x87: "reshape_i8", 0x88: "softmax_i8"}
+STEP_COLUMNS = ["run_id", "step", "loss", "correct", "instr_fwd", "instr_bwd", "instr_update", "sram_bytes"]
+GRAD_COLUMNS = ["run_id", "step", "layer", "param", "l2", "max_abs", "values"]
+PARAM_NAMES = {0: "w", 1: "b"}
+MEM_KINDS = ("weights", "activations", "gradients", "optimizer")
+
+
+@dataclass
+class RunRecord:
+    """What one run produced, as received; derived figures are computed from it, never stored twice."""
+
+    run_id: str
+    board: Board
+    target_kind: str
+    technique: str
+    model: str
+    journal: str = ""
+    status: str = "ok"
+    error: str = ""
+    hello: proto.Hello | None = None
+    counting: Counting | None = None
+    steps: list[proto.Step] = field(default_factory=list)
+    gstats: list[proto.GradStats] = field(default_factory=list)
+    grads: dict[tuple[int, int, int], np.ndarray] = field(default_factory=dict)
+    # int8 plans: the int32 accumulators exactly as streamed, with the exponent E of their step
+    qgrads: dict[tuple[int, int, int], tuple[np.ndarray, int]] = field(default_factory=dict)
+    # int8 plans: (layer, param) -> C, so that dL/d(code) = accumulator · C · 2^E (set from the plan)
+    grad_scales: dict[tuple[int, int], float] = field(default_factory=dict)
+    evals: dict[int, proto.Eval] = field(default_factory=dict)
+    summary: proto.Summary | None = None
+    logs: list[proto.Log] = field(default_factory=list)
+    faults: list[proto.Fault] = field(default_factory=list)
+    layer_costs: proto.LayerCosts | None = None
+    measured_energy: StepEnergies | None = None  # from a meter, per step and phase
+    meter: str = ""
+    plan_layers: list[dict[str, int]] = field(default_factory=list)  # planned bytes per layer
+    plan_composition: dict[str, int] = field(default_factory=dict)  # planned arena bytes by kind at its peak
+    lost_frames: int = 0
+    planned_sram_bytes: int | None = None  # planned peak: static + the plan's arena
+    required_sram_bytes: int | None = None  # what the fit check demands: planned + the linked stack reserve
+    flash_bytes: int | None = None
+    build_id: str = ""
+    plan_hash: int | None = None
+    fidelity_max_rel_err: float = math.nan
+    fidelity_exact: float = math.nan  # int8: 1.0 when every checked gradient equals the integer reference exactly
+    wall_s: float = math.nan
+
+    def add(self, msg: object) -> None:
+        """File one decoded device message."""
+        if isinstance(msg, proto.Step):
+            self.steps.append(msg)
+        elif isinstance(msg, proto.GradStats):
+            self.gstats.append(msg)
+        elif isinstance(msg, proto.GradChunk):
+            self._add_chunk(msg)
+        elif isinstance(msg, proto.Eval):
+            self.evals[msg.phase] = msg
+        elif isinstance(msg, proto.Summary):
+            self.summary = msg
+        elif isinstance(msg, proto.Log):
+            self.logs.append(msg)
+        elif isinstance(msg, proto.Fault):
+            self.faults.append(msg)
+        elif isinstance(msg, proto.LayerCosts):
+            self.layer_costs = msg
+
+    def _add_chunk(self, msg: proto.GradChunk) -> None:
+        key = (msg.step, msg.layer, msg.param)
+        if msg.exponent is not None:
+            ints = self.qgrads.get(key)
+            if ints is None or ints[0].size != msg.total:
+                ints = self.qgrads[key] = (np.zeros(msg.total, np.int64), msg.exponent)
+            got = np.asarray(msg.values, np.int64)
+            ints[0][msg.offset: msg.offset + got.size] = got[: max(msg.total - msg.offset, 0)]
+        tensor = self.grads.get(key)
+        if tensor is None or tensor.size != msg.total:
+            tensor = self.grads[key] = np.full(msg.total, np.nan, dtype=np.float32)
+        values = np.asarray(msg.values, dtype=np.float64)
+        if msg.exponent is not None:  # dL/d(code), the gradient w.r.t. the integer codes before QAS
+            values = values * self.grad_scales.get((msg.layer, msg.param), 1.0) * 2.0**msg.exponent
+        end = min(msg.offset + values.size, tensor.size)
+        tensor[msg.offset:end] = values[: max(end - msg.offset, 0)]
+
+    # ---- derived figures ------------------------------------------------------------------------------------
+
+    def counts(self, ticks: float) -> float:
+        return self.counting.convert(ticks) if self.counting else math.nan
+
+    def mean_counts(self) -> tuple[float, float, float]:
+        if not self.steps:
+            return math.nan, math.nan, math.nan
+        fwd = float(np.mean([s.t_fwd for s in self.steps]))
+        bwd = float(np.mean([s.t_bwd for s in self.steps]))
+        upd = float(np.mean([s.t_upd for s in self.steps]))
+        return self.counts(fwd), self.counts(bwd), self.counts(upd)
+
+    def energy_per_step_uj(self, counts_per_step: float) -> float:
+        """Modelled: counts/clock × datasheet run current × supply voltage (1 cycle per instruction assumed)."""
+        return board_energy_uj(self.board, counts_per_step)
+
+    def attach_capture(self, capture, channel: int) -> None:
+        """Energy per step and phase from a meter capture spanning this run's training steps."""
+        self.measured_energy = level_step_energies(capture, len(self.steps), channel)
+        self.meter = capture.meter
+
+    def energy(self) -> tuple[float, str, float]:
+        """(µJ per step, source label, spread in % of the median): measured when a meter ran, else modelled."""
+        if self.measured_energy is not None and self.measured_energy.steps:
+            per_step = self.measured_energy.per_step_uj()
+            median = float(np.median(per_step))
+            spread = float((per_step.max() - per_step.min()) / median * 100) if median else math.nan
+            return median, f"measured ({self.meter})", spread
+        fwd, bwd, upd = self.mean_counts()
+        return self.energy_per_step_uj(fwd + bwd + upd), "modelled", math.nan
+
+    def accuracy(self, phase: int) -> float:
+        ev = self.evals.get(phase)
+        return ev.correct / ev.n if ev and ev.n else math.nan
+
+    def eval_loss(self, phase: int) -> float:
+        """Mean loss over the eval split, before (0) or after (1) training."""
+        ev = self.evals.get(phase)
+        return ev.loss_sum / ev.n if ev and ev.n else math.nan
+
+    def peak_sram(self) -> tuple[float, float, float, float]:
+        """(peak, static, stack, arena) bytes as measured by the device."""
+        if self.summary is not None:
+            s = self.summary
+            return s.sram_peak, s.static_bytes, s.stack_hwm, s.arena_peak
+        if self.steps:
+            last = self.steps[-1]
+            static = self.hello.static_bytes if self.hello else math.nan
+            return max(s.sram_used for s in self.steps), static, last.stack_hwm, last.arena_peak
+        return math.nan, math.nan, math.nan, math.nan
+
+    def final_loss(self) -> float:
+        """Mean loss of the last tenth of the steps (at least 10): one batch-1 loss says little."""
+        tail = [s.loss for s in self.steps[-max(10, len(self.steps) // 10):]]
+        return float(np.mean(tail)) if tail else math.nan
+
+    def run_row(self) -> dict[str, object]:
+        fwd, bwd, upd = self.mean_counts()
+        total = fwd + bwd + upd
+        peak, static, stack, arena = self.peak_sram()
+        energy, energy_source, energy_spread = self.energy()
+        return {
+            "run_id": self.run_id, "board": self.board.name, "target_kind": self.target_kind,
+            "technique": self.technique, "model": self.model, "status": self.status, "error": self.error,
+            "steps": len(self.steps), "final_loss": self.final_loss(),
+            "acc_before": self.accuracy(0), "acc_after": self.accuracy(1),
+            "loss_before": self.eval_loss(0), "loss_after": self.eval_loss(1),
+            "peak_sram_bytes": peak, "planned_sram_bytes": _nan(self.planned_sram_bytes),
+            "required_sram_bytes": _nan(self.required_sram_bytes),
+            "board_sram_bytes": self.board.sram_bytes, "flash_bytes": _nan(self.flash_bytes),
+            "board_flash_bytes": self.board.flash_bytes, "static_bytes": static, "stack_bytes": stack,
+            "arena_bytes": arena, "instr_per_step": total,
+            "count_unit": self.counting.unit if self.counting else "",
+            "instr_fwd_per_step": fwd, "instr_bwd_per_step": bwd, "instr_upd_per_step": upd,
+            "energy_per_step_uj": energy, "energy_source": energy_source, "energy_spread_pct": energy_spread,
+            **{f"mem_{k}_bytes": _nan(self.plan_composition.get(k)) for k in MEM_KINDS},
+            "lost_frames": self.lost_frames, "journal": self.journal,
+            "fidelity_max_rel_err": self.fidelity_max_rel_err, "fidelity_exact": self.fidelity_exact,
+            "build_id": self.build_id,
+            "plan_hash": f"{self.plan_hash:08x}" if self.plan_hash is not None else "", "wall_s": self.wall_s,
+        }
+
+    def step_rows(self) -> list[dict[str, object]]:
+        return [{"run_id": self.run_id, "step": s.step, "loss": s.loss, "correct": int(s.label == s.pred),
+                 "instr_fwd": self.counts(s.t_fwd), "instr_bwd": self.counts(s.t_bwd),
+                 "instr_update": self.counts(s.t_upd), "sram_bytes": s.sram_used} for s in self.steps]
+
+    def layer_rows(self) -> list[dict[str, object]]:
+        """Per layer: measured mean counts per step by phase, and the plan's bytes for it."""
+        steps = max(len(self.steps), 1)
+        costs = {c.layer: c for c in self.layer_costs.entries} if self.layer_costs else {}
+        rows = []
+        for mem in self.plan_layers:
+            cost = costs.get(mem["layer"])
+            row: dict[str, object] = {"run_id": self.run_id, "layer": mem["layer"],
+                                      "op": OP_NAMES.get(cost.op, "?") if cost else ""}
+            for phase in ("fwd", "bwd", "upd"):
+                row[f"instr_{phase}"] = self.counts(getattr(cost, phase) / steps) if cost else math.nan
+            rows.append(row | {k: v for k, v in mem.items() if k != "layer"})
+        return rows
+
+    def grad_rows(self) -> list[dict[str, object]]:
+        """Per-layer gradient statistics of every step, with the full tensor on steps that streamed it."""
+        rows = []
+        for g in self.gstats:
+            for e in g.entries:
+                tensor = self.grads.get((g.step, e.layer, e.param))
+                scale = 1.0
+                if e.exponent is not None:
+                    scale = self.grad_scales.get((e.layer, e.param), 1.0) * 2.0**e.exponent
+                rows.append({"run_id": self.run_id, "step": g.step, "layer": e.layer,
+                             "param": PARAM_NAMES.get(e.param, "?"), "l2": e.l2 * scale, "max_abs": e.max_abs * scale,
+                             "values": None if tensor is None else tensor.tolist()})
+        return rows
+
+
+def _nan(value: int | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+class ResultsWriter:
+    """Writes runs/steps/grads tables (parquet and CSV) after every run, so results survive an interruption."""
+
+    def __init__(self, out: Path, meta: dict[str, object]) -> None:
+        self.out = out
+        self.meta = meta
+        self.runs: list[dict] = []
+        self.steps: list[dict] = []
+        self.grads: list[dict] = []
+        self.layers: list[dict] = []
+        out.mkdir(parents=True, exist_ok=True)
+        self._write_meta()
+
+    def add(self, record: RunRecord) -> None:
+        self.runs.append(record.run_row())
+        self.steps += record.step_rows()
+        self.grads += record.grad_rows()
+        self.layers += record.layer_rows()
+        self.flush()
+
+    def flush(self) -> None:
+        for name, rows, cols in (("runs", self.runs, RUN_COLUMNS), ("steps", self.steps, STEP_COLUMNS),
+                                 ("grads", self.grads, GRAD_COLUMNS), ("layers", self.layers, LAYER_COLUMNS)):
+            frame = pd.DataFrame(rows, columns=cols)
+            frame.to_parquet(self.out / f"{name}.parquet", index=False)
+            frame.drop(columns=["values"], errors="ignore").to_csv(self.out / f"{name}.csv", index=False)
+
+    def finish(self, **extra: object) -> None:
+        self.meta.update(extra)
+        self._write_meta()
+
+    def _write_meta(self) -> None:
+        (self.out / "meta.json").write_text(json.dumps(self.meta, indent=2, default=str) + "\n")
