@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh Debian 12 machine: `make demo` and `make test`.
-# Both bootstrap what is missing: Debian's ARM toolchain and QEMU, and .venv with the pinned package.
+# `make test` also checks types (mypy) and the stage layers (lint-imports, pyproject.toml). Both bootstrap what is missing: Debian's ARM toolchain and QEMU, and .venv with the pinned package.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -40,11 +40,15 @@ demo: bootstrap
 
 test: bootstrap
 	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/bench build
 	$(BIN)/pytest -n $(PYTEST_WORKERS) -q
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: bootstrap
 	$(BIN)/bench bench

@@ -124,8 +124,11 @@ def run(profile_spec: str, rack_spec: str | None, names: tuple[str, ...], out: P
         sys.exit(1)
 
 
-def _fmt(value: float, spec: str) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+def _fmt(value: object, spec: str, scale: float = 1.0) -> str:
+    """A figure of a results row (NaN or None: a dash), times ``scale``."""
+    if not isinstance(value, int | float) or math.isnan(value):
+        return "–"
+    return format(value * scale, spec)
 
 
 def summary_table(records: list[RunRecord]) -> Table:
@@ -135,7 +138,7 @@ def summary_table(records: list[RunRecord]) -> Table:
         table.add_column(col)
     for r in sorted(records, key=lambda r: r.run_id):
         row = r.run_row()
-        acc = f"{_fmt(row['acc_before'] * 100, '.1f')}% → {_fmt(row['acc_after'] * 100, '.1f')}%"
+        acc = f"{_fmt(row['acc_before'], '.1f', 100)}% → {_fmt(row['acc_after'], '.1f', 100)}%"
         sram = f"{_fmt(row['peak_sram_bytes'], ',.0f')} / {row['board_sram_bytes']:,} B"
         # does-not-fit: the error ends "needs N B of SRAM|flash but the board has M B" (bench.image.firmware.DoesNotFit)
         error = r.error.rsplit(": ", 1)[-1] if r.status == "does-not-fit" else r.error

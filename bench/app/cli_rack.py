@@ -29,8 +29,8 @@ def _tables(result: ScanResult) -> list[Table]:
     ports = Table(title="USB serial ports (pyserial)")
     for col in ("device", "by-id path", "VID:PID", "serial number", "description"):
         ports.add_column(col)
-    for p in result.ports:
-        ports.add_row(p.device, p.by_id or "–", p.vid_pid or "–", p.serial_number or "–", p.description)
+    for port in result.ports:
+        ports.add_row(port.device, port.by_id or "–", port.vid_pid or "–", port.serial_number or "–", port.description)
     rack = Table(title="Rack entries")
     for col in ("name", "board", "probe_uid", "port"):
         rack.add_column(col)

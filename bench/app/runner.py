@@ -28,7 +28,7 @@ from bench import plan as bench_plan
 from bench.config import profile as config_profile
 from bench.config.boards import REPO_ROOT, Board, ConfigError, Rack, RackEntry, load_catalogue
 from bench.config.profile import Profile, Technique, require_model_file
-from bench.energy import JoulescopeMeter, Meter, MeterError, Ppk2Meter
+from bench.energy import JoulescopeMeter, MeterBase, MeterError, Ppk2Meter
 from bench.image.firmware import DoesNotFit, Firmware, ImageSet, assemble, build_firmware, check_sram
 from bench.link import session
 from bench.link.link import Link
@@ -282,7 +282,7 @@ class Bench:
         return fidelity.check_plan(check, plan, x, y, profile.lr_for(technique))
 
 
-def make_meter(entry: RackEntry, window_s: float) -> Meter:
+def make_meter(entry: RackEntry, window_s: float) -> MeterBase:
     """The meter a rack entry names; Joulescope reads a fixed window, stopped early when the run ends."""
     if entry.meter == "ppk2":
         return Ppk2Meter(port=entry.meter_port)

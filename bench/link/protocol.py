@@ -235,7 +235,8 @@ class FrameDecoder:
             self.stats.lost_frames += (seq - self._last_seq - 1) % SEQ_MOD
         self._last_seq = seq
 
-    def _reject(self, counter: str, detail: str) -> None:
+    def _reject(self, counter: str, detail: str) -> Frame | None:
+        """Count and note a dropped run; None, so ``return self._reject(...)`` reads as the check's answer."""
         setattr(self.stats, counter, getattr(self.stats, counter) + 1)
         self._note(self._run_start, counter, detail)
         return None

@@ -9,7 +9,7 @@ the device.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -17,7 +17,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from bench.model import nn
 
 Key = tuple[int, str]  # (layer index, "w" | "b")
-Channels = dict[int, Sequence[int]]  # sparse update: layer -> output channels whose weights train
+Channels = Mapping[int, Sequence[int]]  # sparse update: layer -> output channels whose weights train
 Params = list[tuple[np.ndarray | None, np.ndarray | None]]
 
 
@@ -178,8 +178,9 @@ def _backward(
             if need_dx:
                 dx = (dy2 @ w).reshape(len(dy), *model.layers[i].in_shape)
         elif layer.op == "conv2d":
-            assert w is not None and isinstance(caches[i], np.ndarray)
-            grads[(i, "w")], grads[(i, "b")], dx = _conv_backward(dy, caches[i], w, layer, need_dx)
+            cols = caches[i]
+            assert w is not None and isinstance(cols, np.ndarray)
+            grads[(i, "w")], grads[(i, "b")], dx = _conv_backward(dy, cols, w, layer, need_dx)
         else:  # relu: mask by output > 0, as the device does
             dx = dy * (acts[i] > 0)
         if dx is not None:
@@ -282,7 +283,7 @@ def train_host(
     params = _params64(model)
     xb, yb = _batch(model, x), np.asarray(y).astype(np.int64)
     keys = param_keys(model)
-    velocity = {k: 0.0 for k in keys}
+    velocity: dict[Key, np.ndarray | float] = {k: 0.0 for k in keys}
     rng = np.random.default_rng(seed)
     for _ in range(epochs):
         order = rng.permutation(len(xb))
@@ -294,5 +295,6 @@ def train_host(
             for (i, t), g in grads.items():
                 velocity[(i, t)] = momentum * velocity[(i, t)] + g
                 w, b = params[i]
+                assert w is not None and b is not None
                 params[i] = (w - lr * velocity[(i, t)], b) if t == "w" else (w, b - lr * velocity[(i, t)])
     return _with_params(model, params)

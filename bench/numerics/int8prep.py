@@ -32,7 +32,7 @@ def pads(size: int, k: int, stride: int, padding: str) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def windows(x: np.ndarray, k: tuple[int, int], stride: tuple[int, int], padding: str, fill: int = 0) -> np.ndarray:
+def windows(x: np.ndarray, k: tuple[int, ...], stride: tuple[int, ...], padding: str, fill: int = 0) -> np.ndarray:
     """Patches [n, oh, ow, c, kh, kw] of ``x`` [n, h, w, c] padded with ``fill``."""
     (ph0, ph1), (pw0, pw1) = pads(x.shape[1], k[0], stride[0], padding), pads(x.shape[2], k[1], stride[1], padding)
     xp = np.pad(x, ((0, 0), (ph0, ph1), (pw0, pw1), (0, 0)), constant_values=fill)

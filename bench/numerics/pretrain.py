@@ -44,7 +44,7 @@ def _save(path: Path, model: nn.Model) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub types the kwargs as allow_pickle
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -125,7 +125,7 @@ def activation_range(activation: Activation, scale: float, zero_point: int) -> t
     if activation in ("RELU", "RELU6"):
         lo = max(lo, int(zero_point))
     if activation == "RELU6":
-        hi = min(hi, int(zero_point) + int(round_half_away(np.float32(6.0) / np.float32(scale))))
+        hi = min(hi, int(zero_point) + int(round_half_away(float(np.float32(6.0) / np.float32(scale)))))
     return lo, hi
 
 

@@ -331,8 +331,8 @@ def _op_record(model: QModel, op: QOp, index_of: dict[int, int], consts: _Blob, 
         lo, hi = quant.activation_range(o.activation, s_out, zp_out)
     elif op.kind == "SOFTMAX":
         assert isinstance(o, SoftmaxOptions)
-        mult, shift, diff_min = int8prep.softmax_params(o.beta, s_in)
-        rq_off = consts.add(_rq_table([(mult, shift)]))
+        sm_mult, sm_shift, diff_min = int8prep.softmax_params(o.beta, s_in)
+        rq_off = consts.add(_rq_table([(sm_mult, sm_shift)]))
         param0 = diff_min
     record = struct.pack("<8B4H2H2hIIiI24x", OP_CODES[op.kind], flags | train_flags, stride_h, stride_w, k_h, k_w,
                          dm, same, index_of[op.inputs[0]], in1, in2, index_of[op.outputs[0]], pad_t, pad_l, lo, hi,
@@ -374,8 +374,8 @@ def compile_qplan(model: QModel, train: QTrainSpec | None = None, name: str = "e
     t_records = b"".join(_tensor_record(model, t, act_off.get(t, 0), consts, t in trained_tensors) for t in used)
     o_records, macs = bytearray(), []
     for i, op in enumerate(model.ops):
-        top = tplan.ops.get(i) if tplan is not None else None
-        tflags = (top.train_w << 4 | top.train_b << 5) if top is not None else 0
+        train_op = tplan.ops.get(i) if tplan is not None else None
+        tflags = (train_op.train_w << 4 | train_op.train_b << 5) if train_op is not None else 0
         rec, m = _op_record(model, op, index_of, consts, tflags)
         o_records += rec
         macs.append(m)

@@ -211,6 +211,7 @@ def compare_runs(baseline: pd.DataFrame, current: pd.DataFrame, th: Thresholds) 
 
 def _pair(key: tuple[str, str], base: dict | None, cur: dict | None, th: Thresholds) -> Pair:
     if cur is None:
+        assert base is not None  # a key comes from one side at least
         return Pair(*key, "missing", base["status"], "", "no run now (it was in the baseline)")
     if base is None:
         return Pair(*key, "new", "", cur["status"], "not in the baseline")

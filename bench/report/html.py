@@ -1082,6 +1082,7 @@ def _layer_key(name: str) -> tuple[int, float, str]:
 
 def _grad_bins(res: Results) -> pd.DataFrame:
     """Median L2 per (board, technique, layer·param, step bin): at most MAX_BINS columns per heatmap."""
+    assert res.grads is not None  # the section exists only when grads.parquet does
     grads = _tag(res.grads.dropna(subset=["step", "l2"]), res.runs)
     width = max(1, math.ceil((grads["step"].max() + 1) / MAX_BINS)) if len(grads) else 1
     grads["bin"] = (grads["step"] // width) * width
@@ -1114,6 +1115,7 @@ def _grad_section(res: Results) -> Section | None:
     for ax, ((board, technique), part) in zip(axes, shown, strict=True):
         image = _heatmap(ax, part, norm)
         ax.set_title(_label(f"{board} · {technique}"), fontsize=9)
+    assert image is not None  # shown has at least one panel
     bar = fig.colorbar(image, ax=axes, fraction=0.03, pad=0.02, label="gradient L2 norm")
     _plain_log_ticks(bar.ax.yaxis, positive)
     caption = "Rows: layer · parameter; columns: steps." + _cap_note(len(shown), len(panels), "panels")
@@ -1135,6 +1137,7 @@ def _heatmap(ax: Axes, part: pd.DataFrame, norm: LogNorm) -> Any:
 
 
 def _grad_table(res: Results) -> Table:
+    assert res.grads is not None  # the section exists only when grads.parquet does
     grads = _tag(res.grads.dropna(subset=["step", "l2"]), res.runs)
     by = grads.groupby([*KEYS, "layer", "param"], sort=True)
     stats = pd.DataFrame({
@@ -1373,7 +1376,8 @@ def _comparison(data: dict[str, Any] | None) -> dict[str, Any] | None:
         rows = [_comparison_row(p) for p in data["pairs"]]
     except (KeyError, TypeError, AttributeError) as exc:
         return {"problem": f"compare.json could not be read: {exc!r}"}
-    summary = data.get("summary") if isinstance(data.get("summary"), dict) else {}
+    raw_summary = data.get("summary")
+    summary: dict[str, Any] = raw_summary if isinstance(raw_summary, dict) else {}
     verdict = _text(summary.get("verdict")) or "unknown"
     return {
         "problem": "",
@@ -1414,7 +1418,7 @@ def _comparison_cell(metric: str, d: dict[str, Any] | None) -> dict[str, str]:
     fmt = COMPARE_FORMATS[metric]
     text = f"{fmt(d.get('baseline'))} → {fmt(d.get('current'))}"
     detail = _text(d.get("change")) or _text(d.get("note"))
-    cls = {"regression": "worse", "improvement": "better"}.get(d.get("verdict"), "")
+    cls = {"regression": "worse", "improvement": "better"}.get(_text(d.get("verdict")), "")
     return {"text": f"{text} ({detail})" if detail else text, "cls": cls}
 
 
@@ -1424,7 +1428,7 @@ def _comparison_cell(metric: str, d: dict[str, Any] | None) -> dict[str, str]:
 
 def build_page(res: Results) -> Page:
     """Everything the template needs, as plain strings and base64 images."""
-    sections = [
+    candidates = [
         _curve_section(res),
         _tradeoff_section(res),
         _numerics_section(res),
@@ -1435,7 +1439,7 @@ def build_page(res: Results) -> Page:
         _energy_section(res),
         _work_section(res),
     ]
-    sections = [s for s in sections if s is not None]
+    sections = [s for s in candidates if s is not None]
     summary = _summary(res)
     comparison = _comparison(res.comparison)
     title = f"Training bench report · {summary['profile']}"

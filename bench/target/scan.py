@@ -108,7 +108,8 @@ def list_ports(comports: Iterable[Any] | None = None, links: dict[str, str] | No
 
         comports = lp.comports()
     links = by_id_links() if links is None else links
-    usb, other = [], []
+    usb: list[Any] = []
+    other: list[Any] = []
     for port in comports:
         (usb if port.vid is not None else other).append(port)
     return sorted((port_info(p, links) for p in usb), key=lambda p: p.path), sorted(p.device for p in other)
@@ -125,7 +126,7 @@ def _same_board(probe: ProbeInfo, name: str, board: Board) -> bool:
     """pyocd's board table names the board, or gives a target with the ordering suffix (stm32f746zgtx)."""
     if probe.board_name and probe.board_name.lower() == name:
         return True
-    return bool(probe.board_target) and probe.board_target.lower().startswith(board.pyocd.target.lower())
+    return probe.board_target is not None and probe.board_target.lower().startswith(board.pyocd.target.lower())
 
 
 def board_for(probe: ProbeInfo | None, port: PortInfo | None, catalogue: dict[str, Board]) -> tuple[str | None, str]:
