@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh Debian 12 machine: `make demo` and `make test`.
-# `make test` also checks types (mypy) and the stage layers (lint-imports, pyproject.toml). Both bootstrap what is missing: Debian's ARM toolchain and QEMU, and .venv with the pinned package.
+# `make test` also checks types (mypy) and the stage layers (lint-imports, see pyproject.toml).
+# Both bootstrap what is missing: Debian's ARM toolchain and QEMU, and .venv with the pinned package.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
