@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import struct
 import zlib
+from pathlib import Path
 
 import pytest
 from cobs import cobs
@@ -29,6 +31,7 @@ from bench.link.protocol import (
     Start,
     Step,
     Stop,
+    Strings,
     Summary,
     clean_text,
     decode_command,
@@ -390,3 +393,43 @@ def test_layer_costs_round_trip_and_bound():
     too_many = encode_frame(0x0B, 1, bytes([33, 0, 0, 0]) + b"\0" * 28 * 33)
     with pytest.raises(ProtocolError, match="LAYERS count 33 > 32"):
         decode_message(FrameDecoder().feed(too_many)[0])
+
+
+# ---- the doc's message tables against the declared layouts ---------------------------------------------------------
+
+DOC_CODES = {"u8": "B", "i8": "b", "u16": "H", "u32": "I", "u64": "Q", "f32": "f"}
+
+
+def _doc_bodies() -> dict[str, str]:
+    """name -> body column of the message tables in docs/protocol.md."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+    rows = re.findall(r"^\| 0x[0-9A-F]{2} \| (\w+) \| (.+) \|$", text, flags=re.M)
+    return dict(rows)
+
+
+def _doc_layout(body: str) -> list[tuple[str, str]]:
+    """The fixed fields a body column names, up to its variable tail (counted strings, text, arrays, entries)."""
+    items: list[tuple[str, str]] = []
+    for part in re.sub(r"\([^()]*\)", "", body).split(","):
+        m = re.fullmatch(r"\s*(u8|i8|u16|u32|u64|f32) (\w+)(?:\[(\d+)\])?\s*", part)
+        if m is None or m.group(2).endswith("_len"):
+            break  # the variable tail starts (a counted string's length byte, text, arrays, entries)
+        kind, name, count = m.groups()
+        if name == "reserved":
+            items.append(("", f"{count}x") if count else ("_", DOC_CODES[kind]))
+        else:
+            items.append((name, DOC_CODES[kind]))
+    return items
+
+
+@pytest.mark.parametrize("cls", [Hello, Step, Eval, Summary, Log, Fault, Pong, Ack, Start, Stop, Ping],
+                         ids=lambda c: c.__name__)
+def test_doc_table_matches_the_declared_layout(cls: type) -> None:
+    """Each fixed body in docs/protocol.md is the message's `Layout`, field by field: names, widths and order (HELLO's
+    counted strings and LOG/FAULT's text follow their fixed part)."""
+    body = _doc_bodies()[cls.TYPE.name]
+    doc = _doc_layout(body) if body != "(empty)" else []
+    assert doc == list(cls.LAYOUT.items), f"{cls.TYPE.name}: doc {doc} vs layout {cls.LAYOUT.items}"
+    if isinstance(cls.TAIL, Strings):
+        for name, limit in cls.TAIL.fields:
+            assert re.search(rf"\b{name.split('_')[0]}\w*\[\w+\] \(≤ {limit}\)", body), (name, body)
