@@ -1,1 +1,3 @@
-"""TODO"""
+"""The top layer: the runner that calls one entry per stage in order (`runner.py`), the CLI, the pytest plugin and the
+benchmarks.
+"""

@@ -1,1 +1,2 @@
-"""TODO"""
+"""Report stage: the self-contained HTML report (`html.py`) and the nightly regression gate (`compare.py`).
+"""
