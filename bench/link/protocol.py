@@ -371,6 +371,17 @@ class _Wire:
         return cls(**fields)
 
 
+def _bounded_slice(frame: Frame, what: str, head: int, width: int, count: int, limit: int, offset: int,
+                   total: int) -> None:
+    """A tensor slice's bounds: at most ``limit`` values of ``width`` bytes filling the body after ``head``, and
+    within the tensor (``offset + count <= total``)."""
+    if count > limit:
+        raise ProtocolError(frame, f"{what} count {count} > {limit}")
+    _need(frame, head + width * count)
+    if offset + count > total:
+        raise ProtocolError(frame, f"{what} values [{offset}, {offset + count}) exceed total {total}")
+
+
 def _counted_string(frame: Frame, pos: int, limit: int, what: str) -> tuple[str, int]:
     """Read a u8-length-prefixed string at ``pos``; return it and the position after it."""
     body = frame.body
@@ -519,13 +530,9 @@ class GradChunk:
     def unpack(cls, frame: Frame) -> GradChunk:
         h = cls.HEAD.unpack(frame)
         count, flags, offset, total = h["count"], h["flags"], h["offset"], h["total"]
-        if count > MAX_GRAD_VALUES:
-            raise ProtocolError(frame, f"GRAD count {count} > {MAX_GRAD_VALUES}")
         if flags & ~GRAD_INT:
             raise ProtocolError(frame, f"GRAD flags 0x{flags:02x} unknown")
-        _need(frame, cls.HEAD.size + 4 * count)
-        if offset + count > total:
-            raise ProtocolError(frame, f"GRAD values [{offset}, {offset + count}) exceed total {total}")
+        _bounded_slice(frame, "GRAD", cls.HEAD.size, 4, count, MAX_GRAD_VALUES, offset, total)
         code, exponent = ("i", h["e"]) if flags & GRAD_INT else ("f", None)
         values = struct.unpack_from(f"<{count}{code}", frame.body, cls.HEAD.size)
         return cls(h["step"], h["layer"], h["param"], total, offset, values, exponent)
@@ -728,12 +735,8 @@ class Output:
     @classmethod
     def unpack(cls, frame: Frame) -> Output:
         h = cls.HEAD.unpack(frame)
-        count, offset, total = h.pop("count"), h["offset"], h["total"]
-        if count > cls.MAX_VALUES:
-            raise ProtocolError(frame, f"OUTPUT count {count} > {cls.MAX_VALUES}")
-        _need(frame, cls.HEAD.size + count)
-        if offset + count > total:
-            raise ProtocolError(frame, f"OUTPUT values [{offset}, {offset + count}) exceed total {total}")
+        count = h.pop("count")
+        _bounded_slice(frame, "OUTPUT", cls.HEAD.size, 1, count, cls.MAX_VALUES, h["offset"], h["total"])
         return cls(**h, values=frame.body[cls.HEAD.size:])
 
 
