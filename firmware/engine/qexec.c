@@ -3,6 +3,7 @@
  * counts are those of inference. Memory is measured as in the fp32 trainer: painted arena and stack. */
 #include <string.h>
 #include "qexec.h"
+#include "qops.h"
 #include "memmeter.h"
 #include "msg.h"
 #include "trainer.h"
@@ -11,16 +12,8 @@
 
 void qexec_op(const qnode_t *n)
 {
-    switch (n->op) {
-    case QOP_CONV_2D: conv_i8(&n->k.conv, n->x, n->w, n->y); break;
-    case QOP_DEPTHWISE_CONV_2D: dwconv_i8(&n->k.conv, n->x, n->w, n->y); break;
-    case QOP_FULLY_CONNECTED: fc_i8(&n->k.fc, n->x, n->w, n->y); break;
-    case QOP_AVERAGE_POOL_2D: avgpool_i8(&n->k.pool, n->x, n->y); break;
-    case QOP_MEAN: mean_i8(&n->k.mean, n->x, n->y); break;
-    case QOP_ADD: add_i8(&n->k.add, n->x, n->x2, n->y); break;
-    case QOP_SOFTMAX: softmax_i8(&n->k.softmax, n->x, n->y); break;
-    default: break; /* RESHAPE: the output aliases the input */
-    }
+    if (qnode_kind(n)->forward) /* RESHAPE has none: its output aliases its input */
+        qnode_kind(n)->forward(n);
 }
 
 void qexec_forward(const qplan_t *p, uint64_t *op_ticks, qexec_hook_fn hook, void *ctx)

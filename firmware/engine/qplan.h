@@ -20,11 +20,13 @@
 
 enum {
     QOP_CONV_2D = 1, QOP_DEPTHWISE_CONV_2D = 2, QOP_FULLY_CONNECTED = 3, QOP_AVERAGE_POOL_2D = 4, QOP_MEAN = 5,
-    QOP_ADD = 6, QOP_RESHAPE = 7, QOP_SOFTMAX = 8,
+    QOP_ADD = 6, QOP_RESHAPE = 7, QOP_SOFTMAX = 8, QOP_COUNT
 };
 enum { QT_ACTIVATION = 1, QT_CONST_I8 = 2, QT_CONST_I32 = 3 };
 enum { QDS_U8 = 0, QDS_I8 = 1 };
 enum { QTF_TRAIN_W = 1, QTF_TRAIN_B = 2, QTF_NEED_DX = 4, QTF_MASK = 8 }; /* training record flags */ /* dataset sample dtype (docs/plan-format.md, dataset header byte 44) */
+
+typedef struct qop_kind qop_kind_t; /* qops.h */
 
 typedef struct {
     uint8_t op;

@@ -8,6 +8,7 @@
 #include <string.h>
 #include "qtrain.h"
 #include "qexec.h"
+#include "qops.h"
 #include "memmeter.h"
 #include "msg.h"
 #include "wire.h"
@@ -74,28 +75,8 @@ void qtrain_load_params(const qplan_t *p)
  * so the integers are those of a full kernel call with the trained weights) */
 static void sparse_fix(const qnode_t *n, const qtop_t *t)
 {
-    for (uint32_t j = 0; j < t->n_sel; j++) {
-        uint32_t o = t->sel[j];
-        const int8_t *w = t->w_ram + j * t->row;
-        if (n->op == QOP_FULLY_CONNECTED) {
-            qfc_t v = n->k.fc;
-            v.out_c = 1;
-            v.bias_eff = t->eff + o;
-            v.bias = v.bias ? v.bias + o : NULL;
-            v.rq = n->k.fc.rq + (n->k.fc.rq_per_channel ? 2u * o : 0u);
-            fc_i8(&v, n->x, w, n->y + o);
-        } else {
-            qconv_t v = n->k.conv;
-            uint32_t plane = (uint32_t)v.out_h * v.out_w;
-            v.out_c = 1;
-            v.bias_eff = t->eff + o;
-            v.bias = v.bias ? v.bias + o : NULL;
-            v.rq = n->k.conv.rq + (n->k.conv.rq_per_channel ? 2u * o : 0u);
-            conv_i8(&v, n->x, w, t->fwd_tmp);
-            for (uint32_t q = 0; q < plane; q++)
-                n->y[q * n->k.conv.out_c + o] = t->fwd_tmp[q];
-        }
-    }
+    for (uint32_t j = 0; j < t->n_sel; j++)
+        qnode_kind(n)->forward_row(n, t, t->sel[j], t->w_ram + j * t->row);
 }
 
 uint32_t qtrain_forward(const qplan_t *p, uint64_t (*ticks)[3])
@@ -165,35 +146,18 @@ static void report(qrun_t *r, qgstat_t *g, const int32_t *a, uint32_t n)
 
 /* ---- backward ----------------------------------------------------------------------------------------------- */
 
-static void input_grad(const qnode_t *n, const qtop_t *t)
-{
-    if (n->op == QOP_FULLY_CONNECTED)
-        fc_i8_input_grad(&n->k.fc, t->h, &t->rows, t->acc);
-    else if (n->op == QOP_DEPTHWISE_CONV_2D)
-        dwconv_i8_input_grad(&n->k.conv, t->h, n->w, t->acc);
-    else
-        conv_i8_input_grad(&n->k.conv, t->h, &t->rows, t->acc);
-}
-
-static void weight_grad(const qnode_t *n, const qtop_t *t, uint32_t o)
-{
-    if (n->op == QOP_FULLY_CONNECTED)
-        fc_i8_weight_grad(&n->k.fc, t->h[o], n->x, t->acc);
-    else
-        conv_i8_weight_grad(&n->k.conv, t->h, n->x, o, t->acc);
-}
-
 /* one weighted op; e is the exponent of its output gradient; returns the exponent of its input gradient */
 static int32_t back_weighted(qrun_t *r, uint32_t i, const qnode_t *n, const qtop_t *t, int32_t e)
 {
-    int conv = n->op == QOP_CONV_2D || n->op == QOP_DEPTHWISE_CONV_2D;
-    int32_t lo = conv ? n->k.conv.act_min : n->k.fc.act_min, hi = conv ? n->k.conv.act_max : n->k.fc.act_max;
-    int32_t zp = conv ? n->k.conv.zp_in : n->k.fc.zp_in, e_in = 0;
+    const qop_kind_t *k = qnode_kind(n);
+    int32_t lo, hi, zp, e_in = 0;
     uint32_t n_pos = n->n_out / t->out_c;
-    uint64_t t0 = port_ticks();
+    uint64_t t0;
+    k->clamp(n, &lo, &hi, &zp);
+    t0 = port_ticks();
     qgrad_prep(t->dout, (t->flags & QTF_MASK) ? n->y : NULL, lo, hi, t->m, n->n_out, t->out_c, t->h);
     if (t->flags & QTF_NEED_DX) {
-        input_grad(n, t);
+        k->input_grad(n, t);
         e_in = e - QGRAD_H_SHIFT + qgrad_requant(t->acc, t->n_in, t->din);
     }
     r->t_bwd += since(t0);
@@ -224,10 +188,10 @@ static int32_t back_weighted(qrun_t *r, uint32_t i, const qnode_t *n, const qtop
             uint32_t o = t->n_sel ? t->sel[j] : j;
             port_marker(PORT_MARK_BACKWARD);
             t0 = port_ticks();
-            weight_grad(n, t, o);
+            k->weight_grad(n, t, o);
             r->t_bwd += since(t0);
             report(r, g, t->acc, t->row);
-            if (!conv && t->h[o] == 0)
+            if (k->zero_row_when_h_zero && t->h[o] == 0)
                 continue; /* a masked output: its row's gradient is zero, nothing to apply */
             port_marker(PORT_MARK_UPDATE);
             t0 = port_ticks();
@@ -245,16 +209,16 @@ static void backward(qrun_t *r, int32_t e)
     for (uint32_t i = p->n_ops - 1u; i-- > p->first_bwd;) {
         const qtop_t *t = top_of(p, i);
         uint32_t b0 = r->t_bwd, u0 = r->t_upd;
-        if (p->node[i].op == QOP_AVERAGE_POOL_2D) {
+        const qnode_t *n = &p->node[i];
+        if (qnode_kind(n)->input_grad) {
+            e = back_weighted(r, i, n, t, e);
+        } else if (qnode_kind(n)->backward) {
             uint64_t t0;
             port_marker(PORT_MARK_BACKWARD);
             t0 = port_ticks();
-            avgpool_i8_input_grad(&p->node[i].k.pool, t->dout, t->acc);
-            e = e - QGRAD_POOL_SHIFT + qgrad_requant(t->acc, t->n_in, t->din);
+            e = qnode_kind(n)->backward(n, t, e);
             r->t_bwd += since(t0);
-        } else if (p->node[i].op != QOP_RESHAPE) { /* reshape: din aliases dout, the exponent passes unchanged */
-            e = back_weighted(r, i, &p->node[i], t, e);
-        }
+        } /* else an alias (RESHAPE): din is dout, the exponent passes unchanged */
         if (i < 32u) {
             r->ticks[i][1] += r->t_bwd - b0;
             r->ticks[i][2] += r->t_upd - u0;

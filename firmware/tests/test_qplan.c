@@ -7,6 +7,7 @@
 #include "msg.h"
 #include "qexec.h"
 #include "qplan.h"
+#include "qops.h"
 #include "wire.h"
 
 static qplan_t qp;
@@ -283,7 +284,31 @@ static void t_qplan_dataset(void)
     }
 }
 
+/* every op code the host compiles (bench.plan.int8.OP_CODES) has exactly one kind, complete for what it claims */
+static void t_qop_registry(void)
+{
+    static const char *const names[QOP_COUNT] = {NULL, "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED",
+                                                 "AVERAGE_POOL_2D", "MEAN", "ADD", "RESHAPE", "SOFTMAX"};
+    CHECK(qop_kind(0) == NULL && qop_kind(QOP_COUNT) == NULL && qop_kind(0xFF) == NULL);
+    for (uint8_t op = 1; op < QOP_COUNT; op++) {
+        const qop_kind_t *k = qop_kind(op);
+        CHECK(k != NULL && strcmp(k->name, names[op]) == 0 && k->parse != NULL);
+        if (!k)
+            continue;
+        CHECK((k->forward == NULL) == (op == QOP_RESHAPE)); /* only the alias has no kernel */
+        /* a weighted op brings its gradient kernels and clamp; an unweighted one on the backward path its own step */
+        if (k->input_grad)
+            CHECK(k->clamp != NULL && k->backward == NULL && k->parse_train != NULL);
+        if (k->weight_grad || k->forward_row)
+            CHECK(k->weight_grad != NULL && k->forward_row != NULL && k->input_grad != NULL);
+        if (k->backward)
+            CHECK(k->parse_train != NULL && k->input_grad == NULL);
+    }
+    CHECK(qop_kind(QOP_MEAN)->parse_train == NULL && qop_kind(QOP_ADD)->parse_train == NULL); /* no backward yet */
+}
+
 const test_case_t qplan_tests[] = {
+    {"qplan: every op code has one complete kind in the registry", t_qop_registry},
     {"qplan: a valid int8 plan loads and runs like the reference kernels", t_qplan_valid_runs_like_reference},
     {"qplan: damage gives FAULT 2 naming the op, 3 for the arena", t_qplan_rejects_damage},
     {"qplan: dataset dtype and shape checks; fp32 plans refuse int8 samples", t_qplan_dataset},

@@ -1,0 +1,46 @@
+/* Int8 op kinds, registered as TFLM registers kernels: one `qop_kind_t` per op in its own file (engine/qops/<op>.c),
+ * listed once in qops/registry.c. Adding an op: its kernel in ops/, its kind file, one table line (and its code in
+ * qplan.h). The loader, the executor and the trainer only call through the kind. */
+#ifndef QOPS_H
+#define QOPS_H
+
+#include <stdint.h>
+#include "qparse.h"
+
+struct qop_kind {
+    const char *name;
+    /* plan load: the op record after the checks every op shares (inputs, output, flags); fills n->k and n->w */
+    int (*parse)(qparse_t *c, qoprec_t *o, qnode_t *n);
+    /* the forward kernel; NULL: the output aliases the input (RESHAPE), which parse checks */
+    void (*forward)(const qnode_t *n);
+    /* plan load of the op's training record when it is on the backward path; NULL: no backward */
+    int (*parse_train)(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t, qnode_t *n);
+    /* weighted ops: output channel o recomputed with arena row w (sparse update's forward) */
+    void (*forward_row)(const qnode_t *n, const qtop_t *t, uint32_t o, const int8_t *w);
+    /* weighted ops: the input gradient accumulators t->acc from h */
+    void (*input_grad)(const qnode_t *n, const qtop_t *t);
+    /* weighted ops: output channel o's weight-gradient accumulators t->acc */
+    void (*weight_grad)(const qnode_t *n, const qtop_t *t, uint32_t o);
+    /* ops without weights on the backward path: the int8 input gradient t->din from t->dout (exponent e of dout);
+     * returns the input gradient's exponent. NULL with input_grad NULL: the gradient aliases (RESHAPE) */
+    int32_t (*backward)(const qnode_t *n, const qtop_t *t, int32_t e);
+    /* weighted ops: the fused clamp (for the output-gradient mask) and the input zero point */
+    void (*clamp)(const qnode_t *n, int32_t *act_min, int32_t *act_max, int32_t *zp_in);
+    /* a weighted op whose weight-gradient row is zero when h[o] is (one output position: FULLY_CONNECTED) */
+    uint8_t zero_row_when_h_zero;
+};
+
+/* CONV_2D and DEPTHWISE_CONV_2D share their record checks (qops/conv_2d.c) */
+int qconv_parse(qparse_t *c, qoprec_t *o, qnode_t *n, int depthwise);
+
+/* the kind of op code `op`, NULL when unknown */
+const qop_kind_t *qop_kind(uint8_t op);
+
+/* the kind of a loaded op (its code was checked at load); not stored per op, to keep static SRAM as it was */
+extern const qop_kind_t *const qop_kinds[QOP_COUNT];
+static inline const qop_kind_t *qnode_kind(const qnode_t *n)
+{
+    return qop_kinds[n->op];
+}
+
+#endif

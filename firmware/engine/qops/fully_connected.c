@@ -1,0 +1,79 @@
+/* FULLY_CONNECTED: int8 matrix-vector product ([out][in] weights), its input and weight gradients, and sparse
+ * update's one-channel forward. */
+#include "qops.h"
+#include "ops/qgrad.h"
+#include "ops/qop.h"
+
+static int parse(qparse_t *c, qoprec_t *o, qnode_t *n)
+{
+    qfc_t *k = &n->k.fc;
+    uint32_t in_c, oc;
+    if (qp_tensor(c, o->i, le16(o->r + 10), &o->w))
+        return -1;
+    oc = o->w.d[2];
+    in_c = o->w.d[3];
+    if (o->w.rank != 2 || o->x.count % in_c || o->y.count != o->x.count / in_c * oc)
+        return blob_fail(c->f, FAULT_PLAN, "qplan: fully connected shapes disagree", o->i, 0);
+    if (qp_wb(c, o, oc))
+        return -1;
+    *k = (qfc_t){o->x.count / in_c, (uint16_t)in_c, (uint16_t)oc, o->per_channel, o->x.zp, o->y.zp, 0, 0,
+                 NULL, NULL, NULL};
+    k->bias = o->b.data ? (const int32_t *)(const void *)o->b.data : NULL;
+    if (qp_act(c, o, &k->act_min, &k->act_max) || qp_rq(c, o, o->per_channel ? oc : 1u, &k->rq) ||
+        qp_fold(c, o, oc, in_c, in_c, 1, &k->bias_eff))
+        return -1;
+    n->w = (const int8_t *)(const void *)o->w.data;
+    n->macs = k->rows * in_c * oc;
+    return 0;
+}
+
+
+static void forward(const qnode_t *n)
+{
+    fc_i8(&n->k.fc, n->x, n->w, n->y);
+}
+
+static int parse_train(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t, qnode_t *n)
+{
+    qfc_t *k = &n->k.fc;
+    if (k->rows != 1u)
+        return qp_tfail(c, i, "qplan: training needs fully connected ops with one input row");
+    t->out_c = k->out_c;
+    t->row = t->n_in = k->in_c;
+    t->b_flash = k->bias;
+    t->eff_flash = k->bias_eff;
+    if ((uint64_t)t->out_c * 16256u * 127u > 0x7FFFFFFFu)
+        return qp_tfail(c, i, "qplan: too many outputs for int32 input-gradient accumulators");
+    return qp_train_weighted(c, i, r, t, n, &k->bias, &k->bias_eff);
+}
+
+static void forward_row(const qnode_t *n, const qtop_t *t, uint32_t o, const int8_t *w)
+{
+    qfc_t v = n->k.fc;
+    v.out_c = 1;
+    v.bias_eff = t->eff + o;
+    v.bias = v.bias ? v.bias + o : NULL;
+    v.rq = n->k.fc.rq + (n->k.fc.rq_per_channel ? 2u * o : 0u);
+    fc_i8(&v, n->x, w, n->y + o);
+}
+
+static void input_grad(const qnode_t *n, const qtop_t *t)
+{
+    fc_i8_input_grad(&n->k.fc, t->h, &t->rows, t->acc);
+}
+
+static void weight_grad(const qnode_t *n, const qtop_t *t, uint32_t o)
+{
+    fc_i8_weight_grad(&n->k.fc, t->h[o], n->x, t->acc);
+}
+
+/* one output position: a channel whose h is 0 (masked) has a zero weight-gradient row */
+static void clamp(const qnode_t *n, int32_t *act_min, int32_t *act_max, int32_t *zp_in)
+{
+    *act_min = n->k.fc.act_min;
+    *act_max = n->k.fc.act_max;
+    *zp_in = n->k.fc.zp_in;
+}
+
+const qop_kind_t qk_fully_connected = {"FULLY_CONNECTED", parse, forward, parse_train, forward_row, input_grad,
+                                       weight_grad, NULL, clamp, 1};
