@@ -211,6 +211,8 @@ static int check_params(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r)
         L->ws.full = L->w_init;
         L->ws.sel = L->w_ram;
         L->w = L->w_init;
+    } else { /* every row from where the weights live (arena copy or flash) */
+        L->ws = wsplit_all(L->w, row);
     }
     if (L->op == OP_CONV2D && (L->flags & LF_TRAIN_W)) {
         L->scratch = arena_floats(c, le32(r + 48), (uint64_t)kk * L->s.in_c);

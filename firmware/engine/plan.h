@@ -25,8 +25,9 @@ typedef struct {
     float *w_ram, *b_ram;  /* arena copies, NULL when used from flash */
     const float *w_init, *b_init; /* initial values in the blob; NULL = start from zero */
     float *in, *out, *dout, *din, *scratch;
-    wsplit_t ws;           /* sparse update: ws.idx lists the output channels whose weights w_ram holds (compact,
-                              ws.n_sel rows of ws.row floats); ws.idx NULL = w_ram holds every channel */
+    wsplit_t ws;           /* the rows the kernels read: ws.idx NULL = every row from w; sparse update: ws.idx lists
+                              the output channels whose weights w_ram holds (compact, ws.n_sel rows of ws.row
+                              floats), the others come from w_init in flash */
 } layer_t;
 
 typedef struct {

@@ -104,23 +104,14 @@ static void load_sample(const plan_t *p, const uint8_t *x)
         in[j] = (float)x[j] * scale + offset;
 }
 
-/* sparse update: listed channels from the arena copy, the others from flash */
-static void forward_split(const layer_t *L)
-{
-    if (L->op == OP_DENSE)
-        dense_forward_split(L->in, &L->ws, L->b, L->out, L->n_in, L->n_out);
-    else
-        conv2d_forward_split(&L->s, L->in, &L->ws, L->b, L->out);
-}
-
+/* weighted layers read their weights through L->ws: every row, or (sparse update) the listed channels from the
+ * arena copy and the others from flash */
 static void forward_layer(const layer_t *L)
 {
-    if (L->ws.idx)
-        forward_split(L);
-    else if (L->op == OP_DENSE)
-        dense_forward(L->in, L->w, L->b, L->out, L->n_in, L->n_out);
+    if (L->op == OP_DENSE)
+        dense_forward(L->in, &L->ws, L->b, L->out, L->n_in, L->n_out);
     else if (L->op == OP_CONV2D)
-        conv2d_forward(&L->s, L->in, L->w, L->b, L->out);
+        conv2d_forward(&L->s, L->in, &L->ws, L->b, L->out);
     else
         relu_forward(L->in, L->out, L->n_in);
 }
@@ -269,10 +260,8 @@ static void back_dense(run_t *r, uint8_t i, const layer_t *L)
 {
     port_marker(PORT_MARK_BACKWARD);
     uint64_t t = port_ticks();
-    if ((L->flags & LF_NEED_DX) && L->ws.idx)
-        dense_input_grad_split(L->dout, &L->ws, L->din, L->n_in, L->n_out);
-    else if (L->flags & LF_NEED_DX)
-        dense_input_grad(L->dout, L->w, L->din, L->n_in, L->n_out);
+    if (L->flags & LF_NEED_DX)
+        dense_input_grad(L->dout, &L->ws, L->din, L->n_in, L->n_out);
     r->t_bwd += since(t);
     report_dense(r, i, L);
     port_marker(PORT_MARK_UPDATE);
@@ -330,10 +319,8 @@ static void back_conv(run_t *r, uint8_t i, const layer_t *L)
 {
     port_marker(PORT_MARK_BACKWARD);
     uint64_t t = port_ticks();
-    if ((L->flags & LF_NEED_DX) && L->ws.idx)
-        conv2d_input_grad_split(&L->s, L->dout, &L->ws, L->din);
-    else if (L->flags & LF_NEED_DX)
-        conv2d_input_grad(&L->s, L->dout, L->w, L->din);
+    if (L->flags & LF_NEED_DX)
+        conv2d_input_grad(&L->s, L->dout, &L->ws, L->din);
     r->t_bwd += since(t);
     if (L->flags & LF_TRAIN_B)
         back_conv_bias(r, i, L);

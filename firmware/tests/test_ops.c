@@ -21,10 +21,11 @@ static void t_dense_forward(void)
         th_fill(A, ni, -1, 1);
         th_fill(B, ni * no, -1, 1);
         th_fill(C, no, -1, 1);
-        dense_forward(A, B, C, D, ni, no);
+        wsplit_t w = wsplit_all(B, ni);
+        dense_forward(A, &w, C, D, ni, no);
         dense_forward_ref(A, B, C, E, ni, no);
         CHECK(th_max_rel(D, E, no) < 1e-5);
-        dense_forward(A, B, NULL, D, ni, no);
+        dense_forward(A, &w, NULL, D, ni, no);
         dense_forward_ref(A, B, NULL, E, ni, no);
         CHECK(th_max_rel(D, E, no) < 1e-5);
     }
@@ -36,7 +37,9 @@ static void t_dense_input_grad(void)
         uint32_t ni = dense_shapes[s][0], no = dense_shapes[s][1];
         th_fill(A, no, -1, 1);
         th_fill(B, ni * no, -1, 1);
-        dense_input_grad(A, B, D, ni, no);
+        wsplit_t w = wsplit_all(B, ni);
+        th_fill(D, ni, 5, 6); /* garbage: must be overwritten */
+        dense_input_grad(A, &w, D, ni, no);
         dense_input_grad_ref(A, B, E, ni, no);
         CHECK(th_max_rel(D, E, ni) < 1e-5);
     }
@@ -153,10 +156,11 @@ static void t_conv_forward(void)
         th_fill(A, NIN(s), -1, 1);
         th_fill(B, NW(s), -1, 1);
         th_fill(C, s.out_c, -1, 1);
-        conv2d_forward(&s, A, B, C, D);
+        wsplit_t w = wsplit_all(B, NW(s) / s.out_c);
+        conv2d_forward(&s, A, &w, C, D);
         conv2d_forward_ref(&s, A, B, C, E);
         CHECK(th_max_rel(D, E, NOUT(s)) < 1e-5);
-        conv2d_forward(&s, A, B, NULL, D);
+        conv2d_forward(&s, A, &w, NULL, D);
         conv2d_forward_ref(&s, A, B, NULL, E);
         CHECK(th_max_rel(D, E, NOUT(s)) < 1e-5);
     }
@@ -168,8 +172,9 @@ static void t_conv_input_grad(void)
         conv_shape_t s = conv_shape(c);
         th_fill(A, NOUT(s), -1, 1);
         th_fill(B, NW(s), -1, 1);
+        wsplit_t w = wsplit_all(B, NW(s) / s.out_c);
         th_fill(D, NIN(s), 5, 6); /* garbage: must be overwritten */
-        conv2d_input_grad(&s, A, B, D);
+        conv2d_input_grad(&s, A, &w, D);
         conv2d_input_grad_ref(&s, A, B, E);
         CHECK(th_max_rel(D, E, NIN(s)) < 1e-5);
     }
@@ -358,12 +363,12 @@ static void t_dense_split(void)
             th_fill(B, ni * no, -1, 1);
             th_fill(C, no, -1, 1);
             w = make_split(B, no, ni, phase);
-            dense_forward_split(A, &w, C, D, ni, no);
+            dense_forward(A, &w, C, D, ni, no);
             dense_forward_ref(A, B, C, E, ni, no);
             CHECK(th_max_rel(D, E, no) < 1e-5);
             th_fill(A, no, -1, 1);
             th_fill(D, ni, 5, 6); /* garbage: must be overwritten */
-            dense_input_grad_split(A, &w, D, ni, no);
+            dense_input_grad(A, &w, D, ni, no);
             dense_input_grad_ref(A, B, E, ni, no);
             CHECK(th_max_rel(D, E, ni) < 1e-5);
             /* update of the listed rows = the reference update of those rows */
@@ -387,12 +392,12 @@ static void t_conv_split(void)
             th_fill(B, NW(s), -1, 1);
             th_fill(C, s.out_c, -1, 1);
             w = make_split(B, s.out_c, row, phase);
-            conv2d_forward_split(&s, A, &w, C, D);
+            conv2d_forward(&s, A, &w, C, D);
             conv2d_forward_ref(&s, A, B, C, E);
             CHECK(th_max_rel(D, E, NOUT(s)) < 1e-5);
             th_fill(A, NOUT(s), -1, 1);
             th_fill(D, NIN(s), 5, 6);
-            conv2d_input_grad_split(&s, A, &w, D);
+            conv2d_input_grad(&s, A, &w, D);
             conv2d_input_grad_ref(&s, A, B, E);
             CHECK(th_max_rel(D, E, NIN(s)) < 1e-5);
         }

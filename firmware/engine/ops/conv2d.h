@@ -13,9 +13,10 @@ typedef struct {
     uint16_t pad_top, pad_left;
 } conv_shape_t;
 
-void conv2d_forward(const conv_shape_t *s, const float *x, const float *w, const float *b, float *y);
+/* the weights' output-channel rows are read through the view: every row, or split for sparse update */
+void conv2d_forward(const conv_shape_t *s, const float *x, const wsplit_t *w, const float *b, float *y);
 /* dx = d(out)/d(in)^T dy, weights as in the forward pass; dx is fully overwritten */
-void conv2d_input_grad(const conv_shape_t *s, const float *dy, const float *w, float *dx);
+void conv2d_input_grad(const conv_shape_t *s, const float *dy, const wsplit_t *w, float *dx);
 /* g[k][k][in_c] = dL/dW[oc] for one output channel; g is fully overwritten */
 void conv2d_weight_grad_channel(const conv_shape_t *s, const float *dy, const float *x, uint32_t oc, float *g);
 /* dL/db[oc] = sum over output pixels of dy[.,.,oc] */
@@ -23,9 +24,6 @@ float conv2d_bias_grad_channel(const conv_shape_t *s, const float *dy, uint32_t 
 /* w -= lr * g over n values (one output channel's weights) */
 void conv2d_update_channel(float *w, const float *g, float lr, uint32_t n);
 
-/* Split weights (sparse update): as above, each output channel read from the arena copy or from flash */
-void conv2d_forward_split(const conv_shape_t *s, const float *x, const wsplit_t *w, const float *b, float *y);
-void conv2d_input_grad_split(const conv_shape_t *s, const float *dy, const wsplit_t *w, float *dx);
 
 /* Reference kernels for the host unit tests. */
 void conv2d_forward_ref(const conv_shape_t *s, const float *x, const float *w, const float *b, float *y);

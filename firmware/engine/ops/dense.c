@@ -5,7 +5,7 @@
  * constants so the compiler can use immediate-offset loads (VLDR has no register-offset form). */
 #include "dense.h"
 
-/* always inlined: the split (sparse) kernels call these helpers too, and a call per row would cost the full path */
+/* always inlined: called per row, where a call would cost as much as a short row */
 static inline __attribute__((always_inline)) float dot1(const float *w, const float *x, uint32_t n)
 {
     float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
@@ -21,11 +21,37 @@ static inline __attribute__((always_inline)) float dot1(const float *w, const fl
     return (a0 + a1) + (a2 + a3);
 }
 
-void dense_forward(const float *x, const float *w, const float *b, float *y, uint32_t n_in, uint32_t n_out)
+/* w[i] -= g * x[i] over one row, unrolled by four */
+static inline __attribute__((always_inline)) void axpy_neg(float *w, float g, const float *x, uint32_t n)
 {
-    uint32_t o = 0;
+    uint32_t i = 0;
+    for (; i + 4 <= n; i += 4, w += 4, x += 4) {
+        float x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3];
+        w[0] -= g * x0;
+        w[1] -= g * x1;
+        w[2] -= g * x2;
+        w[3] -= g * x3;
+    }
+    for (; i < n; i++)
+        *w++ -= g * *x++;
+}
+
+/* row o of the view: split views through the ascending cursor, whole ones by arithmetic (so the compiler keeps the
+ * whole-tensor path as cheap as a plain pointer) */
+static inline __attribute__((always_inline)) const float *row_of(const wsplit_t *w, int split, uint32_t o,
+                                                                 uint32_t *cur)
+{
+    return split ? wsplit_row(w, o, cur) : w->full + o * w->row;
+}
+
+static inline __attribute__((always_inline)) void forward_rows(const float *x, const wsplit_t *w, int split,
+                                                               const float *b, float *y, uint32_t n_in,
+                                                               uint32_t n_out)
+{
+    uint32_t o = 0, cur = 0;
     for (; o + 4 <= n_out; o += 4) {
-        const float *w0 = w + o * n_in, *w1 = w0 + n_in, *w2 = w1 + n_in, *w3 = w2 + n_in;
+        const float *w0 = row_of(w, split, o, &cur), *w1 = row_of(w, split, o + 1, &cur);
+        const float *w2 = row_of(w, split, o + 2, &cur), *w3 = row_of(w, split, o + 3, &cur);
         float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
         for (uint32_t i = 0; i < n_in; i++) {
             float xi = x[i];
@@ -46,10 +72,19 @@ void dense_forward(const float *x, const float *w, const float *b, float *y, uin
         y[o + 3] = a3;
     }
     for (; o < n_out; o++)
-        y[o] = dot1(w + o * n_in, x, n_in) + (b ? b[o] : 0.0f);
+        y[o] = dot1(row_of(w, split, o, &cur), x, n_in) + (b ? b[o] : 0.0f);
 }
 
-void dense_input_grad(const float *dy, const float *w, float *dx, uint32_t n_in, uint32_t n_out)
+void dense_forward(const float *x, const wsplit_t *w, const float *b, float *y, uint32_t n_in, uint32_t n_out)
+{
+    if (w->idx)
+        forward_rows(x, w, 1, b, y, n_in, n_out);
+    else
+        forward_rows(x, w, 0, b, y, n_in, n_out);
+}
+
+/* whole weights: four columns of dx at a time in registers, every row's pointer by arithmetic */
+static void input_grad_columns(const float *dy, const float *w, float *dx, uint32_t n_in, uint32_t n_out)
 {
     uint32_t i = 0;
     for (; i + 4 <= n_in; i += 4) {
@@ -76,21 +111,6 @@ void dense_input_grad(const float *dy, const float *w, float *dx, uint32_t n_in,
     }
 }
 
-/* w[i] -= g * x[i] over one row, unrolled by four */
-static inline __attribute__((always_inline)) void axpy_neg(float *w, float g, const float *x, uint32_t n)
-{
-    uint32_t i = 0;
-    for (; i + 4 <= n; i += 4, w += 4, x += 4) {
-        float x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3];
-        w[0] -= g * x0;
-        w[1] -= g * x1;
-        w[2] -= g * x2;
-        w[3] -= g * x3;
-    }
-    for (; i < n; i++)
-        *w++ -= g * *x++;
-}
-
 void dense_update_weights(float *w, const float *dy, const float *x, float lr, uint32_t n_in, uint32_t n_out)
 {
     for (uint32_t o = 0; o < n_out; o++, w += n_in) {
@@ -107,33 +127,9 @@ void dense_update_bias(float *b, const float *dy, float lr, uint32_t n_out)
         b[o] -= lr * dy[o];
 }
 
-/* ---- split weights (sparse update) ---------------------------------------------------------------------------- */
-
-void dense_forward_split(const float *x, const wsplit_t *w, const float *b, float *y, uint32_t n_in, uint32_t n_out)
-{
-    uint32_t o = 0, cur = 0;
-    for (; o + 4 <= n_out; o += 4) {
-        const float *w0 = wsplit_row(w, o, &cur), *w1 = wsplit_row(w, o + 1, &cur);
-        const float *w2 = wsplit_row(w, o + 2, &cur), *w3 = wsplit_row(w, o + 3, &cur);
-        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
-        for (uint32_t i = 0; i < n_in; i++) {
-            float xi = x[i];
-            a0 += w0[i] * xi;
-            a1 += w1[i] * xi;
-            a2 += w2[i] * xi;
-            a3 += w3[i] * xi;
-        }
-        y[o] = a0 + (b ? b[o] : 0.0f);
-        y[o + 1] = a1 + (b ? b[o + 1] : 0.0f);
-        y[o + 2] = a2 + (b ? b[o + 2] : 0.0f);
-        y[o + 3] = a3 + (b ? b[o + 3] : 0.0f);
-    }
-    for (; o < n_out; o++)
-        y[o] = dot1(wsplit_row(w, o, &cur), x, n_in) + (b ? b[o] : 0.0f);
-}
-
-/* dx = sum over rows of dy[o] * row_o, four rows per pass over dx */
-void dense_input_grad_split(const float *dy, const wsplit_t *w, float *dx, uint32_t n_in, uint32_t n_out)
+/* split weights: dx = sum over rows of dy[o] * row_o, four rows per pass over dx (the column order would look every
+ * row up again for each group of columns) */
+static void input_grad_rows(const float *dy, const wsplit_t *w, float *dx, uint32_t n_in, uint32_t n_out)
 {
     uint32_t o = 0, cur = 0;
     for (uint32_t i = 0; i < n_in; i++)
@@ -147,6 +143,14 @@ void dense_input_grad_split(const float *dy, const wsplit_t *w, float *dx, uint3
     }
     for (; o < n_out; o++)
         axpy_neg(dx, -dy[o], wsplit_row(w, o, &cur), n_in);
+}
+
+void dense_input_grad(const float *dy, const wsplit_t *w, float *dx, uint32_t n_in, uint32_t n_out)
+{
+    if (w->idx)
+        input_grad_rows(dy, w, dx, n_in, n_out);
+    else
+        input_grad_columns(dy, w->full, dx, n_in, n_out);
 }
 
 void dense_update_rows(float *sel, const uint16_t *idx, uint32_t n_sel, const float *dy, const float *x, float lr,

@@ -1,5 +1,6 @@
-/* Weights split by output channel (sparse update, docs/plan-format.md): the listed output channels are read from a
- * compact copy in the arena (updated by training), every other channel from the full tensor in flash (frozen).
+/* The weight rows an fp32 kernel reads (one view for every kernel, as the int8 kernels' qrows_t): idx NULL = every
+ * row from `full`; else split by output channel (sparse update, docs/plan-format.md): the listed output channels
+ * from a compact copy in the arena (`sel`, updated by training), every other channel from `full` in flash (frozen).
  * A row is one output channel's weights: n_in floats (dense [out][in]) or k*k*in_c floats (conv OHWI). */
 #ifndef OPS_WSPLIT_H
 #define OPS_WSPLIT_H
@@ -13,7 +14,14 @@ typedef struct {
     uint32_t n_sel, row;
 } wsplit_t;
 
-/* Row of output channel oc when channels are visited in ascending order; *cur starts at 0. */
+/* all rows of w, [out][row] */
+static inline wsplit_t wsplit_all(const float *w, uint32_t row)
+{
+    wsplit_t v = {w, 0, 0, 0, row};
+    return v;
+}
+
+/* Row of output channel oc of a split view when channels are visited in ascending order; *cur starts at 0. */
 static inline const float *wsplit_row(const wsplit_t *w, uint32_t oc, uint32_t *cur)
 {
     if (*cur < w->n_sel && w->idx[*cur] == oc)
