@@ -3,6 +3,7 @@
  * values checked against bench/quant.py. */
 #include <string.h>
 #include "harness.h"
+#include "ops/qgrad.h"
 #include "ops/qop.h"
 #include "ops/requant.h"
 
@@ -232,11 +233,76 @@ static void t_small_ops(void)
     }
 }
 
+/* the small int8 ops and the training helpers against their plain references, on random shapes and constants */
+static void t_small_ops_vs_reference(void)
+{
+    for (int trial = 0; trial < 300; trial++) {
+        uint32_t k = 1u + th_rand() % 4u, s = 1u + th_rand() % 3u, c = 1u + th_rand() % 9u, n;
+        qpool_t pool = {(uint16_t)(k + th_rand() % 8u), (uint16_t)(k + th_rand() % 8u), (uint16_t)c, 0, 0,
+                        (uint8_t)k, (uint8_t)(1u + th_rand() % k), (uint8_t)s, (uint8_t)(1u + th_rand() % 3u),
+                        (uint16_t)(th_rand() % k), (uint16_t)(th_rand() % 2u), rnd(-128, 0), rnd(0, 127)};
+        qmean_t m = {(uint16_t)(1u + th_rand() % 9u), (uint16_t)(1u + th_rand() % 9u), (uint16_t)c, rnd(-128, 127),
+                     rnd(-128, 127), rnd(1 << 30, 0x7FFFFFFF), rnd(-12, 2)};
+        qadd_t a = {1u + th_rand() % 300u, rnd(-128, 127), rnd(-128, 127), rnd(-128, 127), 20,
+                    rnd(1 << 30, 0x7FFFFFFF), rnd(-8, -1), rnd(1 << 30, 0x7FFFFFFF), rnd(-8, -1),
+                    rnd(1 << 30, 0x7FFFFFFF), rnd(-28, -14), rnd(-128, 0), rnd(0, 127)};
+        qsoftmax_t sm = {1u + th_rand() % 3u, (uint16_t)(1u + th_rand() % 60u), rnd(1 << 30, 0x7FFFFFFF),
+                         rnd(10, 20), -rnd(100, 4000)};
+        pool.out_h = (uint16_t)((pool.in_h + 2u * pool.pad_top - k) / s + 1u);
+        pool.out_w = (uint16_t)((pool.in_w + 2u * pool.pad_left - pool.k_w) / pool.stride_w + 1u);
+        n = (uint32_t)pool.in_h * pool.in_w * c;
+        fill_i8(X, n);
+        avgpool_i8(&pool, X, Y);
+        avgpool_i8_ref(&pool, X, R);
+        CHECK(memcmp(Y, R, (uint32_t)pool.out_h * pool.out_w * c) == 0);
+        fill_i8(X, (uint32_t)m.h * m.w * c);
+        mean_i8(&m, X, Y);
+        mean_i8_ref(&m, X, R);
+        CHECK(memcmp(Y, R, c) == 0);
+        fill_i8(X, a.n);
+        fill_i8(W, a.n);
+        add_i8(&a, X, W, Y);
+        add_i8_ref(&a, X, W, R);
+        CHECK(memcmp(Y, R, a.n) == 0);
+        fill_i8(X, sm.rows * sm.depth);
+        softmax_i8(&sm, X, Y);
+        softmax_i8_ref(&sm, X, R);
+        CHECK(memcmp(Y, R, sm.rows * sm.depth) == 0);
+    }
+}
+
+static void t_training_helpers_vs_reference(void)
+{
+    static int16_t H[4096];
+    for (int trial = 0; trial < 500; trial++) {
+        uint32_t n = 2u + th_rand() % 255u, label = th_rand() % n, n_pos = 1u + th_rand() % 60u;
+        uint32_t out_c = 1u + th_rand() % 60u, oc = th_rand() % out_c;
+        int32_t b1 = rnd(-(1 << 20), 1 << 20), b2 = b1, a = rnd(-(1 << 22), 1 << 22), mult = rnd(0, 0x7FFFFFFE);
+        int32_t shift_e = rnd(-20, 45);
+        int16_t r1 = (int16_t)rnd(-32768, 32767), r2 = r1;
+        int32_t d1, d2;
+        fill_i8(X, n);
+        if (trial % 7 == 0)
+            X[label] = 127; /* a confident, correct output: small gradients, k = 0 */
+        CHECK(qgrad_logits(X, n, label, Y) == qgrad_logits_ref(X, n, label, R) && memcmp(Y, R, n) == 0);
+        for (uint32_t j = 0; j < n_pos * out_c; j++)
+            H[j] = (int16_t)rnd(-16256, 16256);
+        CHECK(qgrad_bias(H, n_pos, out_c, oc) == qgrad_bias_ref(H, n_pos, out_c, oc));
+        if (trial % 11 == 0)
+            b1 = b2 = (trial & 1) ? (1 << 30) - 3 : -(1 << 30) + 3; /* near the clamp */
+        d1 = qsgd_bias(&b1, &r1, a, mult, shift_e);
+        d2 = qsgd_bias_ref(&b2, &r2, a, mult, shift_e);
+        CHECK(d1 == d2 && b1 == b2 && r1 == r2);
+    }
+}
+
 const test_case_t qops_tests[] = {
     {"int8: requantisation and gemmlowp primitives", t_requant_primitives},
     {"int8: conv and depthwise optimized == reference on random shapes", t_conv_i8},
     {"int8: person_detect shapes optimized == reference", t_conv_i8_person_shapes},
     {"int8: fully connected optimized == reference", t_fc_i8},
     {"int8: average pool, mean, add, softmax", t_small_ops},
+    {"int8: average pool, mean, add, softmax optimized == reference on random shapes", t_small_ops_vs_reference},
+    {"int8: logits gradient, bias gradient, bias update == reference", t_training_helpers_vs_reference},
     {NULL, NULL},
 };

@@ -37,6 +37,7 @@ static inline const int8_t *qrows_get(const qrows_t *r, uint32_t o, uint32_t *cu
 /* dL/dlogits from the int8 softmax output p (scale 1/256, zp -128): e = p + 128 - 256·[c == label], written as int8
  * with the smallest shift k >= 0 that fits [-127, 127]; returns k (E = k, c = 1/256). */
 int32_t qgrad_logits(const int8_t *p, uint32_t n, uint32_t label, int8_t *g);
+int32_t qgrad_logits_ref(const int8_t *p, uint32_t n, uint32_t label, int8_t *g);
 
 /* int32 accumulators to int8 codes rounding by 2^k (half away from zero), the smallest k >= 0 that fits
  * [-127, 127]; returns k. */
@@ -73,6 +74,7 @@ void avgpool_i8_input_grad(const qpool_t *p, const int8_t *g, int32_t *acc);
 void avgpool_i8_input_grad_ref(const qpool_t *p, const int8_t *g, int32_t *acc);
 /* sum over positions of h[pos][oc] (n_pos positions of out_c channels) */
 int32_t qgrad_bias(const int16_t *h, uint32_t n_pos, uint32_t out_c, uint32_t oc);
+int32_t qgrad_bias_ref(const int16_t *h, uint32_t n_pos, uint32_t out_c, uint32_t oc);
 
 /* Δ = round(a·mult·2^(shift + e - 31)) (half up, one rounding, 64-bit product), clamped to ±2^30 */
 int32_t qsgd_delta(int32_t a, int32_t mult, int32_t shift_e);
@@ -83,5 +85,6 @@ int32_t qsgd_i8_ref(int8_t *w, int16_t *r, const int32_t *a, uint32_t n, int32_t
 /* one int32 bias code and its residual (64-bit V, code clamped to ±2^30, residual 0 when clamped); returns the code
  * change */
 int32_t qsgd_bias(int32_t *b, int16_t *r, int32_t a, int32_t mult, int32_t shift_e);
+int32_t qsgd_bias_ref(int32_t *b, int16_t *r, int32_t a, int32_t mult, int32_t shift_e);
 
 #endif

@@ -71,5 +71,9 @@ void softmax_i8(const qsoftmax_t *p, const int8_t *x, int8_t *y);
 void conv_i8_ref(const qconv_t *p, const int8_t *x, const int8_t *w, int8_t *y);
 void dwconv_i8_ref(const qconv_t *p, const int8_t *x, const int8_t *w, int8_t *y);
 void fc_i8_ref(const qfc_t *p, const int8_t *x, const int8_t *w, int8_t *y);
+void avgpool_i8_ref(const qpool_t *p, const int8_t *x, int8_t *y);
+void mean_i8_ref(const qmean_t *p, const int8_t *x, int8_t *y);
+void add_i8_ref(const qadd_t *p, const int8_t *x1, const int8_t *x2, int8_t *y);
+void softmax_i8_ref(const qsoftmax_t *p, const int8_t *x, int8_t *y);
 
 #endif

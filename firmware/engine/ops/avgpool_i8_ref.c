@@ -1,0 +1,28 @@
+/* Plain AVERAGE_POOL_2D (host tests only): every tap of every window tested for bounds, the in-bounds ones summed
+ * and counted, the mean rounded half away from zero by a division with remainder. */
+#include "qop.h"
+#include "requant_ref.h"
+
+void avgpool_i8_ref(const qpool_t *p, const int8_t *x, int8_t *y)
+{
+    for (int32_t oy = 0; oy < p->out_h; oy++)
+        for (int32_t ox = 0; ox < p->out_w; ox++)
+            for (int32_t c = 0; c < p->c; c++) {
+                int32_t sum = 0, count = 0, q = 0;
+                for (int32_t ky = 0; ky < p->k_h; ky++)
+                    for (int32_t kx = 0; kx < p->k_w; kx++) {
+                        int32_t iy = oy * p->stride_h - p->pad_top + ky, ix = ox * p->stride_w - p->pad_left + kx;
+                        if (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w)
+                            continue;
+                        sum += x[(iy * p->in_w + ix) * p->c + c];
+                        count++;
+                    }
+                if (count) {
+                    int32_t r = sum % count;
+                    q = sum / count;
+                    if (2 * (r < 0 ? -r : r) >= count)
+                        q += sum < 0 ? -1 : 1;
+                }
+                y[(oy * p->out_w + ox) * p->c + c] = (int8_t)ref_clamp(q, p->act_min, p->act_max);
+            }
+}
