@@ -7,6 +7,7 @@
  * step's loss, GSTAT norms and the evaluation loss, all outside the timed windows except the loss (as in fp32). */
 #include <string.h>
 #include "qtrain.h"
+#include "runloop.h"
 #include "qexec.h"
 #include "qops.h"
 #include "memmeter.h"
@@ -277,58 +278,47 @@ static void train_step(qrun_t *r, uint32_t sample, msg_step_t *m)
     m->t_upd = r->t_upd;
 }
 
-static void evaluate(const qplan_t *p, uint8_t phase, uint16_t max_samples)
+/* ---- the operations the shared run loop (runloop.c) calls ------------------------------------------------- */
+
+static void op_load_params(void *ctx)
 {
-    msg_eval_t ev = {phase, p->data.n_eval, 0, 0.0f, 0};
-    uint64_t t0 = port_ticks();
-    if (max_samples && max_samples < ev.n)
-        ev.n = max_samples;
-    for (uint32_t s = 0; s < ev.n; s++) {
-        uint32_t label = p->data.y_eval[s];
-        qexec_load_sample(p, p->data.x_eval + s * p->data.sample_bytes);
-        qtrain_forward(p, NULL);
-        ev.correct += qexec_argmax(p) == label;
-        ev.loss_sum += qexec_sample_loss(p, label);
-    }
-    ev.ticks = port_ticks() - t0;
-    msg_eval(&ev);
+    qtrain_load_params(((qrun_t *)ctx)->p);
 }
 
-static int train(qrun_t *r, const start_t *a, stop_poll_fn poll, msg_summary_t *s)
+static void op_step(void *ctx, uint32_t step, uint32_t sample, int stream, msg_step_t *m)
 {
-    uint32_t rng = a->seed ? a->seed : 1u;
-    msg_step_t m;
-    for (r->step = 0; r->step < a->steps; r->step++) {
-        if (poll && poll())
-            return 1;
-        r->stream = a->grad_every && r->step % a->grad_every == 0;
-        train_step(r, trainer_xorshift(&rng) % r->p->data.n_train, &m);
-        trainer_send_step(r->info, r->p->arena_need, &m);
-        send_gstat(r);
-        if (trainer_account_step(r->info, &m, s))
-            return 2;
-    }
-    return 0;
+    qrun_t *r = ctx;
+    r->step = step;
+    r->stream = (uint8_t)stream;
+    train_step(r, sample, m);
+}
+
+static void op_send_gstat(void *ctx)
+{
+    send_gstat(ctx);
+}
+
+static int op_eval_sample(void *ctx, uint32_t s, float *loss)
+{
+    const qplan_t *p = ((qrun_t *)ctx)->p;
+    uint32_t label = p->data.y_eval[s];
+    qexec_load_sample(p, p->data.x_eval + s * p->data.sample_bytes);
+    qtrain_forward(p, NULL);
+    *loss = qexec_sample_loss(p, label);
+    return qexec_argmax(p) == label;
+}
+
+static void op_send_layers(void *ctx)
+{
+    send_layers(ctx);
 }
 
 int qtrain_run(const qplan_t *p, const start_t *a, const port_info_t *info, stop_poll_fn poll)
 {
-    msg_summary_t s = {0, 0, 0.0f, 0, 0, info->static_bytes, 0, 0};
-    uint32_t sram;
+    train_ops_t o = {&run, p->arena_need, p->data.n_train, p->data.n_eval, op_load_params, op_step, op_send_gstat,
+                     op_eval_sample, op_send_layers};
     memset(&run, 0, sizeof run);
     run.p = p;
     run.info = info;
-    mem_repaint(info);
-    qtrain_load_params(p);
-    evaluate(p, 0, a->eval_samples);
-    s.status = (uint8_t)train(&run, a, poll, &s);
-    if (s.status == 0)
-        evaluate(p, 1, a->eval_samples);
-    send_layers(&run);
-    s.stack_hwm = mem_stack_hwm(info);
-    s.arena_peak = mem_arena_peak(info, p->arena_need);
-    sram = info->static_bytes + s.stack_hwm + s.arena_peak;
-    s.sram_peak = sram > s.sram_peak ? sram : s.sram_peak;
-    msg_summary(&s);
-    return s.status;
+    return runloop_train(&o, a, info, poll);
 }

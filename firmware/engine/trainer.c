@@ -6,6 +6,7 @@
  * from the compact arena copy and the others from flash; only the listed channels' gradients exist. */
 #include <string.h>
 #include "trainer.h"
+#include "runloop.h"
 #include "memmeter.h"
 #include "msg.h"
 #include "wire.h"
@@ -41,16 +42,6 @@ typedef struct {
 } run_t;
 
 static run_t run; /* static: keeps the stack high-water mark about training, not about bookkeeping */
-
-uint32_t trainer_xorshift(uint32_t *state)
-{
-    uint32_t x = *state;
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    *state = x;
-    return x;
-}
 
 static uint32_t since(uint64_t t0)
 {
@@ -402,81 +393,48 @@ static void train_step(run_t *r, uint32_t sample, msg_step_t *m)
     m->t_upd = r->t_upd;
 }
 
-static void evaluate(const plan_t *p, uint8_t phase, uint16_t max_samples)
+/* ---- the operations the shared run loop (runloop.c) calls ------------------------------------------------- */
+
+static void op_load_params(void *ctx)
 {
-    msg_eval_t e = {phase, p->data.n_eval, 0, 0.0f, 0};
-    uint64_t t0 = port_ticks();
-    if (max_samples && max_samples < e.n)
-        e.n = max_samples;
-    for (uint32_t s = 0; s < e.n; s++) {
-        uint32_t pred = 0, label = p->data.y_eval[s];
-        load_sample(p, p->data.x_eval + s * p->data.sample_bytes);
-        forward(p);
-        e.loss_sum += softmax_ce(logits(p), p->n_classes, label, NULL, &pred);
-        e.correct += pred == label;
-    }
-    e.ticks = port_ticks() - t0;
-    msg_eval(&e);
+    load_params(((run_t *)ctx)->p);
 }
 
-void trainer_send_step(const port_info_t *info, uint32_t arena_need, msg_step_t *m)
+static void op_step(void *ctx, uint32_t step, uint32_t sample, int stream, msg_step_t *m)
 {
-    m->stack_hwm = mem_stack_hwm(info);
-    m->arena_peak = mem_arena_peak(info, arena_need);
-    m->sram_used = info->static_bytes + m->stack_hwm + m->arena_peak;
-    msg_step(m);
+    run_t *r = ctx;
+    r->step = step;
+    r->stream = (uint8_t)stream;
+    train_step(r, sample, m);
 }
 
-int trainer_account_step(const port_info_t *info, const msg_step_t *m, msg_summary_t *s)
+static void op_send_gstat(void *ctx)
 {
-    s->steps_done++;
-    s->final_loss = m->loss;
-    s->ticks_train += (uint64_t)m->t_fwd + m->t_bwd + m->t_upd;
-    if (m->sram_used > s->sram_peak)
-        s->sram_peak = m->sram_used;
-    if (mem_stack_guard_hit(info)) {
-        msg_fault(FAULT_STACK, 0, 0, 0, m->stack_hwm, info->stack_bytes, "stack overflow: paint guard hit");
-        return 2;
-    }
-    return 0;
+    send_gstat(ctx);
 }
 
-/* the steps loop; returns the SUMMARY status */
-static int train(run_t *r, const start_t *a, stop_poll_fn poll, msg_summary_t *s)
+static int op_eval_sample(void *ctx, uint32_t s, float *loss)
 {
-    uint32_t rng = a->seed ? a->seed : 1u;
-    msg_step_t m;
-    for (r->step = 0; r->step < a->steps; r->step++) {
-        if (poll && poll())
-            return 1;
-        r->stream = a->grad_every && r->step % a->grad_every == 0;
-        train_step(r, trainer_xorshift(&rng) % r->p->data.n_train, &m);
-        trainer_send_step(r->info, r->p->arena_need, &m);
-        send_gstat(r);
-        if (trainer_account_step(r->info, &m, s))
-            return 2;
-    }
-    return 0;
+    const plan_t *p = ((run_t *)ctx)->p;
+    uint32_t pred = 0, label = p->data.y_eval[s];
+    load_sample(p, p->data.x_eval + s * p->data.sample_bytes);
+    forward(p);
+    *loss = softmax_ce(logits(p), p->n_classes, label, NULL, &pred);
+    return pred == label;
+}
+
+static void op_send_layers(void *ctx)
+{
+    send_layers(ctx);
 }
 
 int trainer_run(const plan_t *p, const start_t *a, const port_info_t *info, stop_poll_fn poll)
 {
-    msg_summary_t s = {0, 0, 0.0f, 0, 0, info->static_bytes, 0, 0};
+    train_ops_t o = {&run, p->arena_need, p->data.n_train, p->data.n_eval, op_load_params, op_step, op_send_gstat,
+                     op_eval_sample, op_send_layers};
     memset(&run, 0, sizeof run);
     run.p = p;
     run.info = info;
     run.lr = a->lr;
-    mem_repaint(info);
-    load_params(p);
-    evaluate(p, 0, a->eval_samples);
-    s.status = (uint8_t)train(&run, a, poll, &s);
-    if (s.status == 0)
-        evaluate(p, 1, a->eval_samples);
-    send_layers(&run);
-    s.stack_hwm = mem_stack_hwm(info);
-    s.arena_peak = mem_arena_peak(info, p->arena_need);
-    if (info->static_bytes + s.stack_hwm + s.arena_peak > s.sram_peak)
-        s.sram_peak = info->static_bytes + s.stack_hwm + s.arena_peak;
-    msg_summary(&s);
-    return s.status;
+    return runloop_train(&o, a, info, poll);
 }

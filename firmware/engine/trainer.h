@@ -25,11 +25,6 @@ typedef int (*stop_poll_fn)(void);
  * Returns the SUMMARY status (0 done, 1 stopped, 2 error). */
 int trainer_run(const plan_t *p, const start_t *a, const port_info_t *info, stop_poll_fn poll);
 
-/* After a training step (fp32 or int8): measures SRAM into *m and sends STEP. */
-void trainer_send_step(const port_info_t *info, uint32_t arena_need, msg_step_t *m);
-/* Adds a sent step to the SUMMARY totals; 2 (and a FAULT sent) when the stack overflowed its paint guard, else 0. */
-int trainer_account_step(const port_info_t *info, const msg_step_t *m, msg_summary_t *s);
-
 /* xorshift32 as specified in docs/protocol.md */
 uint32_t trainer_xorshift(uint32_t *state);
 
