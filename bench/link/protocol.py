@@ -17,6 +17,8 @@ from typing import Any, ClassVar, Self, TypeVar
 
 from cobs import cobs
 
+from bench.formats import layout as layouts
+
 PROTOCOL_VERSION = 1
 MAX_BODY = 1024
 MAX_ENCODED = 1100  # COBS bytes of one frame, delimiter excluded
@@ -283,33 +285,13 @@ def _ascii(text: str, limit: int, what: str) -> bytes:
 
 
 @dataclass(frozen=True)
-class Layout:
-    """The fixed part of a message body: each item is (field, struct code). A field name fills the code from the
-    record's attribute; ``"_"`` is a reserved value, sent as 0 and ignored on receipt; padding codes (``"3x"``) take
-    no value. Little-endian, no implicit alignment, as the firmware's `wire.c` reads and writes it."""
-
-    items: tuple[tuple[str, str], ...]
-
-    @property
-    def struct(self) -> struct.Struct:
-        return struct.Struct("<" + "".join(code for _, code in self.items))
-
-    @property
-    def size(self) -> int:
-        return self.struct.size
-
-    def _valued(self) -> list[str]:
-        return [name for name, code in self.items if not code.endswith("x")]
-
-    def pack(self, record: object) -> bytes:
-        values = [0 if name == "_" else getattr(record, name) for name in self._valued()]
-        return _pack(self.struct, *values)
+class Layout(layouts.Layout):
+    """The fixed part of a message body (`bench.formats.layout.Layout`), unpacked from a checked frame."""
 
     def unpack(self, frame: Frame, pos: int = 0) -> dict[str, Any]:
         """The named fields at ``pos`` of the body (its length checked by the caller or by ``exact``)."""
         _need(frame, pos + self.size, exact=False)
-        values = self.struct.unpack_from(frame.body, pos)
-        return {name: v for name, v in zip(self._valued(), values, strict=True) if name != "_"}
+        return self.unpack_from(frame.body, pos)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,10 @@ import zlib
 
 import numpy as np
 
+from bench.formats.blobs import TDST_HEADER
+
 DATASET_MAGIC = 0x54534454  # "TDST"
-DATASET_HEADER = 48
+DATASET_HEADER = TDST_HEADER.size
 DTYPE_U8, DTYPE_I8 = 0, 1  # dataset header byte 44
 
 
@@ -35,8 +37,11 @@ def dataset_blob(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, y
     body = bytearray()
     for part in parts:
         body += part + b"\0" * (-len(part) % 4)
-    header = struct.pack("<IHHIIIIHHHHffIBBh", DATASET_MAGIC, 1, DATASET_HEADER, DATASET_HEADER + len(body), 0,
-                         len(y_train), len(y_eval), h, w, c, n_classes, scale, offset, DATASET_HEADER, dtype, 0, 0)
+    header = TDST_HEADER.pack({
+        "magic": DATASET_MAGIC, "version": 1, "header_bytes": DATASET_HEADER, "blob_bytes": DATASET_HEADER + len(body),
+        "crc32": 0, "n_train": len(y_train), "n_eval": len(y_eval), "h": h, "w": w, "c": c, "n_classes": n_classes,
+        "scale": scale, "offset": offset, "x_train_off": DATASET_HEADER, "dtype": dtype, "shift": 0,
+    })
     return finish_blob(header + bytes(body), crc_at=12)
 
 

@@ -15,19 +15,19 @@ SRAM, the others are read from flash, and only their gradient is computed and ap
 from __future__ import annotations
 
 import hashlib
-import struct
 from dataclasses import dataclass
 
 import numpy as np
 
 from bench.config.profile import Technique
+from bench.formats.blobs import TPLN_HEADER, TPLN_LAYER
 from bench.model.nn import Layer, Model, numel, same_padding
 from bench.plan.blob import finish_blob
 from bench.plan.buffers import Buffer, aligned, arena_composition, buffer_kind, channel_count, place_buffers
 
 PLAN_MAGIC = 0x4E4C5054
-PLAN_HEADER = 64
-LAYER_RECORD = 64
+PLAN_HEADER = TPLN_HEADER.size
+LAYER_RECORD = TPLN_LAYER.size
 NONE = 0xFFFFFFFF
 OPS = {"dense": 1, "conv2d": 2, "relu": 3}
 MAX_LAYERS = 32
@@ -257,11 +257,12 @@ def _serialise(plan: Plan, dataset_addr: int) -> bytes:
         records += _layer_record(lp, layer, w_src, b_src, ch_off)
     total = data_start + len(weights)
     flags = PLAN_F_CHANNEL_LISTS if plan.channels else 0
-    header = struct.pack(
-        "<IHHIIIIIHHIIIHH16x", PLAN_MAGIC, 1, PLAN_HEADER, total, 0, _plan_hash(plan), plan.arena_bytes,
-        dataset_addr, len(model.layers), model.n_classes, PLAN_HEADER, plan.input_off, plan.dlogits_off,
-        plan.first_bwd, flags,
-    )
+    header = TPLN_HEADER.pack({
+        "magic": PLAN_MAGIC, "version": 1, "header_bytes": PLAN_HEADER, "blob_bytes": total, "crc32": 0,
+        "plan_hash": _plan_hash(plan), "arena_bytes": plan.arena_bytes, "dataset_addr": dataset_addr,
+        "n_layers": len(model.layers), "n_classes": model.n_classes, "layers_offset": PLAN_HEADER,
+        "input_off": plan.input_off, "dlogits_off": plan.dlogits_off, "first_bwd": plan.first_bwd, "flags": flags,
+    })
     return header + bytes(records) + bytes(weights)
 
 
@@ -290,10 +291,13 @@ def _layer_record(lp: LayerPlan, layer: Layer, w_src: int, b_src: int, ch_off: i
     if layer.op == "conv2d" and layer.padding == "same":
         pad_top = same_padding(layer.in_shape[0], layer.kernel, layer.stride)
         pad_left = same_padding(layer.in_shape[1], layer.kernel, layer.stride)
-    return struct.pack(
-        "<BBBB6HIIIIIIIIIHHIHH", OPS[layer.op], flags, layer.stride, layer.kernel, *layer.in_shape,
-        *layer.out_shape, w_src, b_src, lp.w_ram, lp.b_ram, lp.in_off, lp.out_off, lp.dout_off, lp.din_off,
-        lp.scratch_off, pad_top, pad_left, ch_off, len(lp.channels), 0,
-    )
+    (in_h, in_w, in_c), (out_h, out_w, out_c) = layer.in_shape, layer.out_shape
+    return TPLN_LAYER.pack({
+        "op": OPS[layer.op], "flags": flags, "stride": layer.stride, "k": layer.kernel, "in_h": in_h, "in_w": in_w,
+        "in_c": in_c, "out_h": out_h, "out_w": out_w, "out_c": out_c, "w_src": w_src, "b_src": b_src,
+        "w_ram": lp.w_ram, "b_ram": lp.b_ram, "in_off": lp.in_off, "out_off": lp.out_off, "dout_off": lp.dout_off,
+        "din_off": lp.din_off, "scratch_off": lp.scratch_off, "pad_top": pad_top, "pad_left": pad_left,
+        "ch_off": ch_off, "ch_count": len(lp.channels),
+    })
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bench.formats.blobs import TQPL_HEADER, TQPL_OP, TQPL_TENSOR, TQPL_TRAIN_HEADER, TQPL_TRAIN_RECORD
 from bench.model.qgraph import (
     AddOptions,
     ConvOptions,
@@ -40,9 +41,9 @@ from bench.plan.blob import finish_blob
 from bench.plan.buffers import arena_composition, place_buffers
 
 QPLAN_MAGIC = 0x4C505154  # "TQPL"
-QPLAN_HEADER = 64
-TENSOR_RECORD = 32
-OP_RECORD = 64
+QPLAN_HEADER = TQPL_HEADER.size
+TENSOR_RECORD = TQPL_TENSOR.size
+OP_RECORD = TQPL_OP.size
 MAX_OPS = 64
 MAX_TENSORS = 512
 NONE16 = 0xFFFF
@@ -103,8 +104,10 @@ class QPlan:
     def blob(self, dataset_addr: int) -> bytes:
         """The TQPL blob with the absolute flash address of the dataset blob."""
         body = bytearray(self._body)
-        struct.pack_into("<II", body, 16, self.plan_hash, self.arena_bytes)
-        struct.pack_into("<I", body, 24, dataset_addr)
+        at = TQPL_HEADER.offsets()
+        struct.pack_into("<I", body, at["plan_hash"][0], self.plan_hash)
+        struct.pack_into("<I", body, at["arena_bytes"][0], self.arena_bytes)
+        struct.pack_into("<I", body, at["dataset_addr"][0], dataset_addr)
         return finish_blob(bytes(body), crc_at=12)
 
     def offset_of(self, tensor: int) -> int:
@@ -249,8 +252,12 @@ def _tensor_record(model: QModel, t: int, offset: int, consts: _Blob, trainable:
     scale = float(tensor.scale[0]) if tensor.scale is not None else 0.0
     zp = int(tensor.zero_point[0]) if tensor.zero_point is not None else 0
     count = int(np.prod(tensor.shape))
-    return struct.pack("<BBBB4HIIifI", kind, int(trainable), len(tensor.shape), 0, *_dims(tensor.shape), offset,
-                       count * esize, zp if kind == KIND_ACTIVATION else 0, scale, scales_off)
+    dims = dict(zip(("dims0", "dims1", "dims2", "dims3"), _dims(tensor.shape), strict=True))
+    return TQPL_TENSOR.pack({
+        "kind": kind, "flags": int(trainable), "rank": len(tensor.shape), **dims, "offset": offset,
+        "bytes": count * esize, "zero_point": zp if kind == KIND_ACTIVATION else 0, "scale": scale,
+        "scales_offset": scales_off,
+    })
 
 
 def _rq_table(pairs: list[tuple[int, int]]) -> bytes:
@@ -334,9 +341,12 @@ def _op_record(model: QModel, op: QOp, index_of: dict[int, int], consts: _Blob, 
         sm_mult, sm_shift, diff_min = int8prep.softmax_params(o.beta, s_in)
         rq_off = consts.add(_rq_table([(sm_mult, sm_shift)]))
         param0 = diff_min
-    record = struct.pack("<8B4H2H2hIIiI24x", OP_CODES[op.kind], flags | train_flags, stride_h, stride_w, k_h, k_w,
-                         dm, same, index_of[op.inputs[0]], in1, in2, index_of[op.outputs[0]], pad_t, pad_l, lo, hi,
-                         rq_off, bias_off, param0, macs)
+    record = TQPL_OP.pack({
+        "op": OP_CODES[op.kind], "flags": flags | train_flags, "stride_h": stride_h, "stride_w": stride_w,
+        "k_h": k_h, "k_w": k_w, "dm": dm, "padding": same, "in0": index_of[op.inputs[0]], "in1": in1, "in2": in2,
+        "out": index_of[op.outputs[0]], "pad_top": pad_t, "pad_left": pad_l, "act_min": lo, "act_max": hi,
+        "rq_offset": rq_off, "bias_eff_offset": bias_off, "param0": param0, "macs": macs,
+    })
     return record, macs
 
 
@@ -383,10 +393,13 @@ def compile_qplan(model: QModel, train: QTrainSpec | None = None, name: str = "e
     if tplan is not None:
         flags, train_off = 1, _train_section(model, tplan, {b.name: b.offset for b in placed}, consts)
     total = consts.base + len(consts.data)
-    header = struct.pack("<IHHIIIIIHHIIHHHHI12x", QPLAN_MAGIC, 1, QPLAN_HEADER, total, 0, 0, arena, 0, len(used),
-                         len(model.ops), tensors_off, ops_off, index_of[model.inputs[0]],
-                         index_of[model.outputs[0]], int(np.prod(model.tensors[model.outputs[0]].shape)), flags,
-                         train_off)
+    header = TQPL_HEADER.pack({
+        "magic": QPLAN_MAGIC, "version": 1, "header_bytes": QPLAN_HEADER, "blob_bytes": total, "crc32": 0,
+        "plan_hash": 0, "arena_bytes": arena, "dataset_addr": 0, "n_tensors": len(used), "n_ops": len(model.ops),
+        "tensors_offset": tensors_off, "ops_offset": ops_off, "input": index_of[model.inputs[0]],
+        "output": index_of[model.outputs[0]], "n_classes": int(np.prod(model.tensors[model.outputs[0]].shape)),
+        "flags": flags, "train_offset": train_off,
+    })
     body = header + t_records + bytes(o_records) + bytes(consts.data)
     assert len(body) == total
     return QPlan(model=model, tensor_ids=used, buffers=tuple(placed), arena_bytes=arena, macs=macs,
@@ -401,7 +414,7 @@ H_MAX = 16256  # |h| <= (127·32768 + 128) >> 8
 TRAINABLE_OPS = ("CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D")  # depthwise: the bias only
 BACKWARD_OPS = (*TRAINABLE_OPS, "AVERAGE_POOL_2D", "RESHAPE")
 TF_TRAIN_W, TF_TRAIN_B, TF_NEED_DX, TF_MASK = 1, 2, 4, 8
-TRAIN_HEADER, TRAIN_RECORD = 32, 64
+TRAIN_HEADER, TRAIN_RECORD = TQPL_TRAIN_HEADER.size, TQPL_TRAIN_RECORD.size
 
 
 def update_multiplier(real: float) -> tuple[int, int]:
@@ -620,29 +633,31 @@ def _train_section(model: QModel, tplan: QTrainPlan, off: dict[str, int], consts
                  top.mask * TF_MASK)
         dout = grad_off[i]
         din = grad_off[i - 1] if top.need_dx else 0
+        rec = dict.fromkeys(TQPL_TRAIN_RECORD.offsets(), 0) | {"flags": flags, "dout": dout, "din": din}
         if top.kind == "RESHAPE":
-            struct.pack_into("<BBHIIIIIIIIIIIII8x", records, TRAIN_RECORD * i, flags, 0, 0, 0, 0, 0, 0, 0, 0, dout,
-                             din, 0, 0, 0, 0, 0)
+            records[TRAIN_RECORD * i: TRAIN_RECORD * (i + 1)] = TQPL_TRAIN_RECORD.pack(rec)
             continue
         if top.kind == "AVERAGE_POOL_2D":
-            struct.pack_into("<BBHIIIIIIIIIIIII8x", records, TRAIN_RECORD * i, flags, 0, 0, 0, 0, 0, 0, 0, 0, dout,
-                             din, off[f"scratch{i}"],
-                             _scratch_bytes(top, int(np.prod(model.tensors[op.outputs[0]].shape)),
-                                            int(np.prod(model.tensors[op.inputs[0]].shape)), 0), 0, 0, 0)
+            rec |= {"scratch": off[f"scratch{i}"],
+                    "scratch_bytes": _scratch_bytes(top, int(np.prod(model.tensors[op.outputs[0]].shape)),
+                                                    int(np.prod(model.tensors[op.inputs[0]].shape)), 0)}
+            records[TRAIN_RECORD * i: TRAIN_RECORD * (i + 1)] = TQPL_TRAIN_RECORD.pack(rec)
             continue
         ch_off = consts.add(np.asarray(top.channels, "<u2").tobytes()) if top.channels else 0
         m_off = consts.add(top.m.astype("<i4").tobytes())
         upd_off = 0
         if top.train_w or top.train_b:
             upd_off = consts.add(np.concatenate([top.w_upd, top.b_upd]).astype("<i4").tobytes())
-        struct.pack_into("<BBHIIIIIIIIIIIII8x", records, TRAIN_RECORD * i, flags, 0, len(top.channels), ch_off,
-                         off.get(f"w{i}", 0), off.get(f"wres{i}", 0), off.get(f"b{i}", 0), off.get(f"bres{i}", 0),
-                         off.get(f"eff{i}", 0), dout, din, off[f"scratch{i}"],
-                         _scratch_bytes(top, int(np.prod(model.tensors[op.outputs[0]].shape)),
-                                        int(np.prod(model.tensors[op.inputs[0]].shape)), _row(model, op)),
-                         m_off, upd_off, off.get(f"fwdtmp{i}", 0))
+        rec |= {"ch_count": len(top.channels), "ch_off": ch_off, "w_ram": off.get(f"w{i}", 0),
+                "wres_ram": off.get(f"wres{i}", 0), "b_ram": off.get(f"b{i}", 0), "bres_ram": off.get(f"bres{i}", 0),
+                "eff_ram": off.get(f"eff{i}", 0), "scratch": off[f"scratch{i}"],
+                "scratch_bytes": _scratch_bytes(top, int(np.prod(model.tensors[op.outputs[0]].shape)),
+                                                int(np.prod(model.tensors[op.inputs[0]].shape)), _row(model, op)),
+                "m_off": m_off, "upd_off": upd_off, "fwd_tmp": off.get(f"fwdtmp{i}", 0)}
+        records[TRAIN_RECORD * i: TRAIN_RECORD * (i + 1)] = TQPL_TRAIN_RECORD.pack(rec)
     recs_off = consts.add(bytes(records))
-    head = struct.pack("<HBBfII16x", tplan.first_bwd, int(tplan.qas), 0, tplan.lr, grad_off[n - 2], recs_off)
+    head = TQPL_TRAIN_HEADER.pack({"first_bwd": tplan.first_bwd, "qas": int(tplan.qas), "lr": tplan.lr,
+                                   "dlogits": grad_off[n - 2], "records": recs_off})
     return consts.add(head)
 
 

@@ -1,6 +1,7 @@
 /* Checks shared by the blob validators: they read untrusted bytes, so every range is bounded before use. */
 #include <stddef.h>
 #include "blob.h"
+#include "formats.h"
 #include "crc32.h"
 #include "msg.h"
 #include "wire.h"
@@ -40,15 +41,15 @@ const uint8_t *blob_dataset(const mem_window_t *win, uint32_t addr, uint32_t *by
     const uint8_t *h = blob_window_ptr(win, addr, DATA_HEADER), *b;
     if (!h)
         return no_dataset(f, "dataset: address outside flash", addr, 0);
-    if (le32(h) != DATA_MAGIC)
-        return no_dataset(f, "dataset: bad magic", le32(h), DATA_MAGIC);
-    if (le16(h + 4) != 1 || le16(h + 6) != DATA_HEADER)
-        return no_dataset(f, "dataset: unsupported version or header size", le16(h + 4), le16(h + 6));
-    *bytes = le32(h + 8);
+    if (le32(h + TDST_H_MAGIC) != DATA_MAGIC)
+        return no_dataset(f, "dataset: bad magic", le32(h + TDST_H_MAGIC), DATA_MAGIC);
+    if (le16(h + TDST_H_VERSION) != 1 || le16(h + TDST_H_HEADER_BYTES) != DATA_HEADER)
+        return no_dataset(f, "dataset: unsupported version or header size", le16(h + TDST_H_VERSION), le16(h + TDST_H_HEADER_BYTES));
+    *bytes = le32(h + TDST_H_BLOB_BYTES);
     b = blob_window_ptr(win, addr, *bytes);
     if (*bytes < DATA_HEADER || !b)
         return no_dataset(f, "dataset: blob_bytes outside flash", *bytes, 0);
-    if (blob_crc(b, *bytes) != le32(h + 12))
-        return no_dataset(f, "dataset: CRC mismatch", blob_crc(b, *bytes), le32(h + 12));
+    if (blob_crc(b, *bytes) != le32(h + TDST_H_CRC32))
+        return no_dataset(f, "dataset: CRC mismatch", blob_crc(b, *bytes), le32(h + TDST_H_CRC32));
     return b;
 }

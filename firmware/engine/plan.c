@@ -3,6 +3,7 @@
 #include <stddef.h>
 #include <string.h>
 #include "plan.h"
+#include "formats.h"
 #include "blob.h"
 #include "msg.h"
 #include "wire.h"
@@ -41,21 +42,21 @@ static int check_header(ctx_t *c, const mem_window_t *win, uint32_t plan_addr, u
     fault_t *f = c->f;
     if (!h)
         return blob_fail(f, FAULT_PLAN, "plan: address outside flash", plan_addr, 0);
-    if (le32(h) != PLAN_MAGIC)
-        return blob_fail(f, FAULT_PLAN, "plan: bad magic", le32(h), PLAN_MAGIC);
-    if (le16(h + 4) != 1 || le16(h + 6) != PLAN_HEADER)
-        return blob_fail(f, FAULT_PLAN, "plan: unsupported version or header size", le16(h + 4), le16(h + 6));
-    c->blob_bytes = le32(h + 8);
+    if (le32(h + TPLN_H_MAGIC) != PLAN_MAGIC)
+        return blob_fail(f, FAULT_PLAN, "plan: bad magic", le32(h + TPLN_H_MAGIC), PLAN_MAGIC);
+    if (le16(h + TPLN_H_VERSION) != 1 || le16(h + TPLN_H_HEADER_BYTES) != PLAN_HEADER)
+        return blob_fail(f, FAULT_PLAN, "plan: unsupported version or header size", le16(h + TPLN_H_VERSION), le16(h + TPLN_H_HEADER_BYTES));
+    c->blob_bytes = le32(h + TPLN_H_BLOB_BYTES);
     c->blob = blob_window_ptr(win, plan_addr, c->blob_bytes);
     if (c->blob_bytes < PLAN_HEADER || !c->blob)
         return blob_fail(f, FAULT_PLAN, "plan: blob_bytes outside flash", c->blob_bytes, 0);
-    if (blob_crc(h, c->blob_bytes) != le32(h + 12))
-        return blob_fail(f, FAULT_PLAN, "plan: CRC mismatch", blob_crc(h, c->blob_bytes), le32(h + 12));
-    c->p->plan_hash = le32(h + 16);
-    c->p->arena_need = le32(h + 20);
-    c->p->n_layers = le16(h + 28);
-    c->p->n_classes = le16(h + 30);
-    c->p->first_bwd = le16(h + 44);
+    if (blob_crc(h, c->blob_bytes) != le32(h + TPLN_H_CRC32))
+        return blob_fail(f, FAULT_PLAN, "plan: CRC mismatch", blob_crc(h, c->blob_bytes), le32(h + TPLN_H_CRC32));
+    c->p->plan_hash = le32(h + TPLN_H_PLAN_HASH);
+    c->p->arena_need = le32(h + TPLN_H_ARENA_BYTES);
+    c->p->n_layers = le16(h + TPLN_H_N_LAYERS);
+    c->p->n_classes = le16(h + TPLN_H_N_CLASSES);
+    c->p->first_bwd = le16(h + TPLN_H_FIRST_BWD);
     if (c->p->arena_need > arena_bytes)
         return blob_fail(f, FAULT_ARENA, "plan: arena too small", c->p->arena_need, arena_bytes);
     if (c->p->n_layers < 1 || c->p->n_layers > PLAN_MAX_LAYERS)
@@ -64,12 +65,12 @@ static int check_header(ctx_t *c, const mem_window_t *win, uint32_t plan_addr, u
         return blob_fail(f, FAULT_PLAN, "plan: n_classes not in 2..256", c->p->n_classes, 0);
     if (c->p->first_bwd > c->p->n_layers)
         return blob_fail(f, FAULT_PLAN, "plan: first_bwd > n_layers", c->p->first_bwd, 0);
-    c->flags = le16(h + 46);
+    c->flags = le16(h + TPLN_H_FLAGS);
     if (c->flags & ~(uint16_t)PF_CHANNEL_LISTS)
         return blob_fail(f, FAULT_PLAN, "plan: unknown flags", c->flags, 0);
-    if ((le32(h + 32) & 3u) || le32(h + 32) < PLAN_HEADER ||
-        (uint64_t)le32(h + 32) + (uint64_t)c->p->n_layers * PLAN_RECORD > c->blob_bytes)
-        return blob_fail(f, FAULT_PLAN, "plan: layer records outside blob", le32(h + 32), 0);
+    if ((le32(h + TPLN_H_LAYERS_OFFSET) & 3u) || le32(h + TPLN_H_LAYERS_OFFSET) < PLAN_HEADER ||
+        (uint64_t)le32(h + TPLN_H_LAYERS_OFFSET) + (uint64_t)c->p->n_layers * PLAN_RECORD > c->blob_bytes)
+        return blob_fail(f, FAULT_PLAN, "plan: layer records outside blob", le32(h + TPLN_H_LAYERS_OFFSET), 0);
     return 0;
 }
 
@@ -102,29 +103,29 @@ static int check_dims(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r)
     if (conv_out(s->in_h, s->k, s->stride, same) != s->out_h || conv_out(s->in_w, s->k, s->stride, same) != s->out_w)
         return blob_fail(c->f, FAULT_PLAN, "plan: conv output shape mismatch", i, 0);
     if (same ? (s->pad_top >= s->k || s->pad_left >= s->k) : (s->pad_top || s->pad_left))
-        return blob_fail(c->f, FAULT_PLAN, "plan: conv padding inconsistent", i, le16(r + 52));
+        return blob_fail(c->f, FAULT_PLAN, "plan: conv padding inconsistent", i, le16(r + TPLN_L_PAD_TOP));
     return 0;
 }
 
 static int check_activations(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r)
 {
     int back = i >= c->p->first_bwd;
-    L->in = arena_floats(c, le32(r + 32), L->n_in);
-    L->out = arena_floats(c, le32(r + 36), L->n_out);
+    L->in = arena_floats(c, le32(r + TPLN_L_IN_OFF), L->n_in);
+    L->out = arena_floats(c, le32(r + TPLN_L_OUT_OFF), L->n_out);
     if (!L->in || !L->out)
         return blob_fail(c->f, FAULT_PLAN, "plan: activation outside arena", i, 0);
     if (L->op == OP_RELU ? (L->in != L->out && !disjoint(L->in, L->n_in, L->out, L->n_out))
                          : !disjoint(L->in, L->n_in, L->out, L->n_out))
         return blob_fail(c->f, FAULT_PLAN, "plan: input overlaps output", i, 0);
     if (back) {
-        L->dout = arena_floats(c, le32(r + 40), L->n_out);
+        L->dout = arena_floats(c, le32(r + TPLN_L_DOUT_OFF), L->n_out);
         if (!L->dout)
             return blob_fail(c->f, FAULT_PLAN, "plan: dout outside arena", i, 0);
     }
     if (!back)
         L->flags &= (uint8_t)~LF_NEED_DX;
     if (L->flags & LF_NEED_DX) {
-        L->din = arena_floats(c, le32(r + 44), L->n_in);
+        L->din = arena_floats(c, le32(r + TPLN_L_DIN_OFF), L->n_in);
         if (!L->din)
             return blob_fail(c->f, FAULT_PLAN, "plan: din outside arena", i, 0);
         if (!(L->op == OP_RELU && L->din == L->dout) && !disjoint(L->din, L->n_in, L->dout, L->n_out))
@@ -165,8 +166,8 @@ static int check_tensor(ctx_t *c, uint32_t i, const uint8_t *r, uint32_t n, uint
 /* bytes 56..63: u32 channel list offset, u16 count, u16 reserved; count 0 = no list (every channel in w_ram) */
 static int check_channels(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r, uint32_t row)
 {
-    uint32_t off = le32(r + 56), n = le16(r + 60);
-    if (le16(r + 62) || (!(c->flags & PF_CHANNEL_LISTS) && (off || n)))
+    uint32_t off = le32(r + TPLN_L_CH_OFF), n = le16(r + TPLN_L_CH_COUNT);
+    if (le16(r + TPLN_L_RESERVED) || (!(c->flags & PF_CHANNEL_LISTS) && (off || n)))
         return blob_fail(c->f, FAULT_PLAN, "plan: reserved layer bytes not zero", i, 0);
     if (!n)
         return off ? blob_fail(c->f, FAULT_PLAN, "plan: channel list offset without count", i, off) : 0;
@@ -215,7 +216,7 @@ static int check_params(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r)
         L->ws = wsplit_all(L->w, row);
     }
     if (L->op == OP_CONV2D && (L->flags & LF_TRAIN_W)) {
-        L->scratch = arena_floats(c, le32(r + 48), (uint64_t)kk * L->s.in_c);
+        L->scratch = arena_floats(c, le32(r + TPLN_L_SCRATCH_OFF), (uint64_t)kk * L->s.in_c);
         if (!L->scratch)
             return blob_fail(c->f, FAULT_PLAN, "plan: conv scratch outside arena", i, 0);
     }
@@ -227,22 +228,22 @@ static int parse_layer(ctx_t *c, uint32_t i, const uint8_t *r)
     layer_t *L = &c->p->layer[i];
     conv_shape_t *s = &L->s;
     memset(L, 0, sizeof *L);
-    L->op = r[0];
-    L->flags = r[1];
+    L->op = r[TPLN_L_OP];
+    L->flags = r[TPLN_L_FLAGS];
     if (L->op < OP_DENSE || L->op > OP_RELU)
-        return blob_fail(c->f, FAULT_PLAN, "plan: unknown op", i, r[0]);
+        return blob_fail(c->f, FAULT_PLAN, "plan: unknown op", i, r[TPLN_L_OP]);
     if (L->flags & 0xF0u)
-        return blob_fail(c->f, FAULT_PLAN, "plan: unknown layer flags", i, r[1]);
-    s->stride = r[2];
-    s->k = r[3];
-    s->in_h = le16(r + 4);
-    s->in_w = le16(r + 6);
-    s->in_c = le16(r + 8);
-    s->out_h = le16(r + 10);
-    s->out_w = le16(r + 12);
-    s->out_c = le16(r + 14);
-    s->pad_top = le16(r + 52);
-    s->pad_left = le16(r + 54);
+        return blob_fail(c->f, FAULT_PLAN, "plan: unknown layer flags", i, r[TPLN_L_FLAGS]);
+    s->stride = r[TPLN_L_STRIDE];
+    s->k = r[TPLN_L_K];
+    s->in_h = le16(r + TPLN_L_IN_H);
+    s->in_w = le16(r + TPLN_L_IN_W);
+    s->in_c = le16(r + TPLN_L_IN_C);
+    s->out_h = le16(r + TPLN_L_OUT_H);
+    s->out_w = le16(r + TPLN_L_OUT_W);
+    s->out_c = le16(r + TPLN_L_OUT_C);
+    s->pad_top = le16(r + TPLN_L_PAD_TOP);
+    s->pad_left = le16(r + TPLN_L_PAD_LEFT);
     L->n_in = (uint32_t)s->in_h * s->in_w * s->in_c;
     L->n_out = (uint32_t)s->out_h * s->out_w * s->out_c;
     if (check_dims(c, i, L, r) || check_activations(c, i, L, r) || check_params(c, i, L, r))
@@ -274,15 +275,15 @@ static int parse_layers(ctx_t *c)
     const uint8_t *h = c->blob;
     uint32_t last = p->n_layers - 1u;
     for (uint32_t i = 0; i < p->n_layers; i++) {
-        if (parse_layer(c, i, h + le32(h + 32) + i * PLAN_RECORD))
+        if (parse_layer(c, i, h + le32(h + TPLN_H_LAYERS_OFFSET) + i * PLAN_RECORD))
             return -1;
         if (i > 0 && check_chain(c, i))
             return -1;
     }
-    p->input = arena_floats(c, le32(h + 36), p->layer[0].n_in);
-    p->dlogits = arena_floats(c, le32(h + 40), p->n_classes);
+    p->input = arena_floats(c, le32(h + TPLN_H_INPUT_OFF), p->layer[0].n_in);
+    p->dlogits = arena_floats(c, le32(h + TPLN_H_DLOGITS_OFF), p->n_classes);
     if (!p->input || !p->dlogits)
-        return blob_fail(c->f, FAULT_PLAN, "plan: input or dlogits outside arena", le32(h + 36), le32(h + 40));
+        return blob_fail(c->f, FAULT_PLAN, "plan: input or dlogits outside arena", le32(h + TPLN_H_INPUT_OFF), le32(h + TPLN_H_DLOGITS_OFF));
     if (p->layer[0].in != p->input)
         return blob_fail(c->f, FAULT_PLAN, "plan: layer 0 in_off differs from input_off", 0, 0);
     if (p->layer[last].n_out != p->n_classes)
@@ -336,26 +337,26 @@ static int parse_dataset(ctx_t *c, const mem_window_t *win)
 {
     plan_t *p = c->p;
     dataset_t *d = &p->data;
-    uint32_t addr = le32(c->blob + 24), bytes;
+    uint32_t addr = le32(c->blob + TPLN_H_DATASET_ADDR), bytes;
     const uint8_t *b = blob_dataset(win, addr, &bytes, c->f), *h = b;
     if (!b)
         return -1;
-    d->n_train = le32(h + 16);
-    d->n_eval = le32(h + 20);
-    d->h = le16(h + 24);
-    d->w = le16(h + 26);
-    d->c = le16(h + 28);
+    d->n_train = le32(h + TDST_H_N_TRAIN);
+    d->n_eval = le32(h + TDST_H_N_EVAL);
+    d->h = le16(h + TDST_H_H);
+    d->w = le16(h + TDST_H_W);
+    d->c = le16(h + TDST_H_C);
     d->sample_bytes = (uint32_t)d->h * d->w * d->c;
-    d->scale = f32_at(h + 32);
-    d->offset = f32_at(h + 36);
+    d->scale = f32_at(h + TDST_H_SCALE);
+    d->offset = f32_at(h + TDST_H_OFFSET);
     if (d->n_train == 0)
         return blob_fail(c->f, FAULT_DATASET, "dataset: no training samples", 0, 0);
-    if (le32(h + 44) != 0) /* sample dtype and shift (docs/plan-format.md): fp32 plans decode u8 only */
-        return blob_fail(c->f, FAULT_DATASET, "dataset: sample dtype not u8 for an fp32 plan", le32(h + 44), 0);
-    if (le16(h + 30) != p->n_classes)
-        return blob_fail(c->f, FAULT_DATASET, "dataset: n_classes differs from plan", le16(h + 30), p->n_classes);
-    if (place_sections(d, b, bytes, le32(h + 40)))
-        return blob_fail(c->f, FAULT_DATASET, "dataset: sections outside blob", le32(h + 40), bytes);
+    if (le32(h + TDST_H_DTYPE) != 0) /* sample dtype and shift (docs/plan-format.md): fp32 plans decode u8 only */
+        return blob_fail(c->f, FAULT_DATASET, "dataset: sample dtype not u8 for an fp32 plan", le32(h + TDST_H_DTYPE), 0);
+    if (le16(h + TDST_H_N_CLASSES) != p->n_classes)
+        return blob_fail(c->f, FAULT_DATASET, "dataset: n_classes differs from plan", le16(h + TDST_H_N_CLASSES), p->n_classes);
+    if (place_sections(d, b, bytes, le32(h + TDST_H_X_TRAIN_OFF)))
+        return blob_fail(c->f, FAULT_DATASET, "dataset: sections outside blob", le32(h + TDST_H_X_TRAIN_OFF), bytes);
     if (!labels_ok(d->y_train, d->n_train, p->n_classes) || !labels_ok(d->y_eval, d->n_eval, p->n_classes))
         return blob_fail(c->f, FAULT_DATASET, "dataset: label >= n_classes", 0, 0);
     return 0;

@@ -3,13 +3,14 @@
 #define PLAN_H
 
 #include <stdint.h>
+#include "formats.h"
 #include "ops/conv2d.h"
 
 #define PLAN_MAGIC 0x4E4C5054u /* "TPLN" */
 #define DATA_MAGIC 0x54534454u /* "TDST" */
-#define PLAN_HEADER 64u
-#define PLAN_RECORD 64u
-#define DATA_HEADER 48u
+#define PLAN_HEADER TPLN_H_SIZE
+#define PLAN_RECORD TPLN_L_SIZE
+#define DATA_HEADER TDST_H_SIZE
 #define PLAN_MAX_LAYERS 32u
 #define PLAN_NONE 0xFFFFFFFFu
 

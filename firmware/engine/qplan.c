@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <string.h>
 #include "qplan.h"
+#include "formats.h"
 #include "blob.h"
 #include "msg.h"
 #include "qops.h"
@@ -28,7 +29,7 @@ int qp_in_blob(const qparse_t *c, uint32_t off, uint64_t bytes)
 int qplan_is_tqpl(const mem_window_t *flash, uint32_t plan_addr)
 {
     const uint8_t *h = blob_window_ptr(flash, plan_addr, 4);
-    return h && le32(h) == QPLAN_MAGIC;
+    return h && le32(h + TQPL_H_MAGIC) == QPLAN_MAGIC;
 }
 
 /* ---- header and tensors ------------------------------------------------------------------------------------ */
@@ -40,22 +41,22 @@ static int check_header(qparse_t *c, const mem_window_t *win, uint32_t plan_addr
     fault_t *f = c->f;
     if (!h)
         return blob_fail(f, FAULT_PLAN, "qplan: address outside flash", plan_addr, 0);
-    if (le32(h) != QPLAN_MAGIC)
-        return blob_fail(f, FAULT_PLAN, "qplan: bad magic", le32(h), QPLAN_MAGIC);
-    if (le16(h + 4) != 1 || le16(h + 6) != QPLAN_HEADER)
-        return blob_fail(f, FAULT_PLAN, "qplan: unsupported version or header size", le16(h + 4), le16(h + 6));
-    c->blob_bytes = le32(h + 8);
+    if (le32(h + TQPL_H_MAGIC) != QPLAN_MAGIC)
+        return blob_fail(f, FAULT_PLAN, "qplan: bad magic", le32(h + TQPL_H_MAGIC), QPLAN_MAGIC);
+    if (le16(h + TQPL_H_VERSION) != 1 || le16(h + TQPL_H_HEADER_BYTES) != QPLAN_HEADER)
+        return blob_fail(f, FAULT_PLAN, "qplan: unsupported version or header size", le16(h + TQPL_H_VERSION), le16(h + TQPL_H_HEADER_BYTES));
+    c->blob_bytes = le32(h + TQPL_H_BLOB_BYTES);
     c->blob = blob_window_ptr(win, plan_addr, c->blob_bytes);
     if (c->blob_bytes < QPLAN_HEADER || !c->blob)
         return blob_fail(f, FAULT_PLAN, "qplan: blob_bytes outside flash", c->blob_bytes, 0);
-    if (blob_crc(h, c->blob_bytes) != le32(h + 12))
-        return blob_fail(f, FAULT_PLAN, "qplan: CRC mismatch", blob_crc(h, c->blob_bytes), le32(h + 12));
-    p->plan_hash = le32(h + 16);
-    p->arena_need = le32(h + 20);
-    c->n_tensors = le16(h + 28);
-    p->n_ops = le16(h + 30);
-    c->tensors_off = le32(h + 32);
-    c->ops_off = le32(h + 36);
+    if (blob_crc(h, c->blob_bytes) != le32(h + TQPL_H_CRC32))
+        return blob_fail(f, FAULT_PLAN, "qplan: CRC mismatch", blob_crc(h, c->blob_bytes), le32(h + TQPL_H_CRC32));
+    p->plan_hash = le32(h + TQPL_H_PLAN_HASH);
+    p->arena_need = le32(h + TQPL_H_ARENA_BYTES);
+    c->n_tensors = le16(h + TQPL_H_N_TENSORS);
+    p->n_ops = le16(h + TQPL_H_N_OPS);
+    c->tensors_off = le32(h + TQPL_H_TENSORS_OFFSET);
+    c->ops_off = le32(h + TQPL_H_OPS_OFFSET);
     if (p->arena_need > arena_bytes)
         return blob_fail(f, FAULT_ARENA, "qplan: arena too small", p->arena_need, arena_bytes);
     if (c->n_tensors < 2 || c->n_tensors > QPLAN_MAX_TENSORS)
@@ -65,13 +66,13 @@ static int check_header(qparse_t *c, const mem_window_t *win, uint32_t plan_addr
     if (!qp_in_blob(c, c->tensors_off, (uint64_t)c->n_tensors * QPLAN_TENSOR) ||
         !qp_in_blob(c, c->ops_off, (uint64_t)p->n_ops * QPLAN_OP))
         return blob_fail(f, FAULT_PLAN, "qplan: tensor or op records outside blob", c->tensors_off, c->ops_off);
-    c->flags = le16(h + 46);
-    c->train_off = le32(h + 48);
+    c->flags = le16(h + TQPL_H_FLAGS);
+    c->train_off = le32(h + TQPL_H_TRAIN_OFFSET);
     if (c->flags > 1u || (c->flags == 0) != (c->train_off == 0) ||
         (c->flags && !qp_in_blob(c, c->train_off, QPLAN_TRAIN_HEADER)))
         return blob_fail(f, FAULT_PLAN, "qplan: unknown header flags or training section outside blob", c->flags,
                     c->train_off);
-    for (uint32_t j = 52; j < QPLAN_HEADER; j++)
+    for (uint32_t j = TQPL_H_TAIL; j < QPLAN_HEADER; j++)
         if (h[j])
             return blob_fail(f, FAULT_PLAN, "qplan: reserved header bytes not zero", j, h[j]);
     return 0;
@@ -87,23 +88,23 @@ int qp_tensor(qparse_t *c, uint32_t where, uint32_t idx, qtinfo_t *t)
     if (idx >= c->n_tensors)
         return blob_fail(c->f, FAULT_PLAN, "qplan: tensor index out of range", where, idx);
     r = c->blob + c->tensors_off + idx * QPLAN_TENSOR;
-    t->kind = r[0];
-    t->rank = r[2];
-    if (t->kind < QT_ACTIVATION || t->kind > QT_CONST_I32 || r[3] || t->rank < 1 || t->rank > 4 ||
-        (r[1] && (r[1] != 1u || t->kind == QT_ACTIVATION || !c->flags)))
+    t->kind = r[TQPL_T_KIND];
+    t->rank = r[TQPL_T_RANK];
+    if (t->kind < QT_ACTIVATION || t->kind > QT_CONST_I32 || r[TQPL_T_RESERVED] || t->rank < 1 || t->rank > 4 ||
+        (r[TQPL_T_FLAGS] && (r[TQPL_T_FLAGS] != 1u || t->kind == QT_ACTIVATION || !c->flags)))
         return blob_fail(c->f, FAULT_PLAN, "qplan: bad tensor kind, flags or rank", where, idx);
     for (uint32_t j = 0; j < 4; j++) {
-        t->d[j] = le16(r + 4 + 2 * j);
+        t->d[j] = le16(r + TQPL_T_DIMS0 + 2 * j);
         if (!t->d[j] || (j < 4u - t->rank && t->d[j] != 1))
             return blob_fail(c->f, FAULT_PLAN, "qplan: bad tensor dims", where, idx);
         count *= t->d[j];
     }
     esize = t->kind == QT_CONST_I32 ? 4u : 1u;
     t->count = (uint32_t)count;
-    t->off = le32(r + 12);
-    t->bytes = le32(r + 16);
-    t->zp = (int32_t)le32(r + 20);
-    t->scale = f32_at(r + 24);
+    t->off = le32(r + TQPL_T_OFFSET);
+    t->bytes = le32(r + TQPL_T_BYTES);
+    t->zp = (int32_t)le32(r + TQPL_T_ZERO_POINT);
+    t->scale = f32_at(r + TQPL_T_SCALE);
     if (count * esize != t->bytes)
         return blob_fail(c->f, FAULT_PLAN, "qplan: tensor bytes differ from its dims", where, idx);
     if (t->kind == QT_ACTIVATION) {
@@ -117,8 +118,8 @@ int qp_tensor(qparse_t *c, uint32_t where, uint32_t idx, qtinfo_t *t)
             return blob_fail(c->f, FAULT_PLAN, "qplan: constant outside blob", where, idx);
         t->data = c->blob + t->off;
     }
-    if (le32(r + 28) != 0xFFFFFFFFu) { /* per-channel scales (reserved for QAS): u32 n then n f32 */
-        uint32_t so = le32(r + 28);
+    if (le32(r + TQPL_T_SCALES_OFFSET) != 0xFFFFFFFFu) { /* per-channel scales (reserved for QAS): u32 n then n f32 */
+        uint32_t so = le32(r + TQPL_T_SCALES_OFFSET);
         if (!qp_in_blob(c, so, 4) || !qp_in_blob(c, so, 4u + 4ull * le32(c->blob + so)) || le32(c->blob + so) > t->count)
             return blob_fail(c->f, FAULT_PLAN, "qplan: channel scales outside blob", where, idx);
     }
@@ -180,20 +181,20 @@ int qp_geometry(qparse_t *c, const qoprec_t *o, uint32_t kh, uint32_t kw)
 {
     const uint8_t *r = o->r;
     const qtinfo_t *x = &o->x, *y = &o->y;
-    if (x->rank != 4 || y->rank != 4 || !r[2] || !r[3] || !kh || !kw || r[4] != kh || r[5] != kw || r[7] > 1)
+    if (x->rank != 4 || y->rank != 4 || !r[TQPL_O_STRIDE_H] || !r[TQPL_O_STRIDE_W] || !kh || !kw || r[TQPL_O_K_H] != kh || r[TQPL_O_K_W] != kw || r[TQPL_O_PADDING] > 1)
         return blob_fail(c->f, FAULT_PLAN, "qplan: bad kernel, stride or padding", o->i, 0);
-    if (out_size(x->d[1], kh, r[2], o->same) != y->d[1] || out_size(x->d[2], kw, r[3], o->same) != y->d[2])
+    if (out_size(x->d[1], kh, r[TQPL_O_STRIDE_H], o->same) != y->d[1] || out_size(x->d[2], kw, r[TQPL_O_STRIDE_W], o->same) != y->d[2])
         return blob_fail(c->f, FAULT_PLAN, "qplan: output shape differs from kernel/stride/padding", o->i, 0);
-    if (le16(r + 16) != (o->same ? same_pad(x->d[1], y->d[1], kh, r[2]) : 0u) ||
-        le16(r + 18) != (o->same ? same_pad(x->d[2], y->d[2], kw, r[3]) : 0u))
-        return blob_fail(c->f, FAULT_PLAN, "qplan: padding inconsistent", o->i, le16(r + 16));
+    if (le16(r + TQPL_O_PAD_TOP) != (o->same ? same_pad(x->d[1], y->d[1], kh, r[TQPL_O_STRIDE_H]) : 0u) ||
+        le16(r + TQPL_O_PAD_LEFT) != (o->same ? same_pad(x->d[2], y->d[2], kw, r[TQPL_O_STRIDE_W]) : 0u))
+        return blob_fail(c->f, FAULT_PLAN, "qplan: padding inconsistent", o->i, le16(r + TQPL_O_PAD_TOP));
     return 0;
 }
 
 int qp_act(qparse_t *c, const qoprec_t *o, int32_t *lo, int32_t *hi)
 {
-    *lo = (int16_t)le16(o->r + 20);
-    *hi = (int16_t)le16(o->r + 22);
+    *lo = (int16_t)le16(o->r + TQPL_O_ACT_MIN);
+    *hi = (int16_t)le16(o->r + TQPL_O_ACT_MAX);
     if (*lo < -128 || *hi > 127 || *lo > *hi)
         return blob_fail(c->f, FAULT_PLAN, "qplan: activation range outside int8", o->i, 0);
     return 0;
@@ -202,7 +203,7 @@ int qp_act(qparse_t *c, const qoprec_t *o, int32_t *lo, int32_t *hi)
 /* n (multiplier, shift) pairs at rq_off */
 int qp_rq(qparse_t *c, const qoprec_t *o, uint32_t n, const int32_t **rq)
 {
-    uint32_t off = le32(o->r + 24);
+    uint32_t off = le32(o->r + TQPL_O_RQ_OFFSET);
     if (!qp_in_blob(c, off, 8ull * n))
         return blob_fail(c->f, FAULT_PLAN, "qplan: requantisation table outside blob", o->i, off);
     *rq = (const int32_t *)(const void *)(c->blob + off);
@@ -215,8 +216,8 @@ int qp_rq(qparse_t *c, const qoprec_t *o, uint32_t n, const int32_t **rq)
 /* weights (const int8) and optional bias (const int32, out_c values) */
 int qp_wb(qparse_t *c, qoprec_t *o, uint32_t out_c)
 {
-    uint16_t bi = le16(o->r + 12);
-    if (qp_tensor(c, o->i, le16(o->r + 10), &o->w))
+    uint16_t bi = le16(o->r + TQPL_O_IN2);
+    if (qp_tensor(c, o->i, le16(o->r + TQPL_O_IN1), &o->w))
         return -1;
     if (o->w.kind != QT_CONST_I8)
         return blob_fail(c->f, FAULT_PLAN, "qplan: weights are not a constant int8 tensor", o->i, 0);
@@ -233,7 +234,7 @@ int qp_wb(qparse_t *c, qoprec_t *o, uint32_t out_c)
 int qp_fold(qparse_t *c, const qoprec_t *o, uint32_t out_c, uint32_t first, uint32_t n, uint32_t step,
                       const int32_t **eff)
 {
-    uint32_t off = le32(o->r + 28);
+    uint32_t off = le32(o->r + TQPL_O_BIAS_EFF_OFFSET);
     const int8_t *w = (const int8_t *)(const void *)o->w.data;
     const int32_t *b = o->b.data ? (const int32_t *)(const void *)o->b.data : NULL;
     if (!qp_in_blob(c, off, 4ull * out_c))
@@ -256,17 +257,17 @@ static int parse_op(qparse_t *c, uint32_t i, qnode_t *n)
     memset(n, 0, sizeof *n);
     o.r = c->blob + c->ops_off + i * QPLAN_OP;
     o.i = i;
-    n->op = o.r[0];
-    o.per_channel = o.r[1] & 1u;
-    o.same = o.r[7] == 1;
+    n->op = o.r[TQPL_O_OP];
+    o.per_channel = o.r[TQPL_O_FLAGS] & 1u;
+    o.same = o.r[TQPL_O_PADDING] == 1;
     if (!qop_kind(n->op))
         return blob_fail(c->f, FAULT_PLAN, "qplan: unknown op code", i, n->op);
-    if ((o.r[1] & ~0x31u) || ((o.r[1] & 0x30u) && !c->flags))
-        return blob_fail(c->f, FAULT_PLAN, "qplan: unknown op flags", i, o.r[1]);
-    for (uint32_t j = 40; j < QPLAN_OP; j++)
+    if ((o.r[TQPL_O_FLAGS] & ~0x31u) || ((o.r[TQPL_O_FLAGS] & 0x30u) && !c->flags))
+        return blob_fail(c->f, FAULT_PLAN, "qplan: unknown op flags", i, o.r[TQPL_O_FLAGS]);
+    for (uint32_t j = TQPL_O_TAIL; j < QPLAN_OP; j++)
         if (o.r[j])
             return blob_fail(c->f, FAULT_PLAN, "qplan: reserved op bytes not zero", i, j);
-    if (qp_input(c, i, le16(o.r + 8), &o.x) || output(c, i, le16(o.r + 14), &o.y))
+    if (qp_input(c, i, le16(o.r + TQPL_O_IN0), &o.x) || output(c, i, le16(o.r + TQPL_O_OUT), &o.y))
         return -1;
     n->x = o.x.act;
     n->y = o.y.act;
@@ -275,7 +276,7 @@ static int parse_op(qparse_t *c, uint32_t i, qnode_t *n)
         return blob_fail(c->f, FAULT_PLAN, "qplan: output overlaps an input", i, 0);
     if (qnode_kind(n)->parse(c, &o, n))
         return -1;
-    set_ready(c, le16(o.r + 14));
+    set_ready(c, le16(o.r + TQPL_O_OUT));
     return 0;
 }
 
@@ -284,7 +285,7 @@ static int parse_graph(qparse_t *c)
     qplan_t *p = c->p;
     const uint8_t *h = c->blob;
     qtinfo_t in, out;
-    uint16_t ii = le16(h + 40), oi = le16(h + 42);
+    uint16_t ii = le16(h + TQPL_H_INPUT), oi = le16(h + TQPL_H_OUTPUT);
     if (qp_tensor(c, 0xFFFFu, ii, &in) || in.kind != QT_ACTIVATION)
         return blob_fail(c->f, FAULT_PLAN, "qplan: graph input is not an activation", ii, 0);
     set_ready(c, ii);
@@ -297,7 +298,7 @@ static int parse_graph(qparse_t *c)
         return -1;
     if (out.act != p->node[p->n_ops - 1u].y || out.count != p->node[p->n_ops - 1u].n_out)
         return blob_fail(c->f, FAULT_PLAN, "qplan: graph output is not the last op's output", oi, 0);
-    p->n_classes = le16(h + 44);
+    p->n_classes = le16(h + TQPL_H_N_CLASSES);
     if (p->n_classes < 2 || p->n_classes > 256 || p->n_classes != out.count)
         return blob_fail(c->f, FAULT_PLAN, "qplan: n_classes not the output size in 2..256", p->n_classes, out.count);
     p->output = out.act;
@@ -324,13 +325,13 @@ int qp_tfail(qparse_t *c, uint32_t op, const char *text)
 /* trained weights and bias of a weighted op: arena copies, residuals, bias_eff copy, tables, channel list */
 static int train_params(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t)
 {
-    uint32_t rows, ch_off = le32(r + 4), oc = t->out_c, ti = le16(c->blob + c->ops_off + i * QPLAN_OP + 10);
-    const uint8_t *op_flags = c->blob + c->ops_off + i * QPLAN_OP + 1;
+    uint32_t rows, ch_off = le32(r + TQPL_TR_CH_OFF), oc = t->out_c, ti = le16(c->blob + c->ops_off + i * QPLAN_OP + TQPL_O_IN1);
+    const uint8_t *op_flags = c->blob + c->ops_off + i * QPLAN_OP + TQPL_O_FLAGS;
     const int32_t *upd;
-    t->n_sel = le16(r + 2);
+    t->n_sel = le16(r + TQPL_TR_CH_COUNT);
     if (((*op_flags >> 4) & 3u) != (t->flags & 3u))
         return qp_tfail(c, i, "qplan: op train flags differ from its training record");
-    if ((t->flags & QTF_TRAIN_W) && c->blob[c->tensors_off + ti * QPLAN_TENSOR + 1] != 1u)
+    if ((t->flags & QTF_TRAIN_W) && c->blob[c->tensors_off + ti * QPLAN_TENSOR + TQPL_T_FLAGS] != 1u)
         return qp_tfail(c, i, "qplan: trained weights not flagged trainable");
     if (t->n_sel) {
         if (!(t->flags & QTF_TRAIN_W) || t->n_sel > oc || !qp_in_blob(c, ch_off, 2ull * t->n_sel))
@@ -344,31 +345,31 @@ static int train_params(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t)
     }
     rows = t->n_sel ? t->n_sel : oc;
     if (t->flags & QTF_TRAIN_W) {
-        t->w_ram = qp_arena_at(c, le32(r + 8), (uint64_t)rows * t->row);
-        t->w_res = qp_arena_at(c, le32(r + 12), 2ull * rows * t->row);
+        t->w_ram = qp_arena_at(c, le32(r + TQPL_TR_W_RAM), (uint64_t)rows * t->row);
+        t->w_res = qp_arena_at(c, le32(r + TQPL_TR_WRES_RAM), 2ull * rows * t->row);
         if (!t->w_ram || !t->w_res)
             return qp_tfail(c, i, "qplan: trained weights outside arena");
     }
     if (t->flags & QTF_TRAIN_B) {
-        t->b_ram = qp_arena_at(c, le32(r + 16), 4ull * oc);
-        t->b_res = qp_arena_at(c, le32(r + 20), 2ull * oc);
+        t->b_ram = qp_arena_at(c, le32(r + TQPL_TR_B_RAM), 4ull * oc);
+        t->b_res = qp_arena_at(c, le32(r + TQPL_TR_BRES_RAM), 2ull * oc);
         if (!t->b_ram || !t->b_res)
             return qp_tfail(c, i, "qplan: trained bias outside arena");
-        if (!t->b_flash || c->blob[c->tensors_off + le16(c->blob + c->ops_off + i * QPLAN_OP + 12) * QPLAN_TENSOR +
-                                   1] != 1u)
+        uint32_t bi = le16(c->blob + c->ops_off + i * QPLAN_OP + TQPL_O_IN2);
+        if (!t->b_flash || c->blob[c->tensors_off + bi * QPLAN_TENSOR + TQPL_T_FLAGS] != 1u)
             return qp_tfail(c, i, "qplan: trained bias missing or not flagged trainable");
     }
-    if (!qp_in_blob(c, le32(r + 44), 4ull * oc))
+    if (!qp_in_blob(c, le32(r + TQPL_TR_M_OFF), 4ull * oc))
         return qp_tfail(c, i, "qplan: channel factors outside blob");
-    t->m = (const int32_t *)(const void *)(c->blob + le32(r + 44));
+    t->m = (const int32_t *)(const void *)(c->blob + le32(r + TQPL_TR_M_OFF));
     for (uint32_t j = 0; j < oc; j++)
         if (t->m[j] < 0 || t->m[j] > 32768)
             return qp_tfail(c, i, "qplan: channel factor outside 0..32768");
     if (t->flags & (QTF_TRAIN_W | QTF_TRAIN_B)) {
-        t->eff = qp_arena_at(c, le32(r + 24), 4ull * oc);
-        if (!t->eff || !qp_in_blob(c, le32(r + 48), 16ull * oc))
+        t->eff = qp_arena_at(c, le32(r + TQPL_TR_EFF_RAM), 4ull * oc);
+        if (!t->eff || !qp_in_blob(c, le32(r + TQPL_TR_UPD_OFF), 16ull * oc))
             return qp_tfail(c, i, "qplan: bias_eff copy or update tables outside arena/blob");
-        upd = t->upd = (const int32_t *)(const void *)(c->blob + le32(r + 48));
+        upd = t->upd = (const int32_t *)(const void *)(c->blob + le32(r + TQPL_TR_UPD_OFF));
         for (uint32_t j = 0; j < 2u * oc; j++)
             if (upd[2 * j] < 0 || upd[2 * j + 1] < -160 || upd[2 * j + 1] > 60)
                 return qp_tfail(c, i, "qplan: update multiplier or shift out of range");
@@ -380,7 +381,7 @@ static int train_params(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t)
 int qp_din(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t)
 {
     const qplan_t *p = c->p;
-    t->din = qp_arena_at(c, le32(r + 32), t->n_in);
+    t->din = qp_arena_at(c, le32(r + TQPL_TR_DIN), t->n_in);
     if (!t->din || t->din != p->top[i - 1u - p->first_bwd].dout)
         return qp_tfail(c, i, "qplan: din must be the previous op's dout");
     return 0;
@@ -401,14 +402,14 @@ int qp_train_weighted(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t, qnod
         if (t->b_ram)
             *bias = t->b_ram;
     }
-    t->dout = qp_arena_at(c, le32(r + 28), n->n_out);
-    t->h = qp_arena_at(c, le32(r + 36), 2ull * n->n_out);
+    t->dout = qp_arena_at(c, le32(r + TQPL_TR_DOUT), n->n_out);
+    t->h = qp_arena_at(c, le32(r + TQPL_TR_SCRATCH), 2ull * n->n_out);
     if (t->flags & QTF_NEED_DX)
         need = t->n_in;
     if ((t->flags & QTF_TRAIN_W) && t->row > need)
         need = t->row;
-    t->acc = qp_arena_at(c, le32(r + 36) + ((2u * n->n_out + 3u) & ~3u), 4ull * need);
-    if (!t->dout || !t->h || !t->acc || le32(r + 40) < ((2u * n->n_out + 3u) & ~3u) + 4u * need)
+    t->acc = qp_arena_at(c, le32(r + TQPL_TR_SCRATCH) + ((2u * n->n_out + 3u) & ~3u), 4ull * need);
+    if (!t->dout || !t->h || !t->acc || le32(r + TQPL_TR_SCRATCH_BYTES) < ((2u * n->n_out + 3u) & ~3u) + 4u * need)
         return qp_tfail(c, i, "qplan: gradient or scratch buffers outside arena");
     return (t->flags & QTF_NEED_DX) ? qp_din(c, i, r, t) : 0;
 }
@@ -419,8 +420,8 @@ static int train_op(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t)
     qplan_t *p = c->p;
     qnode_t *n = &p->node[i];
     memset(t, 0, sizeof *t);
-    t->flags = r[0];
-    if ((t->flags & ~0x0Fu) || r[1] || le32(r + 56) || le32(r + 60))
+    t->flags = r[TQPL_TR_FLAGS];
+    if ((t->flags & ~0x0Fu) || r[TQPL_TR_RESERVED] || le32(r + TQPL_TR_TAIL) || le32(r + TQPL_TR_TAIL + 4u))
         return qp_tfail(c, i, "qplan: unknown training flags or reserved bytes");
     if (!qnode_kind(n)->parse_train)
         return qp_tfail(c, i, "qplan: backward of this op is not supported (CONV_2D, DEPTHWISE_CONV_2D, "
@@ -436,17 +437,17 @@ static int parse_training(qparse_t *c)
 {
     qplan_t *p = c->p;
     const uint8_t *h = c->blob + c->train_off;
-    uint32_t recs = le32(h + 12), last = p->n_ops - 1u;
+    uint32_t recs = le32(h + TQPL_TH_RECORDS), last = p->n_ops - 1u;
     float lr;
     p->train = 0;
     if (!c->flags)
         return 0;
     p->train = 1;
-    p->first_bwd = le16(h);
+    p->first_bwd = le16(h + TQPL_TH_FIRST_BWD);
     memcpy(&lr, h + 4, sizeof lr);
     p->lr = lr;
-    for (uint32_t j = 16; j < QPLAN_TRAIN_HEADER; j++)
-        if (h[j] || h[3] || h[2] > 1u)
+    for (uint32_t j = TQPL_TH_TAIL; j < QPLAN_TRAIN_HEADER; j++)
+        if (h[j] || h[TQPL_TH_RESERVED] || h[TQPL_TH_QAS] > 1u)
             return blob_fail(c->f, FAULT_PLAN, "qplan: reserved training header bytes not zero", j, 0);
     if (p->node[last].op != QOP_SOFTMAX || p->n_ops < 2u || p->first_bwd >= last ||
         last - p->first_bwd > QTRAIN_MAX_OPS)
@@ -454,10 +455,10 @@ static int parse_training(qparse_t *c)
                     p->first_bwd, p->n_ops);
     if (!qp_in_blob(c, recs, (uint64_t)p->n_ops * QPLAN_TRAIN_RECORD))
         return blob_fail(c->f, FAULT_PLAN, "qplan: training records outside blob", recs, 0);
-    p->dlogits = qp_arena_at(c, le32(h + 8), p->n_classes);
+    p->dlogits = qp_arena_at(c, le32(h + TQPL_TH_DLOGITS), p->n_classes);
     if (!p->dlogits || p->node[last].x != p->node[last - 1u].y)
         return blob_fail(c->f, FAULT_PLAN,
-                         "qplan: logits gradient outside arena or softmax input not the previous op's", le32(h + 8), 0);
+                         "qplan: logits gradient outside arena or softmax input not the previous op's", le32(h + TQPL_TH_DLOGITS), 0);
     for (uint32_t i = 0; i < p->n_ops; i++) {
         const uint8_t *r = c->blob + recs + i * QPLAN_TRAIN_RECORD;
         if (i < p->first_bwd || i == last) {
@@ -493,26 +494,26 @@ static int parse_dataset(qparse_t *c, const mem_window_t *win)
 {
     qplan_t *p = c->p;
     qdataset_t *d = &p->data;
-    uint32_t addr = le32(c->blob + 24), bytes;
+    uint32_t addr = le32(c->blob + TQPL_H_DATASET_ADDR), bytes;
     uint64_t xt, yt, xe, ye;
     const uint8_t *b = blob_dataset(win, addr, &bytes, c->f), *h = b;
     if (!b)
         return -1;
-    d->n_train = le32(h + 16);
-    d->n_eval = le32(h + 20);
-    d->sample_bytes = (uint32_t)le16(h + 24) * le16(h + 26) * le16(h + 28);
-    d->dtype = h[44];
-    d->shift = (int16_t)le16(h + 46);
-    if (d->dtype > QDS_I8 || h[45] || (d->dtype == QDS_I8 && d->shift))
-        return blob_fail(c->f, FAULT_DATASET, "dataset: unknown sample dtype", d->dtype, h[45]);
+    d->n_train = le32(h + TDST_H_N_TRAIN);
+    d->n_eval = le32(h + TDST_H_N_EVAL);
+    d->sample_bytes = (uint32_t)le16(h + TDST_H_H) * le16(h + TDST_H_W) * le16(h + TDST_H_C);
+    d->dtype = h[TDST_H_DTYPE];
+    d->shift = (int16_t)le16(h + TDST_H_SHIFT);
+    if (d->dtype > QDS_I8 || h[TDST_H_RESERVED] || (d->dtype == QDS_I8 && d->shift))
+        return blob_fail(c->f, FAULT_DATASET, "dataset: unknown sample dtype", d->dtype, h[TDST_H_RESERVED]);
     if (d->n_eval == 0)
         return blob_fail(c->f, FAULT_DATASET, "dataset: no evaluation samples", 0, 0);
-    if (le16(h + 30) != p->n_classes)
-        return blob_fail(c->f, FAULT_DATASET, "dataset: n_classes differs from plan", le16(h + 30), p->n_classes);
+    if (le16(h + TDST_H_N_CLASSES) != p->n_classes)
+        return blob_fail(c->f, FAULT_DATASET, "dataset: n_classes differs from plan", le16(h + TDST_H_N_CLASSES), p->n_classes);
     if (d->sample_bytes != p->n_input)
         return blob_fail(c->f, FAULT_DATASET, "dataset: sample shape differs from plan input",
                          d->sample_bytes, p->n_input);
-    xt = le32(h + 40);
+    xt = le32(h + TDST_H_X_TRAIN_OFF);
     yt = align4(xt + (uint64_t)d->n_train * d->sample_bytes);
     xe = align4(yt + d->n_train);
     ye = align4(xe + (uint64_t)d->n_eval * d->sample_bytes);

@@ -3,19 +3,20 @@
 #define QPLAN_H
 
 #include <stdint.h>
+#include "formats.h"
 #include "plan.h"
 #include "ops/qop.h"
 #include "ops/qgrad.h"
 
 #define QPLAN_MAGIC 0x4C505154u /* "TQPL" */
-#define QPLAN_HEADER 64u
-#define QPLAN_TENSOR 32u
-#define QPLAN_OP 64u
+#define QPLAN_HEADER TQPL_H_SIZE
+#define QPLAN_TENSOR TQPL_T_SIZE
+#define QPLAN_OP TQPL_O_SIZE
 #define QPLAN_MAX_OPS 64u
 #define QPLAN_MAX_TENSORS 512u
 #define QPLAN_NONE16 0xFFFFu
-#define QPLAN_TRAIN_HEADER 32u
-#define QPLAN_TRAIN_RECORD 64u
+#define QPLAN_TRAIN_HEADER TQPL_TH_SIZE
+#define QPLAN_TRAIN_RECORD TQPL_TR_SIZE
 #define QTRAIN_MAX_OPS 16u /* ops on the backward path (first_bwd .. n_ops - 1) */
 
 enum {

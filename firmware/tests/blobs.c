@@ -28,8 +28,8 @@ static uint32_t put_floats(uint8_t *blob, uint32_t *len, const float *v, uint32_
 
 void blob_fix_crc(uint8_t *blob)
 {
-    put_le32(blob + 12, 0);
-    put_le32(blob + 12, crc32(blob, le32(blob + 8)));
+    put_le32(blob + TPLN_H_CRC32, 0);
+    put_le32(blob + TPLN_H_CRC32, crc32(blob, le32(blob + TPLN_H_BLOB_BYTES)));
 }
 
 static uint32_t weight_numel(const spec_t *s)
@@ -47,36 +47,36 @@ static void place_layers(uint8_t *blob, uint32_t *len, const spec_t *L, uint32_t
         const spec_t *s = &L[i];
         uint8_t *r = rec + i * PLAN_RECORD;
         uint32_t in_off = i == 0 ? alloc(numel(s->in)) : prev, out_off = s->op == OP_RELU ? in_off : alloc(numel(s->out));
-        r[0] = s->op;
-        r[1] = s->flags;
-        r[2] = s->stride;
-        r[3] = s->k;
+        r[TPLN_L_OP] = s->op;
+        r[TPLN_L_FLAGS] = s->flags;
+        r[TPLN_L_STRIDE] = s->stride;
+        r[TPLN_L_K] = s->k;
         for (int j = 0; j < 3; j++) {
-            put_le16(r + 4 + 2 * j, s->in[j]);
-            put_le16(r + 10 + 2 * j, s->out[j]);
+            put_le16(r + TPLN_L_IN_H + 2 * j, s->in[j]);
+            put_le16(r + TPLN_L_OUT_H + 2 * j, s->out[j]);
         }
-        put_le32(r + 16, s->w ? put_floats(blob, len, s->w, weight_numel(s)) : PLAN_NONE);
-        put_le32(r + 20, s->b ? put_floats(blob, len, s->b, s->out[2]) : PLAN_NONE);
+        put_le32(r + TPLN_L_W_SRC, s->w ? put_floats(blob, len, s->w, weight_numel(s)) : PLAN_NONE);
+        put_le32(r + TPLN_L_B_SRC, s->b ? put_floats(blob, len, s->b, s->out[2]) : PLAN_NONE);
         out->w_ram[i] = (s->flags & LF_TRAIN_W) ? alloc(s->n_ch ? weight_numel(s) / s->out[2] * s->n_ch : weight_numel(s))
                                                 : PLAN_NONE;
         if (s->n_ch) { /* channel list after the parameters, 4-byte aligned */
-            put_le32(r + 56, *len);
-            put_le16(r + 60, s->n_ch);
+            put_le32(r + TPLN_L_CH_OFF, *len);
+            put_le16(r + TPLN_L_CH_COUNT, s->n_ch);
             for (uint32_t j = 0; j < s->n_ch; j++)
                 put_le16(blob + *len + 2u * j, s->ch[j]);
             *len += (2u * s->n_ch + 3u) & ~3u;
             plan_flags |= PF_CHANNEL_LISTS;
         }
         out->b_ram[i] = (s->flags & LF_TRAIN_B) ? alloc(s->out[2]) : PLAN_NONE;
-        put_le32(r + 24, out->w_ram[i]);
-        put_le32(r + 28, out->b_ram[i]);
-        put_le32(r + 32, in_off);
-        put_le32(r + 36, out_off);
-        put_le32(r + 40, PLAN_NONE);
-        put_le32(r + 44, PLAN_NONE);
-        put_le32(r + 48, (s->op == OP_CONV2D && (s->flags & LF_TRAIN_W)) ? alloc((uint32_t)s->k * s->k * s->in[2]) : PLAN_NONE);
-        put_le16(r + 52, s->pad_top);
-        put_le16(r + 54, s->pad_left);
+        put_le32(r + TPLN_L_W_RAM, out->w_ram[i]);
+        put_le32(r + TPLN_L_B_RAM, out->b_ram[i]);
+        put_le32(r + TPLN_L_IN_OFF, in_off);
+        put_le32(r + TPLN_L_OUT_OFF, out_off);
+        put_le32(r + TPLN_L_DOUT_OFF, PLAN_NONE);
+        put_le32(r + TPLN_L_DIN_OFF, PLAN_NONE);
+        put_le32(r + TPLN_L_SCRATCH_OFF, (s->op == OP_CONV2D && (s->flags & LF_TRAIN_W)) ? alloc((uint32_t)s->k * s->k * s->in[2]) : PLAN_NONE);
+        put_le16(r + TPLN_L_PAD_TOP, s->pad_top);
+        put_le16(r + TPLN_L_PAD_LEFT, s->pad_left);
         prev = out_off;
     }
 }
@@ -87,10 +87,10 @@ static void place_gradients(const spec_t *L, uint32_t n, uint16_t first_bwd, uin
     uint32_t dout = dlogits;
     for (uint32_t i = n; i-- > first_bwd;) {
         uint8_t *r = rec + i * PLAN_RECORD;
-        put_le32(r + 40, dout);
+        put_le32(r + TPLN_L_DOUT_OFF, dout);
         if (L[i].flags & LF_NEED_DX) {
             uint32_t din = L[i].op == OP_RELU ? dout : alloc(numel(L[i].in));
-            put_le32(r + 44, din);
+            put_le32(r + TPLN_L_DIN_OFF, din);
             dout = din;
         }
     }
@@ -101,17 +101,17 @@ static uint32_t build_dataset(uint8_t *d, const dspec_t *s)
     uint32_t sb = (uint32_t)s->h * s->w * s->c, off = DATA_HEADER;
     memset(d, 0, DATA_HEADER);
     put_le32(d, DATA_MAGIC);
-    put_le16(d + 4, 1);
-    put_le16(d + 6, DATA_HEADER);
-    put_le32(d + 16, s->n_train);
-    put_le32(d + 20, s->n_eval);
-    put_le16(d + 24, s->h);
-    put_le16(d + 26, s->w);
-    put_le16(d + 28, s->c);
-    put_le16(d + 30, s->n_classes);
+    put_le16(d + TDST_H_VERSION, 1);
+    put_le16(d + TDST_H_HEADER_BYTES, DATA_HEADER);
+    put_le32(d + TDST_H_N_TRAIN, s->n_train);
+    put_le32(d + TDST_H_N_EVAL, s->n_eval);
+    put_le16(d + TDST_H_H, s->h);
+    put_le16(d + TDST_H_W, s->w);
+    put_le16(d + TDST_H_C, s->c);
+    put_le16(d + TDST_H_N_CLASSES, s->n_classes);
     memcpy(d + 32, &s->scale, 4);
     memcpy(d + 36, &s->offset, 4);
-    put_le32(d + 40, DATA_HEADER);
+    put_le32(d + TDST_H_X_TRAIN_OFF, DATA_HEADER);
     memcpy(d + off, s->xt, s->n_train * sb);
     off = (off + s->n_train * sb + 3u) & ~3u;
     memcpy(d + off, s->yt, s->n_train);
@@ -120,7 +120,7 @@ static uint32_t build_dataset(uint8_t *d, const dspec_t *s)
     off = (off + s->n_eval * sb + 3u) & ~3u;
     memcpy(d + off, s->ye, s->n_eval);
     off += s->n_eval;
-    put_le32(d + 8, off);
+    put_le32(d + TDST_H_BLOB_BYTES, off);
     blob_fix_crc(d);
     return off;
 }
@@ -140,19 +140,19 @@ void build_blobs(uint8_t *win, uint32_t win_addr, const spec_t *L, uint32_t n, u
     out->data_off = (len + 15u) & ~15u;
     out->arena_need = arena_cur;
     put_le32(win, PLAN_MAGIC);
-    put_le16(win + 4, 1);
-    put_le16(win + 6, PLAN_HEADER);
-    put_le32(win + 8, len);
-    put_le32(win + 16, 0xC0FFEEu);
-    put_le32(win + 20, arena_cur);
-    put_le32(win + 24, win_addr + out->data_off);
-    put_le16(win + 28, (uint16_t)n);
-    put_le16(win + 30, n_classes);
-    put_le32(win + 32, PLAN_HEADER);
-    put_le32(win + 36, input);
-    put_le32(win + 40, dlogits);
-    put_le16(win + 44, first_bwd);
-    put_le16(win + 46, plan_flags);
+    put_le16(win + TPLN_H_VERSION, 1);
+    put_le16(win + TPLN_H_HEADER_BYTES, PLAN_HEADER);
+    put_le32(win + TPLN_H_BLOB_BYTES, len);
+    put_le32(win + TPLN_H_PLAN_HASH, 0xC0FFEEu);
+    put_le32(win + TPLN_H_ARENA_BYTES, arena_cur);
+    put_le32(win + TPLN_H_DATASET_ADDR, win_addr + out->data_off);
+    put_le16(win + TPLN_H_N_LAYERS, (uint16_t)n);
+    put_le16(win + TPLN_H_N_CLASSES, n_classes);
+    put_le32(win + TPLN_H_LAYERS_OFFSET, PLAN_HEADER);
+    put_le32(win + TPLN_H_INPUT_OFF, input);
+    put_le32(win + TPLN_H_DLOGITS_OFF, dlogits);
+    put_le16(win + TPLN_H_FIRST_BWD, first_bwd);
+    put_le16(win + TPLN_H_FLAGS, plan_flags);
     blob_fix_crc(win);
     out->data_bytes = build_dataset(win + out->data_off, d);
 }

@@ -65,7 +65,7 @@ static void t_arena(void)
 {
     fault_t f;
     fx_mlp(&b, 6, 5, 3, 0, 20);
-    put_le32(fx_win + 20, FX_ARENA_BYTES + 4u); /* needs more than the device has */
+    put_le32(fx_win + TPLN_H_ARENA_BYTES, FX_ARENA_BYTES + 4u); /* needs more than the device has */
     blob_fix_crc(fx_win);
     CHECK(load(&f) != 0 && f.code == FAULT_ARENA && f.arg0 == FX_ARENA_BYTES + 4u && f.arg1 == FX_ARENA_BYTES);
     fx_mlp(&b, 6, 5, 3, 0, 20);
@@ -117,11 +117,11 @@ static void t_dataset(void)
     expect(FAULT_DATASET, "label");
     fx_mlp(&b, 6, 5, 3, 0, 20);
     d = fx_win + b.data_off;
-    put_le16(d + 28, 7); /* sample shape */
+    put_le16(d + TDST_H_C, 7); /* sample shape */
     blob_fix_crc(d);
     expect(FAULT_DATASET, "shape");
     fx_mlp(&b, 6, 5, 3, 0, 20);
-    put_le32(fx_win + 24, FX_WIN_ADDR + FX_WIN_BYTES - 8u); /* header outside the window */
+    put_le32(fx_win + TPLN_H_DATASET_ADDR, FX_WIN_ADDR + FX_WIN_BYTES - 8u); /* header outside the window */
     blob_fix_crc(fx_win);
     expect(FAULT_DATASET, "address");
 }
@@ -144,7 +144,7 @@ static void t_channels(void)
     blob_fix_crc(fx_win);
     expect(FAULT_PLAN, "range");
     fx_mlp_sparse(&b, 6, 5, 3, 20, ch, 2);
-    put_le16(fx_win + 46, 0); /* a list without the header flag (an old reader would ignore it) */
+    put_le16(fx_win + TPLN_H_FLAGS, 0); /* a list without the header flag (an old reader would ignore it) */
     blob_fix_crc(fx_win);
     expect(FAULT_PLAN, "flag");
     fx_mlp_sparse(&b, 6, 5, 3, 20, ch, 2);

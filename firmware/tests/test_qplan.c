@@ -31,29 +31,29 @@ static void tensor(uint8_t *b, uint32_t i, uint8_t kind, uint8_t rank, uint16_t 
 {
     uint8_t *r = b + tens_off + i * QPLAN_TENSOR;
     uint32_t count = (uint32_t)n * h * w * c;
-    r[0] = kind;
-    r[2] = rank;
-    put_le16(r + 4, n);
-    put_le16(r + 6, h);
-    put_le16(r + 8, w);
-    put_le16(r + 10, c);
-    put_le32(r + 12, off);
-    put_le32(r + 16, count * (kind == QT_CONST_I32 ? 4u : 1u));
-    put_le32(r + 20, (uint32_t)zp);
+    r[TQPL_T_KIND] = kind;
+    r[TQPL_T_RANK] = rank;
+    put_le16(r + TQPL_T_DIMS0, n);
+    put_le16(r + TQPL_T_DIMS1, h);
+    put_le16(r + TQPL_T_DIMS2, w);
+    put_le16(r + TQPL_T_DIMS3, c);
+    put_le32(r + TQPL_T_OFFSET, off);
+    put_le32(r + TQPL_T_BYTES, count * (kind == QT_CONST_I32 ? 4u : 1u));
+    put_le32(r + TQPL_T_ZERO_POINT, (uint32_t)zp);
     memcpy(r + 24, &scale, 4);
-    put_le32(r + 28, 0xFFFFFFFFu);
+    put_le32(r + TQPL_T_SCALES_OFFSET, 0xFFFFFFFFu);
 }
 
 static uint8_t *op(uint8_t *b, uint32_t i, uint8_t code, uint16_t in0, uint16_t in1, uint16_t in2, uint16_t out)
 {
     uint8_t *r = b + ops_off + i * QPLAN_OP;
-    r[0] = code;
-    put_le16(r + 8, in0);
-    put_le16(r + 10, in1);
-    put_le16(r + 12, in2);
-    put_le16(r + 14, out);
-    put_le16(r + 20, (uint16_t)-128);
-    put_le16(r + 22, 127);
+    r[TQPL_O_OP] = code;
+    put_le16(r + TQPL_O_IN0, in0);
+    put_le16(r + TQPL_O_IN1, in1);
+    put_le16(r + TQPL_O_IN2, in2);
+    put_le16(r + TQPL_O_OUT, out);
+    put_le16(r + TQPL_O_ACT_MIN, (uint16_t)-128);
+    put_le16(r + TQPL_O_ACT_MAX, 127);
     return r;
 }
 
@@ -108,55 +108,55 @@ static void build(void)
     sm_rq = put(b, &end, smrq, 8);
     {
         uint8_t *r = op(b, 0, QOP_CONV_2D, T_IN, T_CW, T_CB, T_COUT);
-        r[1] = 1;
-        r[2] = r[3] = 1;
-        r[4] = r[5] = 3;
-        r[6] = 1;
-        r[7] = 1;
-        put_le16(r + 16, 1);
-        put_le16(r + 18, 1);
-        put_le16(r + 20, (uint16_t)-128); /* ReLU: zp_out */
-        put_le32(r + 24, conv_rq);
-        put_le32(r + 28, conv_eff);
+        r[TQPL_O_FLAGS] = 1;
+        r[TQPL_O_STRIDE_H] = r[TQPL_O_STRIDE_W] = 1;
+        r[TQPL_O_K_H] = r[TQPL_O_K_W] = 3;
+        r[TQPL_O_DM] = 1;
+        r[TQPL_O_PADDING] = 1;
+        put_le16(r + TQPL_O_PAD_TOP, 1);
+        put_le16(r + TQPL_O_PAD_LEFT, 1);
+        put_le16(r + TQPL_O_ACT_MIN, (uint16_t)-128); /* ReLU: zp_out */
+        put_le32(r + TQPL_O_RQ_OFFSET, conv_rq);
+        put_le32(r + TQPL_O_BIAS_EFF_OFFSET, conv_eff);
         r = op(b, 1, QOP_FULLY_CONNECTED, T_COUT, T_FW, T_FB, T_FOUT);
-        put_le32(r + 24, fc_rq);
-        put_le32(r + 28, fc_eff);
+        put_le32(r + TQPL_O_RQ_OFFSET, fc_rq);
+        put_le32(r + TQPL_O_BIAS_EFF_OFFSET, fc_eff);
         r = op(b, 2, QOP_SOFTMAX, T_FOUT, QPLAN_NONE16, QPLAN_NONE16, T_PROB);
-        put_le32(r + 24, sm_rq);
-        put_le32(r + 32, (uint32_t)-3968);
+        put_le32(r + TQPL_O_RQ_OFFSET, sm_rq);
+        put_le32(r + TQPL_O_PARAM0, (uint32_t)-3968);
     }
     data_off = (end + 4095u) & ~4095u;
     put_le32(b, QPLAN_MAGIC);
-    put_le16(b + 4, 1);
-    put_le16(b + 6, QPLAN_HEADER);
-    put_le32(b + 8, end);
-    put_le32(b + 16, 0xBEEFu);
-    put_le32(b + 20, ARENA_NEED);
-    put_le32(b + 24, FX_WIN_ADDR + data_off);
-    put_le16(b + 28, N_T);
-    put_le16(b + 30, 3);
-    put_le32(b + 32, tens_off);
-    put_le32(b + 36, ops_off);
-    put_le16(b + 40, T_IN);
-    put_le16(b + 42, T_PROB);
-    put_le16(b + 44, 5);
+    put_le16(b + TQPL_H_VERSION, 1);
+    put_le16(b + TQPL_H_HEADER_BYTES, QPLAN_HEADER);
+    put_le32(b + TQPL_H_BLOB_BYTES, end);
+    put_le32(b + TQPL_H_PLAN_HASH, 0xBEEFu);
+    put_le32(b + TQPL_H_ARENA_BYTES, ARENA_NEED);
+    put_le32(b + TQPL_H_DATASET_ADDR, FX_WIN_ADDR + data_off);
+    put_le16(b + TQPL_H_N_TENSORS, N_T);
+    put_le16(b + TQPL_H_N_OPS, 3);
+    put_le32(b + TQPL_H_TENSORS_OFFSET, tens_off);
+    put_le32(b + TQPL_H_OPS_OFFSET, ops_off);
+    put_le16(b + TQPL_H_INPUT, T_IN);
+    put_le16(b + TQPL_H_OUTPUT, T_PROB);
+    put_le16(b + TQPL_H_N_CLASSES, 5);
     fix_crc(b);
     { /* dataset: int8 samples, no training split */
         uint8_t *d = fx_win + data_off;
         for (uint32_t j = 0; j < sizeof xin; j++)
             xin[j] = (int8_t)(th_rand() % 256u);
         put_le32(d, DATA_MAGIC);
-        put_le16(d + 4, 1);
-        put_le16(d + 6, DATA_HEADER);
-        put_le32(d + 8, DATA_HEADER + 4 + sizeof xin + 4);
-        put_le32(d + 16, 0);
-        put_le32(d + 20, 3);
-        put_le16(d + 24, 4);
-        put_le16(d + 26, 4);
-        put_le16(d + 28, 2);
-        put_le16(d + 30, 5);
-        put_le32(d + 40, DATA_HEADER);
-        d[44] = QDS_I8;
+        put_le16(d + TDST_H_VERSION, 1);
+        put_le16(d + TDST_H_HEADER_BYTES, DATA_HEADER);
+        put_le32(d + TDST_H_BLOB_BYTES, DATA_HEADER + 4 + sizeof xin + 4);
+        put_le32(d + TDST_H_N_TRAIN, 0);
+        put_le32(d + TDST_H_N_EVAL, 3);
+        put_le16(d + TDST_H_H, 4);
+        put_le16(d + TDST_H_W, 4);
+        put_le16(d + TDST_H_C, 2);
+        put_le16(d + TDST_H_N_CLASSES, 5);
+        put_le32(d + TDST_H_X_TRAIN_OFF, DATA_HEADER);
+        d[TDST_H_DTYPE] = QDS_I8;
         memcpy(d + DATA_HEADER, xin, sizeof xin); /* x_train empty, y_train empty: x_eval at 48 */
         d[DATA_HEADER + sizeof xin] = 1;
         d[DATA_HEADER + sizeof xin + 1] = 4;
@@ -216,7 +216,7 @@ static void t_qplan_rejects_damage(void)
         CHECK(load(&f) != 0 && f.code == FAULT_PLAN);
     }
     build();
-    put_le32(fx_win + 20, FX_ARENA_BYTES + 4u);
+    put_le32(fx_win + TQPL_H_ARENA_BYTES, FX_ARENA_BYTES + 4u);
     fix_crc(fx_win);
     expect_fault(FAULT_ARENA, FX_ARENA_BYTES + 4u);
     build();
@@ -233,7 +233,7 @@ static void t_qplan_rejects_damage(void)
     fix_crc(fx_win);
     expect_fault(FAULT_PLAN, 0);
     build();
-    o = fx_win + le32(fx_win + ops_off + 28); /* folded bias of the conv off by one */
+    o = fx_win + le32(fx_win + ops_off + TQPL_O_BIAS_EFF_OFFSET); /* folded bias of the conv off by one */
     put_le32(o + 4, le32(o + 4) + 1u);
     fix_crc(fx_win);
     expect_fault(FAULT_PLAN, 0);
@@ -242,20 +242,20 @@ static void t_qplan_rejects_damage(void)
     fix_crc(fx_win);
     expect_fault(FAULT_PLAN, 2);
     build();
-    put_le16(fx_win + ops_off + QPLAN_OP + 8, T_PROB); /* op 1 reads a tensor nobody produced yet */
+    put_le16(fx_win + ops_off + QPLAN_OP + TQPL_O_IN0, T_PROB); /* op 1 reads a tensor nobody produced yet */
     fix_crc(fx_win);
     expect_fault(FAULT_PLAN, 1);
     build();
-    o = fx_win + le32(fx_win + ops_off + QPLAN_OP + 24); /* fc shift out of range */
+    o = fx_win + le32(fx_win + ops_off + QPLAN_OP + TQPL_O_RQ_OFFSET); /* fc shift out of range */
     put_le32(o + 4, 40u);
     fix_crc(fx_win);
     expect_fault(FAULT_PLAN, 1);
     build();
-    fx_win[ops_off + 1] = 0x10; /* training flags: not yet */
+    fx_win[ops_off + TQPL_O_FLAGS] = 0x10; /* training flags: not yet */
     fix_crc(fx_win);
     expect_fault(FAULT_PLAN, 0);
     build();
-    put_le16(fx_win + 30, 0); /* no ops */
+    put_le16(fx_win + TQPL_H_N_OPS, 0); /* no ops */
     fix_crc(fx_win);
     expect_fault(FAULT_PLAN, 0);
 }
@@ -265,7 +265,7 @@ static void t_qplan_dataset(void)
     fault_t f;
     built_t b;
     build();
-    fx_win[data_off + 44] = 7; /* unknown sample dtype */
+    fx_win[data_off + TDST_H_DTYPE] = 7; /* unknown sample dtype */
     fix_crc(fx_win + data_off);
     expect_fault(FAULT_DATASET, 7);
     build();
@@ -274,7 +274,7 @@ static void t_qplan_dataset(void)
     expect_fault(FAULT_DATASET, 48);
     /* an fp32 plan refuses int8 samples */
     fx_mlp(&b, 6, 5, 3, 0, 20);
-    fx_win[b.data_off + 44] = QDS_I8;
+    fx_win[b.data_off + TDST_H_DTYPE] = QDS_I8;
     fix_crc(fx_win + b.data_off);
     {
         plan_t *p = (plan_t *)(void *)&qp; /* qplan_t is larger: reuse its storage */

@@ -1,13 +1,14 @@
 /* ADD of two equally shaped tensors: forward only (no backward yet: it may only sit below the lowest trained op). */
 #include "qops.h"
+#include "formats.h"
 #include "ops/qop.h"
 
 static int parse(qparse_t *c, qoprec_t *o, qnode_t *n)
 {
     qadd_t *k = &n->k.add;
     const int32_t *rq;
-    int32_t ls = (int32_t)le32(o->r + 32);
-    if (qp_input(c, o->i, le16(o->r + 10), &o->x2))
+    int32_t ls = (int32_t)le32(o->r + TQPL_O_PARAM0);
+    if (qp_input(c, o->i, le16(o->r + TQPL_O_IN1), &o->x2))
         return -1;
     if (o->x2.count != o->x.count || o->y.count != o->x.count)
         return blob_fail(c->f, FAULT_PLAN, "qplan: add inputs and output differ in size (no broadcasting)", o->i, 0);

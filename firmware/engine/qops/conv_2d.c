@@ -1,13 +1,14 @@
 /* CONV_2D: int8 convolution (OHWI weights), its input and weight gradients, and sparse update's one-channel forward.
  * The record parsing is shared with DEPTHWISE_CONV_2D (qconv_parse). */
 #include "qops.h"
+#include "formats.h"
 #include "ops/qgrad.h"
 #include "ops/qop.h"
 
 int qconv_parse(qparse_t *c, qoprec_t *o, qnode_t *n, int depthwise)
 {
     qconv_t *k = &n->k.conv;
-    uint32_t oc, kh, kw, dm = depthwise ? o->r[6] : 1u;
+    uint32_t oc, kh, kw, dm = depthwise ? o->r[TQPL_O_DM] : 1u;
     if (qp_wb(c, o, o->y.d[3]))
         return -1;
     oc = depthwise ? o->w.d[3] : o->w.d[0];
@@ -16,12 +17,12 @@ int qconv_parse(qparse_t *c, qoprec_t *o, qnode_t *n, int depthwise)
     if (qp_geometry(c, o, kh, kw))
         return -1;
     if (depthwise ? (o->w.d[0] != 1 || !dm || oc != (uint32_t)o->x.d[3] * dm || kh * kw > 64u)
-                  : (o->w.d[3] != o->x.d[3] || o->r[6] != 1))
+                  : (o->w.d[3] != o->x.d[3] || o->r[TQPL_O_DM] != 1))
         return blob_fail(c->f, FAULT_PLAN, "qplan: weight shape differs from input channels", o->i, 0);
     if (oc != o->y.d[3])
         return blob_fail(c->f, FAULT_PLAN, "qplan: output channels differ from weights", o->i, oc);
     *k = (qconv_t){o->x.d[1], o->x.d[2], o->x.d[3], o->y.d[1], o->y.d[2], o->y.d[3], (uint8_t)kh, (uint8_t)kw,
-                   o->r[2], o->r[3], (uint8_t)dm, o->per_channel, le16(o->r + 16), le16(o->r + 18), o->x.zp, o->y.zp,
+                   o->r[TQPL_O_STRIDE_H], o->r[TQPL_O_STRIDE_W], (uint8_t)dm, o->per_channel, le16(o->r + TQPL_O_PAD_TOP), le16(o->r + TQPL_O_PAD_LEFT), o->x.zp, o->y.zp,
                    0, 0, NULL, NULL, NULL};
     k->bias = o->b.data ? (const int32_t *)(const void *)o->b.data : NULL;
     if (qp_act(c, o, &k->act_min, &k->act_max) || qp_rq(c, o, o->per_channel ? oc : 1u, &k->rq))
@@ -59,7 +60,7 @@ static int parse_train(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t, qno
     if (qp_train_weighted(c, i, r, t, n, &k->bias, &k->bias_eff))
         return -1;
     if (t->n_sel) { /* sparse: one channel's output plane is recomputed from its arena row */
-        t->fwd_tmp = qp_arena_at(c, le32(r + 52), (uint64_t)k->out_h * k->out_w);
+        t->fwd_tmp = qp_arena_at(c, le32(r + TQPL_TR_FWD_TMP), (uint64_t)k->out_h * k->out_w);
         if (!t->fwd_tmp)
             return qp_tfail(c, i, "qplan: sparse forward scratch outside arena");
     }

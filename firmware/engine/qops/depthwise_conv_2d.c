@@ -1,6 +1,7 @@
 /* DEPTHWISE_CONV_2D: int8 depthwise convolution (1HWC weights) and its input gradient; its bias trains, its weights
  * do not yet (their gradient kernel is still to be written). */
 #include "qops.h"
+#include "formats.h"
 #include "ops/qgrad.h"
 #include "ops/qop.h"
 

@@ -1,6 +1,7 @@
 /* FULLY_CONNECTED: int8 matrix-vector product ([out][in] weights), its input and weight gradients, and sparse
  * update's one-channel forward. */
 #include "qops.h"
+#include "formats.h"
 #include "ops/qgrad.h"
 #include "ops/qop.h"
 
@@ -8,7 +9,7 @@ static int parse(qparse_t *c, qoprec_t *o, qnode_t *n)
 {
     qfc_t *k = &n->k.fc;
     uint32_t in_c, oc;
-    if (qp_tensor(c, o->i, le16(o->r + 10), &o->w))
+    if (qp_tensor(c, o->i, le16(o->r + TQPL_O_IN1), &o->w))
         return -1;
     oc = o->w.d[2];
     in_c = o->w.d[3];

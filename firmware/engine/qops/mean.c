@@ -1,5 +1,6 @@
 /* MEAN over h and w: forward only (no backward yet: it may only sit below the lowest trained op). */
 #include "qops.h"
+#include "formats.h"
 #include "ops/qop.h"
 
 static int parse(qparse_t *c, qoprec_t *o, qnode_t *n)

@@ -1,5 +1,6 @@
 /* The int8 op kinds by op code: the one table an added op needs a line in. */
 #include "qops.h"
+#include "formats.h"
 
 extern const qop_kind_t qk_conv_2d, qk_depthwise_conv_2d, qk_fully_connected, qk_average_pool_2d, qk_mean, qk_add,
     qk_reshape, qk_softmax;

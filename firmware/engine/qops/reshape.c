@@ -1,5 +1,6 @@
 /* RESHAPE: an alias (the output is the input's bytes; no kernel), and so is its gradient. */
 #include "qops.h"
+#include "formats.h"
 
 static int parse(qparse_t *c, qoprec_t *o, qnode_t *n)
 {
@@ -14,8 +15,8 @@ static int parse_train(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t, qno
 {
     if (t->flags & ~QTF_NEED_DX)
         return qp_tfail(c, i, "qplan: only conv and FC ops train or mask");
-    t->dout = qp_arena_at(c, le32(r + 28), n->n_out);
-    t->din = (t->flags & QTF_NEED_DX) ? qp_arena_at(c, le32(r + 32), n->n_out) : NULL;
+    t->dout = qp_arena_at(c, le32(r + TQPL_TR_DOUT), n->n_out);
+    t->din = (t->flags & QTF_NEED_DX) ? qp_arena_at(c, le32(r + TQPL_TR_DIN), n->n_out) : NULL;
     if (!t->dout || ((t->flags & QTF_NEED_DX) && t->din != t->dout))
         return qp_tfail(c, i, "qplan: reshape gradient must alias (din = dout) inside the arena");
     return 0;

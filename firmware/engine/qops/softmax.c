@@ -1,11 +1,12 @@
 /* SOFTMAX (output scale 1/256, zero point -128); training starts below it from the loss gradient at the logits. */
 #include "qops.h"
+#include "formats.h"
 #include "ops/qop.h"
 
 static int parse(qparse_t *c, qoprec_t *o, qnode_t *n)
 {
     const int32_t *rq;
-    int32_t diff_min = (int32_t)le32(o->r + 32);
+    int32_t diff_min = (int32_t)le32(o->r + TQPL_O_PARAM0);
     uint32_t depth = o->x.d[3];
     if (o->y.count != o->x.count || o->y.zp != -128 || depth > 4095u || diff_min > 0)
         return blob_fail(c->f, FAULT_PLAN, "qplan: softmax needs equal sizes, zp_out -128, depth < 4096", o->i, 0);
