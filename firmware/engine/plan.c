@@ -4,6 +4,7 @@
 #include <string.h>
 #include "plan.h"
 #include "formats.h"
+#include "fops.h"
 #include "blob.h"
 #include "msg.h"
 #include "wire.h"
@@ -75,36 +76,15 @@ static int check_header(ctx_t *c, const mem_window_t *win, uint32_t plan_addr, u
 }
 
 /* output size of a convolution along one axis, 0 when impossible */
-static uint32_t conv_out(uint32_t in, uint32_t k, uint32_t stride, int same)
-{
-    if (same)
-        return (in + stride - 1) / stride;
-    return in >= k ? (in - k) / stride + 1 : 0;
-}
 
 static int check_dims(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r)
 {
     const conv_shape_t *s = &L->s;
-    int same = (L->flags & LF_PAD_SAME) != 0;
+    const char *why;
     if (!s->in_h || !s->in_w || !s->in_c || !s->out_h || !s->out_w || !s->out_c)
         return blob_fail(c->f, FAULT_PLAN, "plan: zero dimension", i, 0);
-    if (L->op == OP_RELU) {
-        if (s->in_h != s->out_h || s->in_w != s->out_w || s->in_c != s->out_c)
-            return blob_fail(c->f, FAULT_PLAN, "plan: relu output shape differs from input", i, 0);
-        return 0;
-    }
-    if (L->op == OP_DENSE) {
-        if (s->in_h != 1 || s->in_w != 1 || s->out_h != 1 || s->out_w != 1)
-            return blob_fail(c->f, FAULT_PLAN, "plan: dense needs h = w = 1", i, 0);
-        return 0;
-    }
-    if (!s->k || !s->stride)
-        return blob_fail(c->f, FAULT_PLAN, "plan: conv kernel or stride is zero", i, 0);
-    if (conv_out(s->in_h, s->k, s->stride, same) != s->out_h || conv_out(s->in_w, s->k, s->stride, same) != s->out_w)
-        return blob_fail(c->f, FAULT_PLAN, "plan: conv output shape mismatch", i, 0);
-    if (same ? (s->pad_top >= s->k || s->pad_left >= s->k) : (s->pad_top || s->pad_left))
-        return blob_fail(c->f, FAULT_PLAN, "plan: conv padding inconsistent", i, le16(r + TPLN_L_PAD_TOP));
-    return 0;
+    why = fop_kinds[L->op]->check_dims(L);
+    return why ? blob_fail(c->f, FAULT_PLAN, why, i, le16(r + TPLN_L_PAD_TOP)) : 0;
 }
 
 static int check_activations(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r)
@@ -114,7 +94,7 @@ static int check_activations(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r)
     L->out = arena_floats(c, le32(r + TPLN_L_OUT_OFF), L->n_out);
     if (!L->in || !L->out)
         return blob_fail(c->f, FAULT_PLAN, "plan: activation outside arena", i, 0);
-    if (L->op == OP_RELU ? (L->in != L->out && !disjoint(L->in, L->n_in, L->out, L->n_out))
+    if (fop_kinds[L->op]->aliases ? (L->in != L->out && !disjoint(L->in, L->n_in, L->out, L->n_out))
                          : !disjoint(L->in, L->n_in, L->out, L->n_out))
         return blob_fail(c->f, FAULT_PLAN, "plan: input overlaps output", i, 0);
     if (back) {
@@ -128,7 +108,7 @@ static int check_activations(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r)
         L->din = arena_floats(c, le32(r + TPLN_L_DIN_OFF), L->n_in);
         if (!L->din)
             return blob_fail(c->f, FAULT_PLAN, "plan: din outside arena", i, 0);
-        if (!(L->op == OP_RELU && L->din == L->dout) && !disjoint(L->din, L->n_in, L->dout, L->n_out))
+        if (!(fop_kinds[L->op]->aliases && L->din == L->dout) && !disjoint(L->din, L->n_in, L->dout, L->n_out))
             return blob_fail(c->f, FAULT_PLAN, "plan: din overlaps dout", i, 0);
         if ((L->flags & LF_TRAIN_W) && !disjoint(L->din, L->n_in, L->in, L->n_in))
             return blob_fail(c->f, FAULT_PLAN, "plan: din overlaps the input a weight update needs", i, 0);
@@ -171,7 +151,7 @@ static int check_channels(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r, ui
         return blob_fail(c->f, FAULT_PLAN, "plan: reserved layer bytes not zero", i, 0);
     if (!n)
         return off ? blob_fail(c->f, FAULT_PLAN, "plan: channel list offset without count", i, off) : 0;
-    if (L->op == OP_RELU || !(L->flags & LF_TRAIN_W))
+    if (!row || !(L->flags & LF_TRAIN_W))
         return blob_fail(c->f, FAULT_PLAN, "plan: channel list on a layer whose weights do not train", i, n);
     if (n > L->s.out_c)
         return blob_fail(c->f, FAULT_PLAN, "plan: channel list longer than out_c", i, n);
@@ -191,17 +171,16 @@ static int check_channels(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r, ui
 
 static int check_params(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r)
 {
-    uint32_t nw, row, kk = (uint32_t)L->s.k * L->s.k;
-    if (L->op == OP_RELU) {
+    uint32_t nw, row = fop_kinds[L->op]->row(L);
+    if (!row) {
         if (check_channels(c, i, L, r, 0))
             return -1;
         if (L->flags & (LF_TRAIN_W | LF_TRAIN_B))
-            return blob_fail(c->f, FAULT_PLAN, "plan: relu has no parameters to train", i, 0);
+            return blob_fail(c->f, FAULT_PLAN, "plan: layer has no parameters to train", i, 0);
         return 0;
     }
     if ((L->flags & (LF_TRAIN_W | LF_TRAIN_B)) && i < c->p->first_bwd)
         return blob_fail(c->f, FAULT_PLAN, "plan: trained layer below first_bwd", i, c->p->first_bwd);
-    row = L->op == OP_DENSE ? L->n_in : kk * L->s.in_c;
     nw = row * L->s.out_c;
     if (check_channels(c, i, L, r, row))
         return -1;
@@ -215,8 +194,8 @@ static int check_params(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r)
     } else { /* every row from where the weights live (arena copy or flash) */
         L->ws = wsplit_all(L->w, row);
     }
-    if (L->op == OP_CONV2D && (L->flags & LF_TRAIN_W)) {
-        L->scratch = arena_floats(c, le32(r + TPLN_L_SCRATCH_OFF), (uint64_t)kk * L->s.in_c);
+    if (fop_kinds[L->op]->weight_scratch && (L->flags & LF_TRAIN_W)) {
+        L->scratch = arena_floats(c, le32(r + TPLN_L_SCRATCH_OFF), row);
         if (!L->scratch)
             return blob_fail(c->f, FAULT_PLAN, "plan: conv scratch outside arena", i, 0);
     }
@@ -230,7 +209,7 @@ static int parse_layer(ctx_t *c, uint32_t i, const uint8_t *r)
     memset(L, 0, sizeof *L);
     L->op = r[TPLN_L_OP];
     L->flags = r[TPLN_L_FLAGS];
-    if (L->op < OP_DENSE || L->op > OP_RELU)
+    if (L->op >= OP_COUNT || !fop_kinds[L->op])
         return blob_fail(c->f, FAULT_PLAN, "plan: unknown op", i, r[TPLN_L_OP]);
     if (L->flags & 0xF0u)
         return blob_fail(c->f, FAULT_PLAN, "plan: unknown layer flags", i, r[TPLN_L_FLAGS]);
@@ -256,7 +235,7 @@ static int check_chain(ctx_t *c, uint32_t i)
 {
     plan_t *p = c->p;
     layer_t *L = &p->layer[i], *P = &p->layer[i - 1];
-    int exact = L->op != OP_DENSE;
+    int exact = !fop_kinds[L->op]->flat_input;
     if (L->n_in != P->n_out ||
         (exact && (L->s.in_h != P->s.out_h || L->s.in_w != P->s.out_w || L->s.in_c != P->s.out_c)))
         return blob_fail(c->f, FAULT_PLAN, "plan: layer input shape differs from previous output", i, 0);
@@ -367,7 +346,7 @@ static int check_input_shape(ctx_t *c)
     const dataset_t *d = &c->p->data;
     const layer_t *L = &c->p->layer[0];
     if (d->sample_bytes != L->n_in ||
-        (L->op != OP_DENSE && (d->h != L->s.in_h || d->w != L->s.in_w || d->c != L->s.in_c)))
+        (!fop_kinds[L->op]->flat_input && (d->h != L->s.in_h || d->w != L->s.in_w || d->c != L->s.in_c)))
         return blob_fail(c->f, FAULT_DATASET, "dataset: sample shape differs from plan input",
                          d->sample_bytes, L->n_in);
     return 0;

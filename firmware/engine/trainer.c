@@ -6,47 +6,15 @@
  * from the compact arena copy and the others from flash; only the listed channels' gradients exist. */
 #include <string.h>
 #include "trainer.h"
+#include "fops.h"
+#include "ftrain.h"
 #include "runloop.h"
 #include "memmeter.h"
 #include "msg.h"
 #include "wire.h"
-#include "ops/conv2d.h"
-#include "ops/dense.h"
-#include "ops/relu.h"
 #include "ops/softmax_ce.h"
 
-#define MAX_GSTAT (2u * PLAN_MAX_LAYERS)
-
-typedef struct {
-    uint8_t layer, param;
-    float sumsq, max_abs; /* sumsq holds the l2 norm itself when norm_done */
-    uint8_t norm_done;
-} gstat_t;
-
-typedef struct {
-    uint8_t layer, param;
-    uint32_t total, offset, left;
-} gstream_t;
-
-typedef struct {
-    const plan_t *p;
-    const port_info_t *info;
-    float lr;
-    uint32_t step;
-    uint8_t stream;                    /* GRAD frames this step */
-    uint32_t t_fwd, t_bwd, t_upd;
-    uint64_t layer_ticks[PLAN_MAX_LAYERS][3]; /* per layer, summed over the run: forward, backward, update */
-    gstat_t gstat[MAX_GSTAT];
-    uint32_t n_gstat;
-    gstream_t gs;
-} run_t;
-
 static run_t run; /* static: keeps the stack high-water mark about training, not about bookkeeping */
-
-static uint32_t since(uint64_t t0)
-{
-    return (uint32_t)(port_ticks() - t0);
-}
 
 /* ---- memory measurement -------------------------------------------------------------------------------- */
 
@@ -65,12 +33,6 @@ static void copy_or_zero(float *dst, const float *src, uint32_t n)
         memset(dst, 0, n * sizeof(float));
 }
 
-static uint32_t weight_count(const layer_t *L)
-{
-    if (L->op == OP_DENSE)
-        return L->n_in * L->n_out;
-    return (uint32_t)L->s.out_c * L->s.k * L->s.k * L->s.in_c;
-}
 
 static void load_params(const plan_t *p)
 {
@@ -80,7 +42,7 @@ static void load_params(const plan_t *p)
             for (uint32_t j = 0; j < L->ws.n_sel; j++)
                 memcpy(L->w_ram + j * L->ws.row, L->w_init + L->ws.idx[j] * L->ws.row, L->ws.row * sizeof(float));
         else if (L->w_ram)
-            copy_or_zero(L->w_ram, L->w_init, weight_count(L));
+            copy_or_zero(L->w_ram, L->w_init, L->ws.row * L->s.out_c);
         if (L->b_ram)
             copy_or_zero(L->b_ram, L->b_init, L->s.out_c);
     }
@@ -95,22 +57,10 @@ static void load_sample(const plan_t *p, const uint8_t *x)
         in[j] = (float)x[j] * scale + offset;
 }
 
-/* weighted layers read their weights through L->ws: every row, or (sparse update) the listed channels from the
- * arena copy and the others from flash */
-static void forward_layer(const layer_t *L)
-{
-    if (L->op == OP_DENSE)
-        dense_forward(L->in, &L->ws, L->b, L->out, L->n_in, L->n_out);
-    else if (L->op == OP_CONV2D)
-        conv2d_forward(&L->s, L->in, &L->ws, L->b, L->out);
-    else
-        relu_forward(L->in, L->out, L->n_in);
-}
-
 static void forward(const plan_t *p)
 {
     for (uint32_t i = 0; i < p->n_layers; i++)
-        forward_layer(&p->layer[i]);
+        fop_kinds[p->layer[i].op]->forward(&p->layer[i]);
 }
 
 /* the training forward pass, timed per layer; returns the sum of the layers' ticks */
@@ -119,8 +69,8 @@ static uint32_t forward_timed(run_t *r)
     uint32_t total = 0;
     for (uint32_t i = 0; i < r->p->n_layers; i++) {
         uint64_t t = port_ticks();
-        forward_layer(&r->p->layer[i]);
-        uint32_t d = since(t);
+        fop_kinds[r->p->layer[i].op]->forward(&r->p->layer[i]);
+        uint32_t d = ft_since(t);
         r->layer_ticks[i][0] += d;
         total += d;
     }
@@ -134,37 +84,30 @@ static const float *logits(const plan_t *p)
 
 /* ---- gradient reporting (untimed) ------------------------------------------------------------------------- */
 
-static gstat_t *gstat_new(run_t *r, uint8_t layer, uint8_t param)
+gstat_t *ft_gstat_new(run_t *r, uint8_t layer, uint8_t param)
 {
     gstat_t *g = &r->gstat[r->n_gstat++];
     *g = (gstat_t){layer, param, 0.0f, 0.0f, 0};
     return g;
 }
 
-static void gstat_add(gstat_t *g, float v)
-{
-    float a = v < 0.0f ? -v : v;
-    g->sumsq += v * v;
-    if (a > g->max_abs)
-        g->max_abs = a;
-}
 
-static void vec_stats(const float *v, uint32_t n, float *sumsq, float *max_abs)
+void ft_vec_stats(const float *v, uint32_t n, float *sumsq, float *max_abs)
 {
     gstat_t g = {0, 0, 0.0f, 0.0f, 0};
     for (uint32_t j = 0; j < n; j++)
-        gstat_add(&g, v[j]);
+        ft_gstat_add(&g, v[j]);
     *sumsq = g.sumsq;
     *max_abs = g.max_abs;
 }
 
-static void stream_begin(run_t *r, uint8_t layer, uint8_t param, uint32_t total)
+void ft_stream_begin(run_t *r, uint8_t layer, uint8_t param, uint32_t total)
 {
     r->gs = (gstream_t){layer, param, total, 0, 0};
 }
 
 /* appends one gradient value; opens and closes GRAD frames of at most GRAD_CHUNK values */
-static void stream_push(run_t *r, float v)
+void ft_stream_push(run_t *r, float v)
 {
     gstream_t *s = &r->gs;
     if (s->left == 0) {
@@ -186,152 +129,29 @@ static void stream_push(run_t *r, float v)
 }
 
 /* dy of the rows whose weights train: every output, or only the listed channels (sparse) */
-static void row_stats(const layer_t *L, float *sumsq, float *max_abs)
+void ft_row_stats(const layer_t *L, float *sumsq, float *max_abs)
 {
     gstat_t g = {0, 0, 0.0f, 0.0f, 0};
     if (!L->ws.idx) {
-        vec_stats(L->dout, L->n_out, sumsq, max_abs);
+        ft_vec_stats(L->dout, L->n_out, sumsq, max_abs);
         return;
     }
     for (uint32_t j = 0; j < L->ws.n_sel; j++)
-        gstat_add(&g, L->dout[L->ws.idx[j]]);
+        ft_gstat_add(&g, L->dout[L->ws.idx[j]]);
     *sumsq = g.sumsq;
     *max_abs = g.max_abs;
 }
 
-/* dense: dL/dW = dy x^T, so ||g|| = ||dy|| ||x|| and max|g| = max|dy| max|x|; dL/db = dy. Sparse weights: the rows
- * of the listed channels only, in list order. */
-static void report_dense(run_t *r, uint8_t i, const layer_t *L)
-{
-    float dsq, dmax, xsq, xmax;
-    vec_stats(L->dout, L->n_out, &dsq, &dmax);
-    if (L->flags & LF_TRAIN_W) {
-        uint32_t rows = L->ws.idx ? L->ws.n_sel : L->n_out;
-        float wsq = dsq, wmax = dmax;
-        if (L->ws.idx)
-            row_stats(L, &wsq, &wmax);
-        vec_stats(L->in, L->n_in, &xsq, &xmax);
-        gstat_t *g = gstat_new(r, i, 0);
-        g->sumsq = __builtin_sqrtf(wsq) * __builtin_sqrtf(xsq);
-        g->max_abs = wmax * xmax;
-        g->norm_done = 1;
-        if (r->stream) {
-            stream_begin(r, i, 0, L->n_in * rows);
-            for (uint32_t o = 0; o < rows; o++) {
-                float d = L->dout[L->ws.idx ? L->ws.idx[o] : o];
-                for (uint32_t j = 0; j < L->n_in; j++)
-                    stream_push(r, d * L->in[j]);
-            }
-        }
-    }
-    if (L->flags & LF_TRAIN_B) {
-        gstat_t *g = gstat_new(r, i, 1);
-        g->sumsq = dsq;
-        g->max_abs = dmax;
-        if (r->stream) {
-            stream_begin(r, i, 1, L->n_out);
-            for (uint32_t o = 0; o < L->n_out; o++)
-                stream_push(r, L->dout[o]);
-        }
-    }
-}
-
-static void report_values(run_t *r, gstat_t *g, const float *v, uint32_t n)
+void ft_report_values(run_t *r, gstat_t *g, const float *v, uint32_t n)
 {
     for (uint32_t j = 0; j < n; j++) {
-        gstat_add(g, v[j]);
+        ft_gstat_add(g, v[j]);
         if (r->stream)
-            stream_push(r, v[j]);
+            ft_stream_push(r, v[j]);
     }
 }
 
 /* ---- backward ----------------------------------------------------------------------------------------------- */
-
-static void back_dense(run_t *r, uint8_t i, const layer_t *L)
-{
-    port_marker(PORT_MARK_BACKWARD);
-    uint64_t t = port_ticks();
-    if (L->flags & LF_NEED_DX)
-        dense_input_grad(L->dout, &L->ws, L->din, L->n_in, L->n_out);
-    r->t_bwd += since(t);
-    report_dense(r, i, L);
-    port_marker(PORT_MARK_UPDATE);
-    t = port_ticks();
-    if ((L->flags & LF_TRAIN_W) && L->ws.idx)
-        dense_update_rows(L->w_ram, L->ws.idx, L->ws.n_sel, L->dout, L->in, r->lr, L->n_in);
-    else if (L->flags & LF_TRAIN_W)
-        dense_update_weights(L->w_ram, L->dout, L->in, r->lr, L->n_in, L->n_out);
-    if (L->flags & LF_TRAIN_B)
-        dense_update_bias(L->b_ram, L->dout, r->lr, L->n_out);
-    r->t_upd += since(t);
-}
-
-static void back_conv_bias(run_t *r, uint8_t i, const layer_t *L)
-{
-    gstat_t *g = gstat_new(r, i, 1);
-    if (r->stream)
-        stream_begin(r, i, 1, L->s.out_c);
-    for (uint32_t oc = 0; oc < L->s.out_c; oc++) {
-        port_marker(PORT_MARK_BACKWARD);
-        uint64_t t = port_ticks();
-        float gb = conv2d_bias_grad_channel(&L->s, L->dout, oc);
-        r->t_bwd += since(t);
-        report_values(r, g, &gb, 1);
-        port_marker(PORT_MARK_UPDATE);
-        t = port_ticks();
-        L->b_ram[oc] -= r->lr * gb;
-        r->t_upd += since(t);
-    }
-}
-
-/* per trained output channel (all, or the listed ones in list order): gradient into the k*k*in_c scratch, report
- * it, apply it at once to the channel's row of the arena copy */
-static void back_conv_weights(run_t *r, uint8_t i, const layer_t *L)
-{
-    uint32_t n = (uint32_t)L->s.k * L->s.k * L->s.in_c, rows = L->ws.idx ? L->ws.n_sel : L->s.out_c;
-    gstat_t *g = gstat_new(r, i, 0);
-    if (r->stream)
-        stream_begin(r, i, 0, n * rows);
-    for (uint32_t j = 0; j < rows; j++) {
-        uint32_t oc = L->ws.idx ? L->ws.idx[j] : j;
-        port_marker(PORT_MARK_BACKWARD);
-        uint64_t t = port_ticks();
-        conv2d_weight_grad_channel(&L->s, L->dout, L->in, oc, L->scratch);
-        r->t_bwd += since(t);
-        report_values(r, g, L->scratch, n);
-        port_marker(PORT_MARK_UPDATE);
-        t = port_ticks();
-        conv2d_update_channel(L->w_ram + j * n, L->scratch, r->lr, n);
-        r->t_upd += since(t);
-    }
-}
-
-static void back_conv(run_t *r, uint8_t i, const layer_t *L)
-{
-    port_marker(PORT_MARK_BACKWARD);
-    uint64_t t = port_ticks();
-    if (L->flags & LF_NEED_DX)
-        conv2d_input_grad(&L->s, L->dout, &L->ws, L->din);
-    r->t_bwd += since(t);
-    if (L->flags & LF_TRAIN_B)
-        back_conv_bias(r, i, L);
-    if (L->flags & LF_TRAIN_W)
-        back_conv_weights(r, i, L);
-}
-
-static void backward_layer(run_t *r, uint32_t i, const layer_t *L)
-{
-    if (L->op == OP_DENSE) {
-        back_dense(r, (uint8_t)i, L);
-    } else if (L->op == OP_CONV2D) {
-        back_conv(r, (uint8_t)i, L);
-    } else if (L->flags & LF_NEED_DX) {
-        port_marker(PORT_MARK_BACKWARD);
-        uint64_t t = port_ticks();
-        relu_backward(L->out, L->dout, L->din, L->n_in);
-        r->t_bwd += since(t);
-    }
-}
 
 /* each layer's share of the backward and update phases is what its own call added to them */
 static void backward(run_t *r)
@@ -339,7 +159,7 @@ static void backward(run_t *r)
     const plan_t *p = r->p;
     for (uint32_t i = p->n_layers; i-- > p->first_bwd;) {
         uint32_t bwd0 = r->t_bwd, upd0 = r->t_upd;
-        backward_layer(r, i, &p->layer[i]);
+        fop_kinds[p->layer[i].op]->backward(r, (uint8_t)i, &p->layer[i]);
         r->layer_ticks[i][1] += r->t_bwd - bwd0;
         r->layer_ticks[i][2] += r->t_upd - upd0;
     }
@@ -375,11 +195,11 @@ static void train_step(run_t *r, uint32_t sample, msg_step_t *m)
     port_marker(PORT_MARK_FORWARD); /* markers sit outside the timed windows: the counts do not include them */
     uint64_t t = port_ticks();
     load_sample(p, p->data.x_train + sample * p->data.sample_bytes);
-    r->t_fwd = since(t);
+    r->t_fwd = ft_since(t);
     r->t_fwd += forward_timed(r);
     t = port_ticks();
     m->loss = softmax_ce(logits(p), p->n_classes, label, p->first_bwd < p->n_layers ? p->dlogits : NULL, &pred);
-    r->t_fwd += since(t);
+    r->t_fwd += ft_since(t);
     r->t_bwd = r->t_upd = 0;
     r->n_gstat = 0;
     backward(r);

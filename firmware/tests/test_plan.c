@@ -1,6 +1,7 @@
 /* Plan and dataset validation: a good blob loads, each kind of damage gives its fault. */
 #include <string.h>
 #include "harness.h"
+#include "fops.h"
 #include "blobs.h"
 #include "msg.h"
 #include "wire.h"
@@ -165,7 +166,21 @@ static void t_channels(void)
     expect(FAULT_PLAN, "copy");
 }
 
+/* every fp32 op code has one complete kind in the registry */
+static void t_fop_registry(void)
+{
+    static const char *const names[OP_COUNT] = {NULL, "DENSE", "CONV2D", "RELU"};
+    CHECK(fop_kinds[0] == NULL);
+    for (uint8_t op = 1; op < OP_COUNT; op++) {
+        const fop_kind_t *k = fop_kinds[op];
+        CHECK(k != NULL && strcmp(k->name, names[op]) == 0);
+        if (k)
+            CHECK(k->check_dims && k->row && k->forward && k->backward);
+    }
+}
+
 const test_case_t plan_tests[] = {
+    {"plan: every fp32 op code has one complete kind in the registry", t_fop_registry},
     {"plan: valid blobs load (full and last-layer-only)", t_valid},
     {"plan: bad magic rejected", t_bad_magic},
     {"plan/dataset: bad CRC rejected", t_bad_crc},

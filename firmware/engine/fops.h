@@ -1,0 +1,29 @@
+/* fp32 op kinds, one per file (engine/fops/<op>.c), listed once in fops/registry.c, as the int8 kinds (qops.h):
+ * what the plan loader checks of a layer of this op and what the trainer runs for it. Adding an op: its kernels in
+ * ops/, its kind file, one table line (and its code in plan.h). */
+#ifndef FOPS_H
+#define FOPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "ftrain.h"
+#include "plan.h"
+
+typedef struct fop_kind {
+    const char *name;
+    /* the op's shape rules on the parsed layer (dimensions already non-zero); a FAULT 2 text or NULL when valid */
+    const char *(*check_dims)(const layer_t *L);
+    /* floats per output channel of its weights; 0: the op has no parameters */
+    uint32_t (*row)(const layer_t *L);
+    uint8_t aliases;        /* may run in place: in == out and din == dout */
+    uint8_t flat_input;     /* reads its input flat: only the element count must match the previous output */
+    uint8_t weight_scratch; /* trained weights need a k*k*in_c weight-gradient scratch (scratch_off) */
+    void (*forward)(const layer_t *L);
+    /* the layer's backward and update at step r->step, timing its phases into r->t_bwd / r->t_upd */
+    void (*backward)(run_t *r, uint8_t i, const layer_t *L);
+} fop_kind_t;
+
+/* by op code; NULL for unknown codes */
+extern const fop_kind_t *const fop_kinds[OP_COUNT];
+
+#endif
