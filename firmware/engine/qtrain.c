@@ -229,8 +229,9 @@ static void backward(qrun_t *r, int32_t e)
 
 /* ---- step, eval, run -------------------------------------------------------------------------------------- */
 
-static void send_gstat(const qrun_t *r)
+static void send_gstat(void *ctx)
 {
+    const qrun_t *r = ctx;
     msg_gstat_begin(r->step, r->n_gstat);
     for (uint32_t j = 0; j < r->n_gstat; j++) {
         const qgstat_t *g = &r->gstat[j];
@@ -241,8 +242,9 @@ static void send_gstat(const qrun_t *r)
 }
 
 /* per-op ticks summed over the run (the first 32 ops; int8 op codes marked 0x80), sent once before SUMMARY */
-static void send_layers(const qrun_t *r)
+static void send_layers(void *ctx)
 {
+    const qrun_t *r = ctx;
     uint32_t n = r->p->n_ops < 32u ? r->p->n_ops : 32u;
     msg_layers_begin(n);
     for (uint32_t i = 0; i < n; i++)
@@ -250,8 +252,11 @@ static void send_layers(const qrun_t *r)
     msg_send();
 }
 
-static void train_step(qrun_t *r, uint32_t sample, msg_step_t *m)
+static void train_step(void *ctx, uint32_t step, uint32_t sample, int stream, msg_step_t *m)
 {
+    qrun_t *r = ctx;
+    r->step = step;
+    r->stream = (uint8_t)stream;
     const qplan_t *p = r->p;
     uint32_t label = p->data.y_train[sample];
     uint64_t t0;
@@ -285,19 +290,6 @@ static void op_load_params(void *ctx)
     qtrain_load_params(((qrun_t *)ctx)->p);
 }
 
-static void op_step(void *ctx, uint32_t step, uint32_t sample, int stream, msg_step_t *m)
-{
-    qrun_t *r = ctx;
-    r->step = step;
-    r->stream = (uint8_t)stream;
-    train_step(r, sample, m);
-}
-
-static void op_send_gstat(void *ctx)
-{
-    send_gstat(ctx);
-}
-
 static int op_eval_sample(void *ctx, uint32_t s, float *loss)
 {
     const qplan_t *p = ((qrun_t *)ctx)->p;
@@ -308,15 +300,10 @@ static int op_eval_sample(void *ctx, uint32_t s, float *loss)
     return qexec_argmax(p) == label;
 }
 
-static void op_send_layers(void *ctx)
-{
-    send_layers(ctx);
-}
-
 int qtrain_run(const qplan_t *p, const start_t *a, const port_info_t *info, stop_poll_fn poll)
 {
-    train_ops_t o = {&run, p->arena_need, p->data.n_train, p->data.n_eval, op_load_params, op_step, op_send_gstat,
-                     op_eval_sample, op_send_layers};
+    train_ops_t o = {&run, p->arena_need, p->data.n_train, p->data.n_eval, op_load_params, train_step, send_gstat,
+                     op_eval_sample, send_layers};
     memset(&run, 0, sizeof run);
     run.p = p;
     run.info = info;

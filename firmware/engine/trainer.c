@@ -167,8 +167,9 @@ static void backward(run_t *r)
 
 /* ---- step, eval, run -------------------------------------------------------------------------------------- */
 
-static void send_gstat(const run_t *r)
+static void send_gstat(void *ctx)
 {
+    const run_t *r = ctx;
     msg_gstat_begin(r->step, r->n_gstat);
     for (uint32_t j = 0; j < r->n_gstat; j++) {
         const gstat_t *g = &r->gstat[j];
@@ -178,8 +179,9 @@ static void send_gstat(const run_t *r)
 }
 
 /* per-layer ticks summed over the run, sent once before SUMMARY */
-static void send_layers(const run_t *r)
+static void send_layers(void *ctx)
 {
+    const run_t *r = ctx;
     msg_layers_begin(r->p->n_layers);
     for (uint32_t i = 0; i < r->p->n_layers; i++)
         msg_layer(i, r->p->layer[i].op, r->layer_ticks[i]);
@@ -188,8 +190,11 @@ static void send_layers(const run_t *r)
 
 
 /* one SGD step on one training sample; fills the STEP message */
-static void train_step(run_t *r, uint32_t sample, msg_step_t *m)
+static void train_step(void *ctx, uint32_t step, uint32_t sample, int stream, msg_step_t *m)
 {
+    run_t *r = ctx;
+    r->step = step;
+    r->stream = (uint8_t)stream;
     const plan_t *p = r->p;
     uint32_t label = p->data.y_train[sample], pred = 0;
     port_marker(PORT_MARK_FORWARD); /* markers sit outside the timed windows: the counts do not include them */
@@ -220,19 +225,6 @@ static void op_load_params(void *ctx)
     load_params(((run_t *)ctx)->p);
 }
 
-static void op_step(void *ctx, uint32_t step, uint32_t sample, int stream, msg_step_t *m)
-{
-    run_t *r = ctx;
-    r->step = step;
-    r->stream = (uint8_t)stream;
-    train_step(r, sample, m);
-}
-
-static void op_send_gstat(void *ctx)
-{
-    send_gstat(ctx);
-}
-
 static int op_eval_sample(void *ctx, uint32_t s, float *loss)
 {
     const plan_t *p = ((run_t *)ctx)->p;
@@ -243,15 +235,10 @@ static int op_eval_sample(void *ctx, uint32_t s, float *loss)
     return pred == label;
 }
 
-static void op_send_layers(void *ctx)
-{
-    send_layers(ctx);
-}
-
 int trainer_run(const plan_t *p, const start_t *a, const port_info_t *info, stop_poll_fn poll)
 {
-    train_ops_t o = {&run, p->arena_need, p->data.n_train, p->data.n_eval, op_load_params, op_step, op_send_gstat,
-                     op_eval_sample, op_send_layers};
+    train_ops_t o = {&run, p->arena_need, p->data.n_train, p->data.n_eval, op_load_params, train_step, send_gstat,
+                     op_eval_sample, send_layers};
     memset(&run, 0, sizeof run);
     run.p = p;
     run.info = info;
