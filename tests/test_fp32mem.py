@@ -182,3 +182,22 @@ def test_cli_plans_a_tflite_graph_with_required_vs_available(shared_models: Path
 def test_cli_refuses_budget_search_on_a_tflite_graph(tmp_path: Path):
     res = CliRunner().invoke(main, ["plan", str(tmp_path / "m.tflite"), "--budget", "64KB"])
     assert res.exit_code != 0 and "--budget needs a bench model" in res.output
+
+
+def test_runner_records_an_unplannable_fp32_technique_as_an_error(tmp_path: Path):
+    """The plan stage's Fp32MemError on an imported graph is that run's record, not a crash of the bench."""
+    from bench.app.runner import Bench, Int8Prepared, Prepared
+    from bench.config.boards import RackEntry
+    from bench.config.profile import Profile
+
+    q = _branchy()
+    x = np.zeros((1, 4, 4, 2), np.int8)
+    y = np.zeros(1, np.int64)
+    profile = Profile(name="branchy", task="digits-drift", model="branchy.tflite", techniques=["sparse-fp32"],
+                      sparse={"bias_k": 1, "layers": {2: 0.5}})
+    prepared = Prepared(profile=profile, model=None, dataset=b"", x_train=x, y_train=y,
+                        int8=Int8Prepared(q, tmp_path / "branchy.tflite", b"", x, y))
+    bench = Bench(tmp_path)
+    record = bench.run(prepared, RackEntry(board="nucleo-f746zg"), profile.parsed_techniques()[0])
+    assert record.status == "error"
+    assert record.error.startswith("Fp32MemError: ") and "ADD has no weights" in record.error

@@ -41,7 +41,7 @@ from bench.numerics.pretrain import build_model
 from bench.plan.blob import dataset_blob, int8_dataset_blob
 from bench.plan.check import check_profile
 from bench.plan.fp32 import Plan
-from bench.plan.fp32mem import Fp32Memory
+from bench.plan.fp32mem import Fp32MemError, Fp32Memory
 from bench.plan.int8 import QPlan
 from bench.records import fidelity
 from bench.records.run import ResultsWriter, RunRecord
@@ -191,14 +191,18 @@ class Bench:
         record = RunRecord(run_id=run_id, board=board, target_kind=entry.kind, technique=technique.name,
                            model=prepared.model_name, journal=str(journal_dir / f"{run_id}.rx.bin"))
         qmodel = self.int8(prepared).qmodel if technique.is_int8 or prepared.model is None else None
-        plan = bench_plan.compile(technique, profile.lr_for(technique), prepared.model, qmodel)
         fw = self.firmware(prepared, board, entry.kind)
         record.build_id = fw.build_id
         self.progress.run_started(entry.label, technique.name, profile.steps)
-        if isinstance(plan, Fp32Memory):
-            self._planned_only(board, fw, plan, record)
+        try:
+            plan = bench_plan.compile(technique, profile.lr_for(technique), prepared.model, qmodel)
+        except Fp32MemError as e:  # an imported graph the fp32 memory planner cannot model
+            record.status, record.error = "error", f"Fp32MemError: {e}"
         else:
-            self._run_plan(prepared, entry, technique, plan, fw, record, journal_dir)
+            if isinstance(plan, Fp32Memory):
+                self._planned_only(board, fw, plan, record)
+            else:
+                self._run_plan(prepared, entry, technique, plan, fw, record, journal_dir)
         self.progress.run_finished(entry.label, record)
         return record
 
