@@ -17,7 +17,8 @@ from typing import Any, ClassVar, Self, TypeVar
 
 from cobs import cobs
 
-from bench.formats import layout as layouts
+from bench.formats import messages
+from bench.formats.layout import Layout
 
 PROTOCOL_VERSION = 1
 MAX_BODY = 1024
@@ -284,14 +285,10 @@ def _ascii(text: str, limit: int, what: str) -> bytes:
 # Message layouts, declared once: encode and decode both follow from them
 
 
-@dataclass(frozen=True)
-class Layout(layouts.Layout):
-    """The fixed part of a message body (`bench.formats.layout.Layout`), unpacked from a checked frame."""
-
-    def unpack(self, frame: Frame, pos: int = 0) -> dict[str, Any]:
-        """The named fields at ``pos`` of the body (its length checked by the caller or by ``exact``)."""
-        _need(frame, pos + self.size, exact=False)
-        return self.unpack_from(frame.body, pos)
+def _fields(layout: Layout, frame: Frame, pos: int = 0) -> dict[str, Any]:
+    """The named fields of ``layout`` at ``pos`` of a checked frame's body, its length checked first."""
+    _need(frame, pos + layout.size, exact=False)
+    return layout.unpack_from(frame.body, pos)
 
 
 @dataclass(frozen=True)
@@ -347,7 +344,7 @@ class _Wire:
         # a strings tail needs at least its length bytes; no tail: the layout is the whole body
         tail_min = len(cls.TAIL.fields) if isinstance(cls.TAIL, Strings) else 0
         _need(frame, cls.LAYOUT.size + tail_min, exact=cls.TAIL is None)
-        fields = cls.LAYOUT.unpack(frame)
+        fields = _fields(cls.LAYOUT, frame)
         if cls.TAIL is not None:
             fields |= cls.TAIL.unpack(frame, cls.LAYOUT.size)
         return cls(**fields)
@@ -386,9 +383,7 @@ class Hello(_Wire):
     """Device identity and memory budget, sent in answer to the first PING."""
 
     TYPE: ClassVar[MsgType] = MsgType.HELLO
-    LAYOUT: ClassVar[Layout] = Layout((("proto_version", "H"), ("counter_kind", "H"), ("cpu_hz", "I"),
-                                       ("counter_hz", "I"), ("sram_bytes", "I"), ("flash_bytes", "I"),
-                                       ("static_bytes", "I"), ("arena_bytes", "I"), ("stack_bytes", "I")))
+    LAYOUT: ClassVar[Layout] = messages.HELLO
     TAIL: ClassVar[Strings] = Strings((("board", MAX_BOARD), ("build_id", MAX_BUILD)))
 
     proto_version: int
@@ -409,9 +404,7 @@ class Step(_Wire):
     """One training step: sample drawn, prediction, loss, raw tick timings and memory marks."""
 
     TYPE: ClassVar[MsgType] = MsgType.STEP
-    LAYOUT: ClassVar[Layout] = Layout((("step", "I"), ("sample", "I"), ("label", "B"), ("pred", "B"), ("_", "H"),
-                                       ("loss", "f"), ("t_fwd", "I"), ("t_bwd", "I"), ("t_upd", "I"),
-                                       ("stack_hwm", "I"), ("arena_peak", "I"), ("sram_used", "I")))
+    LAYOUT: ClassVar[Layout] = messages.STEP
 
     step: int
     sample: int
@@ -443,8 +436,8 @@ class GradStats:
     """Per-tensor gradient norms of one step."""
 
     TYPE: ClassVar[MsgType] = MsgType.GSTAT
-    HEAD: ClassVar[Layout] = Layout((("step", "I"), ("n", "B"), ("", "3x")))
-    ENTRY: ClassVar[struct.Struct] = struct.Struct("<BBBbff")  # layer, param, flags, exponent, l2, max_abs
+    HEAD: ClassVar[Layout] = messages.GSTAT_HEAD
+    ENTRY: ClassVar[struct.Struct] = messages.GSTAT_ENTRY.struct  # layer, param, flags, exponent, l2, max_abs
 
     step: int
     entries: tuple[GradStat, ...]
@@ -461,7 +454,7 @@ class GradStats:
 
     @classmethod
     def unpack(cls, frame: Frame) -> GradStats:
-        head = cls.HEAD.unpack(frame)
+        head = _fields(cls.HEAD, frame)
         _need(frame, cls.HEAD.size + head["n"] * cls.ENTRY.size)
         entries = tuple(
             GradStat(layer, param, l2, mx, e if flags & GRAD_INT else None)
@@ -478,8 +471,7 @@ class GradChunk:
     set and the second is the exponent E (int8) of the op's output gradient (docs/protocol.md)."""
 
     TYPE: ClassVar[MsgType] = MsgType.GRAD
-    HEAD: ClassVar[Layout] = Layout((("step", "I"), ("layer", "B"), ("param", "B"), ("flags", "B"), ("e", "b"),
-                                     ("total", "I"), ("offset", "I"), ("count", "H"), ("_", "H")))
+    HEAD: ClassVar[Layout] = messages.GRAD_HEAD
 
     step: int
     layer: int
@@ -510,7 +502,7 @@ class GradChunk:
 
     @classmethod
     def unpack(cls, frame: Frame) -> GradChunk:
-        h = cls.HEAD.unpack(frame)
+        h = _fields(cls.HEAD, frame)
         count, flags, offset, total = h["count"], h["flags"], h["offset"], h["total"]
         if flags & ~GRAD_INT:
             raise ProtocolError(frame, f"GRAD flags 0x{flags:02x} unknown")
@@ -525,8 +517,7 @@ class Eval(_Wire):
     """Accuracy and loss over the eval split, before (phase 0) or after (phase 1) training."""
 
     TYPE: ClassVar[MsgType] = MsgType.EVAL
-    LAYOUT: ClassVar[Layout] = Layout((("phase", "B"), ("", "3x"), ("n", "I"), ("correct", "I"),
-                                       ("loss_sum", "f"), ("ticks", "Q")))
+    LAYOUT: ClassVar[Layout] = messages.EVAL
 
     phase: int
     n: int
@@ -540,9 +531,7 @@ class Summary(_Wire):
     """End of a run (status 0 done, 1 stopped, 2 error) with whole-run memory and time."""
 
     TYPE: ClassVar[MsgType] = MsgType.SUMMARY
-    LAYOUT: ClassVar[Layout] = Layout((("steps_done", "I"), ("status", "B"), ("", "3x"), ("final_loss", "f"),
-                                       ("stack_hwm", "I"), ("arena_peak", "I"), ("static_bytes", "I"),
-                                       ("sram_peak", "I"), ("ticks_train", "Q")))
+    LAYOUT: ClassVar[Layout] = messages.SUMMARY
 
     steps_done: int
     status: int
@@ -559,7 +548,7 @@ class Log(_Wire):
     """A device log line (level 0 debug … 3 error); text is sanitised and bounded by the body."""
 
     TYPE: ClassVar[MsgType] = MsgType.LOG
-    LAYOUT: ClassVar[Layout] = Layout((("level", "B"),))
+    LAYOUT: ClassVar[Layout] = messages.LOG
     TAIL: ClassVar[Text] = Text("text")
 
     level: int
@@ -571,8 +560,7 @@ class Fault(_Wire):
     """A device-side failure (codes in docs/protocol.md); the run is over."""
 
     TYPE: ClassVar[MsgType] = MsgType.FAULT
-    LAYOUT: ClassVar[Layout] = Layout((("code", "I"), ("pc", "I"), ("lr", "I"), ("cfsr", "I"), ("arg0", "I"),
-                                       ("arg1", "I")))
+    LAYOUT: ClassVar[Layout] = messages.FAULT
     TAIL: ClassVar[Text] = Text("text")
 
     code: int
@@ -589,7 +577,7 @@ class Pong(_Wire):
     """Answer to PING, echoing its nonce."""
 
     TYPE: ClassVar[MsgType] = MsgType.PONG
-    LAYOUT: ClassVar[Layout] = Layout((("nonce", "I"),))
+    LAYOUT: ClassVar[Layout] = messages.PONG
 
     nonce: int
 
@@ -599,7 +587,7 @@ class Ack(_Wire):
     """Acceptance of a command (status 0 ok) with the hash of the plan the device will run."""
 
     TYPE: ClassVar[MsgType] = MsgType.ACK
-    LAYOUT: ClassVar[Layout] = Layout((("cmd_type", "B"), ("status", "B"), ("_", "H"), ("plan_hash", "I")))
+    LAYOUT: ClassVar[Layout] = messages.ACK
 
     cmd_type: int
     status: int
@@ -618,8 +606,7 @@ class Start(_Wire):
     fp32 plans ignore the last two fields (sent as 0)."""
 
     TYPE: ClassVar[MsgType] = MsgType.START
-    LAYOUT: ClassVar[Layout] = Layout((("steps", "I"), ("lr", "f"), ("seed", "I"), ("grad_every", "H"),
-                                       ("eval_samples", "H"), ("out_samples", "H"), ("out_flags", "H")))
+    LAYOUT: ClassVar[Layout] = messages.START
 
     steps: int
     lr: float
@@ -635,7 +622,7 @@ class Stop(_Wire):
     """End the current run early."""
 
     TYPE: ClassVar[MsgType] = MsgType.STOP
-    LAYOUT: ClassVar[Layout] = Layout(())
+    LAYOUT: ClassVar[Layout] = messages.STOP
 
 
 @dataclass(frozen=True)
@@ -643,7 +630,7 @@ class Ping(_Wire):
     """Liveness check; the first one also asks for HELLO."""
 
     TYPE: ClassVar[MsgType] = MsgType.PING
-    LAYOUT: ClassVar[Layout] = Layout((("nonce", "I"),))
+    LAYOUT: ClassVar[Layout] = messages.PING
 
     nonce: int
 
@@ -664,9 +651,8 @@ class LayerCosts:
     """Per-layer forward/backward/update ticks summed over a run; sent once, before SUMMARY."""
 
     TYPE: ClassVar[MsgType] = MsgType.LAYERS
-    HEAD: ClassVar[Layout] = Layout((("n", "B"), ("", "3x")))
-    ENTRY: ClassVar[Layout] = Layout((("layer", "B"), ("op", "B"), ("_", "H"), ("fwd", "Q"), ("bwd", "Q"),
-                                      ("upd", "Q")))
+    HEAD: ClassVar[Layout] = messages.LAYERS_HEAD
+    ENTRY: ClassVar[Layout] = messages.LAYERS_ENTRY
     MAX_ENTRIES: ClassVar[int] = 32
 
     entries: tuple[LayerCost, ...]
@@ -680,11 +666,11 @@ class LayerCosts:
 
     @classmethod
     def unpack(cls, frame: Frame) -> LayerCosts:
-        n = cls.HEAD.unpack(frame)["n"]
+        n = _fields(cls.HEAD, frame)["n"]
         if n > cls.MAX_ENTRIES:
             raise ProtocolError(frame, f"LAYERS count {n} > {cls.MAX_ENTRIES}")
         _need(frame, cls.HEAD.size + n * cls.ENTRY.size)
-        return cls(tuple(LayerCost(**cls.ENTRY.unpack(frame, cls.HEAD.size + k * cls.ENTRY.size)) for k in range(n)))
+        return cls(tuple(LayerCost(**_fields(cls.ENTRY, frame, cls.HEAD.size + k * cls.ENTRY.size)) for k in range(n)))
 
 
 @dataclass(frozen=True)
@@ -693,8 +679,7 @@ class Output:
     ``op`` (START's out_flags bit 0); ``values`` are the int8 codes of elements [offset, offset + len) of ``total``."""
 
     TYPE: ClassVar[MsgType] = MsgType.OUTPUT
-    HEAD: ClassVar[Layout] = Layout((("sample", "I"), ("op", "B"), ("phase", "B"), ("_", "H"), ("total", "I"),
-                                     ("offset", "I"), ("count", "H"), ("_", "H")))
+    HEAD: ClassVar[Layout] = messages.OUTPUT_HEAD
     MAX_VALUES: ClassVar[int] = 1000
     GRAPH: ClassVar[int] = 0xFF
 
@@ -716,7 +701,7 @@ class Output:
 
     @classmethod
     def unpack(cls, frame: Frame) -> Output:
-        h = cls.HEAD.unpack(frame)
+        h = _fields(cls.HEAD, frame)
         count = h.pop("count")
         _bounded_slice(frame, "OUTPUT", cls.HEAD.size, 1, count, cls.MAX_VALUES, h["offset"], h["total"])
         return cls(**h, values=frame.body[cls.HEAD.size:])

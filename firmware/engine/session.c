@@ -1,5 +1,6 @@
 #include <string.h>
 #include "session.h"
+#include "formats.h"
 #include "msg.h"
 #include "plan.h"
 #include "port.h"
@@ -25,22 +26,22 @@ static void answer_ping(const frame_t *f)
     }
     msg_resync(); /* a lone delimiter first: whatever a real UART carried before now ends as an empty frame */
     msg_hello(port_info());
-    msg_pong(le32(f->body));
+    msg_pong(le32(f->body + MSG_PING_NONCE));
 }
 
 static int parse_start(const frame_t *f, start_t *a)
 {
     const uint8_t *b = f->body;
-    if (f->len != 20)
+    if (f->len != MSG_START_SIZE)
         return -1;
-    a->steps = le32(b);
+    a->steps = le32(b + MSG_START_STEPS);
     {
-        uint32_t u = le32(b + 4);
+        uint32_t u = le32(b + MSG_START_LR);
         memcpy(&a->lr, &u, sizeof a->lr);
     }
-    a->seed = le32(b + 8);
-    a->grad_every = le16(b + 12);
-    a->eval_samples = le16(b + 14);
+    a->seed = le32(b + MSG_START_SEED);
+    a->grad_every = le16(b + MSG_START_GRAD_EVERY);
+    a->eval_samples = le16(b + MSG_START_EVAL_SAMPLES);
     return 0;
 }
 
@@ -55,7 +56,8 @@ static int poll_stop(void)
  * out_samples and out_flags (evaluation-only plans) */
 static void start_int8(const frame_t *f, const start_t *a, const port_info_t *info, const mem_window_t *flash)
 {
-    qstart_t q = {a->steps, a->eval_samples, le16(f->body + 16), le16(f->body + 18)};
+    qstart_t q = {a->steps, a->eval_samples, le16(f->body + MSG_START_OUT_SAMPLES),
+                   le16(f->body + MSG_START_OUT_FLAGS)};
     fault_t fl;
     if (qplan_load(&plans.q, flash, info->plan_addr, info->arena, info->arena_bytes, &fl)) {
         msg_fault(fl.code, 0, 0, 0, fl.arg0, fl.arg1, fl.text);
@@ -67,7 +69,7 @@ static void start_int8(const frame_t *f, const start_t *a, const port_info_t *in
         return;
     }
     if (plans.q.train && a->steps && memcmp(&a->lr, &plans.q.lr, sizeof a->lr) != 0) {
-        msg_fault(FAULT_COMMAND, 0, 0, 0, f->type, le32(f->body + 4), "int8 training plan: START lr must equal the "
+        msg_fault(FAULT_COMMAND, 0, 0, 0, f->type, le32(f->body + MSG_START_LR), "int8 training plan: START lr must equal the "
                   "lr its update multipliers were computed with");
         return;
     }

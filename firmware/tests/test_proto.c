@@ -4,6 +4,9 @@
 #include "cobs.h"
 #include "crc32.h"
 #include "wire.h"
+#include "formats.h"
+#include "host_port.h"
+#include "msg.h"
 
 static void t_crc(void)
 {
@@ -132,6 +135,93 @@ static void t_le(void)
     CHECK(b[0] == 0x44 && b[3] == 0x11 && le32(b) == 0x11223344u && le16(b) == 0x3344);
 }
 
+static float f32_of(const uint8_t *p)
+{
+    float v;
+    uint32_t u = le32(p);
+    memcpy(&v, &u, sizeof v);
+    return v;
+}
+
+/* the one frame captured since hp_reset, of type `type`, its body `size` bytes */
+static int captured(uint8_t type, uint32_t size, frame_t *f)
+{
+    uint32_t pos = 0;
+    int got = hp_next_frame(&pos, f);
+    CHECK(got && f->type == type && f->len == size);
+    return got && f->type == type && f->len == size;
+}
+
+/* The firmware's message builders write every field where bench/formats/messages.py (hence the generated
+ * formats.h and the host's decoder) declares it: distinct values, read back at the declared offsets. */
+static void t_messages_at_declared_offsets(void)
+{
+    port_info_t info;
+    frame_t f;
+    msg_step_t s = {0x01020304u, 0x05060708u, 9, 10, 1.5f, 0x11121314u, 0x21222324u, 0x31323334u, 0x41424344u,
+                    0x51525354u, 0x61626364u};
+    msg_eval_t e = {1, 0x0A0B0C0Du, 0x0E0F1011u, 2.25f, 0x0102030405060708ull};
+    msg_summary_t m = {0x12345678u, 2, 3.5f, 0x22u, 0x33u, 0x44u, 0x55u, 0x1122334455667788ull};
+    const uint64_t ticks[3] = {0x1111111111ull, 0x2222222222ull, 0x3333333333ull};
+    hp_reset(&info);
+    msg_step(&s);
+    if (captured(MSG_STEP, MSG_STEP_SIZE, &f))
+        CHECK(le32(f.body + MSG_STEP_STEP) == s.step && le32(f.body + MSG_STEP_SAMPLE) == s.sample &&
+              f.body[MSG_STEP_LABEL] == 9 && f.body[MSG_STEP_PRED] == 10 && f32_of(f.body + MSG_STEP_LOSS) == 1.5f &&
+              le32(f.body + MSG_STEP_T_FWD) == s.t_fwd && le32(f.body + MSG_STEP_T_BWD) == s.t_bwd &&
+              le32(f.body + MSG_STEP_T_UPD) == s.t_upd && le32(f.body + MSG_STEP_STACK_HWM) == s.stack_hwm &&
+              le32(f.body + MSG_STEP_ARENA_PEAK) == s.arena_peak && le32(f.body + MSG_STEP_SRAM_USED) == s.sram_used);
+    hp_reset(&info);
+    msg_eval(&e);
+    if (captured(MSG_EVAL, MSG_EVAL_SIZE, &f))
+        CHECK(f.body[MSG_EVAL_PHASE] == 1 && le32(f.body + MSG_EVAL_N) == e.n &&
+              le32(f.body + MSG_EVAL_CORRECT) == e.correct && f32_of(f.body + MSG_EVAL_LOSS_SUM) == 2.25f &&
+              le32(f.body + MSG_EVAL_TICKS) == 0x05060708u && le32(f.body + MSG_EVAL_TICKS + 4) == 0x01020304u);
+    hp_reset(&info);
+    msg_summary(&m);
+    if (captured(MSG_SUMMARY, MSG_SUMMARY_SIZE, &f))
+        CHECK(le32(f.body + MSG_SUMMARY_STEPS_DONE) == m.steps_done && f.body[MSG_SUMMARY_STATUS] == 2 &&
+              f32_of(f.body + MSG_SUMMARY_FINAL_LOSS) == 3.5f && le32(f.body + MSG_SUMMARY_STACK_HWM) == 0x22u &&
+              le32(f.body + MSG_SUMMARY_ARENA_PEAK) == 0x33u && le32(f.body + MSG_SUMMARY_STATIC_BYTES) == 0x44u &&
+              le32(f.body + MSG_SUMMARY_SRAM_PEAK) == 0x55u && le32(f.body + MSG_SUMMARY_TICKS_TRAIN) == 0x55667788u);
+    hp_reset(&info);
+    msg_ack(0x81, 3, 0xCAFEF00Du);
+    if (captured(MSG_ACK, MSG_ACK_SIZE, &f))
+        CHECK(f.body[MSG_ACK_CMD_TYPE] == 0x81 && f.body[MSG_ACK_STATUS] == 3 &&
+              le32(f.body + MSG_ACK_PLAN_HASH) == 0xCAFEF00Du);
+    hp_reset(&info);
+    msg_pong(0xABCDEF01u);
+    if (captured(MSG_PONG, MSG_PONG_SIZE, &f))
+        CHECK(le32(f.body + MSG_PONG_NONCE) == 0xABCDEF01u);
+    hp_reset(&info);
+    msg_fault(1, 2, 3, 4, 5, 6, "x");
+    if (captured(MSG_FAULT, MSG_FAULT_SIZE + 1u, &f))
+        CHECK(le32(f.body + MSG_FAULT_CODE) == 1 && le32(f.body + MSG_FAULT_PC) == 2 && le32(f.body + MSG_FAULT_LR) == 3 &&
+              le32(f.body + MSG_FAULT_CFSR) == 4 && le32(f.body + MSG_FAULT_ARG0) == 5 &&
+              le32(f.body + MSG_FAULT_ARG1) == 6 && f.body[MSG_FAULT_SIZE] == 'x');
+    hp_reset(&info);
+    msg_layers_begin(1);
+    msg_layer(7, 0x83, ticks);
+    msg_send();
+    if (captured(MSG_LAYERS, MSG_LAYERS_HEAD_SIZE + MSG_LAYERS_ENTRY_SIZE, &f)) {
+        const uint8_t *r = f.body + MSG_LAYERS_HEAD_SIZE;
+        CHECK(f.body[MSG_LAYERS_HEAD_N] == 1 && r[MSG_LAYERS_ENTRY_LAYER] == 7 && r[MSG_LAYERS_ENTRY_OP] == 0x83 &&
+              le32(r + MSG_LAYERS_ENTRY_FWD) == 0x1111111111ull % 4294967296ull &&
+              le32(r + MSG_LAYERS_ENTRY_BWD + 4) == 0x22u && le32(r + MSG_LAYERS_ENTRY_UPD + 4) == 0x33u);
+    }
+    hp_reset(&info);
+    msg_gstat_begin(0x01020304u, 1);
+    msg_gstat_entry(4, 1, 1, 0xF9, 0.5f, 0.25f);
+    msg_send();
+    if (captured(MSG_GSTAT, MSG_GSTAT_HEAD_SIZE + MSG_GSTAT_ENTRY_SIZE, &f)) {
+        const uint8_t *r = f.body + MSG_GSTAT_HEAD_SIZE;
+        CHECK(le32(f.body + MSG_GSTAT_HEAD_STEP) == 0x01020304u && f.body[MSG_GSTAT_HEAD_N] == 1 &&
+              r[MSG_GSTAT_ENTRY_LAYER] == 4 && r[MSG_GSTAT_ENTRY_PARAM] == 1 && r[MSG_GSTAT_ENTRY_FLAGS] == 1 &&
+              r[MSG_GSTAT_ENTRY_E] == 0xF9 && f32_of(r + MSG_GSTAT_ENTRY_L2) == 0.5f &&
+              f32_of(r + MSG_GSTAT_ENTRY_MAX_ABS) == 0.25f);
+    }
+}
+
 const test_case_t proto_tests[] = {
     {"crc32 known vectors and streaming", t_crc},
     {"cobs known vectors and invalid input", t_cobs_vectors},
@@ -139,5 +229,6 @@ const test_case_t proto_tests[] = {
     {"frame build/parse and rejections", t_frame},
     {"receiver: resync, bound, drop counting", t_rx},
     {"little-endian helpers", t_le},
+    {"messages: every field at the offset bench/formats/messages.py declares", t_messages_at_declared_offsets},
     {NULL, NULL},
 };
