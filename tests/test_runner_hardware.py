@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench.app import runner
+from bench.app.runner import Bench
 from bench.config.boards import RackEntry
 from bench.config.profile import load_profile, parse_technique
 from bench.target.drivers import FlashError, PortError
@@ -40,3 +41,14 @@ def test_probe_and_port_failures_are_rack_faults_with_fake_target(tmp_path: Path
     assert record.status == "rack-fault" and type(error).__name__ in record.error
     assert fake.closed  # the target is released even though loading failed
     assert record.target_kind == "hardware" and record.build_id  # the hardware image was really built
+
+
+def test_the_image_cache_keeps_a_twin_and_a_real_board_of_one_kind_apart(tmp_path):
+    """A rack listing one board as twin and as hardware never flashes the board with the twin image or the reverse."""
+    bench = Bench(tmp_path)
+    prepared = bench.prepare(load_profile("quick").model_copy(update={"steps": 2}))
+    board = bench.catalogue["nucleo-f746zg"]
+    twin = bench.firmware(prepared, board, "emulated")
+    real = bench.firmware(prepared, board, "hardware")
+    assert twin.variant == "twin" and real.variant == "hardware" and twin.build_id != real.build_id
+    assert bench.firmware(prepared, board, "emulated") is twin and bench.firmware(prepared, board, "hardware") is real

@@ -98,6 +98,10 @@ def build(names: tuple[str, ...], variant: str) -> None:
                           f"{fw.static_bytes:,} B → {fw.elf}")
 
 
+# exit 0 only when every run is ok or an expected does-not-fit
+OK_STATUSES = ("ok", "does-not-fit")
+
+
 @main.command()
 @click.argument("profile_spec")
 @click.option("--rack", "rack_spec", default=None, help="rack TOML file (default: the emulated rack)")
@@ -120,7 +124,10 @@ def run(profile_spec: str, rack_spec: str | None, names: tuple[str, ...], out: P
     Console(width=max(Console().width, 150)).print(summary_table(records))
     console.print(f"results: {out}/runs.parquet, steps.parquet, grads.parquet; journals: {out}/journal/")
     console.print(f"report: {report}")
-    if any(r.status == "error" for r in records):
+    failed = [r for r in records if r.status not in OK_STATUSES]
+    if failed:
+        console.print(f"[red]{len(failed)} of {len(records)} runs failed[/]: "
+                      + ", ".join(f"{r.run_id} ({r.status})" for r in failed[:10]))
         sys.exit(1)
 
 

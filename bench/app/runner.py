@@ -31,7 +31,7 @@ from bench.config.profile import Profile, Technique, require_model_file
 from bench.energy import JoulescopeMeter, MeterBase, MeterError, Ppk2Meter
 from bench.image.firmware import DoesNotFit, Firmware, ImageSet, assemble, build_firmware, check_sram
 from bench.link import session
-from bench.link.link import Link
+from bench.link.link import Link, LinkError, LinkTimeout
 from bench.link.protocol import Step
 from bench.model.nn import Model
 from bench.model.qgraph import QModel
@@ -88,7 +88,7 @@ class Prepared:
     dataset: bytes
     x_train: np.ndarray
     y_train: np.ndarray
-    firmware: dict[str, Firmware] = field(default_factory=dict)
+    firmware: dict[tuple[str, str], Firmware] = field(default_factory=dict)  # (board, variant) -> image
     task: DeviceDataset | None = None
     int8: Int8Prepared | None = None
 
@@ -177,9 +177,11 @@ class Bench:
 
     def firmware(self, prepared: Prepared, board: Board, kind: str) -> Firmware:
         with self._firmware_lock:
-            if board.name not in prepared.firmware:
-                prepared.firmware[board.name] = build_firmware(board, "twin" if kind == "emulated" else kind)
-            return prepared.firmware[board.name]
+            variant = "twin" if kind == "emulated" else kind
+            key = (board.name, variant)  # a board listed as twin and as hardware gets each its own image
+            if key not in prepared.firmware:
+                prepared.firmware[key] = build_firmware(board, variant)
+            return prepared.firmware[key]
 
     def run(self, prepared: Prepared, entry: RackEntry, technique: Technique) -> RunRecord:
         """One (board, technique) run, one call per stage; failures become a record with a status, never a lost
@@ -263,9 +265,17 @@ class Bench:
                                                                     profile.grad_every),
                                             idle_timeout=profile.timeout_s, name=record.run_id,
                                             on_step=lambda s: self.progress.step(entry.label, technique.name, s))
-                record.plan_hash, record.lost_frames = outcome.plan_hash, outcome.lost_frames
+                record.lost_frames = outcome.lost_frames
+                _check_plan_hash(record, outcome.plan_hash)
+            _check_fidelity(record, profile.check_steps > 0)
         except RACK_FAULTS as e:  # the rack failed, not the run: nightly jobs report these apart
             record.status, record.error = "rack-fault", f"{type(e).__name__}: {e}"
+        except LinkTimeout as e:  # nothing (or nothing whole) heard within the idle timeout
+            record.status, record.error = "hang", f"{type(e).__name__}: {e}"
+        except LinkError as e:  # the port went away: an unplugged board, a killed twin
+            record.status, record.error = "disconnected", f"{type(e).__name__}: {e}"
+        except session.DeviceFaultError as e:
+            record.status, record.error = "fault", f"{type(e).__name__}: {e}"
         except (session.DeviceError, RuntimeError, OSError, ValueError) as e:
             record.status, record.error = "error", f"{type(e).__name__}: {e}"
         finally:
@@ -279,11 +289,37 @@ class Bench:
         check = RunRecord(run_id=f"{record.run_id}.check", board=record.board, target_kind=record.target_kind,
                           technique=record.technique, model=record.model, grad_scales=record.grad_scales)
         profile = prepared.profile
-        session.train(link, check, _settings(profile, technique, profile.check_steps, 1, eval_samples=1),
-                      idle_timeout=profile.timeout_s, name=check.run_id)
+        outcome = session.train(link, check, _settings(profile, technique, profile.check_steps, 1, eval_samples=1),
+                                idle_timeout=profile.timeout_s, name=check.run_id)
+        _check_plan_hash(record, outcome.plan_hash)
         x, y = ((self.int8(prepared).x_train, self.int8(prepared).y_train) if isinstance(plan, QPlan)
                 else (prepared.x_train, prepared.y_train))
         return fidelity.check_plan(check, plan, x, y, profile.lr_for(technique))
+
+
+class PlanMismatch(RuntimeError):
+    """The device acknowledged a plan other than the one the host compiled for this run."""
+
+
+def _check_plan_hash(record: RunRecord, device_hash: int | None) -> None:
+    """The plan the device ran (its ACK) must be the one the host compiled (``record.plan_hash``)."""
+    if device_hash is not None and record.plan_hash is not None and device_hash != record.plan_hash:
+        raise PlanMismatch(f"{record.run_id}: the device ran plan {device_hash:08x} but the host compiled "
+                           f"{record.plan_hash:08x} for this run (another session's images?); journal {record.journal}")
+
+
+def _check_fidelity(record: RunRecord, checked: bool) -> None:
+    """A run whose gradients fail their own check is never recorded as ok: fp32 beyond FIDELITY_TOLERANCE relative
+    error, int8 not exactly the integer reference."""
+    if not checked or record.status != "ok":
+        return
+    err, exact = record.fidelity_max_rel_err, record.fidelity_exact
+    if exact == exact and exact != 1.0:  # int8 plans (exact is NaN for fp32)
+        record.status, record.error = "fidelity-fail", (f"int8 gradients differ from the integer reference "
+                                                        f"(worst relative error {err:.3g})")
+    elif exact != exact and err == err and err > FIDELITY_TOLERANCE:
+        record.status, record.error = "fidelity-fail", (f"fp32 gradients off by {err:.3g} relative, over the "
+                                                        f"tolerance {FIDELITY_TOLERANCE:g}")
 
 
 def make_meter(entry: RackEntry, window_s: float) -> MeterBase:

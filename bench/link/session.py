@@ -21,7 +21,15 @@ FAULT_NAMES = {1: "hard fault", 2: "bad plan blob", 3: "arena too small", 4: "ba
 
 
 class DeviceError(RuntimeError):
-    """The device reported a fault or stopped answering; the message names the run and the journal."""
+    """The device broke the conversation (e.g. SUMMARY without ACK); the message names the run and the journal."""
+
+
+class DeviceFaultError(DeviceError):
+    """The device reported a FAULT (kept in ``fault``); the run is over."""
+
+    def __init__(self, message: str, fault: proto.Fault) -> None:
+        super().__init__(message)
+        self.fault = fault
 
 
 @dataclass(frozen=True)
@@ -78,7 +86,7 @@ def train(link: Link, sink: MessageSink, settings: TrainSettings, idle_timeout: 
         if isinstance(msg, proto.Ack):
             plan_hash = msg.plan_hash
         elif isinstance(msg, proto.Fault):
-            raise DeviceError(f"{name}: {describe_fault(msg)}; journal {link.journal_path}")
+            raise DeviceFaultError(f"{name}: {describe_fault(msg)}; journal {link.journal_path}", msg)
         elif isinstance(msg, proto.Step):
             steps += 1
             if on_step is not None:

@@ -58,7 +58,9 @@ LAYER_COLUMNS = (
 STEP_COLUMNS = ("run_id", "step", "loss", "correct", "instr_fwd", "instr_bwd", "instr_update", "sram_bytes")
 GRAD_COLUMNS = ("run_id", "step", "layer", "param", "l2", "max_abs")
 KEYS = ["board", "technique"]
-STATUS_CLASSES = {"ok": "ok", "does-not-fit": "nofit", "error": "error", "stopped": "stopped", "mixed": "other"}
+STATUS_CLASSES = {"ok": "ok", "does-not-fit": "nofit", "error": "error", "stopped": "stopped", "mixed": "other",
+                  "hang": "error", "disconnected": "error", "fault": "error", "fidelity-fail": "error",
+                  "rack-fault": "error"}
 VERDICT_CLASSES = {"regression": "error", "missing": "error", "improvement": "ok", "new": "other"}
 PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974")
 BOARD_PALETTE = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666")

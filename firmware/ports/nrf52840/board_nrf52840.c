@@ -20,9 +20,10 @@
 static uint8_t tx_buf[TX_CHUNK];
 static volatile uint8_t rx_byte;
 
-/* BAUDRATE takes the PS's table value, not a divider formula (the table rounds each rate its own way) */
+/* BAUDRATE takes the PS's UARTE table value, not a divider formula (the table rounds each rate its own way); the
+ * legacy UART's 115200 word (0x01D7E000) differs from the UARTE's */
 #if BAUD_RATE == 115200
-#define UARTE_BAUD_WORD 0x01D7E000u
+#define UARTE_BAUD_WORD 0x01D60000u
 #elif BAUD_RATE == 1000000
 #define UARTE_BAUD_WORD 0x10000000u
 #else

@@ -1,0 +1,93 @@
+"""A rack misbehaves: failures of one run become that run's record and the bench goes on (real twins, real QEMU).
+
+The fault here is the hardware edge we can make for real: kill -9 of one twin's QEMU mid-run is what an unplugged
+board looks like to the host (its serial port vanishes).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.app import runner
+from bench.app.runner import Progress, load_profile
+from bench.config.boards import load_catalogue, load_rack
+from bench.link.protocol import Step
+from bench.records.run import RunRecord
+from bench.report.html import write_report
+
+pytestmark = pytest.mark.twin
+VICTIM = "nucleo-f746zg"
+
+
+def _qemu_pids(marker: str) -> list[int]:
+    """QEMU processes whose command line names ``marker`` (this test's own out dir: never a neighbour's twin)."""
+    out = subprocess.run(["pgrep", "-f", f"qemu-system-arm.*{marker}"], capture_output=True, text=True, check=False)
+    return [int(p) for p in out.stdout.split()]
+
+
+class KillTwinMidRun(Progress):
+    """Kills the victim board's QEMU (SIGKILL) at step 20 of its first run."""
+
+    def __init__(self, out: Path) -> None:
+        self.out, self.done = out, False
+
+    def step(self, label: str, technique: str, step: Step) -> None:
+        if label == VICTIM and not self.done and step.step >= 20:
+            self.done = True
+            for pid in _qemu_pids(f"{self.out}/images/{VICTIM}.{technique}/"):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_killed_twin_is_a_disconnected_run_and_the_rest_goes_on(tmp_path: Path) -> None:
+    profile = load_profile("quick").model_copy(update={"steps": 400})
+    rack = load_rack(None, load_catalogue())
+    rack = rack.model_copy(update={"boards": [e for e in rack.boards if e.board in (VICTIM, "nrf52840-dk")]})
+    records = runner.run_profile(profile, rack, tmp_path, progress=KillTwinMidRun(tmp_path))
+    by_id = {r.run_id: r for r in records}
+    victim = by_id[f"{VICTIM}.full-fp32"]
+    assert victim.status == "disconnected", victim.error
+    assert "journal" in victim.error and 20 <= len(victim.steps) < 400  # its steps so far are kept
+    others = [r for r in records if r is not victim]
+    assert len(others) == 3 and all(r.status == "ok" for r in others), [(r.run_id, r.status, r.error) for r in others]
+    runs = pd.read_parquet(tmp_path / "runs.parquet")
+    assert set(runs["status"]) == {"ok", "disconnected"} and len(runs) == 4
+    assert write_report(tmp_path).is_file()
+    assert not _qemu_pids(str(tmp_path))  # nothing the bench started outlives its runs
+
+
+def _record(**fields: object) -> RunRecord:
+    board = load_catalogue()[VICTIM]
+    record = RunRecord(run_id="r", board=board, target_kind="emulated", technique="full-fp32", model="m")
+    for k, v in fields.items():
+        setattr(record, k, v)
+    return record
+
+
+def test_a_run_over_its_fidelity_tolerance_is_fidelity_fail_not_ok() -> None:
+    bad_fp32 = _record(fidelity_max_rel_err=6e4)
+    runner._check_fidelity(bad_fp32, checked=True)
+    assert bad_fp32.status == "fidelity-fail" and "6e+04" in bad_fp32.error
+    bad_int8 = _record(fidelity_max_rel_err=0.5, fidelity_exact=0.0)
+    runner._check_fidelity(bad_int8, checked=True)
+    assert bad_int8.status == "fidelity-fail" and "integer reference" in bad_int8.error
+    good = _record(fidelity_max_rel_err=1e-6)
+    runner._check_fidelity(good, checked=True)
+    exact = _record(fidelity_max_rel_err=0.0, fidelity_exact=1.0)
+    runner._check_fidelity(exact, checked=True)
+    unchecked = _record(fidelity_max_rel_err=math.nan)
+    runner._check_fidelity(unchecked, checked=True)
+    assert (good.status, exact.status, unchecked.status) == ("ok", "ok", "ok")
+
+
+def test_a_plan_the_host_did_not_compile_is_refused() -> None:
+    record = _record(plan_hash=0x1234)
+    runner._check_plan_hash(record, 0x1234)  # the same plan: fine
+    with pytest.raises(runner.PlanMismatch, match="device ran plan 00005678 but the host compiled 00001234"):
+        runner._check_plan_hash(record, 0x5678)
