@@ -91,3 +91,29 @@ def test_a_plan_the_host_did_not_compile_is_refused() -> None:
     runner._check_plan_hash(record, 0x1234)  # the same plan: fine
     with pytest.raises(runner.PlanMismatch, match="device ran plan 00005678 but the host compiled 00001234"):
         runner._check_plan_hash(record, 0x5678)
+
+
+def test_a_killed_bench_leaves_no_twin_running(tmp_path: Path) -> None:
+    """kill -9 of the bench mid-run: its QEMU children die with it (parent-death signal), no orphan burns a core."""
+    import sys
+    import time
+
+    bench = subprocess.Popen([sys.executable, "-c", "from bench.app.cli import entry; entry()", "run", "quick",
+                              "--board", VICTIM, "--out", str(tmp_path)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not _qemu_pids(str(tmp_path)) and time.monotonic() < deadline and bench.poll() is None:
+            time.sleep(0.1)
+        assert _qemu_pids(str(tmp_path)), "the bench never started a twin"
+        bench.kill()
+        bench.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _qemu_pids(str(tmp_path)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _qemu_pids(str(tmp_path)), "a twin outlived the killed bench"
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+        for pid in _qemu_pids(str(tmp_path)):
+            os.kill(pid, signal.SIGKILL)

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -238,6 +242,20 @@ def _nan(value: int | None) -> float:
     return math.nan if value is None else float(value)
 
 
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` that replaces it (one rename) once written: a kill mid-write leaves the old
+    file whole, never a torn one."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 class ResultsWriter:
     """Writes runs/steps/grads tables (parquet and CSV) after every run, so results survive an interruption."""
 
@@ -262,12 +280,15 @@ class ResultsWriter:
         for name, rows, cols in (("runs", self.runs, RUN_COLUMNS), ("steps", self.steps, STEP_COLUMNS),
                                  ("grads", self.grads, GRAD_COLUMNS), ("layers", self.layers, LAYER_COLUMNS)):
             frame = pd.DataFrame(rows, columns=cols)
-            frame.to_parquet(self.out / f"{name}.parquet", index=False)
-            frame.drop(columns=["values"], errors="ignore").to_csv(self.out / f"{name}.csv", index=False)
+            with atomic_path(self.out / f"{name}.parquet") as tmp:
+                frame.to_parquet(tmp, index=False)
+            with atomic_path(self.out / f"{name}.csv") as tmp:
+                frame.drop(columns=["values"], errors="ignore").to_csv(tmp, index=False)
 
     def finish(self, **extra: object) -> None:
         self.meta.update(extra)
         self._write_meta()
 
     def _write_meta(self) -> None:
-        (self.out / "meta.json").write_text(json.dumps(self.meta, indent=2, default=str) + "\n")
+        with atomic_path(self.out / "meta.json") as tmp:
+            tmp.write_text(json.dumps(self.meta, indent=2, default=str) + "\n")

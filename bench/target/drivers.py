@@ -64,6 +64,14 @@ class Target(Protocol):
     def close(self) -> None: ...
 
 
+def die_with_parent(cmd: list[str]) -> list[str]:
+    """``cmd`` run so that the kernel SIGKILLs it when the thread that started it dies: a twin never outlives a killed
+    bench. util-linux's setpriv sets the parent-death signal and execs the command (same pid; Linux only, elsewhere
+    the command as it is, and `close` remains the only cleanup). Not a preexec_fn: that is unsafe with threads."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--", *cmd] if setpriv else cmd
+
+
 class QemuTarget:
     """A board's emulated twin under qemu-system-arm."""
 
@@ -97,7 +105,7 @@ class QemuTarget:
             raise TargetError(f"{self.board.name}: reset before load")
         self.close()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._proc = subprocess.Popen(self.command(self._images), stdin=subprocess.DEVNULL,
+        self._proc = subprocess.Popen(die_with_parent(self.command(self._images)), stdin=subprocess.DEVNULL,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         found = threading.Event()
         threading.Thread(target=self._pump, args=(self._proc, found), daemon=True).start()
