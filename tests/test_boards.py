@@ -74,3 +74,18 @@ def test_filter_rack_rejects_boards_not_in_rack():
     assert [e.board for e in filter_rack(rack, ["rpi-pico"]).boards] == ["rpi-pico"]
     with pytest.raises(ConfigError, match="has no board stm32h7"):
         filter_rack(rack, ["stm32h7"])
+
+
+@pytest.mark.parametrize(("port", "problem"), [
+    ("bogus://nowhere:99999", "URL scheme 'bogus' is not one pyserial opens"),
+    ("rfc2217://rackhost:99999", "needs host:port with a port in 1..65535"),
+    ("socket://:4000", "needs host:port"),
+    ("ttyACM0", "neither an absolute device path nor a pyserial URL"),
+])
+def test_rack_port_must_be_a_device_path_or_a_pyserial_url(tmp_path: Path, port: str, problem: str):
+    path = tmp_path / "lab.toml"
+    path.write_text(f'[[boards]]\nboard = "nucleo-f746zg"\nkind = "hardware"\nport = "{port}"\n')
+    with pytest.raises(ConfigError, match=rf"lab.toml: key 'boards.0.port': .*{problem}"):
+        load_rack(str(path), load_catalogue())
+    path.write_text('[[boards]]\nboard = "nucleo-f746zg"\nkind = "hardware"\nport = "socket://127.0.0.1:4000"\n')
+    assert load_rack(str(path), load_catalogue()).boards[0].port == "socket://127.0.0.1:4000"

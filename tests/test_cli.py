@@ -49,3 +49,37 @@ def test_report_rebuilds_from_stored_results(tmp_path: Path):
     result = CliRunner().invoke(main, ["report", str(tmp_path), "--out", str(tmp_path / "r.html")])
     assert result.exit_code == 0, result.output
     assert "rpi-pico" in (tmp_path / "r.html").read_text()
+
+
+def _bench(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*BENCH, *args], capture_output=True, text=True, check=False, timeout=120)
+
+
+def test_unknown_model_or_task_in_a_profile_is_named_before_anything_runs(tmp_path: Path):
+    for key, line in (("task", 'task = "nope"\nmodel = "digits-cnn"\n'),
+                      ("model", 'task = "digits-drift"\nmodel = "nope-net"\n')):
+        profile = tmp_path / f"bad-{key}.toml"
+        profile.write_text(line + 'techniques = ["full-fp32"]\n')
+        proc = _bench("run", str(profile), "--out", str(tmp_path / "out"))
+        assert proc.returncode == 2, proc.stderr
+        assert f"bad-{key}.toml: key '{key}': unknown {key} 'nope" in proc.stderr and "Traceback" not in proc.stderr
+        assert not (tmp_path / "out" / "runs.parquet").exists()  # refused before any run started
+
+
+def test_a_file_that_is_not_a_tflite_flatbuffer_is_named(tmp_path: Path):
+    from bench.model.tasks import load_task
+    from bench.numerics.pretrain import build_model
+    from bench.tflite.quantize import export_digits_tflite
+
+    text = tmp_path / "notes.tflite"
+    text.write_text("hello, not a model")
+    real = tmp_path / "digits.tflite"
+    task = load_task("digits-drift", 1)
+    export_digits_tflite(build_model("digits-mlp", task, 1, None), task, real)
+    truncated = tmp_path / "truncated.tflite"
+    truncated.write_bytes(real.read_bytes()[:160])  # identifier intact, offsets now point past the end
+    for path, words in ((text, "not a TFLite flatbuffer"), (truncated, "corrupt TFLite flatbuffer"),
+                        (tmp_path / "missing.tflite", "no such file")):
+        proc = _bench("plan", str(path), "--technique", "full-fp32")
+        assert proc.returncode == 2, proc.stderr
+        assert f"{path}: {words}" in proc.stderr and "Traceback" not in proc.stderr

@@ -22,7 +22,11 @@ from bench.config.boards import ConfigError, filter_rack, load_catalogue, load_r
 from bench.config.profile import TechniqueError
 from bench.image.firmware import ImageError, build_firmware
 from bench.link.protocol import Step
+from bench.plan.fp32mem import Fp32MemError
+from bench.plan.int8 import QPlanError
 from bench.records.run import RunRecord
+from bench.tflite.head import HeadError
+from bench.tflite.io import TFLiteImportError
 
 console = Console(stderr=True)
 DEFAULT_OUT = Path("reports/latest")
@@ -169,7 +173,7 @@ def report(results_dir: Path, out: Path | None) -> None:
 def entry() -> None:
     try:
         main(standalone_mode=True)
-    except (ConfigError, TechniqueError, ImageError) as e:
+    except (ConfigError, TechniqueError, ImageError, TFLiteImportError, QPlanError, Fp32MemError, HeadError) as e:
         console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
 

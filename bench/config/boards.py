@@ -11,11 +11,13 @@ import tomllib
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BOARDS_DIR = REPO_ROOT / "boards"
 _M = TypeVar("_M", bound="BaseModel")
+# pyserial's URL handlers (serial/urlhandler/protocol_*.py)
+SERIAL_URL_SCHEMES = ("alt", "cp2110", "hwgrep", "loop", "rfc2217", "socket", "spy")
 
 
 class ConfigError(ValueError):
@@ -99,6 +101,24 @@ class RackEntry(_Strict):
     meter: Literal["ppk2", "joulescope"] | None = None  # energy meter on this board's supply
     meter_port: str | None = None  # PPK2 serial port (default: the only one attached)
     meter_channel: int = Field(default=0, ge=0, le=7)  # meter digital input wired to the board's marker GPIO
+
+    @field_validator("port", "meter_port")
+    @classmethod
+    def _serial_url(cls, value: str | None) -> str | None:
+        """A device path, or a URL pyserial can open (its ``serial.urlhandler`` schemes), with a port when it needs
+        one: refused when the rack file is read, not when a night's run first opens it."""
+        if value is None or "://" not in value:
+            if value is not None and not value.startswith("/"):
+                raise ValueError(f"{value!r} is neither an absolute device path nor a pyserial URL")
+            return value
+        scheme, _, rest = value.partition("://")
+        if scheme not in SERIAL_URL_SCHEMES:
+            raise ValueError(f"URL scheme {scheme!r} is not one pyserial opens ({', '.join(SERIAL_URL_SCHEMES)})")
+        if scheme in ("rfc2217", "socket"):
+            host, _, port = rest.partition("/")[0].rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{value!r}: a {scheme} URL needs host:port with a port in 1..65535")
+        return value
 
     @property
     def label(self) -> str:

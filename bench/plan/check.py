@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.config.boards import ConfigError
 from bench.config.profile import Profile, TechniqueError, require_model_file
-from bench.model.tasks import load_task
-from bench.model.zoo import architecture
+from bench.model.tasks import load_task, task_names
+from bench.model.zoo import architecture, model_names
 from bench.tflite.io import load_tflite
 
 
@@ -44,6 +45,12 @@ def check_sparse_ops(profile: Profile, path: Path | str) -> None:
 
 
 def check_profile(profile: Profile, path: Path | str) -> None:
-    """Everything about ``profile`` that its model decides; a `TechniqueError` naming the file and key otherwise."""
+    """Everything about ``profile`` that its model and task decide, before anything runs: a `ConfigError` or
+    `TechniqueError` naming the file and key otherwise."""
+    if profile.task not in task_names():
+        raise ConfigError(f"{path}: key 'task': unknown task {profile.task!r}; valid: {', '.join(task_names())}")
+    if profile.imported is None and profile.model not in model_names():
+        raise ConfigError(f"{path}: key 'model': unknown model {profile.model!r}; valid: {', '.join(model_names())} "
+                          f"or a .tflite path")
     if profile.sparse is not None:
         check_sparse_layers(profile, path)

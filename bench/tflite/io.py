@@ -12,6 +12,7 @@ output); they are kept as operators and `bench.numerics.int8ref` runs them. Ever
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import TypeVar
 
@@ -204,8 +205,28 @@ def _read_tensor(fb_model: tflite.Model, fb_t: tflite.Tensor, index: int) -> QTe
 
 
 def load_tflite(source: str | Path | bytes | bytearray) -> QModel:
-    """Read a .tflite file (path or bytes) into a QModel, refusing unsupported operators and features."""
-    buf = bytes(source) if isinstance(source, bytes | bytearray) else Path(source).read_bytes()
+    """Read a .tflite file (path or bytes) into a QModel, refusing unsupported operators and features. A file that
+    is not a TFLite flatbuffer (wrong identifier, truncated, offsets out of bounds) is a `TFLiteImportError` naming
+    it, never a struct error from deep inside the flatbuffer reader."""
+    where = "the .tflite bytes" if isinstance(source, bytes | bytearray) else str(source)
+    try:
+        buf = bytes(source) if isinstance(source, bytes | bytearray) else Path(source).read_bytes()
+    except OSError as exc:
+        raise TFLiteImportError(f"{where}: cannot read: {exc.strerror or exc}") from None
+    if len(buf) < 8 or buf[4:8] != b"TFL3":
+        raise TFLiteImportError(f"{where}: not a TFLite flatbuffer ({len(buf)} bytes, file identifier "
+                                f"{buf[4:8]!r}, expected b'TFL3')")
+    try:
+        return _read_model(buf)
+    except TFLiteImportError as exc:
+        if isinstance(source, bytes | bytearray):
+            raise
+        raise TFLiteImportError(f"{where}: {exc}") from None
+    except (struct.error, IndexError, ValueError, UnicodeDecodeError) as exc:
+        raise TFLiteImportError(f"{where}: corrupt TFLite flatbuffer ({type(exc).__name__}: {exc})") from None
+
+
+def _read_model(buf: bytes) -> QModel:
     fb_model = tflite.Model.GetRootAsModel(buf, 0)
     if fb_model.SubgraphsLength() != 1:
         raise TFLiteImportError(f"{fb_model.SubgraphsLength()} subgraphs: only single-subgraph models are supported")
