@@ -30,6 +30,7 @@ from bench.config.boards import REPO_ROOT, Board, ConfigError, Rack, RackEntry, 
 from bench.config.profile import Profile, Technique, require_model_file
 from bench.energy import JoulescopeMeter, MeterBase, MeterError, Ppk2Meter
 from bench.image.firmware import DoesNotFit, Firmware, ImageSet, assemble, build_firmware, check_sram
+from bench.image.symbols import decode_cfsr, symbols_for
 from bench.link import session
 from bench.link.link import Link, LinkError, LinkTimeout
 from bench.link.protocol import Step
@@ -274,8 +275,10 @@ class Bench:
             record.status, record.error = "hang", f"{type(e).__name__}: {e}"
         except LinkError as e:  # the port went away: an unplugged board, a killed twin
             record.status, record.error = "disconnected", f"{type(e).__name__}: {e}"
-        except session.DeviceFaultError as e:
-            record.status, record.error = "fault", f"{type(e).__name__}: {e}"
+        except session.DeviceFaultError as e:  # a CPU fault resolved to function and line from the run's ELF
+            syms = symbols_for(images.firmware.elf)
+            text = session.describe_fault(e.fault, syms.describe if syms else None, decode_cfsr)
+            record.status, record.error = "fault", f"{record.run_id}: {text}; journal {record.journal}"
         except (session.DeviceError, RuntimeError, OSError, ValueError) as e:
             record.status, record.error = "error", f"{type(e).__name__}: {e}"
         finally:

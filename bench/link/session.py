@@ -16,6 +16,7 @@ import serial
 from bench.link import protocol as proto
 from bench.link.link import Link, LinkError
 
+FAULT_HARD, FAULT_ARENA, FAULT_STACK = 1, 3, 6
 FAULT_NAMES = {1: "hard fault", 2: "bad plan blob", 3: "arena too small", 4: "bad dataset blob",
                5: "bad command", 6: "stack overflow"}
 
@@ -49,10 +50,29 @@ def hello(link: Link, timeout: float = 10.0) -> proto.Hello:
     return msg
 
 
-def describe_fault(fault: proto.Fault) -> str:
+# addr -> "function file:line" (or '') from the running image's ELF; the image stage provides it
+Resolve = Callable[[int], str]
+
+
+def describe_fault(fault: proto.Fault, resolve: Resolve | None = None, cfsr_words: Callable[[int], str] | None = None
+                   ) -> str:
+    """A FAULT in words: a CPU fault with its registers (resolved to function and line, CFSR decoded, when given the
+    means), the other codes with their own two arguments and no registers they do not carry."""
     name = FAULT_NAMES.get(fault.code, f"code {fault.code}")
-    detail = f"needs {fault.arg0:,} B, has {fault.arg1:,} B" if fault.code == 3 else \
-        f"pc=0x{fault.pc:08x} lr=0x{fault.lr:08x} cfsr=0x{fault.cfsr:08x}"
+    if fault.code == FAULT_HARD:
+        regs = []
+        for reg, value in (("pc", fault.pc), ("lr", fault.lr)):
+            where = resolve(value) if resolve else ""
+            regs.append(f"{reg}=0x{value:08x}" + (f" in {where}" if where else ""))
+        words = cfsr_words(fault.cfsr) if cfsr_words else ""
+        regs.append(f"cfsr=0x{fault.cfsr:08x}" + (f" = {words}" if words else ""))
+        detail = ", ".join(regs)
+    elif fault.code == FAULT_ARENA:
+        detail = f"needs {fault.arg0:,} B, has {fault.arg1:,} B"
+    elif fault.code == FAULT_STACK:
+        detail = f"stack high-water {fault.arg0:,} B of {fault.arg1:,} B"
+    else:
+        detail = f"arg0={fault.arg0} (0x{fault.arg0:x}), arg1={fault.arg1} (0x{fault.arg1:x})"
     return f"device fault: {name} ({detail}) {fault.text}".strip()
 
 
