@@ -50,6 +50,10 @@ class LiveProgress(runner.Progress):
             self.progress.update(self.tasks[label], completed=self.done[label] * self.steps + step.step + 1,
                                  description=f"{label} · {technique} · loss {step.loss:.3f}")
 
+    def waiting(self, label: str, what: str) -> None:
+        with self.lock:
+            self.progress.console.print(f"{label}: waiting for {escape(what)}")
+
     def run_finished(self, label: str, record: RunRecord) -> None:
         with self.lock:
             self.done[label] += 1

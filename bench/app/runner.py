@@ -8,7 +8,6 @@ workers (threads here, pytest-xdist processes in tests) never share one.
 from __future__ import annotations
 
 import dataclasses
-import os
 import platform
 import subprocess
 import threading
@@ -21,12 +20,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from bench import __version__
 from bench import plan as bench_plan
 from bench.config import profile as config_profile
-from bench.config.boards import REPO_ROOT, Board, ConfigError, Rack, RackEntry, load_catalogue
+from bench.config.boards import REPO_ROOT, Board, ConfigError, Rack, RackEntry, load_catalogue, lock_dir, lock_key
 from bench.config.profile import Profile, Technique, require_model_file
 from bench.energy import JoulescopeMeter, MeterBase, MeterError, Ppk2Meter
 from bench.image.firmware import DoesNotFit, Firmware, ImageSet, assemble, build_firmware, check_sram
@@ -52,7 +51,6 @@ from bench.tflite.io import load_tflite
 from bench.tflite.quantize import export_digits_tflite
 
 CACHE_DIR = REPO_ROOT / ".bench-cache"
-LOCK_DIR = Path(os.environ.get("BENCH_LOCK_DIR", "/tmp/bench-locks"))
 FIDELITY_TOLERANCE = 1e-4
 RACK_FAULTS = (FlashError, PortError, ProbeNotFound, ProbeAmbiguous, PackMissing, MeterError)
 
@@ -65,6 +63,9 @@ class Progress:
     def step(self, label: str, technique: str, step: Step) -> None: ...
 
     def run_finished(self, label: str, record: RunRecord) -> None: ...
+
+    def waiting(self, label: str, what: str) -> None:
+        """The run waits for ``what`` (a lock another session holds)."""
 
 
 @dataclass
@@ -226,7 +227,7 @@ class Bench:
             record.status, record.error = "does-not-fit", str(e)
             return
         record.flash_bytes = fw.flash_bytes
-        with board_lock(entry.label):
+        with hold(board_lock(lock_key(entry)), lambda what: self.progress.waiting(entry.label, what)):
             self._execute(prepared, entry, technique, plan, images, record, journal_dir)
 
     @staticmethod
@@ -353,10 +354,41 @@ def _settings(profile: Profile, technique: Technique, steps: int, grad_every: in
                                  eval_samples=profile.eval_samples if eval_samples is None else eval_samples)
 
 
-def board_lock(label: str) -> FileLock:
-    """An inter-process lock per rack entry; released when its holder exits, even on a crash."""
-    LOCK_DIR.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(LOCK_DIR / f"{label}.lock"))
+def board_lock(key: str) -> FileLock:
+    """An inter-process lock per physical board (`lock_key`); released when its holder exits, even on a crash."""
+    directory = lock_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(directory / f"{key}.lock"))
+
+
+@contextmanager
+def hold(lock: FileLock, say: Callable[[str], None]) -> Iterator[None]:
+    """Hold ``lock``; when someone else has it, say so once (what and where) and then wait for it."""
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        say(f"{Path(lock.lock_file).stem} (held by another session; lock {lock.lock_file})")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+class OutDirBusy(ConfigError):
+    """Another bench session is writing into the same out directory."""
+
+
+def session_lock(out: Path) -> FileLock:
+    """One session per out directory: two would train on each other's images and overwrite each other's tables."""
+    out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out / ".bench-session.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise OutDirBusy(f"{out}: another bench session is writing here (lock {lock.lock_file}); wait for it or "
+                         f"choose another --out") from None
+    return lock
 
 
 def run_meta(profile: str, rack: Rack) -> dict[str, object]:
@@ -368,7 +400,14 @@ def run_meta(profile: str, rack: Rack) -> dict[str, object]:
 
 def run_profile(profile: Profile, rack: Rack, out: Path, progress: Progress | None = None,
                 on_record: Callable[[RunRecord], None] | None = None) -> list[RunRecord]:
-    """Every technique of ``profile`` on every board of ``rack``: boards in parallel, techniques in sequence."""
+    """Every technique of ``profile`` on every board of ``rack``: boards in parallel, techniques in sequence. The out
+    directory is this session's alone while it runs (`OutDirBusy` otherwise)."""
+    with session_lock(out):
+        return _run_profile(profile, rack, out, progress, on_record)
+
+
+def _run_profile(profile: Profile, rack: Rack, out: Path, progress: Progress | None,
+                 on_record: Callable[[RunRecord], None] | None) -> list[RunRecord]:
     bench = Bench(out, progress=progress)
     prepared = bench.prepare(profile)
     writer = ResultsWriter(out, run_meta(profile.name, rack))

@@ -7,6 +7,9 @@ to reach each one. Neither contains code; unknown keys and missing fields are er
 
 from __future__ import annotations
 
+import os
+import re
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -204,3 +207,21 @@ def filter_rack(rack: Rack, names: list[str] | None) -> Rack:
         known = ", ".join(e.label for e in rack.boards)
         raise ConfigError(f"rack '{rack.name}' has no board {', '.join(sorted(unknown))} (it has: {known})")
     return Rack(name=rack.name, boards=kept)
+
+
+def lock_dir() -> Path:
+    """Where board and session locks live: $BENCH_LOCK_DIR, else per user ($XDG_RUNTIME_DIR/bench-locks, or
+    bench-locks-<uid> in the temp directory), so clones of one user share them and other users are not blocked."""
+    configured = os.environ.get("BENCH_LOCK_DIR")
+    if configured:
+        return Path(configured)
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return Path(runtime) / "bench-locks" if runtime else Path(tempfile.gettempdir()) / f"bench-locks-{os.getuid()}"
+
+
+def lock_key(entry: RackEntry) -> str:
+    """The physical thing a run holds: a real board by its probe (or its port), a twin by its rack label."""
+    if entry.kind == "hardware":
+        ident = entry.probe_uid or entry.port or entry.label
+        return "board-" + re.sub(r"[^A-Za-z0-9_.-]", "_", ident)
+    return "twin-" + entry.label

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import os
 import re
 import shutil
 import subprocess
@@ -26,7 +25,7 @@ from typing import Any, Protocol, TypeVar
 import serial
 from filelock import FileLock
 
-from bench.config.boards import Board, RackEntry
+from bench.config.boards import Board, RackEntry, lock_dir
 from bench.image.firmware import Blob, ImageSet
 
 PTY_RE = re.compile(rb"char device redirected to (/dev/pts/\d+)")
@@ -423,9 +422,9 @@ _FLASH_THREADS = threading.Lock()
 @contextmanager
 def flash_lock() -> Iterator[None]:
     """One board programmed at a time on this host: across this process's workers and other processes."""
-    lock_dir = Path(os.environ.get("BENCH_LOCK_DIR", "/tmp/bench-locks"))
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with _FLASH_THREADS, FileLock(str(lock_dir / "pyocd-flash.lock")):
+    directory = lock_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    with _FLASH_THREADS, FileLock(str(directory / "pyocd-flash.lock")):
         yield
 
 
