@@ -62,6 +62,14 @@ class FakeTarget:
     def reset(self) -> None:
         self.world.resets += 1
 
+    def read32(self, addr: int) -> int:
+        self.world.word_reads.append(addr)
+        return self.world.words.get(addr, 1 if addr == 0x4001E400 else 0xFFFFFFFF)  # NVMC READY; erased UICR
+
+    def write32(self, addr: int, value: int) -> None:
+        self.world.word_writes.append((addr, value))
+        self.world.words[addr] = value
+
     def read_memory_block8(self, addr: int, size: int) -> list[int]:
         self.world.reads.append((addr, size))
         data = bytearray(size)
@@ -111,6 +119,9 @@ class FakeWorld:
     open_error: Exception | None = None
     resets: int = 0
     reads: list[tuple[int, int]] = field(default_factory=list)
+    words: dict[int, int] = field(default_factory=dict)
+    word_reads: list[int] = field(default_factory=list)
+    word_writes: list[tuple[int, int]] = field(default_factory=list)
 
     def matching(self, unique_id: str | None) -> list[FakeProbe]:
         if unique_id is None:
@@ -466,3 +477,26 @@ def test_real_pyocd_probe_listing_answers_on_this_machine() -> None:
         pytest.skip(f"a probe is attached: {[p.unique_id for p in probes]}")
     with pytest.raises(ProbeNotFound, match=r"no debug probe found for probe_uid .*; attached: none"):
         target(None).choose_probe()
+
+
+def test_an_nrf52840_load_leaves_the_debug_port_unlocked_with_fake_probe(world: FakeWorld, tmp_path: Path) -> None:
+    """UICR.APPROTECT = HwDisabled written once via the NVMC (write enable, word, read only); not on other boards."""
+    nrf = load_catalogue()["nrf52840-dk"]
+    images = make_images(tmp_path, world)
+
+    def nrf_target() -> PyocdTarget:
+        return PyocdTarget(nrf, RackEntry(board=nrf.name, kind="hardware", probe_uid=UID), sleep=lambda s: None)
+
+    first = nrf_target()
+    first.load(images)
+    assert world.word_writes == [(0x4001E504, 1), (0x10001208, 0x5A), (0x4001E504, 0)]
+    assert written(first)["uicr"] == 4
+    again = nrf_target()
+    again.load(images)
+    assert written(again)["uicr"] == 0 and len(world.word_writes) == 3  # already HwDisabled: nothing written
+    world.words[0x10001208] = 0x00  # protected by an earlier tool: not silently "fixed"
+    with pytest.raises(FlashError, match=r"UICR\.APPROTECT is 0x00000000"):
+        nrf_target().load(images)
+    world.word_reads.clear()
+    target(None).load(images)  # the STM32 board: UICR is none of its business
+    assert world.word_reads == []

@@ -153,6 +153,11 @@ class QemuTarget:
                 proc.wait()
 
 
+# nRF52840 Product Specification: UICR.APPROTECT and NVMC registers; HwDisabled keeps the debug port open
+NRF52_UICR_APPROTECT, NRF52_APPROTECT_HWDISABLED = 0x10001208, 0x5A
+NRF52_NVMC_READY, NRF52_NVMC_CONFIG = 0x4001E400, 0x4001E504
+
+
 class ProbeNotFound(TargetError):
     """No attached probe matches the rack entry; the message lists the probes that are attached."""
 
@@ -332,10 +337,34 @@ class PyocdTarget:
         with self.session() as session:
             session.target.reset()  # run whatever is in flash, so it can say which build it is
             parts = [self._program_firmware(session, programmer_cls, images)]
+            uicr = self._nrf52_debug_unlocked(session)
+            if uicr is not None:
+                parts.append(uicr)
             for blob in images.blobs:
                 parts.append(self._program_blob(session, programmer_cls, blob))
             session.target.reset()
         return parts
+
+    def _nrf52_debug_unlocked(self, session: Any) -> ProgramPart | None:
+        """nRF52840: UICR.APPROTECT = HwDisabled, so the debug port stays open across resets. On build codes with
+        hardware APPROTECT an erased word relocks it at every reset, and each night's load would need a mass erase
+        (and the build-id skip could never hold). Other boards: nothing (None)."""
+        if not self.board.pyocd.target.startswith("nrf52"):
+            return None
+        target = session.target
+        value = target.read32(NRF52_UICR_APPROTECT)
+        if value & 0xFF == NRF52_APPROTECT_HWDISABLED:
+            return ProgramPart("uicr", 0, "UICR.APPROTECT already HwDisabled")
+        if value != 0xFFFFFFFF:
+            raise FlashError(f"{self.entry.label}: UICR.APPROTECT is 0x{value:08x}, neither erased nor HwDisabled; "
+                             f"it can only be rewritten after erasing UICR (`pyocd erase --chip -t nrf52840`)", 1)
+        target.write32(NRF52_NVMC_CONFIG, 1)  # write enable
+        target.write32(NRF52_UICR_APPROTECT, NRF52_APPROTECT_HWDISABLED)
+        for _ in range(1000):
+            if target.read32(NRF52_NVMC_READY) & 1:
+                break
+        target.write32(NRF52_NVMC_CONFIG, 0)  # read only again
+        return ProgramPart("uicr", 4, "UICR.APPROTECT = HwDisabled (0x5A): the debug port stays open after reset")
 
     def _program_firmware(self, session: Any, programmer_cls: Any, images: ImageSet) -> ProgramPart:
         fw = images.firmware
