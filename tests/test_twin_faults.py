@@ -117,3 +117,37 @@ def test_a_killed_bench_leaves_no_twin_running(tmp_path: Path) -> None:
             bench.kill()
         for pid in _qemu_pids(str(tmp_path)):
             os.kill(pid, signal.SIGKILL)
+
+
+class StopTwinMidRun(Progress):
+    """SIGSTOPs the victim's QEMU at step 20 of its first run (a hung device: the port stays open, nothing comes)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out, self.stopped_at, self.finished_at = out, 0.0, 0.0
+
+    def step(self, label: str, technique: str, step: Step) -> None:
+        if label == VICTIM and not self.stopped_at and step.step >= 20:
+            for pid in _qemu_pids(f"{self.out}/images/{VICTIM}.{technique}/"):
+                os.kill(pid, signal.SIGSTOP)
+            self.stopped_at = __import__("time").monotonic()
+
+    def run_finished(self, label: str, record: RunRecord) -> None:
+        if label == VICTIM and not self.finished_at:
+            self.finished_at = __import__("time").monotonic()
+
+
+def test_a_stopped_twin_is_a_hang_within_the_stall_timeout_and_the_next_run_is_ok(tmp_path: Path) -> None:
+    stall = 2.0
+    profile = load_profile("quick").model_copy(update={"steps": 400, "stall_timeout_s": stall})
+    rack = load_rack(None, load_catalogue())
+    rack = rack.model_copy(update={"boards": [e for e in rack.boards if e.board == VICTIM]})
+    watch = StopTwinMidRun(tmp_path)
+    records = runner.run_profile(profile, rack, tmp_path, progress=watch)
+    first, second = records
+    assert first.status == "hang", first.error
+    assert "silent for 2 s" in first.error
+    detected = watch.finished_at - watch.stopped_at
+    print(f"hang detected and the twin released {detected:.2f} s after SIGSTOP (stall timeout {stall:g} s)")
+    assert stall <= detected <= stall + 1.0
+    assert second.status == "ok", second.error  # a fresh twin: the next run on that board trains normally
+    assert not _qemu_pids(str(tmp_path))

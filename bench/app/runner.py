@@ -265,7 +265,8 @@ class Bench:
                 with metering(entry, record, profile.timeout_s):
                     outcome = session.train(link, record, _settings(profile, technique, profile.steps,
                                                                     profile.grad_every),
-                                            idle_timeout=profile.timeout_s, name=record.run_id,
+                                            idle_timeout=profile.stall_timeout_s, name=record.run_id,
+                                            run_timeout=profile.timeout_s,
                                             on_step=lambda s: self.progress.step(entry.label, technique.name, s))
                 record.lost_frames = outcome.lost_frames
                 _check_plan_hash(record, outcome.plan_hash)
@@ -294,7 +295,8 @@ class Bench:
                           technique=record.technique, model=record.model, grad_scales=record.grad_scales)
         profile = prepared.profile
         outcome = session.train(link, check, _settings(profile, technique, profile.check_steps, 1, eval_samples=1),
-                                idle_timeout=profile.timeout_s, name=check.run_id)
+                                idle_timeout=profile.stall_timeout_s, name=check.run_id,
+                                run_timeout=profile.timeout_s)
         _check_plan_hash(record, outcome.plan_hash)
         x, y = ((self.int8(prepared).x_train, self.int8(prepared).y_train) if isinstance(plan, QPlan)
                 else (prepared.x_train, prepared.y_train))

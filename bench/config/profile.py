@@ -169,7 +169,8 @@ class Profile(BaseModel):
     eval_samples: int = Field(default=0, ge=0, lt=65536)
     grad_every: int = Field(default=0, ge=0, lt=65536)
     check_steps: int = Field(default=3, ge=0, le=100)
-    timeout_s: float = Field(default=600.0, gt=0)
+    timeout_s: float = Field(default=600.0, gt=0)  # a whole conversation (check run, training run) at most
+    stall_timeout_s: float = Field(default=15.0, gt=0)  # silence that means the device hangs (it beats each second)
     # regression-gate overrides for `bench compare` (sram_pct, flash_pct, instructions_pct, energy_pct,
     # accuracy_points); bench.report.compare validates the key names
     thresholds: dict[str, float] = Field(default_factory=dict)

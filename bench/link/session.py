@@ -14,7 +14,7 @@ from typing import Protocol
 import serial
 
 from bench.link import protocol as proto
-from bench.link.link import Link, LinkError
+from bench.link.link import Link, LinkError, LinkTimeout
 
 FAULT_HARD, FAULT_ARENA, FAULT_STACK = 1, 3, 6
 FAULT_NAMES = {1: "hard fault", 2: "bad plan blob", 3: "arena too small", 4: "bad dataset blob",
@@ -93,15 +93,21 @@ class TrainOutcome:
 
 
 def train(link: Link, sink: MessageSink, settings: TrainSettings, idle_timeout: float, name: str,
-          on_step: Callable[[proto.Step], None] | None = None) -> TrainOutcome:
-    """Start a run and hand every message to ``sink`` until SUMMARY; a FAULT ends it with a `DeviceError`."""
+          on_step: Callable[[proto.Step], None] | None = None, run_timeout: float | None = None) -> TrainOutcome:
+    """Start a run and hand every message to ``sink`` until SUMMARY; a FAULT ends it with a `DeviceFaultError`.
+    ``idle_timeout`` is the longest silence tolerated (the device sends a step, or beats, at least every second of
+    its time), ``run_timeout`` the longest conversation; either raises `LinkTimeout`."""
     link.send(proto.Start(steps=settings.steps, lr=settings.lr, seed=settings.seed,
                           grad_every=settings.grad_every, eval_samples=settings.eval_samples))
     started = time.monotonic()
     plan_hash: int | None = None
     steps = 0
     while True:
-        msg = link.expect(lambda m: True, timeout=idle_timeout, what=f"messages of run {name} (step {steps})")
+        if run_timeout is not None and time.monotonic() - started > run_timeout:
+            raise LinkTimeout(f"{name}: still running after {run_timeout:g} s (profile timeout_s), at step {steps}; "
+                              f"journal {link.journal_path}")
+        msg = link.expect(lambda m: True, timeout=idle_timeout,
+                          what=f"messages of run {name} (step {steps}; silent for {idle_timeout:g} s: hung?)")
         sink.add(msg)
         if isinstance(msg, proto.Ack):
             plan_hash = msg.plan_hash

@@ -12,6 +12,7 @@ import errno
 import hashlib
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -145,6 +146,7 @@ class QemuTarget:
     def close(self) -> None:
         proc, self._proc, self._url = self._proc, None, None
         if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)  # a stopped QEMU (SIGSTOP) takes SIGTERM only once continued
             proc.terminate()
             try:
                 proc.wait(timeout=5)

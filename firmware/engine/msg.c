@@ -142,6 +142,15 @@ void msg_fault(uint32_t code, uint32_t pc, uint32_t lr, uint32_t cfsr, uint32_t 
     msg_send();
 }
 
+void msg_beat(uint64_t *last)
+{
+    uint64_t now = port_ticks();
+    if (now - *last < port_counter_hz())
+        return;
+    *last = now;
+    msg_log(0, "busy");
+}
+
 void msg_log(uint8_t level, const char *text)
 {
     msg_begin(MSG_LOG);

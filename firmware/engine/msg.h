@@ -31,6 +31,9 @@ void msg_ack(uint8_t cmd_type, uint8_t status, uint32_t plan_hash);
 void msg_fault(uint32_t code, uint32_t pc, uint32_t lr, uint32_t cfsr, uint32_t arg0, uint32_t arg1,
                const char *text);
 void msg_log(uint8_t level, const char *text);
+/* Heartbeat: a LOG (level 0, "busy") when a second of device time has passed since *last (updated), so the host
+ * tells a long silent phase (evaluating a big model) from a hung device within its stall timeout. */
+void msg_beat(uint64_t *last);
 
 typedef struct {
     uint32_t step, sample;

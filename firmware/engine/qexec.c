@@ -97,6 +97,7 @@ int qexec_run(const qplan_t *p, const qstart_t *a, const port_info_t *info, int 
 {
     msg_eval_t e = {0, p->data.n_eval, 0, 0.0f, 0};
     msg_summary_t s = {0, 0, 0.0f, 0, 0, info->static_bytes, 0, 0};
+    uint64_t beat = port_ticks();
     memset(&run, 0, sizeof run);
     mem_repaint(info);
     if (a->eval_samples && a->eval_samples < e.n)
@@ -110,6 +111,7 @@ int qexec_run(const qplan_t *p, const qstart_t *a, const port_info_t *info, int 
             e.n = k;
             break;
         }
+        msg_beat(&beat); /* outside the timed windows */
         t = port_ticks();
         run.sample = k;
         qexec_load_sample(p, p->data.x_eval + k * p->data.sample_bytes);

@@ -16,11 +16,12 @@ uint32_t trainer_xorshift(uint32_t *state)
 void runloop_evaluate(const train_ops_t *o, uint8_t phase, uint16_t max_samples)
 {
     msg_eval_t e = {phase, o->n_eval, 0, 0.0f, 0};
-    uint64_t t0 = port_ticks();
+    uint64_t t0 = port_ticks(), beat = t0;
     if (max_samples && max_samples < e.n)
         e.n = max_samples;
     for (uint32_t s = 0; s < e.n; s++) {
         float loss;
+        msg_beat(&beat);
         e.correct += (uint32_t)o->eval_sample(o->ctx, s, &loss);
         e.loss_sum += loss;
     }
