@@ -10,6 +10,8 @@ from bench.app import runner
 from bench.app.runner import Bench
 from bench.config.boards import RackEntry, load_catalogue, load_rack
 from bench.config.profile import load_profile, parse_technique
+from bench.link.link import DeviceFault, LinkError, LinkTimeout
+from bench.link.protocol import Fault
 from bench.target.drivers import FlashError, PortError
 
 
@@ -102,3 +104,22 @@ def test_a_second_session_into_the_same_out_dir_is_refused(tmp_path):
         runner.run_profile(load_profile("quick"), load_rack(None, load_catalogue()), tmp_path)
     first.release()
     session_lock(tmp_path).release()  # free again once the first session ends
+
+
+@pytest.mark.parametrize(("error", "status", "words"), [
+    (LinkTimeout("silent for 15 s"), "hang", "silent"),
+    (LinkError("read failed: port vanished"), "disconnected", "port vanished"),
+    (DeviceFault(Fault(2, 0, 0, 0, 7, 9, "plan: bad magic"), "FAULT"), "fault",
+     "bad plan blob (arg0=7 (0x7), arg1=9 (0x9)) plan: bad magic"),
+])
+def test_link_failures_get_their_own_status_with_fake_target(tmp_path: Path, monkeypatch, error, status, words):
+    """A stall, a vanished port and a FAULT while waiting are told apart (the fake stands in for the board)."""
+    fake = FakeTargetThatFails(error)
+    monkeypatch.setattr(runner, "make_target", lambda entry, board, log_dir, identify=None: fake)
+    monkeypatch.setenv("BENCH_LOCK_DIR", str(tmp_path / "locks"))
+    bench = runner.Bench(tmp_path / "out")
+    prepared = bench.prepare(load_profile("quick").model_copy(update={"steps": 2}))
+    entry = RackEntry(board="nrf52840-dk", kind="hardware", name="nrf-a", port="/dev/ttyACM0")
+    record = bench.run(prepared, entry, parse_technique("last-fp32"))
+    assert record.status == status and words in record.error, record.error
+    assert fake.closed

@@ -31,7 +31,7 @@ from bench.energy import JoulescopeMeter, MeterBase, MeterError, Ppk2Meter
 from bench.image.firmware import DoesNotFit, Firmware, ImageSet, assemble, build_firmware, check_sram
 from bench.image.symbols import decode_cfsr, symbols_for
 from bench.link import session
-from bench.link.link import Link, LinkError, LinkTimeout
+from bench.link.link import DeviceFault, Link, LinkError, LinkTimeout
 from bench.link.protocol import Step
 from bench.model.nn import Model
 from bench.model.qgraph import QModel
@@ -273,14 +273,14 @@ class Bench:
             _check_fidelity(record, profile.check_steps > 0)
         except RACK_FAULTS as e:  # the rack failed, not the run: nightly jobs report these apart
             record.status, record.error = "rack-fault", f"{type(e).__name__}: {e}"
-        except LinkTimeout as e:  # nothing (or nothing whole) heard within the idle timeout
-            record.status, record.error = "hang", f"{type(e).__name__}: {e}"
-        except LinkError as e:  # the port went away: an unplugged board, a killed twin
-            record.status, record.error = "disconnected", f"{type(e).__name__}: {e}"
-        except session.DeviceFaultError as e:  # a CPU fault resolved to function and line from the run's ELF
+        except (session.DeviceFaultError, DeviceFault) as e:  # a CPU fault resolved to function and line from the ELF
             syms = symbols_for(images.firmware.elf)
             text = session.describe_fault(e.fault, syms.describe if syms else None, decode_cfsr)
             record.status, record.error = "fault", f"{record.run_id}: {text}; journal {record.journal}"
+        except LinkTimeout as e:  # nothing (or nothing whole) heard within the stall timeout
+            record.status, record.error = "hang", f"{type(e).__name__}: {e}"
+        except LinkError as e:  # the port went away: an unplugged board, a killed twin
+            record.status, record.error = "disconnected", f"{type(e).__name__}: {e}"
         except (session.DeviceError, RuntimeError, OSError, ValueError) as e:
             record.status, record.error = "error", f"{type(e).__name__}: {e}"
         finally:
