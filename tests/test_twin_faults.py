@@ -18,9 +18,14 @@ import pytest
 from bench.app import runner
 from bench.app.runner import Progress, load_profile
 from bench.config.boards import load_catalogue, load_rack
-from bench.link.protocol import Step
+from bench.image.firmware import ImageSet, build_firmware
+from bench.image.symbols import decode_cfsr, decode_hfsr, symbols_for
+from bench.link import session
+from bench.link.link import Link
+from bench.link.protocol import SelfTest, Step
 from bench.records.run import RunRecord
 from bench.report.html import write_report
+from bench.target.drivers import QemuTarget
 
 pytestmark = pytest.mark.twin
 VICTIM = "nucleo-f746zg"
@@ -151,3 +156,38 @@ def test_a_stopped_twin_is_a_hang_within_the_stall_timeout_and_the_next_run_is_o
     assert stall <= detected <= stall + 1.0
     assert second.status == "ok", second.error  # a fresh twin: the next run on that board trains normally
     assert not _qemu_pids(str(tmp_path))
+
+
+SELFTEST_SOURCE = Path(__file__).resolve().parents[1] / "firmware" / "ports" / "cortexm" / "selftest.c"
+
+
+def _marked_line(marker: str) -> int:
+    """The line of selftest.c that carries ``FAULT-HERE <marker>``: where the stacked pc must point."""
+    lines = SELFTEST_SOURCE.read_text().splitlines()
+    return next(i for i, text in enumerate(lines, 1) if f"FAULT-HERE {marker}" in text)
+
+
+@pytest.mark.parametrize("kind,marker", [(SelfTest.UNDEFINED, "undefined"), (SelfTest.BAD_LOAD, "bad-load")])
+@pytest.mark.parametrize("board_name", ["nrf52840-dk", "nucleo-f746zg", "rpi-pico"])
+def test_a_deliberate_fault_on_every_twin_is_decoded_to_its_function_and_line(
+        tmp_path: Path, board_name: str, kind: int, marker: str) -> None:
+    board = load_catalogue()[board_name]
+    fw = build_firmware(board, "twin")
+    target = QemuTarget(board, tmp_path / "qemu.log")
+    target.load(ImageSet(board=board, kind="emulated", firmware=fw, blobs=(), plan_hash=0, arena_bytes=0))
+    target.reset()
+    try:
+        with Link.open(target.url, board.serial.baudrate, tmp_path, name="selftest") as link:
+            session.hello(link)
+            fault = session.selftest_fault(link, kind)
+    finally:
+        target.close()
+    syms = symbols_for(fw.elf)
+    assert syms is not None
+    text = session.describe_fault(fault, syms.describe, decode_cfsr, decode_hfsr)
+    assert f"pc=0x{fault.pc:08x} in port_selftest_fault selftest.c:{_marked_line(marker)}" in text, text
+    if board.core != "cortex-m0plus":  # ARMv7-M: configurable faults escalate to HardFault, CFSR says which
+        cause = "UNDEFINSTR" if kind == SelfTest.UNDEFINED else "PRECISERR"
+        assert "HardFault" in text and cause in text and "hfsr=0x40000000 = FORCED" in text, text
+    else:  # ARMv6-M: HardFault only, and no status registers to show
+        assert "HardFault" in text and "cfsr" not in text and "hfsr" not in text, text

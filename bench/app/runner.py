@@ -29,7 +29,7 @@ from bench.config.boards import REPO_ROOT, Board, ConfigError, Rack, RackEntry, 
 from bench.config.profile import Profile, Technique, require_model_file
 from bench.energy import JoulescopeMeter, MeterBase, MeterError, Ppk2Meter
 from bench.image.firmware import DoesNotFit, Firmware, ImageSet, assemble, build_firmware, check_sram
-from bench.image.symbols import decode_cfsr, symbols_for
+from bench.image.symbols import decode_cfsr, decode_hfsr, symbols_for
 from bench.link import session
 from bench.link.link import DeviceFault, Link, LinkError, LinkTimeout
 from bench.link.protocol import Step
@@ -275,7 +275,7 @@ class Bench:
             record.status, record.error = "rack-fault", f"{type(e).__name__}: {e}"
         except (session.DeviceFaultError, DeviceFault) as e:  # a CPU fault resolved to function and line from the ELF
             syms = symbols_for(images.firmware.elf)
-            text = session.describe_fault(e.fault, syms.describe if syms else None, decode_cfsr)
+            text = session.describe_fault(e.fault, syms.describe if syms else None, decode_cfsr, decode_hfsr)
             record.status, record.error = "fault", f"{record.run_id}: {text}; journal {record.journal}"
         except LinkTimeout as e:  # nothing (or nothing whole) heard within the stall timeout
             record.status, record.error = "hang", f"{type(e).__name__}: {e}"

@@ -34,11 +34,12 @@ START = Layout((("steps", "I"), ("lr", "f"), ("seed", "I"), ("grad_every", "H"),
                 ("out_samples", "H"), ("out_flags", "H")))
 STOP = Layout(())
 PING = Layout((("nonce", "I"),))
+SELFTEST = Layout((("kind", "I"),))
 
 # C prefix -> layout (the fixed part the firmware writes or reads)
 MESSAGES: dict[str, Layout] = {
     "MSG_HELLO": HELLO, "MSG_STEP": STEP, "MSG_GSTAT_HEAD": GSTAT_HEAD, "MSG_GSTAT_ENTRY": GSTAT_ENTRY,
     "MSG_GRAD_HEAD": GRAD_HEAD, "MSG_EVAL": EVAL, "MSG_SUMMARY": SUMMARY, "MSG_LOG": LOG, "MSG_FAULT": FAULT,
     "MSG_PONG": PONG, "MSG_ACK": ACK, "MSG_LAYERS_HEAD": LAYERS_HEAD, "MSG_LAYERS_ENTRY": LAYERS_ENTRY,
-    "MSG_OUTPUT_HEAD": OUTPUT_HEAD, "MSG_START": START, "MSG_PING": PING,
+    "MSG_OUTPUT_HEAD": OUTPUT_HEAD, "MSG_START": START, "MSG_PING": PING, "MSG_SELFTEST": SELFTEST,
 }

@@ -27,9 +27,20 @@ CFSR_BITS = {
 }
 
 
+# HFSR (SCB 0xE000ED2C) bits, ARMv7-M
+HFSR_BITS = {1: "VECTTBL (bus fault on a vector table read)",
+             30: "FORCED (a configurable fault escalated to HardFault: see CFSR)",
+             31: "DEBUGEVT (debug event)"}
+
+
 def decode_cfsr(cfsr: int) -> str:
     """The fault status bits set in ``cfsr``, in words ('' when none: e.g. ARMv6-M, which has no CFSR)."""
     return ", ".join(name for bit, name in CFSR_BITS.items() if cfsr >> bit & 1)
+
+
+def decode_hfsr(hfsr: int) -> str:
+    """The HardFault status bits set in ``hfsr``, in words ('' when none: e.g. ARMv6-M, which has no HFSR)."""
+    return ", ".join(name for bit, name in HFSR_BITS.items() if hfsr >> bit & 1)
 
 
 class Symbols:

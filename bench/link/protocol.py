@@ -54,6 +54,7 @@ class MsgType(IntEnum):
     START = 0x81
     STOP = 0x82
     PING = 0x83
+    SELFTEST = 0x84
 
 
 def type_name(code: int) -> str:
@@ -636,6 +637,19 @@ class Ping(_Wire):
 
 
 @dataclass(frozen=True)
+class SelfTest(_Wire):
+    """Fault on purpose (``kind`` 1: an undefined instruction, 2: a load from unmapped memory) so the host can check
+    its fault report end to end; the device answers with FAULT and stops, as after any fault."""
+
+    TYPE: ClassVar[MsgType] = MsgType.SELFTEST
+    LAYOUT: ClassVar[Layout] = messages.SELFTEST
+    UNDEFINED: ClassVar[int] = 1
+    BAD_LOAD: ClassVar[int] = 2
+
+    kind: int
+
+
+@dataclass(frozen=True)
 class LayerCost:
     """Ticks one layer spent over a whole run, per phase."""
 
@@ -708,13 +722,13 @@ class Output:
 
 
 Message = Hello | Step | GradStats | GradChunk | Eval | Summary | Log | Fault | Pong | Ack | LayerCosts | Output
-Command = Start | Stop | Ping
+Command = Start | Stop | Ping | SelfTest
 
 _MESSAGES: dict[int, Callable[[Frame], Message]] = {
     c.TYPE: c.unpack
     for c in (Hello, Step, GradStats, GradChunk, Eval, Summary, Log, Fault, Pong, Ack, LayerCosts, Output)
 }
-_COMMANDS: dict[int, Callable[[Frame], Command]] = {c.TYPE: c.unpack for c in (Start, Stop, Ping)}
+_COMMANDS: dict[int, Callable[[Frame], Command]] = {c.TYPE: c.unpack for c in (Start, Stop, Ping, SelfTest)}
 
 
 def encode_message(msg: Message, seq: int) -> bytes:
@@ -769,6 +783,7 @@ __all__ = [
     "Ping",
     "Pong",
     "ProtocolError",
+    "SelfTest",
     "Start",
     "Step",
     "Stop",

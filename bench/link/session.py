@@ -19,6 +19,9 @@ from bench.link.link import Link, LinkError, LinkTimeout
 FAULT_HARD, FAULT_ARENA, FAULT_STACK = 1, 3, 6
 FAULT_NAMES = {1: "hard fault", 2: "bad plan blob", 3: "arena too small", 4: "bad dataset blob",
                5: "bad command", 6: "stack overflow"}
+# a CPU fault's arg1: the exception number the handler ran for (ARMv6/7-M)
+EXCEPTIONS = {2: "NMI", 3: "HardFault", 4: "MemManage", 5: "BusFault", 6: "UsageFault", 11: "SVCall",
+              12: "DebugMonitor", 14: "PendSV"}
 
 
 class DeviceError(RuntimeError):
@@ -54,26 +57,45 @@ def hello(link: Link, timeout: float = 10.0) -> proto.Hello:
 Resolve = Callable[[int], str]
 
 
-def describe_fault(fault: proto.Fault, resolve: Resolve | None = None, cfsr_words: Callable[[int], str] | None = None
-                   ) -> str:
-    """A FAULT in words: a CPU fault with its registers (resolved to function and line, CFSR decoded, when given the
-    means), the other codes with their own two arguments and no registers they do not carry."""
+def describe_fault(fault: proto.Fault, resolve: Resolve | None = None, cfsr_words: Callable[[int], str] | None = None,
+                   hfsr_words: Callable[[int], str] | None = None) -> str:
+    """A FAULT in words: a CPU fault with its exception, registers (resolved to function and line, CFSR and HFSR
+    decoded, when given the means), the other codes with their own two arguments and no registers they do not
+    carry."""
     name = FAULT_NAMES.get(fault.code, f"code {fault.code}")
     if fault.code == FAULT_HARD:
-        regs = []
-        for reg, value in (("pc", fault.pc), ("lr", fault.lr)):
-            where = resolve(value) if resolve else ""
-            regs.append(f"{reg}=0x{value:08x}" + (f" in {where}" if where else ""))
-        words = cfsr_words(fault.cfsr) if cfsr_words else ""
-        regs.append(f"cfsr=0x{fault.cfsr:08x}" + (f" = {words}" if words else ""))
-        detail = ", ".join(regs)
+        detail = _cpu_fault(fault, resolve, cfsr_words, hfsr_words)
     elif fault.code == FAULT_ARENA:
         detail = f"needs {fault.arg0:,} B, has {fault.arg1:,} B"
     elif fault.code == FAULT_STACK:
         detail = f"stack high-water {fault.arg0:,} B of {fault.arg1:,} B"
     else:
         detail = f"arg0={fault.arg0} (0x{fault.arg0:x}), arg1={fault.arg1} (0x{fault.arg1:x})"
-    return f"device fault: {name} ({detail}) {fault.text}".strip()
+    text = "" if fault.text == name else fault.text
+    return f"device fault: {name} ({detail}) {text}".strip()
+
+
+def _cpu_fault(fault: proto.Fault, resolve: Resolve | None, cfsr_words: Callable[[int], str] | None,
+               hfsr_words: Callable[[int], str] | None) -> str:
+    """Exception, pc and lr (with where they point), CFSR and HFSR (arg0) with their words; a status register the
+    core does not have (ARMv6-M: reads as 0) is left out."""
+    parts = [EXCEPTIONS[fault.arg1]] if fault.arg1 in EXCEPTIONS else []
+    for reg, value in (("pc", fault.pc), ("lr", fault.lr)):
+        where = resolve(value) if resolve else ""
+        parts.append(f"{reg}=0x{value:08x}" + (f" in {where}" if where else ""))
+    for reg, value, words in (("cfsr", fault.cfsr, cfsr_words), ("hfsr", fault.arg0, hfsr_words)):
+        if value:
+            said = words(value) if words else ""
+            parts.append(f"{reg}=0x{value:08x}" + (f" = {said}" if said else ""))
+    return ", ".join(parts)
+
+
+def selftest_fault(link: Link, kind: int, timeout: float = 10.0) -> proto.Fault:
+    """Make the device fault on purpose (`proto.SelfTest`) and return the FAULT it reports."""
+    link.send(proto.SelfTest(kind=kind))
+    msg = link.expect(proto.Fault, timeout=timeout, what=f"FAULT after SELFTEST kind {kind}")
+    assert isinstance(msg, proto.Fault)
+    return msg
 
 
 class MessageSink(Protocol):

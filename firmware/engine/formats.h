@@ -257,5 +257,7 @@
 #define MSG_START_SIZE 20u
 #define MSG_PING_NONCE 0u
 #define MSG_PING_SIZE 4u
+#define MSG_SELFTEST_KIND 0u
+#define MSG_SELFTEST_SIZE 4u
 
 #endif

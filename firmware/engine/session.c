@@ -112,6 +112,18 @@ static void start(const frame_t *f)
     running = 0;
 }
 
+/* SELFTEST: the port faults on purpose, and its fault handler reports it; a kind it cannot produce is a bad
+ * command. */
+static void selftest(const frame_t *f)
+{
+    if (f->len != MSG_SELFTEST_SIZE) {
+        msg_fault(FAULT_COMMAND, 0, 0, 0, f->type, f->len, "SELFTEST body must be 4 bytes");
+        return;
+    }
+    port_selftest_fault(le32(f->body + MSG_SELFTEST_KIND));
+    msg_fault(FAULT_COMMAND, 0, 0, 0, f->type, le32(f->body + MSG_SELFTEST_KIND), "selftest kind not supported here");
+}
+
 void session_handle(const frame_t *f)
 {
     if (f->type == MSG_PING) {
@@ -122,6 +134,8 @@ void session_handle(const frame_t *f)
         /* nothing to stop: harmless, so no fault */
     } else if (f->type == MSG_START && !running) {
         start(f);
+    } else if (f->type == MSG_SELFTEST && !running) {
+        selftest(f);
     } else {
         msg_fault(FAULT_COMMAND, 0, 0, 0, f->type, f->len, running ? "command not allowed while training" : "unknown command");
     }

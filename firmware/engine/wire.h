@@ -16,7 +16,7 @@ enum {
     MSG_HELLO = 0x01, MSG_STEP = 0x02, MSG_GSTAT = 0x03, MSG_GRAD = 0x04, MSG_EVAL = 0x05,
     MSG_SUMMARY = 0x06, MSG_LOG = 0x07, MSG_FAULT = 0x08, MSG_PONG = 0x09, MSG_ACK = 0x0A,
     MSG_LAYERS = 0x0B, MSG_OUTPUT = 0x0C,
-    MSG_START = 0x81, MSG_STOP = 0x82, MSG_PING = 0x83,
+    MSG_START = 0x81, MSG_STOP = 0x82, MSG_PING = 0x83, MSG_SELFTEST = 0x84,
 };
 
 /* little-endian field access */

@@ -39,6 +39,12 @@ uint16_t port_counter_kind(void);
 /* Ends the program (on a twin: ends QEMU with this exit code). */
 void port_exit(int code);
 const port_info_t *port_info(void);
+/* SELFTEST: fault on purpose so the host can check its fault report end to end (docs/protocol.md).
+ * PORT_SELFTEST_UNDEFINED executes an undefined instruction, PORT_SELFTEST_BAD_LOAD loads from unmapped memory.
+ * Does not return on a port that can fault; returns for kinds (or ports, the host build) that cannot. */
+#define PORT_SELFTEST_UNDEFINED 1u
+#define PORT_SELFTEST_BAD_LOAD 2u
+void port_selftest_fault(uint32_t kind);
 
 /* Phase markers for energy-meter synchronisation. The trainer calls port_marker() outside the timed windows as
  * each phase of a step starts. Hardware ports drive one GPIO high for FORWARD and UPDATE and low for BACKWARD

@@ -24,6 +24,7 @@
 #define SCB_VTOR 0xE000ED08u
 #define SCB_CCR 0xE000ED14u  /* ARMv7-M: bit16 DC, bit17 IC (Cortex-M7 caches) */
 #define SCB_CFSR 0xE000ED28u /* ARMv7-M only */
+#define SCB_HFSR 0xE000ED2Cu /* ARMv7-M only */
 #define SCB_CPACR 0xE000ED88u
 
 #define DEMCR 0xE000EDFCu /* bit24 TRCENA: powers the DWT */

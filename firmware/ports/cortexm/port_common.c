@@ -58,15 +58,19 @@ __attribute__((weak)) void board_exit(int code)
     (void)code;
 }
 
-/* Called by Fault_Handler with the exception frame: r0 r1 r2 r3 r12 lr pc xpsr. */
+/* Called by Fault_Handler with the exception frame: r0 r1 r2 r3 r12 lr pc xpsr. FAULT carries the stacked pc
+ * and lr, CFSR, and as its two arguments HFSR and the exception number (3 HardFault, 4 MemManage, 5 BusFault,
+ * 6 UsageFault; ARMv6-M has HardFault only, and neither status register). */
 void port_fault(const uint32_t *frame)
 {
-    uint32_t cfsr = 0;
+    uint32_t cfsr = 0, hfsr = 0, ipsr;
 #if defined(__ARM_ARCH_7M__) || defined(__ARM_ARCH_7EM__)
     cfsr = MMIO32(SCB_CFSR);
+    hfsr = MMIO32(SCB_HFSR);
 #endif
+    __asm volatile("mrs %0, ipsr" : "=r"(ipsr));
     msg_resync(); /* ends any frame the fault interrupted, so the FAULT frame decodes */
-    msg_fault(1, frame[6], frame[5], cfsr, 0, 0, "hard fault");
+    msg_fault(1, frame[6], frame[5], cfsr, hfsr, ipsr & 0x1FFu, "hard fault");
     port_exit(1);
 }
 
