@@ -23,8 +23,9 @@ from bench.image.symbols import decode_cfsr, decode_hfsr, symbols_for
 from bench.link import session
 from bench.link.link import Link
 from bench.link.protocol import SelfTest, Step
+from bench.records.recover import journal_messages
 from bench.records.run import RunRecord
-from bench.report.html import write_report
+from bench.report.html import load_results, write_report
 from bench.target.drivers import QemuTarget
 
 pytestmark = pytest.mark.twin
@@ -98,30 +99,59 @@ def test_a_plan_the_host_did_not_compile_is_refused() -> None:
         runner._check_plan_hash(record, 0x5678)
 
 
-def test_a_killed_bench_leaves_no_twin_running(tmp_path: Path) -> None:
-    """kill -9 of the bench mid-run: its QEMU children die with it (parent-death signal), no orphan burns a core."""
+def _steps_in_journal(out: Path, run_id: str) -> int:
+    path = out / "journal" / f"{run_id}.rx.bin"
+    return sum(isinstance(m, Step) for m in journal_messages(path, 0)[0]) if path.is_file() else 0
+
+
+def test_a_killed_bench_leaves_no_twin_and_bench_recover_brings_back_every_step(tmp_path: Path) -> None:
+    """kill -9 of the bench during its second run: its QEMU children die with it (parent-death signal), the first
+    run is in the tables, and `bench recover` rebuilds the second from its journal, every step it had sent."""
     import sys
     import time
 
-    bench = subprocess.Popen([sys.executable, "-c", "from bench.app.cli import entry; entry()", "run", "quick",
-                              "--board", VICTIM, "--out", str(tmp_path)],
+    profile = tmp_path / "long.toml"
+    profile.write_text('task = "digits-drift"\nmodel = "digits-cnn"\ntechniques = ["last-fp32", "full-fp32"]\n'
+                       'steps = 3000\nlr = 0.02\nseed = 1\neval_samples = 50\ncheck_steps = 2\n')
+    out = tmp_path / "out"
+    cli = [sys.executable, "-c", "from bench.app.cli import entry; entry()"]
+    bench = subprocess.Popen([*cli, "run", str(profile), "--board", VICTIM, "--out", str(out)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    in_flight = f"{VICTIM}.full-fp32"
     try:
-        deadline = time.monotonic() + 120
-        while not _qemu_pids(str(tmp_path)) and time.monotonic() < deadline and bench.poll() is None:
-            time.sleep(0.1)
-        assert _qemu_pids(str(tmp_path)), "the bench never started a twin"
+        deadline = time.monotonic() + 240
+        while _steps_in_journal(out, in_flight) < 30 and time.monotonic() < deadline and bench.poll() is None:
+            time.sleep(0.2)
+        assert _steps_in_journal(out, in_flight) >= 30, "the second run never got going"
         bench.kill()
         bench.wait(timeout=10)
         deadline = time.monotonic() + 10
-        while _qemu_pids(str(tmp_path)) and time.monotonic() < deadline:
+        while _qemu_pids(str(out)) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _qemu_pids(str(tmp_path)), "a twin outlived the killed bench"
+        assert not _qemu_pids(str(out)), "a twin outlived the killed bench"
     finally:
         if bench.poll() is None:
             bench.kill()
-        for pid in _qemu_pids(str(tmp_path)):
+        for pid in _qemu_pids(str(out)):
             os.kill(pid, signal.SIGKILL)
+
+    runs = pd.read_parquet(out / "runs.parquet")
+    assert list(runs["run_id"]) == [f"{VICTIM}.last-fp32"] and list(runs["status"]) == ["ok"]
+    assert load_results(out).unrecorded == [in_flight]  # the report says a run is missing before recovery
+    sent = _steps_in_journal(out, in_flight) - 2  # the journal also holds the 2 fidelity-check steps
+    done = subprocess.run([*cli, "recover", str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 run(s) recovered, 1 already recorded" in done.stdout
+    runs = pd.read_parquet(out / "runs.parquet").set_index("run_id")
+    assert runs.loc[in_flight, "status"] == "unfinished" and runs.loc[in_flight, "steps"] == sent
+    assert "bench recover" in runs.loc[in_flight, "error"] and runs.loc[f"{VICTIM}.last-fp32", "status"] == "ok"
+    steps = pd.read_parquet(out / "steps.parquet")
+    mine = steps[steps["run_id"] == in_flight]
+    assert list(mine["step"]) == list(range(sent)) and mine["instr_fwd"].gt(0).all()  # counted, in order, none lost
+    assert len(steps[steps["run_id"] == f"{VICTIM}.last-fp32"]) == 3000
+    again = subprocess.run([*cli, "recover", str(out), "--no-report"], capture_output=True, text=True, timeout=60)
+    assert "nothing to recover" in again.stdout and len(pd.read_parquet(out / "runs.parquet")) == 2
+    assert load_results(out).unrecorded == []
 
 
 class StopTwinMidRun(Progress):

@@ -16,7 +16,7 @@ from rich.table import Table
 from bench.app import runner
 from bench.app.cli_plan import plan_cmd
 from bench.app.cli_rack import rack_group
-from bench.app.cli_report import compare_cmd
+from bench.app.cli_report import compare_cmd, recover_cmd
 from bench.app.runner import load_profile
 from bench.config.boards import ConfigError, filter_rack, load_catalogue, load_rack
 from bench.config.profile import TechniqueError
@@ -211,4 +211,5 @@ def bench_cmd(names: tuple[str, ...], steps: int, out: Path) -> None:
 
 main.add_command(rack_group)
 main.add_command(compare_cmd)
+main.add_command(recover_cmd)
 main.add_command(plan_cmd)

@@ -88,3 +88,35 @@ def compare_cmd(baseline_dir: Path, current_dir: Path, thresholds_file: Path | N
     err.print(verdict_line(comp), style="bold red" if comp.regressed else "green")
     if comp.regressed:
         sys.exit(1)
+
+
+@click.command("recover")
+@click.argument("results_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--no-report", is_flag=True, help="do not re-render RESULTS_DIR/index.html")
+def recover_cmd(results_dir: Path, no_report: bool) -> None:
+    """Rebuild the records of runs a stopped bench never wrote (from their journals) into RESULTS_DIR's tables."""
+    from bench.config.boards import load_catalogue
+    from bench.records.recover import RecoverError, recover
+
+    try:
+        done = recover(results_dir, load_catalogue())
+    except RecoverError as exc:
+        raise click.ClickException(str(exc)) from None
+    console = Console()
+    if not done.records:
+        console.print(f"nothing to recover: every run that started in {results_dir} is recorded "
+                      f"({done.already_recorded} runs)")
+    else:
+        table = Table(title=f"recovered into {results_dir}/runs.parquet (status unfinished)")
+        for col in ("run", "steps", "last step", "summary", "lost frames", "journal"):
+            table.add_column(col)
+        for r in done.records:
+            last = str(r.steps[-1].step) if r.steps else "–"
+            table.add_row(escape(r.run_id), str(len(r.steps)), last, "yes" if r.summary else "no",
+                          str(r.lost_frames), escape(r.journal))
+        Console(width=max(console.width, 160)).print(table)
+        console.print(f"{len(done.records)} run(s) recovered, {done.already_recorded} already recorded")
+    if not no_report:
+        from bench.report.html import write_report
+
+        console.print(f"report: {write_report(results_dir)}")

@@ -44,6 +44,7 @@ from bench.plan.fp32 import Plan
 from bench.plan.fp32mem import Fp32MemError, Fp32Memory
 from bench.plan.int8 import QPlan
 from bench.records import fidelity
+from bench.records.recover import Manifest
 from bench.records.run import ResultsWriter, RunRecord
 from bench.target.drivers import FlashError, PackMissing, PortError, ProbeAmbiguous, ProbeNotFound, make_target
 from bench.tflite.head import replace_head
@@ -253,12 +254,17 @@ class Bench:
         board, profile = self.catalogue[entry.board], prepared.profile
         target = make_target(entry, board, journal_dir, identify=session.running_build_id)
         started = time.monotonic()
+        rx = Path(record.journal)
+        manifest = Manifest.of(record, rx.stat().st_size if rx.is_file() else 0, profile.check_steps)
+        manifest.write(journal_dir)  # what `bench recover` needs should the bench die during this run
         try:
             target.load(images)
             target.reset()
             with Link.open(target.url, board.serial.baudrate, journal_dir, name=record.run_id) as link:
                 record.hello = session.hello(link)
                 record.counting = target.counting(record.hello.counter_hz, record.hello.counter_kind)
+                dataclasses.replace(manifest, counting=(record.counting.unit,
+                                                        record.counting.counts_per_tick)).write(journal_dir)
                 if profile.check_steps:
                     record.fidelity_max_rel_err, record.fidelity_exact = self._fidelity(
                         link, prepared, technique, plan, record)

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -206,8 +208,8 @@ def assemble(board: Board, kind: str, firmware: Firmware, plan: Plan | QPlan, da
                          f"{plan.model.name} on {board.name}: firmware region {board.memory.plan_offset:,} B + "
                          f"plan {plan_len:,} B + dataset {len(dataset):,} B")
     work.mkdir(parents=True, exist_ok=True)
-    blobs = (_write(work / "plan.bin", "plan", plan_addr, plan.blob(dataset_addr)),
-             _write(work / "dataset.bin", "dataset", dataset_addr, dataset))
+    blobs = (_write(work, "plan", plan_addr, plan.blob(dataset_addr)),
+             _write(work, "dataset", dataset_addr, dataset))
     return ImageSet(board=board, kind=kind, firmware=firmware, blobs=blobs, plan_hash=plan.plan_hash,
                     arena_bytes=plan.arena_bytes)
 
@@ -232,6 +234,12 @@ def _round_up(n: int, align: int) -> int:
     return (n + align - 1) // align * align
 
 
-def _write(path: Path, what: str, addr: int, data: bytes) -> Blob:
-    path.write_bytes(data)
+def _write(work: Path, what: str, addr: int, data: bytes) -> Blob:
+    """``<what>-<sha256 prefix>.bin`` in ``work``, written whole (temp + rename) unless already there: a file named
+    by its content is the content the host compiled, whoever else writes into the same directory."""
+    path = work / f"{what}-{hashlib.sha256(data).hexdigest()[:16]}.bin"
+    if not path.is_file() or path.stat().st_size != len(data):
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
     return Blob(what=what, addr=addr, path=path, size=len(data))

@@ -269,6 +269,18 @@ class ResultsWriter:
         out.mkdir(parents=True, exist_ok=True)
         self._write_meta()
 
+    @classmethod
+    def resume(cls, out: Path) -> ResultsWriter:
+        """A writer that keeps what ``out`` already holds (its meta and every table) and adds to it."""
+        meta_path = out / "meta.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        writer = cls(out, meta)
+        for name in ("runs", "steps", "grads", "layers"):
+            path = out / f"{name}.parquet"
+            if path.is_file():
+                getattr(writer, name).extend(pd.read_parquet(path).to_dict("records"))
+        return writer
+
     def add(self, record: RunRecord) -> None:
         self.runs.append(record.run_row())
         self.steps += record.step_rows()

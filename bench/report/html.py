@@ -36,6 +36,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, StrMethodFormatter
 
 import bench
+from bench.records import recover
 from bench.report.compare import METRICS, read_comparison
 
 # fmt: off
@@ -60,7 +61,7 @@ GRAD_COLUMNS = ("run_id", "step", "layer", "param", "l2", "max_abs")
 KEYS = ["board", "technique"]
 STATUS_CLASSES = {"ok": "ok", "does-not-fit": "nofit", "error": "error", "stopped": "stopped", "mixed": "other",
                   "hang": "error", "disconnected": "error", "fault": "error", "fidelity-fail": "error",
-                  "rack-fault": "error"}
+                  "rack-fault": "error", "unfinished": "stopped"}
 VERDICT_CLASSES = {"regression": "error", "missing": "error", "improvement": "ok", "new": "other"}
 PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974")
 BOARD_PALETTE = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666")
@@ -111,6 +112,7 @@ class Results:
     comparison: dict[str, Any] | None = None
     comparison_note: str = ""
     files: list[str] = field(default_factory=list)
+    unrecorded: list[str] = field(default_factory=list)  # runs that started but have no record (see bench recover)
 
     def __post_init__(self) -> None:
         if self.groups.empty:
@@ -130,8 +132,12 @@ def load_results(results_dir: Path) -> Results:
     meta, problem = _read_meta(results_dir / "meta.json")
     comparison, note = read_comparison(results_dir)
     files = [f for f in DATA_FILES if (results_dir / f).exists()]
+    try:
+        unrecorded = [m.run_id for m in recover.unrecorded(results_dir)]
+    except recover.RecoverError as exc:
+        unrecorded, problem = [], "; ".join(filter(None, [problem, str(exc)]))
     return Results(runs, steps, grads, meta, problem, layers, comparison=comparison, comparison_note=note,
-                   files=files)  # fmt: skip
+                   files=files, unrecorded=unrecorded)  # fmt: skip
 
 
 def _read_optional(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
@@ -512,6 +518,7 @@ def _summary(res: Results) -> dict[str, Any]:
         "notes": _notes(meta),
         "meta_problem": res.meta_problem,
         "comparison_note": res.comparison_note,
+        "unrecorded": res.unrecorded,
     }
 
 
