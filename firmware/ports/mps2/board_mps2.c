@@ -1,4 +1,4 @@
-/* Board file of the QEMU mps2 twins (mps2-an385 / an386 / an500): CMSDK UART0 and a semihosting exit. Startup,
+/* Board file of the QEMU mps2 twins (mps2-an385 / an386 / an500): CMSDK UART0, and a parked exit. Startup,
  * fault report and the SysTick counter are the hardware ports' own (ports/cortexm). */
 #include <stdint.h>
 #include "mps2.h"
@@ -47,13 +47,13 @@ void port_marker(uint8_t phase)
     (void)phase;
 }
 
-/* Semihosting SYS_EXIT_EXTENDED: QEMU exits with `code` (plain SYS_EXIT on A32/T32 cannot carry one). */
+/* A twin parks like a board (the host closes it once it has the last frame). It must not end QEMU here: that closes
+ * the pty's master side, and Linux then discards the bytes the host had not read yet, so the FAULT frame that
+ * precedes every exit would race the exit and sometimes be lost. WFI keeps the parked twin off the host's CPU. */
 void board_exit(int code)
 {
-    static uint32_t block[2];
-    register uint32_t r0 __asm("r0") = 0x20u;
-    register uint32_t *r1 __asm("r1") = block;
-    block[0] = 0x20026u; /* ADP_Stopped_ApplicationExit */
-    block[1] = (uint32_t)code;
-    __asm volatile("bkpt 0xab" : "+r"(r0) : "r"(r1) : "memory");
+    (void)code;
+    MMIO32(0xE000E010u) = 0; /* SYST_CSR: SysTick off, or its pending exception would wake every WFI */
+    for (;;)
+        __asm volatile("wfi");
 }
