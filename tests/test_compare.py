@@ -191,7 +191,7 @@ def test_plugin_gate_fails_the_session_on_regression(pytester: pytest.Pytester) 
     test = _properties(junit, ".//testcase/properties/property")
     assert test["bench.rpi-pico.full-fp32.flash_bytes"] == "200000"
     assert test["bench.rpi-pico.full-fp32.verdict"].startswith("regression: flash +33.33%")
-    assert (pytester.path / "out" / COMPARE_FILE).exists()
+    assert (pytester.path / "out" / "latest" / COMPARE_FILE).exists()
 
 
 def test_plugin_gate_passes_without_regression(pytester: pytest.Pytester) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 pytest_plugins = ["pytester"]
 
 USER_TEST = """
@@ -25,3 +27,54 @@ def test_board_option_filters_and_rack_option_reads_a_file(pytester):
     result.assert_outcomes(passed=1)
     result = pytester.runpytest("--board", "rpi-pico", "-q")
     result.assert_outcomes(passed=1)
+
+
+TRAINING_TEST = """
+import pytest
+
+
+def test_trains_twice(board, bench_run):
+    first = bench_run(board, "last-fp32", steps=20, check_steps=0, eval_samples=20)
+    second = bench_run(board, "last-fp32", steps=20, check_steps=0, eval_samples=20)
+    assert first.status == second.status == "ok", (first.error, second.error)
+    assert first.run_id != second.run_id and first.journal != second.journal
+
+
+def test_fails_after_its_run(board, bench_run):
+    if board.board == "rpi-pico":
+        bench_run(board, "full-fp32", steps=5, check_steps=0, eval_samples=10)
+        assert False, "deliberate"
+"""
+
+
+def _sessions(out) -> list:
+    return sorted(p for p in out.iterdir() if p.is_dir() and not p.is_symlink())
+
+
+@pytest.mark.twin
+def test_xdist_workers_and_separate_sessions_never_overwrite_each_others_results(pytester):
+    """Two sessions into one --bench-out, the first with two xdist workers: each session keeps its own directory, the
+    workers' parts are merged into one table and report, and a failing test names only its own journals."""
+    import pandas as pd
+
+    pytester.makepyfile(TRAINING_TEST)
+    out = pytester.path / "out"
+    boards = ["--board", "nrf52840-dk", "--board", "rpi-pico", "--bench-out", str(out)]
+    first = pytester.runpytest_subprocess("-n", "2", *boards, "-p", "no:cacheprovider")
+    first.assert_outcomes(passed=3, failed=1)
+    text = first.stdout.str()
+    journals = text[text.index("bench journals"):].split("=====")[0]
+    assert "rpi-pico.full-fp32 (ok):" in journals and "last-fp32" not in journals  # its own run, nobody else's
+    (one,) = _sessions(out)
+    runs = pd.read_parquet(one / "runs.parquet")
+    assert len(runs) == 5 and runs["run_id"].is_unique, runs["run_id"].tolist()
+    assert {p.name for p in one.glob("gw*")} == {"gw0", "gw1"} and (one / "index.html").is_file()
+    steps = pd.read_parquet(one / "steps.parquet")
+    assert steps.groupby("run_id").size().to_dict() == dict(zip(runs["run_id"], runs["steps"], strict=True))
+
+    second = pytester.runpytest_subprocess(*boards, "-k", "trains_twice", "-p", "no:cacheprovider")
+    second.assert_outcomes(passed=2)
+    sessions = _sessions(out)
+    assert len(sessions) == 2 and len(pd.read_parquet(sessions[0] / "runs.parquet")) == 5  # the first is intact
+    assert (out / "latest").resolve() == sessions[1].resolve()
+    assert len(pd.read_parquet(out / "latest" / "runs.parquet")) == 4

@@ -1,14 +1,18 @@
 """pytest plugin (entry point ``bench``): rack options, a ``board`` fixture over the rack, and a run factory.
 
-The fixtures are thin shells over ``bench.app.runner.Bench``. Every run's raw byte journal is kept and its path is
-printed with a failing test's report. At session end the runs made through the fixtures are written as results
-tables and an HTML report. With ``--bench-baseline DIR`` they are also compared with a stored baseline (see
+The fixtures are thin shells over ``bench.app.runner.Bench``. Every run's raw byte journal is kept and a failing
+test's report prints the journals of the runs it made. Each pytest session writes into its own directory,
+``<--bench-out>/<UTC time>-<pid>/`` (``latest`` links to the newest), so separate sessions never overwrite each other;
+pytest-xdist workers write ``gwN/`` parts there, which the controller merges into one set of tables and one HTML
+report at session end. With ``--bench-baseline DIR`` they are also compared with a stored baseline (see
 ``bench.report.compare``): each test's run figures and the verdicts become JUnit properties, and a regression fails the
 session.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,16 +21,17 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from bench.app.runner import Bench, Prepared, load_profile, run_meta
+from bench.app.runner import Bench, OutDirBusy, Prepared, load_profile, run_meta, session_lock
 from bench.config.boards import Rack, RackEntry, filter_rack, load_catalogue, load_rack
 from bench.config.profile import Profile
-from bench.records.run import ResultsWriter, RunRecord
+from bench.records.run import ResultsWriter, RunRecord, merge_results
 
 RUNS_KEY = pytest.StashKey[list[RunRecord]]()
 START_KEY = pytest.StashKey[int]()
-SESSION_START_KEY = pytest.StashKey[float]()
 COMPARISON_KEY = pytest.StashKey[Any]()
 BASELINE_KEY = pytest.StashKey[Any]()
+SESSION_DIR_KEY = pytest.StashKey[Path]()
+SESSION_LOCK_KEY = pytest.StashKey[Any]()
 RUN_FIGURES = ("peak_sram_bytes", "flash_bytes", "instr_per_step", "energy_per_step_uj", "acc_after")
 
 
@@ -34,7 +39,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("bench", "on-device training bench")
     group.addoption("--rack", default=None, help="rack TOML file (default: the emulated rack of QEMU twins)")
     group.addoption("--board", action="append", default=[], help="only this board of the rack (repeatable)")
-    group.addoption("--bench-out", default="reports/pytest", help="results and report of fixture runs")
+    group.addoption("--bench-out", default="reports/pytest",
+                    help="where each session's results and report go (a new subdirectory per session, 'latest' "
+                         "links to the newest)")
+    group.addoption("--bench-keep", type=int, default=10,
+                    help="session directories kept under --bench-out (older ones are deleted; 0 keeps all)")
     group.addoption("--bench-baseline", default=None, metavar="DIR",
                     help="results directory to compare the session's runs with; a regression fails the session")
 
@@ -51,7 +60,26 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[RUNS_KEY] = []
-    config.stash[SESSION_START_KEY] = time.time()
+
+
+def _worker(config: pytest.Config) -> str | None:
+    return getattr(config, "workerinput", {}).get("workerid")
+
+
+def session_dir(config: pytest.Config) -> Path:
+    """This session's own results directory (shared by its xdist workers, named by the controller)."""
+    if SESSION_DIR_KEY not in config.stash:
+        given = getattr(config, "workerinput", {}).get("bench_session")
+        now = time.time()
+        name = given or f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now))}.{int(now % 1 * 1000):03d}-{os.getpid()}"
+        config.stash[SESSION_DIR_KEY] = Path(config.getoption("--bench-out")) / name
+    return config.stash[SESSION_DIR_KEY]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist controller, once per worker: the worker writes its part into this session's directory."""
+    node.workerinput["bench_session"] = session_dir(node.config).name
 
 
 @dataclass
@@ -76,10 +104,11 @@ def rack(pytestconfig: pytest.Config) -> Rack:
 
 
 @pytest.fixture(scope="session")
-def bench_session(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Bench:
-    out = Path(pytestconfig.getoption("--bench-out"))
-    worker = getattr(pytestconfig, "workerinput", {}).get("workerid")
-    return Bench(out / worker if worker else out)
+def bench_session(pytestconfig: pytest.Config) -> Bench:
+    worker = _worker(pytestconfig)
+    out = session_dir(pytestconfig) / worker if worker else session_dir(pytestconfig)
+    pytestconfig.stash[SESSION_LOCK_KEY] = session_lock(out)  # held to the end: a pruning session skips it
+    return Bench(out)
 
 
 @pytest.fixture(scope="session")
@@ -111,27 +140,75 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         item.user_properties.extend(_run_properties(item))
     report = yield
     if report.failed:
-        journals = [r.journal for r in item.config.stash[RUNS_KEY] if r.journal]
+        own = item.config.stash[RUNS_KEY][item.stash.get(START_KEY, 0):]  # this test's runs, not its neighbours'
+        journals = [f"{r.run_id} ({r.status}): {r.journal}" for r in own if r.journal]
         if journals:
-            report.sections.append(("bench journals (raw device bytes)", "\n".join(journals[-5:])))
+            report.sections.append(("bench journals (raw device bytes)", "\n".join(journals)))
     return report
 
 
 @pytest.hookimpl(tryfirst=True)  # before junitxml writes its file, so the global properties make it in
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    records = session.config.stash.get(RUNS_KEY, [])
-    worker = getattr(session.config, "workerinput", {}).get("workerid")
+    config = session.config
+    records = config.stash.get(RUNS_KEY, [])
+    worker = _worker(config)
+    out = session_dir(config)
     if records:
-        out = Path(session.config.getoption("--bench-out"))
-        out = out / worker if worker else out
-        writer = ResultsWriter(out, run_meta("pytest session", _rack(session.config)))
+        writer = ResultsWriter(out / worker if worker else out, run_meta("pytest session", _rack(config)))
         for record in records:
             writer.add(record)
+    if worker:
+        return
+    parts = sorted(p for p in out.glob("gw*") if p.is_dir()) if out.is_dir() else []
+    if parts:
+        merge_results(parts, out, run_meta("pytest session", _rack(config)))
+    if (out / "runs.parquet").is_file():
         from bench.report.html import write_report
 
         write_report(out)
-    if session.config.getoption("--bench-baseline") and not worker:
+        _link_latest(out)
+        _prune(out.parent, config.getoption("--bench-keep"), keep=out)
+    if config.getoption("--bench-baseline"):
         _gate(session)
+
+
+def _link_latest(out: Path) -> None:
+    """``<bench-out>/latest`` -> this session's directory, replaced in one rename."""
+    latest = out.parent / "latest"
+    if latest.exists() and not latest.is_symlink():
+        return  # a real directory of that name is someone's: leave it
+    tmp = out.parent / f".latest.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(out.name)
+    os.replace(tmp, latest)
+
+
+def _prune(base: Path, keep_n: int, keep: Path) -> None:
+    """Delete all but the newest ``keep_n`` session directories; one another session still writes in stays."""
+    if keep_n <= 0:
+        return
+    sessions = sorted((p for p in base.glob("2*-*") if p.is_dir() and not p.is_symlink()), key=lambda p: p.name)
+    for old in sessions[:-keep_n]:
+        if old != keep and not _in_use(old):
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _in_use(directory: Path) -> bool:
+    """Whether a live session (or one of its workers) holds the lock of ``directory`` or of one of its parts."""
+    for part in [directory, *(p for p in directory.glob("gw*") if p.is_dir())]:
+        if not (part / ".bench-session.lock").exists():
+            continue
+        try:
+            session_lock(part).release()
+        except OutDirBusy:
+            return True
+    return False
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    lock = config.stash.get(SESSION_LOCK_KEY, None)
+    if lock is not None:
+        lock.release()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -186,36 +263,25 @@ def _verdict(config: pytest.Config, row: dict[str, object]) -> str:
     return ": ".join([pair.verdict, ", ".join(worse) or pair.note]).rstrip(": ")
 
 
-def _session_runs(config: pytest.Config) -> tuple[pd.DataFrame, Path | None]:
-    """Runs written by this session: its own results, or those of its xdist workers (out/gw*)."""
-    out = Path(config.getoption("--bench-out"))
-    since = config.stash[SESSION_START_KEY]
-    paths = [p for p in [out / "runs.parquet", *sorted(out.glob("*/runs.parquet"))]
-             if p.exists() and p.stat().st_mtime >= since]  # fmt: skip
-    frames = [pd.read_parquet(p) for p in paths]
-    own = out if out / "runs.parquet" in paths else None
-    return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), own
-
-
 def _gate(session: pytest.Session) -> None:
+    """Compare this session's runs (its directory, workers' parts merged) with the baseline; write the comparison
+    beside them and re-render their report with it."""
     from bench.report.compare import Comparison, compare_runs, fingerprint, write_comparison
 
     config = session.config
-    current, own = _session_runs(config)
-    if current.empty:
+    out = session_dir(config)
+    runs_path = out / "runs.parquet"
+    if not runs_path.is_file():
         config.stash[COMPARISON_KEY] = "no bench runs in this session: nothing compared with the baseline"
         return
     th, source = _thresholds(config)
     baseline = config.getoption("--bench-baseline")
-    pairs = compare_runs(_baseline(config), current, th)
-    out = Path(config.getoption("--bench-out"))
-    comp = Comparison(baseline, str(out), th.model_dump(), source, pairs, fingerprint(own) if own else "")
-    out.mkdir(parents=True, exist_ok=True)
+    pairs = compare_runs(_baseline(config), pd.read_parquet(runs_path), th)
+    comp = Comparison(baseline, str(out), th.model_dump(), source, pairs, fingerprint(out))
     write_comparison(comp, out)
-    if own is not None:
-        from bench.report.html import write_report
+    from bench.report.html import write_report
 
-        write_report(own)
+    write_report(out)
     _global_properties(config, comp)
     config.stash[COMPARISON_KEY] = comp
     if comp.regressed and session.exitstatus == pytest.ExitCode.OK:

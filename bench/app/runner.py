@@ -125,6 +125,19 @@ class Bench:
         self.catalogue = catalogue if catalogue is not None else load_catalogue()
         self.progress = progress or Progress()
         self._firmware_lock = threading.Lock()
+        self._run_ids: set[str] = set()
+
+    def _new_run_id(self, label: str, technique: str) -> str:
+        """``<board label>.<technique>``, then ``.r2``, ``.r3``... for repeats: a run id names one run, its journal
+        and its rows, in this out directory."""
+        with self._firmware_lock:
+            base = run_id = f"{label}.{technique}"
+            n = 1
+            while run_id in self._run_ids:
+                n += 1
+                run_id = f"{base}.r{n}"
+            self._run_ids.add(run_id)
+            return run_id
 
     def prepare(self, profile: Profile) -> Prepared:
         ds = load_task(profile.task, profile.seed)
@@ -191,7 +204,7 @@ class Bench:
         run."""
         board = self.catalogue[entry.board]
         profile = prepared.profile
-        run_id = f"{entry.label}.{technique.name}"
+        run_id = self._new_run_id(entry.label, technique.name)
         journal_dir = self.out / "journal"
         record = RunRecord(run_id=run_id, board=board, target_kind=entry.kind, technique=technique.name,
                            model=prepared.model_name, journal=str(journal_dir / f"{run_id}.rx.bin"))

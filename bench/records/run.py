@@ -304,3 +304,36 @@ class ResultsWriter:
     def _write_meta(self) -> None:
         with atomic_path(self.out / "meta.json") as tmp:
             tmp.write_text(json.dumps(self.meta, indent=2, default=str) + "\n")
+
+
+TABLES = {"runs": RUN_COLUMNS, "steps": STEP_COLUMNS, "grads": GRAD_COLUMNS, "layers": LAYER_COLUMNS}
+
+
+def merge_results(parts: list[Path], out: Path, meta: dict[str, object]) -> int:
+    """One results directory from several (pytest-xdist workers' ``gwN``): tables concatenated, written atomically
+    to ``out``. A run id two parts both use gets its part's name appended (``<run_id>@gw1``) in every table, so no
+    run shadows another. Returns the number of runs."""
+    seen: set[str] = set()
+    frames: dict[str, list[pd.DataFrame]] = {name: [] for name in TABLES}
+    for part in parts:
+        runs_path = part / "runs.parquet"
+        if not runs_path.is_file():
+            continue
+        ids = list(pd.read_parquet(runs_path, columns=["run_id"])["run_id"])
+        rename = {i: f"{i}@{part.name}" for i in ids if i in seen}
+        seen.update(rename.get(i, i) for i in ids)
+        for name in TABLES:
+            path = part / f"{name}.parquet"
+            if path.is_file():
+                frame = pd.read_parquet(path)
+                frames[name].append(frame.assign(run_id=frame["run_id"].replace(rename)) if rename else frame)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, cols in TABLES.items():
+        merged = pd.concat(frames[name], ignore_index=True) if frames[name] else pd.DataFrame(columns=cols)
+        with atomic_path(out / f"{name}.parquet") as tmp:
+            merged.to_parquet(tmp, index=False)
+        with atomic_path(out / f"{name}.csv") as tmp:
+            merged.drop(columns=["values"], errors="ignore").to_csv(tmp, index=False)
+    with atomic_path(out / "meta.json") as tmp:
+        tmp.write_text(json.dumps(meta | {"parts": [p.name for p in parts]}, indent=2, default=str) + "\n")
+    return len(seen)
