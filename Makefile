@@ -9,7 +9,7 @@ DEB_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm chromi
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= 2
 
-.PHONY: bootstrap debs venv firmware host-test demo test lint bench bench-report clean
+.PHONY: bootstrap debs venv firmware host-test demo test lint bench bench-report soak clean
 
 bootstrap: debs venv
 
@@ -57,5 +57,10 @@ bench: bootstrap
 bench-report: venv
 	$(BIN)/python benchmarks/report_build.py
 
+# Soak benchmark (not a test): 50 runs through the fault-injecting link; prints runs ok / failed by status, frames
+# damaged vs counted, records lost and orphan twins, and exits 1 if anything was lost or left running.
+soak: firmware
+	$(BIN)/bench soak --runs 50 --out reports/soak
+
 clean:
-	rm -rf firmware/build firmware_images/*-twin reports/latest reports/pytest .bench-cache
+	rm -rf firmware/build firmware_images/*-twin reports/latest reports/pytest reports/soak .bench-cache

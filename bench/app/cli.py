@@ -209,6 +209,53 @@ def bench_cmd(names: tuple[str, ...], steps: int, out: Path) -> None:
                       f"per forward ({AIFES_MLP_FORWARD / m7[0].fwd:.2f}x fewer)")
 
 
+@main.command()
+@click.option("--runs", default=50, show_default=True, help="how many runs")
+@click.option("--seed", default=1, show_default=True, help="seed of the fault draws")
+@click.option("--profile", "profile_spec", default="quick", show_default=True,
+              help="profile whose model, task and techniques the runs use (shortened: 40 steps, 3 s stall timeout)")
+@click.option("--rack", "rack_spec", default=None, help="rack TOML file (default: the emulated rack)")
+@click.option("--board", "names", multiple=True, help="only these boards of the rack")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("reports/soak"), show_default=True)
+def soak(runs: int, seed: int, profile_spec: str, rack_spec: str | None, names: tuple[str, ...], out: Path) -> None:
+    """Soak: RUNS short runs through a fault-injecting link (bit errors, dropped/inserted bytes, stalls,
+    disconnects); print what happened and check that nothing was lost or left running. Exit 1 if anything was."""
+    from bench.app.soak import CLEAN_FAILURES, soak_profile
+    from bench.app.soak import soak as run_soak
+    from bench.report.html import write_report
+
+    profile = soak_profile(load_profile(profile_spec))
+    rack = filter_rack(load_rack(rack_spec, load_catalogue()), list(names))
+    console.print(f"soak: {runs} runs of {profile.name} ({', '.join(profile.techniques)}) on {len(rack.boards)} "
+                  f"boards, random link faults from seed {seed}")
+
+    def said(record: RunRecord, n: int) -> None:
+        lost = f", {record.lost_frames} frames lost and counted" if record.lost_frames else ""
+        console.print(f"[{n}/{runs}] {escape(record.run_id)}: faults {escape(record.link_faults)} → "
+                      f"{record.status}{lost}", highlight=False, soft_wrap=True)
+
+    result = run_soak(profile, rack, out, runs, seed, on_record=said)
+    table = Table(title=f"soak of {runs} runs through the fault proxy ({result.wall_s:.0f} s)")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_row("runs ok", str(result.statuses.get("ok", 0)))
+    for status in CLEAN_FAILURES:
+        table.add_row(f"runs failed cleanly: {status}", str(result.statuses.get(status, 0)))
+    table.add_row("runs with another status (must be 0)", str(len(result.unexpected)))
+    table.add_row("frames damaged by the proxy", f"{result.frames_damaged:,}")
+    table.add_row("frames counted lost by the host", f"{result.frames_counted:,}")
+    table.add_row("ok runs where the two differ (must be 0)", str(len(result.ok_mismatches)))
+    table.add_row("records lost (must be 0)", str(result.records_lost))
+    table.add_row("orphan twin processes (must be 0)", str(result.orphans))
+    console.print(table)
+    console.print("(a failed run may lose frames after the last one it received: no gap shows those, so totals "
+                  "over failed runs may differ)")
+    console.print(f"results: {out}/runs.parquet; report: {write_report(out)}")
+    if not result.passed:
+        console.print(f"[red]soak failed[/]: {', '.join(result.unexpected + result.ok_mismatches) or 'see above'}")
+        sys.exit(1)
+
+
 main.add_command(rack_group)
 main.add_command(compare_cmd)
 main.add_command(recover_cmd)

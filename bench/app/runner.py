@@ -31,6 +31,7 @@ from bench.energy import JoulescopeMeter, MeterBase, MeterError, Ppk2Meter
 from bench.image.firmware import DoesNotFit, Firmware, ImageSet, assemble, build_firmware, check_sram
 from bench.image.symbols import decode_cfsr, decode_hfsr, symbols_for
 from bench.link import session
+from bench.link.faults import FaultProxy
 from bench.link.link import DeviceFault, Link, LinkError, LinkTimeout
 from bench.link.protocol import Step
 from bench.model.nn import Model
@@ -46,7 +47,15 @@ from bench.plan.int8 import QPlan
 from bench.records import fidelity
 from bench.records.recover import Manifest
 from bench.records.run import ResultsWriter, RunRecord
-from bench.target.drivers import FlashError, PackMissing, PortError, ProbeAmbiguous, ProbeNotFound, make_target
+from bench.target.drivers import (
+    FlashError,
+    PackMissing,
+    PortError,
+    ProbeAmbiguous,
+    ProbeNotFound,
+    Target,
+    make_target,
+)
 from bench.tflite.head import replace_head
 from bench.tflite.io import load_tflite
 from bench.tflite.quantize import export_digits_tflite
@@ -270,25 +279,18 @@ class Bench:
         rx = Path(record.journal)
         manifest = Manifest.of(record, rx.stat().st_size if rx.is_file() else 0, profile.check_steps)
         manifest.write(journal_dir)  # what `bench recover` needs should the bench die during this run
+        proxy: FaultProxy | None = None
+        link: Link | None = None
         try:
             target.load(images)
             target.reset()
-            with Link.open(target.url, board.serial.baudrate, journal_dir, name=record.run_id) as link:
-                record.hello = session.hello(link)
-                record.counting = target.counting(record.hello.counter_hz, record.hello.counter_kind)
-                dataclasses.replace(manifest, counting=(record.counting.unit,
-                                                        record.counting.counts_per_tick)).write(journal_dir)
-                if profile.check_steps:
-                    record.fidelity_max_rel_err, record.fidelity_exact = self._fidelity(
-                        link, prepared, technique, plan, record)
-                with metering(entry, record, profile.timeout_s):
-                    outcome = session.train(link, record, _settings(profile, technique, profile.steps,
-                                                                    profile.grad_every),
-                                            idle_timeout=profile.stall_timeout_s, name=record.run_id,
-                                            run_timeout=profile.timeout_s,
-                                            on_step=lambda s: self.progress.step(entry.label, technique.name, s))
-                record.lost_frames = outcome.lost_frames
-                _check_plan_hash(record, outcome.plan_hash)
+            url = target.url
+            if entry.faults is not None:  # tests and soaks of the bench: faults between the port and the host
+                proxy = FaultProxy(url, entry.faults, board.serial.baudrate)
+                record.link_faults, record.injected, url = entry.faults.describe(), proxy.stats, proxy.url
+            link = Link.open(url, board.serial.baudrate, journal_dir, name=record.run_id)
+            with link:
+                self._converse(link, prepared, entry, technique, plan, record, target, manifest)
             _check_fidelity(record, profile.check_steps > 0)
         except RACK_FAULTS as e:  # the rack failed, not the run: nightly jobs report these apart
             record.status, record.error = "rack-fault", f"{type(e).__name__}: {e}"
@@ -303,8 +305,32 @@ class Bench:
         except (session.DeviceError, RuntimeError, OSError, ValueError) as e:
             record.status, record.error = "error", f"{type(e).__name__}: {e}"
         finally:
+            if link is not None:  # frames lost on the link (sequence gaps), whatever ended the run
+                record.lost_frames = link.stats.lost_frames
+                if record.status != "ok" and record.lost_frames:
+                    record.error += f" ({record.lost_frames} frames lost on the link)"
+            if proxy is not None:
+                proxy.close()
             target.close()
             record.wall_s = time.monotonic() - started
+
+    def _converse(self, link: Link, prepared: Prepared, entry: RackEntry, technique: Technique, plan: Plan | QPlan,
+                  record: RunRecord, target: Target, manifest: Manifest) -> None:
+        """HELLO, the fidelity check when the profile asks for one, then the run itself, metered when the entry has a
+        meter; the device's plan hash must be the host's."""
+        profile = prepared.profile
+        record.hello = session.hello(link)
+        record.counting = target.counting(record.hello.counter_hz, record.hello.counter_kind)
+        dataclasses.replace(manifest, counting=(record.counting.unit,
+                                                record.counting.counts_per_tick)).write(link.journal_path.parent)
+        if profile.check_steps:
+            record.fidelity_max_rel_err, record.fidelity_exact = self._fidelity(link, prepared, technique, plan, record)
+        with metering(entry, record, profile.timeout_s):
+            outcome = session.train(link, record, _settings(profile, technique, profile.steps, profile.grad_every),
+                                    idle_timeout=profile.stall_timeout_s, name=record.run_id,
+                                    run_timeout=profile.timeout_s,
+                                    on_step=lambda s: self.progress.step(entry.label, technique.name, s))
+        _check_plan_hash(record, outcome.plan_hash)
 
     def _fidelity(self, link: Link, prepared: Prepared, technique: Technique, plan: Plan | QPlan,
                   record: RunRecord) -> tuple[float, float]:

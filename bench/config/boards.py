@@ -90,6 +90,29 @@ class Board(_Strict):
         return base + self.memory.plan_offset
 
 
+class LinkFaults(_Strict):
+    """Faults to inject between a board's serial port and the host (`bench.link.faults.FaultProxy`): for tests and
+    soaks of the bench itself, never for measurements. Rates are per bit (``ber``) or per byte (``drop``, ``insert``)
+    of the device → host stream; ``stall_after``/``disconnect_after`` count device → host bytes."""
+
+    ber: float = Field(default=0.0, ge=0.0, le=0.01)
+    drop: float = Field(default=0.0, ge=0.0, le=0.01)
+    insert: float = Field(default=0.0, ge=0.0, le=0.01)
+    stall_after: int | None = Field(default=None, ge=0)
+    stall_s: float = Field(default=0.0, ge=0.0, le=600.0)
+    disconnect_after: int | None = Field(default=None, ge=0)
+    seed: int = 0
+
+    def describe(self) -> str:
+        """A short text of what is injected ('none' when nothing)."""
+        parts = [f"{k}={v:g}" for k, v in (("ber", self.ber), ("drop", self.drop), ("insert", self.insert)) if v]
+        if self.stall_after is not None and self.stall_s:
+            parts.append(f"stall {self.stall_s:g} s after {self.stall_after:,} B")
+        if self.disconnect_after is not None:
+            parts.append(f"disconnect after {self.disconnect_after:,} B")
+        return ", ".join(parts) or "none"
+
+
 class RackEntry(_Strict):
     """One board present in a rack: either its QEMU twin or real hardware reached by probe and port."""
 
@@ -104,6 +127,7 @@ class RackEntry(_Strict):
     meter: Literal["ppk2", "joulescope"] | None = None  # energy meter on this board's supply
     meter_port: str | None = None  # PPK2 serial port (default: the only one attached)
     meter_channel: int = Field(default=0, ge=0, le=7)  # meter digital input wired to the board's marker GPIO
+    faults: LinkFaults | None = None  # inject link faults (tests and `bench soak` only)
 
     @field_validator("port", "meter_port")
     @classmethod

@@ -23,6 +23,7 @@ from bench.config.boards import Board
 from bench.energy.integrate import StepEnergies, level_step_energies
 from bench.energy.model import board_energy_uj
 from bench.link import protocol as proto
+from bench.link.faults import FaultStats
 from bench.target.drivers import Counting
 
 RUN_COLUMNS = [
@@ -34,6 +35,7 @@ RUN_COLUMNS = [
     "energy_spread_pct",
     "mem_weights_bytes", "mem_activations_bytes", "mem_gradients_bytes", "mem_optimizer_bytes",
     "lost_frames", "journal", "fidelity_max_rel_err", "fidelity_exact", "build_id", "plan_hash", "wall_s",
+    "link_faults", "frames_damaged_injected",
 ]
 LAYER_COLUMNS = ["run_id", "layer", "op", "instr_fwd", "instr_bwd", "instr_upd", "weights_ram_bytes", "kept_act_bytes",
                  "grad_bytes", "scratch_bytes"]
@@ -84,6 +86,8 @@ class RunRecord:
     fidelity_max_rel_err: float = math.nan
     fidelity_exact: float = math.nan  # int8: 1.0 when every checked gradient equals the integer reference exactly
     wall_s: float = math.nan
+    link_faults: str = ""  # faults injected between port and host (bench.link.faults; tests and soaks only)
+    injected: FaultStats | None = None  # what the fault proxy did, live
 
     def add(self, msg: object) -> None:
         """File one decoded device message."""
@@ -202,6 +206,8 @@ class RunRecord:
             "fidelity_max_rel_err": self.fidelity_max_rel_err, "fidelity_exact": self.fidelity_exact,
             "build_id": self.build_id,
             "plan_hash": f"{self.plan_hash:08x}" if self.plan_hash is not None else "", "wall_s": self.wall_s,
+            "link_faults": self.link_faults,
+            "frames_damaged_injected": self.injected.frames_damaged if self.injected else math.nan,
         }
 
     def step_rows(self) -> list[dict[str, object]]:
