@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import threading
+import time
 from pathlib import Path
 
 import click
@@ -17,6 +18,7 @@ from bench.app import runner
 from bench.app.cli_plan import plan_cmd
 from bench.app.cli_rack import rack_group
 from bench.app.cli_report import compare_cmd, recover_cmd
+from bench.app.cli_study import expected_runs, print_study
 from bench.app.runner import load_profile
 from bench.config.boards import ConfigError, filter_rack, load_catalogue, load_rack
 from bench.config.profile import TechniqueError
@@ -35,10 +37,11 @@ DEFAULT_OUT = Path("reports/latest")
 class LiveProgress(runner.Progress):
     """One progress bar per board, advancing with every training step the device reports."""
 
-    def __init__(self, progress: Progress, labels: list[str], steps: int, runs_per_board: int) -> None:
+    def __init__(self, progress: Progress, runs: dict[str, int], steps: int) -> None:
+        """``runs``: board label -> runs it is expected to make (an estimate when boards share a queue)."""
         self.progress, self.steps = progress, steps
-        self.tasks = {label: progress.add_task(label, total=steps * runs_per_board) for label in labels}
-        self.done = dict.fromkeys(labels, 0)
+        self.tasks = {label: progress.add_task(label, total=steps * n) for label, n in runs.items()}
+        self.done = dict.fromkeys(runs, 0)
         self.lock = threading.Lock()
 
     def run_started(self, label: str, technique: str, steps: int) -> None:
@@ -125,11 +128,22 @@ def run(profile_spec: str, rack_spec: str | None, names: tuple[str, ...], out: P
     console.print(f"profile [bold]{profile.name}[/]: {profile.model} on {profile.task}, "
                   f"{', '.join(t.name for t in techniques)}; rack {rack.name} ({len(rack.boards)} boards)")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    per_kind = {e.board: sum(1 for x in rack.boards if x.board == e.board) for e in rack.boards}
+    started = time.monotonic()
     with Progress(*columns, console=console) as bar:
-        live = LiveProgress(bar, [e.label for e in rack.boards], profile.steps, len(techniques))
+        runs_per_entry = {e.label: -(-expected_runs(profile) // per_kind[e.board]) for e in rack.boards}
+        live = LiveProgress(bar, runs_per_entry, profile.steps)
         records = runner.run_profile(profile, rack, out, progress=live)
     report = write_report(out)
-    Console(width=max(Console().width, 150)).print(summary_table(records))
+    import pandas as pd
+
+    from bench.report.study import is_study
+
+    table = pd.DataFrame([r.run_row() for r in records])
+    if is_study(table):
+        print_study(table, console, time.monotonic() - started)
+    else:
+        Console(width=max(Console().width, 150)).print(summary_table(records))
     console.print(f"results: {out}/runs.parquet, steps.parquet, grads.parquet; journals: {out}/journal/")
     console.print(f"report: {report}")
     failed = [r for r in records if r.status not in OK_STATUSES]

@@ -8,7 +8,9 @@ workers (threads here, pytest-xdist processes in tests) never share one.
 from __future__ import annotations
 
 import dataclasses
+import math
 import platform
+import queue
 import subprocess
 import threading
 import time
@@ -26,7 +28,7 @@ from bench import __version__
 from bench import plan as bench_plan
 from bench.config import profile as config_profile
 from bench.config.boards import REPO_ROOT, Board, ConfigError, Rack, RackEntry, load_catalogue, lock_dir, lock_key
-from bench.config.profile import Profile, Technique, require_model_file
+from bench.config.profile import Profile, Technique, parse_technique, require_model_file
 from bench.energy import JoulescopeMeter, MeterBase, MeterError, Ppk2Meter
 from bench.image.firmware import DoesNotFit, Firmware, ImageSet, assemble, build_firmware, check_sram
 from bench.image.symbols import decode_cfsr, decode_hfsr, symbols_for
@@ -39,7 +41,8 @@ from bench.model.qgraph import QModel
 from bench.model.tasks import DeviceDataset, load_task
 from bench.numerics.int8ref import input_qparams, quantized_inputs
 from bench.numerics.pretrain import build_model
-from bench.plan.blob import dataset_blob, int8_dataset_blob
+from bench.plan.blob import dataset_blob, int8_dataset_blob, validation_split
+from bench.plan.budget import at_budget
 from bench.plan.check import check_profile
 from bench.plan.fp32 import Plan
 from bench.plan.fp32mem import Fp32MemError, Fp32Memory
@@ -47,6 +50,7 @@ from bench.plan.int8 import QPlan
 from bench.records import fidelity
 from bench.records.recover import Manifest
 from bench.records.run import ResultsWriter, RunRecord
+from bench.records.stats import best_lr
 from bench.target.drivers import (
     FlashError,
     PackMissing,
@@ -78,6 +82,16 @@ class Progress:
         """The run waits for ``what`` (a lock another session holds)."""
 
 
+@dataclass(frozen=True)
+class RunSpec:
+    """Which run of a technique: its learning rate, which repeat (sample order) and phase ("sweep" trains on the
+    device-train data minus a validation split and is evaluated on that split; "final" on the eval split)."""
+
+    lr: float
+    repeat: int = 0
+    phase: str = "final"
+
+
 @dataclass
 class Int8Prepared:
     """What the int8 techniques of a profile share: the quantised model as read back from its .tflite file, and the
@@ -103,6 +117,7 @@ class Prepared:
     firmware: dict[tuple[str, str], Firmware] = field(default_factory=dict)  # (board, variant) -> image
     task: DeviceDataset | None = None
     int8: Int8Prepared | None = None
+    val: dict[str, bytes] = field(default_factory=dict)  # "fp32"/"int8" -> dataset blob of an lr sweep
 
     @property
     def model_name(self) -> str:
@@ -200,6 +215,27 @@ class Bench:
                 prepared.int8 = Int8Prepared(qmodel, path, blob, x_train, ds.y_train.astype(np.int64))
             return prepared.int8
 
+    def val_dataset(self, prepared: Prepared, int8: bool) -> bytes:
+        """The dataset blob of lr-sweep runs: device-train minus a validation split, which is their eval split
+        (`bench.plan.blob.validation_split`); the profile's eval split is not in it."""
+        key = "int8" if int8 else "fp32"
+        i8 = self.int8(prepared) if int8 else None
+        with self._firmware_lock:
+            if key not in prepared.val:
+                ds, profile = prepared.task, prepared.profile
+                assert ds is not None
+                keep, held = validation_split(len(ds.y_train), profile.val_fraction, profile.seed)
+                y = ds.y_train
+                if i8 is None:
+                    x = ds.x_train
+                    blob = dataset_blob(x[keep], y[keep], x[held], y[held], ds.n_classes, ds.scale, ds.offset)
+                else:
+                    scale, zp = input_qparams(i8.qmodel)
+                    x = i8.x_train
+                    blob = int8_dataset_blob(x[keep], y[keep], x[held], y[held], ds.n_classes, scale, zp)
+                prepared.val[key] = blob
+            return prepared.val[key]
+
     def firmware(self, prepared: Prepared, board: Board, kind: str) -> Firmware:
         with self._firmware_lock:
             variant = "twin" if kind == "emulated" else kind
@@ -208,21 +244,24 @@ class Bench:
                 prepared.firmware[key] = build_firmware(board, variant)
             return prepared.firmware[key]
 
-    def run(self, prepared: Prepared, entry: RackEntry, technique: Technique) -> RunRecord:
+    def run(self, prepared: Prepared, entry: RackEntry, technique: Technique, spec: RunSpec | None = None
+            ) -> RunRecord:
         """One (board, technique) run, one call per stage; failures become a record with a status, never a lost
-        run."""
+        run. ``spec`` picks lr, repeat and phase (default: the profile's lr, repeat 0, final)."""
         board = self.catalogue[entry.board]
         profile = prepared.profile
-        run_id = self._new_run_id(entry.label, technique.name)
+        spec = spec or RunSpec(profile.lr_for(technique))
+        run_id = self._new_run_id(entry.label, technique.name + _id_suffix(profile, spec))
         journal_dir = self.out / "journal"
         record = RunRecord(run_id=run_id, board=board, target_kind=entry.kind, technique=technique.name,
-                           model=prepared.model_name, journal=str(journal_dir / f"{run_id}.rx.bin"))
+                           model=prepared.model_name, journal=str(journal_dir / f"{run_id}.rx.bin"),
+                           phase=spec.phase, lr=spec.lr, repeat=spec.repeat, seed=profile.seed + spec.repeat)
         qmodel = self.int8(prepared).qmodel if technique.is_int8 or prepared.model is None else None
         fw = self.firmware(prepared, board, entry.kind)
         record.build_id = fw.build_id
         self.progress.run_started(entry.label, technique.name, profile.steps)
         try:
-            plan = bench_plan.compile(technique, profile.lr_for(technique), prepared.model, qmodel)
+            plan = bench_plan.compile(technique, spec.lr, prepared.model, qmodel)
         except Fp32MemError as e:  # an imported graph the fp32 memory planner cannot model
             record.status, record.error = "error", f"Fp32MemError: {e}"
         else:
@@ -239,7 +278,10 @@ class Bench:
         if isinstance(plan, QPlan):
             assert plan.train is not None
             record.grad_scales = {(i, p): op.grad_scale for i, op in plan.train.ops.items() for p in (0, 1)}
-        dataset = self.int8(prepared).dataset if isinstance(plan, QPlan) else prepared.dataset
+        if record.phase == "sweep":
+            dataset = self.val_dataset(prepared, isinstance(plan, QPlan))
+        else:
+            dataset = self.int8(prepared).dataset if isinstance(plan, QPlan) else prepared.dataset
         record.plan_hash = plan.plan_hash
         record.plan_layers, record.plan_composition = plan.layer_memory(), plan.composition()
         record.planned_sram_bytes = fw.static_bytes + plan.arena_bytes
@@ -277,7 +319,7 @@ class Bench:
         target = make_target(entry, board, journal_dir, identify=session.running_build_id)
         started = time.monotonic()
         rx = Path(record.journal)
-        manifest = Manifest.of(record, rx.stat().st_size if rx.is_file() else 0, profile.check_steps)
+        manifest = Manifest.of(record, rx.stat().st_size if rx.is_file() else 0, _check_steps(profile, record))
         manifest.write(journal_dir)  # what `bench recover` needs should the bench die during this run
         proxy: FaultProxy | None = None
         link: Link | None = None
@@ -291,7 +333,7 @@ class Bench:
             link = Link.open(url, board.serial.baudrate, journal_dir, name=record.run_id)
             with link:
                 self._converse(link, prepared, entry, technique, plan, record, target, manifest)
-            _check_fidelity(record, profile.check_steps > 0)
+            _check_fidelity(record, _check_steps(profile, record) > 0)
         except RACK_FAULTS as e:  # the rack failed, not the run: nightly jobs report these apart
             record.status, record.error = "rack-fault", f"{type(e).__name__}: {e}"
         except (session.DeviceFaultError, DeviceFault) as e:  # a CPU fault resolved to function and line from the ELF
@@ -323,10 +365,10 @@ class Bench:
         record.counting = target.counting(record.hello.counter_hz, record.hello.counter_kind)
         dataclasses.replace(manifest, counting=(record.counting.unit,
                                                 record.counting.counts_per_tick)).write(link.journal_path.parent)
-        if profile.check_steps:
+        if _check_steps(profile, record):
             record.fidelity_max_rel_err, record.fidelity_exact = self._fidelity(link, prepared, technique, plan, record)
         with metering(entry, record, profile.timeout_s):
-            outcome = session.train(link, record, _settings(profile, technique, profile.steps, profile.grad_every),
+            outcome = session.train(link, record, _settings(profile, record, profile.steps, profile.grad_every),
                                     idle_timeout=profile.stall_timeout_s, name=record.run_id,
                                     run_timeout=profile.timeout_s,
                                     on_step=lambda s: self.progress.step(entry.label, technique.name, s))
@@ -339,13 +381,13 @@ class Bench:
         check = RunRecord(run_id=f"{record.run_id}.check", board=record.board, target_kind=record.target_kind,
                           technique=record.technique, model=record.model, grad_scales=record.grad_scales)
         profile = prepared.profile
-        outcome = session.train(link, check, _settings(profile, technique, profile.check_steps, 1, eval_samples=1),
+        outcome = session.train(link, check, _settings(profile, record, profile.check_steps, 1, eval_samples=1),
                                 idle_timeout=profile.stall_timeout_s, name=check.run_id,
                                 run_timeout=profile.timeout_s)
         _check_plan_hash(record, outcome.plan_hash)
         x, y = ((self.int8(prepared).x_train, self.int8(prepared).y_train) if isinstance(plan, QPlan)
                 else (prepared.x_train, prepared.y_train))
-        return fidelity.check_plan(check, plan, x, y, profile.lr_for(technique))
+        return fidelity.check_plan(check, plan, x, y, record.lr)
 
 
 class PlanMismatch(RuntimeError):
@@ -395,10 +437,22 @@ def metering(entry: RackEntry, record: RunRecord, window_s: float) -> Iterator[N
         record.attach_capture(capture, entry.meter_channel)
 
 
-def _settings(profile: Profile, technique: Technique, steps: int, grad_every: int, eval_samples: int | None = None
+def _settings(profile: Profile, record: RunRecord, steps: int, grad_every: int, eval_samples: int | None = None
               ) -> session.TrainSettings:
-    return session.TrainSettings(steps=steps, lr=profile.lr_for(technique), seed=profile.seed, grad_every=grad_every,
+    seed = profile.seed if record.seed is None else record.seed
+    return session.TrainSettings(steps=steps, lr=record.lr, seed=seed, grad_every=grad_every,
                                  eval_samples=profile.eval_samples if eval_samples is None else eval_samples)
+
+
+def _check_steps(profile: Profile, record: RunRecord) -> int:
+    """Fidelity-check steps before a run: none for lr-sweep runs (tuning only; their final runs are checked)."""
+    return 0 if record.phase == "sweep" else profile.check_steps
+
+
+def _id_suffix(profile: Profile, spec: RunSpec) -> str:
+    """Run ids say the lr of sweep runs and the repeat when there are several: ``.sweep-lr0.01.r2``, ``.r3``."""
+    suffix = f".sweep-lr{spec.lr:g}" if spec.phase == "sweep" else ""
+    return suffix + (f".r{spec.repeat}" if profile.repeats > 1 else "")
 
 
 def board_lock(key: str) -> FileLock:
@@ -453,25 +507,92 @@ def run_profile(profile: Profile, rack: Rack, out: Path, progress: Progress | No
         return _run_profile(profile, rack, out, progress, on_record)
 
 
+def study_techniques(prepared: Prepared) -> list[Technique]:
+    """The profile's techniques, plus its ``[compare]`` equal-budget schemes (`bench.plan.budget`)."""
+    profile = prepared.profile
+    techniques = profile.parsed_techniques()
+    if profile.compare is None:
+        return techniques
+    if prepared.model is None or prepared.task is None:
+        raise ConfigError(f"profile {profile.name}: [compare] needs a bench.model.zoo model, not {profile.model}")
+    lrs = sorted(profile.lrs_for(parse_technique("last-fp32")))  # fp32's: the trials of the search are fp32 SGD
+    return techniques + at_budget(prepared.model, prepared.task, profile.compare, profile.seed, lrs[len(lrs) // 2])
+
+
+Job = tuple[Technique, RunSpec]
+
+
+def sweep_jobs(profile: Profile, techniques: list[Technique]) -> list[Job]:
+    """Every (technique, lr, repeat) of the techniques whose lr is swept."""
+    return [(t, RunSpec(lr, r, "sweep")) for t in techniques if len(profile.lrs_for(t)) > 1
+            for lr in profile.lrs_for(t) for r in range(profile.repeats)]
+
+
+def final_jobs(profile: Profile, techniques: list[Technique], best: dict[str, float]) -> list[Job]:
+    """Every (technique, repeat) at the technique's chosen lr (its only one when not swept)."""
+    return [(t, RunSpec(best.get(t.name, profile.lr_for(t)), r)) for t in techniques for r in range(profile.repeats)]
+
+
+def chosen_lrs(records: list[RunRecord]) -> dict[str, float]:
+    """technique -> the swept lr with the best mean validation accuracy (sweep runs only: the eval split is not
+    looked at), see `bench.records.stats.best_lr`."""
+    by_technique: dict[str, list[tuple[float, float]]] = {}
+    for r in records:
+        if r.phase == "sweep":
+            by_technique.setdefault(r.technique, []).append((r.lr, r.accuracy(1) if r.status == "ok" else math.nan))
+    return {name: best_lr(pairs) for name, pairs in by_technique.items()}
+
+
+def run_queue(bench: Bench, prepared: Prepared, entries: list[RackEntry], jobs: list[Job],
+              finished: Callable[[RunRecord], None]) -> list[RunRecord]:
+    """Run ``jobs`` in order on ``entries`` (boards of one kind), each entry taking the next job when free."""
+    pending: queue.SimpleQueue[Job] = queue.SimpleQueue()
+    for job in jobs:
+        pending.put(job)
+    done: list[RunRecord] = []
+
+    def worker(entry: RackEntry) -> None:
+        while True:
+            try:
+                technique, spec = pending.get_nowait()
+            except queue.Empty:
+                return
+            record = bench.run(prepared, entry, technique, spec)
+            done.append(record)
+            finished(record)
+
+    with ThreadPoolExecutor(max_workers=max(len(entries), 1)) as pool:
+        for future in [pool.submit(worker, e) for e in entries]:
+            future.result()
+    return done
+
+
 def _run_profile(profile: Profile, rack: Rack, out: Path, progress: Progress | None,
                  on_record: Callable[[RunRecord], None] | None) -> list[RunRecord]:
     bench = Bench(out, progress=progress)
     prepared = bench.prepare(profile)
+    techniques = study_techniques(prepared)
     writer = ResultsWriter(out, run_meta(profile.name, rack))
     lock = threading.Lock()
     records: list[RunRecord] = []
 
-    def worker(entry: RackEntry) -> None:
-        for technique in profile.parsed_techniques():
-            record = bench.run(prepared, entry, technique)
-            with lock:
-                records.append(record)
-                writer.add(record)
-            if on_record is not None:
-                on_record(record)
+    def finished(record: RunRecord) -> None:
+        with lock:
+            records.append(record)
+            writer.add(record)
+        if on_record is not None:
+            on_record(record)
 
-    with ThreadPoolExecutor(max_workers=max(len(rack.boards), 1)) as pool:
-        for future in [pool.submit(worker, entry) for entry in rack.boards]:
+    def study(entries: list[RackEntry]) -> None:
+        """One kind of board: the lr sweep first, then the final runs at each technique's chosen lr."""
+        swept = run_queue(bench, prepared, entries, sweep_jobs(profile, techniques), finished)
+        run_queue(bench, prepared, entries, final_jobs(profile, techniques, chosen_lrs(swept)), finished)
+
+    groups: dict[str, list[RackEntry]] = {}
+    for entry in rack.boards:
+        groups.setdefault(entry.board, []).append(entry)
+    with ThreadPoolExecutor(max_workers=max(len(groups), 1)) as pool:
+        for future in [pool.submit(study, entries) for entries in groups.values()]:
             future.result()
     writer.finish(finished=datetime.now(UTC).isoformat())
     return records

@@ -108,10 +108,11 @@ class Technique:
     numerics: Literal["fp32", "int8", "int8-noqas"]
     k: int = 1  # layers with parameters counted from the end, for "last" and "bias"; "sparse": biases (bias_k)
     layers: tuple[tuple[int, float], ...] = ()  # "sparse": (layer index, ratio of output channels) whose weights train
+    label: str = ""  # a name of its own (equal-budget variants: "last-fp32@16KB"); default scheme-numerics
 
     @property
     def name(self) -> str:
-        return f"{self.scheme}-{self.numerics}"
+        return self.label or f"{self.scheme}-{self.numerics}"
 
     @property
     def is_int8(self) -> bool:
@@ -146,6 +147,21 @@ def parse_technique(name: str, k: int = 1, sparse: SparseSpec | dict | None = No
     raise TechniqueError(f"unknown technique '{name}'; valid: {', '.join(TECHNIQUES)}")
 
 
+LearningRates = float | tuple[float, ...]
+
+
+class CompareSpec(BaseModel):
+    """The ``[compare]`` table: schemes compared at one memory budget (MCUNetV3 Fig. 9's question). For each of
+    last-k, bias-k and sparse update the run adds the scheme with the most trained parameters (last-k, bias-k: the
+    largest k; sparse: the best contribution-analysis scheme, `bench.plan.search`) whose planned arena fits
+    ``budget`` (e.g. "12KB"); ``numerics`` is the arithmetic they train in."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    budget: str
+    numerics: Literal["fp32", "int8", "int8-noqas"] = "fp32"
+
+
 class Profile(BaseModel):
     """One experiment: every board of the rack runs every technique on the same task and model."""
 
@@ -161,10 +177,20 @@ class Profile(BaseModel):
     # imported models only: replace the classifier head with a fresh one of this many classes (the task's count)
     head_classes: int | None = Field(default=None, ge=2, le=255)
     steps: int = Field(default=200, gt=0, le=1_000_000)
-    lr: float = Field(default=0.01, gt=0)
-    # learning rate of the int8 techniques (default: lr). int8 codes saturate at ±127, where each channel's largest
+    # one learning rate, or a list to sweep: each technique then trains at every lr on a validation split carved
+    # from the device-train data (`val_fraction`), and its final runs use the lr with the best mean validation
+    # accuracy; the eval split is never used to choose
+    lr: LearningRates = 0.01
+    # learning rate(s) of the int8 techniques (default: lr). int8 codes saturate at ±127, where each channel's largest
     # pretrained weight already sits, so int8 SGD tolerates smaller steps than fp32 (docs/qplan-format.md)
-    lr_int8: float | None = Field(default=None, gt=0)
+    lr_int8: LearningRates | None = None
+    # per technique name, overriding both (e.g. int8 without QAS, whose code steps are ~s_W^2 of fp32's at one lr)
+    lr_by_technique: dict[str, LearningRates] = Field(default_factory=dict)
+    # runs per (board, technique, lr), each with its own sample order (device seed ``seed + repeat``); figures that
+    # vary are reported as mean and 95% confidence interval over them
+    repeats: int = Field(default=1, ge=1, le=50)
+    val_fraction: float = Field(default=0.25, gt=0.0, lt=0.9)  # lr sweeps: share of device-train held out
+    compare: CompareSpec | None = None  # the [compare] table: schemes at equal memory budget
     seed: int = Field(default=1, ge=0, lt=2**32)
     eval_samples: int = Field(default=0, ge=0, lt=65536)
     grad_every: int = Field(default=0, ge=0, lt=65536)
@@ -175,12 +201,44 @@ class Profile(BaseModel):
     # accuracy_points); bench.report.compare validates the key names
     thresholds: dict[str, float] = Field(default_factory=dict)
 
+    @field_validator("lr_by_technique", mode="after")
+    @classmethod
+    def _per_technique(cls, table: dict[str, LearningRates]) -> dict[str, LearningRates]:
+        for name, value in table.items():
+            if name not in TECHNIQUES:
+                raise ValueError(f"{name!r} is not a technique ({', '.join(TECHNIQUES)})")
+            cls._positive(value)
+        return table
+
+    @field_validator("lr", "lr_int8", mode="after")
+    @classmethod
+    def _positive(cls, value: LearningRates | None) -> LearningRates | None:
+        values = value if isinstance(value, tuple) else () if value is None else (value,)
+        if isinstance(value, tuple) and not value:
+            raise ValueError("an lr sweep needs at least one value")
+        if any(v <= 0 for v in values):
+            raise ValueError(f"learning rates must be > 0, got {value}")
+        if isinstance(value, tuple) and len(set(value)) != len(value):
+            raise ValueError(f"learning rates repeat in {value}")
+        return value
+
     def parsed_techniques(self) -> list[Technique]:
         return [self.technique(t) for t in self.techniques]
 
+    def lrs_for(self, technique: Technique) -> tuple[float, ...]:
+        """The learning rates a technique trains with: its ``lr_by_technique`` entry, else ``lr_int8`` (when set) for
+        int8 numerics, else ``lr``; more than one is a sweep."""
+        value = self.lr_int8 if technique.is_int8 and self.lr_int8 is not None else self.lr
+        value = self.lr_by_technique.get(f"{technique.scheme}-{technique.numerics}", value)
+        return value if isinstance(value, tuple) else (value,)
+
     def lr_for(self, technique: Technique) -> float:
-        """The learning rate a technique trains with: ``lr_int8`` (when set) for int8 numerics, else ``lr``."""
-        return self.lr_int8 if technique.is_int8 and self.lr_int8 is not None else self.lr
+        """The learning rate of a technique that is not swept (a sweep's first value otherwise)."""
+        return self.lrs_for(technique)[0]
+
+    @property
+    def sweeps(self) -> bool:
+        return any(len(self.lrs_for(t)) > 1 for t in self.parsed_techniques())
 
     @property
     def imported(self) -> Path | None:

@@ -49,3 +49,14 @@ def int8_dataset_blob(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarr
                       n_classes: int, scale: float, zero_point: int) -> bytes:
     """A dataset blob of int8 codes quantised with (``scale``, ``zero_point``)."""
     return dataset_blob(x_train, y_train, x_eval, y_eval, n_classes, scale, -zero_point * scale, DTYPE_I8)
+
+
+def validation_split(n_train: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held-out) indices into a device-train split of ``n_train`` samples: a seeded permutation, so every run of
+    a sweep holds out the same samples. Learning rates are tuned on the held-out part; the eval split the bench
+    reports on is a different split and is never used to choose."""
+    if n_train < 2:
+        raise ValueError(f"a validation split needs at least 2 training samples, the task has {n_train}")
+    order = np.random.default_rng([seed, 0x7A1]).permutation(n_train)
+    held = min(max(1, round(n_train * fraction)), n_train - 1)
+    return np.sort(order[held:]), np.sort(order[:held])

@@ -44,13 +44,18 @@ class Manifest:
     build_id: str
     grad_scales: list[tuple[int, int, float]]
     counting: tuple[str, float] | None = None  # known once the device said HELLO
+    phase: str = "final"
+    lr: float = float("nan")
+    repeat: int = 0
+    seed: int | None = None
 
     @classmethod
     def of(cls, record: RunRecord, rx_offset: int, check_steps: int) -> Manifest:
         scales = [(layer, param, c) for (layer, param), c in record.grad_scales.items()]
         counting = (record.counting.unit, record.counting.counts_per_tick) if record.counting else None
         return cls(record.run_id, record.board.name, record.target_kind, record.technique, record.model,
-                   record.journal, rx_offset, check_steps, record.plan_hash, record.build_id, scales, counting)
+                   record.journal, rx_offset, check_steps, record.plan_hash, record.build_id, scales, counting,
+                   record.phase, record.lr, record.repeat, record.seed)
 
     def write(self, journal_dir: Path) -> Path:
         path = journal_dir / f"{self.run_id}{MANIFEST_SUFFIX}"
@@ -94,7 +99,8 @@ def rebuild(manifest: Manifest, board: Board) -> RunRecord:
     record = RunRecord(run_id=manifest.run_id, board=board, target_kind=manifest.target_kind,
                        technique=manifest.technique, model=manifest.model, journal=manifest.journal,
                        status=UNFINISHED, build_id=manifest.build_id, plan_hash=manifest.plan_hash,
-                       grad_scales={(layer, param): c for layer, param, c in manifest.grad_scales})
+                       grad_scales={(layer, param): c for layer, param, c in manifest.grad_scales},
+                       phase=manifest.phase, lr=manifest.lr, repeat=manifest.repeat, seed=manifest.seed)
     if manifest.counting is not None:
         record.counting = Counting(*manifest.counting)
     messages, stats = journal_messages(Path(manifest.journal), manifest.rx_offset)

@@ -35,7 +35,7 @@ RUN_COLUMNS = [
     "energy_spread_pct",
     "mem_weights_bytes", "mem_activations_bytes", "mem_gradients_bytes", "mem_optimizer_bytes",
     "lost_frames", "journal", "fidelity_max_rel_err", "fidelity_exact", "build_id", "plan_hash", "wall_s",
-    "link_faults", "frames_damaged_injected",
+    "link_faults", "frames_damaged_injected", "phase", "lr", "repeat", "seed",
 ]
 LAYER_COLUMNS = ["run_id", "layer", "op", "instr_fwd", "instr_bwd", "instr_upd", "weights_ram_bytes", "kept_act_bytes",
                  "grad_bytes", "scratch_bytes"]
@@ -86,6 +86,10 @@ class RunRecord:
     fidelity_max_rel_err: float = math.nan
     fidelity_exact: float = math.nan  # int8: 1.0 when every checked gradient equals the integer reference exactly
     wall_s: float = math.nan
+    phase: str = "final"  # "sweep": an lr-sweep run, evaluated on the validation split; "final": on the eval split
+    lr: float = math.nan
+    repeat: int = 0  # which of the profile's repeats (sample order seed = profile seed + repeat)
+    seed: int | None = None  # the device's sample-order seed
     link_faults: str = ""  # faults injected between port and host (bench.link.faults; tests and soaks only)
     injected: FaultStats | None = None  # what the fault proxy did, live
 
@@ -206,7 +210,8 @@ class RunRecord:
             "fidelity_max_rel_err": self.fidelity_max_rel_err, "fidelity_exact": self.fidelity_exact,
             "build_id": self.build_id,
             "plan_hash": f"{self.plan_hash:08x}" if self.plan_hash is not None else "", "wall_s": self.wall_s,
-            "link_faults": self.link_faults,
+            "link_faults": self.link_faults, "phase": self.phase, "lr": self.lr, "repeat": self.repeat,
+            "seed": _nan(self.seed),
             "frames_damaged_injected": self.injected.frames_damaged if self.injected else math.nan,
         }
 

@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bench.config.boards import ConfigError, read_toml, validate_file
 from bench.config.profile import PROFILES_DIR
+from bench.records.stats import difference
+from bench.report.study import final_runs
 
 COMPARE_FILE = "compare.json"
 KEYS = ["board", "technique"]
@@ -183,15 +185,17 @@ def _clean(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _by_key(runs: pd.DataFrame) -> dict[tuple[str, str], dict[str, Any]]:
-    """One entry per (board, technique): medians over its ok runs; ok only if every run was ok."""
+    """One entry per (board, technique) of the final runs (lr-sweep runs are tuning): medians over its ok runs, and
+    their accuracies for the CI rule; ok only if every run was ok."""
     out = {}
-    for key, group in _clean(runs).groupby(KEYS, sort=True):
+    for key, group in _clean(final_runs(runs)).groupby(KEYS, sort=True):
         ok = group[group["status"] == "ok"]
         bad = group.loc[group["status"] != "ok", "status"]
         row: dict[str, Any] = {m.column: float(ok[m.column].median()) for m in METRICS}
         row |= {c: _mode(ok[c]) for c in ("count_unit", "energy_source")}
         row["status"] = "ok" if bad.empty else str(bad.iloc[0])
         row["runs"] = len(group)
+        row["accuracies"] = [float(v) for v in ok["acc_after"] if math.isfinite(v)]
         out[(str(key[0]), str(key[1]))] = row
     return out
 
@@ -242,12 +246,26 @@ def _delta(m: Metric, base: dict, cur: dict, th: Thresholds) -> Delta:
         delta.note = f"not comparable: {base[m.same_column] or '?'} vs {cur[m.same_column] or '?'}"
     elif delta.baseline is None or delta.current is None:
         delta.note = "not measured on both sides"
+    elif m.higher_is_better and min(len(base["accuracies"]), len(cur["accuracies"])) >= 2:
+        _ci_verdict(delta, base["accuracies"], cur["accuracies"])
     else:
         change = _change(m, delta.baseline, delta.current)
         delta.change = f"{change:+.2f}{unit}"
         worse = -change if m.higher_is_better else change
         delta.verdict = "regression" if worse > limit else "improvement" if -worse > limit else "within"
     return delta
+
+
+def _ci_verdict(delta: Delta, base: list[float], cur: list[float]) -> None:
+    """With repeats on both sides, accuracy regresses (or improves) only when the 95% Welch interval of the change
+    in means excludes 0, instead of a fixed number of points: one unlucky sample order is not a regression."""
+    diff = difference(cur, base)
+    delta.baseline, delta.current = _finite(sum(base) / len(base)), _finite(sum(cur) / len(cur))
+    delta.change = f"{diff.delta * 100:+.2f} pp"
+    delta.limit = "95% CI"
+    delta.note = (f"mean of {len(cur)} vs {len(base)} runs, CI [{diff.lo * 100:+.2f}, {diff.hi * 100:+.2f}] pp, "
+                  f"{'significant' if diff.significant else 'not significant'}")
+    delta.verdict = "within" if not diff.significant else "regression" if diff.delta < 0 else "improvement"
 
 
 def _change(m: Metric, b: float, c: float) -> float:

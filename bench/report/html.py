@@ -37,6 +37,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, StrMetho
 
 import bench
 from bench.records import recover
+from bench.report import study
 from bench.report.compare import METRICS, read_comparison
 
 # fmt: off
@@ -113,6 +114,7 @@ class Results:
     comparison_note: str = ""
     files: list[str] = field(default_factory=list)
     unrecorded: list[str] = field(default_factory=list)  # runs that started but have no record (see bench recover)
+    study_runs: pd.DataFrame | None = None  # every run incl. lr-sweep runs, when the results are a study
 
     def __post_init__(self) -> None:
         if self.groups.empty:
@@ -125,7 +127,9 @@ def load_results(results_dir: Path) -> Results:
     runs_path = results_dir / "runs.parquet"
     if not runs_path.exists():
         raise FileNotFoundError(f"no runs.parquet in {results_dir}")
-    runs = _clean_runs(pd.read_parquet(runs_path))
+    raw = pd.read_parquet(runs_path)
+    study_runs = raw if study.is_study(raw) else None
+    runs = _clean_runs(study.final_runs(raw))  # lr-sweep runs are tuning, shown in the study section only
     steps = _clean_numbers(_read_optional(results_dir / "steps.parquet", STEP_COLUMNS), STEP_COLUMNS, ("run_id",))
     grads = _read_present(results_dir / "grads.parquet", GRAD_COLUMNS, ("run_id", "layer", "param"))
     layers = _read_present(results_dir / "layers.parquet", LAYER_COLUMNS, ("run_id", "layer", "op"))
@@ -137,7 +141,7 @@ def load_results(results_dir: Path) -> Results:
     except recover.RecoverError as exc:
         unrecorded, problem = [], "; ".join(filter(None, [problem, str(exc)]))
     return Results(runs, steps, grads, meta, problem, layers, comparison=comparison, comparison_note=note,
-                   files=files, unrecorded=unrecorded)  # fmt: skip
+                   files=files, unrecorded=unrecorded, study_runs=study_runs)  # fmt: skip
 
 
 def _read_optional(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
@@ -895,6 +899,94 @@ def _tradeoff_section(res: Results) -> Section:
     return section
 
 
+def _study_section(res: Results) -> Section | None:
+    """Repeats, the lr sweep, QAS vs no-QAS and the equal-budget schemes (`bench.report.study`), when the results are
+    a study: mean ± 95% CI, every difference marked significant or not."""
+    runs = res.study_runs
+    if runs is None:
+        return None
+    rows = study.technique_rows(runs)
+    techniques = Table(["board", "technique", "lr", "acc before", "acc after", "vs the board's best", "peak SRAM (B)",
+                        "instr/step"],
+                       [[r.board, r.technique, r.lr, study.pct(r.acc_before), study.pct(r.acc_after),
+                         "best" if r.vs_best is None else study.points(r.vs_best), study.figure(r.peak_sram),
+                         study.figure(r.instr_per_step)] for r in rows],
+                       "Techniques at their chosen lr",
+                       "Accuracy: mean ± 95% t confidence interval over the repeats (sample orders). Counts and SRAM "
+                       "are deterministic on twins: shown once when every repeat gave the same figure.")
+    sweep = study.sweep_rows(runs)
+    tables = [techniques]
+    if sweep:
+        tables.append(Table(["board", "technique", "lr", "validation accuracy", "chosen"],
+                            [[r.board, r.technique, f"{r.lr:g}", study.pct(r.val_acc), "yes" if r.chosen else ""]
+                             for r in sweep], "lr sweep (validation split of device-train; eval split not used)"))
+    pairs = study.qas_pairs(runs)
+    if pairs:
+        tables.append(Table(["board", "QAS", "no QAS", "QAS − no QAS"],
+                            [[p.board, p.left, p.right, study.points(p.diff)] for p in pairs],
+                            "int8 with vs without Quantization-Aware Scaling, each at its own best lr"))
+    section = Section("study", "Study: repeats, tuned learning rates, equal budget",
+                      "Every technique trained at the learning rate that gave the best mean validation accuracy in its "
+                      "sweep, then repeated with different sample orders on the eval split. Differences to the best "
+                      "technique whose 95% interval contains 0 are not significant.", tables)
+    if sweep:
+        section.plots.append(_sweep_plot(sweep))
+    if any(math.isfinite(r.acc_after.mean) for r in rows):
+        section.plots.append(_ci_plot(rows))
+    return section
+
+
+def _sweep_plot(rows: list[study.SweepRow]) -> Plot:
+    """Validation accuracy against lr per technique (one panel per board), error bars the 95% CI."""
+    boards = sorted({r.board for r in rows})
+    fig, axes = _new_figure(len(boards), ncols=min(len(boards), 2), panel_h=4.0, margins=LEGEND_BELOW)
+    colors = _colors([r.technique for r in rows], PALETTE)
+    for ax, board in zip(axes, boards, strict=True):
+        names = sorted({r.technique for r in rows if r.board == board})
+        for k, technique in enumerate(names):
+            mine = sorted((r for r in rows if r.board == board and r.technique == technique), key=lambda r: r.lr)
+            dodge = 1 + 0.025 * (k - (len(names) - 1) / 2)  # techniques side by side at one lr, not on top
+            xs = [r.lr * dodge for r in mine]
+            ys = [r.val_acc.mean * 100 for r in mine]
+            err = [0 if math.isnan(r.val_acc.half_width) else r.val_acc.half_width * 100 for r in mine]
+            ax.errorbar(xs, ys, yerr=err, marker="o", ms=4, capsize=3, color=colors[technique], lw=1.2)
+            chosen = [r for r in mine if r.chosen]
+            if chosen:
+                ax.plot([chosen[0].lr * dodge], [chosen[0].val_acc.mean * 100], marker="*", ms=12,
+                        color=colors[technique], mec="black", mew=0.6, ls="none")
+        ax.set_xscale("log")
+        ax.set_title(board, fontsize=9)
+        ax.set_xlabel("learning rate (log)")
+        ax.set_ylabel("validation accuracy (%)")
+        ax.grid(alpha=0.3)
+    _legend_below(fig, _handles(colors, {r.technique for r in rows}))
+    return _plot(fig, "lr sweep: mean validation accuracy ± 95% CI per learning rate (the validation split is carved "
+                      "from device-train; techniques drawn slightly apart at each lr so none hides another); the star "
+                      "is the lr each technique's final runs used.", "lr sweep curves")
+
+
+def _ci_plot(rows: list[study.TechniqueRow]) -> Plot:
+    """Accuracy (mean ± CI) against measured peak SRAM per technique; hollow markers: not significantly different
+    from the board's best."""
+    boards = sorted({r.board for r in rows})
+    fig, axes = _new_figure(len(boards), ncols=min(len(boards), 2), panel_h=4.0, margins=LEGEND_BELOW)
+    colors = _colors([r.technique for r in rows], PALETTE)
+    for ax, board in zip(axes, boards, strict=True):
+        for r in (r for r in rows if r.board == board and math.isfinite(r.acc_after.mean)):
+            same = r.vs_best is None or not r.vs_best.significant
+            err = 0 if math.isnan(r.acc_after.half_width) else r.acc_after.half_width * 100
+            ax.errorbar([r.peak_sram.mean / 1024], [r.acc_after.mean * 100], yerr=[err], marker="o", ms=6, capsize=3,
+                        color=colors[r.technique], mfc=colors[r.technique] if not same else "white", ls="none")
+        ax.set_title(board, fontsize=9)
+        ax.set_xlabel("peak SRAM, measured (KiB)")
+        ax.set_ylabel("accuracy after training (%)")
+        ax.grid(alpha=0.3)
+    _legend_below(fig, _handles(colors, {r.technique for r in rows}))
+    return _plot(fig, "Accuracy after training (mean ± 95% CI over repeats) against peak SRAM. Hollow markers: the "
+                      "best technique of the board and those not significantly different from it.",
+                 "accuracy with confidence intervals vs SRAM")
+
+
 def _front(runs: pd.DataFrame, cost: str, split: list[str]) -> pd.Series:
     flags = pd.Series(False, index=runs.index)
     valid = runs[runs[cost].notna()]
@@ -1438,6 +1530,7 @@ def _comparison_cell(metric: str, d: dict[str, Any] | None) -> dict[str, str]:
 def build_page(res: Results) -> Page:
     """Everything the template needs, as plain strings and base64 images."""
     candidates = [
+        _study_section(res),
         _curve_section(res),
         _tradeoff_section(res),
         _numerics_section(res),
