@@ -143,3 +143,11 @@ def test_a_sweep_on_a_twin_tunes_on_the_validation_split_and_reports_on_eval(tmp
     assert {r.seed for r in final} == {1, 2} and all(math.isnan(r.fidelity_max_rel_err) for r in sweep)
     assert all(r.fidelity_max_rel_err < 1e-4 for r in final)
     assert RunSpec(0.01).phase == "final"
+
+
+def test_a_chosen_lr_at_the_edge_of_its_sweep_is_flagged() -> None:
+    def row(lr: float, chosen: bool) -> study.SweepRow:
+        return study.SweepRow("b", "full-fp32", lr, mean_ci([0.5, 0.6]), chosen)
+
+    assert study.edge_choices([row(0.01, True), row(0.02, False), row(0.04, False)]) == [("b", "full-fp32", 0.01)]
+    assert study.edge_choices([row(0.01, False), row(0.02, True), row(0.04, False)]) == []

@@ -51,6 +51,9 @@ def print_study(runs: pd.DataFrame, console: Console, wall_s: float) -> None:
     wide = Console(width=max(console.width, 180), stderr=console.stderr)
     if len(study.sweep_runs(runs)):
         wide.print(sweep_table(runs))
+        for board, technique, lr in study.edge_choices(study.sweep_rows(runs)):
+            wide.print(f"[yellow]{escape(board)} {escape(technique)}: the chosen lr {lr:g} is at the edge of its "
+                       f"sweep; its best may lie outside the range (widen it)[/]")
     wide.print(technique_table(runs))
     for p in study.qas_pairs(runs):
         wide.print(f"{escape(p.board)}: {p.left} − {p.right} = {study.points(p.diff)}")

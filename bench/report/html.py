@@ -557,10 +557,31 @@ def _notes(meta: dict[str, Any]) -> list[str]:
     return [_text(n) for n in notes] if isinstance(notes, list) else [_text(notes)]
 
 
-def _overview(groups: pd.DataFrame) -> dict[str, Any]:
-    """Boards × techniques: status per cell, and for a run that did not fit, required vs available SRAM."""
+def _significance(res: Results) -> dict[tuple[str, str], str]:
+    """(board, technique) -> how its mean accuracy stands against the board's best, when there are repeats."""
+    if res.study_runs is None:
+        return {}
+    out = {}
+    for r in study.technique_rows(res.study_runs):
+        if r.acc_after.n < 2:
+            continue
+        if r.vs_best is None:
+            out[(r.board, r.technique)] = f"best of n={r.acc_after.n} (± {r.acc_after.half_width * 100:.1f} pt)"
+        elif not r.vs_best.significant:
+            out[(r.board, r.technique)] = f"n.s. vs best ({r.vs_best.delta * 100:+.1f} pt)"
+        else:
+            out[(r.board, r.technique)] = f"below best ({r.vs_best.delta * 100:+.1f} pt, significant)"
+    return out
+
+
+def _overview(groups: pd.DataFrame, significance: dict[tuple[str, str], str] | None = None) -> dict[str, Any]:
+    """Boards × techniques: status per cell, and for a run that did not fit, required vs available SRAM; with
+    repeats, whether the technique's accuracy differs significantly from the board's best."""
     techniques = sorted(groups["technique"].unique())
     cells = {(g["board"], g["technique"]): _cell(g) for g in groups.to_dict("records")}
+    for key, said in (significance or {}).items():
+        if key in cells:
+            cells[key]["lines"].append(said)
     rows = [
         {"board": b, "cells": [cells.get((b, t)) for t in techniques]} for b in sorted(groups["board"].unique())
     ]
@@ -880,7 +901,9 @@ def _tradeoff_section(res: Results) -> Section:
         "tradeoffs",
         "Accuracy vs memory and energy",
         "Each point is a run that finished ok: colour is the technique, marker shape the board. Ringed points "
-        "joined by the grey line form the Pareto front (nothing else is both cheaper and more accurate).",
+        "joined by the grey line form the Pareto front (nothing else is both cheaper and more accurate)."
+        + (" With repeats a front of single runs is noisy: the study section plots each technique's mean with its "
+           "95% CI and marks which differ significantly from the best." if res.study_runs is not None else ""),
         [_tradeoff_table(ok)],
     )
     if ok.empty:
@@ -917,9 +940,13 @@ def _study_section(res: Results) -> Section | None:
     sweep = study.sweep_rows(runs)
     tables = [techniques]
     if sweep:
+        edges = study.edge_choices(sweep)
+        note = ("The chosen lr is at the edge of the sweep for " + ", ".join(f"{b} {t} ({lr:g})" for b, t, lr in edges)
+                + ": the best may lie outside the range." if edges else "Every chosen lr lies inside its sweep.")
         tables.append(Table(["board", "technique", "lr", "validation accuracy", "chosen"],
                             [[r.board, r.technique, f"{r.lr:g}", study.pct(r.val_acc), "yes" if r.chosen else ""]
-                             for r in sweep], "lr sweep (validation split of device-train; eval split not used)"))
+                             for r in sweep], "lr sweep (validation split of device-train; eval split not used)",
+                            note))
     pairs = study.qas_pairs(runs)
     if pairs:
         tables.append(Table(["board", "QAS", "no QAS", "QAS − no QAS"],
@@ -1553,8 +1580,8 @@ def build_page(res: Results) -> Page:
         *[(s.anchor, s.title) for s in sections],
         ("provenance", "Provenance"),
     ]
-    return Page(title, summary, _overview(res.groups), _results_table(res.runs), sections, comparison,
-                _provenance(res), toc)  # fmt: skip
+    overview = _overview(res.groups, _significance(res))
+    return Page(title, summary, overview, _results_table(res.runs), sections, comparison, _provenance(res), toc)
 
 
 def _environment() -> jinja2.Environment:

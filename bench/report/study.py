@@ -92,6 +92,17 @@ class SweepRow:
     chosen: bool
 
 
+def edge_choices(rows: list[SweepRow]) -> list[tuple[str, str, float]]:
+    """(board, technique, lr) where the chosen lr is the smallest or largest swept: the optimum may lie outside the
+    range, so the comparison is not yet at each technique's best."""
+    out = []
+    for key in sorted({(r.board, r.technique) for r in rows}):
+        mine = [r for r in rows if (r.board, r.technique) == key]
+        lrs = [r.lr for r in mine]
+        out += [(*key, r.lr) for r in mine if r.chosen and len(lrs) > 2 and r.lr in (min(lrs), max(lrs))]
+    return out
+
+
 def sweep_rows(runs: pd.DataFrame) -> list[SweepRow]:
     """Validation accuracy per (board, technique, lr) of the sweep; ``chosen`` marks the lr the final runs used."""
     sweep, final = sweep_runs(runs), final_runs(runs)
