@@ -78,3 +78,27 @@ def test_xdist_workers_and_separate_sessions_never_overwrite_each_others_results
     assert len(sessions) == 2 and len(pd.read_parquet(sessions[0] / "runs.parquet")) == 5  # the first is intact
     assert (out / "latest").resolve() == sessions[1].resolve()
     assert len(pd.read_parquet(out / "latest" / "runs.parquet")) == 4
+
+
+def test_bench_run_overrides_are_validated_like_a_profile(pytester):
+    pytester.makepyfile("""
+def test_typo(board, bench_run):
+    bench_run(board, "last-fp32", stepz=10)
+
+def test_bad_type(board, bench_run):
+    bench_run(board, "last-fp32", steps="ten")
+""")
+    result = pytester.runpytest_subprocess("--board", "rpi-pico", "--bench-out", str(pytester.path / "out"))
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*bench_run overrides of profile quick: stepz: Extra inputs are not permitted*",
+                                 "*bench_run overrides of profile quick: steps: Input should be a valid integer*"])
+
+
+def test_cli_version_and_short_help():
+    from click.testing import CliRunner
+
+    from bench import __version__
+    from bench.app.cli import main
+
+    assert CliRunner().invoke(main, ["--version"]).output.strip() == f"bench, version {__version__}"
+    assert "Hardware-in-the-loop bench" in CliRunner().invoke(main, ["-h"], prog_name="bench").output

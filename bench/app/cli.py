@@ -64,7 +64,8 @@ class LiveProgress(runner.Progress):
                                  description=f"{label} · {record.technique} · {record.status}")
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mcu-train-bench", prog_name="bench")
 def main() -> None:
     """Hardware-in-the-loop bench for on-device training on microcontrollers."""
 

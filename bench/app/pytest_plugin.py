@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
 from bench.app.runner import Bench, OutDirBusy, Prepared, load_profile, run_meta, session_lock
 from bench.config.boards import Rack, RackEntry, filter_rack, load_catalogue, load_rack
@@ -118,7 +119,7 @@ def bench_run(bench_session: Bench, pytestconfig: pytest.Config, request: pytest
 
     def run(board: RackEntry, technique: str, profile: str | Profile = "quick", **overrides: Any) -> Run:
         base = profile if isinstance(profile, Profile) else load_profile(profile)
-        prof = base.model_copy(update=overrides) if overrides else base
+        prof = _overridden(base, overrides) if overrides else base
         key = prof.model_dump_json()
         if key not in prepared:
             prepared[key] = bench_session.prepare(prof)
@@ -127,6 +128,16 @@ def bench_run(bench_session: Bench, pytestconfig: pytest.Config, request: pytest
         return Run(record, pd.DataFrame(record.step_rows()), pd.DataFrame(record.grad_rows()))
 
     return run
+
+
+def _overridden(base: Profile, overrides: dict[str, Any]) -> Profile:
+    """``base`` with ``overrides`` validated like a profile file: an unknown key or a bad value fails the test with a
+    message naming it, instead of being ignored or reaching the device."""
+    try:
+        return Profile.model_validate(base.model_dump() | overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise pytest.UsageError(f"bench_run overrides of profile {base.name}: {problems}") from None
 
 
 @pytest.hookimpl(tryfirst=True)
