@@ -142,7 +142,7 @@ def run(profile_spec: str, rack_spec: str | None, names: tuple[str, ...], out: P
 
     table = pd.DataFrame([r.run_row() for r in records])
     if is_study(table):
-        print_study(table, console, time.monotonic() - started)
+        print_study(table, console, time.monotonic() - started, runner.budget_schemes(out))
     else:
         Console(width=max(Console().width, 150)).print(summary_table(records))
     console.print(f"results: {out}/runs.parquet, steps.parquet, grads.parquet; journals: {out}/journal/")

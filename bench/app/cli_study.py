@@ -46,7 +46,7 @@ def sweep_table(runs: pd.DataFrame) -> Table:
     return table
 
 
-def print_study(runs: pd.DataFrame, console: Console, wall_s: float) -> None:
+def print_study(runs: pd.DataFrame, console: Console, wall_s: float, schemes: dict[str, str] | None = None) -> None:
     """Sweep, techniques, QAS vs no-QAS and equal-budget tables, then the wall time."""
     wide = Console(width=max(console.width, 180), stderr=console.stderr)
     if len(study.sweep_runs(runs)):
@@ -60,8 +60,8 @@ def print_study(runs: pd.DataFrame, console: Console, wall_s: float) -> None:
     budget = study.budget_rows(runs)
     if budget:
         wide.print("equal memory budget (planned arena): " + "; ".join(
-            f"{escape(r.technique)} {study.pct(r.acc_after)}, peak SRAM {study.figure(r.peak_sram, ' B')}"
-            for r in budget))
+            f"{escape(r.technique)} ({escape((schemes or {}).get(r.technique, '?'))}) {study.pct(r.acc_after)}, "
+            f"peak SRAM {study.figure(r.peak_sram, ' B')}" for r in budget))
     n_sweep = len(study.sweep_runs(runs))
     console.print(f"{len(runs)} runs ({n_sweep} of them lr-sweep runs) in {wall_s:.0f} s wall"
                   + (f" ({wall_s / len(runs):.1f} s per run)" if len(runs) and math.isfinite(wall_s) else ""))

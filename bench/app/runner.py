@@ -8,6 +8,7 @@ workers (threads here, pytest-xdist processes in tests) never share one.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import platform
 import queue
@@ -43,6 +44,7 @@ from bench.numerics.int8ref import input_qparams, quantized_inputs
 from bench.numerics.pretrain import build_model
 from bench.plan.blob import dataset_blob, int8_dataset_blob, validation_split
 from bench.plan.budget import at_budget
+from bench.plan.budget import describe as describe_scheme
 from bench.plan.check import check_profile
 from bench.plan.fp32 import Plan
 from bench.plan.fp32mem import Fp32MemError, Fp32Memory
@@ -522,6 +524,16 @@ def study_techniques(prepared: Prepared) -> list[Technique]:
 Job = tuple[Technique, RunSpec]
 
 
+def budget_schemes(out: Path) -> dict[str, str]:
+    """What each equal-budget technique of a stored run trained (meta.json ``budget_schemes``)."""
+    try:
+        meta = json.loads((out / "meta.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    schemes = meta.get("budget_schemes") if isinstance(meta, dict) else None
+    return {str(k): str(v) for k, v in schemes.items()} if isinstance(schemes, dict) else {}
+
+
 def sweep_jobs(profile: Profile, techniques: list[Technique]) -> list[Job]:
     """Every (technique, lr, repeat) of the techniques whose lr is swept."""
     return [(t, RunSpec(lr, r, "sweep")) for t in techniques if len(profile.lrs_for(t)) > 1
@@ -572,7 +584,8 @@ def _run_profile(profile: Profile, rack: Rack, out: Path, progress: Progress | N
     bench = Bench(out, progress=progress)
     prepared = bench.prepare(profile)
     techniques = study_techniques(prepared)
-    writer = ResultsWriter(out, run_meta(profile.name, rack))
+    budget = {t.name: describe_scheme(t) for t in techniques if t.label}  # what each equal-budget scheme trains
+    writer = ResultsWriter(out, run_meta(profile.name, rack) | ({"budget_schemes": budget} if budget else {}))
     lock = threading.Lock()
     records: list[RunRecord] = []
 

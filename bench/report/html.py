@@ -947,6 +947,14 @@ def _study_section(res: Results) -> Section | None:
                             [[r.board, r.technique, f"{r.lr:g}", study.pct(r.val_acc), "yes" if r.chosen else ""]
                              for r in sweep], "lr sweep (validation split of device-train; eval split not used)",
                             note))
+    schemes = res.meta.get("budget_schemes")
+    budget = study.budget_rows(runs)
+    if budget:
+        tables.append(Table(["technique", "trains", "acc after", "peak SRAM (B)", "planned SRAM (B)"],
+                            [[r.technique, _text((schemes or {}).get(r.technique)) if isinstance(schemes, dict)
+                              else DASH, study.pct(r.acc_after), study.figure(r.peak_sram),
+                              _planned(runs, r.technique)] for r in budget],
+                            "Schemes at an equal memory budget (planned arena ≤ the budget)"))
     pairs = study.qas_pairs(runs)
     if pairs:
         tables.append(Table(["board", "QAS", "no QAS", "QAS − no QAS"],
@@ -963,54 +971,79 @@ def _study_section(res: Results) -> Section | None:
     return section
 
 
+def _planned(runs: pd.DataFrame, technique: str) -> str:
+    planned = pd.to_numeric(runs.loc[runs["technique"] == technique, "planned_sram_bytes"], errors="coerce").dropna()
+    return f"{planned.iloc[0]:,.0f}" if len(planned) else DASH
+
+
+SCHEME_COLORS = {"full": PALETTE[0], "last": PALETTE[1], "bias": PALETTE[2], "sparse": PALETTE[3]}
+
+
+def _numerics(technique: str) -> str:
+    return technique.split("@")[0].split("-", 1)[-1]
+
+
+def _scheme_style(technique: str) -> dict[str, Any]:
+    """Colour by scheme; an equal-budget variant (``@budget``) dashed with square markers."""
+    budget = "@" in technique
+    return {"color": SCHEME_COLORS.get(technique.split("-")[0], "#8c8c8c"), "ls": "--" if budget else "-",
+            "marker": "s" if budget else "o"}
+
+
 def _sweep_plot(rows: list[study.SweepRow]) -> Plot:
-    """Validation accuracy against lr per technique (one panel per board), error bars the 95% CI."""
-    boards = sorted({r.board for r in rows})
-    fig, axes = _new_figure(len(boards), ncols=min(len(boards), 2), panel_h=4.0, margins=LEGEND_BELOW)
-    colors = _colors([r.technique for r in rows], PALETTE)
-    for ax, board in zip(axes, boards, strict=True):
-        names = sorted({r.technique for r in rows if r.board == board})
+    """Validation accuracy against lr, one panel per (board, numerics) so no panel has more than a handful of
+    curves; colour is the scheme, error bars the 95% CI, the star the chosen lr."""
+    panels = sorted({(r.board, _numerics(r.technique)) for r in rows})
+    fig, axes = _new_figure(len(panels), ncols=min(len(panels), 3), panel_h=3.4, margins=LEGEND_BELOW)
+    for ax, (board, numerics) in zip(axes, panels, strict=True):
+        names = sorted({r.technique for r in rows if r.board == board and _numerics(r.technique) == numerics})
         for k, technique in enumerate(names):
             mine = sorted((r for r in rows if r.board == board and r.technique == technique), key=lambda r: r.lr)
-            dodge = 1 + 0.025 * (k - (len(names) - 1) / 2)  # techniques side by side at one lr, not on top
-            xs = [r.lr * dodge for r in mine]
-            ys = [r.val_acc.mean * 100 for r in mine]
+            dodge = 1 + 0.04 * (k - (len(names) - 1) / 2)  # side by side at one lr, none hidden by another
+            style = _scheme_style(technique)
             err = [0 if math.isnan(r.val_acc.half_width) else r.val_acc.half_width * 100 for r in mine]
-            ax.errorbar(xs, ys, yerr=err, marker="o", ms=4, capsize=3, color=colors[technique], lw=1.2)
-            chosen = [r for r in mine if r.chosen]
-            if chosen:
-                ax.plot([chosen[0].lr * dodge], [chosen[0].val_acc.mean * 100], marker="*", ms=12,
-                        color=colors[technique], mec="black", mew=0.6, ls="none")
+            ax.errorbar([r.lr * dodge for r in mine], [r.val_acc.mean * 100 for r in mine], yerr=err, ms=4,
+                        capsize=3, lw=1.2, label=technique, **style)
+            for r in (r for r in mine if r.chosen):
+                ax.plot([r.lr * dodge], [r.val_acc.mean * 100], marker="*", ms=13, color=style["color"],
+                        mec="black", mew=0.6, ls="none")
         ax.set_xscale("log")
-        ax.set_title(board, fontsize=9)
+        ax.set_title(f"{board} · {numerics}", fontsize=9)
         ax.set_xlabel("learning rate (log)")
         ax.set_ylabel("validation accuracy (%)")
         ax.grid(alpha=0.3)
-    _legend_below(fig, _handles(colors, {r.technique for r in rows}))
-    return _plot(fig, "lr sweep: mean validation accuracy ± 95% CI per learning rate (the validation split is carved "
-                      "from device-train; techniques drawn slightly apart at each lr so none hides another); the star "
-                      "is the lr each technique's final runs used.", "lr sweep curves")
+        ax.legend(fontsize=7, loc="lower left")
+    fig.legend(handles=[Patch(color=c, label=s) for s, c in SCHEME_COLORS.items()], loc="lower center",
+               ncol=4, fontsize=8, frameon=False)
+    return _plot(fig, "lr sweep: mean validation accuracy ± 95% CI per learning rate, one panel per numerics (the "
+                      "validation split is carved from device-train; curves drawn slightly apart at each lr so none "
+                      "hides another; dashed: the equal-budget schemes). The star is the lr the final runs used.",
+                 "lr sweep curves")
 
 
 def _ci_plot(rows: list[study.TechniqueRow]) -> Plot:
-    """Accuracy (mean ± CI) against measured peak SRAM per technique; hollow markers: not significantly different
-    from the board's best."""
+    """Accuracy (mean ± CI) against measured peak SRAM, every point labelled; hollow: not significantly different
+    from the board's best (the best included)."""
     boards = sorted({r.board for r in rows})
-    fig, axes = _new_figure(len(boards), ncols=min(len(boards), 2), panel_h=4.0, margins=LEGEND_BELOW)
-    colors = _colors([r.technique for r in rows], PALETTE)
+    fig, axes = _new_figure(len(boards), ncols=1, panel_h=5.0, margins=LEGEND_BELOW)
     for ax, board in zip(axes, boards, strict=True):
         for r in (r for r in rows if r.board == board and math.isfinite(r.acc_after.mean)):
             same = r.vs_best is None or not r.vs_best.significant
+            style = _scheme_style(r.technique)
             err = 0 if math.isnan(r.acc_after.half_width) else r.acc_after.half_width * 100
-            ax.errorbar([r.peak_sram.mean / 1024], [r.acc_after.mean * 100], yerr=[err], marker="o", ms=6, capsize=3,
-                        color=colors[r.technique], mfc=colors[r.technique] if not same else "white", ls="none")
+            x, y = r.peak_sram.mean / 1024, r.acc_after.mean * 100
+            ax.errorbar([x], [y], yerr=[err], ms=6, capsize=3, color=style["color"], marker=style["marker"],
+                        mfc="white" if same else style["color"], ls="none")
+            ax.annotate(r.technique, (x, y), xytext=(5, 2), textcoords="offset points", fontsize=7)
         ax.set_title(board, fontsize=9)
         ax.set_xlabel("peak SRAM, measured (KiB)")
         ax.set_ylabel("accuracy after training (%)")
         ax.grid(alpha=0.3)
-    _legend_below(fig, _handles(colors, {r.technique for r in rows}))
-    return _plot(fig, "Accuracy after training (mean ± 95% CI over repeats) against peak SRAM. Hollow markers: the "
-                      "best technique of the board and those not significantly different from it.",
+    fig.legend(handles=[Patch(color=c, label=s) for s, c in SCHEME_COLORS.items()], loc="lower center",
+               ncol=4, fontsize=8, frameon=False)
+    return _plot(fig, "Accuracy after training (mean ± 95% CI over repeats) against peak SRAM: the Pareto view with "
+                      "its uncertainty. Hollow markers: the board's best technique and those not significantly "
+                      "different from it; squares: the equal-budget schemes.",
                  "accuracy with confidence intervals vs SRAM")
 
 
