@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from bench.app.cli import main
@@ -83,3 +84,33 @@ def test_a_file_that_is_not_a_tflite_flatbuffer_is_named(tmp_path: Path):
         proc = _bench("plan", str(path), "--technique", "full-fp32")
         assert proc.returncode == 2, proc.stderr
         assert f"{path}: {words}" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_list_names_what_a_profile_may_use():
+    for what, expected in (("techniques", "sparse-int8-noqas"), ("models", "digits-cnn"), ("tasks", "digits-drift"),
+                           ("profiles", "study"), ("boards", "rpi-pico")):
+        result = CliRunner().invoke(main, ["list", what])
+        assert result.exit_code == 0 and expected in result.output.split("\n"), (what, result.output)
+
+
+def test_run_overrides_are_checked_like_the_profile(tmp_path: Path):
+    proc = subprocess.run([*BENCH, "run", "quick", "--technique", "bias-int4", "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and "overrides ['techniques']: unknown technique 'bias-int4'" in proc.stderr
+    proc = subprocess.run([*BENCH, "run", "quick", "--repeats", "0", "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and "repeats" in proc.stderr and "greater than or equal to 1" in proc.stderr
+
+
+@pytest.mark.twin
+def test_run_overrides_change_the_run(tmp_path: Path):
+    """--technique/--steps/--lr/--seed reach the device: one run, 12 steps, at the given lr and seed."""
+    import pandas as pd
+
+    out = tmp_path / "o"
+    proc = subprocess.run([*BENCH, "run", "quick", "--board", "rpi-pico", "--technique", "last-fp32", "--steps", "12",
+                           "--lr", "0.05", "--seed", "7", "--out", str(out)], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    (run,) = pd.read_parquet(out / "runs.parquet").to_dict("records")
+    assert (run["technique"], run["steps"], run["lr"], run["seed"]) == ("last-fp32", 12, 0.05, 7)

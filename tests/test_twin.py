@@ -34,6 +34,8 @@ def test_training_on_twin_lowers_loss_and_matches_reference(board, bench_run, te
     # on the whole eval split (batch-1 training losses are too noisy to compare over 150 steps)
     assert run.eval_loss(1) < run.eval_loss(0)
     assert run.accuracy(1) > run.accuracy(0)
+    assert (run.acc_before, run.acc_after) == (run.accuracy(0), run.accuracy(1))  # the results columns, by name
+    assert run.final_loss == run.row["final_loss"] and len(repr(run)) < 300 and run.run_id in repr(run)
     # gradients streamed during the first steps against an independent numpy reference
     assert run.fidelity_max_rel_err < 1e-4
     row = run.record.run_row()

@@ -119,15 +119,27 @@ OK_STATUSES = ("ok", "does-not-fit")
 @click.option("--rack", "rack_spec", default=None, help="rack TOML file (default: the emulated rack)")
 @click.option("--board", "names", multiple=True, help="only these boards of the rack")
 @click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True)
-def run(profile_spec: str, rack_spec: str | None, names: tuple[str, ...], out: Path) -> None:
-    """Run PROFILE (a name in profiles/ or a TOML path) on the rack; write results and the HTML report."""
+@click.option("--technique", "techniques", multiple=True, help="only these techniques (overrides the profile's)")
+@click.option("--steps", type=int, default=None, help="override the profile's steps")
+@click.option("--seed", type=int, default=None, help="override the profile's seed")
+@click.option("--lr", type=float, default=None, help="override the profile's lr (every numerics, no sweep)")
+@click.option("--repeats", type=int, default=None, help="override the profile's repeats")
+def run(profile_spec: str, rack_spec: str | None, names: tuple[str, ...], out: Path, techniques: tuple[str, ...],
+        steps: int | None, seed: int | None, lr: float | None, repeats: int | None) -> None:
+    """Run PROFILE (a name in profiles/ or a TOML path) on the rack; write results and the HTML report.
+
+    Exit codes: 0 every run ok or does-not-fit; 1 some run failed (named); 2 bad input (a profile, rack, model or
+    option that cannot be used, named)."""
     from bench.report.html import write_report
 
-    profile = load_profile(profile_spec)
+    overrides: dict[str, object] = {"techniques": techniques or None, "steps": steps, "seed": seed, "repeats": repeats,
+                 **({"lr": lr, "lr_int8": None, "lr_by_technique": {}} if lr is not None else {})}
+    profile = runner.with_overrides(load_profile(profile_spec), {k: v for k, v in overrides.items()
+                                                                   if v is not None})
     rack = filter_rack(load_rack(rack_spec, load_catalogue()), list(names))
-    techniques = profile.parsed_techniques()
     console.print(f"profile [bold]{profile.name}[/]: {profile.model} on {profile.task}, "
-                  f"{', '.join(t.name for t in techniques)}; rack {rack.name} ({len(rack.boards)} boards)")
+                  f"{', '.join(t.name for t in profile.parsed_techniques())}; rack {rack.name} "
+                  f"({len(rack.boards)} boards)")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     per_kind = {e.board: sum(1 for x in rack.boards if x.board == e.board) for e in rack.boards}
     started = time.monotonic()
@@ -269,6 +281,24 @@ def soak(runs: int, seed: int, profile_spec: str, rack_spec: str | None, names: 
     if not result.passed:
         console.print(f"[red]soak failed[/]: {', '.join(result.unexpected + result.ok_mismatches) or 'see above'}")
         sys.exit(1)
+
+
+@main.command("list")
+@click.argument("what", type=click.Choice(["profiles", "models", "tasks", "techniques", "boards"]))
+def list_cmd(what: str) -> None:
+    """List the profiles, models, tasks, techniques or boards a profile may name, one per line."""
+    from bench.config.profile import PROFILES_DIR, TECHNIQUES
+    from bench.model.tasks import task_names
+    from bench.model.zoo import model_names
+
+    names = {
+        "profiles": lambda: sorted(p.stem for p in PROFILES_DIR.glob("*.toml")),
+        "models": lambda: [*model_names(), "(or a path to an int8 .tflite file)"],
+        "tasks": task_names,
+        "techniques": lambda: list(TECHNIQUES),
+        "boards": lambda: list(load_catalogue()),
+    }[what]()
+    click.echo("\n".join(names))
 
 
 main.add_command(rack_group)

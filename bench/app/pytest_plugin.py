@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from bench.app.runner import Bench, OutDirBusy, Prepared, load_profile, run_meta, session_lock
 from bench.config.boards import Rack, RackEntry, filter_rack, load_catalogue, load_rack
 from bench.config.profile import Profile
-from bench.records.run import ResultsWriter, RunRecord, merge_results
+from bench.records.run import RUN_COLUMNS, ResultsWriter, RunRecord, merge_results
 
 RUNS_KEY = pytest.StashKey[list[RunRecord]]()
 START_KEY = pytest.StashKey[int]()
@@ -33,7 +33,8 @@ COMPARISON_KEY = pytest.StashKey[Any]()
 BASELINE_KEY = pytest.StashKey[Any]()
 SESSION_DIR_KEY = pytest.StashKey[Path]()
 SESSION_LOCK_KEY = pytest.StashKey[Any]()
-RUN_FIGURES = ("peak_sram_bytes", "flash_bytes", "instr_per_step", "energy_per_step_uj", "acc_after")
+RUN_FIGURES = ("peak_sram_bytes", "flash_bytes", "instr_per_step", "energy_per_step_uj", "acc_after",
+               "fidelity_max_rel_err", "lost_frames", "wall_s", "journal")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -61,6 +62,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[RUNS_KEY] = []
+    config.addinivalue_line("markers", "twin: runs the training firmware on QEMU twins (real QEMU processes)")
+    config.addinivalue_line("markers", "hardware: needs a rack with real boards (--rack FILE)")
 
 
 def _worker(config: pytest.Config) -> str | None:
@@ -83,20 +86,34 @@ def pytest_configure_node(node: Any) -> None:
     node.workerinput["bench_session"] = session_dir(node.config).name
 
 
-@dataclass
+@dataclass(repr=False)
 class Run:
-    """A finished run as tests see it: the record plus its steps and gradients as DataFrames."""
+    """A finished run as tests see it: every column of ``runs.parquet`` as an attribute (``run.acc_after``,
+    ``run.final_loss``, ``run.peak_sram_bytes``...), its steps and gradients as DataFrames, and the record's methods
+    (``run.accuracy(1)``) for anything else."""
 
     record: RunRecord
     steps: pd.DataFrame
     grads: pd.DataFrame
 
     @property
+    def row(self) -> dict[str, Any]:
+        """The run's row of ``runs.parquet``."""
+        return self.record.run_row()
+
+    @property
     def status(self) -> str:
         return self.record.status
 
     def __getattr__(self, name: str) -> Any:
+        if name in RUN_COLUMNS:
+            return self.record.run_row()[name]
         return getattr(self.record, name)
+
+    def __repr__(self) -> str:  # short: assertion messages quote it
+        r = self.record
+        return (f"Run({r.run_id!r}, status={r.status!r}, steps={len(r.steps)}, acc {r.accuracy(0):.3f} -> "
+                f"{r.accuracy(1):.3f}, journal={r.journal!r})")
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from filelock import FileLock, Timeout
+from pydantic import ValidationError
 
 from bench import __version__
 from bench import plan as bench_plan
@@ -136,6 +137,20 @@ def load_profile(spec: str | Path) -> Profile:
     profile = config_profile.load_profile(path)
     check_profile(profile, path)
     return profile
+
+
+def with_overrides(profile: Profile, overrides: dict[str, object]) -> Profile:
+    """``profile`` with ``overrides`` validated and checked like the file itself (a bad key or value is a
+    `ConfigError` naming it); the CLI's and the pytest fixtures' way to change a profile for one run."""
+    if not overrides:
+        return profile
+    try:
+        changed = Profile.model_validate(profile.model_dump() | overrides)
+        changed.parsed_techniques()
+    except (ValidationError, ValueError) as exc:
+        raise ConfigError(f"profile {profile.name}: overrides {sorted(overrides)}: {exc}") from None
+    check_profile(changed, config_profile.profile_path(profile.name))
+    return changed
 
 
 def git_commit() -> str:
