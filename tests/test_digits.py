@@ -164,3 +164,13 @@ def test_batch1_sgd_on_drift_recovers_accuracy(
     _, adapted = reference.run_sgd(model, task.decode(task.x_train[:STEPS]), task.y_train[:STEPS], LR, keys)
     after = reference.accuracy(adapted, x_eval, task.y_eval)
     assert after >= before + MIN_GAIN, f"{name}/{technique}: {before:.3f} -> {after:.3f}"
+
+
+def test_bundled_digits_are_sklearns_digits() -> None:
+    """The bench ships the digits as u8 so it needs no scikit-learn at run time; the copy must be exact."""
+    datasets = pytest.importorskip("sklearn.datasets")
+    from bench.model.tasks.digits import digits_images
+
+    images, target = digits_images()
+    ref = datasets.load_digits()
+    assert images.shape == (1797, 8, 8) and np.array_equal(images, ref.images) and np.array_equal(target, ref.target)

@@ -8,10 +8,15 @@ hundred batch-1 SGD steps on the device win much of it back.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import rotate
-from sklearn.datasets import load_digits
+
+# The UCI optical-recognition digits (1,797 8×8 images, pixel values 0..16; Alpaydin & Kaynak, UCI ML Repository,
+# CC BY 4.0) as scikit-learn ships them, stored here as u8 so the bench does not need scikit-learn at run time;
+# tests/test_digits.py checks the copy against sklearn.datasets.load_digits when it is installed.
+DIGITS_FILE = Path(__file__).with_name("data") / "digits.npz"
 
 NAME = "digits-drift"
 DRIFT_ANGLE_DEG = 20.0
@@ -71,15 +76,24 @@ def _encode(x: np.ndarray, scale: float, offset: float) -> np.ndarray:
 
 def drift(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Rotate each [n, h, w, 1] image by the fixed angle (same canvas size) and add Gaussian noise."""
+    from scipy.ndimage import rotate  # imported here: only building a task needs it, not `bench --help`
+
     rotated = rotate(x, DRIFT_ANGLE_DEG, axes=(1, 2), reshape=False, order=1, mode="constant", cval=0.0)
     return rotated + rng.normal(0.0, NOISE_STD, size=x.shape)
 
 
+@cache
+def digits_images() -> tuple[np.ndarray, np.ndarray]:
+    """(images [1797, 8, 8] u8 in 0..16, labels u8) of the bundled digits file."""
+    with np.load(DIGITS_FILE) as data:
+        return frozen(data["images"]), frozen(data["target"])
+
+
 def load(seed: int = 0) -> DeviceDataset:
-    """Deterministic split of sklearn's digits (1797 images) into pretrain / device-train / device-eval."""
-    digits = load_digits()
-    x = (digits.images / 16.0)[..., None]  # [n, 8, 8, 1] in 0..1
-    y = digits.target.astype(np.uint8)
+    """Deterministic split of the digits (1797 images) into pretrain / device-train / device-eval."""
+    images, target = digits_images()
+    x = (images / 16.0)[..., None]  # [n, 8, 8, 1] in 0..1
+    y = target.astype(np.uint8)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(x))
     tr, ev = order[:N_DEVICE_TRAIN], order[N_DEVICE_TRAIN : N_DEVICE_TRAIN + N_DEVICE_EVAL]
