@@ -106,7 +106,10 @@ class Run:
         return self.record.status
 
     def __getattr__(self, name: str) -> Any:
-        if name in RUN_COLUMNS:
+        """The record's own field (exact types: byte counts stay ints), else the results column of that name (a
+        derived figure such as ``acc_after``, or ``final_loss``, a method on the record), else the record's method."""
+        value = getattr(self.record, name, None)
+        if name in RUN_COLUMNS and (value is None or callable(value)):
             return self.record.run_row()[name]
         return getattr(self.record, name)
 

@@ -267,6 +267,24 @@ def atomic_path(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+SCHEMA_VERSION = 1  # docs/results.md; bumped when a column changes meaning or goes away
+
+
+def write_table(frame: pd.DataFrame, path: Path, table: str) -> None:
+    """``frame`` as parquet at ``path`` (atomically) with the schema version in its metadata, and as CSV beside it
+    (without whole gradient tensors)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrow = pa.Table.from_pandas(frame, preserve_index=False)
+    schema = json.dumps({"table": table, "version": SCHEMA_VERSION, "doc": "docs/results.md"})
+    arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), b"bench.schema": schema.encode()})
+    with atomic_path(path) as tmp:
+        pq.write_table(arrow, tmp)
+    with atomic_path(path.with_suffix(".csv")) as tmp:
+        frame.drop(columns=["values"], errors="ignore").to_csv(tmp, index=False)
+
+
 class ResultsWriter:
     """Writes runs/steps/grads tables (parquet and CSV) after every run, so results survive an interruption."""
 
@@ -302,11 +320,7 @@ class ResultsWriter:
     def flush(self) -> None:
         for name, rows, cols in (("runs", self.runs, RUN_COLUMNS), ("steps", self.steps, STEP_COLUMNS),
                                  ("grads", self.grads, GRAD_COLUMNS), ("layers", self.layers, LAYER_COLUMNS)):
-            frame = pd.DataFrame(rows, columns=cols)
-            with atomic_path(self.out / f"{name}.parquet") as tmp:
-                frame.to_parquet(tmp, index=False)
-            with atomic_path(self.out / f"{name}.csv") as tmp:
-                frame.drop(columns=["values"], errors="ignore").to_csv(tmp, index=False)
+            write_table(pd.DataFrame(rows, columns=cols), self.out / f"{name}.parquet", name)
 
     def finish(self, **extra: object) -> None:
         self.meta.update(extra)
@@ -341,10 +355,7 @@ def merge_results(parts: list[Path], out: Path, meta: dict[str, object]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for name, cols in TABLES.items():
         merged = pd.concat(frames[name], ignore_index=True) if frames[name] else pd.DataFrame(columns=cols)
-        with atomic_path(out / f"{name}.parquet") as tmp:
-            merged.to_parquet(tmp, index=False)
-        with atomic_path(out / f"{name}.csv") as tmp:
-            merged.drop(columns=["values"], errors="ignore").to_csv(tmp, index=False)
+        write_table(merged, out / f"{name}.parquet", name)
     with atomic_path(out / "meta.json") as tmp:
         tmp.write_text(json.dumps(meta | {"parts": [p.name for p in parts]}, indent=2, default=str) + "\n")
     return len(seen)
