@@ -1008,17 +1008,25 @@ def _sweep_plot(rows: list[study.SweepRow]) -> Plot:
                 ax.plot([r.lr * dodge], [r.val_acc.mean * 100], marker="*", ms=13, color=style["color"],
                         mec="black", mew=0.6, ls="none")
         ax.set_xscale("log")
-        ax.set_title(f"{board} · {numerics}", fontsize=9)
-        ax.set_xlabel("learning rate (log)")
-        ax.set_ylabel("validation accuracy (%)")
-        ax.grid(alpha=0.3)
+        _study_axes(ax, f"{board} · {numerics}", "learning rate (log)", "validation accuracy (%)")
         ax.legend(fontsize=7, loc="lower left")
-    fig.legend(handles=[Patch(color=c, label=s) for s, c in SCHEME_COLORS.items()], loc="lower center",
-               ncol=4, fontsize=8, frameon=False)
+    _scheme_legend(fig)
     return _plot(fig, "lr sweep: mean validation accuracy ± 95% CI per learning rate, one panel per numerics (the "
                       "validation split is carved from device-train; curves drawn slightly apart at each lr so none "
                       "hides another; dashed: the equal-budget schemes). The star is the lr the final runs used.",
                  "lr sweep curves")
+
+
+def _study_axes(ax: Axes, title: str, xlabel: str, ylabel: str) -> None:
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+
+
+def _scheme_legend(fig: Figure) -> None:
+    fig.legend(handles=[Patch(color=c, label=s) for s, c in SCHEME_COLORS.items()], loc="lower center",
+               ncol=4, fontsize=8, frameon=False)
 
 
 def _ci_plot(rows: list[study.TechniqueRow]) -> Plot:
@@ -1035,12 +1043,8 @@ def _ci_plot(rows: list[study.TechniqueRow]) -> Plot:
             ax.errorbar([x], [y], yerr=[err], ms=6, capsize=3, color=style["color"], marker=style["marker"],
                         mfc="white" if same else style["color"], ls="none")
             ax.annotate(r.technique, (x, y), xytext=(5, 2), textcoords="offset points", fontsize=7)
-        ax.set_title(board, fontsize=9)
-        ax.set_xlabel("peak SRAM, measured (KiB)")
-        ax.set_ylabel("accuracy after training (%)")
-        ax.grid(alpha=0.3)
-    fig.legend(handles=[Patch(color=c, label=s) for s, c in SCHEME_COLORS.items()], loc="lower center",
-               ncol=4, fontsize=8, frameon=False)
+        _study_axes(ax, board, "peak SRAM, measured (KiB)", "accuracy after training (%)")
+    _scheme_legend(fig)
     return _plot(fig, "Accuracy after training (mean ± 95% CI over repeats) against peak SRAM: the Pareto view with "
                       "its uncertainty. Hollow markers: the board's best technique and those not significantly "
                       "different from it; squares: the equal-budget schemes.",
