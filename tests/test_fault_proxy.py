@@ -94,3 +94,26 @@ def test_a_small_soak_keeps_its_books(tmp_path) -> None:
     result = soak(profile, rack, tmp_path / "soak", runs=6, seed=7)
     assert result.records == 6 and result.records_lost == 0 and result.orphans == 0
     assert result.passed, (result.unexpected, result.ok_mismatches)
+
+
+@pytest.mark.twin
+def test_the_soak_orphan_count_sees_a_running_twin(tmp_path) -> None:
+    """The orphan check is not one that cannot fail: a twin whose command line names the directory is counted."""
+    from bench.app.soak import twin_processes
+    from bench.image.firmware import Blob, ImageSet, build_firmware
+    from bench.target.drivers import QemuTarget
+
+    board = load_catalogue()["rpi-pico"]
+    blob = tmp_path / "out" / "images" / "marker.bin"
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(b"\\0" * 16)
+    images = ImageSet(board=board, kind="emulated", firmware=build_firmware(board, "twin"),
+                      blobs=(Blob("plan", board.plan_addr(emulated=True), blob, 16),), plan_hash=0, arena_bytes=0)
+    target = QemuTarget(board, tmp_path / "qemu.log")
+    target.load(images)
+    target.reset()
+    try:
+        assert twin_processes(str(tmp_path / "out")) == 1
+    finally:
+        target.close()
+    assert twin_processes(str(tmp_path / "out")) == 0

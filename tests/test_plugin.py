@@ -90,8 +90,8 @@ def test_bad_type(board, bench_run):
 """)
     result = pytester.runpytest_subprocess("--board", "rpi-pico", "--bench-out", str(pytester.path / "out"))
     result.assert_outcomes(failed=2)
-    result.stdout.fnmatch_lines(["*bench_run overrides of profile quick: stepz: Extra inputs are not permitted*",
-                                 "*bench_run overrides of profile quick: steps: Input should be a valid integer*"])
+    result.stdout.fnmatch_lines(["*bench_run: profile quick: overrides *: stepz: Extra inputs are not permitted*",
+                                 "*bench_run: profile quick: overrides *: steps: Input should be a valid integer*"])
 
 
 def test_cli_version_and_short_help():

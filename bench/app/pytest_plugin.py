@@ -20,10 +20,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from pydantic import ValidationError
 
-from bench.app.runner import Bench, OutDirBusy, Prepared, load_profile, run_meta, session_lock
-from bench.config.boards import Rack, RackEntry, filter_rack, load_catalogue, load_rack
+from bench.app.runner import Bench, OutDirBusy, Prepared, load_profile, run_meta, session_lock, with_overrides
+from bench.config.boards import ConfigError, Rack, RackEntry, filter_rack, load_catalogue, load_rack
 from bench.config.profile import Profile
 from bench.records.run import RUN_COLUMNS, ResultsWriter, RunRecord, merge_results
 
@@ -151,13 +150,12 @@ def bench_run(bench_session: Bench, pytestconfig: pytest.Config, request: pytest
 
 
 def _overridden(base: Profile, overrides: dict[str, Any]) -> Profile:
-    """``base`` with ``overrides`` validated like a profile file: an unknown key or a bad value fails the test with a
-    message naming it, instead of being ignored or reaching the device."""
+    """``base`` with ``overrides`` checked like a profile file (`bench.app.runner.with_overrides`): an unknown key
+    or a bad value fails the test with a message naming it, instead of being ignored or reaching the device."""
     try:
-        return Profile.model_validate(base.model_dump() | overrides)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise pytest.UsageError(f"bench_run overrides of profile {base.name}: {problems}") from None
+        return with_overrides(base, overrides)
+    except ConfigError as exc:
+        raise pytest.UsageError(f"bench_run: {exc}") from None
 
 
 @pytest.hookimpl(tryfirst=True)

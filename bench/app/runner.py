@@ -147,7 +147,10 @@ def with_overrides(profile: Profile, overrides: dict[str, object]) -> Profile:
     try:
         changed = Profile.model_validate(profile.model_dump() | overrides)
         changed.parsed_techniques()
-    except (ValidationError, ValueError) as exc:
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"profile {profile.name}: overrides {sorted(overrides)}: {problems}") from None
+    except ValueError as exc:
         raise ConfigError(f"profile {profile.name}: overrides {sorted(overrides)}: {exc}") from None
     check_profile(changed, config_profile.profile_path(profile.name))
     return changed

@@ -97,7 +97,7 @@ def soak(profile: Profile, rack: Rack, out: Path, runs: int, seed: int,
         plan = [(rack.boards[i % len(rack.boards)], random_faults(rng, profile.stall_timeout_s)) for i in range(runs)]
         _run_all(profile, rack, out, plan, on_record)
     result = books(out, runs)
-    result.orphans = twin_processes(str(out.resolve()))
+    result.orphans = twin_processes(str(out))  # the path as the twins' command lines name their blobs
     result.wall_s = (datetime.now(UTC) - started).total_seconds()
     return result
 
