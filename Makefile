@@ -23,10 +23,11 @@ venv: $(STAMP)
 
 # .[oracle] is torch==2.13.0, used by tests only (the PyTorch gradient oracle): the exact pin resolves to the
 # local CPU wheel (torch-2.13.0+cpu in pip's find-links), so no CUDA packages are pulled.
-$(STAMP): pyproject.toml
+# pyproject.toml asks for compatible ranges; constraints.txt pins the exact versions the suite was run with.
+$(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,oracle,ppk2,joulescope]'
+	$(BIN)/pip install -q -e '.[test,oracle,ppk2,joulescope]' -c constraints.txt
 	touch $@
 
 firmware: bootstrap
