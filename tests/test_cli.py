@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +87,12 @@ def test_a_file_that_is_not_a_tflite_flatbuffer_is_named(tmp_path: Path):
         assert f"{path}: {words}" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_json_output_of_list_and_boards():
+    assert "full-int8" in json.loads(CliRunner().invoke(main, ["list", "techniques", "--json"]).output)
+    data = json.loads(CliRunner().invoke(main, ["boards", "--json"]).output)
+    assert {b["name"] for b in data["catalogue"]} >= {"rpi-pico", "nucleo-f746zg"} and data["rack"]["boards"]
+
+
 def test_list_names_what_a_profile_may_use():
     for what, expected in (("techniques", "sparse-int8-noqas"), ("models", "digits-cnn"), ("tasks", "digits-drift"),
                            ("profiles", "study"), ("boards", "rpi-pico")):
@@ -109,8 +116,10 @@ def test_run_overrides_change_the_run(tmp_path: Path):
 
     out = tmp_path / "o"
     proc = subprocess.run([*BENCH, "run", "quick", "--board", "rpi-pico", "--technique", "last-fp32", "--steps", "12",
-                           "--lr", "0.05", "--seed", "7", "--out", str(out)], capture_output=True, text=True,
+                           "--lr", "0.05", "--seed", "7", "--out", str(out), "--json"], capture_output=True, text=True,
                           check=False)
     assert proc.returncode == 0, proc.stderr
     (run,) = pd.read_parquet(out / "runs.parquet").to_dict("records")
     assert (run["technique"], run["steps"], run["lr"], run["seed"]) == ("last-fp32", 12, 0.05, 7)
+    (printed,) = [json.loads(line) for line in proc.stdout.splitlines()]  # --json: stdout holds only the rows
+    assert printed["run_id"] == run["run_id"] and printed["steps"] == 12 and printed["energy_spread_pct"] is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import threading
@@ -72,9 +73,15 @@ def main() -> None:
 
 @main.command()
 @click.option("--rack", "rack_spec", default=None, help="rack TOML file (default: the emulated rack)")
-def boards(rack_spec: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="print the catalogue and rack as JSON instead of tables")
+def boards(rack_spec: str | None, as_json: bool) -> None:
     """List the board catalogue and the rack."""
     catalogue = load_catalogue()
+    if as_json:
+        rack = load_rack(rack_spec, catalogue)
+        click.echo(json.dumps({"catalogue": [b.model_dump(mode="json") for b in catalogue.values()],
+                               "rack": rack.model_dump(mode="json")}, indent=1))
+        return
     table = Table(title="Board catalogue (boards/*.toml)")
     for col in ("board", "MCU", "core", "SRAM", "flash", "clock", "twin machine", "pyocd target"):
         table.add_column(col)
@@ -124,8 +131,10 @@ OK_STATUSES = ("ok", "does-not-fit")
 @click.option("--seed", type=int, default=None, help="override the profile's seed")
 @click.option("--lr", type=float, default=None, help="override the profile's lr (every numerics, no sweep)")
 @click.option("--repeats", type=int, default=None, help="override the profile's repeats")
+@click.option("--json", "as_json", is_flag=True, help="print every run's results row as JSON lines on stdout "
+              "(progress and tables go to stderr)")
 def run(profile_spec: str, rack_spec: str | None, names: tuple[str, ...], out: Path, techniques: tuple[str, ...],
-        steps: int | None, seed: int | None, lr: float | None, repeats: int | None) -> None:
+        steps: int | None, seed: int | None, lr: float | None, repeats: int | None, as_json: bool) -> None:
     """Run PROFILE (a name in profiles/ or a TOML path) on the rack; write results and the HTML report.
 
     Exit codes: 0 every run ok or does-not-fit; 1 some run failed (named); 2 bad input (a profile, rack, model or
@@ -153,7 +162,10 @@ def run(profile_spec: str, rack_spec: str | None, names: tuple[str, ...], out: P
     from bench.report.study import is_study
 
     table = pd.DataFrame([r.run_row() for r in records])
-    if is_study(table):
+    if as_json:
+        for row in table.to_dict("records"):
+            click.echo(_json_row(row))
+    elif is_study(table):
         print_study(table, console, time.monotonic() - started, runner.budget_schemes(out))
     else:
         Console(width=max(Console().width, 150)).print(summary_table(records))
@@ -164,6 +176,12 @@ def run(profile_spec: str, rack_spec: str | None, names: tuple[str, ...], out: P
         console.print(f"[red]{len(failed)} of {len(records)} runs failed[/]: "
                       + ", ".join(f"{r.run_id} ({r.status})" for r in failed[:10]))
         sys.exit(1)
+
+
+def _json_row(row: dict[str, object]) -> str:
+    """One results row as a JSON object; NaN (a figure the run did not produce) becomes null."""
+    clean = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+    return json.dumps(clean, default=str)
 
 
 def _fmt(value: object, spec: str, scale: float = 1.0) -> str:
@@ -285,7 +303,8 @@ def soak(runs: int, seed: int, profile_spec: str, rack_spec: str | None, names: 
 
 @main.command("list")
 @click.argument("what", type=click.Choice(["profiles", "models", "tasks", "techniques", "boards"]))
-def list_cmd(what: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="a JSON list instead of one name per line")
+def list_cmd(what: str, as_json: bool) -> None:
     """List the profiles, models, tasks, techniques or boards a profile may name, one per line."""
     from bench.config.profile import PROFILES_DIR, TECHNIQUES
     from bench.model.tasks import task_names
@@ -298,7 +317,7 @@ def list_cmd(what: str) -> None:
         "techniques": lambda: list(TECHNIQUES),
         "boards": lambda: list(load_catalogue()),
     }[what]()
-    click.echo("\n".join(names))
+    click.echo(json.dumps(names) if as_json else "\n".join(names))
 
 
 main.add_command(rack_group)
