@@ -142,3 +142,13 @@ def _images(board, fw, plan, data, work) -> ImageSet:
     blobs = (Blob("plan", plan_addr, work / "plan.bin", 0), Blob("dataset", ds_addr, work / "data.bin", len(data)))
     return ImageSet(board=board, kind="emulated", firmware=fw, blobs=blobs, plan_hash=plan.plan_hash,
                     arena_bytes=plan.arena_bytes)
+
+
+def test_bench_dut_is_a_live_journaled_link_to_the_firmware(board, bench_dut):
+    from bench.link.protocol import Ping, Pong
+
+    assert bench_dut.hello.board == board.board and bench_dut.entry == board
+    bench_dut.link.send(Ping(nonce=0xC0FFEE))
+    pong = bench_dut.link.expect(lambda m: isinstance(m, Pong) and m.nonce == 0xC0FFEE, timeout=5, what="our PONG")
+    assert isinstance(pong, Pong)  # (the PING of the HELLO exchange has its own PONG, queued before this one)
+    assert bench_dut.link.journal_path.stat().st_size > 0 and "bench_dut" in bench_dut.link.journal_path.name

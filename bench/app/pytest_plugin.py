@@ -12,8 +12,10 @@ session.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,17 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from bench.app.runner import Bench, OutDirBusy, Prepared, load_profile, run_meta, session_lock, with_overrides
+from bench.app.runner import (
+    Bench,
+    Device,
+    OutDirBusy,
+    Prepared,
+    device,
+    load_profile,
+    run_meta,
+    session_lock,
+    with_overrides,
+)
 from bench.config.boards import ConfigError, Rack, RackEntry, filter_rack, load_catalogue, load_rack
 from bench.config.profile import Profile
 from bench.records.run import RUN_COLUMNS, ResultsWriter, RunRecord, merge_results
@@ -31,6 +43,7 @@ START_KEY = pytest.StashKey[int]()
 COMPARISON_KEY = pytest.StashKey[Any]()
 BASELINE_KEY = pytest.StashKey[Any]()
 SESSION_DIR_KEY = pytest.StashKey[Path]()
+DUT_KEY = pytest.StashKey[str]()
 SESSION_LOCK_KEY = pytest.StashKey[Any]()
 RUN_FIGURES = ("peak_sram_bytes", "flash_bytes", "instr_per_step", "energy_per_step_uj", "acc_after",
                "fidelity_max_rel_err", "lost_frames", "wall_s", "journal")
@@ -131,6 +144,18 @@ def bench_session(pytestconfig: pytest.Config) -> Bench:
     return Bench(out)
 
 
+@pytest.fixture
+def bench_dut(board: RackEntry, request: pytest.FixtureRequest) -> Iterator[Device]:
+    """A live, journaled Link to ``board`` running the bench firmware with no plan (``dut.link``, ``dut.hello``),
+    for tests that talk to the firmware directly; its journal is this test's own, printed if the test fails."""
+    catalogue = load_catalogue()
+    journal_dir = session_dir(request.config) / "dut"
+    name = re.sub(r"[^\w.-]+", "_", request.node.name)
+    with device(board, catalogue[board.board], journal_dir, name) as dut:
+        request.node.stash[DUT_KEY] = str(dut.link.journal_path)
+        yield dut
+
+
 @pytest.fixture(scope="session")
 def bench_run(bench_session: Bench, pytestconfig: pytest.Config, request: pytest.FixtureRequest):
     """Factory: ``bench_run(board, "full-fp32", profile="quick", steps=50)`` flashes, trains and returns a Run."""
@@ -171,6 +196,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if report.failed:
         own = item.config.stash[RUNS_KEY][item.stash.get(START_KEY, 0):]  # this test's runs, not its neighbours'
         journals = [f"{r.run_id} ({r.status}): {r.journal}" for r in own if r.journal]
+        if DUT_KEY in item.stash:
+            journals.append(f"bench_dut: {item.stash[DUT_KEY]}")
         if journals:
             report.sections.append(("bench journals (raw device bytes)", "\n".join(journals)))
     return report

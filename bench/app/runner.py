@@ -37,7 +37,7 @@ from bench.image.symbols import decode_cfsr, decode_hfsr, symbols_for
 from bench.link import session
 from bench.link.faults import FaultProxy
 from bench.link.link import DeviceFault, Link, LinkError, LinkTimeout
-from bench.link.protocol import Step
+from bench.link.protocol import Hello, Step
 from bench.model.nn import Model
 from bench.model.qgraph import QModel
 from bench.model.tasks import DeviceDataset, load_task
@@ -433,6 +433,32 @@ def _check_fidelity(record: RunRecord, checked: bool) -> None:
     elif exact != exact and err == err and err > FIDELITY_TOLERANCE:
         record.status, record.error = "fidelity-fail", (f"fp32 gradients off by {err:.3g} relative, over the "
                                                         f"tolerance {FIDELITY_TOLERANCE:g}")
+
+
+@dataclass
+class Device:
+    """A board (or twin) running the bench firmware with no plan loaded, and the open, journaled Link to it."""
+
+    link: Link
+    hello: Hello
+    entry: RackEntry
+
+
+@contextmanager
+def device(entry: RackEntry, board: Board, journal_dir: Path, name: str) -> Iterator[Device]:
+    """A live `Device` for tests and scripts that talk to the firmware directly (HELLO already exchanged). The board
+    is locked while the link is open; the target is closed (a twin stopped) afterwards."""
+    fw = build_firmware(board, "twin" if entry.kind == "emulated" else entry.kind)
+    images = ImageSet(board=board, kind=entry.kind, firmware=fw, blobs=(), plan_hash=0, arena_bytes=0)
+    target = make_target(entry, board, journal_dir, identify=session.running_build_id)
+    with hold(board_lock(lock_key(entry)), lambda what: None):
+        try:
+            target.load(images)
+            target.reset()
+            with Link.open(target.url, board.serial.baudrate, journal_dir, name=name) as link:
+                yield Device(link, session.hello(link), entry)
+        finally:
+            target.close()
 
 
 def make_meter(entry: RackEntry, window_s: float) -> MeterBase:
