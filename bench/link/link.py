@@ -24,8 +24,8 @@ from bench.link.protocol import (
     FrameDecoder,
     Message,
     ProtocolError,
-    decode_message,
     encode_command,
+    feed_messages,
 )
 
 MAX_KEPT_ERRORS = 1000
@@ -199,13 +199,9 @@ class Link:
             return 0
         self._journal(self._rx, data)
         self._rx_bytes += len(data)
-        for frame in self._decoder.feed(data):
-            try:
-                self._queue.append(decode_message(frame))
-            except ProtocolError as exc:
-                self._decoder.stats.bad_messages += 1
-                if len(self.errors) < MAX_KEPT_ERRORS:
-                    self.errors.append(exc)
+        messages, errors = feed_messages(self._decoder, data)
+        self._queue.extend(messages)
+        self.errors.extend(errors[: max(MAX_KEPT_ERRORS - len(self.errors), 0)])
         return len(data)
 
     def _read(self) -> bytes:

@@ -746,6 +746,20 @@ def decode_message(frame: Frame) -> Message:
     return _decode(frame, _MESSAGES, "device→host message")
 
 
+def feed_messages(decoder: FrameDecoder, data: bytes) -> tuple[list[Message], list[ProtocolError]]:
+    """The messages of the frames ``data`` completes, and the frames whose body broke the contract (each counted in
+    the decoder's ``bad_messages``): what the live Link and the journal replay of `bench recover` both do."""
+    messages: list[Message] = []
+    errors: list[ProtocolError] = []
+    for frame in decoder.feed(data):
+        try:
+            messages.append(decode_message(frame))
+        except ProtocolError as exc:
+            decoder.stats.bad_messages += 1
+            errors.append(exc)
+    return messages, errors
+
+
 def decode_command(frame: Frame) -> Command:
     """Typed host→device command of a checked frame (what the firmware sees; used by fake devices)."""
     return _decode(frame, _COMMANDS, "host→device command")
@@ -794,4 +808,5 @@ __all__ = [
     "encode_command",
     "encode_frame",
     "encode_message",
+    "feed_messages",
 ]

@@ -84,12 +84,7 @@ def journal_messages(path: Path, offset: int) -> tuple[list[proto.Message], prot
     except FileNotFoundError:
         data = b""
     decoder = proto.FrameDecoder(start_offset=offset)
-    messages: list[proto.Message] = []
-    for frame in decoder.feed(data):
-        try:
-            messages.append(proto.decode_message(frame))
-        except proto.ProtocolError:
-            decoder.stats.bad_messages += 1
+    messages, _ = proto.feed_messages(decoder, data)
     return messages, decoder.stats
 
 
