@@ -172,9 +172,9 @@ def _expected_rows(net: TorchNet, model: nn.Model, technique: Technique, streame
 
 @pytest.mark.twin
 @pytest.mark.parametrize(("technique", "profile"), TECHNIQUES, ids=[t for t, _ in TECHNIQUES])
-def test_device_gradients_match_torch_autograd(board, bench_run, technique, profile):
+def test_device_gradients_match_torch_autograd(bench_board, bench_run, technique, profile):
     _need_torch()
-    run = bench_run(board, technique, profile=profile, steps=STEPS, grad_every=1, check_steps=0, eval_samples=2)
+    run = bench_run(bench_board, technique, profile=profile, steps=STEPS, grad_every=1, check_steps=0, eval_samples=2)
     assert run.status == "ok", run.error
     prof = load_profile(profile)
     tech = prof.technique(technique)
@@ -212,5 +212,5 @@ def test_device_gradients_match_torch_autograd(board, bench_run, technique, prof
             assert err <= TOLERANCE, f"step {s.step} layer {key[0]} {key[1]}: relative error {err:.3g}"
         for key in trainable:  # then the same SGD step the device took
             net.sgd(key, grads[key], prof.lr, rows.get(key[0]) if key[1] == "w" else None)
-    print(f"{board.label} {technique}: worst relative error vs torch {worst:.2e}")
+    print(f"{bench_board.label} {technique}: worst relative error vs torch {worst:.2e}")
     assert worst > 0  # the comparison ran on real values

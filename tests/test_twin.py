@@ -1,6 +1,7 @@
 """End to end on every twin of the rack: real firmware under QEMU, real pty, real protocol.
 
-These are the bench's own fixtures at work: ``board`` is parametrized over the rack, ``bench_run`` flashes and trains.
+These are the bench's own fixtures at work: ``bench_board`` is parametrized over the rack, ``bench_run`` flashes and
+trains.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ STEPS = 150
 
 
 @pytest.mark.parametrize("technique", ["full-fp32", "last-fp32"])
-def test_training_on_twin_lowers_loss_and_matches_reference(board, bench_run, technique):
-    run = bench_run(board, technique, steps=STEPS, grad_every=50)
+def test_training_on_twin_lowers_loss_and_matches_reference(bench_board, bench_run, technique):
+    run = bench_run(bench_board, technique, steps=STEPS, grad_every=50)
     assert run.status == "ok", run.error
-    assert run.hello.board == board.board and run.hello.proto_version == 1
+    assert run.hello.board == bench_board.board and run.hello.proto_version == 1
     assert run.hello.build_id == run.build_id  # the device runs exactly the image the bench built
     assert len(run.steps) == STEPS and run.lost_frames == 0
     # on the whole eval split (batch-1 training losses are too noisy to compare over 150 steps)
@@ -57,10 +58,10 @@ def test_training_on_twin_lowers_loss_and_matches_reference(board, bench_run, te
     assert run.grads["step"].nunique() == STEPS
 
 
-def test_sparse_update_on_twin(board, bench_run):
+def test_sparse_update_on_twin(bench_board, bench_run):
     """MCUNetV3 sparse update (profiles/techniques.toml [sparse]): only the selected channels train, on the device as
     in the reference replay; the measured peak is close to the plan's."""
-    run = bench_run(board, "sparse-fp32", profile="techniques", steps=STEPS, grad_every=50)
+    run = bench_run(bench_board, "sparse-fp32", profile="techniques", steps=STEPS, grad_every=50)
     assert run.status == "ok", run.error
     assert run.eval_loss(1) < run.eval_loss(0) and run.accuracy(1) > run.accuracy(0)
     assert run.fidelity_max_rel_err < 1e-4  # the replay applies the same channel masks
@@ -88,10 +89,10 @@ def test_instruction_counts_are_deterministic(bench_run):
     assert a.steps["instr_fwd"].min() > 1000
 
 
-def test_plan_too_big_for_board_reports_required_vs_available(board, bench_run):
-    run = bench_run(board, "full-fp32", model="digits-mlp-wide", steps=1)
+def test_plan_too_big_for_board_reports_required_vs_available(bench_board, bench_run):
+    run = bench_run(bench_board, "full-fp32", model="digits-mlp-wide", steps=1)
     assert run.status == "does-not-fit"
-    sram = load_catalogue()[board.board].sram_bytes
+    sram = load_catalogue()[bench_board.board].sram_bytes
     assert f"but the board has {sram:,} B" in run.error and "arena available" in run.error
     assert run.record.planned_sram_bytes > sram
 
@@ -144,11 +145,12 @@ def _images(board, fw, plan, data, work) -> ImageSet:
                     arena_bytes=plan.arena_bytes)
 
 
-def test_bench_dut_is_a_live_journaled_link_to_the_firmware(board, bench_dut):
+def test_bench_dut_is_a_live_journaled_link_to_the_firmware(bench_board, bench_dut, bench_log_dir):
     from bench.link.protocol import Ping, Pong
 
-    assert bench_dut.hello.board == board.board and bench_dut.entry == board
+    assert bench_dut.hello.board == bench_board.board and bench_dut.entry == bench_board
     bench_dut.link.send(Ping(nonce=0xC0FFEE))
     pong = bench_dut.link.expect(lambda m: isinstance(m, Pong) and m.nonce == 0xC0FFEE, timeout=5, what="our PONG")
     assert isinstance(pong, Pong)  # (the PING of the HELLO exchange has its own PONG, queued before this one)
-    assert bench_dut.link.journal_path.stat().st_size > 0 and "bench_dut" in bench_dut.link.journal_path.name
+    assert bench_dut.link.journal_path.stat().st_size > 0 and bench_dut.link.journal_path.parent == bench_log_dir
+    assert bench_board.label in bench_log_dir.name  # this test's own directory, one per parametrized board

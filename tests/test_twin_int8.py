@@ -148,15 +148,15 @@ def digits_cnn(task: DeviceDataset, tmp_path_factory: pytest.TempPathFactory) ->
     return quantize_model(model, digits_calibration(task), name=model.name)
 
 
-def test_digits_cnn_bit_exact_on_twin(board, task: DeviceDataset, digits_cnn: QModel, tmp_path: Path,
+def test_digits_cnn_bit_exact_on_twin(bench_board, task: DeviceDataset, digits_cnn: QModel, tmp_path: Path,
                                       record_property) -> None:
     """All 300 drifted eval digits: the graph output of each, plus every op's output for the first 3."""
-    board_cfg = load_catalogue()[board.board]
+    board_cfg = load_catalogue()[bench_board.board]
     x = int8ref.quantized_inputs(digits_cnn, task.decode(task.x_eval))
     plan = qplan.compile_qplan(digits_cnn)
     scale, zp = int8ref.input_qparams(digits_cnn)
     data = blob.int8_dataset_blob(x[:0], task.y_eval[:0], x, task.y_eval, 10, scale, zp)
-    every, first = run_int8(board_cfg, board.label, plan, data, [
+    every, first = run_int8(board_cfg, bench_board.label, plan, data, [
         proto.Start(steps=0, lr=0.0, seed=1, out_samples=0xFFFF),
         proto.Start(steps=0, lr=0.0, seed=1, eval_samples=3, out_samples=3, out_flags=ALL_OPS),
     ], tmp_path)
@@ -167,16 +167,16 @@ def test_digits_cnn_bit_exact_on_twin(board, task: DeviceDataset, digits_cnn: QM
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_operator_zoo_bit_exact_on_twin(board, seed: int, tmp_path: Path) -> None:
+def test_operator_zoo_bit_exact_on_twin(bench_board, seed: int, tmp_path: Path) -> None:
     """Strided SAME conv + ReLU6, depthwise with multiplier 2, ADD, SAME average pool, MEAN, RESHAPE, FC, SOFTMAX."""
-    board_cfg = load_catalogue()[board.board]
+    board_cfg = load_catalogue()[bench_board.board]
     model = zoo_core(seed, keep_dims=bool(seed % 2 == 0))
     x = np.random.default_rng(seed + 7).integers(-128, 128, (4, 9, 9, 3)).astype(np.int8)
     y = int8ref.predict(model, x).astype(np.uint8)
     scale, zp = int8ref.input_qparams(model)
     plan = qplan.compile_qplan(model)
     data = blob.int8_dataset_blob(x[:0], y[:0], x, y, 5, scale, zp)
-    (run,) = run_int8(board_cfg, board.label, plan, data,
+    (run,) = run_int8(board_cfg, bench_board.label, plan, data,
                       [proto.Start(steps=0, lr=0.0, seed=1, out_samples=4, out_flags=ALL_OPS)], tmp_path)
     _assert_bit_exact(model, x, run, range(4), all_ops=True)
     assert run.eval.correct == 4

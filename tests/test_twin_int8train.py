@@ -23,8 +23,8 @@ STEPS = 120
 
 
 @pytest.mark.parametrize("technique", ["full-int8", "sparse-int8"])
-def test_int8_training_on_twin(board, bench_run, technique):
-    run = bench_run(board, technique, profile="techniques", steps=STEPS, grad_every=40)
+def test_int8_training_on_twin(bench_board, bench_run, technique):
+    run = bench_run(bench_board, technique, profile="techniques", steps=STEPS, grad_every=40)
     assert run.status == "ok", run.error
     assert len(run.steps) == STEPS and run.lost_frames == 0
     assert run.eval_loss(1) < run.eval_loss(0) and run.accuracy(1) > run.accuracy(0)

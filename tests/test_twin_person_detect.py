@@ -88,10 +88,10 @@ def test_person_detect_sparse_int8_on_m7_twin(shared_models: Path, tmp_path: Pat
     assert fw.static_bytes + fp32.arena_bytes > board.sram_bytes  # full fp32 training does not fit
 
 
-def test_person_detect_profile_through_bench_run(shared_models: Path, rack, bench_run) -> None:
+def test_person_detect_profile_through_bench_run(shared_models: Path, bench_rack, bench_run) -> None:
     """profiles/person_detect.toml through `Bench.prepare`/`Bench.run`: sparse-int8 trains with exact int8 gradients
     within 10% of its planned SRAM; full-fp32 of the same graph is a does-not-fit record with required vs available."""
-    entry = next((e for e in rack.boards if e.board == "nucleo-f746zg"), None)
+    entry = next((e for e in bench_rack.boards if e.board == "nucleo-f746zg"), None)
     if entry is None:
         pytest.skip("no nucleo-f746zg in the rack")
     sram = load_catalogue()["nucleo-f746zg"].sram_bytes

@@ -1,7 +1,12 @@
-"""pytest plugin (entry point ``bench``): rack options, a ``board`` fixture over the rack, and a run factory.
+"""pytest plugin (entry point ``bench``): rack options, a ``bench_board`` fixture over the rack, and a run factory.
 
-The fixtures are thin shells over ``bench.app.runner.Bench``. Every run's raw byte journal is kept and a failing
-test's report prints the journals of the runs it made. Each pytest session writes into its own directory,
+Opt-in: only a test that names ``bench_board`` (or ``bench_dut``) is parametrized over the rack; a fixture of the
+user's own called ``board`` or ``rack`` is left alone. The fixtures are thin shells over ``bench.app.runner.Bench``
+(imported when a fixture is first used, so loading the plugin costs little in a pytest run that never uses it).
+Every run's raw byte journal is kept; each test gets its own log directory (``bench_log_dir``) holding links to the
+journals of the runs it made, and a failing test's report prints that directory and those journals.
+
+Each pytest session writes into its own directory,
 ``<--bench-out>/<UTC time>-<pid>/`` (``latest`` links to the newest), so separate sessions never overwrite each other;
 pytest-xdist workers write ``gwN/`` parts there, which the controller merges into one set of tables and one HTML
 report at session end. With ``--bench-baseline DIR`` they are also compared with a stored baseline (see
@@ -18,32 +23,26 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import pytest
 
-from bench.app.runner import (
-    Bench,
-    Device,
-    OutDirBusy,
-    Prepared,
-    device,
-    load_profile,
-    run_meta,
-    session_lock,
-    with_overrides,
-)
 from bench.config.boards import ConfigError, Rack, RackEntry, filter_rack, load_catalogue, load_rack
-from bench.config.profile import Profile
-from bench.records.run import RUN_COLUMNS, ResultsWriter, RunRecord, merge_results
 
-RUNS_KEY = pytest.StashKey[list[RunRecord]]()
+if TYPE_CHECKING:  # the runner pulls in pandas, numpy and the planners: imported by the fixtures that need it
+    import pandas as pd
+
+    from bench.app.runner import Bench, Device, Prepared
+    from bench.config.profile import Profile
+    from bench.records.run import RunRecord
+
+RUNS_KEY = pytest.StashKey["list[RunRecord]"]()
 START_KEY = pytest.StashKey[int]()
 COMPARISON_KEY = pytest.StashKey[Any]()
 BASELINE_KEY = pytest.StashKey[Any]()
 SESSION_DIR_KEY = pytest.StashKey[Path]()
 DUT_KEY = pytest.StashKey[str]()
+LOG_DIR_KEY = pytest.StashKey[Path]()
 SESSION_LOCK_KEY = pytest.StashKey[Any]()
 RUN_FIGURES = ("peak_sram_bytes", "flash_bytes", "instr_per_step", "energy_per_step_uj", "acc_after",
                "fidelity_max_rel_err", "lost_frames", "wall_s", "journal")
@@ -67,9 +66,10 @@ def _rack(config: pytest.Config) -> Rack:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "board" in metafunc.fixturenames:
+    """Parametrize ``bench_board`` (asked for directly or through ``bench_dut``) over the rack's boards."""
+    if "bench_board" in metafunc.fixturenames:
         entries = list(_rack(metafunc.config).boards)
-        metafunc.parametrize("board", entries, ids=[e.label for e in entries], scope="session")
+        metafunc.parametrize("bench_board", entries, ids=[e.label for e in entries], scope="session")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -120,6 +120,8 @@ class Run:
     def __getattr__(self, name: str) -> Any:
         """The record's own field (exact types: byte counts stay ints), else the results column of that name (a
         derived figure such as ``acc_after``, or ``final_loss``, a method on the record), else the record's method."""
+        from bench.records.run import RUN_COLUMNS
+
         value = getattr(self.record, name, None)
         if name in RUN_COLUMNS and (value is None or callable(value)):
             return self.record.run_row()[name]
@@ -132,12 +134,30 @@ class Run:
 
 
 @pytest.fixture(scope="session")
-def rack(pytestconfig: pytest.Config) -> Rack:
+def bench_rack(pytestconfig: pytest.Config) -> Rack:
+    """The rack this session runs on (``--rack``, filtered by ``--board``)."""
     return _rack(pytestconfig)
+
+
+@pytest.fixture
+def bench_log_dir(request: pytest.FixtureRequest) -> Path:
+    """This test's own log directory: ``bench_dut``'s journal, and links to the journals of its ``bench_run`` runs."""
+    return _log_dir(request.node)
+
+
+def _log_dir(item: pytest.Item) -> Path:
+    if LOG_DIR_KEY not in item.stash:
+        name = re.sub(r"[^\w.\[\]-]+", "_", item.nodeid)[-150:]
+        path = session_dir(item.config) / "tests" / name
+        path.mkdir(parents=True, exist_ok=True)
+        item.stash[LOG_DIR_KEY] = path
+    return item.stash[LOG_DIR_KEY]
 
 
 @pytest.fixture(scope="session")
 def bench_session(pytestconfig: pytest.Config) -> Bench:
+    from bench.app.runner import Bench, session_lock
+
     worker = _worker(pytestconfig)
     out = session_dir(pytestconfig) / worker if worker else session_dir(pytestconfig)
     pytestconfig.stash[SESSION_LOCK_KEY] = session_lock(out)  # held to the end: a pruning session skips it
@@ -145,20 +165,25 @@ def bench_session(pytestconfig: pytest.Config) -> Bench:
 
 
 @pytest.fixture
-def bench_dut(board: RackEntry, request: pytest.FixtureRequest) -> Iterator[Device]:
-    """A live, journaled Link to ``board`` running the bench firmware with no plan (``dut.link``, ``dut.hello``),
-    for tests that talk to the firmware directly; its journal is this test's own, printed if the test fails."""
-    catalogue = load_catalogue()
-    journal_dir = session_dir(request.config) / "dut"
-    name = re.sub(r"[^\w.-]+", "_", request.node.name)
-    with device(board, catalogue[board.board], journal_dir, name) as dut:
+def bench_dut(bench_board: RackEntry, bench_log_dir: Path, request: pytest.FixtureRequest) -> Iterator[Device]:
+    """A live, journaled Link to ``bench_board`` running the bench firmware with no plan (``dut.link``,
+    ``dut.hello``), for tests that talk to the firmware directly; its journal is in this test's log directory."""
+    from bench.app.runner import device
+
+    with device(bench_board, load_catalogue()[bench_board.board], bench_log_dir, "dut") as dut:
         request.node.stash[DUT_KEY] = str(dut.link.journal_path)
         yield dut
 
 
 @pytest.fixture(scope="session")
-def bench_run(bench_session: Bench, pytestconfig: pytest.Config, request: pytest.FixtureRequest):
-    """Factory: ``bench_run(board, "full-fp32", profile="quick", steps=50)`` flashes, trains and returns a Run."""
+def bench_run(bench_session: Bench, pytestconfig: pytest.Config):
+    """Factory: ``bench_run(bench_board, "full-fp32", profile="quick", steps=50)`` flashes, trains and returns a
+    Run; overrides are checked like a profile file."""
+    import pandas as pd
+
+    from bench.app.runner import load_profile
+    from bench.config.profile import Profile
+
     prepared: dict[str, Prepared] = {}  # by the profile's JSON: profiles hold tables, so are not hashable
 
     def run(board: RackEntry, technique: str, profile: str | Profile = "quick", **overrides: Any) -> Run:
@@ -177,6 +202,8 @@ def bench_run(bench_session: Bench, pytestconfig: pytest.Config, request: pytest
 def _overridden(base: Profile, overrides: dict[str, Any]) -> Profile:
     """``base`` with ``overrides`` checked like a profile file (`bench.app.runner.with_overrides`): an unknown key
     or a bad value fails the test with a message naming it, instead of being ignored or reaching the device."""
+    from bench.app.runner import with_overrides
+
     try:
         return with_overrides(base, overrides)
     except ConfigError as exc:
@@ -193,14 +220,26 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if call.when == "teardown":  # junitxml reads the properties off the teardown report
         item.user_properties.extend(_run_properties(item))
     report = yield
+    own = item.config.stash[RUNS_KEY][item.stash.get(START_KEY, 0):]  # this test's runs, not its neighbours'
+    if call.when == "call" and own:
+        _link_journals(_log_dir(item), own)
     if report.failed:
-        own = item.config.stash[RUNS_KEY][item.stash.get(START_KEY, 0):]  # this test's runs, not its neighbours'
         journals = [f"{r.run_id} ({r.status}): {r.journal}" for r in own if r.journal]
         if DUT_KEY in item.stash:
             journals.append(f"bench_dut: {item.stash[DUT_KEY]}")
         if journals:
+            journals.insert(0, f"log directory of this test: {_log_dir(item)}")
             report.sections.append(("bench journals (raw device bytes)", "\n".join(journals)))
     return report
+
+
+def _link_journals(log_dir: Path, records: list[RunRecord]) -> None:
+    """``<log dir>/<run id>.rx.bin`` -> the run's journal, for every run the test made."""
+    for record in records:
+        if record.journal and Path(record.journal).is_file():
+            link = log_dir / Path(record.journal).name
+            link.unlink(missing_ok=True)
+            link.symlink_to(os.path.relpath(Path(record.journal).resolve(), log_dir.resolve()))
 
 
 @pytest.hookimpl(tryfirst=True)  # before junitxml writes its file, so the global properties make it in
@@ -209,23 +248,34 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     records = config.stash.get(RUNS_KEY, [])
     worker = _worker(config)
     out = session_dir(config)
+    if records or out.is_dir():  # else no bench run anywhere in this session (the plugin was merely loaded)
+        _write_results(config, records, out / worker if worker else out, merge=not worker)
+    if not worker and config.getoption("--bench-baseline"):
+        _gate(session)
+
+
+def _write_results(config: pytest.Config, records: list[RunRecord], out: Path, merge: bool) -> None:
+    """This process's runs into ``out``; the controller (``merge``) also merges the workers' parts, writes the
+    report, points ``latest`` at it and prunes old sessions."""
+    from bench.app.runner import run_meta
+    from bench.records.run import ResultsWriter, merge_results
+
+    meta = run_meta("pytest session", _rack(config))
     if records:
-        writer = ResultsWriter(out / worker if worker else out, run_meta("pytest session", _rack(config)))
+        writer = ResultsWriter(out, meta)
         for record in records:
             writer.add(record)
-    if worker:
+    if not merge:
         return
     parts = sorted(p for p in out.glob("gw*") if p.is_dir()) if out.is_dir() else []
     if parts:
-        merge_results(parts, out, run_meta("pytest session", _rack(config)))
+        merge_results(parts, out, meta)
     if (out / "runs.parquet").is_file():
         from bench.report.html import write_report
 
         write_report(out)
         _link_latest(out)
         _prune(out.parent, config.getoption("--bench-keep"), keep=out)
-    if config.getoption("--bench-baseline"):
-        _gate(session)
 
 
 def _link_latest(out: Path) -> None:
@@ -251,6 +301,8 @@ def _prune(base: Path, keep_n: int, keep: Path) -> None:
 
 def _in_use(directory: Path) -> bool:
     """Whether a live session (or one of its workers) holds the lock of ``directory`` or of one of its parts."""
+    from bench.app.runner import OutDirBusy, session_lock
+
     for part in [directory, *(p for p in directory.glob("gw*") if p.is_dir())]:
         if not (part / ".bench-session.lock").exists():
             continue
@@ -309,6 +361,8 @@ def _figure(value: object) -> object:
 
 
 def _verdict(config: pytest.Config, row: dict[str, object]) -> str:
+    import pandas as pd
+
     from bench.report.compare import compare_runs
 
     th, _ = _thresholds(config)
@@ -322,6 +376,8 @@ def _verdict(config: pytest.Config, row: dict[str, object]) -> str:
 def _gate(session: pytest.Session) -> None:
     """Compare this session's runs (its directory, workers' parts merged) with the baseline; write the comparison
     beside them and re-render their report with it."""
+    import pandas as pd
+
     from bench.report.compare import Comparison, compare_runs, fingerprint, write_comparison
 
     config = session.config
