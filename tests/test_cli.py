@@ -123,3 +123,39 @@ def test_run_overrides_change_the_run(tmp_path: Path):
     assert (run["technique"], run["steps"], run["lr"], run["seed"]) == ("last-fp32", 12, 0.05, 7)
     (printed,) = [json.loads(line) for line in proc.stdout.splitlines()]  # --json: stdout holds only the rows
     assert printed["run_id"] == run["run_id"] and printed["steps"] == 12 and printed["energy_spread_pct"] is None
+
+
+def test_help_imports_nothing_heavy():
+    """`bench --help` stays fast because the commands import the bench's stages only when they run."""
+    code = ("import sys; from bench.app.cli import main; main(['--help'], standalone_mode=False); "
+            "heavy = sorted({'pandas', 'numpy', 'bench.app.runner', 'matplotlib', 'pydantic'} & set(sys.modules)); "
+            "print(heavy, file=sys.stderr); sys.exit(1 if heavy else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and "plan" in proc.stdout, proc.stderr
+
+
+def test_tables_are_not_cut_when_piped():
+    """Through a pipe rich would wrap at 80 columns; tables then take 200, so every cell is whole."""
+    proc = _bench("boards")
+    assert proc.returncode == 0, proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if "nucleo-f746zg" in line and "MHz" in line)
+    assert len(row) > 100 and row.split("│")[-2].strip() == "stm32f746zg" and "…" not in proc.stdout, proc.stdout
+
+
+@pytest.mark.twin
+def test_rerun_into_an_out_dir_replaces_its_journals_and_verbose_says_what_happens(tmp_path: Path):
+    out = tmp_path / "o"
+    first = _bench("run", "quick", "--board", "rpi-pico", "--technique", "last-fp32", "--steps", "4", "--out", str(out))
+    assert first.returncode == 0, first.stderr
+    (out / "journal" / "ghost.rx.bin").write_bytes(b"\x00")  # files no run of the next session writes
+    (out / "journal" / "ghost.run.json").write_text("{}")  # (and a damaged manifest: a warning, not a crash)
+    second = _bench("-v", "run", "quick", "--board", "rpi-pico", "--technique", "bias-fp32", "--steps", "4", "--out",
+                    str(out))
+    assert second.returncode == 0, second.stderr
+    names = sorted(p.name for p in (out / "journal").iterdir())
+    assert names == ["rpi-pico.bias-fp32.run.json", "rpi-pico.bias-fp32.rx.bin", "rpi-pico.bias-fp32.tx.bin",
+                     "rpi-pico.qemu.log"], names
+    log = " ".join(second.stderr.split())  # rich wraps long log lines
+    assert "starting QEMU" in log and "rpi-pico.bias-fp32: ok" in log, second.stderr
+    assert "discarding the previous session's journals" in log and "ghost.run.json: not a run manifest" in log
+    assert "starting QEMU" not in first.stderr  # without -v only warnings are logged

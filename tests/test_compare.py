@@ -130,6 +130,21 @@ def test_cli_exits_1_on_regression_and_writes_the_comparison(tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
 
 
+def test_json_output_warns_on_different_profiles_and_keeps_the_thresholds_the_run_recorded(tmp_path: Path) -> None:
+    """A profile given as a path is not in profiles/ when `bench compare` runs: its [thresholds] come from meta.json."""
+    base = _results(tmp_path / "base", _runs())
+    cur = _results(tmp_path / "cur", _runs(**{f"{BOARD}/{TECH}": {"flash_bytes": 200_000}}))
+    (cur / "meta.json").write_text(json.dumps({"profile": "my-night", "thresholds": {"flash_pct": 50}}))
+    result = CliRunner().invoke(main, ["compare", str(base), str(cur), "--no-report", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["thresholds"]["flash_pct"] == 50 and data["thresholds_source"] == "defaults + profile my-night (as run)"
+    assert data["summary"]["verdict"] == "ok" and data["summary"]["unchanged"] == 3
+    assert data["warnings"] == ["the baseline ran profile quick and the current results profile my-night: figures "
+                                "may differ for that reason alone"]
+    assert "warning: the baseline ran profile quick" in result.stderr
+
+
 def test_cli_re_renders_the_report_with_the_comparison(tmp_path: Path) -> None:
     base = _results(tmp_path / "base", _runs())
     cur = _results(tmp_path / "cur", _runs(**{f"{BOARD}/{TECH}": {"acc_after": 0.9}}))

@@ -3,72 +3,49 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
-import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from bench.app import runner
 from bench.app.cli_plan import plan_cmd
 from bench.app.cli_rack import rack_group
-from bench.app.cli_report import compare_cmd, recover_cmd
-from bench.app.cli_study import expected_runs, print_study
-from bench.app.runner import load_profile
-from bench.config.boards import ConfigError, filter_rack, load_catalogue, load_rack
-from bench.config.profile import TechniqueError
-from bench.image.firmware import ImageError, build_firmware
-from bench.link.protocol import Step
-from bench.plan.fp32mem import Fp32MemError
-from bench.plan.int8 import QPlanError
-from bench.records.run import RunRecord
-from bench.tflite.head import HeadError
-from bench.tflite.io import TFLiteImportError
+from bench.app.cli_report import compare_cmd, recover_cmd, wide_console
+
+if TYPE_CHECKING:  # everything below pulls in numpy/pandas/the planners: imported by the commands that run them
+    from rich.table import Table
+
+    from bench.records.run import RunRecord
 
 console = Console(stderr=True)
 DEFAULT_OUT = Path("reports/latest")
 
 
-class LiveProgress(runner.Progress):
-    """One progress bar per board, advancing with every training step the device reports."""
-
-    def __init__(self, progress: Progress, runs: dict[str, int], steps: int) -> None:
-        """``runs``: board label -> runs it is expected to make (an estimate when boards share a queue)."""
-        self.progress, self.steps = progress, steps
-        self.tasks = {label: progress.add_task(label, total=steps * n) for label, n in runs.items()}
-        self.done = dict.fromkeys(runs, 0)
-        self.lock = threading.Lock()
-
-    def run_started(self, label: str, technique: str, steps: int) -> None:
-        with self.lock:
-            self.progress.update(self.tasks[label], description=f"{label} · {technique}")
-
-    def step(self, label: str, technique: str, step: Step) -> None:
-        with self.lock:
-            self.progress.update(self.tasks[label], completed=self.done[label] * self.steps + step.step + 1,
-                                 description=f"{label} · {technique} · loss {step.loss:.3f}")
-
-    def waiting(self, label: str, what: str) -> None:
-        with self.lock:
-            self.progress.console.print(f"{label}: waiting for {escape(what)}")
-
-    def run_finished(self, label: str, record: RunRecord) -> None:
-        with self.lock:
-            self.done[label] += 1
-            self.progress.update(self.tasks[label], completed=self.done[label] * self.steps,
-                                 description=f"{label} · {record.technique} · {record.status}")
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mcu-train-bench", prog_name="bench")
-def main() -> None:
+@click.option("-v", "--verbose", count=True, help="say more on stderr: -v what the bench does (QEMU starts, "
+              "flashing, retries, runs), -vv link-level detail")
+def main(verbose: int) -> None:
     """Hardware-in-the-loop bench for on-device training on microcontrollers."""
+    setup_logging(verbose)
+
+
+def setup_logging(verbose: int) -> None:
+    """Warnings always; ``-v`` adds what the bench does, ``-vv`` link detail; to stderr, beside the progress bars."""
+    from rich.logging import RichHandler
+
+    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    handler = RichHandler(console=console, show_path=False, markup=False, rich_tracebacks=False)
+    logger = logging.getLogger("bench")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
 
 
 @main.command()
@@ -76,6 +53,10 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="print the catalogue and rack as JSON instead of tables")
 def boards(rack_spec: str | None, as_json: bool) -> None:
     """List the board catalogue and the rack."""
+    from rich.table import Table
+
+    from bench.config.boards import load_catalogue, load_rack
+
     catalogue = load_catalogue()
     if as_json:
         rack = load_rack(rack_spec, catalogue)
@@ -96,7 +77,7 @@ def boards(rack_spec: str | None, as_json: bool) -> None:
         reach = f"QEMU {catalogue[e.board].twin.machine}" if e.kind == "emulated" else \
             f"probe {e.probe_uid or 'any'} / {e.port or '?'}"
         rtable.add_row(e.label, e.board, e.kind, reach)
-    out = Console()
+    out = wide_console()
     out.print(table)
     out.print(rtable)
 
@@ -107,6 +88,9 @@ def boards(rack_spec: str | None, as_json: bool) -> None:
               help="QEMU-twin image, real-board image (built and checked on the host only), or both")
 def build(names: tuple[str, ...], variant: str) -> None:
     """Build the firmware images of every board (skipped when up to date)."""
+    from bench.config.boards import load_catalogue
+    from bench.image.firmware import build_firmware
+
     variants = ("twin", "hardware") if variant == "all" else (variant,)
     for name, board in load_catalogue().items():
         if names and name not in names:
@@ -139,11 +123,17 @@ def run(profile_spec: str, rack_spec: str | None, names: tuple[str, ...], out: P
 
     Exit codes: 0 every run ok or does-not-fit; 1 some run failed (named); 2 bad input (a profile, rack, model or
     option that cannot be used, named)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from bench.app import runner
+    from bench.app.cli_progress import LiveProgress
+    from bench.app.cli_study import expected_runs, print_study
+    from bench.config.boards import filter_rack, load_catalogue, load_rack
     from bench.report.html import write_report
 
     overrides: dict[str, object] = {"techniques": techniques or None, "steps": steps, "seed": seed, "repeats": repeats,
                  **({"lr": lr, "lr_int8": None, "lr_by_technique": {}} if lr is not None else {})}
-    profile = runner.with_overrides(load_profile(profile_spec), {k: v for k, v in overrides.items()
+    profile = runner.with_overrides(runner.load_profile(profile_spec), {k: v for k, v in overrides.items()
                                                                    if v is not None})
     rack = filter_rack(load_rack(rack_spec, load_catalogue()), list(names))
     console.print(f"profile [bold]{profile.name}[/]: {profile.model} on {profile.task}, "
@@ -168,7 +158,7 @@ def run(profile_spec: str, rack_spec: str | None, names: tuple[str, ...], out: P
     elif is_study(table):
         print_study(table, console, time.monotonic() - started, runner.budget_schemes(out))
     else:
-        Console(width=max(Console().width, 150)).print(summary_table(records))
+        wide_console().print(summary_table(records))
     console.print(f"results: {out}/runs.parquet, steps.parquet, grads.parquet; journals: {out}/journal/")
     console.print(f"report: {report}")
     failed = [r for r in records if r.status not in OK_STATUSES]
@@ -192,6 +182,8 @@ def _fmt(value: object, spec: str, scale: float = 1.0) -> str:
 
 
 def summary_table(records: list[RunRecord]) -> Table:
+    from rich.table import Table
+
     table = Table(title="Runs: accuracy, loss, SRAM and counts measured on the device or twin; energy modelled")
     for col in ("board", "technique", "status", "acc before→after", "final loss", "peak SRAM / board",
                 "instr/step", "energy/step", "grad rel err"):
@@ -219,10 +211,26 @@ def report(results_dir: Path, out: Path | None) -> None:
     console.print(f"report: {write_report(results_dir, out)}")
 
 
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean bad input (a profile, rack, model or option that cannot be used): exit 2 with the message,
+    never a traceback. Imported here, when one was raised, so `bench --help` does not import the planners."""
+    from bench.config.boards import ConfigError
+    from bench.config.profile import TechniqueError
+    from bench.image.firmware import ImageError
+    from bench.plan.fp32mem import Fp32MemError
+    from bench.plan.int8 import QPlanError
+    from bench.tflite.head import HeadError
+    from bench.tflite.io import TFLiteImportError
+
+    return ConfigError, TechniqueError, ImageError, TFLiteImportError, QPlanError, Fp32MemError, HeadError
+
+
 def entry() -> None:
     try:
         main(standalone_mode=True)
-    except (ConfigError, TechniqueError, ImageError, TFLiteImportError, QPlanError, Fp32MemError, HeadError) as e:
+    except Exception as e:
+        if not isinstance(e, user_errors()):
+            raise
         console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
 
@@ -234,6 +242,8 @@ def entry() -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports/bench"), show_default=True)
 def bench_cmd(names: tuple[str, ...], steps: int, out: Path) -> None:
     """Benchmark: instructions per fp32 training step of the 64-32-10 MLP, against AIfES on the same twin."""
+    from rich.table import Table
+
     from bench.app.benchmark import AIFES_MLP_FORWARD, AIFES_MLP_STEP, TARGET_RATIO, mlp_step_costs
 
     costs = mlp_step_costs(out, list(names), ["full-fp32", "last-fp32"], steps)
@@ -245,7 +255,7 @@ def bench_cmd(names: tuple[str, ...], steps: int, out: Path) -> None:
         ratio = f"{AIFES_MLP_STEP / c.total:.2f}x" if same_work else "–"
         table.add_row(c.board, c.technique, f"{c.fwd:,.0f}", f"{c.bwd:,.0f}", f"{c.upd:,.0f}",
                       f"{c.total:,.0f} {c.unit}", ratio)
-    Console(width=max(Console().width, 150)).print(table)
+    wide_console().print(table)
     m7 = [c for c in costs if c.board == "nucleo-f746zg" and c.technique == "full-fp32"]
     if m7:
         console.print(f"AIfES on the M7 twin: {AIFES_MLP_STEP:,} instructions per full step, {AIFES_MLP_FORWARD:,} "
@@ -265,8 +275,12 @@ def bench_cmd(names: tuple[str, ...], steps: int, out: Path) -> None:
 def soak(runs: int, seed: int, profile_spec: str, rack_spec: str | None, names: tuple[str, ...], out: Path) -> None:
     """Soak: RUNS short runs through a fault-injecting link (bit errors, dropped/inserted bytes, stalls,
     disconnects); print what happened and check that nothing was lost or left running. Exit 1 if anything was."""
+    from rich.table import Table
+
+    from bench.app.runner import load_profile
     from bench.app.soak import CLEAN_FAILURES, soak_profile
     from bench.app.soak import soak as run_soak
+    from bench.config.boards import filter_rack, load_catalogue, load_rack
     from bench.report.html import write_report
 
     profile = soak_profile(load_profile(profile_spec))
@@ -306,6 +320,7 @@ def soak(runs: int, seed: int, profile_spec: str, rack_spec: str | None, names: 
 @click.option("--json", "as_json", is_flag=True, help="a JSON list instead of one name per line")
 def list_cmd(what: str, as_json: bool) -> None:
     """List the profiles, models, tasks, techniques or boards a profile may name, one per line."""
+    from bench.config.boards import load_catalogue
     from bench.config.profile import PROFILES_DIR, TECHNIQUES
     from bench.model.tasks import task_names
     from bench.model.zoo import model_names

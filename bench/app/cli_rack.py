@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from bench.config.boards import load_catalogue
-from bench.target.scan import ScanResult, rack_toml, scan
+if TYPE_CHECKING:  # pyocd and pyserial are imported when the command runs, not by `bench --help`
+    from rich.table import Table
+
+    from bench.target.scan import ScanResult
 
 console = Console(stderr=True)
 
@@ -21,6 +23,8 @@ def rack_group() -> None:
 
 
 def _tables(result: ScanResult) -> list[Table]:
+    from rich.table import Table
+
     probes = Table(title="Debug probes (pyocd)")
     for col in ("unique id", "vendor / product", "board (pyocd)"):
         probes.add_column(col)
@@ -46,6 +50,9 @@ def _tables(result: ScanResult) -> list[Table]:
 @click.option("--write-empty", is_flag=True, help="write the rack file even when no board was found")
 def scan_cmd(out: Path | None, name: str | None, write_empty: bool) -> None:
     """List attached debug probes and USB serial ports, match them to boards/, optionally write a rack file."""
+    from bench.config.boards import load_catalogue
+    from bench.target.scan import rack_toml, scan
+
     result = scan(load_catalogue())
     out_console = Console()
     for table in _tables(result):

@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from bench.report.compare import METRICS, Comparison, Delta, Pair, compare_dirs, write_comparison
+if TYPE_CHECKING:  # bench.report.compare pulls in pandas: imported when a command runs, not by `bench --help`
+    from rich.table import Table
+
+    from bench.report.compare import Comparison, Delta, Pair
 
 VERDICT_STYLES = {"regression": "bold red", "missing": "bold red", "improvement": "green", "new": "cyan"}
 DELTA_STYLES = {"regression": "red", "improvement": "green"}
@@ -40,6 +43,8 @@ def _cell(d: Delta | None) -> str:
 
 
 def _row(pair: Pair) -> list[str]:
+    from bench.report.compare import METRICS
+
     deltas = {d.metric: d for d in pair.deltas}
     style = VERDICT_STYLES.get(pair.verdict, "")
     verdict = f"[{style}]{pair.verdict}[/]" if style else pair.verdict
@@ -49,6 +54,10 @@ def _row(pair: Pair) -> list[str]:
 
 def comparison_table(comp: Comparison) -> Table:
     """Every (board, technique): regressions red, improvements green, missing runs named."""
+    from rich.table import Table
+
+    from bench.report.compare import METRICS
+
     th = ", ".join(f"{k} {v:g}" for k, v in comp.thresholds.items())
     table = Table(title=f"{comp.current} against baseline {comp.baseline}", caption=f"thresholds: {th} "
                   f"({comp.thresholds_source})")  # fmt: skip
@@ -57,6 +66,13 @@ def comparison_table(comp: Comparison) -> Table:
     for pair in comp.pairs:
         table.add_row(*_row(pair))
     return table
+
+
+def wide_console(stderr: bool = False) -> Console:
+    """A console for tables: the terminal's width, or 200 columns when not a terminal, so piped output (``| less``,
+    ``> file``, CI logs) is never cut at 80 columns."""
+    probe = Console(stderr=stderr)
+    return probe if probe.is_terminal else Console(stderr=stderr, width=200)
 
 
 def verdict_line(comp: Comparison) -> str:
@@ -72,15 +88,24 @@ def verdict_line(comp: Comparison) -> str:
               default=None, help="TOML with a [thresholds] table (sram_pct, flash_pct, instructions_pct, "
               "energy_pct, accuracy_points); overrides the profile's")  # fmt: skip
 @click.option("--no-report", is_flag=True, help="do not re-render CURRENT_DIR/index.html")
-def compare_cmd(baseline_dir: Path, current_dir: Path, thresholds_file: Path | None, no_report: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="print the comparison as JSON on stdout (the table goes nowhere)")
+def compare_cmd(baseline_dir: Path, current_dir: Path, thresholds_file: Path | None, no_report: bool,
+                as_json: bool) -> None:
     """Compare CURRENT_DIR with BASELINE_DIR per (board, technique); exit 1 on any regression."""
+    from bench.report.compare import compare_dirs, write_comparison
+
     try:
         comp = compare_dirs(baseline_dir, current_dir, thresholds_file)
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
-    Console(width=max(Console().width, 200)).print(comparison_table(comp))
-    path = write_comparison(comp, current_dir)
     err = Console(stderr=True)
+    for warning in comp.warnings:
+        err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+    if as_json:
+        click.echo(comp.to_json())
+    else:
+        wide_console().print(comparison_table(comp))
+    path = write_comparison(comp, current_dir)
     if not no_report:
         from bench.report.html import write_report
 
@@ -95,6 +120,8 @@ def compare_cmd(baseline_dir: Path, current_dir: Path, thresholds_file: Path | N
 @click.option("--no-report", is_flag=True, help="do not re-render RESULTS_DIR/index.html")
 def recover_cmd(results_dir: Path, no_report: bool) -> None:
     """Rebuild the records of runs a stopped bench never wrote (from their journals) into RESULTS_DIR's tables."""
+    from rich.table import Table
+
     from bench.config.boards import load_catalogue
     from bench.records.recover import RecoverError, recover
 
@@ -102,7 +129,7 @@ def recover_cmd(results_dir: Path, no_report: bool) -> None:
         done = recover(results_dir, load_catalogue())
     except RecoverError as exc:
         raise click.ClickException(str(exc)) from None
-    console = Console()
+    console = wide_console()
     if not done.records:
         console.print(f"nothing to recover: every run that started in {results_dir} is recorded "
                       f"({done.already_recorded} runs)")
@@ -114,7 +141,7 @@ def recover_cmd(results_dir: Path, no_report: bool) -> None:
             last = str(r.steps[-1].step) if r.steps else "–"
             table.add_row(escape(r.run_id), str(len(r.steps)), last, "yes" if r.summary else "no",
                           str(r.lost_frames), escape(r.journal))
-        Console(width=max(console.width, 160)).print(table)
+        console.print(table)
         console.print(f"{len(done.records)} run(s) recovered, {done.already_recorded} already recorded")
     if not no_report:
         from bench.report.html import write_report

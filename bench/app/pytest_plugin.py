@@ -348,9 +348,10 @@ def _run_properties(item: pytest.Item) -> list[tuple[str, object]]:
 
 def _thresholds(config: pytest.Config) -> Any:
     """The thresholds of the profile the baseline was made with (a fixture session has no single profile)."""
-    from bench.report.compare import load_thresholds, profile_of
+    from bench.report.compare import load_thresholds, profile_of, stored_thresholds
 
-    return load_thresholds(profile_of(Path(config.getoption("--bench-baseline"))))
+    baseline = Path(config.getoption("--bench-baseline"))
+    return load_thresholds(profile_of(baseline), stored=stored_thresholds(baseline))
 
 
 def _figure(value: object) -> object:

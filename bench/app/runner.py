@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import platform
 import queue
+import shutil
 import subprocess
 import threading
 import time
@@ -51,7 +53,7 @@ from bench.plan.fp32 import Plan
 from bench.plan.fp32mem import Fp32MemError, Fp32Memory
 from bench.plan.int8 import QPlan
 from bench.records import fidelity
-from bench.records.recover import Manifest
+from bench.records.recover import Manifest, RecoverError, unrecorded
 from bench.records.run import ResultsWriter, RunRecord
 from bench.records.stats import best_lr
 from bench.target.drivers import (
@@ -70,6 +72,8 @@ from bench.tflite.quantize import export_digits_tflite
 CACHE_DIR = REPO_ROOT / ".bench-cache"
 FIDELITY_TOLERANCE = 1e-4
 RACK_FAULTS = (FlashError, PortError, ProbeNotFound, ProbeAmbiguous, PackMissing, MeterError)
+
+log = logging.getLogger(__name__)
 
 
 class Progress:
@@ -262,6 +266,8 @@ class Bench:
             key = (board.name, variant)  # a board listed as twin and as hardware gets each its own image
             if key not in prepared.firmware:
                 prepared.firmware[key] = build_firmware(board, variant)
+                log.info("%s (%s): firmware build %s, %s", board.name, variant, prepared.firmware[key].build_id,
+                         prepared.firmware[key].elf)
             return prepared.firmware[key]
 
     def run(self, prepared: Prepared, entry: RackEntry, technique: Technique, spec: RunSpec | None = None
@@ -280,6 +286,8 @@ class Bench:
         fw = self.firmware(prepared, board, entry.kind)
         record.build_id = fw.build_id
         self.progress.run_started(entry.label, technique.name, profile.steps)
+        log.info("%s: %s on %s (%s), lr %g, journal %s", run_id, technique.name, entry.label, entry.kind, spec.lr,
+                 record.journal)
         try:
             plan = bench_plan.compile(technique, spec.lr, prepared.model, qmodel)
         except Fp32MemError as e:  # an imported graph the fp32 memory planner cannot model
@@ -289,6 +297,7 @@ class Bench:
                 self._planned_only(board, fw, plan, record)
             else:
                 self._run_plan(prepared, entry, technique, plan, fw, record, journal_dir)
+        log.info("%s: %s%s", record.run_id, record.status, f" ({record.error})" if record.error else "")
         self.progress.run_finished(entry.label, record)
         return record
 
@@ -538,9 +547,12 @@ def session_lock(out: Path) -> FileLock:
     return lock
 
 
-def run_meta(profile: str, rack: Rack) -> dict[str, object]:
-    return {"profile": profile, "bench_version": __version__, "git_commit": git_commit(),
-            "host": platform.node(), "rack": rack.name, "started": datetime.now(UTC).isoformat(),
+def run_meta(profile: str, rack: Rack, thresholds: dict[str, float] | None = None) -> dict[str, object]:
+    """meta.json of a results directory; ``thresholds``: the profile's, which `bench compare` applies later (the
+    profile file may be gone or have been given as a path by then)."""
+    return {"profile": profile, "thresholds": thresholds or {}, "bench_version": __version__,
+            "git_commit": git_commit(), "host": platform.node(), "rack": rack.name,
+            "started": datetime.now(UTC).isoformat(),
             "notes": ["energy on twins is modelled: instructions / clock x datasheet run current x supply "
                       "voltage, one cycle per instruction assumed"]}
 
@@ -550,7 +562,26 @@ def run_profile(profile: Profile, rack: Rack, out: Path, progress: Progress | No
     """Every technique of ``profile`` on every board of ``rack``: boards in parallel, techniques in sequence. The out
     directory is this session's alone while it runs (`OutDirBusy` otherwise)."""
     with session_lock(out):
+        clear_previous(out)
         return _run_profile(profile, rack, out, progress, on_record)
+
+
+def clear_previous(out: Path) -> None:
+    """A new session in ``out`` replaces the previous one's results, so its journals, QEMU logs and images go too
+    (else they sit beside tables they no longer belong to). Runs it never recorded are named in a warning first."""
+    try:
+        lost = unrecorded(out) if (out / "journal").is_dir() else []
+    except RecoverError as exc:  # a damaged manifest: nothing a new run could recover either
+        log.warning("%s: discarding the previous session's journals: %s", out, exc)
+        lost = []
+    if lost:
+        log.warning("%s: discarding %d run(s) a stopped bench never recorded (%s); `bench recover %s` before a new "
+                    "run keeps them", out, len(lost), ", ".join(m.run_id for m in lost[:5]), out)
+    for name in ("journal", "images"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    for name in ("runs", "steps", "grads", "layers"):
+        for suffix in (".parquet", ".csv"):
+            (out / f"{name}{suffix}").unlink(missing_ok=True)
 
 
 def study_techniques(prepared: Prepared) -> list[Technique]:
@@ -629,7 +660,8 @@ def _run_profile(profile: Profile, rack: Rack, out: Path, progress: Progress | N
     prepared = bench.prepare(profile)
     techniques = study_techniques(prepared)
     budget = {t.name: describe_scheme(t) for t in techniques if t.label}  # what each equal-budget scheme trains
-    writer = ResultsWriter(out, run_meta(profile.name, rack) | ({"budget_schemes": budget} if budget else {}))
+    meta = run_meta(profile.name, rack, profile.thresholds) | ({"budget_schemes": budget} if budget else {})
+    writer = ResultsWriter(out, meta)
     lock = threading.Lock()
     records: list[RunRecord] = []
 

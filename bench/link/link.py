@@ -7,6 +7,7 @@ are decoded, so a crash or a decoder bug never loses evidence, and frame offsets
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -30,6 +31,8 @@ from bench.link.protocol import (
 
 MAX_KEPT_ERRORS = 1000
 Matcher = type | tuple[type, ...] | Callable[[Message], bool]
+
+log = logging.getLogger(__name__)
 
 
 class LinkError(Exception):
@@ -199,7 +202,11 @@ class Link:
             return 0
         self._journal(self._rx, data)
         self._rx_bytes += len(data)
+        dropped = self._decoder.stats.dropped_frames
         messages, errors = feed_messages(self._decoder, data)
+        if errors or self._decoder.stats.dropped_frames != dropped:
+            log.debug("%s: %s", self._rx_path.name, self._describe(
+                f"{len(errors)} bad message(s) {'; '.join(map(str, errors[:3]))}" if errors else "frame(s) dropped"))
         self._queue.extend(messages)
         self.errors.extend(errors[: max(MAX_KEPT_ERRORS - len(self.errors), 0)])
         return len(data)

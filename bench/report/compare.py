@@ -100,6 +100,7 @@ class Comparison:
     thresholds_source: str
     pairs: list[Pair]
     current_fingerprint: str = ""
+    warnings: list[str] = field(default_factory=list)
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     def count(self, verdict: str) -> int:
@@ -127,11 +128,16 @@ def _json_num(value: Any) -> Any:
 # Thresholds
 
 
-def load_thresholds(profile: str | None = None, file: Path | None = None) -> tuple[Thresholds, str]:
-    """Defaults, overridden by the profile's ``[thresholds]`` table, overridden by a thresholds file."""
+def load_thresholds(profile: str | None = None, file: Path | None = None,
+                    stored: dict[str, Any] | None = None) -> tuple[Thresholds, str]:
+    """Defaults, overridden by the profile's ``[thresholds]`` table (``stored``: the table as the run recorded it in
+    meta.json, else the profile file found by name), overridden by a thresholds file."""
     th, sources = Thresholds(), ["defaults"]
     profile_path = _profile_path(profile)
-    if profile_path is not None and read_toml(profile_path).get("thresholds"):
+    if stored:
+        th = _override(th, Path(f"meta.json of profile {profile}"), stored)
+        sources.append(f"profile {profile} (as run)")
+    elif profile_path is not None and read_toml(profile_path).get("thresholds"):
         th = _override(th, profile_path, read_toml(profile_path)["thresholds"])
         sources.append(f"profile {profile_path.name}")
     if file is not None:
@@ -282,19 +288,36 @@ def _finite(x: float) -> float | None:
 
 
 def compare_dirs(baseline_dir: Path, current_dir: Path, thresholds_file: Path | None = None) -> Comparison:
-    """Compare two results directories with the current profile's thresholds (and an optional file)."""
-    th, source = load_thresholds(profile_of(current_dir), thresholds_file)
+    """Compare two results directories with the current profile's thresholds (and an optional file); a warning
+    when the two sides ran different profiles (their figures may not be like for like)."""
+    current = profile_of(current_dir)
+    th, source = load_thresholds(current, thresholds_file, stored_thresholds(current_dir))
     pairs = compare_runs(load_runs(baseline_dir), load_runs(current_dir), th)
-    return Comparison(str(baseline_dir), str(current_dir), th.model_dump(), source, pairs, fingerprint(current_dir))
+    base = profile_of(baseline_dir)
+    warnings = [f"the baseline ran profile {base or '(unknown)'} and the current results profile "
+                f"{current or '(unknown)'}: figures may differ for that reason alone"] if base != current else []
+    return Comparison(str(baseline_dir), str(current_dir), th.model_dump(), source, pairs, fingerprint(current_dir),
+                      warnings)
+
+
+def _meta(results_dir: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads((Path(results_dir) / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def profile_of(results_dir: Path) -> str | None:
     """The profile name meta.json records, whose ``[thresholds]`` apply."""
-    try:
-        meta = json.loads((Path(results_dir) / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return meta.get("profile") if isinstance(meta, dict) and isinstance(meta.get("profile"), str) else None
+    profile = _meta(results_dir).get("profile")
+    return profile if isinstance(profile, str) else None
+
+
+def stored_thresholds(results_dir: Path) -> dict[str, Any] | None:
+    """The profile's ``[thresholds]`` as the run recorded them (None for results made before they were recorded)."""
+    table = _meta(results_dir).get("thresholds")
+    return table if isinstance(table, dict) else None
 
 
 def write_comparison(comp: Comparison, results_dir: Path) -> Path:

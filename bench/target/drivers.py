@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import re
 import shutil
 import signal
@@ -31,6 +32,8 @@ from bench.image.firmware import Blob, ImageSet
 
 PTY_RE = re.compile(rb"char device redirected to (/dev/pts/\d+)")
 _T = TypeVar("_T")
+
+log = logging.getLogger(__name__)
 
 
 class TargetError(RuntimeError):
@@ -105,6 +108,8 @@ class QemuTarget:
             raise TargetError(f"{self.board.name}: reset before load")
         self.close()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log.info("%s: starting QEMU (log %s)", self.board.name, self.log_path)
+        log.debug("%s: %s", self.board.name, " ".join(self.command(self._images)))
         self._proc = subprocess.Popen(die_with_parent(self.command(self._images)), stdin=subprocess.DEVNULL,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         found = threading.Event()
@@ -318,7 +323,10 @@ class PyocdTarget:
                 if attempt == attempts - 1:
                     raise FlashError(f"{self.entry.label}: {what} failed after {attempts} attempts: "
                                      f"{type(exc).__name__}: {exc}", attempts) from exc
-                self._sleep(self.backoff_s * 2 ** attempt)
+                delay = self.backoff_s * 2 ** attempt
+                log.warning("%s: %s failed (%s: %s); retry %d of %d in %.1f s", self.entry.label, what,
+                            type(exc).__name__, exc, attempt + 1, self.retries, delay)
+                self._sleep(delay)
         raise AssertionError("unreachable")
 
     # -- programming ---------------------------------------------------------------------------------------

@@ -1,0 +1,344 @@
+"""``bench plan``: print a training plan (per layer, arena buffers, totals, fit), or search a sparse scheme for a
+memory budget by contribution analysis (MCUNetV3). fp32 plans only.
+
+MODEL may also be an imported graph (a ``.tflite`` path): then the plan is `bench.plan.fp32mem`'s analytic figure of
+what fp32 training of that graph would need on the board (per operator, totals, fit, the naive figure, and the ratio of
+full backprop to the technique), since the fp32 engine itself trains `bench.model.nn` models only."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from bench.app.runner import CACHE_DIR, load_profile
+from bench.config.boards import Board, ConfigError, load_catalogue
+from bench.config.profile import SparseSpec, TechniqueError, parse_technique
+from bench.image.firmware import BLOB_ALIGN, IMAGES_DIR, Firmware, build_id_for, read_manifest
+from bench.model.nn import Model
+from bench.plan.blob import dataset_blob
+from bench.plan.fp32 import Plan, compile_plan
+from bench.plan.fp32mem import Fp32MemError, Fp32Memory, fp32_weight_bytes, op_geometry, plan_fp32
+from bench.plan.search import Contributions, Scheme, analyse, parse_bytes, search
+
+if TYPE_CHECKING:
+    from bench.model.qgraph import QModel
+
+out = Console(width=150)
+
+
+def built_firmware(board: Board) -> tuple[Firmware | None, str]:
+    """The board's twin image if one was built (no build here), with a note on its state."""
+    manifest = IMAGES_DIR / f"{board.name}-twin" / "manifest.json"
+    if not manifest.exists():
+        return None, "twin image not built (`bench build`)"
+    fw = read_manifest(manifest)
+    stale = fw.build_id != build_id_for(board, "twin")
+    return fw, f"twin image {fw.build_id}" + (", out of date: rebuild with `bench build`" if stale else "")
+
+
+def _shape(s: tuple[int, int, int]) -> str:
+    return "×".join(map(str, s))
+
+
+def _kept(plan: Plan, i: int) -> str:
+    lp, layer = plan.layers[i], plan.model.layers[i]
+    if lp.train_w:
+        return f"input {_shape(layer.in_shape)} ({lp.kept_bytes:,} B)"
+    if layer.op == "relu" and i >= plan.first_bwd:
+        return f"output mask ({lp.kept_bytes:,} B)"
+    return "–"
+
+
+def _trained(plan: Plan, i: int) -> str:
+    lp, layer = plan.layers[i], plan.model.layers[i]
+    parts = []
+    if lp.train_w:
+        assert layer.weight is not None
+        n = len(lp.channels) if lp.channels else layer.weight.shape[0]
+        parts.append(f"W {n}/{layer.weight.shape[0]} ch" if lp.channels else "W")
+    if lp.train_b:
+        parts.append("b")
+    return " + ".join(parts) or ("frozen" if layer.has_params else "–")
+
+
+def plan_tables(plan: Plan) -> tuple[Table, Table]:
+    layers = Table(title=f"Plan {plan.model.name} / {plan.technique.name}: backward from layer {plan.first_bwd} "
+                         f"(of {len(plan.layers)})")
+    for col in ("layer", "op", "in → out", "trains", "kept for backward", "trainable in SRAM", "gradient buffers"):
+        layers.add_column(col, justify="left" if col in ("op", "trains", "kept for backward") else "right")
+    for row, lp in zip(plan.layer_memory(), plan.layers, strict=True):
+        i, layer = lp.index, plan.model.layers[lp.index]
+        grad = row["grad_bytes"] + row["scratch_bytes"]
+        grad_note = f"{grad:,} B" + (f" (scratch {row['scratch_bytes']:,})" if row["scratch_bytes"] else "")
+        layers.add_row(str(i), layer.op, f"{_shape(layer.in_shape)} → {_shape(layer.out_shape)}", _trained(plan, i),
+                       _kept(plan, i), f"{row['weights_ram_bytes']:,} B", grad_note if grad else "–")
+    n = len(plan.layers)
+    buffers = Table(title=f"Arena buffers: {plan.arena_bytes:,} B planned")
+    for col in ("buffer", "bytes", "offset", "live"):
+        buffers.add_column(col, justify="right" if col != "buffer" else "left")
+    for b in plan.buffer_table():
+        buffers.add_row(str(b["name"]), f"{b['bytes']:,}", f"{b['offset']:,}", str(b["live"]))
+    buffers.caption = (f"live: time -1 = before the forward pass, t = forward of layer t, {n} = loss, {2 * n} - i = "
+                       f"backward of layer i, {2 * n + 1} = after the step.\na* activations, d* gradients, w*/b* "
+                       "trainable parameters (compact for sparse weights), scratch* conv weight gradient")
+    return layers, buffers
+
+
+def totals(plan: Plan, board: Board, fw: Firmware | None, note: str, dataset_bytes: int) -> list[str]:
+    lines = [f"planned arena: {plan.arena_bytes:,} B  (by kind at the peak: " +
+             ", ".join(f"{k} {v:,}" for k, v in plan.composition().items()) + ")"]
+    plan_len = len(plan.blob(0))
+    flash_blobs = (plan_len + BLOB_ALIGN - 1) // BLOB_ALIGN * BLOB_ALIGN + dataset_bytes
+    if fw is None:
+        lines.append(f"static and stack: unknown ({note}); arena alone vs board SRAM: {plan.arena_bytes:,} / "
+                     f"{board.sram_bytes:,} B")
+        fits_sram = plan.arena_bytes <= board.sram_bytes
+    else:
+        required = fw.static_bytes + plan.arena_bytes + fw.stack_bytes
+        fits_sram = required <= board.sram_bytes
+        lines.append(f"SRAM: static {fw.static_bytes:,} B ({note}) + arena {plan.arena_bytes:,} B + stack reserve "
+                     f"{fw.stack_bytes:,} B = required {required:,} B of {board.sram_bytes:,} B available")
+    flash_end = board.memory.plan_offset + flash_blobs
+    fits_flash = flash_end <= board.flash_bytes
+    lines.append(f"flash: firmware region {board.memory.plan_offset:,} B + plan {plan_len:,} B (padded to "
+                 f"{BLOB_ALIGN:,}) + dataset {dataset_bytes:,} B = {flash_end:,} B of {board.flash_bytes:,} B")
+    verdict = "fits" if fits_sram and fits_flash else "DOES NOT FIT"
+    why = [] if fits_sram else ["SRAM"]
+    why += [] if fits_flash else ["flash"]
+    lines.append(f"{verdict} {board.name}" + (f" ({' and '.join(why)})" if why else ""))
+    return lines
+
+
+def _sparse_option(text: str | None) -> SparseSpec | None:
+    """The [sparse] table inline ('bias_k = 2, layers = { 0 = 0.25 }'), or a TOML file with a [sparse] table."""
+    if text is None:
+        return None
+    try:
+        if text.endswith(".toml") and Path(text).is_file():
+            data = tomllib.loads(Path(text).read_text()).get("sparse")
+            if data is None:
+                raise ValueError(f"{text} has no [sparse] table")
+        else:
+            data = tomllib.loads(f"sparse = {{ {text} }}")["sparse"]
+        return SparseSpec.model_validate({k: ({int(i): r for i, r in v.items()} if k == "layers" else v)
+                                          for k, v in data.items()})
+    except (tomllib.TOMLDecodeError, ValueError) as e:
+        raise click.BadParameter(f"{e}", param_hint="--sparse") from None
+
+
+def print_contributions(c: Contributions) -> None:
+    t = Table(title=f"Contribution analysis, {c.model}: held-out accuracy of host fine-tuning trials")
+    for col in ("trial", "held-out acc", "Δacc"):
+        t.add_column(col, justify="right" if col != "trial" else "left")
+    t.add_row(f"classifier only (layer {c.classifier})", f"{c.base_acc:.1%}", "–")
+    for k, acc in c.bias_acc.items():
+        if k > 1:
+            t.add_row(f"biases of last {k} layers (+ classifier)", f"{acc:.1%}", f"{c.delta_bias(k) * 100:+.1f} pt")
+    for (i, r), acc in c.weight_acc.items():
+        t.add_row(f"+ layer {i} weights at {r:g} (all biases)", f"{acc:.1%}", f"{c.delta_weight(i, r) * 100:+.1f} pt")
+    t.caption = (f"{c.steps} batch-1 SGD steps at lr {c.lr:g} on {c.n_train} samples of the device-train split, scored "
+                 f"on {c.n_holdout} held-out ones (not the eval split); mean of {c.repeats} sample orders")
+    out.print(t)
+
+
+def print_schemes(schemes: list[Scheme], budget: int, what: str) -> None:
+    if not schemes:
+        out.print(f"no sparse scheme fits {budget:,} B of {what}")
+        return
+    best = schemes[0]
+    out.print(f"\nbest scheme within {budget:,} B of {what}: {best.memory:,} B, expected gain "
+              f"{best.gain * 100:+.1f} pt over classifier-only (contributions assumed additive)\n")
+    out.print("techniques = [\"sparse-fp32\"]\n" + best.toml(), highlight=False, markup=False)
+    t = Table(title="Runner-up schemes")
+    for col in ("rank", "bias_k", "weights (layer: ratio)", "memory", "expected gain"):
+        t.add_column(col, justify="right")
+    for n, s in enumerate(schemes, 1):
+        w = ", ".join(f"{i}: {r:g}" for i, r in (*s.layers, (s.classifier, 1.0)))
+        t.add_row(str(n), str(s.bias_k), w, f"{s.memory:,} B", f"{s.gain * 100:+.1f} pt")
+    out.print(t)
+
+
+def show_plan(model_name: str, technique: str | None, board_name: str, task: str, seed: int,
+             profile_spec: str | None, last_k: int | None, sparse_text: str | None, budget: str | None, steps: int,
+             lr: float, repeats: int, budget_of: str) -> None:
+    """`bench plan` (bench.app.cli_plan): the plan of a technique, or the sparse scheme search of --budget."""
+    from bench.model.tasks import load_task
+    from bench.model.zoo import model_names
+    from bench.numerics.pretrain import build_model
+
+    catalogue = load_catalogue()
+    if board_name not in catalogue:
+        raise ConfigError(f"unknown board '{board_name}'; known: {', '.join(catalogue)}")
+    board = catalogue[board_name]
+    if model_name.endswith(".tflite"):
+        if budget is not None or technique is None:
+            raise click.UsageError("a .tflite MODEL takes --technique (its fp32 training memory); --budget needs a "
+                                   "bench model and its task")
+        _tflite_plan(Path(model_name), technique, board, profile_spec, last_k, sparse_text)
+        return
+    if model_name not in model_names():
+        raise ConfigError(f"unknown model '{model_name}'; known: {', '.join(model_names())}")
+    if (technique is None) == (budget is None):
+        raise click.UsageError("give either --technique (print a plan) or --budget (search a sparse scheme)")
+    ds = load_task(task, seed)
+    model = build_model(model_name, ds, seed, CACHE_DIR)
+    fw, note = built_firmware(board)
+    if budget is not None:
+        try:
+            limit = parse_bytes(budget)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--budget") from None
+        _budget(model, ds, board, fw if budget_of == "sram" else None, note if budget_of == "sram" else "by request",
+                limit, seed, steps, lr, repeats)
+        return
+    assert technique is not None
+    profile = load_profile(profile_spec) if profile_spec else None
+    k = last_k if last_k is not None else (profile.last_k if profile else 1)
+    sparse = _sparse_option(sparse_text) or (profile.sparse if profile else None)
+    try:
+        tech = parse_technique(technique, k, sparse)
+        plan = compile_plan(model, tech)
+    except ValueError as e:
+        raise TechniqueError(str(e)) from None
+    data = dataset_blob(ds.x_train, ds.y_train, ds.x_eval, ds.y_eval, ds.n_classes, ds.scale, ds.offset)
+    layers, buffers = plan_tables(plan)
+    out.print(layers)
+    if plan.channels:
+        for i, ch in plan.channels.items():
+            out.print(f"layer {i}: trained output channels (largest weight L2 norm) {list(ch)}")
+    out.print(buffers)
+    for line in totals(plan, board, fw, note, len(data)):
+        out.print(line)
+
+
+def _budget(model: Model, ds, board: Board, fw: Firmware | None, note: str, budget: int, seed: int, steps: int,
+            lr: float, repeats: int) -> None:
+    contrib = analyse(model, ds, seed=seed, steps=steps, lr=lr, repeats=repeats)
+    print_contributions(contrib)
+    out.print(f"trials: {len(contrib.weight_acc) + len(contrib.bias_acc)} × {repeats} fine-tuning runs of {steps} "
+              f"steps took {contrib.seconds:.1f} s on the host")
+    if fw is not None:
+        what = f"required SRAM on {board.name} (static {fw.static_bytes:,} + arena + stack {fw.stack_bytes:,}; {note})"
+        schemes = search(model, contrib, budget, lambda p: fw.static_bytes + p.arena_bytes + fw.stack_bytes)
+    else:
+        what = f"planned arena ({note}: static and stack not counted)"
+        schemes = search(model, contrib, budget)
+    print_schemes(schemes, budget, what)
+
+
+
+# ---- imported graphs (.tflite): fp32 training memory, planned ----------------------------------------------------
+
+
+def _profile_settings(spec: str | None) -> tuple[int | None, SparseSpec | None]:
+    """last_k and [sparse] of a profile, read as plain TOML (its layers name the graph's ops, not its bench model)."""
+    if spec is None:
+        return None, None
+    from bench.config.boards import read_toml
+    from bench.config.profile import PROFILES_DIR
+
+    path = Path(spec)
+    if not path.exists() and not path.suffix:
+        path = PROFILES_DIR / f"{spec}.toml"
+    data = read_toml(path)
+    try:
+        sparse = SparseSpec.model_validate(data["sparse"]) if "sparse" in data else None
+    except ValueError as e:
+        raise ConfigError(f"{path}: key 'sparse': {e}") from None
+    return data.get("last_k"), sparse
+
+
+def _kib(n: int) -> str:
+    return f"{n:,} B ({n / 1024:,.1f} KB)"
+
+
+def fp32mem_table(mem: Fp32Memory, model: QModel, label: str) -> Table:
+    t = Table(title=f"fp32 training memory of {label} / {mem.technique.name} (planned): backward "
+                    f"from op {mem.first_bwd} (of {len(mem.ops)})")
+    for col in ("op", "kind", "in → out", "trains", "kept for backward", "trainable in SRAM", "gradient buffers"):
+        t.add_column(col, justify="left" if col in ("kind", "trains", "kept for backward") else "right")
+    for r in mem.ops:
+        trains = []
+        if r.train_w:
+            trains.append("W" if r.channels == r.out_channels else f"W {r.channels}/{r.out_channels} ch")
+        if r.train_b:
+            trains.append("b")
+        geo = op_geometry(model.ops[r.index])
+        grad = r.grad_bytes + r.scratch_bytes
+        grad_note = f"{grad:,} B" + (f" (scratch {r.scratch_bytes:,})" if r.scratch_bytes else "")
+        t.add_row(str(r.index), r.kind + (f" {geo}" if geo else ""),
+                  f"{'×'.join(map(str, r.in_shape[1:]))} → {'×'.join(map(str, r.out_shape[1:]))}",
+                  " + ".join(trains) or ("frozen" if r.out_channels else "–"),
+                  f"{r.kept_act_bytes:,} B" if r.kept_act_bytes else "–",
+                  f"{r.weights_ram_bytes:,} B" if r.weights_ram_bytes else "–", grad_note if grad else "–")
+    t.caption = ("kept for backward: the op's input (weights train) and its output (fused RELU/RELU6 mask); gradient "
+                 "buffers: the input gradient it writes, and a conv's one-channel weight-gradient row")
+    return t
+
+
+def fp32mem_totals(mem: Fp32Memory, model: QModel, board: Board, fw: Firmware | None, note: str,
+                   full: Fp32Memory | None) -> list[str]:
+    """Totals, the fit verdict with required vs available SRAM, the naive figure and the ratio to full backprop."""
+    lines = [f"planned arena: {_kib(mem.arena_bytes)}  (by kind at the peak: " +
+             ", ".join(f"{k} {v:,}" for k, v in mem.composition().items()) + ")"]
+    if fw is None:
+        required = mem.arena_bytes
+        lines.append(f"static and stack: unknown ({note}); arena alone vs board SRAM")
+    else:
+        required = fw.static_bytes + mem.arena_bytes + fw.stack_bytes
+        lines.append(f"SRAM: static {fw.static_bytes:,} B ({note}) + arena {mem.arena_bytes:,} B + stack reserve "
+                     f"{fw.stack_bytes:,} B = required {required:,} B")
+    flash_w = fp32_weight_bytes(model)
+    flash_end = board.memory.plan_offset + flash_w
+    lines.append(f"flash: firmware region {board.memory.plan_offset:,} B + every weight and bias as fp32 "
+                 f"{flash_w:,} B = {flash_end:,} B of {board.flash_bytes:,} B (plan header and dataset not counted)")
+    fits_sram, fits_flash = required <= board.sram_bytes, flash_end <= board.flash_bytes
+    what = " and ".join([w for w, ok in (("SRAM", fits_sram), ("flash", fits_flash)) if not ok])
+    if fits_sram and fits_flash:
+        lines.append(f"fits {board.name}: required SRAM {required:,} B of {board.sram_bytes:,} B available")
+    else:
+        lines.append(f"DOES NOT FIT {board.name} ({what}): {mem.technique.name} does not fit: required SRAM "
+                     f"{_kib(required)} vs {_kib(board.sram_bytes)} available")
+    parts = ", ".join(f"{k} {v:,}" for k, v in mem.naive_parts.items())
+    lines.append(f"naive (every activation kept, every gradient buffer coexisting, no sharing): "
+                 f"{_kib(mem.naive_bytes)} = {parts}; {mem.naive_bytes / mem.arena_bytes:.1f}× the planned arena")
+    if full is not None and full is not mem:
+        lines.append(f"full-fp32 / {mem.technique.name}: planned arena {full.arena_bytes:,} / {mem.arena_bytes:,} B = "
+                     f"{full.arena_bytes / mem.arena_bytes:.1f}×; naive full-fp32 {full.naive_bytes:,} B / planned "
+                     f"{mem.technique.name} = {full.naive_bytes / mem.arena_bytes:.1f}× (MCUNetV3 reports 20–21× for "
+                     "sparse update with its engine vs full update)")
+    return lines
+
+
+def _tflite_plan(path: Path, technique: str, board: Board, profile_spec: str | None, last_k: int | None,
+                 sparse_text: str | None) -> None:
+    from bench.tflite.io import load_tflite
+
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    model = load_tflite(path)
+    prof_k, prof_sparse = _profile_settings(profile_spec)
+    k = last_k if last_k is not None else (prof_k or 1)
+    sparse = _sparse_option(sparse_text) or prof_sparse
+    try:
+        tech = parse_technique(technique, k, sparse)
+        if tech.numerics != "fp32":
+            raise TechniqueError(f"{technique}: a .tflite MODEL is planned for fp32 training only")
+        mem = plan_fp32(model, tech)
+        full = mem if tech.scheme == "full" else plan_fp32(model, parse_technique("full-fp32"))
+    except Fp32MemError as e:
+        raise TechniqueError(f"{path.name}: {e}") from None
+    except ValueError as e:
+        raise TechniqueError(str(e)) from None
+    fw, note = built_firmware(board)
+    out.print(fp32mem_table(mem, model, path.name))
+    for line in fp32mem_totals(mem, model, board, fw, note, full):
+        out.print(line, highlight=False)
+    out.print("All figures are planned (bench.plan.fp32mem: host analysis with the engine's memory design), "
+              "not measured.",
+              highlight=False)
