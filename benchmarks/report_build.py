@@ -39,12 +39,14 @@ def _runs(n: int, steps: int, rng: np.random.Generator) -> pd.DataFrame:
         "final_loss": rng.uniform(0.2, 1.5, n), "acc_before": 0.58, "acc_after": rng.uniform(0.6, 0.9, n),
         "loss_before": 1.4, "loss_after": rng.uniform(0.4, 1.0, n), "peak_sram_bytes": peak,
         "planned_sram_bytes": peak + 200, "board_sram_bytes": [BOARDS[b] for b in boards], "flash_bytes": 30e3,
-        "board_flash_bytes": 1 << 20, "static_bytes": 6e3, "stack_bytes": 2e3, "arena_bytes": peak - 8e3,
-        "mem_weights_bytes": peak * 0.4, "mem_activations_bytes": peak * 0.3, "mem_gradients_bytes": peak * 0.1,
-        "mem_optimizer_bytes": 0.0, "instr_per_step": instr, "count_unit": "instructions",
+        "board_flash_bytes": 1 << 20, "static_bytes": 6e3, "stack_peak_bytes": 2e3, "arena_peak_bytes": peak - 8e3,
+        "planned_weights_bytes": peak * 0.4, "planned_activations_bytes": peak * 0.3,
+        "planned_gradients_bytes": peak * 0.1, "planned_optimizer_bytes": 0.0, "instr_per_step": instr,
+        "count_unit": "instructions",
         "instr_fwd_per_step": instr * 0.4, "instr_bwd_per_step": instr * 0.4, "instr_upd_per_step": instr * 0.2,
         "energy_per_step_uj": instr * 1e-4, "energy_source": "modelled", "lost_frames": 0, "journal": "",
         "fidelity_max_rel_err": rng.uniform(1e-7, 1e-5, n), "build_id": "bench", "plan_hash": "0", "wall_s": 20.0,
+        "phase": "final", "lr": 0.02, "repeat": 0, "seed": 1,
     })  # fmt: skip
 
 
@@ -55,7 +57,7 @@ def _steps(run_ids: list[str], steps: int, rng: np.random.Generator) -> pd.DataF
     loss[rng.random(n) < 0.01] = 25.0
     return pd.DataFrame({
         "run_id": np.repeat(run_ids, steps), "step": step, "loss": loss,
-        "correct": (rng.random(n) < 0.7).astype(int), "instr_fwd": 1e5, "instr_bwd": 1e5, "instr_update": 5e4,
+        "correct": rng.random(n) < 0.7, "instr_fwd": 1e5, "instr_bwd": 1e5, "instr_upd": 5e4,
         "sram_bytes": 1e5,
     })  # fmt: skip
 
@@ -76,8 +78,9 @@ def _layers(run_ids: list[str]) -> pd.DataFrame:
     k = len(LAYERS)
     return pd.DataFrame({
         "run_id": np.repeat(run_ids, k), "layer": np.tile(np.arange(k), len(run_ids)),
-        "op": np.tile(LAYERS, len(run_ids)), "instr_fwd": 2e4, "instr_bwd": 3e4, "instr_upd": 1e4,
-        "weights_ram_bytes": 4096, "kept_act_bytes": 2048, "grad_bytes": 4096, "scratch_bytes": 512,
+        "op": np.tile(LAYERS, len(run_ids)), "instr_fwd_per_step": 2e4, "instr_bwd_per_step": 3e4,
+        "instr_upd_per_step": 1e4, "planned_weights_ram_bytes": 4096, "planned_kept_act_bytes": 2048,
+        "planned_grad_bytes": 4096, "planned_scratch_bytes": 512,
     })  # fmt: skip
 
 

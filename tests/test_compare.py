@@ -89,11 +89,16 @@ def test_missing_runs_are_reported_on_either_side() -> None:
 
 
 def test_energy_from_different_sources_is_not_compared() -> None:
-    pair, _ = _pair(_runs(), _runs(**{f"{BOARD}/{TECH}": {"energy_source": "measured (ina228)",
+    pair, _ = _pair(_runs(), _runs(**{f"{BOARD}/{TECH}": {"energy_source": "measured", "energy_meter": "ina228",
                                                           "energy_per_step_uj": 1e6}}))  # fmt: skip
     energy = next(d for d in pair.deltas if d.metric == "energy")
     assert energy.verdict == "n/a" and "not comparable: modelled vs measured (ina228)" in energy.note
     assert pair.verdict == "unchanged"
+    measured = {"energy_source": "measured", "energy_meter": "ina228"}
+    pair, _ = _pair(_runs(**{f"{BOARD}/{TECH}": measured}),
+                    _runs(**{f"{BOARD}/{TECH}": measured | {"energy_meter": "ppk2"}}))
+    energy = next(d for d in pair.deltas if d.metric == "energy")  # two meters: not like with like either
+    assert energy.verdict == "n/a" and "measured (ina228) vs measured (ppk2)" in energy.note
 
 
 def test_thresholds_from_profile_then_file(tmp_path: Path) -> None:

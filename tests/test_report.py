@@ -52,12 +52,12 @@ def _run_row(i: int, board: str, technique: str, sram: int) -> dict[str, object]
         "flash_bytes": 150_000,
         "board_flash_bytes": 1_048_576,
         "static_bytes": 20_000 if ok else nan,
-        "stack_bytes": 6_000 if ok else nan,
-        "arena_bytes": planned - 28_000 if ok else nan,
-        "mem_weights_bytes": 70_000,
-        "mem_activations_bytes": 60_000 if full else 4_000,
-        "mem_gradients_bytes": 20_000 if full else 1_000,
-        "mem_optimizer_bytes": 0,
+        "stack_peak_bytes": 6_000 if ok else nan,
+        "arena_peak_bytes": planned - 28_000 if ok else nan,
+        "planned_weights_bytes": 70_000,
+        "planned_activations_bytes": 60_000 if full else 4_000,
+        "planned_gradients_bytes": 20_000 if full else 1_000,
+        "planned_optimizer_bytes": 0,
         "instr_per_step": instr,
         "count_unit": "instructions",
         "instr_fwd_per_step": 1.0e6 * SCALE[board],
@@ -88,7 +88,7 @@ def _steps(run_id: str, n: int, rng: np.random.Generator, floor: float = 0.3) ->
             "correct": rng.random(n) < np.clip(0.3 + step / n, 0, 0.9),
             "instr_fwd": 1.0e6,
             "instr_bwd": 1.9e6,
-            "instr_update": 1e5,
+            "instr_upd": 1e5,
             "sram_bytes": 200_000,
         }
     )
@@ -120,13 +120,13 @@ def _layers(row: dict[str, object]) -> pd.DataFrame:
             "run_id": row["run_id"],
             "layer": layer,
             "op": op,
-            "instr_fwd": 2e4 * params**0.5 * scale,
-            "instr_bwd": (3e4 * params**0.5 if k >= 3 - trained else 0.0) * scale,
-            "instr_upd": (1e4 * params**0.5 if k >= 3 - trained else 0.0) * scale * (1 if full else 0.3),
-            "weights_ram_bytes": 4 * params,
-            "kept_act_bytes": 2_048 if full else 0,
-            "grad_bytes": 4 * params if k >= 3 - trained else 0,
-            "scratch_bytes": 512,
+            "instr_fwd_per_step": 2e4 * params**0.5 * scale,
+            "instr_bwd_per_step": (3e4 * params**0.5 if k >= 3 - trained else 0.0) * scale,
+            "instr_upd_per_step": (1e4 * params**0.5 if k >= 3 - trained else 0.0) * scale * (1 if full else 0.3),
+            "planned_weights_ram_bytes": 4 * params,
+            "planned_kept_act_bytes": 2_048 if full else 0,
+            "planned_grad_bytes": 4 * params if k >= 3 - trained else 0,
+            "planned_scratch_bytes": 512,
         }
         for k, (layer, op, params) in enumerate(LAYERS)
     ]
@@ -301,12 +301,12 @@ def test_missing_optional_files_still_render(tmp_path: Path) -> None:
 def test_runs_without_the_new_memory_columns_show_the_arena_whole(tmp_path: Path) -> None:
     """Results written before the memory composition columns existed still get a memory section."""
     results = make_results(tmp_path, grads=False, layers=False)
-    runs = pd.read_parquet(results / "runs.parquet").drop(columns=[c for c in report.RUN_NUMBER_COLUMNS
-                                                                   if c.startswith("mem_")])  # fmt: skip
+    kinds = ("weights", "activations", "gradients", "optimizer")
+    runs = pd.read_parquet(results / "runs.parquet").drop(columns=[f"planned_{k}_bytes" for k in kinds])
     runs.to_parquet(results / "runs.parquet")
     res = report.load_results(results)
     parts = report._memory_parts(res.groups)
-    assert (parts["arena_other"] == res.groups["arena_bytes"].fillna(0)).all()
+    assert (parts["arena_other"] == res.groups["arena_peak_bytes"].fillna(0)).all()
 
 
 def test_large_tables_are_capped_with_a_pointer_to_the_csv() -> None:
@@ -327,7 +327,8 @@ def test_repeated_runs_are_drawn_as_their_median() -> None:
 
 def test_single_hardware_run_labels_cycles_and_measured_energy(tmp_path: Path) -> None:
     row = _run_row(0, "nucleo-f746zg", "last-fp32", BOARDS["nucleo-f746zg"])
-    row.update(target_kind="hardware", count_unit="cycles", energy_source="measured (ina228)", board_serial="066DFF5")
+    row.update(target_kind="hardware", count_unit="cycles", energy_source="measured", energy_meter="ina228",
+               board_serial="066DFF5")
     pd.DataFrame([row]).to_parquet(tmp_path / "runs.parquet")
     _steps("r0", 50, np.random.default_rng(0)).to_parquet(tmp_path / "steps.parquet")
     html = write_report(tmp_path).read_text(encoding="utf-8")

@@ -47,3 +47,33 @@ def test_every_results_column_is_documented_and_files_carry_their_schema_version
     meta = json.loads(pq.read_schema(tmp_path / "runs.parquet").metadata[b"bench.schema"])
     assert meta == {"table": "runs", "version": SCHEMA_VERSION, "doc": "docs/results.md"}
     assert (tmp_path / "runs.csv").read_text().splitlines() == ["run_id", "a"]
+
+
+def test_tables_are_stored_with_nullable_integers_booleans_and_categories(tmp_path: Path) -> None:
+    """What `pd.read_parquet` gives a user: byte counts as Int64 with <NA> (not float NaN), flags as booleans, names
+    as categories, scheme and numerics apart, each step's sample/label/prediction, counts under their unit."""
+    from bench.config.boards import load_catalogue
+    from bench.link.protocol import Step
+    from bench.records.run import ResultsWriter, RunRecord
+    from bench.target.drivers import Counting
+
+    board = load_catalogue()["rpi-pico"]
+    record = RunRecord("pico.last-int8-noqas@16KB", board, "emulated", "last-int8-noqas@16KB", "digits-cnn",
+                       counting=Counting("instructions", 1.0), fidelity_exact=1.0, planned_sram_bytes=1234,
+                       steps=[Step(0, 5, 3, 3, 0.5, 10, 20, 30, 100, 200, 300), Step(1, 7, 2, 1, 0.7, 11, 21, 31, 100,
+                                                                                        200, 301)])
+    writer = ResultsWriter(tmp_path, {})
+    writer.add(record)
+    writer.add(RunRecord("pico.full-fp32", board, "emulated", "full-fp32", "digits-cnn", status="hang"))
+    runs = pd.read_parquet(tmp_path / "runs.parquet")
+    assert str(runs["planned_sram_bytes"].dtype) == "Int64" and runs["planned_sram_bytes"].tolist()[0] == 1234
+    assert runs["planned_sram_bytes"].isna().tolist() == [False, True]
+    assert str(runs["fidelity_exact"].dtype) == "boolean" and runs["fidelity_exact"].tolist()[0] is True
+    assert pd.isna(runs["fidelity_exact"].tolist()[1])
+    assert all(isinstance(runs[c].dtype, pd.CategoricalDtype) for c in ("board", "technique", "status", "scheme"))
+    assert runs[["scheme", "numerics"]].astype(str).values.tolist() == [["last", "int8-noqas"], ["full", "fp32"]]
+    assert runs["instr_per_step"].tolist()[0] == 61.5 and runs["cycles_per_step"].isna().all()
+    steps = pd.read_parquet(tmp_path / "steps.parquet")
+    assert steps[["sample", "label", "pred"]].values.tolist() == [[5, 3, 3], [7, 2, 1]]
+    assert steps["correct"].tolist() == [True, False] and str(steps["sample"].dtype) == "Int64"
+    assert steps["instr_upd"].tolist() == [30.0, 31.0] and steps["cycles_upd"].isna().all()

@@ -41,17 +41,17 @@ def test_training_on_twin_lowers_loss_and_matches_reference(bench_board, bench_r
     assert run.fidelity_max_rel_err < 1e-4
     row = run.record.run_row()
     assert 0 < row["peak_sram_bytes"] <= row["board_sram_bytes"]
-    assert row["arena_bytes"] <= row["planned_sram_bytes"]
+    assert row["arena_peak_bytes"] <= row["planned_sram_bytes"]
     assert row["instr_fwd_per_step"] > 0 and row["instr_upd_per_step"] > 0
     assert row["energy_source"] == "modelled" and row["energy_per_step_uj"] > 0
     # per-layer costs: the forward pass is timed per layer, so the layers sum to a little less than the phase
     layers = run.record.layer_rows()
-    fwd_sum = sum(r["instr_fwd"] for r in layers)
+    fwd_sum = sum(r["instr_fwd_per_step"] for r in layers)
     assert 0.8 * row["instr_fwd_per_step"] < fwd_sum <= row["instr_fwd_per_step"]
     param_layers = [r["layer"] for r in layers if r["op"] in ("dense", "conv2d")]
     trained = {i for i, _ in parse_technique(technique).trainable(param_layers)}
-    assert all((r["instr_upd"] > 0) == (r["layer"] in trained) for r in layers)
-    assert row["mem_weights_bytes"] > 0 and row["mem_optimizer_bytes"] == 0
+    assert all((r["instr_upd_per_step"] > 0) == (r["layer"] in trained) for r in layers)
+    assert row["planned_weights_bytes"] > 0 and row["planned_optimizer_bytes"] == 0
     # full gradient tensors streamed every 50 steps, statistics every step
     streamed = run.grads.dropna(subset=["values"])
     assert sorted(streamed["step"].unique()) == [0, 50, 100]
@@ -72,14 +72,14 @@ def test_sparse_update_on_twin(bench_board, bench_run):
     sizes = {(r.layer, r.param): len(r.values) for r in streamed.itertuples() if r.step == 0}
     assert sizes[(0, "w")] == 9 and sizes[(2, "w")] == 8 * 288 and sizes[(4, "w")] == 10 * 32
     layers = {r["layer"]: r for r in run.record.layer_rows()}
-    assert all(layers[i]["instr_upd"] > 0 for i in (0, 2, 4))
+    assert all(layers[i]["instr_upd_per_step"] > 0 for i in (0, 2, 4))
 
 
 def test_instruction_counts_are_deterministic(bench_run):
     entry = next(e for e in _rack_entries() if e.board == "nucleo-f746zg")
     a = bench_run(entry, "last-fp32", steps=5, check_steps=0, eval_samples=1)
     b = bench_run(entry, "last-fp32", steps=5, check_steps=0, eval_samples=1)
-    cols = ["instr_fwd", "instr_bwd", "instr_update"]
+    cols = ["instr_fwd", "instr_bwd", "instr_upd"]
     # the same instructions run each time; a SysTick tick is 0.625 instructions at -icount shift=6 and the tick
     # phase at START depends on when the host's bytes arrived, so each timed window may be off by one tick. The
     # forward phase is the sum of 2 + n_layers windows (sample decode, each layer, loss), the others of one here.

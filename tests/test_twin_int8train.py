@@ -32,8 +32,8 @@ def test_int8_training_on_twin(bench_board, bench_run, technique):
     assert run.fidelity_max_rel_err == 0.0 and run.fidelity_exact == 1.0
     row = run.record.run_row()
     assert abs(row["peak_sram_bytes"] - row["planned_sram_bytes"]) <= 0.1 * row["planned_sram_bytes"]
-    assert row["arena_bytes"] <= row["planned_sram_bytes"] - row["static_bytes"]
-    assert row["mem_optimizer_bytes"] > 0  # the Q16 residuals
+    assert row["arena_peak_bytes"] <= row["planned_sram_bytes"] - row["static_bytes"]
+    assert row["planned_optimizer_bytes"] > 0  # the Q16 residuals
     streamed = run.grads.dropna(subset=["values"])
     assert sorted(streamed["step"].unique()) == [0, 40, 80]
     sizes = {(r.layer, r.param): len(r.values) for r in streamed.itertuples() if r.step == 0}
@@ -42,8 +42,8 @@ def test_int8_training_on_twin(bench_board, bench_run, technique):
     else:
         assert sizes[(1, "w")] == 32 * 288 and sizes[(0, "w")] == 72
     layers = {r["layer"]: r for r in run.record.layer_rows()}
-    assert layers[1]["op"] == "fc_i8" and all(layers[i]["instr_upd"] > 0 for i in (0, 1, 2))
-    assert layers[3]["op"] == "softmax_i8" and layers[3]["instr_upd"] == 0
+    assert layers[1]["op"] == "fc_i8" and all(layers[i]["instr_upd_per_step"] > 0 for i in (0, 1, 2))
+    assert layers[3]["op"] == "softmax_i8" and layers[3]["instr_upd_per_step"] == 0
 
 
 def test_noqas_does_not_learn_where_qas_does(bench_run):

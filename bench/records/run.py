@@ -26,22 +26,25 @@ from bench.link import protocol as proto
 from bench.link.faults import FaultStats
 from bench.target.drivers import Counting
 
+PHASES = ("fwd", "bwd", "upd")
+COUNTS = ("instr", "cycles")  # one column per unit: instructions on twins (-icount), cycles on hardware (DWT)
 RUN_COLUMNS = [
-    "run_id", "board", "target_kind", "technique", "model", "status", "error", "steps", "final_loss", "acc_before",
-    "acc_after", "loss_before", "loss_after", "peak_sram_bytes", "planned_sram_bytes", "required_sram_bytes",
-    "board_sram_bytes", "flash_bytes", "board_flash_bytes", "static_bytes", "stack_bytes", "arena_bytes",
-    "instr_per_step", "count_unit",
-    "instr_fwd_per_step", "instr_bwd_per_step", "instr_upd_per_step", "energy_per_step_uj", "energy_source",
-    "energy_spread_pct",
-    "mem_weights_bytes", "mem_activations_bytes", "mem_gradients_bytes", "mem_optimizer_bytes",
+    "run_id", "board", "target_kind", "technique", "scheme", "numerics", "model", "status", "error", "steps",
+    "final_loss", "acc_before", "acc_after", "loss_before", "loss_after",
+    "peak_sram_bytes", "static_bytes", "stack_peak_bytes", "arena_peak_bytes", "flash_bytes",
+    "planned_sram_bytes", "planned_required_sram_bytes", "planned_weights_bytes", "planned_activations_bytes",
+    "planned_gradients_bytes", "planned_optimizer_bytes", "board_sram_bytes", "board_flash_bytes",
+    "count_unit", *(f"{c}{p}_per_step" for c in COUNTS for p in ("", *(f"_{q}" for q in PHASES))),
+    "energy_per_step_uj", "energy_source", "energy_meter", "energy_spread_pct",
     "lost_frames", "journal", "fidelity_max_rel_err", "fidelity_exact", "build_id", "plan_hash", "wall_s",
     "link_faults", "frames_damaged_injected", "phase", "lr", "repeat", "seed",
 ]
-LAYER_COLUMNS = ["run_id", "layer", "op", "instr_fwd", "instr_bwd", "instr_upd", "weights_ram_bytes", "kept_act_bytes",
-                 "grad_bytes", "scratch_bytes"]
+LAYER_COLUMNS = ["run_id", "layer", "op", *(f"{c}_{p}_per_step" for c in COUNTS for p in PHASES),
+                 "planned_weights_ram_bytes", "planned_kept_act_bytes", "planned_grad_bytes", "planned_scratch_bytes"]
 OP_NAMES = {1: "dense", 2: "conv2d", 3: "relu", 0x81: "conv_i8", 0x82: "dwconv_i8", 0x83: "fc_i8", 0x84: "avgpool_i8",
             0x85: "mean_i8", 0x86: "add_i8", 0x87: "reshape_i8", 0x88: "softmax_i8"}
-STEP_COLUMNS = ["run_id", "step", "loss", "correct", "instr_fwd", "instr_bwd", "instr_update", "sram_bytes"]
+STEP_COLUMNS = ["run_id", "step", "sample", "label", "pred", "correct", "loss",
+                *(f"{c}_{p}" for c in COUNTS for p in PHASES), "sram_bytes"]
 GRAD_COLUMNS = ["run_id", "step", "layer", "param", "l2", "max_abs", "values"]
 PARAM_NAMES = {0: "w", 1: "b"}
 MEM_KINDS = ("weights", "activations", "gradients", "optimizer")
@@ -152,12 +155,13 @@ class RunRecord:
         self.meter = capture.meter
 
     def energy(self) -> tuple[float, str, float]:
-        """(µJ per step, source label, spread in % of the median): measured when a meter ran, else modelled."""
+        """(µJ per step, ``measured`` or ``modelled``, spread in % of the median): measured when a meter ran (its name
+        in ``meter``), else modelled."""
         if self.measured_energy is not None and self.measured_energy.steps:
             per_step = self.measured_energy.per_step_uj()
             median = float(np.median(per_step))
             spread = float((per_step.max() - per_step.min()) / median * 100) if median else math.nan
-            return median, f"measured ({self.meter})", spread
+            return median, "measured", spread
         fwd, bwd, upd = self.mean_counts()
         return self.energy_per_step_uj(fwd + bwd + upd), "modelled", math.nan
 
@@ -186,28 +190,38 @@ class RunRecord:
         tail = [s.loss for s in self.steps[-max(10, len(self.steps) // 10):]]
         return float(np.mean(tail)) if tail else math.nan
 
+    @property
+    def count_prefix(self) -> str:
+        """Which count columns this run fills: ``instr`` (twin, -icount) or ``cycles`` (hardware, DWT)."""
+        return "cycles" if self.counting is not None and self.counting.unit == "cycles" else "instr"
+
+    def _count_cells(self, suffix: str, values: dict[str, float]) -> dict[str, float]:
+        """``values`` (phase -> count) under this run's unit, NaN under the other one: a column has one unit."""
+        return {f"{c}{p}{suffix}": (values[p] if c == self.count_prefix else math.nan) for c in COUNTS for p in values}
+
     def run_row(self) -> dict[str, object]:
         fwd, bwd, upd = self.mean_counts()
-        total = fwd + bwd + upd
         peak, static, stack, arena = self.peak_sram()
         energy, energy_source, energy_spread = self.energy()
+        scheme, _, numerics = self.technique.split("@")[0].partition("-")
         return {
             "run_id": self.run_id, "board": self.board.name, "target_kind": self.target_kind,
-            "technique": self.technique, "model": self.model, "status": self.status, "error": self.error,
-            "steps": len(self.steps), "final_loss": self.final_loss(),
+            "technique": self.technique, "scheme": scheme, "numerics": numerics, "model": self.model,
+            "status": self.status, "error": self.error, "steps": len(self.steps), "final_loss": self.final_loss(),
             "acc_before": self.accuracy(0), "acc_after": self.accuracy(1),
             "loss_before": self.eval_loss(0), "loss_after": self.eval_loss(1),
-            "peak_sram_bytes": peak, "planned_sram_bytes": _nan(self.planned_sram_bytes),
-            "required_sram_bytes": _nan(self.required_sram_bytes),
-            "board_sram_bytes": self.board.sram_bytes, "flash_bytes": _nan(self.flash_bytes),
-            "board_flash_bytes": self.board.flash_bytes, "static_bytes": static, "stack_bytes": stack,
-            "arena_bytes": arena, "instr_per_step": total,
+            "peak_sram_bytes": peak, "static_bytes": static, "stack_peak_bytes": stack, "arena_peak_bytes": arena,
+            "flash_bytes": _nan(self.flash_bytes), "planned_sram_bytes": _nan(self.planned_sram_bytes),
+            "planned_required_sram_bytes": _nan(self.required_sram_bytes),
+            **{f"planned_{k}_bytes": _nan(self.plan_composition.get(k)) for k in MEM_KINDS},
+            "board_sram_bytes": self.board.sram_bytes, "board_flash_bytes": self.board.flash_bytes,
             "count_unit": self.counting.unit if self.counting else "",
-            "instr_fwd_per_step": fwd, "instr_bwd_per_step": bwd, "instr_upd_per_step": upd,
-            "energy_per_step_uj": energy, "energy_source": energy_source, "energy_spread_pct": energy_spread,
-            **{f"mem_{k}_bytes": _nan(self.plan_composition.get(k)) for k in MEM_KINDS},
+            **self._count_cells("_per_step", {"": fwd + bwd + upd, "_fwd": fwd, "_bwd": bwd, "_upd": upd}),
+            "energy_per_step_uj": energy, "energy_source": energy_source,
+            "energy_meter": self.meter if energy_source == "measured" else "", "energy_spread_pct": energy_spread,
             "lost_frames": self.lost_frames, "journal": self.journal,
-            "fidelity_max_rel_err": self.fidelity_max_rel_err, "fidelity_exact": self.fidelity_exact,
+            "fidelity_max_rel_err": self.fidelity_max_rel_err,
+            "fidelity_exact": None if math.isnan(self.fidelity_exact) else self.fidelity_exact == 1.0,
             "build_id": self.build_id,
             "plan_hash": f"{self.plan_hash:08x}" if self.plan_hash is not None else "", "wall_s": self.wall_s,
             "link_faults": self.link_faults, "phase": self.phase, "lr": self.lr, "repeat": self.repeat,
@@ -216,9 +230,12 @@ class RunRecord:
         }
 
     def step_rows(self) -> list[dict[str, object]]:
-        return [{"run_id": self.run_id, "step": s.step, "loss": s.loss, "correct": int(s.label == s.pred),
-                 "instr_fwd": self.counts(s.t_fwd), "instr_bwd": self.counts(s.t_bwd),
-                 "instr_update": self.counts(s.t_upd), "sram_bytes": s.sram_used} for s in self.steps]
+        """Per step: the sample the device drew, its label and prediction, loss, counts by phase and SRAM in use."""
+        return [{"run_id": self.run_id, "step": s.step, "sample": s.sample, "label": s.label, "pred": s.pred,
+                 "correct": s.label == s.pred, "loss": s.loss,
+                 **self._count_cells("", {"_fwd": self.counts(s.t_fwd), "_bwd": self.counts(s.t_bwd),
+                                          "_upd": self.counts(s.t_upd)}),
+                 "sram_bytes": s.sram_used} for s in self.steps]
 
     def layer_rows(self) -> list[dict[str, object]]:
         """Per layer: measured mean counts per step by phase, and the plan's bytes for it."""
@@ -229,9 +246,9 @@ class RunRecord:
             cost = costs.get(mem["layer"])
             row: dict[str, object] = {"run_id": self.run_id, "layer": mem["layer"],
                                       "op": OP_NAMES.get(cost.op, "?") if cost else ""}
-            for phase in ("fwd", "bwd", "upd"):
-                row[f"instr_{phase}"] = self.counts(getattr(cost, phase) / steps) if cost else math.nan
-            rows.append(row | {k: v for k, v in mem.items() if k != "layer"})
+            row |= self._count_cells("_per_step", {f"_{p}": self.counts(getattr(cost, p) / steps) if cost else math.nan
+                                                   for p in PHASES})
+            rows.append(row | {f"planned_{k}": v for k, v in mem.items() if k != "layer"})
         return rows
 
     def grad_rows(self) -> list[dict[str, object]]:
@@ -267,7 +284,59 @@ def atomic_path(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-SCHEMA_VERSION = 1  # docs/results.md; bumped when a column changes meaning or goes away
+SCHEMA_VERSION = 2  # docs/results.md; bumped when a column changes meaning or goes away
+
+# Column dtypes of the stored tables: nullable integers for counts of things and bytes (NA, not NaN-as-float, where a
+# run did not produce one), booleans for flags, categories for names; everything else float64 or str.
+_NAMES = ("board", "target_kind", "technique", "scheme", "numerics", "model", "status", "count_unit", "energy_source",
+          "energy_meter", "phase")
+DTYPES: dict[str, dict[str, str]] = {
+    "runs": {**{c: "Int64" for c in RUN_COLUMNS if c.endswith("_bytes")},
+             **dict.fromkeys(("steps", "lost_frames", "frames_damaged_injected", "repeat", "seed"), "Int64"),
+             "fidelity_exact": "boolean", **dict.fromkeys(_NAMES, "category")},
+    "steps": {**dict.fromkeys(("step", "sample", "label", "pred", "sram_bytes"), "Int64"), "correct": "boolean"},
+    "grads": {"step": "Int64", "layer": "Int64", "param": "category"},
+    "layers": {**{c: "Int64" for c in LAYER_COLUMNS if c.endswith("_bytes")}, "layer": "Int64", "op": "category"},
+}
+
+
+def typed(frame: pd.DataFrame, table: str) -> pd.DataFrame:
+    """``frame`` with the stored dtypes of ``table`` (`DTYPES`)."""
+    out = frame.copy()
+    for col, kind in DTYPES[table].items():
+        if col not in out:
+            continue
+        if kind == "Int64":
+            out[col] = pd.to_numeric(out[col], errors="coerce").round().astype("Int64")
+        elif kind == "boolean":
+            out[col] = out[col].astype("boolean")
+        else:
+            out[col] = out[col].astype(object).where(out[col].notna(), "").astype(str).astype("category")
+    return out
+
+
+def read_plain(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """A stored table with plain numpy dtypes (NaN floats for nullable integers and flags, str for categories): what
+    the report's numeric code works on."""
+    frame = pd.read_parquet(path, columns=columns)
+    for col in frame.columns:
+        dtype = frame[col].dtype
+        if isinstance(dtype, pd.CategoricalDtype):
+            frame[col] = frame[col].astype(object)
+        elif isinstance(dtype, pd.BooleanDtype | pd.Int64Dtype | pd.Int32Dtype | pd.Int8Dtype):
+            frame[col] = frame[col].astype("float64")
+    return frame
+
+
+def counts_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with each ``instr_*`` column filled from its ``cycles_*`` twin where empty: one column of counts in
+    the unit its row's ``count_unit`` names, for tables and plots that show both kinds of board."""
+    out = frame.copy()
+    for col in [c for c in frame.columns if c.startswith("cycles")]:
+        twin = "instr" + col[len("cycles"):]
+        if twin in out:
+            out[twin] = out[twin].fillna(out[col]) if col in out else out[twin]
+    return out
 
 
 def write_table(frame: pd.DataFrame, path: Path, table: str) -> None:
@@ -276,7 +345,7 @@ def write_table(frame: pd.DataFrame, path: Path, table: str) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    arrow = pa.Table.from_pandas(frame, preserve_index=False)
+    arrow = pa.Table.from_pandas(typed(frame, table), preserve_index=False)
     schema = json.dumps({"table": table, "version": SCHEMA_VERSION, "doc": "docs/results.md"})
     arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), b"bench.schema": schema.encode()})
     with atomic_path(path) as tmp:

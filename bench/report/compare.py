@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bench.config.boards import ConfigError, read_toml, validate_file
 from bench.config.profile import PROFILES_DIR
+from bench.records.run import counts_view, read_plain
 from bench.records.stats import difference
 from bench.report.study import final_runs
 
@@ -60,7 +61,7 @@ METRICS = (
     Metric("sram", "peak_sram_bytes", "peak SRAM", "sram_pct"),
     Metric("flash", "flash_bytes", "flash", "flash_pct"),
     Metric("instructions", "instr_per_step", "instructions / step", "instructions_pct", same_column="count_unit"),
-    Metric("energy", "energy_per_step_uj", "energy / step", "energy_pct", same_column="energy_source"),
+    Metric("energy", "energy_per_step_uj", "energy / step", "energy_pct", same_column="energy_how"),
     Metric("accuracy", "acc_after", "accuracy after", "accuracy_points", higher_is_better=True),
 )
 
@@ -178,15 +179,20 @@ def load_runs(results_dir: Path) -> pd.DataFrame:
     path = Path(results_dir) / "runs.parquet"
     if not path.exists():
         raise FileNotFoundError(f"no runs.parquet in {results_dir}")
-    return pd.read_parquet(path)
+    return read_plain(path)
 
 
 def _clean(runs: pd.DataFrame) -> pd.DataFrame:
-    runs = runs.copy()
-    for col in [*KEYS, "status", "count_unit", "energy_source"]:
-        runs[col] = runs[col].fillna("").astype(str) if col in runs else ""
+    """Plain columns; counts in one column whatever their unit (`counts_view`); ``energy_how``: the source and its
+    meter, since energy from two different meters is no more comparable than modelled vs measured."""
+    runs = counts_view(runs)
+    for col in [*KEYS, "status", "count_unit", "energy_source", "energy_meter"]:
+        runs[col] = runs[col].astype(object).fillna("").astype(str) if col in runs else ""
+    runs["energy_how"] = [f"{s} ({m})" if m else s for s, m in zip(runs["energy_source"], runs["energy_meter"],
+                                                                      strict=True)]
     for m in METRICS:
-        runs[m.column] = pd.to_numeric(runs[m.column], errors="coerce") if m.column in runs else math.nan
+        runs[m.column] = (pd.to_numeric(runs[m.column], errors="coerce").astype("float64") if m.column in runs
+                          else math.nan)
     return runs
 
 
@@ -198,7 +204,7 @@ def _by_key(runs: pd.DataFrame) -> dict[tuple[str, str], dict[str, Any]]:
         ok = group[group["status"] == "ok"]
         bad = group.loc[group["status"] != "ok", "status"]
         row: dict[str, Any] = {m.column: float(ok[m.column].median()) for m in METRICS}
-        row |= {c: _mode(ok[c]) for c in ("count_unit", "energy_source")}
+        row |= {c: _mode(ok[c]) for c in ("count_unit", "energy_how")}
         row["status"] = "ok" if bad.empty else str(bad.iloc[0])
         row["runs"] = len(group)
         row["accuracies"] = [float(v) for v in ok["acc_after"] if math.isfinite(v)]

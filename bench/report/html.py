@@ -37,27 +37,30 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, StrMetho
 
 import bench
 from bench.records import recover
+from bench.records.run import counts_view, read_plain
 from bench.report import study
 from bench.report.compare import METRICS, read_comparison
 
 # fmt: off
 RUN_TEXT_COLUMNS = (
-    "run_id", "board", "target_kind", "technique", "model", "status", "error", "count_unit", "energy_source",
-    "journal", "build_id", "plan_hash", "board_serial",
+    "run_id", "board", "target_kind", "technique", "scheme", "numerics", "model", "status", "error", "count_unit",
+    "energy_source", "energy_meter", "journal", "build_id", "plan_hash", "board_serial",
 )
 RUN_NUMBER_COLUMNS = (
     "steps", "final_loss", "acc_before", "acc_after", "loss_before", "loss_after", "peak_sram_bytes",
-    "planned_sram_bytes", "board_sram_bytes", "flash_bytes", "board_flash_bytes", "static_bytes", "stack_bytes",
-    "arena_bytes", "mem_weights_bytes", "mem_activations_bytes", "mem_gradients_bytes", "mem_optimizer_bytes",
+    "planned_sram_bytes", "board_sram_bytes", "flash_bytes", "board_flash_bytes", "static_bytes",
+    "stack_peak_bytes", "arena_peak_bytes", "planned_weights_bytes", "planned_activations_bytes",
+    "planned_gradients_bytes", "planned_optimizer_bytes",
     "instr_per_step", "instr_fwd_per_step", "instr_bwd_per_step", "instr_upd_per_step", "energy_per_step_uj",
     "lost_frames", "fidelity_max_rel_err", "wall_s",
 )
 LAYER_COLUMNS = (
-    "run_id", "layer", "op", "instr_fwd", "instr_bwd", "instr_upd", "weights_ram_bytes", "kept_act_bytes",
-    "grad_bytes", "scratch_bytes",
+    "run_id", "layer", "op", "instr_fwd_per_step", "instr_bwd_per_step", "instr_upd_per_step",
+    "planned_weights_ram_bytes", "planned_kept_act_bytes",
+    "planned_grad_bytes", "planned_scratch_bytes",
 )
 # fmt: on
-STEP_COLUMNS = ("run_id", "step", "loss", "correct", "instr_fwd", "instr_bwd", "instr_update", "sram_bytes")
+STEP_COLUMNS = ("run_id", "step", "loss", "correct", "instr_fwd", "instr_bwd", "instr_upd", "sram_bytes")
 GRAD_COLUMNS = ("run_id", "step", "layer", "param", "l2", "max_abs")
 KEYS = ["board", "technique"]
 STATUS_CLASSES = {"ok": "ok", "does-not-fit": "nofit", "error": "error", "stopped": "stopped", "mixed": "other",
@@ -70,11 +73,11 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 PART_COLORS = {"forward": "#4c72b0", "backward": "#dd8452", "update": "#55a868"}
 MEMORY_PARTS = {  # column → (legend label, colour); the arena is split by the plan's composition at its peak
     "static_bytes": ("static (.data/.bss)", "#8c8c8c"),
-    "stack_bytes": ("stack", "#b07aa1"),
-    "mem_weights_bytes": ("weights", "#4c72b0"),
-    "mem_activations_bytes": ("activations kept for backward", "#dd8452"),
-    "mem_gradients_bytes": ("gradients", "#55a868"),
-    "mem_optimizer_bytes": ("optimizer state", "#937860"),
+    "stack_peak_bytes": ("stack", "#b07aa1"),
+    "planned_weights_bytes": ("weights", "#4c72b0"),
+    "planned_activations_bytes": ("activations kept for backward", "#dd8452"),
+    "planned_gradients_bytes": ("gradients", "#55a868"),
+    "planned_optimizer_bytes": ("optimizer state", "#937860"),
     "arena_other": ("arena, rest (measured − planned parts)", "#ccb974"),
 }
 SRAM_RED = "#c44e52"
@@ -127,7 +130,10 @@ def load_results(results_dir: Path) -> Results:
     runs_path = results_dir / "runs.parquet"
     if not runs_path.exists():
         raise FileNotFoundError(f"no runs.parquet in {results_dir}")
-    raw = pd.read_parquet(runs_path)
+    raw = counts_view(read_plain(runs_path))
+    if "energy_meter" in raw:  # shown as one label: "measured (ppk2)", "modelled"
+        raw["energy_source"] = [f"{s} ({m})" if isinstance(m, str) and m else s
+                                for s, m in zip(raw["energy_source"], raw["energy_meter"], strict=True)]
     study_runs = raw if study.is_study(raw) else None
     runs = _clean_runs(study.final_runs(raw))  # lr-sweep runs are tuning, shown in the study section only
     steps = _clean_numbers(_read_optional(results_dir / "steps.parquet", STEP_COLUMNS), STEP_COLUMNS, ("run_id",))
@@ -149,7 +155,9 @@ def _read_optional(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     if not path.exists():
         return pd.DataFrame(columns=list(columns))
     present = set(pq.read_schema(path).names)
-    return _with_columns(pd.read_parquet(path, columns=[c for c in columns if c in present]), columns)
+    wanted = [c for c in columns if c in present]
+    wanted += [c for c in present if c.startswith("cycles") and "instr" + c[len("cycles"):] in wanted]
+    return _with_columns(counts_view(read_plain(path, columns=wanted)), columns)
 
 
 def _read_present(path: Path, columns: tuple[str, ...], text: tuple[str, ...]) -> pd.DataFrame | None:
@@ -1110,8 +1118,8 @@ def _memory_parts(groups: pd.DataFrame) -> pd.DataFrame:
     parts = groups[list(MEMORY_PARTS)[:-1]].copy()
     planned = parts[list(MEMORY_PARTS)[2:-1]]
     split = planned.notna().any(axis=1)
-    parts["arena_other"] = np.where(split, (groups["arena_bytes"] - planned.sum(axis=1)).clip(lower=0),
-                                    groups["arena_bytes"])  # fmt: skip
+    parts["arena_other"] = np.where(split, (groups["arena_peak_bytes"] - planned.sum(axis=1)).clip(lower=0),
+                                    groups["arena_peak_bytes"])  # fmt: skip
     return parts.fillna(0.0)
 
 
@@ -1127,7 +1135,7 @@ def _memory_section(res: Results) -> Section:
         [_memory_table(groups)],
     )
     shown = groups.iloc[:MAX_BARS]
-    if shown[["peak_sram_bytes", "planned_sram_bytes", "arena_bytes"]].isna().all().all():
+    if shown[["peak_sram_bytes", "planned_sram_bytes", "arena_peak_bytes"]].isna().all().all():
         return section
     fig, (ax,) = _new_figure(1, panel_h=0.3 + 0.3 * len(shown), margins=Margins(left=2.4, right=2.7))
     _memory_bars(ax, shown, _memory_parts(shown))
@@ -1162,9 +1170,9 @@ def _memory_table(groups: pd.DataFrame) -> Table:
     for g in groups.to_dict("records"):
         used = g["planned_sram_bytes"] if _missing(g["peak_sram_bytes"]) else g["peak_sram_bytes"]
         rows.append([g["board"], g["technique"], g["status"]] + [_exact_bytes(g[c]) for c in (
-            "static_bytes", "stack_bytes", "arena_bytes", "mem_weights_bytes", "mem_activations_bytes",
-            "mem_gradients_bytes", "mem_optimizer_bytes", "peak_sram_bytes", "planned_sram_bytes",
-            "board_sram_bytes")] + [_exact_bytes(g["board_sram_bytes"] - used)])  # fmt: skip
+            "static_bytes", "stack_peak_bytes", "arena_peak_bytes", "planned_weights_bytes",
+            "planned_activations_bytes", "planned_gradients_bytes", "planned_optimizer_bytes", "peak_sram_bytes",
+            "planned_sram_bytes", "board_sram_bytes")] + [_exact_bytes(g["board_sram_bytes"] - used)])  # fmt: skip
     return _capped(cols, rows, "runs.csv")
 
 
@@ -1213,7 +1221,7 @@ def _layer_section(res: Results) -> Section | None:
 def _layer_panel(ax: Axes, part: pd.DataFrame) -> None:
     y = np.arange(len(part))
     left = np.zeros(len(part))
-    for col, color in zip(("instr_fwd", "instr_bwd", "instr_upd"), PART_COLORS.values(), strict=True):
+    for col, color in zip(LAYER_COLUMNS[3:6], PART_COLORS.values(), strict=True):
         width = part[col].fillna(0).to_numpy()
         ax.barh(y, width, 0.7, left=left, color=color)
         left += width
@@ -1228,10 +1236,9 @@ def _layer_table(means: pd.DataFrame, groups: pd.DataFrame) -> Table:
     cols = ["Board", "Technique", "Layer", "Op", "Forward", "Backward", "Update", "Total / step", "Weights (RAM)",
             "Activations kept", "Gradients", "Scratch"]  # fmt: skip
     rows = [
-        [r["board"], r["technique"], r["layer"], r["op"], _count(r["instr_fwd"]), _count(r["instr_bwd"]),
-         _count(r["instr_upd"]), _count(np.nansum([r["instr_fwd"], r["instr_bwd"], r["instr_upd"]])),
-         _exact_bytes(r["weights_ram_bytes"]), _exact_bytes(r["kept_act_bytes"]), _exact_bytes(r["grad_bytes"]),
-         _exact_bytes(r["scratch_bytes"])]
+        [r["board"], r["technique"], r["layer"], r["op"], *[_count(r[c]) for c in LAYER_COLUMNS[3:6]],
+         _count(np.nansum([r[c] for c in LAYER_COLUMNS[3:6]])),
+         *[_exact_bytes(r[c]) for c in LAYER_COLUMNS[6:]]]
         for r in means.to_dict("records")
     ]  # fmt: skip
     return _capped(cols, rows, "layers.csv")
