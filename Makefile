@@ -9,7 +9,7 @@ DEB_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm chromi
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= 2
 
-.PHONY: bootstrap debs venv firmware host-test demo test lint bench bench-report soak clean
+.PHONY: bootstrap debs venv firmware host-test demo test lint bench bench-report soak docs-figures clean
 
 bootstrap: debs venv
 
@@ -63,5 +63,9 @@ bench-report: venv
 soak: firmware
 	$(BIN)/bench soak --runs 50 --out reports/soak
 
+# docs/report.png (the README's figure): the demo's job, then a headless-Chromium screenshot of its report.
+docs-figures: firmware
+	$(BIN)/python scripts/docs_figures.py
+
 clean:
-	rm -rf firmware/build firmware_images/*-twin reports/latest reports/pytest reports/soak .bench-cache
+	rm -rf firmware/build firmware_images/*-twin reports/latest reports/pytest reports/soak reports/docs .bench-cache

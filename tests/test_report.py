@@ -381,3 +381,24 @@ def test_numerics_section_absent_with_one_arithmetic(tmp_path):
         "journal": "", "build_id": "b", "plan_hash": "p"}
     pd.DataFrame([row]).to_parquet(tmp_path / "runs.parquet")
     assert 'id="numerics"' not in write_report(tmp_path).read_text()
+
+
+def test_identical_curves_are_dashed_and_named_not_hidden() -> None:
+    """Three twins running the same firmware draw the same loss curve: the second and third get dash patterns of
+    their own (so each colour shows) and the caption says which curves lie on another."""
+    overlaps = report.Overlaps()
+    overlaps.start()
+    same, other = pd.Series([1.0, 0.8, 0.5]), pd.Series([1.0, 0.9, 0.7])
+    styles = [overlaps.style(same, "nrf52840-dk", "full-fp32"), overlaps.style(same, "nucleo-f746zg", "full-fp32"),
+              overlaps.style(other, "rpi-pico", "full-fp32"), overlaps.style(same, "stm32h7", "full-fp32")]
+    assert styles[0] == "-" and styles[2] == "-" and styles[1] != "-" and styles[3] not in ("-", styles[1])
+    assert overlaps.note() == (" Dashed: a curve identical to one drawn before it in its panel (nucleo-f746zg in "
+                               "full-fp32, stm32h7 in full-fp32).")
+    overlaps.start()  # a new panel: nothing drawn in it yet
+    assert overlaps.style(same, "nrf52840-dk", "last-fp32") == "-"
+
+
+def test_times_are_shown_to_the_minute() -> None:
+    meta = {"started": "2026-12-02T00:37:12.123456+00:00", "finished": "2026-12-02T00:38:30.5+00:00"}
+    assert report._when(meta) == "2026-12-02 00:37 UTC → 00:38 UTC (1.3 min)"
+    assert report.friendly_time("not a time") == "not a time"

@@ -14,12 +14,14 @@ them all.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import math
 import os
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -375,6 +377,7 @@ class Page:
     comparison: dict[str, Any] | None
     provenance: dict[str, Any]
     toc: list[tuple[str, str]] = field(default_factory=list)
+    filters: dict[str, list[str]] = field(default_factory=dict)  # choices of the filter bar (report.js)
 
 
 def _capped(columns: list[str], rows: list[list[str]], csv: str = "", title: str = "") -> Table:
@@ -544,15 +547,32 @@ def _problem(run: dict[str, Any]) -> dict[str, str]:
 
 
 def _when(meta: dict[str, Any]) -> str:
+    """``2026-12-02 00:37 UTC → 00:38 (1.2 min)``: minutes are what a reader wants, not microseconds."""
     started, finished = _text(meta.get("started")), _text(meta.get("finished"))
     if not started:
         return DASH
-    text = f"{started} → {finished}" if finished else started
+    text = f"{friendly_time(started)} → {friendly_time(finished, started)}" if finished else friendly_time(started)
     try:
         seconds = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
     except (ValueError, TypeError):
         return text
     return f"{text} ({seconds / 60:.1f} min)"
+
+
+def friendly_time(iso: str, same_day_as: str = "") -> str:
+    """An ISO timestamp to the minute in UTC (``HH:MM`` alone when on the day of ``same_day_as``); other text as is."""
+    try:
+        when = datetime.fromisoformat(iso)
+    except (ValueError, TypeError):
+        return iso
+    when = when.astimezone(UTC) if when.tzinfo else when
+    zone = " UTC" if when.tzinfo else ""
+    try:
+        if same_day_as and datetime.fromisoformat(same_day_as).astimezone(UTC).date() == when.date():
+            return when.strftime("%H:%M") + zone
+    except (ValueError, TypeError):
+        pass
+    return when.strftime("%Y-%m-%d %H:%M") + zone
 
 
 def _boards_line(runs: pd.DataFrame) -> str:
@@ -642,6 +662,7 @@ def _result_row(run: dict[str, Any]) -> dict[str, Any]:
         "board": run["board"],
         "kind": run["target_kind"],
         "technique": run["series"],
+        "filter_technique": run["technique"],
         "model": run["model"],
         "status": run["status"],
         "status_class": _status_class(run["status"]),
@@ -649,6 +670,7 @@ def _result_row(run: dict[str, Any]) -> dict[str, Any]:
         "nofit": _nofit_message(run) if run["status"] == "does-not-fit" else "",
         "steps": _num(run["steps"], "{:,.0f}"),
         "acc": f"{_num(run['acc_before'] * 100, '{:.1f}')} → {_num(run['acc_after'] * 100, '{:.1f}')}",
+        "acc_after": "" if _missing(run["acc_after"]) else f"{run['acc_after'] * 100:.3f}",  # the column's sort key
         "loss": _num(run["final_loss"], "{:.4g}"),
         "sram": [_kib(run["peak_sram_bytes"]), _kib(run["planned_sram_bytes"]), _kib(run["board_sram_bytes"])],
         "flash": [_kib(run["flash_bytes"]), _kib(run["board_flash_bytes"], "{:,.0f}")],
@@ -670,7 +692,8 @@ PROVENANCE_KEYS = (
 
 
 def _provenance(res: Results) -> dict[str, Any]:
-    key_rows = [(label, _meta_value(res.meta.get(key)) or DASH) for key, label in PROVENANCE_KEYS]
+    key_rows = [(label, (friendly_time(_text(res.meta.get(key))) if key in ("started", "finished")
+                         else _meta_value(res.meta.get(key))) or DASH) for key, label in PROVENANCE_KEYS]
     key_rows += [
         ("Firmware builds", _distinct(res.runs, "build_id")),
         ("Plan hashes", _distinct(res.runs, "plan_hash")),
@@ -788,19 +811,52 @@ def _series_in(curves: pd.DataFrame, key: str) -> list[tuple[str, pd.DataFrame]]
     return list(curves.groupby(key, sort=True))[:MAX_SERIES]
 
 
+DASHES = ((0, (6, 4)), (3, (2, 5)), (0, (1, 6)), (5, (8, 8)))  # for a curve that lies on one drawn before it
+
+
+class Overlaps:
+    """Curves of one figure that are identical to one already drawn in their panel: each gets its own dash
+    pattern (so every colour shows) and the caption names them, instead of one hiding the others."""
+
+    def __init__(self) -> None:
+        self.panel: list[np.ndarray] = []
+        self.named: list[str] = []
+
+    def start(self) -> None:
+        self.panel = []
+
+    def style(self, y: pd.Series, label: str, panel: str) -> Any:
+        values = y.to_numpy(dtype=float)
+        same = [i for i, seen in enumerate(self.panel) if seen.shape == values.shape
+                and np.allclose(seen, values, rtol=1e-6, atol=1e-9, equal_nan=True)]
+        self.panel.append(values)
+        if not same:
+            return "-"
+        self.named.append(f"{label} in {panel}")
+        return DASHES[(len(self.panel) - 2) % len(DASHES)]
+
+    def note(self) -> str:
+        if not self.named:
+            return ""
+        shown = ", ".join(self.named[:6]) + (f" and {len(self.named) - 6} more" if len(self.named) > 6 else "")
+        return f" Dashed: a curve identical to one drawn before it in its panel ({shown})."
+
+
 def _loss_plot(curves: pd.DataFrame, groups: pd.DataFrame, panel: str, line: str, colors: dict) -> Plot:
     panels = _panels(curves, panel)
     fig, axes = _new_figure(len(panels), margins=LEGEND_BELOW)
-    off_scale, drawn = 0, set()
+    off_scale, drawn, overlaps = 0, set(), Overlaps()
     for ax, name in zip(axes, panels, strict=True):
         part = curves[curves[panel] == name]
         top = _loss_top(part["loss_s"])
+        overlaps.start()
         for key, c in _series_in(part, line):
             c = _thin(c)
             if _single_run(groups, c):
                 ax.plot(c["step"], c["loss"], color=colors[key], alpha=0.2, linewidth=0.7)
                 off_scale += int((c["loss"] > top).sum())
-            ax.plot(c["step"], c["loss_s"], color=colors[key], linewidth=1.8)
+            ax.plot(c["step"], c["loss_s"], color=colors[key], linewidth=1.8,
+                    linestyle=overlaps.style(c["loss_s"], key, name))
             drawn.add(key)
         if not math.isnan(top):
             ax.set_ylim(0, top)
@@ -810,6 +866,7 @@ def _loss_plot(curves: pd.DataFrame, groups: pd.DataFrame, panel: str, line: str
         f"Loss per {panel}, {line}s overlaid: raw batch-1 loss faint, moving average solid. The y axis is clipped "
         f"at {LOSS_CLIP_MARGIN:g}× the {LOSS_CLIP_PCT}th percentile of the smoothed curves of each panel, so raw "
         f"spikes do not squash the trend ({off_scale:,} raw points lie above it; the table gives the maximum)."
+        + overlaps.note()
     )
     return _plot(fig, caption + _cap_note(len(panels), curves[panel].nunique(), f"{panel}s"), f"loss per {panel}")
 
@@ -823,18 +880,21 @@ def _single_run(groups: pd.DataFrame, c: pd.DataFrame) -> bool:
 def _acc_plot(curves: pd.DataFrame, groups: pd.DataFrame, panel: str, line: str, colors: dict) -> Plot:
     panels = _panels(curves, panel)
     fig, axes = _new_figure(len(panels), panel_h=2.6, margins=LEGEND_BELOW)
-    drawn = set()
+    drawn, overlaps = set(), Overlaps()
     for ax, name in zip(axes, panels, strict=True):
         part = curves[curves[panel] == name]
+        overlaps.start()
         for key, c in _series_in(part, line):
             c = _thin(c)
-            ax.plot(c["step"], c["correct_s"] * 100, color=colors[key], linewidth=1.6)
+            ax.plot(c["step"], c["correct_s"] * 100, color=colors[key], linewidth=1.6,
+                    linestyle=overlaps.style(c["correct_s"], key, name))
             _eval_marks(ax, groups, name if panel == "board" else key, key if panel == "board" else name, c)
             drawn.add(key)
         ax.set_ylim(0, 105)
         _curve_axes(ax, name, "accuracy (%)")
     _legend_below(fig, _handles(colors, drawn))
-    caption = f"Training accuracy per {panel}, {line}s overlaid (moving average); circles: eval split before/after."
+    caption = (f"Training accuracy per {panel}, {line}s overlaid (moving average); circles: eval split before/after."
+               + overlaps.note())
     return _plot(fig, caption + _cap_note(len(panels), curves[panel].nunique(), f"{panel}s"), f"accuracy per {panel}")
 
 
@@ -1208,12 +1268,20 @@ def _layer_section(res: Results) -> Section | None:
     fig, axes = _new_figure(len(shown), panel_h=0.5 + 0.28 * n_layers, margins=Margins(left=1.1, legend=0.35))
     units = dict(zip(zip(res.groups["board"], res.groups["technique"], strict=True), res.groups["count_unit"],
                      strict=True))  # fmt: skip
+    widest: dict[str, float] = {}  # per unit: panels in one unit share one x scale, so bars compare across them
+    for (board, technique), part in shown:
+        unit = units.get((board, technique)) or "counts"
+        total = float(part[list(LAYER_COLUMNS[3:6])].fillna(0).sum(axis=1).max())
+        widest[unit] = max(widest.get(unit, 0.0), total)
     for ax, ((board, technique), part) in zip(axes, shown, strict=True):
         _layer_panel(ax, part)
+        unit = units.get((board, technique)) or "counts"
+        ax.set_xlim(0, widest[unit] * 1.05 or 1.0)
         ax.set_title(_label(f"{board} · {technique}"), fontsize=9)
-        ax.set_xlabel(f"{_label(units.get((board, technique)) or 'counts')} / step", fontsize=8)
+        ax.set_xlabel(f"{_label(unit)} / step", fontsize=8)
     _legend_below(fig, [Patch(color=c, label=p) for p, c in PART_COLORS.items()])
-    section.plots.append(_plot(fig, "One panel per (board, technique); layers top to bottom in model order."
+    section.plots.append(_plot(fig, "One panel per (board, technique); layers top to bottom in model order; panels "
+                               "in one unit share one scale."
                                + _cap_note(len(shown), len(panels), "panels"), "per-layer cost"))  # fmt: skip
     return section
 
@@ -1625,7 +1693,15 @@ def build_page(res: Results) -> Page:
         ("provenance", "Provenance"),
     ]
     overview = _overview(res.groups, _significance(res))
-    return Page(title, summary, overview, _results_table(res.runs), sections, comparison, _provenance(res), toc)
+    return Page(title, summary, overview, _results_table(res.runs), sections, comparison, _provenance(res), toc,
+                _filters(res.runs))
+
+
+def _filters(runs: pd.DataFrame) -> dict[str, list[str]]:
+    """Boards, schemes and numerics the runs have: the filter bar's choices."""
+    parts = [str(t).split("@")[0].partition("-") for t in runs["technique"]]
+    return {"board": sorted({str(b) for b in runs["board"]}), "scheme": sorted({p[0] for p in parts}),
+            "numerics": sorted({p[2] for p in parts if p[2]})}
 
 
 def _environment() -> jinja2.Environment:
@@ -1639,8 +1715,13 @@ def _environment() -> jinja2.Environment:
 
 
 def render_html(res: Results, files: list[dict[str, str]] | None = None) -> str:
+    """The page; its one script (templates/report.js, ours) is inline and the only one its Content-Security-Policy
+    lets run (by hash), so nothing a device sent can ever execute even if it got past the escaping."""
     page = build_page(res)
-    return _environment().get_template("report.html.j2").render(page=page, files=files or [])
+    script = (resources.files("bench.report") / "templates" / "report.js").read_text(encoding="utf-8")
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+    return _environment().get_template("report.html.j2").render(page=page, files=files or [], script=script,
+                                                                 script_hash=f"sha256-{digest}")
 
 
 def write_report(results_dir: Path, out: Path | None = None) -> Path:
