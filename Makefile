@@ -4,12 +4,13 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
+TEST_STAMP := $(VENV)/.installed-test
 DEB_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= 2
 
-.PHONY: bootstrap debs venv firmware host-test demo test lint bench bench-report soak docs-figures clean
+.PHONY: bootstrap debs venv venv-test firmware host-test demo test lint bench bench-report soak docs-figures clean
 
 bootstrap: debs venv
 
@@ -19,15 +20,25 @@ debs:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(DEB_PACKAGES); \
 	fi
 
-venv: $(STAMP)
+venv: $(DEMO_STAMP)
 
-# .[oracle] is torch==2.13.0, used by tests only (the PyTorch gradient oracle): the exact pin resolves to the
-# local CPU wheel (torch-2.13.0+cpu in pip's find-links), so no CUDA packages are pulled.
-# pyproject.toml asks for compatible ranges; constraints.txt pins the exact versions the suite was run with.
-$(STAMP): pyproject.toml constraints.txt
+venv-test: $(TEST_STAMP)
+
+$(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,oracle,ppk2,joulescope]' -c constraints.txt
+
+# `make demo` installs the package alone: what the emulated rack needs (no pyocd, no torch, no scikit-learn).
+# pyproject.toml asks for compatible ranges; constraints.txt pins the exact versions the suite was run with.
+$(DEMO_STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install -q -e . -c constraints.txt
+	touch $@
+
+# `make test` adds the test tools, the hardware extra (pyocd, meters: tested at their API boundary) and .[oracle],
+# torch==2.13.0, used by tests only (the PyTorch gradient oracle): the exact pin resolves to the local CPU wheel
+# (torch-2.13.0+cpu in pip's find-links), so no CUDA packages are pulled.
+$(TEST_STAMP): $(DEMO_STAMP)
+	$(BIN)/pip install -q -e '.[test,oracle,hardware]' -c constraints.txt
 	touch $@
 
 firmware: bootstrap
@@ -40,14 +51,14 @@ demo: bootstrap
 	$(BIN)/bench build
 	$(BIN)/bench run quick --out reports/latest
 
-test: bootstrap
+test: debs venv-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/bench build
 	$(BIN)/pytest -n $(PYTEST_WORKERS) -q
 
-lint: venv
+lint: venv-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports

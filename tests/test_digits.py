@@ -174,3 +174,23 @@ def test_bundled_digits_are_sklearns_digits() -> None:
     images, target = digits_images()
     ref = datasets.load_digits()
     assert images.shape == (1797, 8, 8) and np.array_equal(images, ref.images) and np.array_equal(target, ref.target)
+
+
+def test_numpy_rotation_is_scipys_bilinear_rotation() -> None:
+    """The drift's rotation, without scipy at run time, gives scipy.ndimage.rotate's numbers (order 1, constant)."""
+    ndimage = pytest.importorskip("scipy.ndimage")  # a test dependency (through scikit-learn), not a run-time one
+    from bench.model.tasks.digits import rotate
+
+    x = np.random.default_rng(0).random((20, 8, 9, 2))
+    for degrees in (20.0, -33.0, 90.0, 13.7):
+        expected = ndimage.rotate(x, degrees, axes=(1, 2), reshape=False, order=1, mode="constant", cval=0.0)
+        assert np.abs(rotate(x, degrees) - expected).max() < 1e-12, degrees
+
+
+def test_the_demo_task_data_is_unchanged_byte_for_byte() -> None:
+    """digits-drift seed 1, the data every figure in the README comes from (sha256 pinned when scipy was dropped)."""
+    import hashlib
+
+    ds = load_task("digits-drift", 1)
+    digest = hashlib.sha256(ds.x_train.tobytes() + ds.x_eval.tobytes()).hexdigest()
+    assert digest == "fed5e733ddeb5344b560c7af7f260ced4a0f5d8baf56972e9fc6e7c7cc756908"

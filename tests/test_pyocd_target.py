@@ -500,3 +500,19 @@ def test_an_nrf52840_load_leaves_the_debug_port_unlocked_with_fake_probe(world: 
     world.word_reads.clear()
     target(None).load(images)  # the STM32 board: UICR is none of its business
     assert world.word_reads == []
+
+
+def test_without_pyocd_a_real_board_is_a_clear_error_naming_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyocd is the [hardware] extra: an emulated-rack install has none, and a real board then says what to install
+    (sys.modules[...] = None makes the import fail as if pyocd were absent)."""
+    from click.testing import CliRunner
+
+    from bench.app.cli import main
+    from bench.target.drivers import TargetError, _pyocd
+
+    for name in ("pyocd", "pyocd.core", "pyocd.core.helpers", "pyocd.flash"):
+        monkeypatch.setitem(__import__("sys").modules, name, None)
+    with pytest.raises(TargetError, match=r"pip install 'mcu-train-bench\[hardware\]'"):
+        _pyocd()
+    result = CliRunner().invoke(main, ["rack", "scan"])
+    assert result.exit_code == 1 and "mcu-train-bench[hardware]" in result.output, result.output

@@ -159,8 +159,9 @@ def run(profile_spec: str, rack_spec: str | None, names: tuple[str, ...], out: P
         print_study(table, console, time.monotonic() - started, runner.budget_schemes(out))
     else:
         wide_console().print(summary_table(records))
-    console.print(f"results: {out}/runs.parquet, steps.parquet, grads.parquet; journals: {out}/journal/")
-    console.print(f"report: {report}")
+    console.print(f"results: {out}/runs.parquet, steps.parquet, grads.parquet; journals: {out}/journal/",
+                  soft_wrap=True)
+    console.print(f"report: {report}", soft_wrap=True)
     failed = [r for r in records if r.status not in OK_STATUSES]
     if failed:
         console.print(f"[red]{len(failed)} of {len(records)} runs failed[/]: "

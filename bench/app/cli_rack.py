@@ -51,9 +51,13 @@ def _tables(result: ScanResult) -> list[Table]:
 def scan_cmd(out: Path | None, name: str | None, write_empty: bool) -> None:
     """List attached debug probes and USB serial ports, match them to boards/, optionally write a rack file."""
     from bench.config.boards import load_catalogue
+    from bench.target.drivers import PYOCD_MISSING
     from bench.target.scan import rack_toml, scan
 
-    result = scan(load_catalogue())
+    try:
+        result = scan(load_catalogue())
+    except ImportError as exc:  # pyocd is the hardware extra
+        raise click.ClickException(PYOCD_MISSING.format(exc=exc)) from None
     out_console = Console()
     for table in _tables(result):
         out_console.print(table)

@@ -30,6 +30,8 @@ from filelock import FileLock
 from bench.config.boards import Board, RackEntry, lock_dir
 from bench.image.firmware import Blob, ImageSet
 
+PYOCD_MISSING = ("pyocd is not installed ({exc}): real boards need the hardware extra, "
+                 "`pip install 'mcu-train-bench[hardware]'` (the emulated rack does not)")
 PTY_RE = re.compile(rb"char device redirected to (/dev/pts/\d+)")
 _T = TypeVar("_T")
 
@@ -230,8 +232,11 @@ def open_port(url: str, baudrate: int) -> Iterator[serial.SerialBase]:
 
 def _pyocd() -> tuple[Any, Any, Any]:
     """pyocd's ConnectHelper, FileProgrammer and exceptions, looked up at call time (tests swap them for fakes)."""
-    from pyocd.core import exceptions, helpers
-    from pyocd.flash import file_programmer
+    try:
+        from pyocd.core import exceptions, helpers
+        from pyocd.flash import file_programmer
+    except ImportError as exc:
+        raise TargetError(PYOCD_MISSING.format(exc=exc)) from None
 
     return helpers.ConnectHelper, file_programmer.FileProgrammer, exceptions
 
