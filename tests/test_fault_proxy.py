@@ -97,6 +97,21 @@ def test_a_small_soak_keeps_its_books(tmp_path) -> None:
 
 
 @pytest.mark.twin
+def test_bench_soak_json_prints_its_books(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-c", "from bench.app.cli import entry; entry()", "soak", "--runs", "2", "--board",
+           "rpi-pico", "--seed", "3", "--out", str(tmp_path / "soak"), "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    books = json.loads(done.stdout)
+    assert done.returncode == (0 if books["passed"] else 1), done.stderr
+    assert books["runs"] == books["records"] == 2 and books["records_lost"] == 0 and books["orphans"] == 0
+    assert sum(books["statuses"].values()) == 2
+
+
+@pytest.mark.twin
 def test_the_soak_orphan_count_sees_a_running_twin(tmp_path) -> None:
     """The orphan check is not one that cannot fail: a twin whose command line names the directory is counted."""
     from bench.app.soak import twin_processes

@@ -6,6 +6,7 @@ board looks like to the host (its serial port vanishes).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -139,9 +140,11 @@ def test_a_killed_bench_leaves_no_twin_and_bench_recover_brings_back_every_step(
     assert list(runs["run_id"]) == [f"{VICTIM}.last-fp32"] and list(runs["status"]) == ["ok"]
     assert load_results(out).unrecorded == [in_flight]  # the report says a run is missing before recovery
     sent = _steps_in_journal(out, in_flight) - 2  # the journal also holds the 2 fidelity-check steps
-    done = subprocess.run([*cli, "recover", str(out)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([*cli, "recover", str(out), "--json"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "1 run(s) recovered, 1 already recorded" in done.stdout
+    assert "1 run(s) recovered, 1 already recorded" in done.stderr  # --json: the table on stderr, rows on stdout
+    (row,) = [json.loads(line) for line in done.stdout.splitlines()]
+    assert row["run_id"] == in_flight and row["status"] == "unfinished" and row["steps"] > 0
     runs = pd.read_parquet(out / "runs.parquet").set_index("run_id")
     assert runs.loc[in_flight, "status"] == "unfinished" and runs.loc[in_flight, "steps"] == sent
     assert "bench recover" in runs.loc[in_flight, "error"] and runs.loc[f"{VICTIM}.last-fp32", "status"] == "ok"

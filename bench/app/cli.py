@@ -16,7 +16,7 @@ from rich.markup import escape
 
 from bench.app.cli_plan import plan_cmd
 from bench.app.cli_rack import rack_group
-from bench.app.cli_report import compare_cmd, recover_cmd, wide_console
+from bench.app.cli_report import compare_cmd, json_row, recover_cmd, wide_console
 
 if TYPE_CHECKING:  # everything below pulls in numpy/pandas/the planners: imported by the commands that run them
     from rich.table import Table
@@ -154,7 +154,7 @@ def run(profile_spec: str, rack_spec: str | None, names: tuple[str, ...], out: P
     table = pd.DataFrame([r.run_row() for r in records])
     if as_json:
         for row in table.to_dict("records"):
-            click.echo(_json_row(row))
+            click.echo(json_row(row))
     elif is_study(table):
         print_study(table, console, time.monotonic() - started, runner.budget_schemes(out))
     else:
@@ -167,12 +167,6 @@ def run(profile_spec: str, rack_spec: str | None, names: tuple[str, ...], out: P
         console.print(f"[red]{len(failed)} of {len(records)} runs failed[/]: "
                       + ", ".join(f"{r.run_id} ({r.status})" for r in failed[:10]))
         sys.exit(1)
-
-
-def _json_row(row: dict[str, object]) -> str:
-    """One results row as a JSON object; NaN (a figure the run did not produce) becomes null."""
-    clean = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
-    return json.dumps(clean, default=str)
 
 
 def _fmt(value: object, spec: str, scale: float = 1.0) -> str:
@@ -241,13 +235,20 @@ def entry() -> None:
               show_default=True)
 @click.option("--steps", default=50, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports/bench"), show_default=True)
-def bench_cmd(names: tuple[str, ...], steps: int, out: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="print the measured costs as JSON on stdout")
+def bench_cmd(names: tuple[str, ...], steps: int, out: Path, as_json: bool) -> None:
     """Benchmark: instructions per fp32 training step of the 64-32-10 MLP, against AIfES on the same twin."""
+    import dataclasses
+
     from rich.table import Table
 
     from bench.app.benchmark import AIFES_MLP_FORWARD, AIFES_MLP_STEP, TARGET_RATIO, mlp_step_costs
 
     costs = mlp_step_costs(out, list(names), ["full-fp32", "last-fp32"], steps)
+    if as_json:
+        click.echo(json.dumps({"how": "measured on twins (QEMU -icount)", "aifes_m7_full_step": AIFES_MLP_STEP,
+                               "costs": [dataclasses.asdict(c) | {"total": c.total} for c in costs]}, indent=1))
+        return
     table = Table(title="MLP 64-32-10, fp32, batch 1 — measured on twins (QEMU -icount)")
     for col in ("board", "technique", "forward", "backward", "update", "total/step", "AIfES full step ÷ ours"):
         table.add_column(col, justify="right")
@@ -273,7 +274,9 @@ def bench_cmd(names: tuple[str, ...], steps: int, out: Path) -> None:
 @click.option("--rack", "rack_spec", default=None, help="rack TOML file (default: the emulated rack)")
 @click.option("--board", "names", multiple=True, help="only these boards of the rack")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports/soak"), show_default=True)
-def soak(runs: int, seed: int, profile_spec: str, rack_spec: str | None, names: tuple[str, ...], out: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="print the soak's books as JSON on stdout (table on stderr)")
+def soak(runs: int, seed: int, profile_spec: str, rack_spec: str | None, names: tuple[str, ...], out: Path,
+         as_json: bool) -> None:
     """Soak: RUNS short runs through a fault-injecting link (bit errors, dropped/inserted bytes, stalls,
     disconnects); print what happened and check that nothing was lost or left running. Exit 1 if anything was."""
     from rich.table import Table
@@ -308,6 +311,12 @@ def soak(runs: int, seed: int, profile_spec: str, rack_spec: str | None, names: 
     table.add_row("records lost (must be 0)", str(result.records_lost))
     table.add_row("orphan twin processes (must be 0)", str(result.orphans))
     console.print(table)
+    if as_json:
+        click.echo(json.dumps({"runs": result.runs, "records": result.records, "statuses": dict(result.statuses),
+                               "frames_damaged": result.frames_damaged, "frames_counted": result.frames_counted,
+                               "ok_mismatches": result.ok_mismatches, "unexpected": result.unexpected,
+                               "records_lost": result.records_lost, "orphans": result.orphans,
+                               "wall_s": round(result.wall_s, 1), "passed": result.passed}, indent=1))
     console.print("(a failed run may lose frames after the last one it received: no gap shows those, so totals "
                   "over failed runs may differ)")
     console.print(f"results: {out}/runs.parquet; report: {write_report(out)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -68,6 +69,12 @@ def comparison_table(comp: Comparison) -> Table:
     return table
 
 
+def json_row(row: dict[str, object]) -> str:
+    """One results row as a JSON object; NaN (a figure the run did not produce) becomes null."""
+    clean = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+    return json.dumps(clean, default=str)
+
+
 def wide_console(stderr: bool = False) -> Console:
     """A console for tables: the terminal's width, or 200 columns when not a terminal, so piped output (``| less``,
     ``> file``, CI logs) is never cut at 80 columns."""
@@ -118,7 +125,8 @@ def compare_cmd(baseline_dir: Path, current_dir: Path, thresholds_file: Path | N
 @click.command("recover")
 @click.argument("results_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--no-report", is_flag=True, help="do not re-render RESULTS_DIR/index.html")
-def recover_cmd(results_dir: Path, no_report: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="print the recovered runs' results rows as JSON lines on stdout")
+def recover_cmd(results_dir: Path, no_report: bool, as_json: bool) -> None:
     """Rebuild the records of runs a stopped bench never wrote (from their journals) into RESULTS_DIR's tables."""
     from rich.table import Table
 
@@ -129,7 +137,10 @@ def recover_cmd(results_dir: Path, no_report: bool) -> None:
         done = recover(results_dir, load_catalogue())
     except RecoverError as exc:
         raise click.ClickException(str(exc)) from None
-    console = wide_console()
+    if as_json:
+        for record in done.records:
+            click.echo(json_row(record.run_row()))
+    console = wide_console(stderr=as_json)
     if not done.records:
         console.print(f"nothing to recover: every run that started in {results_dir} is recorded "
                       f"({done.already_recorded} runs)")
@@ -146,4 +157,4 @@ def recover_cmd(results_dir: Path, no_report: bool) -> None:
     if not no_report:
         from bench.report.html import write_report
 
-        console.print(f"report: {write_report(results_dir)}")
+        Console(stderr=True).print(f"report: {write_report(results_dir)}")
