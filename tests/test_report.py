@@ -408,3 +408,9 @@ def test_times_are_shown_to_the_minute() -> None:
     meta = {"started": "2026-12-02T00:37:12.123456+00:00", "finished": "2026-12-02T00:38:30.5+00:00"}
     assert report._when(meta) == "2026-12-02 00:37 UTC → 00:38 UTC (1.3 min)"
     assert report.friendly_time("not a time") == "not a time"
+
+
+def test_the_twelve_techniques_of_a_study_each_get_a_colour_of_their_own() -> None:
+    names = [f"{s}-{n}" for s in ("full", "last", "bias", "sparse") for n in ("fp32", "int8", "int8-noqas")]
+    colors = report._colors(names, report.PALETTE)
+    assert len(set(colors.values())) == 12 and report.MAX_SERIES >= 12  # none repeats, none is left undrawn

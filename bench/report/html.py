@@ -69,7 +69,8 @@ STATUS_CLASSES = {"ok": "ok", "does-not-fit": "nofit", "error": "error", "stoppe
                   "hang": "error", "disconnected": "error", "fault": "error", "fidelity-fail": "error",
                   "rack-fault": "error", "unfinished": "stopped"}
 VERDICT_CLASSES = {"regression": "error", "missing": "error", "improvement": "ok", "new": "other"}
-PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974")
+PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974",
+           "#64b5cd", "#1b3a6b", "#8c2d04", "#1a6b33", "#e7c020", "#5e2a84", "#17becf")  # 16: a study's techniques
 BOARD_PALETTE = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 PART_COLORS = {"forward": "#4c72b0", "backward": "#dd8452", "update": "#55a868"}
@@ -90,7 +91,7 @@ DATA_FILES = (
 DASH = "—"
 MAX_LABEL = 40
 MAX_PANELS = 12
-MAX_SERIES = 10
+MAX_SERIES = 16  # lines per panel (the techniques profile has 12); more are named in the caption
 MAX_BARS = 40
 MAX_ROWS = 200
 MAX_POINTS = 600
@@ -435,9 +436,18 @@ LEGEND_BELOW = Margins(legend=0.35)
 
 
 def _png(fig: Figure) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None}, pil_kwargs={"compress_level": 3})
+    """The figure as a 256-colour PNG: a plot has few colours, and a palette image is about a third of the RGB one,
+    which keeps the report of a big study small enough to mail."""
+    from PIL import Image
+
+    canvas = fig.canvas
+    assert isinstance(canvas, FigureCanvasAgg)
+    fig.set_dpi(100)
+    canvas.draw()
+    image = Image.fromarray(np.asarray(canvas.buffer_rgba())).convert("RGB")
     fig.clear()
+    buf = io.BytesIO()
+    image.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(buf, format="PNG", compress_level=6)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -811,6 +821,10 @@ def _series_in(curves: pd.DataFrame, key: str) -> list[tuple[str, pd.DataFrame]]
     return list(curves.groupby(key, sort=True))[:MAX_SERIES]
 
 
+def _series_note(curves: pd.DataFrame, key: str) -> str:
+    return _cap_note(MAX_SERIES, curves[key].nunique(), f"{key}s per panel")
+
+
 DASHES = ((0, (6, 4)), (3, (2, 5)), (0, (1, 6)), (5, (8, 8)))  # for a curve that lies on one drawn before it
 
 
@@ -868,7 +882,8 @@ def _loss_plot(curves: pd.DataFrame, groups: pd.DataFrame, panel: str, line: str
         f"spikes do not squash the trend ({off_scale:,} raw points lie above it; the table gives the maximum)."
         + overlaps.note()
     )
-    return _plot(fig, caption + _cap_note(len(panels), curves[panel].nunique(), f"{panel}s"), f"loss per {panel}")
+    notes = _cap_note(len(panels), curves[panel].nunique(), f"{panel}s") + _series_note(curves, line)
+    return _plot(fig, caption + notes, f"loss per {panel}")
 
 
 def _single_run(groups: pd.DataFrame, c: pd.DataFrame) -> bool:
@@ -895,7 +910,8 @@ def _acc_plot(curves: pd.DataFrame, groups: pd.DataFrame, panel: str, line: str,
     _legend_below(fig, _handles(colors, drawn))
     caption = (f"Training accuracy per {panel}, {line}s overlaid (moving average); circles: eval split before/after."
                + overlaps.note())
-    return _plot(fig, caption + _cap_note(len(panels), curves[panel].nunique(), f"{panel}s"), f"accuracy per {panel}")
+    notes = _cap_note(len(panels), curves[panel].nunique(), f"{panel}s") + _series_note(curves, line)
+    return _plot(fig, caption + notes, f"accuracy per {panel}")
 
 
 def _eval_marks(ax: Axes, groups: pd.DataFrame, board: str, technique: str, c: pd.DataFrame) -> None:
