@@ -85,6 +85,9 @@ def test_a_file_that_is_not_a_tflite_flatbuffer_is_named(tmp_path: Path):
         proc = _bench("plan", str(path), "--technique", "full-fp32")
         assert proc.returncode == 2, proc.stderr
         assert f"{path}: {words}" in proc.stderr and "Traceback" not in proc.stderr
+    planned = json.loads(_bench("plan", str(real), "--technique", "last-fp32", "--json").stdout)
+    assert planned["how"] == "planned" and planned["model"] == "digits.tflite" and planned["fits_sram"] is True
+    assert planned["full_fp32_arena_bytes"] > planned["arena_bytes"] == sum(planned["composition"].values())
 
 
 def test_json_output_of_list_and_boards():

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -121,3 +124,20 @@ def test_bench_plan_full_does_not_fit_a_small_budget_but_search_finds_one():
     assert "Runner-up schemes" in result.output and "Contribution analysis" in result.output
     bad = runner.invoke(main, ["plan", "digits-cnn"])
     assert bad.exit_code != 0 and "either --technique" in bad.output
+
+
+def test_bench_plan_json_gives_the_figures_and_the_searched_schemes():
+    import json
+
+    result = CliRunner().invoke(main, ["plan", "digits-cnn", "--technique", "sparse-fp32", "--profile", "techniques",
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    assert plan["how"] == "planned" and plan["arena_bytes"] == 13_424 and plan["fits_sram"] is True
+    assert plan["arena_bytes"] == sum(plan["composition"].values()) and len(plan["layers"]) == 5
+    found = subprocess.run([sys.executable, "-c", "from bench.app.cli import entry; entry()", "plan", "digits-cnn",
+                            "--budget", "16KB", "--budget-of", "arena", "--steps", "20", "--repeats", "1", "--json"],
+                           capture_output=True, text=True, timeout=300, check=False)
+    assert found.returncode == 0, found.stderr
+    schemes = json.loads(found.stdout)["schemes"]  # stdout holds the JSON alone; the tables went to stderr
+    assert schemes and all(s["memory_bytes"] <= 16_384 for s in schemes) and "Contribution analysis" in found.stderr

@@ -23,9 +23,10 @@ import click
 @click.option("--budget-of", type=click.Choice(["sram", "arena"]), default="sram", show_default=True,
               help="--budget: required SRAM on the board (static + arena + stack; needs its built twin image) or the "
                    "planned arena alone")
+@click.option("--json", "as_json", is_flag=True, help="print the plan's figures (or the schemes) as JSON on stdout")
 def plan_cmd(model_name: str, technique: str | None, board_name: str, task: str, seed: int,
              profile_spec: str | None, last_k: int | None, sparse_text: str | None, budget: str | None, steps: int,
-             lr: float, repeats: int, budget_of: str) -> None:
+             lr: float, repeats: int, budget_of: str, as_json: bool) -> None:
     """Print the training plan of MODEL (a name from bench/model/zoo.py) for a technique on a board, or with --budget
     search the sparse-update scheme with the best expected accuracy gain within that memory (MCUNetV3).
 
@@ -33,4 +34,4 @@ def plan_cmd(model_name: str, technique: str | None, board_name: str, task: str,
     from bench.app.plan_view import show_plan
 
     show_plan(model_name, technique, board_name, task, seed, profile_spec, last_k, sparse_text, budget, steps, lr,
-              repeats, budget_of)
+              repeats, budget_of, as_json)

@@ -7,6 +7,9 @@ full backprop to the technique), since the fp32 engine itself trains `bench.mode
 
 from __future__ import annotations
 
+import contextlib
+import json
+import sys
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -165,8 +168,9 @@ def print_schemes(schemes: list[Scheme], budget: int, what: str) -> None:
 
 def show_plan(model_name: str, technique: str | None, board_name: str, task: str, seed: int,
              profile_spec: str | None, last_k: int | None, sparse_text: str | None, budget: str | None, steps: int,
-             lr: float, repeats: int, budget_of: str) -> None:
-    """`bench plan` (bench.app.cli_plan): the plan of a technique, or the sparse scheme search of --budget."""
+             lr: float, repeats: int, budget_of: str, as_json: bool = False) -> None:
+    """`bench plan` (bench.app.cli_plan): the plan of a technique, or the sparse scheme search of --budget;
+    ``as_json``: the same figures as one JSON object on stdout (the search's progress goes to stderr)."""
     from bench.model.tasks import load_task
     from bench.model.zoo import model_names
     from bench.numerics.pretrain import build_model
@@ -179,7 +183,7 @@ def show_plan(model_name: str, technique: str | None, board_name: str, task: str
         if budget is not None or technique is None:
             raise click.UsageError("a .tflite MODEL takes --technique (its fp32 training memory); --budget needs a "
                                    "bench model and its task")
-        _tflite_plan(Path(model_name), technique, board, profile_spec, last_k, sparse_text)
+        _tflite_plan(Path(model_name), technique, board, profile_spec, last_k, sparse_text, as_json)
         return
     if model_name not in model_names():
         raise ConfigError(f"unknown model '{model_name}'; known: {', '.join(model_names())}")
@@ -193,8 +197,11 @@ def show_plan(model_name: str, technique: str | None, board_name: str, task: str
             limit = parse_bytes(budget)
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--budget") from None
-        _budget(model, ds, board, fw if budget_of == "sram" else None, note if budget_of == "sram" else "by request",
-                limit, seed, steps, lr, repeats)
+        with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():  # tables aside
+            found = _budget(model, ds, board, fw if budget_of == "sram" else None,
+                            note if budget_of == "sram" else "by request", limit, seed, steps, lr, repeats)
+        if as_json:
+            click.echo(json.dumps(found, indent=1))
         return
     assert technique is not None
     profile = load_profile(profile_spec) if profile_spec else None
@@ -206,6 +213,13 @@ def show_plan(model_name: str, technique: str | None, board_name: str, task: str
     except ValueError as e:
         raise TechniqueError(str(e)) from None
     data = dataset_blob(ds.x_train, ds.y_train, ds.x_eval, ds.y_eval, ds.n_classes, ds.scale, ds.offset)
+    if as_json:
+        plan_len = (len(plan.blob(0)) + BLOB_ALIGN - 1) // BLOB_ALIGN * BLOB_ALIGN
+        click.echo(json.dumps({"model": model_name, "technique": tech.name, **_fit(board, fw, note, plan.arena_bytes,
+                                                                                    plan_len + len(data)),
+                               "composition": plan.composition(), "layers": plan.layer_memory(),
+                               "channels": {str(i): list(ch) for i, ch in plan.channels.items()}}, indent=1))
+        return
     layers, buffers = plan_tables(plan)
     out.print(layers)
     if plan.channels:
@@ -216,8 +230,20 @@ def show_plan(model_name: str, technique: str | None, board_name: str, task: str
         out.print(line)
 
 
+def _fit(board: Board, fw: Firmware | None, note: str, arena: int, flash_blobs: int) -> dict[str, object]:
+    """The fit of a planned arena and flash blobs on ``board``, as `bench plan --json` prints it (all planned)."""
+    required = arena + (fw.static_bytes + fw.stack_bytes if fw is not None else 0)
+    flash_end = board.memory.plan_offset + flash_blobs
+    return {"how": "planned", "board": board.name, "arena_bytes": arena,
+            "static_bytes": fw.static_bytes if fw else None, "stack_reserve_bytes": fw.stack_bytes if fw else None,
+            "firmware": note, "required_sram_bytes": required, "board_sram_bytes": board.sram_bytes,
+            "flash_end_bytes": flash_end, "board_flash_bytes": board.flash_bytes,
+            "fits_sram": required <= board.sram_bytes, "fits_flash": flash_end <= board.flash_bytes}
+
+
 def _budget(model: Model, ds, board: Board, fw: Firmware | None, note: str, budget: int, seed: int, steps: int,
-            lr: float, repeats: int) -> None:
+            lr: float, repeats: int) -> dict[str, object]:
+    """Print the contribution analysis and the schemes within ``budget``; return them for `bench plan --json`."""
     contrib = analyse(model, ds, seed=seed, steps=steps, lr=lr, repeats=repeats)
     print_contributions(contrib)
     out.print(f"trials: {len(contrib.weight_acc) + len(contrib.bias_acc)} × {repeats} fine-tuning runs of {steps} "
@@ -229,6 +255,10 @@ def _budget(model: Model, ds, board: Board, fw: Firmware | None, note: str, budg
         what = f"planned arena ({note}: static and stack not counted)"
         schemes = search(model, contrib, budget)
     print_schemes(schemes, budget, what)
+    return {"how": "planned (host fine-tuning trials)", "board": board.name, "budget_bytes": budget,
+            "budget_of": what, "trial_seconds": round(contrib.seconds, 2),
+            "schemes": [{"bias_k": sc.bias_k, "layers": [list(x) for x in sc.layers], "classifier": sc.classifier,
+                         "memory_bytes": sc.memory, "expected_gain": sc.gain} for sc in schemes]}
 
 
 
@@ -316,7 +346,7 @@ def fp32mem_totals(mem: Fp32Memory, model: QModel, board: Board, fw: Firmware | 
 
 
 def _tflite_plan(path: Path, technique: str, board: Board, profile_spec: str | None, last_k: int | None,
-                 sparse_text: str | None) -> None:
+                 sparse_text: str | None, as_json: bool = False) -> None:
     from bench.tflite.io import load_tflite
 
     if not path.is_file():
@@ -336,6 +366,12 @@ def _tflite_plan(path: Path, technique: str, board: Board, profile_spec: str | N
     except ValueError as e:
         raise TechniqueError(str(e)) from None
     fw, note = built_firmware(board)
+    if as_json:
+        click.echo(json.dumps({"model": path.name, "technique": tech.name,
+                               **_fit(board, fw, note, mem.arena_bytes, fp32_weight_bytes(model)),
+                               "composition": mem.composition(), "naive_bytes": mem.naive_bytes,
+                               "full_fp32_arena_bytes": full.arena_bytes}, indent=1))
+        return
     out.print(fp32mem_table(mem, model, path.name))
     for line in fp32mem_totals(mem, model, board, fw, note, full):
         out.print(line, highlight=False)
