@@ -34,11 +34,14 @@ $(DEMO_STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install -q -e . -c constraints.txt
 	touch $@
 
-# `make test` adds the test tools, the hardware extra (pyocd, meters: tested at their API boundary) and .[oracle],
-# torch==2.13.0, used by tests only (the PyTorch gradient oracle): the exact pin resolves to the local CPU wheel
-# (torch-2.13.0+cpu in pip's find-links), so no CUDA packages are pulled.
+# `make test` adds the test tools, the hardware extra (pyocd, meters: tested at their API boundary), the labgrid extra
+# (a real coordinator and exporters in tests/test_lab.py) and .[oracle], torch==2.13.0, used by tests only (the
+# PyTorch gradient oracle): the exact pin resolves to the local CPU wheel (torch-2.13.0+cpu in pip's find-links), so
+# no CUDA packages are pulled. labgrid depends on pyserial-labgrid, which installs the same `serial` module as
+# pyserial (labgrid #1245): it is reinstalled last so labgrid's copy is the one on disk (the bench runs on either).
 $(TEST_STAMP): $(DEMO_STAMP)
-	$(BIN)/pip install -q -e '.[test,oracle,hardware]' -c constraints.txt
+	$(BIN)/pip install -q -e '.[test,oracle,hardware,labgrid]' -c constraints.txt
+	$(BIN)/pip install -q --no-deps --force-reinstall pyserial-labgrid -c constraints.txt
 	touch $@
 
 firmware: bootstrap

@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from bench.app.cli_lab import twin_host_cmd
 from bench.app.cli_plan import plan_cmd
 from bench.app.cli_rack import rack_group
 from bench.app.cli_report import compare_cmd, json_row, recover_cmd, wide_console
@@ -21,6 +22,8 @@ from bench.app.cli_report import compare_cmd, json_row, recover_cmd, wide_consol
 if TYPE_CHECKING:  # everything below pulls in numpy/pandas/the planners: imported by the commands that run them
     from rich.table import Table
 
+    from bench.config.boards import Rack
+    from bench.config.profile import Profile
     from bench.records.run import RunRecord
 
 console = Console(stderr=True)
@@ -123,11 +126,9 @@ def run(profile_spec: str, rack_spec: str | None, names: tuple[str, ...], out: P
 
     Exit codes: 0 every run ok or does-not-fit; 1 some run failed (named); 2 bad input (a profile, rack, model or
     option that cannot be used, named)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from bench.app import runner
-    from bench.app.cli_progress import LiveProgress
-    from bench.app.cli_study import expected_runs, print_study
+    from bench.app.cli_study import print_study
+    from bench.app.lab import held_rack
     from bench.config.boards import filter_rack, load_catalogue, load_rack
     from bench.report.html import write_report
 
@@ -135,17 +136,10 @@ def run(profile_spec: str, rack_spec: str | None, names: tuple[str, ...], out: P
                  **({"lr": lr, "lr_int8": None, "lr_by_technique": {}} if lr is not None else {})}
     profile = runner.with_overrides(runner.load_profile(profile_spec), {k: v for k, v in overrides.items()
                                                                    if v is not None})
-    rack = filter_rack(load_rack(rack_spec, load_catalogue()), list(names))
-    console.print(f"profile [bold]{profile.name}[/]: {profile.model} on {profile.task}, "
-                  f"{', '.join(t.name for t in profile.parsed_techniques())}; rack {rack.name} "
-                  f"({len(rack.boards)} boards)")
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    per_kind = {e.board: sum(1 for x in rack.boards if x.board == e.board) for e in rack.boards}
     started = time.monotonic()
-    with Progress(*columns, console=console) as bar:
-        runs_per_entry = {e.label: -(-expected_runs(profile) // per_kind[e.board]) for e in rack.boards}
-        live = LiveProgress(bar, runs_per_entry, profile.steps)
-        records = runner.run_profile(profile, rack, out, progress=live)
+    catalogue = load_catalogue()
+    with held_rack(filter_rack(load_rack(rack_spec, catalogue), list(names)), catalogue, _say) as rack:
+        records = _run_on(profile, rack, out)
     report = write_report(out)
     import pandas as pd
 
@@ -167,6 +161,30 @@ def run(profile_spec: str, rack_spec: str | None, names: tuple[str, ...], out: P
         console.print(f"[red]{len(failed)} of {len(records)} runs failed[/]: "
                       + ", ".join(f"{r.run_id} ({r.status})" for r in failed[:10]))
         sys.exit(1)
+
+
+def _say(message: str) -> None:
+    console.print(escape(message), soft_wrap=True, highlight=False)
+
+
+def _run_on(profile: Profile, rack: Rack, out: Path) -> list[RunRecord]:
+    """The profile on a rack (its labgrid places already held), with one progress bar per board."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from bench.app import runner
+    from bench.app.cli_progress import LiveProgress
+    from bench.app.cli_study import expected_runs
+
+    console.print(f"profile [bold]{profile.name}[/]: {profile.model} on {profile.task}, "
+                  f"{', '.join(t.name for t in profile.parsed_techniques())}; rack {rack.name} "
+                  f"({len(rack.boards)} boards)")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    per_kind = {e.board: sum(1 for x in rack.boards if x.board == e.board) for e in rack.boards}
+    with Progress(*columns, console=console) as bar:
+        runs_per_entry = {e.label: -(-expected_runs(profile) // per_kind[e.board]) for e in rack.boards}
+        live = LiveProgress(bar, runs_per_entry, profile.steps)
+        records = runner.run_profile(profile, rack, out, progress=live)
+    return records
 
 
 def _fmt(value: object, spec: str, scale: float = 1.0) -> str:
@@ -214,10 +232,11 @@ def user_errors() -> tuple[type[Exception], ...]:
     from bench.image.firmware import ImageError
     from bench.plan.fp32mem import Fp32MemError
     from bench.plan.int8 import QPlanError
+    from bench.target.lab import LabError
     from bench.tflite.head import HeadError
     from bench.tflite.io import TFLiteImportError
 
-    return ConfigError, TechniqueError, ImageError, TFLiteImportError, QPlanError, Fp32MemError, HeadError
+    return ConfigError, TechniqueError, ImageError, TFLiteImportError, QPlanError, Fp32MemError, HeadError, LabError
 
 
 def entry() -> None:
@@ -346,6 +365,7 @@ def list_cmd(what: str, as_json: bool) -> None:
 
 
 main.add_command(rack_group)
+main.add_command(twin_host_cmd)
 main.add_command(compare_cmd)
 main.add_command(recover_cmd)
 main.add_command(plan_cmd)

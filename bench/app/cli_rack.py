@@ -9,6 +9,8 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from bench.app.cli_lab import release_cmd
+
 if TYPE_CHECKING:  # pyocd and pyserial are imported when the command runs, not by `bench --help`
     from rich.table import Table
 
@@ -76,3 +78,5 @@ def scan_cmd(out: Path | None, name: str | None, write_empty: bool) -> None:
         return
     out.write_text(rack_toml(result.entries, name or out.stem))
     console.print(f"rack: {out} ({len(result.entries)} boards); use it with --rack {out}")
+
+rack_group.add_command(release_cmd)

@@ -43,6 +43,9 @@ BASELINE_KEY = pytest.StashKey[Any]()
 SESSION_DIR_KEY = pytest.StashKey[Path]()
 DUT_KEY = pytest.StashKey[str]()
 LOG_DIR_KEY = pytest.StashKey[Path]()
+RACK_KEY = pytest.StashKey["Rack"]()
+HELD_KEY = pytest.StashKey[dict[str, RackEntry]]()
+HELD_STACK_KEY = pytest.StashKey[Any]()
 SESSION_LOCK_KEY = pytest.StashKey[Any]()
 RUN_FIGURES = ("peak_sram_bytes", "flash_bytes", "instr_per_step", "energy_per_step_uj", "acc_after",
                "fidelity_max_rel_err", "lost_frames", "wall_s", "journal")
@@ -62,7 +65,54 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _rack(config: pytest.Config) -> Rack:
-    return filter_rack(load_rack(config.getoption("--rack"), load_catalogue()), config.getoption("--board"))
+    """The session's rack as collection sees it: a labgrid rack's places are listed here (for parametrization) and
+    acquired when the first test needs one (`_held`)."""
+    if RACK_KEY not in config.stash:
+        rack = filter_rack(load_rack(config.getoption("--rack"), load_catalogue()), config.getoption("--board"))
+        if rack.labgrid is not None:
+            from bench.app.lab import listed_rack
+
+            rack = listed_rack(rack, load_catalogue())
+        config.stash[RACK_KEY] = rack
+    return config.stash[RACK_KEY]
+
+
+def _held(config: pytest.Config, entry: RackEntry) -> RackEntry:
+    """``entry`` as the session holds it: on a labgrid rack its place is acquired when a test first needs it (held
+    for the rest of the session, released at its end: each xdist worker holds only the places its tests use) and
+    the entry gains its serial and control endpoints."""
+    rack = _rack(config)
+    if rack.labgrid is None:
+        return entry
+    if HELD_STACK_KEY not in config.stash:
+        from contextlib import ExitStack
+
+        config.stash[HELD_STACK_KEY] = ExitStack()
+        config.stash[HELD_KEY] = {}
+    held = config.stash[HELD_KEY]
+    if entry.label not in held:
+        from bench.app.lab import held_rack
+
+        one = Rack(name=rack.name, boards=(entry,), labgrid=rack.labgrid)
+        got = config.stash[HELD_STACK_KEY].enter_context(held_rack(one, load_catalogue(), _say(config)))
+        held[entry.label] = got.boards[0]
+    return held[entry.label]
+
+
+def _say(config: pytest.Config) -> Any:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    return (lambda m: reporter.write_line(f"bench: {m}")) if reporter else (lambda m: None)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On a labgrid rack, a place's tests form one xdist group (run with ``--dist loadgroup``), so one worker holds
+    each place instead of two workers waiting for each other's."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        entry = callspec.params.get("bench_board") if callspec else None
+        if isinstance(entry, RackEntry) and entry.place is not None:
+            item.add_marker(pytest.mark.xdist_group(entry.label))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -170,7 +220,8 @@ def bench_dut(bench_board: RackEntry, bench_log_dir: Path, request: pytest.Fixtu
     ``dut.hello``), for tests that talk to the firmware directly; its journal is in this test's log directory."""
     from bench.app.runner import device
 
-    with device(bench_board, load_catalogue()[bench_board.board], bench_log_dir, "dut") as dut:
+    entry = _held(request.config, bench_board)
+    with device(entry, load_catalogue()[entry.board], bench_log_dir, "dut") as dut:
         request.node.stash[DUT_KEY] = str(dut.link.journal_path)
         yield dut
 
@@ -192,7 +243,7 @@ def bench_run(bench_session: Bench, pytestconfig: pytest.Config):
         key = prof.model_dump_json()
         if key not in prepared:
             prepared[key] = bench_session.prepare(prof)
-        record = bench_session.run(prepared[key], board, prof.technique(technique))
+        record = bench_session.run(prepared[key], _held(pytestconfig, board), prof.technique(technique))
         pytestconfig.stash[RUNS_KEY].append(record)
         return Run(record, pd.DataFrame(record.step_rows()), pd.DataFrame(record.grad_rows()))
 
@@ -314,6 +365,9 @@ def _in_use(directory: Path) -> bool:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    stack = config.stash.get(HELD_STACK_KEY, None)
+    if stack is not None:  # the session's labgrid places
+        stack.close()
     lock = config.stash.get(SESSION_LOCK_KEY, None)
     if lock is not None:
         lock.release()

@@ -281,7 +281,8 @@ class Bench:
         journal_dir = self.out / "journal"
         record = RunRecord(run_id=run_id, board=board, target_kind=entry.kind, technique=technique.name,
                            model=prepared.model_name, journal=str(journal_dir / f"{run_id}.rx.bin"),
-                           phase=spec.phase, lr=spec.lr, repeat=spec.repeat, seed=profile.seed + spec.repeat)
+                           phase=spec.phase, lr=spec.lr, repeat=spec.repeat, seed=profile.seed + spec.repeat,
+                           place=entry.place or "", exporter=entry.exporter or "")
         qmodel = self.int8(prepared).qmodel if technique.is_int8 or prepared.model is None else None
         fw = self.firmware(prepared, board, entry.kind)
         record.build_id = fw.build_id

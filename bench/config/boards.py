@@ -128,6 +128,11 @@ class RackEntry(_Strict):
     meter_port: str | None = None  # PPK2 serial port (default: the only one attached)
     meter_channel: int = Field(default=0, ge=0, le=7)  # meter digital input wired to the board's marker GPIO
     faults: LinkFaults | None = None  # inject link faults (tests and `bench soak` only)
+    # a labgrid place (set when the place is acquired, see bench.app.lab): its name, the exporter that serves it,
+    # and for a twin the control endpoint of `bench twin-host` (http://HOST:PORT) that loads and resets it
+    place: str | None = None
+    exporter: str | None = None
+    control: str | None = None
 
     @field_validator("port", "meter_port")
     @classmethod
@@ -152,9 +157,22 @@ class RackEntry(_Strict):
         return self.name or self.board
 
 
+class LabSpec(_Strict):
+    """A rack on labgrid: the coordinator, and which of its places a run may use (by name, or every place whose tags
+    include ``tags``; a place needs a ``board`` tag naming a board of the catalogue)."""
+
+    coordinator: str = Field(pattern=r"^[A-Za-z0-9_.-]+:\d{1,5}$")
+    places: tuple[str, ...] = ()
+    tags: dict[str, str] = Field(default_factory=dict)
+    wait_s: float = Field(default=600.0, gt=0)  # how long to wait for a place someone else holds
+    owner: str | None = None  # who holds the places (LG_USERNAME); default: bench-<user>-<pid>, or $BENCH_LAB_OWNER
+    only: tuple[str, ...] = ()  # `--board` filters: place or board names to keep of the selected places
+
+
 class Rack(_Strict):
     name: str
-    boards: tuple[RackEntry, ...]
+    boards: tuple[RackEntry, ...] = ()
+    labgrid: LabSpec | None = None  # boards come from the coordinator's places when set
 
 
 def _format_errors(path: Path, err: ValidationError) -> str:
@@ -202,9 +220,12 @@ def default_rack(catalogue: dict[str, Board]) -> Rack:
 
 
 def load_rack(spec: str | None, catalogue: dict[str, Board]) -> Rack:
-    """``None`` or "emulated" gives the default rack; otherwise ``spec`` is a rack TOML file."""
+    """``None`` or "emulated" gives the default rack; ``labgrid://HOST:PORT[?tag=value&...|?places=a,b]`` a rack on
+    a labgrid coordinator; otherwise ``spec`` is a rack TOML file (with ``[[boards]]``, or a ``[labgrid]`` table)."""
     if spec in (None, "emulated"):
         return default_rack(catalogue)
+    if spec.startswith("labgrid://"):
+        return Rack(name=spec, labgrid=lab_spec(spec))
     path = Path(spec)
     data = read_toml(path)
     data.setdefault("name", path.stem)
@@ -215,22 +236,46 @@ def load_rack(spec: str | None, catalogue: dict[str, Board]) -> Rack:
                 f"{path}: key 'boards.{i}.board': unknown board '{entry.board}' "
                 f"(known: {', '.join(sorted(catalogue))})"
             )
+    if rack.labgrid is not None and rack.boards:
+        raise ConfigError(f"{path}: a rack has either [[boards]] or a [labgrid] table, not both")
     labels = [e.label for e in rack.boards]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{path}: two rack entries share a name; set 'name' to tell them apart")
     return rack
 
 
+def lab_spec(url: str) -> LabSpec:
+    """``labgrid://HOST:PORT?board=rpi-pico&wait_s=60`` or ``...?places=a,b``: query keys are tags to match, except
+    ``places``, ``wait_s`` and ``owner``."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    fields: dict[str, object] = {"coordinator": parts.netloc}
+    if "places" in query:
+        fields["places"] = tuple(p for p in query.pop("places").split(",") if p)
+    for key in ("wait_s", "owner"):
+        if key in query:
+            fields[key] = query.pop(key)
+    fields["tags"] = query
+    try:
+        return LabSpec.model_validate(fields)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(Path(url), e)) from None
+
+
 def filter_rack(rack: Rack, names: list[str] | None) -> Rack:
     """Keep the entries whose label or board name is in ``names`` (all when empty)."""
     if not names:
         return rack
+    if rack.labgrid is not None and not rack.boards:  # its places are known once the coordinator is asked
+        return Rack(name=rack.name, labgrid=rack.labgrid.model_copy(update={"only": tuple(names)}))
     kept = tuple(e for e in rack.boards if e.label in names or e.board in names)
     unknown = set(names) - {e.label for e in kept} - {e.board for e in kept}
     if unknown:
         known = ", ".join(e.label for e in rack.boards)
         raise ConfigError(f"rack '{rack.name}' has no board {', '.join(sorted(unknown))} (it has: {known})")
-    return Rack(name=rack.name, boards=kept)
+    return Rack(name=rack.name, boards=kept, labgrid=rack.labgrid)
 
 
 def lock_dir() -> Path:
@@ -244,7 +289,10 @@ def lock_dir() -> Path:
 
 
 def lock_key(entry: RackEntry) -> str:
-    """The physical thing a run holds: a real board by its probe (or its port), a twin by its rack label."""
+    """The physical thing a run holds: a labgrid place by its name, a real board by its probe (or its port), a twin
+    by its rack label."""
+    if entry.place is not None:
+        return "place-" + re.sub(r"[^A-Za-z0-9_.-]", "_", entry.place)
     if entry.kind == "hardware":
         ident = entry.probe_uid or entry.port or entry.label
         return "board-" + re.sub(r"[^A-Za-z0-9_.-]", "_", ident)

@@ -37,7 +37,7 @@ RUN_COLUMNS = [
     "count_unit", *(f"{c}{p}_per_step" for c in COUNTS for p in ("", *(f"_{q}" for q in PHASES))),
     "energy_per_step_uj", "energy_source", "energy_meter", "energy_spread_pct",
     "lost_frames", "journal", "fidelity_max_rel_err", "fidelity_exact", "build_id", "plan_hash", "wall_s",
-    "link_faults", "frames_damaged_injected", "phase", "lr", "repeat", "seed",
+    "link_faults", "frames_damaged_injected", "phase", "lr", "repeat", "seed", "place", "exporter",
 ]
 LAYER_COLUMNS = ["run_id", "layer", "op", *(f"{c}_{p}_per_step" for c in COUNTS for p in PHASES),
                  "planned_weights_ram_bytes", "planned_kept_act_bytes", "planned_grad_bytes", "planned_scratch_bytes"]
@@ -95,6 +95,8 @@ class RunRecord:
     seed: int | None = None  # the device's sample-order seed
     link_faults: str = ""  # faults injected between port and host (bench.link.faults; tests and soaks only)
     injected: FaultStats | None = None  # what the fault proxy did, live
+    place: str = ""  # the labgrid place the run used (empty on a local rack)
+    exporter: str = ""  # the labgrid exporter (lab host) that served it
 
     def add(self, msg: object) -> None:
         """File one decoded device message."""
@@ -227,6 +229,7 @@ class RunRecord:
             "link_faults": self.link_faults, "phase": self.phase, "lr": self.lr, "repeat": self.repeat,
             "seed": _nan(self.seed),
             "frames_damaged_injected": self.injected.frames_damaged if self.injected else math.nan,
+            "place": self.place, "exporter": self.exporter,
         }
 
     def step_rows(self) -> list[dict[str, object]]:
@@ -289,7 +292,7 @@ SCHEMA_VERSION = 2  # docs/results.md; bumped when a column changes meaning or g
 # Column dtypes of the stored tables: nullable integers for counts of things and bytes (NA, not NaN-as-float, where a
 # run did not produce one), booleans for flags, categories for names; everything else float64 or str.
 _NAMES = ("board", "target_kind", "technique", "scheme", "numerics", "model", "status", "count_unit", "energy_source",
-          "energy_meter", "phase")
+          "energy_meter", "phase", "place", "exporter")
 DTYPES: dict[str, dict[str, str]] = {
     "runs": {**{c: "Int64" for c in RUN_COLUMNS if c.endswith("_bytes")},
              **dict.fromkeys(("steps", "lost_frames", "frames_damaged_injected", "repeat", "seed"), "Int64"),

@@ -77,21 +77,44 @@ def die_with_parent(cmd: list[str]) -> list[str]:
     return [setpriv, "--pdeathsig", "KILL", "--", *cmd] if setpriv else cmd
 
 
+def listening(port: int) -> bool:
+    """Whether something listens on TCP 127.0.0.1:``port`` (Linux: /proc/net/tcp, state 0A)."""
+    wanted = f"0100007F:{port:04X}"
+    try:
+        rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    return any(parts[1] == wanted and parts[3] == "0A" for parts in (row.split() for row in rows) if len(parts) > 3)
+
+
+def twin_counting(board: Board, counter_hz: int, counter_kind: int) -> Counting:
+    """A twin's counter ticks are -icount time: 2^shift ns per instruction."""
+    if counter_kind != 0:
+        raise TargetError(f"{board.name}: twin firmware reported counter kind {counter_kind}, expected 0")
+    ns_per_instruction = 2 ** board.twin.icount_shift
+    return Counting("instructions", 1e9 / counter_hz / ns_per_instruction)
+
+
 class QemuTarget:
     """A board's emulated twin under qemu-system-arm."""
 
     kind = "emulated"
 
-    def __init__(self, board: Board, log_path: Path, start_timeout: float = 20.0) -> None:
+    def __init__(self, board: Board, log_path: Path, start_timeout: float = 20.0, serial_port: int | None = None
+                 ) -> None:
+        """``serial_port``: the UART on a TCP server at 127.0.0.1:PORT (`bench twin-host`, which a labgrid exporter
+        serves) instead of a pty."""
         self.board, self.log_path, self.start_timeout = board, log_path, start_timeout
+        self.serial_port = serial_port
         self._images: ImageSet | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._url: str | None = None
 
     def command(self, images: ImageSet) -> list[str]:
         twin = self.board.twin
+        serial = "pty" if self.serial_port is None else f"tcp:127.0.0.1:{self.serial_port},server=on,wait=off"
         cmd = ["qemu-system-arm", "-M", twin.machine, "-display", "none", "-monitor", "none",
-               "-serial", "pty", "-semihosting-config", "enable=on,target=native",
+               "-serial", serial, "-semihosting-config", "enable=on,target=native",
                "-icount", f"shift={twin.icount_shift},align=off,sleep=off", "-kernel", str(images.firmware.elf)]
         for blob in images.blobs:
             cmd += ["-device", f"loader,file={blob.path},addr={blob.addr:#x}"]
@@ -116,11 +139,25 @@ class QemuTarget:
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         found = threading.Event()
         threading.Thread(target=self._pump, args=(self._proc, found), daemon=True).start()
+        if self.serial_port is not None:
+            self._await_tcp(found)
+            found.set()  # up (url set) or not (url None: the error below)
         if not found.wait(self.start_timeout) or self._url is None:
             code = self._proc.poll()
             self.close()
-            raise TargetError(f"{self.board.name}: QEMU did not open its serial pty within {self.start_timeout}s "
+            raise TargetError(f"{self.board.name}: QEMU did not open its serial port within {self.start_timeout}s "
                               f"(exit code {code}); see {self.log_path}")
+
+    def _await_tcp(self, found: threading.Event) -> None:
+        """The TCP serial is up once QEMU listens on it. Seen in the kernel's socket table, not by connecting: QEMU
+        serves one client, and a probe connection would race the Link's own."""
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline and self._proc is not None and self._proc.poll() is None:
+            if listening(self.serial_port or 0):
+                self._url = f"socket://127.0.0.1:{self.serial_port}"
+                found.set()
+                return
+            time.sleep(0.02)
 
     def _pump(self, proc: subprocess.Popen[bytes], found: threading.Event) -> None:
         """Copy QEMU's own output to its log, noting the pty it opened for the UART."""
@@ -130,10 +167,11 @@ class QemuTarget:
                 log.write(line)
                 log.flush()
                 match = PTY_RE.search(line)
-                if match and not found.is_set():
+                if match and not found.is_set() and self.serial_port is None:
                     self._url = match.group(1).decode()
                     found.set()
-        found.set()
+        if self.serial_port is None:
+            found.set()
 
     @property
     def url(self) -> str:
@@ -145,10 +183,7 @@ class QemuTarget:
         return None if self._proc is None else self._proc.poll()
 
     def counting(self, counter_hz: int, counter_kind: int) -> Counting:
-        if counter_kind != 0:
-            raise TargetError(f"{self.board.name}: twin firmware reported counter kind {counter_kind}, expected 0")
-        ns_per_instruction = 2 ** self.board.twin.icount_shift
-        return Counting("instructions", 1e9 / counter_hz / ns_per_instruction)
+        return twin_counting(self.board, counter_hz, counter_kind)
 
     def close(self) -> None:
         proc, self._proc, self._url = self._proc, None, None
@@ -473,9 +508,14 @@ def flash_lock() -> Iterator[None]:
 
 
 def make_target(entry: RackEntry, board: Board, log_dir: Path, identify: Identify | None = None
-                ) -> QemuTarget | PyocdTarget:
-    """The driver for a rack entry: a QEMU twin, or a real board over pyocd (``identify`` asks a running board which
-    build it runs, so unchanged firmware is not programmed again)."""
+                ) -> Target:
+    """The driver for a rack entry: a QEMU twin (here, or on a twin host behind a labgrid place), or a real board over
+    pyocd (``identify`` asks a running board which build it runs, so unchanged firmware is not programmed again)."""
+    if entry.control is not None:
+        from bench.target.twinhost import RemoteTwinTarget
+
+        assert entry.port is not None, entry
+        return RemoteTwinTarget(board, entry.place or entry.label, entry.control, entry.port)
     if entry.kind == "emulated":
         return QemuTarget(board, log_dir / f"{entry.label}.qemu.log")
     return PyocdTarget(board, entry, journal_dir=log_dir, retries=entry.flash_retries, identify=identify)

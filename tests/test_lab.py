@@ -1,0 +1,258 @@
+"""The rack on labgrid, all of it real: a labgrid coordinator on 127.0.0.1, two `bench twin-host` processes (two
+simulated lab hosts, each with its own labgrid exporter) serving QEMU twins, and the bench reserving, acquiring,
+using and releasing their places. Every process a test starts, the test stops."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.config.boards import ConfigError, LabSpec, load_catalogue, load_rack
+from bench.target.lab import LabClient, LabError, Place
+from bench.target.twinhost import free_port
+
+pytestmark = pytest.mark.twin
+BENCH = [sys.executable, "-c", "from bench.app.cli import entry; entry()"]
+COORDINATOR = Path(sys.executable).with_name("labgrid-coordinator")
+
+
+@dataclass
+class Lab:
+    address: str
+    hosts: dict[str, subprocess.Popen[str]]
+    work: Path
+
+    def client(self, owner: str) -> LabClient:
+        return LabClient(self.address, owner)
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def twin_host(address: str, name: str, boards: list[str], work: Path) -> subprocess.Popen[str]:
+    """`bench twin-host NAME` until it says it is ready (its exporter registered, its places created)."""
+    args = [arg for b in boards for arg in ("--board", b)]
+    proc = subprocess.Popen([*BENCH, "twin-host", "--name", name, "--coordinator", address, *args, "--work",
+                             str(work / name)], stdout=subprocess.PIPE, stderr=(work / f"{name}.err").open("w"),
+                            text=True, start_new_session=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("ready"):
+        _stop(proc)
+        pytest.fail(f"twin host {name} did not start: {(work / f'{name}.err').read_text()[-2000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    if not COORDINATOR.exists():
+        pytest.skip("labgrid is not installed (the [labgrid] extra; `make test` installs it)")
+    work = tmp_path_factory.mktemp("lab")
+    address = f"127.0.0.1:{free_port()}"
+    coordinator = subprocess.Popen([str(COORDINATOR), "--listen", address], cwd=work, text=True,
+                                   stdout=subprocess.DEVNULL, stderr=(work / "coordinator.log").open("w"))
+    hosts: dict[str, subprocess.Popen[str]] = {}
+    try:
+        client = LabClient(address, "test-setup")
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.places()
+                break
+            except LabError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        hosts["hostA"] = twin_host(address, "hostA", ["rpi-pico", "nrf52840-dk"], work)
+        hosts["hostB"] = twin_host(address, "hostB", ["nucleo-f746zg"], work)
+        yield Lab(address, hosts, work)
+    finally:
+        for proc in hosts.values():
+            _stop(proc)
+        _stop(coordinator)
+    assert all(p.poll() is not None for p in [coordinator, *hosts.values()])
+
+
+def _run(lab: Lab, *args: str, owner: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "BENCH_LAB_OWNER": owner}
+    return subprocess.run([*BENCH, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False)
+
+
+def test_places_of_both_hosts_are_listed_with_their_tags(lab: Lab) -> None:
+    places = {p.name: p for p in lab.client("lister").places()}
+    assert set(places) >= {"hostA-rpi-pico-0", "hostA-nrf52840-dk-0", "hostB-nucleo-f746zg-0"}
+    pico = places["hostA-rpi-pico-0"]
+    assert pico.tags == {"board": "rpi-pico", "kind": "emulated", "host": "hostA"} and pico.exporter == "hostA"
+    assert pico.acquired is None
+
+
+def test_bench_run_trains_on_places_of_two_hosts_and_releases_them(lab: Lab, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = _run(lab, "run", "quick", "--rack", f"labgrid://{lab.address}?kind=emulated", "--technique", "last-fp32",
+                "--steps", "20", "--out", str(out), "--json", owner="job-run")
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert {r["place"] for r in rows} == {"hostA-rpi-pico-0", "hostA-nrf52840-dk-0", "hostB-nucleo-f746zg-0"}
+    assert {r["exporter"] for r in rows} == {"hostA", "hostB"} and {r["status"] for r in rows} == {"ok"}
+    assert all(r["fidelity_max_rel_err"] < 1e-4 and r["steps"] == 20 for r in rows)
+    runs = pd.read_parquet(out / "runs.parquet")
+    assert set(runs["place"].astype(str)) == {r["place"] for r in rows}
+    assert "holding 3 place(s) as" in " ".join(done.stderr.split())
+    assert [p.name for p in lab.client("x").places() if p.acquired] == []  # all released
+
+
+def test_a_place_someone_else_holds_is_waited_for_then_refused_with_the_holder_named(lab: Lab,
+                                                                                      tmp_path: Path) -> None:
+    other = lab.client("someone-else")
+    token = other.reserve("hostB-nucleo-f746zg-0", 10, lambda m: None)
+    other.acquire("hostB-nucleo-f746zg-0", token)
+    try:
+        done = _run(lab, "run", "quick", "--rack",
+                    f"labgrid://{lab.address}?places=hostB-nucleo-f746zg-0&wait_s=3", "--technique", "last-fp32",
+                    "--steps", "5", "--out", str(tmp_path / "o"), owner="job-waits")
+        text = " ".join(done.stderr.split())
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert f"is held by {other.holder}; waiting up to 3 s" in text
+        assert f"still held by {other.holder} after 3 s" in text and "Traceback" not in text
+    finally:
+        other.release("hostB-nucleo-f746zg-0")
+        other.cancel(token)
+    held = [p for p in other.places() if p.acquired]
+    assert held == []
+
+
+def test_a_killed_bench_leaves_its_places_held_until_the_janitor_releases_them(lab: Lab, tmp_path: Path) -> None:
+    env = {**os.environ, "BENCH_LAB_OWNER": "job-killed"}
+    proc = subprocess.Popen([*BENCH, "run", "quick", "--rack", f"labgrid://{lab.address}?board=rpi-pico",
+                             "--technique", "full-fp32", "--steps", "300", "--out", str(tmp_path / "o")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    client = lab.client("janitor")
+    holder = f"{client.host}/job-killed"
+    deadline = time.monotonic() + 60
+    while not client.held_by(holder):
+        assert proc.poll() is None and time.monotonic() < deadline, "the bench never acquired its place"
+        time.sleep(0.3)
+    time.sleep(2)  # mid-run
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert client.held_by(holder) == ["hostA-rpi-pico-0"]  # SIGKILL: nothing could release it
+    done = subprocess.run([*BENCH, "rack", "release", "--coordinator", lab.address, "--owner", holder],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0 and "released 1 place(s)" in done.stderr, done.stderr
+    assert client.held_by(holder) == []
+
+
+def test_sigterm_releases_the_places(lab: Lab, tmp_path: Path) -> None:
+    """A cancelled CI job gets SIGTERM: the bench unwinds and releases what it holds."""
+    env = {**os.environ, "BENCH_LAB_OWNER": "job-cancelled"}
+    proc = subprocess.Popen([*BENCH, "run", "quick", "--rack", f"labgrid://{lab.address}?board=nrf52840-dk",
+                             "--technique", "full-fp32", "--steps", "300", "--out", str(tmp_path / "o")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    client = lab.client("watcher")
+    holder = f"{client.host}/job-cancelled"
+    deadline = time.monotonic() + 60
+    while not client.held_by(holder):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert client.held_by(holder) == []
+
+
+def test_a_host_that_dies_mid_run_is_a_recorded_failed_run(lab: Lab, tmp_path: Path) -> None:
+    """hostC (its exporter, control endpoint and twin) is killed while the bench trains on its place: that run is
+    recorded as failed, the place is released, and the run on hostA's place is ok."""
+    host = twin_host(lab.address, "hostC", ["nucleo-f746zg"], lab.work)
+    out = tmp_path / "out"
+    env = {**os.environ, "BENCH_LAB_OWNER": "job-host-dies"}
+    try:
+        proc = subprocess.Popen([*BENCH, "run", "quick", "--rack",
+                                 f"labgrid://{lab.address}?places=hostC-nucleo-f746zg-0,hostA-rpi-pico-0",
+                                 "--technique", "full-fp32", "--steps", "200", "--out", str(out)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        client = lab.client("watcher")
+        deadline = time.monotonic() + 60
+        while not (out / "journal").is_dir() or not any((out / "journal").glob("hostC*.rx.bin")):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        time.sleep(1.5)
+        os.killpg(host.pid, signal.SIGKILL)  # the whole simulated host: exporter, control endpoint, QEMU
+        host.wait()
+        _, err = proc.communicate(timeout=240)
+    finally:
+        _stop(host)
+        lab.client("cleanup").run("-p", "hostC-nucleo-f746zg-0", "delete")  # leave the lab as the test found it
+    assert proc.returncode == 1, err[-3000:]
+    runs = pd.read_parquet(out / "runs.parquet").set_index("place")
+    assert runs.loc["hostC-nucleo-f746zg-0", "status"] in ("disconnected", "hang", "error")
+    assert runs.loc["hostA-rpi-pico-0", "status"] == "ok"
+    assert client.held_by(f"{client.host}/job-host-dies") == []
+
+
+def test_pytest_session_on_labgrid_parametrizes_over_the_places_and_records_them(lab: Lab,
+                                                                                 pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+def test_trains(bench_board, bench_run):
+    run = bench_run(bench_board, "last-fp32", steps=10, check_steps=0, eval_samples=10)
+    assert run.status == "ok", run.error
+    assert run.place == bench_board.label and run.exporter in ("hostA", "hostB")
+""")
+    out = pytester.path / "out"
+    result = pytester.runpytest_subprocess("--rack", f"labgrid://{lab.address}?kind=emulated", "--board",
+                                           "hostA-rpi-pico-0", "--board", "hostB-nucleo-f746zg-0", "--bench-out",
+                                           str(out), "-p", "no:labgrid", "-v")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*test_trains[[]hostA-rpi-pico-0[]]*", "*test_trains[[]hostB-nucleo-f746zg-0[]]*"])
+    runs = pd.read_parquet(out / "latest" / "runs.parquet")
+    assert set(runs["exporter"].astype(str)) == {"hostA", "hostB"}
+    assert [p.name for p in lab.client("x").places() if p.acquired] == []
+
+
+pytest_plugins = ["pytester"]
+
+
+def test_an_unreachable_coordinator_is_a_clear_error(tmp_path: Path) -> None:
+    if not COORDINATOR.exists():
+        pytest.skip("labgrid is not installed")
+    done = subprocess.run([*BENCH, "run", "quick", "--rack", f"labgrid://127.0.0.1:{free_port()}", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2 and "is unreachable" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_lab_rack_urls_and_files_are_checked() -> None:
+    rack = load_rack("labgrid://lab.example:20408?board=rpi-pico&wait_s=30", load_catalogue())
+    assert rack.labgrid == LabSpec(coordinator="lab.example:20408", tags={"board": "rpi-pico"}, wait_s=30)
+    assert load_rack("labgrid://h:1?places=a,b", load_catalogue()).labgrid.places == ("a", "b")  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match="coordinator"):
+        load_rack("labgrid://no-port", load_catalogue())
+
+
+def test_places_are_selected_by_tags_and_must_name_a_board() -> None:
+    from bench.app.lab import select_places
+
+    cat = load_catalogue()
+    places = [Place("a", {"board": "rpi-pico", "kind": "emulated"}), Place("b", {"board": "nucleo-f746zg"}),
+              Place("c", {"board": "esp32"}), Place("d", {})]
+    spec = LabSpec(coordinator="h:1", tags={"kind": "emulated"})
+    assert [p.name for p in select_places(places, spec, cat)] == ["a"]
+    with pytest.raises(ConfigError, match="no board tag naming a board"):
+        select_places(places, LabSpec(coordinator="h:1", places=("c",)), cat)
+    with pytest.raises(ConfigError, match="no labgrid place on h:1 matches board=x"):
+        select_places(places, LabSpec(coordinator="h:1", tags={"board": "x"}), cat)
