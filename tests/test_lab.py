@@ -8,94 +8,38 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from bench.app.lab_local import BENCH, LocalLab, coordinator_binary, local_lab, stop
 from bench.config.boards import ConfigError, LabSpec, load_catalogue, load_rack
-from bench.target.lab import LabClient, LabError, Place
+from bench.target.lab import Place
 from bench.target.twinhost import free_port
 
 pytestmark = pytest.mark.twin
-BENCH = [sys.executable, "-c", "from bench.app.cli import entry; entry()"]
-COORDINATOR = Path(sys.executable).with_name("labgrid-coordinator")
-
-
-@dataclass
-class Lab:
-    address: str
-    hosts: dict[str, subprocess.Popen[str]]
-    work: Path
-
-    def client(self, owner: str) -> LabClient:
-        return LabClient(self.address, owner)
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def twin_host(address: str, name: str, boards: list[str], work: Path) -> subprocess.Popen[str]:
-    """`bench twin-host NAME` until it says it is ready (its exporter registered, its places created)."""
-    args = [arg for b in boards for arg in ("--board", b)]
-    proc = subprocess.Popen([*BENCH, "twin-host", "--name", name, "--coordinator", address, *args, "--work",
-                             str(work / name)], stdout=subprocess.PIPE, stderr=(work / f"{name}.err").open("w"),
-                            text=True, start_new_session=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("ready"):
-        _stop(proc)
-        pytest.fail(f"twin host {name} did not start: {(work / f'{name}.err').read_text()[-2000:]}")
-    return proc
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    if not COORDINATOR.exists():
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalLab]:
+    if not coordinator_binary().exists():
         pytest.skip("labgrid is not installed (the [labgrid] extra; `make test` installs it)")
     work = tmp_path_factory.mktemp("lab")
-    address = f"127.0.0.1:{free_port()}"
-    coordinator = subprocess.Popen([str(COORDINATOR), "--listen", address], cwd=work, text=True,
-                                   stdout=subprocess.DEVNULL, stderr=(work / "coordinator.log").open("w"))
-    hosts: dict[str, subprocess.Popen[str]] = {}
-    try:
-        client = LabClient(address, "test-setup")
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                client.places()
-                break
-            except LabError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        hosts["hostA"] = twin_host(address, "hostA", ["rpi-pico", "nrf52840-dk"], work)
-        hosts["hostB"] = twin_host(address, "hostB", ["nucleo-f746zg"], work)
-        yield Lab(address, hosts, work)
-    finally:
-        for proc in hosts.values():
-            _stop(proc)
-        _stop(coordinator)
-    assert all(p.poll() is not None for p in [coordinator, *hosts.values()])
+    with local_lab(work, {"hostA": ["rpi-pico", "nrf52840-dk"], "hostB": ["nucleo-f746zg"]}) as started:
+        yield started
+        procs = list(started.hosts.values())
+    assert all(p.poll() is not None for p in procs)  # every process the fixture started is stopped
 
 
-def _run(lab: Lab, *args: str, owner: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def _run(lab: LocalLab, *args: str, owner: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "BENCH_LAB_OWNER": owner}
     return subprocess.run([*BENCH, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False)
 
 
-def test_places_of_both_hosts_are_listed_with_their_tags(lab: Lab) -> None:
+def test_places_of_both_hosts_are_listed_with_their_tags(lab: LocalLab) -> None:
     places = {p.name: p for p in lab.client("lister").places()}
     assert set(places) >= {"hostA-rpi-pico-0", "hostA-nrf52840-dk-0", "hostB-nucleo-f746zg-0"}
     pico = places["hostA-rpi-pico-0"]
@@ -103,7 +47,7 @@ def test_places_of_both_hosts_are_listed_with_their_tags(lab: Lab) -> None:
     assert pico.acquired is None
 
 
-def test_bench_run_trains_on_places_of_two_hosts_and_releases_them(lab: Lab, tmp_path: Path) -> None:
+def test_bench_run_trains_on_places_of_two_hosts_and_releases_them(lab: LocalLab, tmp_path: Path) -> None:
     out = tmp_path / "out"
     done = _run(lab, "run", "quick", "--rack", f"labgrid://{lab.address}?kind=emulated", "--technique", "last-fp32",
                 "--steps", "20", "--out", str(out), "--json", owner="job-run")
@@ -118,7 +62,7 @@ def test_bench_run_trains_on_places_of_two_hosts_and_releases_them(lab: Lab, tmp
     assert [p.name for p in lab.client("x").places() if p.acquired] == []  # all released
 
 
-def test_a_place_someone_else_holds_is_waited_for_then_refused_with_the_holder_named(lab: Lab,
+def test_a_place_someone_else_holds_is_waited_for_then_refused_with_the_holder_named(lab: LocalLab,
                                                                                       tmp_path: Path) -> None:
     other = lab.client("someone-else")
     token = other.reserve("hostB-nucleo-f746zg-0", 10, lambda m: None)
@@ -138,7 +82,7 @@ def test_a_place_someone_else_holds_is_waited_for_then_refused_with_the_holder_n
     assert held == []
 
 
-def test_a_killed_bench_leaves_its_places_held_until_the_janitor_releases_them(lab: Lab, tmp_path: Path) -> None:
+def test_a_killed_bench_leaves_its_places_held_until_the_janitor_releases_them(lab: LocalLab, tmp_path: Path) -> None:
     env = {**os.environ, "BENCH_LAB_OWNER": "job-killed"}
     proc = subprocess.Popen([*BENCH, "run", "quick", "--rack", f"labgrid://{lab.address}?board=rpi-pico",
                              "--technique", "full-fp32", "--steps", "300", "--out", str(tmp_path / "o")],
@@ -159,7 +103,7 @@ def test_a_killed_bench_leaves_its_places_held_until_the_janitor_releases_them(l
     assert client.held_by(holder) == []
 
 
-def test_sigterm_releases_the_places(lab: Lab, tmp_path: Path) -> None:
+def test_sigterm_releases_the_places(lab: LocalLab, tmp_path: Path) -> None:
     """A cancelled CI job gets SIGTERM: the bench unwinds and releases what it holds."""
     env = {**os.environ, "BENCH_LAB_OWNER": "job-cancelled"}
     proc = subprocess.Popen([*BENCH, "run", "quick", "--rack", f"labgrid://{lab.address}?board=nrf52840-dk",
@@ -176,28 +120,32 @@ def test_sigterm_releases_the_places(lab: Lab, tmp_path: Path) -> None:
     assert client.held_by(holder) == []
 
 
-def test_a_host_that_dies_mid_run_is_a_recorded_failed_run(lab: Lab, tmp_path: Path) -> None:
+def test_a_host_that_dies_mid_run_is_a_recorded_failed_run(lab: LocalLab, tmp_path: Path) -> None:
     """hostC (its exporter, control endpoint and twin) is killed while the bench trains on its place: that run is
     recorded as failed, the place is released, and the run on hostA's place is ok."""
-    host = twin_host(lab.address, "hostC", ["nucleo-f746zg"], lab.work)
+    host = lab.add_host("hostC", ["nucleo-f746zg"])
     out = tmp_path / "out"
     env = {**os.environ, "BENCH_LAB_OWNER": "job-host-dies"}
     try:
         proc = subprocess.Popen([*BENCH, "run", "quick", "--rack",
                                  f"labgrid://{lab.address}?places=hostC-nucleo-f746zg-0,hostA-rpi-pico-0",
-                                 "--technique", "full-fp32", "--steps", "200", "--out", str(out)],
+                                 "--technique", "full-fp32", "--steps", "3000", "--out", str(out)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         client = lab.client("watcher")
         deadline = time.monotonic() + 60
-        while not (out / "journal").is_dir() or not any((out / "journal").glob("hostC*.rx.bin")):
+
+        def training() -> bool:  # past HELLO and the fidelity check: steps are streaming (3000 take ~15 s)
+            journals = list((out / "journal").glob("hostC*.rx.bin")) if (out / "journal").is_dir() else []
+            return bool(journals) and journals[0].stat().st_size > 20_000
+
+        while not training():
             assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.2)
-        time.sleep(1.5)
+            time.sleep(0.05)
         os.killpg(host.pid, signal.SIGKILL)  # the whole simulated host: exporter, control endpoint, QEMU
         host.wait()
         _, err = proc.communicate(timeout=240)
     finally:
-        _stop(host)
+        stop(host)
         lab.client("cleanup").run("-p", "hostC-nucleo-f746zg-0", "delete")  # leave the lab as the test found it
     assert proc.returncode == 1, err[-3000:]
     runs = pd.read_parquet(out / "runs.parquet").set_index("place")
@@ -206,7 +154,32 @@ def test_a_host_that_dies_mid_run_is_a_recorded_failed_run(lab: Lab, tmp_path: P
     assert client.held_by(f"{client.host}/job-host-dies") == []
 
 
-def test_pytest_session_on_labgrid_parametrizes_over_the_places_and_records_them(lab: Lab,
+def test_a_coordinator_restart_mid_run_drops_the_lock_and_the_run_still_finishes(tmp_path: Path) -> None:
+    """labgrid forgets every lock when its coordinator restarts: the run (its data never passes the coordinator)
+    goes on, the release at the end is a warning instead of a failure, and nothing is left acquired."""
+    with local_lab(tmp_path, {"hostR": ["rpi-pico"]}) as lab:
+        env = {**os.environ, "BENCH_LAB_OWNER": "job-restart"}
+        proc = subprocess.Popen([*BENCH, "run", "quick", "--rack", f"labgrid://{lab.address}", "--technique",
+                                 "full-fp32", "--steps", "300", "--out", str(tmp_path / "o")],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        client = lab.client("watcher")
+        deadline = time.monotonic() + 60
+        journal = tmp_path / "o" / "journal"
+        while not (journal.is_dir() and any(journal.glob("*.rx.bin"))):  # training has begun
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        assert client.held_by(f"{client.host}/job-restart") == ["hostR-rpi-pico-0"]
+        lab.restart_coordinator()
+        _, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err[-3000:]
+        assert "could not release hostR-rpi-pico-0" in " ".join(err.split())
+        assert [p.name for p in client.places() if p.acquired] == [] and "hostR-rpi-pico-0" in {
+            p.name for p in client.places()}  # the place survived the restart, unlocked
+        runs = pd.read_parquet(tmp_path / "o" / "runs.parquet")
+        assert list(runs["status"].astype(str)) == ["ok"]
+
+
+def test_pytest_session_on_labgrid_parametrizes_over_the_places_and_records_them(lab: LocalLab,
                                                                                  pytester: pytest.Pytester) -> None:
     pytester.makepyfile("""
 def test_trains(bench_board, bench_run):
@@ -217,9 +190,11 @@ def test_trains(bench_board, bench_run):
     out = pytester.path / "out"
     result = pytester.runpytest_subprocess("--rack", f"labgrid://{lab.address}?kind=emulated", "--board",
                                            "hostA-rpi-pico-0", "--board", "hostB-nucleo-f746zg-0", "--bench-out",
-                                           str(out), "-p", "no:labgrid", "-v")
+                                           str(out), "-p", "no:labgrid", "-v", "-n", "2", "--dist", "loadgroup")
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["*test_trains[[]hostA-rpi-pico-0[]]*", "*test_trains[[]hostB-nucleo-f746zg-0[]]*"])
+    text = result.stdout.str()  # -n 2 --dist loadgroup: each worker holds the one place its group of tests uses
+    assert "test_trains[hostA-rpi-pico-0@hostA-rpi-pico-0]" in text or "test_trains[hostA-rpi-pico-0]" in text
+    assert "hostB-nucleo-f746zg-0" in text
     runs = pd.read_parquet(out / "latest" / "runs.parquet")
     assert set(runs["exporter"].astype(str)) == {"hostA", "hostB"}
     assert [p.name for p in lab.client("x").places() if p.acquired] == []
@@ -229,7 +204,7 @@ pytest_plugins = ["pytester"]
 
 
 def test_an_unreachable_coordinator_is_a_clear_error(tmp_path: Path) -> None:
-    if not COORDINATOR.exists():
+    if not coordinator_binary().exists():
         pytest.skip("labgrid is not installed")
     done = subprocess.run([*BENCH, "run", "quick", "--rack", f"labgrid://127.0.0.1:{free_port()}", "--out",
                            str(tmp_path)], capture_output=True, text=True, timeout=60, check=False)
@@ -256,3 +231,18 @@ def test_places_are_selected_by_tags_and_must_name_a_board() -> None:
         select_places(places, LabSpec(coordinator="h:1", places=("c",)), cat)
     with pytest.raises(ConfigError, match="no labgrid place on h:1 matches board=x"):
         select_places(places, LabSpec(coordinator="h:1", tags={"board": "x"}), cat)
+
+
+def test_a_board_place_becomes_a_remote_pyocd_probe_and_an_rfc2217_port() -> None:
+    """A real board behind an exporter: ser2net's RFC2217 port and `pyocd server`; pyocd's own API takes the remote
+    probe id (vendor API boundary: no probe or server needed to choose it)."""
+    from bench.app.lab import entry_for
+    from bench.target.drivers import PyocdTarget
+
+    place = Place("lab1-f746-0", {"board": "nucleo-f746zg", "kind": "hardware"}, matches=("lab1/f746/*",))
+    entry = entry_for(place, {"NetworkSerialPort": {"host": "lab1", "port": 3001, "protocol": "rfc2217"},
+                              "BenchPyocdServer": {"host": "lab1", "port": 5555}})
+    assert (entry.kind, entry.port, entry.probe_uid, entry.exporter) == ("hardware", "rfc2217://lab1:3001",
+                                                                         "remote:lab1:5555", "lab1")
+    target = PyocdTarget(load_catalogue()["nucleo-f746zg"], entry)
+    assert target.choose_probe() == "remote:lab1:5555"

@@ -212,8 +212,18 @@ class Link:
         return len(data)
 
     def _read(self) -> bytes:
+        """What is waiting, after up to one poll interval for the first byte. A ``socket://`` port says at most 1
+        byte is waiting however many are, so after the first byte it is drained without waiting (else a raw TCP
+        UART, a labgrid NetworkSerialPort, would be read a byte per poll)."""
         try:
-            return self._port.read(max(1, self._port.in_waiting))
+            data = self._port.read(max(1, self._port.in_waiting))
+            if data and self.url.startswith("socket://"):
+                interval, self._port.timeout = self._port.timeout, 0
+                try:
+                    data += self._port.read(1 << 16)
+                finally:
+                    self._port.timeout = interval
+            return data
         except (serial.SerialException, OSError) as exc:
             raise LinkError(self._describe(f"read failed: {exc}")) from exc
 
