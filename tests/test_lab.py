@@ -158,9 +158,10 @@ def test_a_coordinator_restart_mid_run_drops_the_lock_and_the_run_still_finishes
     """labgrid forgets every lock when its coordinator restarts: the run (its data never passes the coordinator)
     goes on, the release at the end is a warning instead of a failure, and nothing is left acquired."""
     with local_lab(tmp_path, {"hostR": ["rpi-pico"]}) as lab:
+        lab.wait_saved()  # so the restart keeps the place
         env = {**os.environ, "BENCH_LAB_OWNER": "job-restart"}
         proc = subprocess.Popen([*BENCH, "run", "quick", "--rack", f"labgrid://{lab.address}", "--technique",
-                                 "full-fp32", "--steps", "300", "--out", str(tmp_path / "o")],
+                                 "full-fp32", "--steps", "2000", "--out", str(tmp_path / "o")],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         client = lab.client("watcher")
         deadline = time.monotonic() + 60
@@ -170,6 +171,7 @@ def test_a_coordinator_restart_mid_run_drops_the_lock_and_the_run_still_finishes
             time.sleep(0.2)
         assert client.held_by(f"{client.host}/job-restart") == ["hostR-rpi-pico-0"]
         lab.restart_coordinator()
+        assert proc.poll() is None  # mid-run (2000 steps of the M0+ twin take ~20 s)
         _, err = proc.communicate(timeout=240)
         assert proc.returncode == 0, err[-3000:]
         assert "could not release hostR-rpi-pico-0" in " ".join(err.split())

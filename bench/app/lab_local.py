@@ -40,7 +40,20 @@ class LocalLab:
                     raise
                 time.sleep(0.2)
 
+    def wait_saved(self) -> None:
+        """Until the coordinator has saved every place (it writes places.yaml every 15 s, and a restart keeps only
+        what it saved)."""
+        names = [p.name for p in self.client("local-lab").places()]
+        state = self.work / "places.yaml"
+        deadline = time.monotonic() + 40
+        while not (state.is_file() and all(n in state.read_text() for n in names)):
+            if time.monotonic() > deadline:
+                raise LabError(f"the coordinator did not save its places to {state}")
+            time.sleep(0.2)
+
     def restart_coordinator(self) -> None:
+        """Stop and start the coordinator, its places saved first."""
+        self.wait_saved()
         if self.coordinator is not None:
             stop(self.coordinator)
         self.start_coordinator()
