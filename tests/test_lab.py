@@ -17,7 +17,7 @@ import pytest
 
 from bench.app.lab_local import BENCH, LocalLab, coordinator_binary, local_lab, stop
 from bench.config.boards import ConfigError, LabSpec, load_catalogue, load_rack
-from bench.target.lab import Place
+from bench.target.lab import LabClient, Place
 from bench.target.twinhost import free_port
 
 pytestmark = pytest.mark.twin
@@ -82,17 +82,23 @@ def test_a_place_someone_else_holds_is_waited_for_then_refused_with_the_holder_n
     assert held == []
 
 
-def test_a_killed_bench_leaves_its_places_held_until_the_janitor_releases_them(lab: LocalLab, tmp_path: Path) -> None:
-    env = {**os.environ, "BENCH_LAB_OWNER": "job-killed"}
-    proc = subprocess.Popen([*BENCH, "run", "quick", "--rack", f"labgrid://{lab.address}?board=rpi-pico",
-                             "--technique", "full-fp32", "--steps", "300", "--out", str(tmp_path / "o")],
+def _holding(lab: LocalLab, tmp_path: Path, owner: str, board: str) -> tuple[subprocess.Popen[str], LabClient, str]:
+    """A long `bench run` on ``board``'s place as ``owner``, once it holds the place: (process, client, holder)."""
+    env = {**os.environ, "BENCH_LAB_OWNER": owner}
+    proc = subprocess.Popen([*BENCH, "run", "quick", "--rack", f"labgrid://{lab.address}?board={board}",
+                             "--technique", "full-fp32", "--steps", "2000", "--out", str(tmp_path / "o")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    client = lab.client("janitor")
-    holder = f"{client.host}/job-killed"
+    client = lab.client("watcher")
+    holder = f"{client.host}/{owner}"
     deadline = time.monotonic() + 60
     while not client.held_by(holder):
         assert proc.poll() is None and time.monotonic() < deadline, "the bench never acquired its place"
         time.sleep(0.3)
+    return proc, client, holder
+
+
+def test_a_killed_bench_leaves_its_places_held_until_the_janitor_releases_them(lab: LocalLab, tmp_path: Path) -> None:
+    proc, client, holder = _holding(lab, tmp_path, "job-killed", "rpi-pico")
     time.sleep(2)  # mid-run
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -105,16 +111,7 @@ def test_a_killed_bench_leaves_its_places_held_until_the_janitor_releases_them(l
 
 def test_sigterm_releases_the_places(lab: LocalLab, tmp_path: Path) -> None:
     """A cancelled CI job gets SIGTERM: the bench unwinds and releases what it holds."""
-    env = {**os.environ, "BENCH_LAB_OWNER": "job-cancelled"}
-    proc = subprocess.Popen([*BENCH, "run", "quick", "--rack", f"labgrid://{lab.address}?board=nrf52840-dk",
-                             "--technique", "full-fp32", "--steps", "300", "--out", str(tmp_path / "o")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    client = lab.client("watcher")
-    holder = f"{client.host}/job-cancelled"
-    deadline = time.monotonic() + 60
-    while not client.held_by(holder):
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.3)
+    proc, client, holder = _holding(lab, tmp_path, "job-cancelled", "nrf52840-dk")
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
     assert client.held_by(holder) == []

@@ -29,6 +29,7 @@ def twin_host_cmd(name: str, coordinator: str, boards: tuple[str, ...], work: Pa
 
     Each twin's UART is a NetworkSerialPort (raw TCP) and its BenchTwinControl endpoint loads and resets it, so a
     `bench run --rack labgrid://COORDINATOR` uses it as it would a board on a lab host."""
+    from bench.app.lab_local import stop as stop_process
     from bench.config.boards import ConfigError, load_catalogue
     from bench.target.drivers import die_with_parent
     from bench.target.lab import LabClient, labgrid_client, wait_for
@@ -71,11 +72,7 @@ def twin_host_cmd(name: str, coordinator: str, boards: tuple[str, ...], work: Pa
                 stop.wait(1.0)
                 exporter = subprocess.Popen(die_with_parent(exporter_cmd), stdout=log, stderr=subprocess.STDOUT)
     finally:
-        exporter.terminate()
-        try:
-            exporter.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            exporter.kill()
+        stop_process(exporter, timeout=10)
         host.close()
         log.close()
         sys.stdout.flush()

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.target.lab import LabClient, LabError
 from bench.target.twinhost import free_port
@@ -77,7 +78,8 @@ class LocalLab:
         return proc
 
 
-def stop(proc: subprocess.Popen[str], timeout: float = 20.0) -> None:
+def stop(proc: subprocess.Popen[Any], timeout: float = 20.0) -> None:
+    """Terminate ``proc`` and wait; kill it if it does not go within ``timeout``."""
     if proc.poll() is None:
         proc.terminate()
         try:
