@@ -33,9 +33,9 @@ from bench.target.drivers import (
     ProbeNotFound,
     PyocdTarget,
     TargetError,
-    make_target,
     port_problem,
 )
+from bench.target.factory import make_target
 
 BOARD = load_catalogue()["nucleo-f746zg"]
 UID = "066DFF535155878281123456"

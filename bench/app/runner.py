@@ -63,8 +63,8 @@ from bench.target.drivers import (
     ProbeAmbiguous,
     ProbeNotFound,
     Target,
-    make_target,
 )
+from bench.target.factory import make_target
 from bench.tflite.head import replace_head
 from bench.tflite.io import load_tflite
 from bench.tflite.quantize import export_digits_tflite

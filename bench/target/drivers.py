@@ -182,6 +182,10 @@ class QemuTarget:
     def exit_code(self) -> int | None:
         return None if self._proc is None else self._proc.poll()
 
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
     def counting(self, counter_hz: int, counter_kind: int) -> Counting:
         return twin_counting(self.board, counter_hz, counter_kind)
 
@@ -505,17 +509,3 @@ def flash_lock() -> Iterator[None]:
     directory.mkdir(parents=True, exist_ok=True)
     with _FLASH_THREADS, FileLock(str(directory / "pyocd-flash.lock")):
         yield
-
-
-def make_target(entry: RackEntry, board: Board, log_dir: Path, identify: Identify | None = None
-                ) -> Target:
-    """The driver for a rack entry: a QEMU twin (here, or on a twin host behind a labgrid place), or a real board over
-    pyocd (``identify`` asks a running board which build it runs, so unchanged firmware is not programmed again)."""
-    if entry.control is not None:
-        from bench.target.twinhost import RemoteTwinTarget
-
-        assert entry.port is not None, entry
-        return RemoteTwinTarget(board, entry.place or entry.label, entry.control, entry.port)
-    if entry.kind == "emulated":
-        return QemuTarget(board, log_dir / f"{entry.label}.qemu.log")
-    return PyocdTarget(board, entry, journal_dir=log_dir, retries=entry.flash_retries, identify=identify)

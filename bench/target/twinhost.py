@@ -141,7 +141,7 @@ def _handler(twin: HostedTwin) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             self._reply(200, {"place": twin.place, "board": twin.board.name, "serial_port": twin.serial_port,
-                              "running": twin.target.exit_code() is None and twin.target._proc is not None})
+                              "running": twin.target.running})
 
         def do_POST(self) -> None:
             try:
