@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 RESERVED = "_"  # a reserved value: packed as 0, dropped on unpacking
@@ -27,16 +28,26 @@ class Layout:
 
     items: tuple[tuple[str, str], ...]
 
-    @property
+    @cached_property
     def struct(self) -> struct.Struct:
+        """Built once per layout: every frame of a stream is decoded through it."""
         return struct.Struct("<" + "".join(code for _, code in self.items))
 
     @property
     def size(self) -> int:
         return self.struct.size
 
+    @cached_property
+    def _valued_names(self) -> tuple[str, ...]:
+        return tuple(name for name, code in self.items if not code.endswith("x"))
+
+    @cached_property
+    def _kept(self) -> tuple[tuple[int, str], ...]:
+        """(value index, name) of the fields unpacking returns: valued and not reserved."""
+        return tuple((i, name) for i, name in enumerate(self._valued_names) if not is_reserved(name))
+
     def _valued(self) -> list[str]:
-        return [name for name, code in self.items if not code.endswith("x")]
+        return list(self._valued_names)
 
     def pack(self, record: Mapping[str, Any] | object) -> bytes:
         """The bytes of ``record`` (a mapping of field values, or an object with them as attributes)."""
@@ -50,7 +61,7 @@ class Layout:
     def unpack_from(self, data: bytes, pos: int = 0) -> dict[str, Any]:
         """The named fields at ``pos`` (the caller has checked that ``size`` bytes are there)."""
         values = self.struct.unpack_from(data, pos)
-        return {name: v for name, v in zip(self._valued(), values, strict=True) if not is_reserved(name)}
+        return {name: values[i] for i, name in self._kept}
 
     def offsets(self) -> dict[str, tuple[int, str]]:
         """Field -> (byte offset, struct code) of every named field, named padding and reserved fields included."""

@@ -7,6 +7,7 @@ and every string is sanitised; a bad frame is counted and dropped, never fatal t
 
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
 from collections import deque
@@ -351,6 +352,12 @@ class _Wire:
         return cls(**fields)
 
 
+@functools.lru_cache(maxsize=512)
+def _values_struct(count: int, code: str) -> struct.Struct:
+    """``count`` little-endian values of ``code``: one compiled format per chunk size, not one per frame."""
+    return struct.Struct(f"<{count}{code}")
+
+
 def _bounded_slice(frame: Frame, what: str, head: int, width: int, count: int, limit: int, offset: int,
                    total: int) -> None:
     """A tensor slice's bounds: at most ``limit`` values of ``width`` bytes filling the body after ``head``, and
@@ -509,7 +516,7 @@ class GradChunk:
             raise ProtocolError(frame, f"GRAD flags 0x{flags:02x} unknown")
         _bounded_slice(frame, "GRAD", cls.HEAD.size, 4, count, MAX_GRAD_VALUES, offset, total)
         code, exponent = ("i", h["e"]) if flags & GRAD_INT else ("f", None)
-        values = struct.unpack_from(f"<{count}{code}", frame.body, cls.HEAD.size)
+        values = _values_struct(count, code).unpack_from(frame.body, cls.HEAD.size)
         return cls(h["step"], h["layer"], h["param"], total, offset, values, exponent)
 
 
