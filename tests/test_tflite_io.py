@@ -192,3 +192,17 @@ def test_quantize_model_refuses_a_leading_relu(task: DeviceDataset) -> None:
     relu_first = nn.Model("bad", shape, 10, (nn.Layer("relu", shape, shape),))
     with pytest.raises(ValueError, match="layer 0: a relu must follow"):
         quantize_model(relu_first, task.x_pretrain[:4])
+
+
+def test_every_unsupported_op_and_feature_is_listed_in_one_error() -> None:
+    """A user sees everything the graph needs that the engine lacks at once, each with index, op and tensor name,
+    instead of fixing one and meeting the next."""
+    m = _pool_model("MAX_POOL_2D")
+    dilated = QOp("CONV_2D", m.ops[0].inputs, m.ops[0].outputs, ConvOptions("VALID", (1, 1), dilation=(2, 2)))
+    tanh = QOp("TANH", (3,), (4,), None)
+    bad = QModel(m.name, (*m.tensors, _act("t", (1, 2, 2, 2))), (dilated, m.ops[1], tanh), m.inputs, (4,))
+    with pytest.raises(TFLiteImportError) as info:
+        load_tflite(write_tflite(bad, check=False))
+    text = str(info.value)
+    assert text.startswith("3 problems:\n  operator 0: CONV_2D: dilation 2x2 is not supported"), text
+    assert "\n  operator 1: MAX_POOL_2D is not supported" in text and "\n  operator 2: TANH is not supported" in text

@@ -13,8 +13,9 @@ output); they are kept as operators and `bench.numerics.int8ref` runs them. Ever
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import flatbuffers
 import numpy as np
@@ -39,6 +40,7 @@ from bench.model.qgraph import (
 )
 
 _T = TypeVar("_T")
+_R = TypeVar("_R")
 SUPPORTED_OPS = (
     "CONV_2D",
     "DEPTHWISE_CONV_2D",
@@ -63,6 +65,8 @@ _DTYPES = {
     tflite.TensorType.INT8: "int8",
 }
 _TYPE_OF = {name: code for code, name in _DTYPES.items()}
+_TYPE_NAMES = {code: name for name, code in vars(tflite.TensorType).items() if name.isupper()}
+MAX_LISTED_PROBLEMS = 40
 _ACTIVATIONS: dict[int, Activation] = {
     tflite.ActivationFunctionType.NONE: "NONE",
     tflite.ActivationFunctionType.RELU: "RELU",
@@ -173,19 +177,25 @@ def _op_name(fb_model: tflite.Model, fb_op: tflite.Operator) -> str:
     return BUILTIN_OPCODE2NAME.get(builtin, f"builtin {builtin}")
 
 
-def _read_op(fb_model: tflite.Model, fb_op: tflite.Operator, index: int) -> QOp:
+def _read_op(fb_model: tflite.Model, fb_op: tflite.Operator, index: int, problems: list[str]) -> QOp:
+    """The operator; one whose kind is unsupported or whose options cannot be used is read without options, its
+    problem added to ``problems`` (`validate` lists them all with the rest)."""
     kind = _op_name(fb_model, fb_op)
-    if kind not in SUPPORTED_OPS:
-        raise _unsupported_op(index, kind)
     ins = tuple(int(i) for i in fb_op.InputsAsNumpy()) if fb_op.InputsLength() else ()
     outs = tuple(int(i) for i in fb_op.OutputsAsNumpy()) if fb_op.OutputsLength() else ()
-    return QOp(kind, ins, outs, _read_options(f"operator {index}: {kind}", kind, fb_op))
+    if kind not in SUPPORTED_OPS:
+        problems.append(str(_unsupported_op(index, kind)))
+        return QOp(kind, ins, outs, NoOptions())
+    options = _collect(problems, _read_options, f"operator {index}: {kind}", kind, fb_op)
+    return QOp(kind, ins, outs, options if options is not None else NoOptions())
 
 
 def _read_tensor(fb_model: tflite.Model, fb_t: tflite.Tensor, index: int) -> QTensor:
     name = (fb_t.Name() or b"").decode()
     if fb_t.Type() not in _DTYPES:
-        raise TFLiteImportError(f"tensor {index} ({name!r}): tensor type {fb_t.Type()} is not supported")
+        kind = _TYPE_NAMES.get(fb_t.Type(), f"code {fb_t.Type()}")
+        raise TFLiteImportError(f"tensor {index} ({name!r}): tensor type {kind} is not supported "
+                                f"(supported: {', '.join(_TYPE_NAMES[c] for c in _DTYPES)})")
     dtype = _DTYPES[fb_t.Type()]
     shape = tuple(int(d) for d in fb_t.ShapeAsNumpy()) if fb_t.ShapeLength() else ()
     q = fb_t.Quantization()
@@ -231,16 +241,19 @@ def _read_model(buf: bytes) -> QModel:
     if fb_model.SubgraphsLength() != 1:
         raise TFLiteImportError(f"{fb_model.SubgraphsLength()} subgraphs: only single-subgraph models are supported")
     sg = fb_model.Subgraphs(0)
-    tensors = tuple(_read_tensor(fb_model, sg.Tensors(i), i) for i in range(sg.TensorsLength()))
-    ops = tuple(_read_op(fb_model, sg.Operators(i), i) for i in range(sg.OperatorsLength()))
+    problems: list[str] = []
+    tensors = tuple(_collect(problems, _read_tensor, fb_model, sg.Tensors(i), i) for i in range(sg.TensorsLength()))
+    ops = tuple(_read_op(fb_model, sg.Operators(i), i, problems) for i in range(sg.OperatorsLength()))
+    if any(t is None for t in tensors):  # operators cannot be checked against tensors that could not be read
+        raise _all(problems)
     model = QModel(
         name=(fb_model.Description() or b"").decode(),
-        tensors=tensors,
+        tensors=tuple(t for t in tensors if t is not None),
         ops=ops,
         inputs=tuple(int(i) for i in sg.InputsAsNumpy()),
         outputs=tuple(int(i) for i in sg.OutputsAsNumpy()),
     )
-    validate(model)
+    validate(model, problems)
     return model
 
 
@@ -289,24 +302,58 @@ def _check_edge_op(model: QModel, where: str, op: QOp) -> None:
         _check_int8_activation(model, where, "input", op.inputs[0])
 
 
-def validate(model: QModel) -> None:
-    """Refuse what `bench.numerics.int8ref` and the int8 engine cannot run; each message names the operator index."""
+def _collect(problems: list[str], read: Callable[..., _R], *args: Any) -> _R | None:
+    try:
+        return read(*args)
+    except TFLiteImportError as exc:
+        problems.append(str(exc))
+        return None
+
+
+def _problem_order(problem: str) -> tuple[int, int]:
+    """Tensors first, then operators, each by index."""
+    kind, _, rest = problem.partition(" ")
+    index = rest.split(":", 1)[0].split(" ", 1)[0]
+    return (0 if kind == "tensor" else 1, int(index) if index.isdigit() else 0)
+
+
+def _all(problems: list[str]) -> TFLiteImportError:
+    if len(problems) == 1:
+        return TFLiteImportError(problems[0])
+    shown = problems[:MAX_LISTED_PROBLEMS]
+    more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
+    return TFLiteImportError(f"{len(problems)} problems:\n  " + "\n  ".join(shown) + more)
+
+
+def validate(model: QModel, known: list[str] | None = None) -> None:
+    """Refuse what `bench.numerics.int8ref` and the int8 engine cannot run: every problem of every operator at
+    once (after ``known``, those reading found), each naming the operator index and kind (and the tensor by name)."""
+    problems = list(known or [])
+    listed = {p.split(":", 1)[0] for p in problems}
     for i, op in enumerate(model.ops):
-        where = f"operator {i}: {op.kind}"
-        if op.kind not in SUPPORTED_OPS:
-            raise _unsupported_op(i, op.kind)
-        if op.kind in ("QUANTIZE", "DEQUANTIZE"):
-            _check_edge_op(model, where, op)
-            continue
-        data_inputs = op.inputs[:2] if op.kind == "ADD" else op.inputs[:1]
-        for t in data_inputs:
-            _check_int8_activation(model, where, "input", t)
-        _check_int8_activation(model, where, "output", op.outputs[0])
-        if op.kind in _WEIGHTED:
-            _check_weights(model, where, op)
-        if isinstance(op.options, ConvOptions) and op.options.dilation != (1, 1):
-            dh, dw = op.options.dilation
-            raise TFLiteImportError(f"{where}: dilation {dh}x{dw} is not supported (only 1x1)")
+        if f"operator {i}" in listed:
+            continue  # unsupported, or its options unreadable: listed already
+        _collect(problems, _validate_op, model, i, op)
+    if problems:
+        raise _all(sorted(problems, key=_problem_order))
+
+
+def _validate_op(model: QModel, i: int, op: QOp) -> None:
+    where = f"operator {i}: {op.kind}"
+    if op.kind not in SUPPORTED_OPS:
+        raise _unsupported_op(i, op.kind)
+    if op.kind in ("QUANTIZE", "DEQUANTIZE"):
+        _check_edge_op(model, where, op)
+        return
+    data_inputs = op.inputs[:2] if op.kind == "ADD" else op.inputs[:1]
+    for t in data_inputs:
+        _check_int8_activation(model, where, "input", t)
+    _check_int8_activation(model, where, "output", op.outputs[0])
+    if op.kind in _WEIGHTED:
+        _check_weights(model, where, op)
+    if isinstance(op.options, ConvOptions) and op.options.dilation != (1, 1):
+        dh, dw = op.options.dilation
+        raise TFLiteImportError(f"{where}: dilation {dh}x{dw} is not supported (only 1x1)")
 
 
 # --------------------------------------------------------------------------------------------- writing
