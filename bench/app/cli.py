@@ -357,7 +357,7 @@ def list_cmd(what: str, as_json: bool) -> None:
     names = {
         "profiles": lambda: sorted(p.stem for p in PROFILES_DIR.glob("*.toml")),
         "models": lambda: [*model_names(), "(or a path to an int8 .tflite file)"],
-        "tasks": task_names,
+        "tasks": lambda: [*task_names(), "(or a .csv, .npz or image folder: docs/datasets.md)"],
         "techniques": lambda: list(TECHNIQUES),
         "boards": lambda: list(load_catalogue()),
     }[what]()

@@ -43,6 +43,7 @@ from bench.link.protocol import Hello, Step
 from bench.model.nn import Model
 from bench.model.qgraph import QModel
 from bench.model.tasks import DeviceDataset, load_task
+from bench.model.tasks.files import DatasetError, adapt
 from bench.numerics.int8ref import input_qparams, quantized_inputs
 from bench.numerics.pretrain import build_model
 from bench.plan.blob import dataset_blob, int8_dataset_blob, validation_split
@@ -188,7 +189,7 @@ class Bench:
             return run_id
 
     def prepare(self, profile: Profile) -> Prepared:
-        ds = load_task(profile.task, profile.seed)
+        ds = load_task(profile.task, profile.seed, profile.dataset)
         if profile.imported is not None:
             return self._prepare_imported(profile, ds)
         model = build_model(profile.model, ds, profile.seed, self.cache_dir)
@@ -209,12 +210,22 @@ class Bench:
             qmodel = replace_head(qmodel, profile.head_classes, profile.seed, path)
         shape_in = tuple(qmodel.tensors[qmodel.inputs[0]].shape[1:])
         classes = int(qmodel.tensors[qmodel.outputs[0]].shape[-1])
-        if shape_in != ds.input_shape or classes != ds.n_classes:
+        if classes != ds.n_classes or (shape_in != ds.input_shape and not ds.source):
             raise ConfigError(f"profile {profile.name}: model {qmodel.name} takes {shape_in} and gives {classes} "
                               f"classes; task {ds.name} has {ds.input_shape} samples and {ds.n_classes} classes "
                               f"(head_classes replaces the classifier)")
-        x_train, x_eval = ds.x_train.view(np.int8), ds.x_eval.view(np.int8)
         scale, zp = input_qparams(qmodel)
+        if ds.source:  # a user's task: adapted to the model's input, then its own int8 input quantisation
+            try:
+                floats, done = adapt(ds.decode(ds.x_train), shape_in, ds.name)
+                eval_floats, _ = adapt(ds.decode(ds.x_eval), shape_in, ds.name)
+            except DatasetError as exc:
+                raise ConfigError(f"profile {profile.name}: {exc}") from None
+            x_train, x_eval = quantized_inputs(qmodel, floats), quantized_inputs(qmodel, eval_floats)
+            done.append(f"quantised with the model's input scale {scale:.6g}, zero point {zp}")
+            ds = dataclasses.replace(ds, provenance=(*ds.provenance, "adapted to the model: " + "; ".join(done)))
+        else:  # the stored bytes as int8 codes, as TFLM's person_detection example feeds its images
+            x_train, x_eval = ds.x_train.view(np.int8), ds.x_eval.view(np.int8)
         blob = int8_dataset_blob(x_train, ds.y_train, x_eval, ds.y_eval, ds.n_classes, scale, zp)
         y_train = ds.y_train.astype(np.int64)
         return Prepared(profile=profile, model=None, dataset=b"", x_train=x_train, y_train=y_train, task=ds,
@@ -227,7 +238,8 @@ class Bench:
             if prepared.int8 is None:
                 assert prepared.model is not None
                 ds = prepared.task if prepared.task is not None else load_task(prepared.profile.task,
-                                                                                prepared.profile.seed)
+                                                                                prepared.profile.seed,
+                                                                                prepared.profile.dataset)
                 path = self.out / "models" / f"{prepared.model.name}-s{prepared.profile.seed}.tflite"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 export_digits_tflite(prepared.model, ds, path)
@@ -662,6 +674,9 @@ def _run_profile(profile: Profile, rack: Rack, out: Path, progress: Progress | N
     techniques = study_techniques(prepared)
     budget = {t.name: describe_scheme(t) for t in techniques if t.label}  # what each equal-budget scheme trains
     meta = run_meta(profile.name, rack, profile.thresholds) | ({"budget_schemes": budget} if budget else {})
+    if prepared.task is not None and prepared.task.provenance:  # a user's task: where it came from, how it was fed
+        meta["task"] = {"name": prepared.task.name, "source": prepared.task.source,
+                        "provenance": list(prepared.task.provenance)}
     writer = ResultsWriter(out, meta)
     lock = threading.Lock()
     records: list[RunRecord] = []

@@ -162,6 +162,23 @@ class CompareSpec(BaseModel):
     numerics: Literal["fp32", "int8", "int8-noqas"] = "fp32"
 
 
+class DatasetSpec(BaseModel):
+    """The ``[dataset]`` table of a profile whose ``task`` is a file or folder (docs/datasets.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    label_column: str | None = None  # CSV: the column holding the class (default: the last one)
+    eval_fraction: float = Field(default=0.3, gt=0.0, lt=0.9)  # CSV and folders: held-out split
+    pretrain_fraction: float = Field(default=0.4, ge=0.0, lt=0.9)  # CSV and folders: host pretraining split
+    image_size: tuple[int, int] | None = None  # folders: (height, width) every image is resized to
+    noise_std: float = Field(default=0.0, ge=0.0)  # drift: Gaussian noise on the device splits (normalised units)
+    rotate_deg: float = 0.0  # drift: images of the device splits rotated by this angle
+    gain_drift: float = Field(default=0.0, ge=0.0, lt=1.0)  # drift: per-feature gain in [1 - g, 1 + g]
+    shift_drift: float = Field(default=0.0, ge=0.0)  # drift: per-feature offset in [-s, s] (normalised units)
+    swap_features: float = Field(default=0.0, ge=0.0, le=1.0)  # drift: this share of the features trade places
+    flip_features: float = Field(default=0.0, ge=0.0, le=1.0)  # drift: this share of the features change sign
+
+
 class Profile(BaseModel):
     """One experiment: every board of the rack runs every technique on the same task and model."""
 
@@ -169,7 +186,8 @@ class Profile(BaseModel):
 
     name: str
     description: str = ""
-    task: str = "digits-drift"
+    task: str = "digits-drift"  # a built-in task (`bench list tasks`), or a .npz, .csv or image folder
+    dataset: DatasetSpec | None = None  # how a file task is split, normalised and drifted
     model: str = "digits-cnn"
     techniques: tuple[str, ...] = Field(min_length=1)
     last_k: int = Field(default=1, ge=1)  # layers with parameters, from the end, for both last-* and bias-*

@@ -9,9 +9,23 @@ from pathlib import Path
 
 from bench.config.boards import ConfigError
 from bench.config.profile import Profile, TechniqueError, require_model_file
-from bench.model.tasks import load_task, task_names
+from bench.model.tasks import DatasetError, is_file_task, load_task, task_names
 from bench.model.zoo import architecture, model_names
 from bench.tflite.io import load_tflite
+
+
+def _check_file_task(profile: Profile, path: Path | str) -> None:
+    """A task file is read (and its model built on it) before anything runs: a bad file or a sample shape the model
+    cannot take is named here, not by the device."""
+    try:
+        ds = load_task(profile.task, profile.seed, profile.dataset)
+        if profile.imported is None:
+            architecture(profile.model, ds)
+    except DatasetError as exc:
+        raise ConfigError(f"{path}: key 'task': {exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path}: model {profile.model!r} cannot take the samples of {profile.task!r} "
+                          f"({ds.input_shape}, {ds.n_classes} classes): {exc}") from None
 
 
 def check_sparse_layers(profile: Profile, path: Path | str) -> None:
@@ -20,7 +34,7 @@ def check_sparse_layers(profile: Profile, path: Path | str) -> None:
     if profile.imported is not None:
         check_sparse_ops(profile, path)
         return
-    model = architecture(profile.model, load_task(profile.task, profile.seed))
+    model = architecture(profile.model, load_task(profile.task, profile.seed, profile.dataset))
     with_weights = model.param_layers()
     for i in profile.sparse.layers:
         where = f"{path}: key 'sparse.layers.{i}'"
@@ -47,8 +61,14 @@ def check_sparse_ops(profile: Profile, path: Path | str) -> None:
 def check_profile(profile: Profile, path: Path | str) -> None:
     """Everything about ``profile`` that its model and task decide, before anything runs: a `ConfigError` or
     `TechniqueError` naming the file and key otherwise."""
-    if profile.task not in task_names():
-        raise ConfigError(f"{path}: key 'task': unknown task {profile.task!r}; valid: {', '.join(task_names())}")
+    if profile.task not in task_names() and not is_file_task(profile.task):
+        raise ConfigError(f"{path}: key 'task': unknown task {profile.task!r}; valid: {', '.join(task_names())}, "
+                          f"or a .npz, .csv or image folder (docs/datasets.md)")
+    if profile.dataset is not None and profile.task in task_names():
+        raise ConfigError(f"{path}: key 'dataset': a [dataset] table is for a task file, not the built-in task "
+                          f"{profile.task!r}")
+    if is_file_task(profile.task) and profile.task not in task_names():
+        _check_file_task(profile, path)
     if profile.imported is None and profile.model not in model_names():
         raise ConfigError(f"{path}: key 'model': unknown model {profile.model!r}; valid: {', '.join(model_names())} "
                           f"or a .tflite path")

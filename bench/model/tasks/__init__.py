@@ -4,18 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bench.model.tasks import digits, digits96
+from bench.config.profile import DatasetSpec
+from bench.model.tasks import digits, digits96, tabular
 from bench.model.tasks.digits import DeviceDataset
+from bench.model.tasks.files import DatasetError, is_file_task, load_file_task
 
-_TASKS: dict[str, Callable[[int], DeviceDataset]] = {digits.NAME: digits.load, digits96.NAME: digits96.load}
+_TASKS: dict[str, Callable[[int], DeviceDataset]] = {digits.NAME: digits.load, digits96.NAME: digits96.load,
+                                                     tabular.NAME: tabular.load}
 
 
 def task_names() -> list[str]:
     return sorted(_TASKS)
 
 
-def load_task(name: str, seed: int) -> DeviceDataset:
-    """Build task ``name`` deterministically from ``seed``."""
+def load_task(name: str, seed: int, spec: DatasetSpec | None = None) -> DeviceDataset:
+    """Build task ``name`` (a built-in one, or a file or folder: `bench.model.tasks.files`) deterministically from
+    ``seed``."""
+    if name not in _TASKS and is_file_task(name):
+        return load_file_task(name, seed, spec)
     try:
         loader = _TASKS[name]
     except KeyError:
@@ -23,4 +29,4 @@ def load_task(name: str, seed: int) -> DeviceDataset:
     return loader(seed)
 
 
-__all__ = ["DeviceDataset", "load_task", "task_names"]
+__all__ = ["DatasetError", "DeviceDataset", "is_file_task", "load_task", "task_names"]

@@ -54,6 +54,8 @@ class DeviceDataset:
     y_pretrain: np.ndarray = field(repr=False)  # uint8 [n]
     x_eval_clean: np.ndarray = field(repr=False)  # float32 [n, h, w, c], clean version of x_eval
     seed: int = 0
+    source: str = ""  # the file or folder a user's task came from (empty for a built-in task)
+    provenance: tuple[str, ...] = ()  # how it was split, normalised and drifted; adaptations are added to it
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
