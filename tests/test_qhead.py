@@ -39,3 +39,29 @@ def test_person_detect_training_plan(shared_models: Path):
         compile_qplan(model, QTrainSpec(frozenset({(25, "w")}), 0.05))
     with pytest.raises(QPlanError, match="at most 16"):
         compile_qplan(model, QTrainSpec(frozenset({(2, "b")}), 0.05))
+
+
+def test_head_classes_on_a_graph_without_softmax_is_refused(shared_models: Path) -> None:
+    """The anomaly-detection autoencoder ends in a 640-wide FULLY_CONNECTED: there is no classifier to replace,
+    and silently swapping its last layer would make it something else."""
+    from bench.tflite.head import HeadError
+
+    ad = load_tflite(shared_models / "ad01_int8.tflite")
+    with pytest.raises(HeadError, match=r"ends in FULLY_CONNECTED \(output \(1, 640\)\), not SOFTMAX: it is not a "
+                                        r"classifier"):
+        replace_head(ad, 2)
+
+
+def test_a_class_count_the_device_refuses_is_named_on_the_host() -> None:
+    from bench.model.qgraph import FullyConnectedOptions, QModel, QOp, QTensor, SoftmaxOptions
+
+    def act(name: str, shape: tuple[int, ...], scale: float = 0.05, zp: int = 0) -> QTensor:
+        return QTensor(name, shape, "int8", np.array([scale], np.float32), np.array([zp]), 0, None)
+
+    w = QTensor("w", (300, 4), "int8", np.full(300, 0.01, np.float32), np.zeros(300, np.int64), 0,
+                np.ones((300, 4), np.int8))
+    model = QModel("wide", (act("x", (1, 4)), w, act("z", (1, 300)), act("p", (1, 300), 1 / 256, -128)),
+                   (QOp("FULLY_CONNECTED", (0, 1, -1), (2,), FullyConnectedOptions()),
+                    QOp("SOFTMAX", (2,), (3,), SoftmaxOptions())), (0,), (3,))
+    with pytest.raises(QPlanError, match=r"300 output classes; on-device training supports 2\.\.256"):
+        compile_qplan(model, QTrainSpec(frozenset({(0, "b")}), 0.05))

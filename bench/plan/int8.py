@@ -449,6 +449,9 @@ def _bias_scales(model: QModel, op: QOp, s_x: float, s_w: np.ndarray) -> np.ndar
     return s_x * s_w
 
 
+MAX_CLASSES = 256  # firmware/engine/plan.c: n_classes in 2..256
+
+
 def _train_plan(model: QModel, spec: QTrainSpec) -> QTrainPlan:
     """Checks the graph can train as asked and derives each backward op's constants (docs/qplan-format.md).
 
@@ -460,6 +463,9 @@ def _train_plan(model: QModel, spec: QTrainSpec) -> QTrainPlan:
     n = len(model.ops)
     if n < 2 or model.ops[-1].kind != "SOFTMAX":
         raise QPlanError("training needs a graph ending in SOFTMAX (the loss gradient is taken at its input)")
+    classes = int(np.prod(model.tensors[model.outputs[0]].shape))
+    if not 2 <= classes <= MAX_CLASSES:  # the device refuses such a plan at load; say so before anything is flashed
+        raise QPlanError(f"the graph has {classes} output classes; on-device training supports 2..{MAX_CLASSES}")
     if not spec.trainable:
         raise QPlanError("nothing to train")
     channels = dict(spec.channels)

@@ -33,7 +33,14 @@ class HeadError(ValueError):
 
 
 def head_index(model: QModel) -> int:
-    """The last CONV_2D (1×1 kernel) or FULLY_CONNECTED op, when only RESHAPE/SOFTMAX follow it."""
+    """The last CONV_2D (1×1 kernel) or FULLY_CONNECTED op, when only RESHAPE/SOFTMAX follow it and the graph ends
+    in SOFTMAX: a classifier's last layer. A graph without SOFTMAX (an autoencoder, a regressor) has no classifier
+    to replace, and replacing its last layer would silently change what it computes."""
+    if not model.ops or model.ops[-1].kind != "SOFTMAX":
+        last = model.ops[-1].kind if model.ops else "nothing"
+        shape = model.tensors[model.outputs[0]].shape if model.outputs else ()
+        raise HeadError(f"the graph ends in {last} (output {tuple(shape)}), not SOFTMAX: it is not a classifier, so "
+                        f"head_classes has no classifier head to replace")
     for i in range(len(model.ops) - 1, -1, -1):
         op = model.ops[i]
         if op.kind in ("CONV_2D", "FULLY_CONNECTED"):
