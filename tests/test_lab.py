@@ -202,12 +202,27 @@ def test_trains(bench_board, bench_run):
 pytest_plugins = ["pytester"]
 
 
-def test_an_unreachable_coordinator_is_a_clear_error(tmp_path: Path) -> None:
+def test_an_unreachable_coordinator_is_a_clear_error(tmp_path: Path, pytester: pytest.Pytester) -> None:
     if not coordinator_binary().exists():
         pytest.skip("labgrid is not installed")
-    done = subprocess.run([*BENCH, "run", "quick", "--rack", f"labgrid://127.0.0.1:{free_port()}", "--out",
-                           str(tmp_path)], capture_output=True, text=True, timeout=60, check=False)
+    nowhere = f"labgrid://127.0.0.1:{free_port()}"
+    done = subprocess.run([*BENCH, "run", "quick", "--rack", nowhere, "--out", str(tmp_path)], capture_output=True,
+                          text=True, timeout=60, check=False)
     assert done.returncode == 2 and "is unreachable" in done.stderr and "Traceback" not in done.stderr
+    pytester.makepyfile("def test_x(bench_board):\n    pass\n")
+    result = pytester.runpytest_subprocess("--rack", nowhere, "-p", "no:labgrid")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*--rack {nowhere}: labgrid coordinator * is unreachable*"])
+
+
+def test_bench_boards_lists_the_places_of_a_labgrid_rack(lab: LocalLab) -> None:
+    done = subprocess.run([*BENCH, "boards", "--rack", f"labgrid://{lab.address}?kind=emulated", "--json"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    entries = {e["place"]: e for e in json.loads(done.stdout)["rack"]["boards"]}
+    assert {"hostA-rpi-pico-0", "hostB-nucleo-f746zg-0"} <= set(entries)
+    assert entries["hostB-nucleo-f746zg-0"]["exporter"] == "hostB" and entries["hostB-nucleo-f746zg-0"]["kind"] == (
+        "emulated")
 
 
 def test_lab_rack_urls_and_files_are_checked() -> None:

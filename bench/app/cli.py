@@ -58,11 +58,14 @@ def boards(rack_spec: str | None, as_json: bool) -> None:
     """List the board catalogue and the rack."""
     from rich.table import Table
 
+    from bench.app.lab import listed_rack
     from bench.config.boards import load_catalogue, load_rack
 
     catalogue = load_catalogue()
+    rack = load_rack(rack_spec, catalogue)
+    if rack.labgrid is not None:  # its places, as the coordinator lists them now (none is acquired)
+        rack = listed_rack(rack, catalogue)
     if as_json:
-        rack = load_rack(rack_spec, catalogue)
         click.echo(json.dumps({"catalogue": [b.model_dump(mode="json") for b in catalogue.values()],
                                "rack": rack.model_dump(mode="json")}, indent=1))
         return
@@ -72,13 +75,13 @@ def boards(rack_spec: str | None, as_json: bool) -> None:
     for b in catalogue.values():
         table.add_row(b.name, b.mcu, b.core, f"{b.sram_bytes // 1024} KB", f"{b.flash_bytes // 1024} KB",
                       f"{b.cpu_hz / 1e6:g} MHz", b.twin.machine, b.pyocd.target)
-    rack = load_rack(rack_spec, catalogue)
     rtable = Table(title=f"Rack '{rack.name}'")
     for col in ("name", "board", "kind", "reached by"):
         rtable.add_column(col)
     for e in rack.boards:
-        reach = f"QEMU {catalogue[e.board].twin.machine}" if e.kind == "emulated" else \
-            f"probe {e.probe_uid or 'any'} / {e.port or '?'}"
+        reach = (f"labgrid place {e.place} on exporter {e.exporter}" if e.place else
+                 f"QEMU {catalogue[e.board].twin.machine}" if e.kind == "emulated" else
+                 f"probe {e.probe_uid or 'any'} / {e.port or '?'}")
         rtable.add_row(e.label, e.board, e.kind, reach)
     out = wide_console()
     out.print(table)
@@ -302,12 +305,13 @@ def soak(runs: int, seed: int, profile_spec: str, rack_spec: str | None, names: 
 
     from bench.app.runner import load_profile
     from bench.app.soak import CLEAN_FAILURES, soak_profile
-    from bench.app.soak import soak as run_soak
     from bench.config.boards import filter_rack, load_catalogue, load_rack
-    from bench.report.html import write_report
 
     profile = soak_profile(load_profile(profile_spec))
-    rack = filter_rack(load_rack(rack_spec, load_catalogue()), list(names))
+    catalogue = load_catalogue()
+    rack = filter_rack(load_rack(rack_spec, catalogue), list(names))
+    if rack.labgrid is not None:
+        raise click.UsageError("bench soak puts a fault proxy on local ports; run it on a local rack, not labgrid")
     console.print(f"soak: {runs} runs of {profile.name} ({', '.join(profile.techniques)}) on {len(rack.boards)} "
                   f"boards, random link faults from seed {seed}")
 
@@ -315,6 +319,9 @@ def soak(runs: int, seed: int, profile_spec: str, rack_spec: str | None, names: 
         lost = f", {record.lost_frames} frames lost and counted" if record.lost_frames else ""
         console.print(f"[{n}/{runs}] {escape(record.run_id)}: faults {escape(record.link_faults)} → "
                       f"{record.status}{lost}", highlight=False, soft_wrap=True)
+
+    from bench.app.soak import soak as run_soak
+    from bench.report.html import write_report
 
     result = run_soak(profile, rack, out, runs, seed, on_record=said)
     table = Table(title=f"soak of {runs} runs through the fault proxy ({result.wall_s:.0f} s)")

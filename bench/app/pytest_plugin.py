@@ -68,11 +68,14 @@ def _rack(config: pytest.Config) -> Rack:
     """The session's rack as collection sees it: a labgrid rack's places are listed here (for parametrization) and
     acquired when the first test needs one (`_held`)."""
     if RACK_KEY not in config.stash:
-        rack = filter_rack(load_rack(config.getoption("--rack"), load_catalogue()), config.getoption("--board"))
-        if rack.labgrid is not None:
-            from bench.app.lab import listed_rack
+        try:
+            rack = filter_rack(load_rack(config.getoption("--rack"), load_catalogue()), config.getoption("--board"))
+            if rack.labgrid is not None:
+                from bench.app.lab import listed_rack
 
-            rack = listed_rack(rack, load_catalogue())
+                rack = listed_rack(rack, load_catalogue())
+        except (ConfigError, RuntimeError) as exc:  # a bad rack file, or a labgrid coordinator that does not answer
+            raise pytest.UsageError(f"--rack {config.getoption('--rack')}: {exc}") from None
         config.stash[RACK_KEY] = rack
     return config.stash[RACK_KEY]
 
@@ -126,6 +129,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[RUNS_KEY] = []
     config.addinivalue_line("markers", "twin: runs the training firmware on QEMU twins (real QEMU processes)")
     config.addinivalue_line("markers", "hardware: needs a rack with real boards (--rack FILE)")
+    if config.getoption("--rack", None):  # a rack asked for by name is checked now: a bad one is a usage error
+        _rack(config)
 
 
 def _worker(config: pytest.Config) -> str | None:
