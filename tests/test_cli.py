@@ -85,6 +85,9 @@ def test_a_file_that_is_not_a_tflite_flatbuffer_is_named(tmp_path: Path):
         proc = _bench("plan", str(path), "--technique", "full-fp32")
         assert proc.returncode == 2, proc.stderr
         assert f"{path}: {words}" in proc.stderr and "Traceback" not in proc.stderr
+    int8 = json.loads(_bench("plan", str(real), "--technique", "last-int8", "--json").stdout)
+    assert int8["how"] == "planned" and int8["fits_sram"] and int8["fits_flash"]
+    assert int8["arena_bytes"] == sum(int8["composition"].values()) and int8["layers"][-2]["weights_ram_bytes"] > 0
     planned = json.loads(_bench("plan", str(real), "--technique", "last-fp32", "--json").stdout)
     assert planned["how"] == "planned" and planned["model"] == "digits.tflite" and planned["fits_sram"] is True
     assert planned["full_fp32_arena_bytes"] > planned["arena_bytes"] == sum(planned["composition"].values())

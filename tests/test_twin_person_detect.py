@@ -14,6 +14,7 @@ within the board's 320 KB and within 10% of the plan, and fp32 training of the s
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,16 @@ def test_person_detect_profile_through_bench_run(shared_models: Path, bench_rack
     fp32 = bench_run(entry, "full-fp32", profile="person_detect", steps=6, eval_samples=4, check_steps=1)
     assert fp32.status == "does-not-fit" and fp32.required_sram_bytes > sram
     assert f"needs {fp32.required_sram_bytes:,} B of SRAM but the board has {sram:,} B" in fp32.error
+    # `bench plan` of the .tflite plans what the run loaded: the same arena and the same fit
+    from click.testing import CliRunner
+
+    from bench.app.cli import main
+
+    shown = CliRunner().invoke(main, ["plan", str(shared_models / "person_detect.tflite"), "--technique",
+                                      "sparse-int8", "--profile", "person_detect", "--json"])
+    assert shown.exit_code == 0, shown.output
+    plan = json.loads(shown.output)
+    assert plan["static_bytes"] + plan["arena_bytes"] == run.planned_sram_bytes and plan["fits_sram"] is True
 
 
 def qplan_model(shared_models: Path):

@@ -7,7 +7,7 @@ import click
 
 @click.command("plan")
 @click.argument("model_name")
-@click.option("--technique", default=None, help="full-fp32, last-fp32, bias-fp32, sparse-fp32")
+@click.option("--technique", default=None, help="a technique (`bench list techniques`): fp32 or int8")
 @click.option("--board", "board_name", default="nucleo-f746zg", show_default=True)
 @click.option("--task", default="digits-drift", show_default=True)
 @click.option("--seed", default=1, show_default=True, type=int)
@@ -30,7 +30,9 @@ def plan_cmd(model_name: str, technique: str | None, board_name: str, task: str,
     """Print the training plan of MODEL (a name from bench/model/zoo.py) for a technique on a board, or with --budget
     search the sparse-update scheme with the best expected accuracy gain within that memory (MCUNetV3).
 
-    MODEL may be a .tflite file: then the fp32 training memory that graph would need (bench.plan.fp32mem, planned)."""
+    MODEL may be a .tflite file: an int8 technique prints the training plan the device would load (the profile's
+    head_classes applied) and its fit; an fp32 one the training memory that graph would need (bench.plan.fp32mem).
+    All planned."""
     from bench.app.plan_view import show_plan
 
     show_plan(model_name, technique, board_name, task, seed, profile_spec, last_k, sparse_text, budget, steps, lr,

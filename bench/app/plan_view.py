@@ -20,7 +20,7 @@ from rich.table import Table
 
 from bench.app.runner import CACHE_DIR, load_profile
 from bench.config.boards import Board, ConfigError, load_catalogue
-from bench.config.profile import SparseSpec, TechniqueError, parse_technique
+from bench.config.profile import SparseSpec, Technique, TechniqueError, parse_technique
 from bench.image.firmware import BLOB_ALIGN, IMAGES_DIR, Firmware, build_id_for, read_manifest
 from bench.model.nn import Model
 from bench.plan.blob import dataset_blob
@@ -181,8 +181,8 @@ def show_plan(model_name: str, technique: str | None, board_name: str, task: str
     board = catalogue[board_name]
     if model_name.endswith(".tflite"):
         if budget is not None or technique is None:
-            raise click.UsageError("a .tflite MODEL takes --technique (its fp32 training memory); --budget needs a "
-                                   "bench model and its task")
+            raise click.UsageError("a .tflite MODEL takes --technique (its int8 plan or fp32 training memory); "
+                                   "--budget needs a bench model and its task")
         _tflite_plan(Path(model_name), technique, board, profile_spec, last_k, sparse_text, as_json)
         return
     if model_name not in model_names():
@@ -267,20 +267,25 @@ def _budget(model: Model, ds, board: Board, fw: Firmware | None, note: str, budg
 
 def _profile_settings(spec: str | None) -> tuple[int | None, SparseSpec | None]:
     """last_k and [sparse] of a profile, read as plain TOML (its layers name the graph's ops, not its bench model)."""
+    data, path = _profile_table(spec)
+    try:
+        sparse = SparseSpec.model_validate(data["sparse"]) if "sparse" in data else None
+    except ValueError as e:
+        raise ConfigError(f"{path}: key 'sparse': {e}") from None
+    return data.get("last_k"), sparse
+
+
+def _profile_table(spec: str | None) -> tuple[dict, Path | None]:
+    """A profile as plain TOML, and its path (nothing when no profile is given)."""
     if spec is None:
-        return None, None
+        return {}, None
     from bench.config.boards import read_toml
     from bench.config.profile import PROFILES_DIR
 
     path = Path(spec)
     if not path.exists() and not path.suffix:
         path = PROFILES_DIR / f"{spec}.toml"
-    data = read_toml(path)
-    try:
-        sparse = SparseSpec.model_validate(data["sparse"]) if "sparse" in data else None
-    except ValueError as e:
-        raise ConfigError(f"{path}: key 'sparse': {e}") from None
-    return data.get("last_k"), sparse
+    return read_toml(path), path
 
 
 def _kib(n: int) -> str:
@@ -357,8 +362,12 @@ def _tflite_plan(path: Path, technique: str, board: Board, profile_spec: str | N
     sparse = _sparse_option(sparse_text) or prof_sparse
     try:
         tech = parse_technique(technique, k, sparse)
-        if tech.numerics != "fp32":
-            raise TechniqueError(f"{technique}: a .tflite MODEL is planned for fp32 training only")
+    except ValueError as e:
+        raise TechniqueError(str(e)) from None
+    if tech.numerics != "fp32":
+        _tflite_int8_plan(path, model, tech, board, profile_spec, as_json)
+        return
+    try:
         mem = plan_fp32(model, tech)
         full = mem if tech.scheme == "full" else plan_fp32(model, parse_technique("full-fp32"))
     except Fp32MemError as e:
@@ -378,3 +387,51 @@ def _tflite_plan(path: Path, technique: str, board: Board, profile_spec: str | N
     out.print("All figures are planned (bench.plan.fp32mem: host analysis with the engine's memory design), "
               "not measured.",
               highlight=False)
+
+
+def _tflite_int8_plan(path: Path, model: QModel, tech: Technique, board: Board, profile_spec: str | None,
+                      as_json: bool) -> None:
+    """An int8 technique on an imported graph: the TQPL training plan the device would load (the profile's
+    head_classes applied), per op and in total, and its fit on the board (SRAM and flash)."""
+    from bench.plan.int8 import QPlanError
+    from bench.plan.select import compile_imported_plan
+    from bench.tflite.head import HeadError, replace_head
+
+    data, _ = _profile_table(profile_spec)
+    try:
+        if data.get("head_classes"):
+            model = replace_head(model, int(data["head_classes"]), int(data.get("seed", 1)))
+        plan = compile_imported_plan(model, tech, float(data.get("lr_int8") or data.get("lr") or 0.01))
+    except (QPlanError, HeadError) as e:
+        raise TechniqueError(f"{path.name}: {tech.name}: {e}") from None
+    fw, note = built_firmware(board)
+    fit = _fit(board, fw, note, plan.arena_bytes, len(plan.blob(0)))
+    if as_json:
+        click.echo(json.dumps({"model": path.name, "technique": tech.name, **fit, "composition": plan.composition(),
+                               "layers": plan.layer_memory()}, indent=1))
+        return
+    trained = set(plan.train.ops) if plan.train else set()
+    table = Table(title=f"{path.name} · {tech.name}: int8 training plan (planned)")
+    for col in ("op", "kind", "output", "weights in SRAM", "kept for backward", "input gradient", "scratch"):
+        table.add_column(col, justify="right")
+    for row in plan.layer_memory():
+        i = row["layer"]
+        op = model.ops[i]
+        shape = "×".join(map(str, model.tensors[op.outputs[0]].shape[1:]))
+        table.add_row(str(i), op.kind + (" (trains)" if i in trained and row["weights_ram_bytes"] else ""), shape,
+                      *[f"{row[k]:,}" for k in ("weights_ram_bytes", "kept_act_bytes", "grad_bytes", "scratch_bytes")])
+    out.print(table)
+    lines = [f"planned arena: {plan.arena_bytes:,} B  (by kind at the peak: "
+             + ", ".join(f"{k} {v:,}" for k, v in plan.composition().items()) + ")"]
+    if fw is None:
+        lines.append(f"static and stack: unknown ({note}); arena alone vs board SRAM")
+    else:
+        lines.append(f"SRAM: static {fw.static_bytes:,} B ({note}) + arena {plan.arena_bytes:,} B + stack reserve "
+                     f"{fw.stack_bytes:,} B = required {fit['required_sram_bytes']:,} B of {board.sram_bytes:,} B")
+    lines.append(f"flash: firmware region {board.memory.plan_offset:,} B + plan {len(plan.blob(0)):,} B (weights "
+                 f"stay in it) = {fit['flash_end_bytes']:,} B of {board.flash_bytes:,} B (the dataset not counted)")
+    why = [w for w, ok in (("SRAM", fit["fits_sram"]), ("flash", fit["fits_flash"])) if not ok]
+    lines.append(f"fits {board.name}" if not why else f"DOES NOT FIT {board.name} ({' and '.join(why)})")
+    for line in lines:
+        out.print(line, highlight=False)
+    out.print("All figures are planned (bench.plan.int8: the plan the device loads), not measured.", highlight=False)
