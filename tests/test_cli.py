@@ -165,3 +165,21 @@ def test_rerun_into_an_out_dir_replaces_its_journals_and_verbose_says_what_happe
     assert "starting QEMU" in log and "rpi-pico.bias-fp32: ok" in log, second.stderr
     assert "discarding the previous session's journals" in log and "ghost.run.json: not a run manifest" in log
     assert "starting QEMU" not in first.stderr  # without -v only warnings are logged
+
+
+def test_bench_plan_of_a_tflite_is_the_same_under_any_hash_seed(tmp_path: Path):
+    """Plans name ops by index in graph order, never in set or dict-of-hash order: PYTHONHASHSEED changes nothing."""
+    import os
+
+    from bench.model.tasks import load_task
+    from bench.numerics.pretrain import build_model
+    from bench.tflite.quantize import export_digits_tflite
+
+    task = load_task("digits-drift", 1)
+    model = tmp_path / "digits.tflite"
+    export_digits_tflite(build_model("digits-cnn", task, 1, None), task, model)
+    for technique in ("last-int8", "full-fp32"):
+        outputs = {subprocess.run([*BENCH, "plan", str(model), "--technique", technique], capture_output=True,
+                                  text=True, check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+                   for seed in ("0", "1", "2")}
+        assert len(outputs) == 1 and "planned" in next(iter(outputs)), technique
