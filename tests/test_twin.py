@@ -154,3 +154,25 @@ def test_bench_dut_is_a_live_journaled_link_to_the_firmware(bench_board, bench_d
     assert isinstance(pong, Pong)  # (the PING of the HELLO exchange has its own PONG, queued before this one)
     assert bench_dut.link.journal_path.stat().st_size > 0 and bench_dut.link.journal_path.parent == bench_log_dir
     assert bench_board.label in bench_log_dir.name  # this test's own directory, one per parametrized board
+
+
+def test_bench_bench_ops_prints_per_op_counts_against_the_smlad_bound(tmp_path):
+    """The table issue 11 is measured by: every op of digits-cnn in fp32 and int8, its MACs from the plan and its
+    counts from the device's layer costs, which add up to the step's counts."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "from bench.app.cli import entry; entry()", "bench", "--ops",
+                           "--board", "nucleo-f746zg", "--out", str(tmp_path), "--json"], capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads(done.stdout)
+    assert data["smlad_bound_instr_per_mac"] == 0.5
+    int8 = [o for o in data["ops"] if o["numerics"] == "int8"]
+    assert [(o["kind"], o["macs"]) for o in int8] == [("CONV_2D", 2592), ("FULLY_CONNECTED", 9216),
+                                                     ("FULLY_CONNECTED", 320), ("SOFTMAX", 0)]
+    assert all(o["fwd"] > 0 for o in int8) and int8[1]["weights"] == 9216
+    step = next(s for s in data["steps"] if s["technique"] == "full-int8")
+    layer_total = sum(o["fwd"] + o["bwd"] + o["upd"] for o in int8)
+    assert 0.8 * step["total"] < layer_total <= step["total"] * 1.001  # the ops account for the step

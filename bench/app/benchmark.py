@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
-from bench.app.runner import Bench
+import numpy as np
+
+from bench import plan as bench_plan
+from bench.app.runner import Bench, load_profile, with_overrides
 from bench.config.boards import RackEntry
 from bench.config.profile import Profile, parse_technique
 
@@ -47,3 +51,70 @@ def mlp_step_costs(out: Path, boards: list[str], techniques: list[str], steps: i
             fwd, bwd, upd = record.mean_counts()
             costs.append(StepCost(board, name, fwd, bwd, upd, record.counting.unit if record.counting else "?"))
     return costs
+
+
+SMLAD_BOUND = 0.5  # instructions per MAC with SMLAD: two 16-bit MACs per instruction (Cortex-M4/M7 DSP)
+
+
+@dataclass(frozen=True)
+class OpCost:
+    """One layer (fp32) or op (int8) of one training step, measured on a twin: counts per phase, and the work."""
+
+    board: str
+    numerics: str
+    index: int
+    kind: str
+    macs: int  # forward multiply-accumulates (backward does about twice)
+    weights: int  # trainable weights it updates (0 for parameter-free ops)
+    fwd: float
+    bwd: float
+    upd: float
+
+    def per(self, count: float, work: int) -> float:
+        return count / work if work else float("nan")
+
+
+def op_costs(out: Path, boards: list[str], steps: int = 30) -> tuple[list[OpCost], list[StepCost]]:
+    """digits-cnn trained with full backprop in fp32 and in int8 (QAS) on each board's twin: per-op counts per step
+    from the device's layer costs, and MACs and weights from the plans (issue 11's "before" table)."""
+    profile = with_overrides(load_profile("techniques"), {"techniques": ["full-fp32", "full-int8"], "steps": steps,
+                                                          "check_steps": 0, "eval_samples": 1, "grad_every": 0})
+    bench = Bench(out)
+    prepared = bench.prepare(profile)
+    assert prepared.model is not None
+    qmodel = bench.int8(prepared).qmodel
+    work: dict[str, list[tuple[str, int, int]]] = {
+        "fp32": [(str(layer.op), _macs(layer.out_shape, layer.weight), _size(layer.weight))
+                 for layer in prepared.model.layers]}
+    qplan = bench_plan.compile(profile.technique("full-int8"), 0.01, prepared.model, qmodel)
+    assert isinstance(qplan, bench_plan.QPlan)
+    work["int8"] = [(op.kind, int(qplan.macs[i]), _size(qmodel.tensors[op.inputs[1]].data)
+                     if op.kind in ("CONV_2D", "FULLY_CONNECTED") else 0) for i, op in enumerate(qmodel.ops)]
+    ops: list[OpCost] = []
+    steps_out: list[StepCost] = []
+    for board in boards:
+        for name in ("full-fp32", "full-int8"):
+            record = bench.run(prepared, RackEntry(board=board), profile.technique(name))
+            if record.status != "ok":
+                raise RuntimeError(f"{record.run_id}: {record.status}: {record.error}")
+            numerics = name.split("-", 1)[1]
+            for row in record.layer_rows():
+                i = cast(int, row["layer"])
+                kind, macs, weights = work[numerics][i] if i < len(work[numerics]) else ("?", 0, 0)
+                counts = (cast(float, row[f"instr_{p}_per_step"]) for p in ("fwd", "bwd", "upd"))
+                ops.append(OpCost(board, numerics, i, kind, macs, weights, *counts))
+            fwd, bwd, upd = record.mean_counts()
+            steps_out.append(StepCost(board, name, fwd, bwd, upd, record.counting.unit if record.counting else "?"))
+    return ops, steps_out
+
+
+def _macs(out_shape: tuple[int, ...], weight: object) -> int:
+    """Forward MACs of a layer: every output value sums weight.size / out_channels products."""
+    if weight is None:
+        return 0
+    w = np.asarray(weight)
+    return int(np.prod(out_shape)) * (w.size // w.shape[0])
+
+
+def _size(array: object) -> int:
+    return 0 if array is None else int(np.asarray(array).size)

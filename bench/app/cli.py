@@ -258,10 +258,15 @@ def entry() -> None:
 @click.option("--steps", default=50, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports/bench"), show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print the measured costs as JSON on stdout")
-def bench_cmd(names: tuple[str, ...], steps: int, out: Path, as_json: bool) -> None:
-    """Benchmark: instructions per fp32 training step of the 64-32-10 MLP, against AIfES on the same twin."""
+@click.option("--ops", is_flag=True, help="instead: the per-op table of digits-cnn, fp32 vs int8 (issue 11's bound)")
+def bench_cmd(names: tuple[str, ...], steps: int, out: Path, as_json: bool, ops: bool) -> None:
+    """Benchmark: instructions per fp32 training step of the 64-32-10 MLP, against AIfES on the same twin; with
+    --ops, instructions per MAC of every op of digits-cnn in fp32 and int8 against the SMLAD bound."""
     import dataclasses
 
+    if ops:
+        _bench_ops(list(names), out, as_json)
+        return
     from rich.table import Table
 
     from bench.app.benchmark import AIFES_MLP_FORWARD, AIFES_MLP_STEP, TARGET_RATIO, mlp_step_costs
@@ -286,6 +291,35 @@ def bench_cmd(names: tuple[str, ...], steps: int, out: Path, as_json: bool) -> N
                       f"per forward; target ≥ {TARGET_RATIO:g}x fewer per step. Ours, measured: "
                       f"{m7[0].total:,.0f} per step ({AIFES_MLP_STEP / m7[0].total:.2f}x fewer), {m7[0].fwd:,.0f} "
                       f"per forward ({AIFES_MLP_FORWARD / m7[0].fwd:.2f}x fewer)")
+
+
+def _bench_ops(names: list[str], out: Path, as_json: bool) -> None:
+    import dataclasses
+
+    from rich.table import Table
+
+    from bench.app.benchmark import SMLAD_BOUND, op_costs
+
+    costs, steps = op_costs(out, names)
+    if as_json:
+        click.echo(json.dumps({"how": "measured on twins (QEMU -icount)", "smlad_bound_instr_per_mac": SMLAD_BOUND,
+                               "ops": [dataclasses.asdict(c) for c in costs],
+                               "steps": [dataclasses.asdict(s) | {"total": s.total} for s in steps]}, indent=1))
+        return
+    table = Table(title=f"digits-cnn, full backprop, per op and step — measured on twins (QEMU -icount); SMLAD bound "
+                        f"{SMLAD_BOUND} instr/MAC")
+    for col in ("board", "numerics", "op", "MACs", "fwd", "fwd/MAC", "bwd", "bwd/MAC", "update", "upd/weight"):
+        table.add_column(col, justify="right")
+    for c in costs:
+        table.add_row(c.board, c.numerics, f"{c.index} {c.kind}", f"{c.macs:,}", f"{c.fwd:,.0f}",
+                      _fmt(c.per(c.fwd, c.macs), ".2f"), f"{c.bwd:,.0f}", _fmt(c.per(c.bwd, c.macs), ".2f"),
+                      f"{c.upd:,.0f}", _fmt(c.per(c.upd, c.weights), ".2f"))
+    wide_console().print(table)
+    by = {(s.board, s.technique): s.total for s in steps}
+    for board in names:
+        fp32, int8 = by[(board, "full-fp32")], by[(board, "full-int8")]
+        console.print(f"{board}: full step fp32 {fp32:,.0f}, int8 {int8:,.0f} instructions: int8 / fp32 = "
+                      f"{int8 / fp32:.2f} (target <= 0.5 on M4/M7, <= 0.15 on M0+)", soft_wrap=True)
 
 
 @main.command()
