@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.target.lab import LabClient, LabError
+from bench.target.lab import LabClient, LabError, wait_for
 from bench.target.twinhost import free_port
 
 BENCH = [sys.executable, "-c", "from bench.app.cli import entry; entry()"]
@@ -46,11 +46,8 @@ class LocalLab:
         what it saved)."""
         names = [p.name for p in self.client("local-lab").places()]
         state = self.work / "places.yaml"
-        deadline = time.monotonic() + 40
-        while not (state.is_file() and all(n in state.read_text() for n in names)):
-            if time.monotonic() > deadline:
-                raise LabError(f"the coordinator did not save its places to {state}")
-            time.sleep(0.2)
+        wait_for(lambda: state.is_file() and all(n in state.read_text() for n in names), 40,
+                 f"the coordinator to save its places to {state}")
 
     def restart_coordinator(self) -> None:
         """Stop and start the coordinator, its places saved first."""

@@ -11,6 +11,7 @@ import contextlib
 import json
 import sys
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -93,28 +94,27 @@ def plan_tables(plan: Plan) -> tuple[Table, Table]:
 
 
 def totals(plan: Plan, board: Board, fw: Firmware | None, note: str, dataset_bytes: int) -> list[str]:
+    plan_len = len(plan.blob(0))
+    fit = Fit(board, fw, note, plan.arena_bytes, _padded(plan_len) + dataset_bytes)
     lines = [f"planned arena: {plan.arena_bytes:,} B  (by kind at the peak: " +
              ", ".join(f"{k} {v:,}" for k, v in plan.composition().items()) + ")"]
-    plan_len = len(plan.blob(0))
-    flash_blobs = (plan_len + BLOB_ALIGN - 1) // BLOB_ALIGN * BLOB_ALIGN + dataset_bytes
     if fw is None:
         lines.append(f"static and stack: unknown ({note}); arena alone vs board SRAM: {plan.arena_bytes:,} / "
                      f"{board.sram_bytes:,} B")
-        fits_sram = plan.arena_bytes <= board.sram_bytes
     else:
-        required = fw.static_bytes + plan.arena_bytes + fw.stack_bytes
-        fits_sram = required <= board.sram_bytes
         lines.append(f"SRAM: static {fw.static_bytes:,} B ({note}) + arena {plan.arena_bytes:,} B + stack reserve "
-                     f"{fw.stack_bytes:,} B = required {required:,} B of {board.sram_bytes:,} B available")
-    flash_end = board.memory.plan_offset + flash_blobs
-    fits_flash = flash_end <= board.flash_bytes
+                     f"{fw.stack_bytes:,} B = required {fit.required_sram_bytes:,} B of {board.sram_bytes:,} B "
+                     f"available")
     lines.append(f"flash: firmware region {board.memory.plan_offset:,} B + plan {plan_len:,} B (padded to "
-                 f"{BLOB_ALIGN:,}) + dataset {dataset_bytes:,} B = {flash_end:,} B of {board.flash_bytes:,} B")
-    verdict = "fits" if fits_sram and fits_flash else "DOES NOT FIT"
-    why = [] if fits_sram else ["SRAM"]
-    why += [] if fits_flash else ["flash"]
-    lines.append(f"{verdict} {board.name}" + (f" ({' and '.join(why)})" if why else ""))
+                 f"{BLOB_ALIGN:,}) + dataset {dataset_bytes:,} B = {fit.flash_end_bytes:,} B of "
+                 f"{board.flash_bytes:,} B")
+    lines.append(fit.verdict())
     return lines
+
+
+def _padded(blob_len: int) -> int:
+    """A plan blob's flash footprint: the dataset blob starts at the next BLOB_ALIGN boundary."""
+    return (blob_len + BLOB_ALIGN - 1) // BLOB_ALIGN * BLOB_ALIGN
 
 
 def _sparse_option(text: str | None) -> SparseSpec | None:
@@ -214,9 +214,8 @@ def show_plan(model_name: str, technique: str | None, board_name: str, task: str
         raise TechniqueError(str(e)) from None
     data = dataset_blob(ds.x_train, ds.y_train, ds.x_eval, ds.y_eval, ds.n_classes, ds.scale, ds.offset)
     if as_json:
-        plan_len = (len(plan.blob(0)) + BLOB_ALIGN - 1) // BLOB_ALIGN * BLOB_ALIGN
-        click.echo(json.dumps({"model": model_name, "technique": tech.name, **_fit(board, fw, note, plan.arena_bytes,
-                                                                                    plan_len + len(data)),
+        fit = Fit(board, fw, note, plan.arena_bytes, _padded(len(plan.blob(0))) + len(data))
+        click.echo(json.dumps({"model": model_name, "technique": tech.name, **fit.row(),
                                "composition": plan.composition(), "layers": plan.layer_memory(),
                                "channels": {str(i): list(ch) for i, ch in plan.channels.items()}}, indent=1))
         return
@@ -230,15 +229,47 @@ def show_plan(model_name: str, technique: str | None, board_name: str, task: str
         out.print(line)
 
 
-def _fit(board: Board, fw: Firmware | None, note: str, arena: int, flash_blobs: int) -> dict[str, object]:
-    """The fit of a planned arena and flash blobs on ``board``, as `bench plan --json` prints it (all planned)."""
-    required = arena + (fw.static_bytes + fw.stack_bytes if fw is not None else 0)
-    flash_end = board.memory.plan_offset + flash_blobs
-    return {"how": "planned", "board": board.name, "arena_bytes": arena,
-            "static_bytes": fw.static_bytes if fw else None, "stack_reserve_bytes": fw.stack_bytes if fw else None,
-            "firmware": note, "required_sram_bytes": required, "board_sram_bytes": board.sram_bytes,
-            "flash_end_bytes": flash_end, "board_flash_bytes": board.flash_bytes,
-            "fits_sram": required <= board.sram_bytes, "fits_flash": flash_end <= board.flash_bytes}
+@dataclass(frozen=True)
+class Fit:
+    """A planned arena and flash blobs on a board: what the text and the JSON of `bench plan` both report."""
+
+    board: Board
+    fw: Firmware | None
+    note: str
+    arena_bytes: int
+    flash_blobs: int
+
+    @property
+    def required_sram_bytes(self) -> int:
+        """Static + arena + stack reserve (the arena alone when the image is not built)."""
+        return self.arena_bytes + (self.fw.static_bytes + self.fw.stack_bytes if self.fw is not None else 0)
+
+    @property
+    def flash_end_bytes(self) -> int:
+        return self.board.memory.plan_offset + self.flash_blobs
+
+    @property
+    def fits_sram(self) -> bool:
+        return self.required_sram_bytes <= self.board.sram_bytes
+
+    @property
+    def fits_flash(self) -> bool:
+        return self.flash_end_bytes <= self.board.flash_bytes
+
+    def verdict(self) -> str:
+        """``fits BOARD``, or ``DOES NOT FIT BOARD (SRAM and flash)`` naming what does not."""
+        why = [w for w, ok in (("SRAM", self.fits_sram), ("flash", self.fits_flash)) if not ok]
+        return f"fits {self.board.name}" if not why else f"DOES NOT FIT {self.board.name} ({' and '.join(why)})"
+
+    def row(self) -> dict[str, object]:
+        """As `bench plan --json` prints it (all planned)."""
+        fw = self.fw
+        return {"how": "planned", "board": self.board.name, "arena_bytes": self.arena_bytes,
+                "static_bytes": fw.static_bytes if fw else None, "stack_reserve_bytes": fw.stack_bytes if fw else None,
+                "firmware": self.note, "required_sram_bytes": self.required_sram_bytes,
+                "board_sram_bytes": self.board.sram_bytes, "flash_end_bytes": self.flash_end_bytes,
+                "board_flash_bytes": self.board.flash_bytes, "fits_sram": self.fits_sram,
+                "fits_flash": self.fits_flash}
 
 
 def _budget(model: Model, ds, board: Board, fw: Firmware | None, note: str, budget: int, seed: int, steps: int,
@@ -321,20 +352,19 @@ def fp32mem_totals(mem: Fp32Memory, model: QModel, board: Board, fw: Firmware | 
     """Totals, the fit verdict with required vs available SRAM, the naive figure and the ratio to full backprop."""
     lines = [f"planned arena: {_kib(mem.arena_bytes)}  (by kind at the peak: " +
              ", ".join(f"{k} {v:,}" for k, v in mem.composition().items()) + ")"]
+    flash_w = fp32_weight_bytes(model)
+    fit = Fit(board, fw, note, mem.arena_bytes, flash_w)
+    required = fit.required_sram_bytes
     if fw is None:
-        required = mem.arena_bytes
         lines.append(f"static and stack: unknown ({note}); arena alone vs board SRAM")
     else:
-        required = fw.static_bytes + mem.arena_bytes + fw.stack_bytes
         lines.append(f"SRAM: static {fw.static_bytes:,} B ({note}) + arena {mem.arena_bytes:,} B + stack reserve "
                      f"{fw.stack_bytes:,} B = required {required:,} B")
-    flash_w = fp32_weight_bytes(model)
-    flash_end = board.memory.plan_offset + flash_w
     lines.append(f"flash: firmware region {board.memory.plan_offset:,} B + every weight and bias as fp32 "
-                 f"{flash_w:,} B = {flash_end:,} B of {board.flash_bytes:,} B (plan header and dataset not counted)")
-    fits_sram, fits_flash = required <= board.sram_bytes, flash_end <= board.flash_bytes
-    what = " and ".join([w for w, ok in (("SRAM", fits_sram), ("flash", fits_flash)) if not ok])
-    if fits_sram and fits_flash:
+                 f"{flash_w:,} B = {fit.flash_end_bytes:,} B of {board.flash_bytes:,} B (plan header and "
+                 f"dataset not counted)")
+    what = " and ".join([w for w, ok in (("SRAM", fit.fits_sram), ("flash", fit.fits_flash)) if not ok])
+    if not what:
         lines.append(f"fits {board.name}: required SRAM {required:,} B of {board.sram_bytes:,} B available")
     else:
         lines.append(f"DOES NOT FIT {board.name} ({what}): {mem.technique.name} does not fit: required SRAM "
@@ -377,7 +407,7 @@ def _tflite_plan(path: Path, technique: str, board: Board, profile_spec: str | N
     fw, note = built_firmware(board)
     if as_json:
         click.echo(json.dumps({"model": path.name, "technique": tech.name,
-                               **_fit(board, fw, note, mem.arena_bytes, fp32_weight_bytes(model)),
+                               **Fit(board, fw, note, mem.arena_bytes, fp32_weight_bytes(model)).row(),
                                "composition": mem.composition(), "naive_bytes": mem.naive_bytes,
                                "full_fp32_arena_bytes": full.arena_bytes}, indent=1))
         return
@@ -405,10 +435,10 @@ def _tflite_int8_plan(path: Path, model: QModel, tech: Technique, board: Board, 
     except (QPlanError, HeadError) as e:
         raise TechniqueError(f"{path.name}: {tech.name}: {e}") from None
     fw, note = built_firmware(board)
-    fit = _fit(board, fw, note, plan.arena_bytes, len(plan.blob(0)))
+    fit = Fit(board, fw, note, plan.arena_bytes, len(plan.blob(0)))
     if as_json:
-        click.echo(json.dumps({"model": path.name, "technique": tech.name, **fit, "composition": plan.composition(),
-                               "layers": plan.layer_memory()}, indent=1))
+        click.echo(json.dumps({"model": path.name, "technique": tech.name, **fit.row(),
+                               "composition": plan.composition(), "layers": plan.layer_memory()}, indent=1))
         return
     trained = set(plan.train.ops) if plan.train else set()
     table = Table(title=f"{path.name} · {tech.name}: int8 training plan (planned)")
@@ -427,11 +457,10 @@ def _tflite_int8_plan(path: Path, model: QModel, tech: Technique, board: Board, 
         lines.append(f"static and stack: unknown ({note}); arena alone vs board SRAM")
     else:
         lines.append(f"SRAM: static {fw.static_bytes:,} B ({note}) + arena {plan.arena_bytes:,} B + stack reserve "
-                     f"{fw.stack_bytes:,} B = required {fit['required_sram_bytes']:,} B of {board.sram_bytes:,} B")
+                     f"{fw.stack_bytes:,} B = required {fit.required_sram_bytes:,} B of {board.sram_bytes:,} B")
     lines.append(f"flash: firmware region {board.memory.plan_offset:,} B + plan {len(plan.blob(0)):,} B (weights "
-                 f"stay in it) = {fit['flash_end_bytes']:,} B of {board.flash_bytes:,} B (the dataset not counted)")
-    why = [w for w, ok in (("SRAM", fit["fits_sram"]), ("flash", fit["fits_flash"])) if not ok]
-    lines.append(f"fits {board.name}" if not why else f"DOES NOT FIT {board.name} ({' and '.join(why)})")
+                 f"stay in it) = {fit.flash_end_bytes:,} B of {board.flash_bytes:,} B (the dataset not counted)")
+    lines.append(fit.verdict())
     for line in lines:
         out.print(line, highlight=False)
     out.print("All figures are planned (bench.plan.int8: the plan the device loads), not measured.", highlight=False)
