@@ -1,7 +1,9 @@
 /* Backward of int8 CONV_2D. Input gradient: the transposed convolution, scattered per output pixel; for each kernel
  * row inside the input, the taps form one contiguous run of (kx1 - kx0)·in_c values in both the weight row and the
  * accumulator, so the inner loop is acc[j] += h·w[j]. Weight gradient of one output channel: per output pixel with
- * h != 0, a[j] += h·(x[j] - zp_in) over the same contiguous runs (padding taps contribute nothing). */
+ * h != 0, a[j] += h·(x[j] - zp_in) over the same contiguous runs (padding taps contribute nothing); with fewer
+ * than four input channels the runs are too short, so the loop is tap-major instead: per tap and output row, one
+ * register sum over the output columns whose tap is inside the input. */
 #include <string.h>
 #include "qgrad.h"
 
@@ -61,12 +63,61 @@ void conv_i8_input_grad(const qconv_t *p, const int16_t *h, const qrows_t *w, in
         }
 }
 
+/* the output columns [*ox0, *ox1) whose tap kx falls inside the input */
+static void tap_cols(const qconv_t *p, uint32_t kx, uint32_t *ox0, uint32_t *ox1)
+{
+    int32_t ix0 = (int32_t)kx - (int32_t)p->pad_left, sw = p->stride_w, lo = 0, hi;
+    if (ix0 < 0)
+        lo = (-ix0 + sw - 1) / sw;
+    hi = ((int32_t)p->in_w - ix0 + sw - 1) / sw;
+    hi = hi < (int32_t)p->out_w ? hi : (int32_t)p->out_w;
+    *ox0 = (uint32_t)lo;
+    *ox1 = hi > lo ? (uint32_t)hi : (uint32_t)lo;
+}
+
+/* few input channels: tap-major, so each tap's sum over output pixels stays in a register (struct fields copied
+ * to locals: the stores to a[] could alias them) */
+static void weight_grad_taps(const qconv_t *p, const int16_t *h, const int8_t *x, int32_t *a)
+{
+    const uint32_t ic = p->in_c, oc_n = p->out_c, sx = (uint32_t)p->stride_w * ic, out_w = p->out_w;
+    const uint32_t in_h = p->in_h, xrow = (uint32_t)p->in_w * ic, hrow = out_w * oc_n, out_h = p->out_h;
+    const int32_t zp = p->zp_in, sh = p->stride_h, pt = p->pad_top, pl = p->pad_left;
+    const uint32_t k_h = p->k_h, k_w = p->k_w;
+    for (uint32_t kx = 0; kx < k_w; kx++) {
+        uint32_t ox0, ox1, n;
+        tap_cols(p, kx, &ox0, &ox1);
+        n = ox1 - ox0;
+        for (uint32_t ky = 0; ky < k_h; ky++)
+            for (uint32_t c = 0; c < ic; c++) {
+                int32_t s = 0, hs = 0;
+                for (uint32_t oy = 0; oy < out_h && n; oy++) {
+                    int32_t iy = (int32_t)oy * sh - pt + (int32_t)ky;
+                    const int16_t *hp = h + oy * hrow + ox0 * oc_n;
+                    const int8_t *xp;
+                    if (iy < 0 || (uint32_t)iy >= in_h)
+                        continue;
+                    xp = x + (uint32_t)iy * xrow + (ox0 * p->stride_w + kx - (uint32_t)pl) * ic + c;
+                    for (uint32_t q = n; q; q--, hp += oc_n, xp += sx) {
+                        int32_t hv = *hp;
+                        s += hv * *xp;
+                        hs += hv;
+                    }
+                }
+                a[(ky * k_w + kx) * ic + c] = s - zp * hs;
+            }
+    }
+}
+
 void conv_i8_weight_grad(const qconv_t *p, const int16_t *h, const int8_t *x, uint32_t oc, int32_t *a)
 {
     uint32_t ic = p->in_c, xrow = (uint32_t)p->in_w * ic, wrow = (uint32_t)p->k_w * ic;
     int32_t zp = p->zp_in;
     memset(a, 0, (uint32_t)p->k_h * wrow * sizeof *a);
     h += oc;
+    if (ic < 4u) {
+        weight_grad_taps(p, h, x, a);
+        return;
+    }
     for (uint32_t oy = 0; oy < p->out_h; oy++)
         for (uint32_t ox = 0; ox < p->out_w; ox++, h += p->out_c) {
             bwin_t win;
