@@ -14,7 +14,8 @@ import pytest
 from bench.model.qgraph import QModel
 from bench.model.tasks import DeviceDataset, load_task
 from bench.numerics import int8prep, int8ref, int8train, pretrain
-from bench.numerics.int8train import delta, logits_grad, rdbp, requant_shift, update_bias, update_codes
+from bench.numerics.int8train import (delta, fc_row_delta, logits_grad, rdbp, requant_shift, update_bias,
+                                      update_codes)
 from bench.plan.int8 import QPlanError, QTrainSpec, compile_qplan
 from bench.tflite.quantize import digits_calibration, quantize_model
 
@@ -66,9 +67,26 @@ def test_update_step_and_residual():
         w, r = update_codes(w, r, np.array([16384]))
     assert (w.tolist(), r.tolist()) == ([9], [0])
     w, r = update_codes(np.array([126]), np.array([0]), np.array([-10 * 65536]))
-    assert (w.tolist(), r.tolist()) == ([127], [0])  # saturation at the int8 code range
+    assert (w.tolist(), r.tolist()) == ([127], [32767])  # saturation at the int8 code range (one SSAT on device)
+    w, r = update_codes(np.array([-126]), np.array([0]), np.array([10 * 65536]))
+    assert (w.tolist(), r.tolist()) == ([-128], [-32768])
     b, rb = update_bias(np.array([2**30 - 1]), np.array([0]), np.array([-(2**30)]))
     assert (b.tolist(), rb.tolist()) == ([2**30], [0])
+
+
+def test_fused_fc_row_delta_rounds_the_row_step_once():
+    """Unrounded row steps (|h·mult| < 2^22) give exactly the unfused Δ of a = h·z; larger ones differ from it by at
+    most one unit plus the 2^-22 relative rounding of M; code-sized steps clamp like the unfused rule."""
+    rng = np.random.default_rng(3)
+    z = rng.integers(-255, 256, 500)
+    for h, mult, shift in ((3, 1000, 27), (-7, 99_999, 10), (1, 4_194_303, 20)):
+        assert (fc_row_delta(h, z, mult, shift) == delta(h * z, mult, shift)).all()
+    for _ in range(50):
+        h, mult, shift = int(rng.integers(-16256, 16257)), int(rng.integers(1 << 30, 1 << 31)), int(rng.integers(-30, 20))
+        fused, exact = fc_row_delta(h, z, mult, shift), delta(h * z, mult, shift)
+        assert (np.abs(fused - exact) <= 1 + np.abs(exact) * 2.0**-21).all()
+    assert fc_row_delta(16256, np.array([255, -255, 0]), (1 << 31) - 1, 60).tolist() == [2**30, -(2**30), 0]
+    assert not fc_row_delta(0, z, 1 << 30, 0).any()
 
 
 # --------------------------------------------------------------------------------------------- QAS constants

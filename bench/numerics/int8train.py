@@ -130,10 +130,36 @@ def delta(a: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> np.ndarray:
 
 
 def update_codes(w: np.ndarray, r: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """int8 codes and Q16 residuals after subtracting Δ (in 2^-16 code units)."""
-    v = np.clip(w.astype(np.int64) * RES + r - d, -127 * RES, 127 * RES)
+    """int8 codes and signed Q16 residuals after subtracting Δ (in 2^-16 code units).
+
+    V = 65536·w + r − Δ is clamped so the rounded code stays in [−128, 127]: the device stores r + 2^15 and saturates
+    65536·w + r + 2^15 − Δ to 24 bits with one SSAT (docs/qplan-format.md, "Update")."""
+    v = np.clip(w.astype(np.int64) * RES + r - d, -128 * RES - RES // 2, 127 * RES + RES // 2 - 1)
     q = (v + RES // 2) // RES  # floor division: round half up
     return q, v - q * RES
+
+
+ROW_M_BITS = 22  # fused FULLY_CONNECTED update: |M| <= 2^22, so |z·M| < 2^30 for |z| <= 255
+
+
+def fc_row_delta(h: int, z: np.ndarray, mult: int, shift: int) -> np.ndarray:
+    """Δ of one FULLY_CONNECTED row with the gradient h·z folded in (the device's fc_i8_update_row).
+
+    The row step P = h·mult is rounded once to M = round(P / 2^k) with |M| <= 2^22 (k >= 0 as small as allows it),
+    s = 31 − shift − k (shift includes E); Δ = (z·M + 2^(s−1)) >> s for s >= 1, z·M·2^−s clamped to ±2^30 below."""
+    p = int(h) * int(mult)
+    z = np.asarray(z, np.int64)
+    if p == 0:
+        return np.zeros(z.shape, np.int64)
+    k = max(0, abs(p).bit_length() - ROW_M_BITS)
+    m = (p + (1 << (k - 1))) >> k if k else p
+    s = 31 - int(shift) - k
+    if s >= 1:
+        return (z * m + (1 << (s - 1))) >> s if s < 62 else np.zeros(z.shape, np.int64)
+    v = z * m  # |v| < 2^30: below 2^31 the shifted value stays inside int64
+    if -s >= 31:
+        return np.sign(v) * DELTA_MAX
+    return np.clip(v * (1 << -s), -DELTA_MAX, DELTA_MAX)
 
 
 def update_bias(b: np.ndarray, r: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -354,7 +380,11 @@ class Int8Trainer:
                 a = np.einsum("yxo,yxijc->oijc", h.reshape(oh, ow, out_c)[:, :, rows], patches)
             a = a.reshape(len(rows), -1)
             grads[(i, "w")] = QGrad(a.ravel(), e)
-            d = delta(a, top.w_upd[rows, 0][:, None], top.w_upd[rows, 1][:, None] + e)
+            if op.kind == "FULLY_CONNECTED":  # the device fuses the outer-product gradient into the update
+                d = np.stack([fc_row_delta(int(h[0][o]), xz, int(top.w_upd[o, 0]), int(top.w_upd[o, 1]) + e)
+                              for o in rows])
+            else:
+                d = delta(a, top.w_upd[rows, 0][:, None], top.w_upd[rows, 1][:, None] + e)
             flat = self.w[i].reshape(out_c, -1)
             res = self.wres[i].reshape(out_c, -1)
             flat[rows], res[rows] = update_codes(flat[rows], res[rows], d)

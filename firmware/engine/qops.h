@@ -28,6 +28,10 @@ struct qop_kind {
     void (*clamp)(const qnode_t *n, int32_t *act_min, int32_t *act_max, int32_t *zp_in);
     /* a weighted op whose weight-gradient row is zero when h[o] is (one output position: FULLY_CONNECTED) */
     uint8_t zero_row_when_h_zero;
+    /* weighted ops whose weight gradient is an outer product h[o]·(x − zp) (FULLY_CONNECTED): that gradient and the
+     * update of arena row j (output channel o) fused, with no accumulator row stored; returns the row's code change.
+     * NULL: weight_grad, then qsgd_i8 on t->acc */
+    int32_t (*update_row)(const qnode_t *n, const qtop_t *t, uint32_t o, uint32_t j, int32_t mult, int32_t shift_e);
 };
 
 /* CONV_2D and DEPTHWISE_CONV_2D share their record checks (qops/conv_2d.c) */

@@ -51,7 +51,7 @@ typedef struct {
     const uint16_t *sel;
     uint32_t out_c, row, n_in;     /* output channels, weights per channel, input elements */
     int8_t *w_ram;                 /* int8 weight codes (all rows, or the n_sel listed rows, compact) */
-    int16_t *w_res;                /* their Q16 residuals */
+    uint16_t *w_res;               /* their Q16 residuals, offset by 2^15 (qgrad.h) */
     int32_t *b_ram, *eff;          /* int32 bias codes; bias - zp_in * sum(w) kept in step with both */
     int16_t *b_res;
     int8_t *dout, *din;            /* int8 gradient of the output / of the input (QTF_NEED_DX) */

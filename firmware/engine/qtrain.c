@@ -3,7 +3,9 @@
  * first_bwd in integer arithmetic. Per op: the output gradient masked by the fused activation and scaled per channel
  * (h), the input gradient (int32 accumulators requantised to int8 with a power-of-two scale chosen here), then per
  * channel the bias and weight gradient accumulators, each reported and applied at once through the Q16 residuals
- * (operator reordering: no gradient buffer of a whole tensor ever exists). Floats appear only in reporting: the
+ * (operator reordering: no gradient buffer of a whole tensor ever exists). An op whose weight gradient is an outer
+ * product (FULLY_CONNECTED) fuses it into the update: its timed update window computes the gradient too, and the
+ * accumulator row the report needs is computed outside the windows. Floats appear only in reporting: the
  * step's loss, GSTAT norms and the evaluation loss, all outside the timed windows except the loss (as in fp32). */
 #include <string.h>
 #include "qtrain.h"
@@ -67,7 +69,8 @@ void qtrain_load_params(const qplan_t *p)
             uint32_t rows = t->n_sel ? t->n_sel : t->out_c;
             for (uint32_t j = 0; j < rows; j++)
                 memcpy(t->w_ram + j * t->row, t->w_flash + (t->n_sel ? t->sel[j] : j) * t->row, t->row);
-            memset(t->w_res, 0, rows * t->row * sizeof(int16_t));
+            for (uint32_t j = 0; j < rows * t->row; j++)
+                t->w_res[j] = QGRAD_RES_ZERO;
         }
     }
 }
@@ -187,17 +190,28 @@ static int32_t back_weighted(qrun_t *r, uint32_t i, const qnode_t *n, const qtop
             stream_begin(r, (uint8_t)i, 0, e, rows * t->row);
         for (uint32_t j = 0; j < rows; j++) {
             uint32_t o = t->n_sel ? t->sel[j] : j;
+            int32_t mult = t->upd[2 * o], shift_e = t->upd[2 * o + 1] + e, dw;
             port_marker(PORT_MARK_BACKWARD);
-            t0 = port_ticks();
-            k->weight_grad(n, t, o);
-            r->t_bwd += since(t0);
-            report(r, g, t->acc, t->row);
-            if (k->zero_row_when_h_zero && t->h[o] == 0)
-                continue; /* a masked output: its row's gradient is zero, nothing to apply */
-            port_marker(PORT_MARK_UPDATE);
-            t0 = port_ticks();
-            t->eff[o] -= zp * qsgd_i8(t->w_ram + j * t->row, t->w_res + j * t->row, t->acc, t->row, t->upd[2 * o],
-                                      t->upd[2 * o + 1] + e);
+            if (k->update_row) { /* fused: the gradient is computed for the report only, outside the windows */
+                k->weight_grad(n, t, o);
+                report(r, g, t->acc, t->row);
+                if (k->zero_row_when_h_zero && t->h[o] == 0)
+                    continue;
+                port_marker(PORT_MARK_UPDATE);
+                t0 = port_ticks();
+                dw = k->update_row(n, t, o, j, mult, shift_e);
+            } else {
+                t0 = port_ticks();
+                k->weight_grad(n, t, o);
+                r->t_bwd += since(t0);
+                report(r, g, t->acc, t->row);
+                if (k->zero_row_when_h_zero && t->h[o] == 0)
+                    continue; /* a masked output: its row's gradient is zero, nothing to apply */
+                port_marker(PORT_MARK_UPDATE);
+                t0 = port_ticks();
+                dw = qsgd_i8(t->w_ram + j * t->row, t->w_res + j * t->row, t->acc, t->row, mult, shift_e);
+            }
+            t->eff[o] -= zp * dw;
             r->t_upd += since(t0);
         }
     }

@@ -11,7 +11,8 @@
 #define TBIG 8192
 
 static int8_t G8[TBIG], G8R[TBIG], X8[TBIG], W8[TBIG], WRAM[TBIG], Y8[TBIG];
-static int16_t H[TBIG], HR[TBIG], RES[TBIG], RESR[TBIG];
+static int16_t H[TBIG], HR[TBIG];
+static uint16_t RES[TBIG], RESR[TBIG];
 static int32_t ACC[TBIG], ACCR[TBIG], M[512];
 static uint16_t SEL[256];
 static int8_t WA[TBIG], WB[TBIG];
@@ -222,12 +223,9 @@ static void t_update(void)
         uint32_t n = 1u + th_rand() % 400u;
         int32_t mult = th_rand() % 10u ? rnd(1 << 30, 0x7FFFFFFF) : 0, se = rnd(-45, 25), c1, c2;
         fill8(WA, n);
-        for (uint32_t j = 0; j < n; j++) { /* residuals as the update leaves them: |V| <= 127·65536 */
-            int32_t r0 = rnd(-32768, 32767);
+        for (uint32_t j = 0; j < n; j++) { /* any stored residual is one the update can leave */
             ACC[j] = th_rand() % 4u ? rnd(-(1 << 22), 1 << 22) : 0;
-            if ((WA[j] == 127 && r0 > 0) || (WA[j] == -127 && r0 < 0))
-                r0 = -r0 / 2;
-            RES[j] = RESR[j] = (int16_t)r0;
+            RES[j] = RESR[j] = (uint16_t)rnd(0, 65535);
         }
         memcpy(WB, WA, n);
         c1 = qsgd_i8(WA, RES, ACC, n, mult, se);
@@ -236,34 +234,69 @@ static void t_update(void)
     }
 }
 
+/* the fused FULLY_CONNECTED row update against its plain reference: random rows, zero points, h, multipliers and
+ * exponents (including the s <= 0 path of code-sized steps and rows whose steps all round to zero) */
+static void t_fc_update_row(void)
+{
+    int32_t moved = 0;
+    for (int trial = 0; trial < 3000; trial++) {
+        uint32_t n = 1u + th_rand() % 300u;
+        int32_t zp = rnd(-128, 127), h = th_rand() % 8u ? rnd(-16256, 16256) : 0, se = rnd(-50, 40), c1, c2;
+        int32_t mult = th_rand() % 10u ? rnd(1 << 30, 0x7FFFFFFF) : rnd(1, 1 << 20);
+        fill8(WA, n);
+        fill8(X8, n);
+        for (uint32_t j = 0; j < n; j++) {
+            if (th_rand() % 3u == 0)
+                X8[j] = (int8_t)zp; /* z = 0 columns (ReLU zeros) */
+            RES[j] = RESR[j] = (uint16_t)rnd(0, 65535);
+        }
+        memcpy(WB, WA, n);
+        c1 = fc_i8_update_row(X8, zp, n, h, mult, se, WA, RES);
+        c2 = fc_i8_update_row_ref(X8, zp, n, h, mult, se, WB, RESR);
+        CHECK(c1 == c2 && memcmp(WA, WB, n) == 0 && memcmp(RES, RESR, n * sizeof *RES) == 0);
+        moved += c1 != 0;
+    }
+    CHECK(moved > 300); /* the trials reach steps that move codes, not only sub-LSB ones */
+    /* one weight: h·mult small enough to need no rounding (k = 0): Δ = round(z·h·mult·2^(shift_e − 31)) exactly */
+    {
+        int8_t w = 0, x = 10;
+        uint16_t r = QGRAD_RES_ZERO;
+        CHECK(fc_i8_update_row(&x, 0, 1, 3, 1000, 31 - 4, &w, &r) == 0); /* Δ = 30000 / 16 = 1875 units */
+        CHECK(w == 0 && r == QGRAD_RES_ZERO - 1875);
+    }
+}
+
 /* sub-LSB steps accumulate in the residual: a step of exactly 1/4 code moves the code by 1 every 4 steps */
 static void t_residual(void)
 {
     int8_t w = 10;
-    int16_t r = 0;
+    uint16_t r = QGRAD_RES_ZERO;
     int32_t a = 1, mult = 1 << 30, se = 31 - 16; /* Δ = 1·2^30·2^(15 - 31) = 16384 = 1/4 code */
     int32_t changed = 0;
     CHECK(qsgd_delta(a, mult, se) == 16384);
     for (int k = 0; k < 8; k++)
         changed += qsgd_i8(&w, &r, &a, 1, mult, se);
-    CHECK(w == 8 && changed == -2 && r == 0);
+    CHECK(w == 8 && changed == -2 && r == QGRAD_RES_ZERO);
     /* 1000 steps of 1/1000 code: the code moves by exactly one in total (to within the residual's 2^-16) */
     {
         int8_t v = 0;
-        int16_t rr = 0;
+        uint16_t rr = QGRAD_RES_ZERO;
         int32_t one = 1, mul = 2147484, s2 = 16; /* Δ = round(2147484·2^-15) = round(65.54) = 66 units of 2^-16 */
         for (int k = 0; k < 1000; k++)
             qsgd_i8(&v, &rr, &one, 1, mul, s2);
-        CHECK((int32_t)v * 65536 + rr == -66 * 1000);
+        CHECK((int32_t)v * 65536 + (int32_t)rr - 32768 == -66 * 1000);
         CHECK(v == -1);
     }
-    /* saturation: codes stay in [-127, 127] and the residual is 0 there */
+    /* saturation: codes stay in [-128, 127], the residual at the top of the last code's interval */
     {
         int8_t v = 120;
-        int16_t rr = 0;
+        uint16_t rr = QGRAD_RES_ZERO;
         int32_t big = -1000;
         qsgd_i8(&v, &rr, &big, 1, 1 << 30, 31);
-        CHECK(v == 127 && rr == 0);
+        CHECK(v == 127 && rr == 65535);
+        big = 1000;
+        qsgd_i8(&v, &rr, &big, 1, 1 << 30, 31);
+        CHECK(v == -128 && rr == 0);
     }
     /* biases: int32 codes with the same residual rule, clamped to +-2^30 */
     {
@@ -347,5 +380,6 @@ const test_case_t qtrain_tests[] = {
     {"int8 train: average pool backward optimized == reference", t_avgpool_bwd},
     {"int8 train: update step exact, optimized == reference", t_update},
     {"int8 train: Q16 residual carries sub-LSB steps; saturation", t_residual},
+    {"int8 train: fused fully-connected row update optimized == reference", t_fc_update_row},
     {NULL, NULL},
 };

@@ -3,7 +3,8 @@
  * the host knows, E an integer exponent the device chooses per step from max |g| (qgrad_requant). Output gradients
  * are first scaled per output channel into int16 h = (g·m[o] + 128) >> 8 (m = s_W[o] / max s_W in Q15), so
  * dL/dW̄ = h·(x − zp_x), dL/db̄ = Σ h and dL/dx = Σ h·W̄ share one per-tensor scale. Weight codes update through a
- * Q16 residual per weight (qsgd_i8): V = 65536·W̄ + r, V −= Δ, W̄ = round(V / 65536), r = V − 65536·W̄. */
+ * Q16 residual per weight, stored offset by 2^15 (qsgd_i8): U = 65536·W̄ + r, U −= Δ, U saturated to 24 bits (one
+ * SSAT), W̄ = U >> 16, r = U mod 65536; r = 32768 is a zero residual. */
 #ifndef OPS_QGRAD_H
 #define OPS_QGRAD_H
 
@@ -14,6 +15,7 @@
 #define QGRAD_RES_BITS 16     /* residual fraction bits */
 #define QGRAD_DELTA_MAX (1 << 30)
 #define QGRAD_BIAS_MAX (1 << 30)
+#define QGRAD_RES_ZERO 0x8000u /* a weight residual of zero (stored offset by 2^15) */
 #define QGRAD_POOL_SHIFT 16   /* average pool backward: Q16 reciprocal of each window's tap count */
 
 /* Weight rows of a layer: sel NULL = every row from ram (or from flash when ram is NULL); else rows sel[0..n_sel)
@@ -78,10 +80,20 @@ int32_t qgrad_bias_ref(const int16_t *h, uint32_t n_pos, uint32_t out_c, uint32_
 
 /* Δ = round(a·mult·2^(shift + e - 31)) (half up, one rounding, 64-bit product), clamped to ±2^30 */
 int32_t qsgd_delta(int32_t a, int32_t mult, int32_t shift_e);
-/* n weight codes and their Q16 residuals: V = 65536·w + r − Δ(a[j]), clamped to ±127·65536, w = (V + 32768) >> 16,
- * r = V − 65536·w. Returns the sum of the code changes (for bias_eff). */
-int32_t qsgd_i8(int8_t *w, int16_t *r, const int32_t *a, uint32_t n, int32_t mult, int32_t shift_e);
-int32_t qsgd_i8_ref(int8_t *w, int16_t *r, const int32_t *a, uint32_t n, int32_t mult, int32_t shift_e);
+/* n weight codes and their offset Q16 residuals: U = 65536·w + r − Δ(a[j]), saturated to [−2^23, 2^23 − 1],
+ * w = U >> 16 (so codes stay in [−128, 127]), r = U mod 65536. Returns the sum of the code changes (for bias_eff). */
+int32_t qsgd_i8(int8_t *w, uint16_t *r, const int32_t *a, uint32_t n, int32_t mult, int32_t shift_e);
+int32_t qsgd_i8_ref(int8_t *w, uint16_t *r, const int32_t *a, uint32_t n, int32_t mult, int32_t shift_e);
+int32_t qsgd_step_ref(int8_t *w, uint16_t *r, int64_t d); /* one weight, the rule above from the definition */
+/* FULLY_CONNECTED row o, gradient and update fused (the gradient a[j] = h_o·(x[j] − zp) is never stored): the row
+ * step P = h_o·mult (64-bit) is rounded once to M = round(P / 2^k) with |M| <= 2^22 (k >= 0 the fewest bits that
+ * allow it) and s = 31 − shift_e − k; per weight Δ = (z·M + 2^(s−1)) >> s for s >= 1 (z = x[j] − zp, |z·M| < 2^30:
+ * one multiply-accumulate), Δ = z·M·2^−s clamped to ±2^30 for s <= 0; then the qsgd_i8 rule. Returns the row's code
+ * change. */
+int32_t fc_i8_update_row(const int8_t *x, int32_t zp, uint32_t n, int32_t h_o, int32_t mult, int32_t shift_e,
+                         int8_t *w, uint16_t *r);
+int32_t fc_i8_update_row_ref(const int8_t *x, int32_t zp, uint32_t n, int32_t h_o, int32_t mult, int32_t shift_e,
+                             int8_t *w, uint16_t *r);
 /* one int32 bias code and its residual (64-bit V, code clamped to ±2^30, residual 0 when clamped); returns the code
  * change */
 int32_t qsgd_bias(int32_t *b, int16_t *r, int32_t a, int32_t mult, int32_t shift_e);

@@ -3,6 +3,7 @@
  * in) times 2^E of this step's output gradient, in units of 2^-16 code. int8 codes cannot absorb sub-LSB steps; the
  * residual carries them to later steps, so the codes follow the real-valued SGD trajectory to 2^-16 LSB. */
 #include "qgrad.h"
+#include "qstep.h"
 
 int32_t qsgd_delta(int32_t a, int32_t mult, int32_t shift_e)
 {
@@ -19,20 +20,7 @@ int32_t qsgd_delta(int32_t a, int32_t mult, int32_t shift_e)
     return prod > QGRAD_DELTA_MAX ? QGRAD_DELTA_MAX : prod < -QGRAD_DELTA_MAX ? -QGRAD_DELTA_MAX : (int32_t)prod;
 }
 
-/* one code and residual after a step of d units of 2^-16 */
-static inline int32_t step_code(int8_t *w, int16_t *r, int32_t d)
-{
-    const int32_t vmax = 127 << QGRAD_RES_BITS;
-    int32_t v = *w * (1 << QGRAD_RES_BITS) + *r - d, q;
-    v = v > vmax ? vmax : v < -vmax ? -vmax : v;
-    q = (v + (1 << (QGRAD_RES_BITS - 1))) >> QGRAD_RES_BITS;
-    *r = (int16_t)(v - q * (1 << QGRAD_RES_BITS));
-    q -= *w;
-    *w = (int8_t)(*w + q);
-    return q;
-}
-
-int32_t qsgd_i8(int8_t *w, int16_t *r, const int32_t *a, uint32_t n, int32_t mult, int32_t shift_e)
+int32_t qsgd_i8(int8_t *w, uint16_t *r, const int32_t *a, uint32_t n, int32_t mult, int32_t shift_e)
 {
     int32_t changed = 0, t = 31 - shift_e;
     if (mult == 0 || t >= 63)
@@ -45,7 +33,7 @@ int32_t qsgd_i8(int8_t *w, int16_t *r, const int32_t *a, uint32_t n, int32_t mul
                 continue;
             d = (int32_t)((half + (int64_t)a[j] * mult) >> 32) >> (t - 32);
             if (d)
-                changed += step_code(w + j, r + j, d);
+                changed += qstep_code(w + j, r + j, d);
         }
     } else if (t >= 1) { /* |a| < 2^(t-1): |Δ| < 2^30 and the product scaled by 2^(32-t) stays below 2^62 */
         int64_t half = (int64_t)1 << (t - 1), up = (int64_t)1 << (32 - t);
@@ -59,13 +47,13 @@ int32_t qsgd_i8(int8_t *w, int16_t *r, const int32_t *a, uint32_t n, int32_t mul
             else
                 d = qsgd_delta(a[j], mult, shift_e);
             if (d)
-                changed += step_code(w + j, r + j, d);
+                changed += qstep_code(w + j, r + j, d);
         }
     } else {
         for (uint32_t j = 0; j < n; j++) {
             int32_t d = a[j] ? qsgd_delta(a[j], mult, shift_e) : 0;
             if (d)
-                changed += step_code(w + j, r + j, d);
+                changed += qstep_code(w + j, r + j, d);
         }
     }
     return changed;
