@@ -25,6 +25,11 @@ void th_fill(float *v, uint32_t n, float lo, float hi);
 /* max |a - b| / max(1, max |b|) */
 double th_max_rel(const float *a, const float *b, uint32_t n);
 
+/* the runner's output (stdout on the host, semihosting on a twin) */
+void th_out(const char *s);
+/* runs every case of the suites, printing ok/FAIL per case and "N passed, M failed" last; returns M */
+int th_run(const test_case_t *const *suites, unsigned n_suites);
+
 extern const test_case_t ops_tests[], proto_tests[], plan_tests[], trainer_tests[], qops_tests[], qplan_tests[],
     qtrain_tests[];
 
