@@ -4,6 +4,7 @@
  * no dependency chain between consecutive multiply-adds, and a quarter of the loads. Inner loops step pointers by
  * constants so the compiler can use immediate-offset loads (VLDR has no register-offset form). */
 #include "dense.h"
+#include "vfp.h"
 
 /* always inlined: called per row, where a call would cost as much as a short row */
 static inline __attribute__((always_inline)) float dot1(const float *w, const float *x, uint32_t n)
@@ -25,6 +26,10 @@ static inline __attribute__((always_inline)) float dot1(const float *w, const fl
 static inline __attribute__((always_inline)) void axpy_neg(float *w, float g, const float *x, uint32_t n)
 {
     uint32_t i = 0;
+#ifdef VFP_BLOCKS
+    for (; i + 8 <= n; i += 8)
+        vfp_axpy_neg8(&w, g, &x);
+#endif
     for (; i + 4 <= n; i += 4, w += 4, x += 4) {
         float x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3];
         w[0] -= g * x0;
@@ -53,7 +58,17 @@ static inline __attribute__((always_inline)) void forward_rows(const float *x, c
         const float *w0 = row_of(w, split, o, &cur), *w1 = row_of(w, split, o + 1, &cur);
         const float *w2 = row_of(w, split, o + 2, &cur), *w3 = row_of(w, split, o + 3, &cur);
         float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
-        for (uint32_t i = 0; i < n_in; i++) {
+        uint32_t i = 0;
+#ifdef VFP_BLOCKS
+        const float *xp = x;
+        for (; i + 8 <= n_in; i += 8)
+            vfp_dot4x8(&xp, &w0, &w1, &w2, &w3, &a0, &a1, &a2, &a3);
+        w0 -= i;
+        w1 -= i;
+        w2 -= i;
+        w3 -= i;
+#endif
+        for (; i < n_in; i++) {
             float xi = x[i];
             a0 += w0[i] * xi;
             a1 += w1[i] * xi;
@@ -87,6 +102,22 @@ void dense_forward(const float *x, const wsplit_t *w, const float *b, float *y, 
 static void input_grad_columns(const float *dy, const float *w, float *dx, uint32_t n_in, uint32_t n_out)
 {
     uint32_t i = 0;
+#ifdef VFP_BLOCKS
+    for (; i + 8 <= n_in; i += 8) {
+        const float *row = w + i;
+        vfp_acc8_t a = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+        for (uint32_t o = 0; o < n_out; o++, row += n_in)
+            VFP_COL8(row, dy[o], a);
+        dx[i] = a.a0;
+        dx[i + 1] = a.a1;
+        dx[i + 2] = a.a2;
+        dx[i + 3] = a.a3;
+        dx[i + 4] = a.a4;
+        dx[i + 5] = a.a5;
+        dx[i + 6] = a.a6;
+        dx[i + 7] = a.a7;
+    }
+#endif
     for (; i + 4 <= n_in; i += 4) {
         const float *row = w + i;
         float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
