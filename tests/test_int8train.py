@@ -14,8 +14,7 @@ import pytest
 from bench.model.qgraph import QModel
 from bench.model.tasks import DeviceDataset, load_task
 from bench.numerics import int8prep, int8ref, int8train, pretrain
-from bench.numerics.int8train import (delta, fc_row_delta, logits_grad, rdbp, requant_shift, update_bias,
-                                      update_codes)
+from bench.numerics.int8train import delta, fc_row_delta, logits_grad, rdbp, requant_shift, update_bias, update_codes
 from bench.plan.int8 import QPlanError, QTrainSpec, compile_qplan
 from bench.tflite.quantize import digits_calibration, quantize_model
 
@@ -82,7 +81,8 @@ def test_fused_fc_row_delta_rounds_the_row_step_once():
     for h, mult, shift in ((3, 1000, 27), (-7, 99_999, 10), (1, 4_194_303, 20)):
         assert (fc_row_delta(h, z, mult, shift) == delta(h * z, mult, shift)).all()
     for _ in range(50):
-        h, mult, shift = int(rng.integers(-16256, 16257)), int(rng.integers(1 << 30, 1 << 31)), int(rng.integers(-30, 20))
+        h, mult = int(rng.integers(-16256, 16257)), int(rng.integers(1 << 30, 1 << 31))
+        shift = int(rng.integers(-30, 20))
         fused, exact = fc_row_delta(h, z, mult, shift), delta(h * z, mult, shift)
         assert (np.abs(fused - exact) <= 1 + np.abs(exact) * 2.0**-21).all()
     assert fc_row_delta(16256, np.array([255, -255, 0]), (1 << 31) - 1, 60).tolist() == [2**30, -(2**30), 0]

@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover - make test installs it
 
 STEPS = 4
 TOLERANCE = 1e-4
-TECHNIQUES = [("full-fp32", "quick"), ("last-fp32", "quick"), ("sparse-fp32", "techniques")]
+TECHNIQUES = [("full-fp32", "quick"), ("last-fp32", "quick"), ("sparse-fp32", "techniques"), ("full-fp32", "aifes_cnn")]
 
 
 def _need_torch() -> None:
@@ -80,6 +80,8 @@ class TorchNet:
                 h = F.linear(flat, self.params[(i, "w")], self.params[(i, "b")])
             elif layer.op == "relu":
                 h = F.relu(h)
+            elif layer.op == "maxpool2d":
+                h = F.max_pool2d(h, layer.kernel, layer.stride)
             else:
                 raise ValueError(f"layer {i}: op {layer.op!r}")
         return h.reshape(1, -1)
@@ -149,6 +151,27 @@ def test_torch_network_matches_the_numpy_reference():
         assert rel_err(got[k], g) < 1e-12, k
 
 
+def test_torch_maxpool_network_matches_the_numpy_reference():
+    """The same for a maxpool network (strided 2×2 and overlapping 3×3 at stride 2), distinct values: no ties."""
+    _need_torch()
+    rng = np.random.default_rng(4)
+    conv = nn.Layer("conv2d", (9, 9, 1), (7, 7, 3), weight=rng.standard_normal((3, 3, 3, 1)).astype(np.float32),
+                    bias=rng.standard_normal(3).astype(np.float32), kernel=3)
+    for k, out in ((2, 3), (3, 3)):
+        pool = nn.Layer("maxpool2d", (7, 7, 3), (out, out, 3), kernel=k, stride=2)
+        dense = nn.Layer("dense", (1, 1, out * out * 3), (1, 1, 4),
+                         weight=rng.standard_normal((4, out * out * 3)).astype(np.float32),
+                         bias=rng.standard_normal(4).astype(np.float32))
+        model = nn.Model("t", (9, 9, 1), 4, (conv, nn.Layer("relu", (7, 7, 3), (7, 7, 3)), pool, dense))
+        x = rng.standard_normal((9, 9, 1))
+        loss_ref, ref = reference.loss_and_grads(model, x, 1)
+        loss, got = TorchNet(model).grads(x, 1, set(ref))
+        assert loss == pytest.approx(loss_ref, rel=1e-12)
+        assert {k for k, g in ref.items() if np.abs(g).max() > 0} >= {(0, "w"), (3, "w")}
+        for key, g in ref.items():
+            assert rel_err(got[key], g) < 1e-12, (k, key)
+
+
 # --------------------------------------------------------------------------------------------- on every twin
 
 
@@ -171,7 +194,7 @@ def _expected_rows(net: TorchNet, model: nn.Model, technique: Technique, streame
 
 
 @pytest.mark.twin
-@pytest.mark.parametrize(("technique", "profile"), TECHNIQUES, ids=[t for t, _ in TECHNIQUES])
+@pytest.mark.parametrize(("technique", "profile"), TECHNIQUES, ids=[f"{t}-{p}" for t, p in TECHNIQUES])
 def test_device_gradients_match_torch_autograd(bench_board, bench_run, technique, profile):
     _need_torch()
     run = bench_run(bench_board, technique, profile=profile, steps=STEPS, grad_every=1, check_steps=0, eval_samples=2)

@@ -1,7 +1,8 @@
 """Benchmarks that print figures (never timed tests): training-step cost on the twins against published anchors.
 
-The anchor is AIfES on the same Cortex-M7 twin (QEMU mps2-an500, fp32, batch 1, SGD, softmax cross-entropy):
-282,550 instructions per training step of a 64-32-10 MLP (../shared/ANCHORS.md). Our target is a fifth of that.
+The anchor is AIfES on the same Cortex-M7 twin (QEMU mps2-an500, fp32, batch 1, SGD, softmax cross-entropy,
+../shared/ANCHORS.md): 282,550 instructions per training step of a 64-32-10 MLP (our target: a fifth of it) and
+2,990,725 per step of its CNN workload, 1×16×16 → conv 3×3×8 valid (ReLU) → maxpool 2 → dense 10 (target: a tenth).
 """
 
 from __future__ import annotations
@@ -23,6 +24,29 @@ TARGET_RATIO = 5.0
 
 
 @dataclass(frozen=True)
+class Workload:
+    """One of AIfES's measured workloads, as our model and task, with AIfES's figures on the M7 twin."""
+
+    name: str
+    model: str
+    task: str
+    aifes_step: int
+    aifes_forward: int
+    aifes_params_bytes: int
+    aifes_training_bytes: int
+    aifes_stack_bytes: int
+    target_ratio: float  # AIfES step ÷ ours must reach this
+
+
+WORKLOADS = {
+    "mlp": Workload("MLP 64-32-10", "digits-mlp", "digits-drift", AIFES_MLP_STEP, AIFES_MLP_FORWARD, 9_640, 18_504,
+                    8_792, TARGET_RATIO),
+    "cnn": Workload("CNN 1x16x16 -> conv 3x3x8 (ReLU) -> maxpool 2 -> dense 10", "aifes-cnn", "digits16-drift",
+                    2_990_725, 778_402, 16_040, 48_584, 16_280, 10.0),
+}
+
+
+@dataclass(frozen=True)
 class StepCost:
     board: str
     technique: str
@@ -30,18 +54,25 @@ class StepCost:
     bwd: float
     upd: float
     unit: str
+    params_bytes: int = 0  # the model's fp32 parameters (planned: the plan's tensors)
+    training_bytes: float = float("nan")  # planned activations + gradients + optimizer state in the arena
+    arena_peak_bytes: float = float("nan")  # measured: painted arena high-water mark (includes trained copies)
+    stack_peak_bytes: float = float("nan")  # measured: painted stack high-water mark
 
     @property
     def total(self) -> float:
         return self.fwd + self.bwd + self.upd
 
 
-def mlp_step_costs(out: Path, boards: list[str], techniques: list[str], steps: int = 50) -> list[StepCost]:
-    """Mean counts per training step of the digits MLP (64-32-10), measured on each board's twin."""
-    profile = Profile(name="bench-mlp", model="digits-mlp", techniques=tuple(techniques), steps=steps,
-                      eval_samples=1, check_steps=0)
+def workload_costs(out: Path, workload: Workload, boards: list[str], techniques: list[str], steps: int = 50
+                   ) -> list[StepCost]:
+    """Mean counts per training step of ``workload``'s model, measured on each board's twin, with its memory."""
+    profile = Profile(name=f"bench-{workload.model}", model=workload.model, task=workload.task,
+                      techniques=tuple(techniques), steps=steps, eval_samples=1, check_steps=0)
     bench = Bench(out)
     prepared = bench.prepare(profile)
+    assert prepared.model is not None
+    params = 4 * prepared.model.n_params()
     costs = []
     for board in boards:
         for name in techniques:
@@ -49,8 +80,17 @@ def mlp_step_costs(out: Path, boards: list[str], techniques: list[str], steps: i
             if record.status != "ok":
                 raise RuntimeError(f"{record.run_id}: {record.status}: {record.error}")
             fwd, bwd, upd = record.mean_counts()
-            costs.append(StepCost(board, name, fwd, bwd, upd, record.counting.unit if record.counting else "?"))
+            row = record.run_row()
+            training = sum(cast(float, row[f"planned_{k}_bytes"]) for k in ("activations", "gradients", "optimizer"))
+            costs.append(StepCost(board, name, fwd, bwd, upd, record.counting.unit if record.counting else "?",
+                                  params, training, cast(float, row["arena_peak_bytes"]),
+                                  cast(float, row["stack_peak_bytes"])))
     return costs
+
+
+def mlp_step_costs(out: Path, boards: list[str], techniques: list[str], steps: int = 50) -> list[StepCost]:
+    """Mean counts per training step of the digits MLP (64-32-10), measured on each board's twin."""
+    return workload_costs(out, WORKLOADS["mlp"], boards, techniques, steps)
 
 
 SMLAD_BOUND = 0.5  # instructions per MAC with SMLAD: two 16-bit MACs per instruction (Cortex-M4/M7 DSP)

@@ -22,6 +22,7 @@ from bench.app.cli_report import compare_cmd, json_row, recover_cmd, wide_consol
 if TYPE_CHECKING:  # everything below pulls in numpy/pandas/the planners: imported by the commands that run them
     from rich.table import Table
 
+    from bench.app.benchmark import StepCost, Workload
     from bench.config.boards import Rack
     from bench.config.profile import Profile
     from bench.records.run import RunRecord
@@ -258,39 +259,58 @@ def entry() -> None:
 @click.option("--steps", default=50, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports/bench"), show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print the measured costs as JSON on stdout")
+@click.option("--workload", "workloads", multiple=True, type=click.Choice(["mlp", "cnn"]), default=("mlp", "cnn"),
+              show_default=True, help="AIfES's workloads: the 64-32-10 MLP, the 16x16 CNN with maxpool")
 @click.option("--ops", is_flag=True, help="instead: the per-op table of digits-cnn, fp32 vs int8 (issue 11's bound)")
-def bench_cmd(names: tuple[str, ...], steps: int, out: Path, as_json: bool, ops: bool) -> None:
-    """Benchmark: instructions per fp32 training step of the 64-32-10 MLP, against AIfES on the same twin; with
-    --ops, instructions per MAC of every op of digits-cnn in fp32 and int8 against the SMLAD bound."""
+def bench_cmd(names: tuple[str, ...], steps: int, out: Path, as_json: bool, workloads: tuple[str, ...],
+              ops: bool) -> None:
+    """Benchmark: instructions and memory per fp32 training step of AIfES's MLP and CNN workloads, against AIfES on
+    the same twin; with --ops, instructions per MAC of every op of digits-cnn in fp32 and int8 against the SMLAD
+    bound."""
     import dataclasses
 
     if ops:
         _bench_ops(list(names), out, as_json)
         return
+    from bench.app.benchmark import WORKLOADS, workload_costs
+
+    results = {w: workload_costs(out / w, WORKLOADS[w], list(names), ["full-fp32", "last-fp32"], steps)
+               for w in workloads}
+    if as_json:
+        click.echo(json.dumps({"how": "counts and peaks measured on twins (QEMU -icount); training bytes planned",
+                               "workloads": {w: {"aifes": dataclasses.asdict(WORKLOADS[w]),
+                                                 "costs": [dataclasses.asdict(c) | {"total": c.total} for c in cs]}
+                                             for w, cs in results.items()}}, indent=1))
+        return
+    for w, costs in results.items():
+        _print_workload(WORKLOADS[w], costs)
+
+
+def _print_workload(w: Workload, costs: list[StepCost]) -> None:
     from rich.table import Table
 
-    from bench.app.benchmark import AIFES_MLP_FORWARD, AIFES_MLP_STEP, TARGET_RATIO, mlp_step_costs
-
-    costs = mlp_step_costs(out, list(names), ["full-fp32", "last-fp32"], steps)
-    if as_json:
-        click.echo(json.dumps({"how": "measured on twins (QEMU -icount)", "aifes_m7_full_step": AIFES_MLP_STEP,
-                               "costs": [dataclasses.asdict(c) | {"total": c.total} for c in costs]}, indent=1))
-        return
-    table = Table(title="MLP 64-32-10, fp32, batch 1 — measured on twins (QEMU -icount)")
+    table = Table(title=f"{w.name}, fp32, batch 1 — measured on twins (QEMU -icount)")
     for col in ("board", "technique", "forward", "backward", "update", "total/step", "AIfES full step ÷ ours"):
         table.add_column(col, justify="right")
     for c in costs:
         same_work = c.board == "nucleo-f746zg" and c.technique == "full-fp32"  # AIfES measured full backprop
-        ratio = f"{AIFES_MLP_STEP / c.total:.2f}x" if same_work else "–"
+        ratio = f"{w.aifes_step / c.total:.2f}x" if same_work else "–"
         table.add_row(c.board, c.technique, f"{c.fwd:,.0f}", f"{c.bwd:,.0f}", f"{c.upd:,.0f}",
                       f"{c.total:,.0f} {c.unit}", ratio)
     wide_console().print(table)
     m7 = [c for c in costs if c.board == "nucleo-f746zg" and c.technique == "full-fp32"]
-    if m7:
-        console.print(f"AIfES on the M7 twin: {AIFES_MLP_STEP:,} instructions per full step, {AIFES_MLP_FORWARD:,} "
-                      f"per forward; target ≥ {TARGET_RATIO:g}x fewer per step. Ours, measured: "
-                      f"{m7[0].total:,.0f} per step ({AIFES_MLP_STEP / m7[0].total:.2f}x fewer), {m7[0].fwd:,.0f} "
-                      f"per forward ({AIFES_MLP_FORWARD / m7[0].fwd:.2f}x fewer)")
+    if not m7:
+        return
+    c = m7[0]
+    console.print(f"AIfES on the M7 twin: {w.aifes_step:,} instructions per full step, {w.aifes_forward:,} per "
+                  f"forward; target ≥ {w.target_ratio:g}x fewer per step. Ours, measured: {c.total:,.0f} per step "
+                  f"({w.aifes_step / c.total:.2f}x fewer), {c.fwd:,.0f} per forward "
+                  f"({w.aifes_forward / c.fwd:.2f}x fewer)", soft_wrap=True)
+    console.print(f"memory, full-fp32 on the M7 twin: AIfES {w.aifes_params_bytes:,} B parameters + "
+                  f"{w.aifes_training_bytes:,} B training memory, stack peak {w.aifes_stack_bytes:,} B; ours "
+                  f"{c.params_bytes:,} B parameters + {c.training_bytes:,.0f} B training memory (planned: "
+                  f"activations, gradients, optimizer), arena peak {c.arena_peak_bytes:,.0f} B measured (trained "
+                  f"parameter copies included), stack peak {c.stack_peak_bytes:,.0f} B measured", soft_wrap=True)
 
 
 def _bench_ops(names: list[str], out: Path, as_json: bool) -> None:

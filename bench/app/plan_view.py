@@ -55,6 +55,8 @@ def _kept(plan: Plan, i: int) -> str:
         return f"input {_shape(layer.in_shape)} ({lp.kept_bytes:,} B)"
     if layer.op == "relu" and i >= plan.first_bwd:
         return f"output mask ({lp.kept_bytes:,} B)"
+    if layer.op == "maxpool2d" and lp.kept_bytes:
+        return f"input {_shape(layer.in_shape)}, for the window maxima ({lp.kept_bytes:,} B)"
     return "–"
 
 

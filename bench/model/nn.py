@@ -11,13 +11,14 @@ from typing import Literal
 
 import numpy as np
 
-Op = Literal["dense", "conv2d", "relu"]
+Op = Literal["dense", "conv2d", "relu", "maxpool2d"]
 Shape = tuple[int, int, int]  # (h, w, c)
 
 
 @dataclass(frozen=True)
 class Layer:
-    """One layer; ``weight``/``bias`` are None for parameter-free ops (relu)."""
+    """One layer; ``weight``/``bias`` are None for parameter-free ops (relu, maxpool2d: ``kernel`` × ``kernel``
+    windows at ``stride``, valid padding)."""
 
     op: Op
     in_shape: Shape

@@ -48,6 +48,11 @@ def _relu(shape: nn.Shape) -> nn.Layer:
     return nn.Layer("relu", shape, shape)
 
 
+def _maxpool(in_shape: nn.Shape, k: int = 2) -> nn.Layer:
+    h, w, c = in_shape
+    return nn.Layer("maxpool2d", in_shape, ((h - k) // k + 1, (w - k) // k + 1, c), kernel=k, stride=k)
+
+
 def _mlp(rng: np.random.Generator, in_shape: nn.Shape, hidden: list[int], n_classes: int) -> list[nn.Layer]:
     layers: list[nn.Layer] = []
     shape = in_shape
@@ -66,6 +71,13 @@ def _digits_cnn(rng: np.random.Generator, task: DeviceDataset) -> list[nn.Layer]
     return [conv, _relu(conv.out_shape), *_mlp(rng, conv.out_shape, [32], task.n_classes)]
 
 
+def _aifes_cnn(rng: np.random.Generator, task: DeviceDataset) -> list[nn.Layer]:
+    """AIfES's CNN workload (../shared/ANCHORS.md): conv 3×3×8 valid + ReLU, maxpool 2, dense to the classes."""
+    conv = _conv(rng, task.input_shape, 8, 3)
+    pool = _maxpool(conv.out_shape)
+    return [conv, _relu(conv.out_shape), pool, _dense(rng, pool.out_shape, task.n_classes)]
+
+
 def _digits_mlp_wide(rng: np.random.Generator, task: DeviceDataset) -> list[nn.Layer]:
     return _mlp(rng, task.input_shape, [384, 384], task.n_classes)
 
@@ -76,6 +88,7 @@ _ZOO: dict[str, tuple[Callable[[np.random.Generator, DeviceDataset], list[nn.Lay
     "digits-mlp": (_digits_mlp, True),
     "digits-cnn": (_digits_cnn, True),
     "digits-mlp-wide": (_digits_mlp_wide, False),
+    "aifes-cnn": (_aifes_cnn, True),
 }
 
 

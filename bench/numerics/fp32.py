@@ -110,6 +110,28 @@ def _conv_backward(
     return dw, db, dxp[:, top : top + h, left : left + wd, :]
 
 
+# --------------------------------------------------------------------------------------------- maxpool2d
+
+
+def _pool_windows(x: np.ndarray, layer: nn.Layer) -> np.ndarray:
+    """Windows [n, oh, ow, c, k·k] in row-major (ky, kx) order (valid padding)."""
+    k, s = layer.kernel, layer.stride
+    oh, ow, _ = layer.out_shape
+    win = sliding_window_view(x, (k, k), axis=(1, 2))[:, ::s, ::s][:, :oh, :ow]  # [n, oh, ow, c, k, k]
+    return win.reshape(*win.shape[:4], k * k)
+
+
+def _pool_backward(dy: np.ndarray, x: np.ndarray, layer: nn.Layer) -> np.ndarray:
+    """Each output gradient goes to its window's first maximum in (ky, kx) order (the device's rule)."""
+    k, s = layer.kernel, layer.stride
+    n, oh, ow, c = dy.shape
+    first = _pool_windows(x, layer).argmax(axis=-1)  # argmax returns the first of equal maxima
+    b, oy, ox, ch = np.indices((n, oh, ow, c))
+    dx = np.zeros(x.shape)
+    np.add.at(dx, (b, oy * s + first // k, ox * s + first % k, ch), dy)
+    return dx
+
+
 # --------------------------------------------------------------------------------------------- batch core
 
 
@@ -128,6 +150,8 @@ def _forward(model: nn.Model, params: Params, x: np.ndarray) -> tuple[list[np.nd
             out, cache = _conv_forward(h, w, b, layer)
         elif layer.op == "relu":
             out, cache = np.maximum(h, 0.0), None
+        elif layer.op == "maxpool2d":
+            out, cache = _pool_windows(h, layer).max(axis=-1), h
         else:
             raise ValueError(f"unknown op {layer.op!r}")
         acts.append(out)
@@ -181,6 +205,10 @@ def _backward(
             cols = caches[i]
             assert w is not None and isinstance(cols, np.ndarray)
             grads[(i, "w")], grads[(i, "b")], dx = _conv_backward(dy, cols, w, layer, need_dx)
+        elif layer.op == "maxpool2d":
+            x_in = caches[i]
+            assert isinstance(x_in, np.ndarray)
+            dx = _pool_backward(dy, x_in, layer) if need_dx else None
         else:  # relu: mask by output > 0, as the device does
             dx = dy * (acts[i] > 0)
         if dx is not None:

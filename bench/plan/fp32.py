@@ -29,7 +29,7 @@ PLAN_MAGIC = 0x4E4C5054
 PLAN_HEADER = TPLN_HEADER.size
 LAYER_RECORD = TPLN_LAYER.size
 NONE = 0xFFFFFFFF
-OPS = {"dense": 1, "conv2d": 2, "relu": 3}
+OPS = {"dense": 1, "conv2d": 2, "relu": 3, "maxpool2d": 4}
 MAX_LAYERS = 32
 PLAN_F_CHANNEL_LISTS = 1  # header flag: some layer records carry a channel list (sparse update)
 
@@ -198,6 +198,8 @@ def _backward_uses(model: Model, trainable: frozenset, first_bwd: int, act: list
             use(act[i], 4 * numel(layer.in_shape), t)
         if layer.op == "relu":
             use(act[i + 1], 4 * numel(layer.out_shape), t)
+        if layer.op == "maxpool2d" and i > first_bwd:  # its backward finds each window's maximum again
+            use(act[i], 4 * numel(layer.in_shape), t)
         if i > first_bwd:
             use(grad[i], 4 * numel(layer.in_shape), t)
         if layer.op == "conv2d" and (i, "w") in trainable:
@@ -230,6 +232,8 @@ def _layer_plan(i: int, layer: Layer, trainable: frozenset, first_bwd: int, name
     kept = 4 * numel(layer.in_shape) if train_w else 0
     if in_bwd and layer.op == "relu":
         kept = 4 * numel(layer.out_shape)
+    if layer.op == "maxpool2d" and in_bwd and i > first_bwd:
+        kept = 4 * numel(layer.in_shape)
     return LayerPlan(
         index=i, op=layer.op, train_w=train_w, train_b=train_b, need_dx=in_bwd and i > first_bwd,
         w_ram=off.get(f"w{i}", NONE), b_ram=off.get(f"b{i}", NONE),

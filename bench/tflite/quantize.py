@@ -105,6 +105,8 @@ def quantize_model(model: nn.Model, calib_x: np.ndarray, name: str | None = None
         layer = model.layers[i]
         if layer.op == "relu":
             raise ValueError(f"layer {i}: a relu must follow a conv2d or dense layer to be fused")
+        if layer.op == "maxpool2d":
+            raise ValueError(f"layer {i}: maxpool2d has no int8 export yet (MAX_POOL_2D is not implemented in int8)")
         relu = i + 1 < len(model.layers) and model.layers[i + 1].op == "relu"
         out_i = i + 1 if relu else i
         cur = _add_weighted(g, layer, f"layer{i}_{layer.op}", cur, activation_qparams(acts[out_i]), relu)

@@ -112,6 +112,8 @@ static int check_activations(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r)
             return blob_fail(c->f, FAULT_PLAN, "plan: din overlaps dout", i, 0);
         if ((L->flags & LF_TRAIN_W) && !disjoint(L->din, L->n_in, L->in, L->n_in))
             return blob_fail(c->f, FAULT_PLAN, "plan: din overlaps the input a weight update needs", i, 0);
+        if (fop_kinds[L->op]->bwd_reads_input && !disjoint(L->din, L->n_in, L->in, L->n_in))
+            return blob_fail(c->f, FAULT_PLAN, "plan: din overlaps the input its backward reads", i, 0);
     }
     return 0;
 }

@@ -14,7 +14,7 @@
 #define PLAN_MAX_LAYERS 32u
 #define PLAN_NONE 0xFFFFFFFFu
 
-enum { OP_DENSE = 1, OP_CONV2D = 2, OP_RELU = 3, OP_COUNT };
+enum { OP_DENSE = 1, OP_CONV2D = 2, OP_RELU = 3, OP_MAXPOOL = 4, OP_COUNT };
 enum { LF_TRAIN_W = 1, LF_TRAIN_B = 2, LF_NEED_DX = 4, LF_PAD_SAME = 8 };
 enum { PF_CHANNEL_LISTS = 1 }; /* header flags: layer records may carry a channel list (sparse update) */
 

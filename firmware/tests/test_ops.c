@@ -5,6 +5,7 @@
 #include "ops/conv2d.h"
 #include "ops/dense.h"
 #include "ops/fmath.h"
+#include "ops/maxpool.h"
 #include "ops/relu.h"
 #include "ops/softmax_ce.h"
 
@@ -404,7 +405,61 @@ static void t_conv_split(void)
     }
 }
 
+/* maxpool: random shapes, strides 1..3, window 2..3; values on a coarse grid so windows hold ties (the first
+ * maximum in (ky, kx) order takes the gradient, in both kernels) */
+static void t_maxpool(void)
+{
+    for (int trial = 0; trial < 200; trial++) {
+        conv_shape_t s;
+        uint32_t n_in, n_out;
+        memset(&s, 0, sizeof s);
+        s.k = (uint16_t)(2u + th_rand() % 2u);
+        s.stride = (uint16_t)(1u + th_rand() % 3u);
+        s.in_h = (uint16_t)(s.k + th_rand() % 9u);
+        s.in_w = (uint16_t)(s.k + th_rand() % 9u);
+        s.in_c = s.out_c = (uint16_t)(1u + th_rand() % 9u);
+        s.out_h = (uint16_t)((s.in_h - s.k) / s.stride + 1u);
+        s.out_w = (uint16_t)((s.in_w - s.k) / s.stride + 1u);
+        n_in = (uint32_t)s.in_h * s.in_w * s.in_c;
+        n_out = (uint32_t)s.out_h * s.out_w * s.out_c;
+        CHECK(n_in <= BIG && n_out <= BIG);
+        for (uint32_t j = 0; j < n_in; j++)
+            A[j] = (float)(th_rand() % 5u) - 2.0f;
+        th_fill(B, n_out, -1, 1);
+        maxpool_forward(&s, A, D);
+        maxpool_forward_ref(&s, A, E);
+        CHECK(memcmp(D, E, n_out * sizeof(float)) == 0);
+        maxpool_input_grad(&s, A, B, F);
+        maxpool_input_grad_ref(&s, A, B, G);
+        CHECK(memcmp(F, G, n_in * sizeof(float)) == 0);
+    }
+}
+
+/* without ties the reference gradient is the derivative: L = sum dy·maxpool(x), one input nudged at a time */
+static void t_maxpool_fd(void)
+{
+    conv_shape_t s = {6, 6, 2, 3, 3, 2, 2, 2, 0, 0};
+    th_fill(A, 72, -1, 1);
+    th_fill(B, 18, -1, 1);
+    maxpool_input_grad_ref(&s, A, B, F);
+    for (uint32_t j = 0; j < 72; j++) {
+        double lp = 0.0, lm = 0.0, h = 1e-3;
+        A[j] += (float)h;
+        maxpool_forward_ref(&s, A, E);
+        for (uint32_t q = 0; q < 18; q++)
+            lp += (double)B[q] * E[q];
+        A[j] -= (float)(2 * h);
+        maxpool_forward_ref(&s, A, E);
+        for (uint32_t q = 0; q < 18; q++)
+            lm += (double)B[q] * E[q];
+        A[j] += (float)h;
+        CHECK_NEAR(F[j], (lp - lm) / (2 * h), 1e-3);
+    }
+}
+
 const test_case_t ops_tests[] = {
+    {"maxpool forward and input gradient: optimized = reference (ties included)", t_maxpool},
+    {"maxpool reference: finite differences", t_maxpool_fd},
     {"dense forward: optimized = reference", t_dense_forward},
     {"dense input gradient: optimized = reference", t_dense_input_grad},
     {"dense fused update: optimized = reference", t_dense_update},
