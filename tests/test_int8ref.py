@@ -195,9 +195,11 @@ class _Zoo:
         self.ops.append(QOp("ADD", (c, d), (e,), AddOptions("RELU")))
         f = self.tensor((1, 3, 3, 8), 0.06, -128)
         self.ops.append(QOp("AVERAGE_POOL_2D", (e,), (f,), PoolOptions("SAME", (2, 2), (3, 3))))
+        f2 = self.tensor((1, 3, 3, 8), 0.06, -128)  # a pool keeps its input's scale and zero point
+        self.ops.append(QOp("MAX_POOL_2D", (f,), (f2,), PoolOptions("SAME", (1, 1), (2, 2), "RELU6")))
         axis = self.tensor((2,), dtype="int32", data=np.array([1, 2], np.int32))
         g = self.tensor((1, 1, 1, 8) if keep_dims else (1, 8), 0.045, -90)
-        self.ops.append(QOp("MEAN", (f, axis), (g,), MeanOptions(keep_dims)))
+        self.ops.append(QOp("MEAN", (f2, axis), (g,), MeanOptions(keep_dims)))
         if keep_dims:
             shape = self.tensor((2,), dtype="int32", data=np.array([1, 8], np.int32))
             flat = self.tensor((1, 8), 0.045, -90)
@@ -215,7 +217,8 @@ class _Zoo:
 @pytest.mark.parametrize("keep_dims", [True, False])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_operator_zoo_bit_exact(tflm: ModuleType, seed: int, keep_dims: bool) -> None:
-    """QUANTIZE, strided SAME conv + RELU6, depthwise ×2, ADD, SAME average pool, MEAN, RESHAPE, per-tensor FC."""
+    """QUANTIZE, strided SAME conv + RELU6, depthwise ×2, ADD, SAME average pool, SAME max pool + RELU6, MEAN,
+    RESHAPE, per-tensor FC."""
     model = _Zoo(seed).build(keep_dims)
     buf = write_tflite(model)
     xs = np.random.default_rng(seed + 100).uniform(-2.5, 2.5, (6, 9, 9, 3)).astype(np.float32)
@@ -239,6 +242,17 @@ def test_exported_digits_bit_exact(tflm: ModuleType, task: DeviceDataset, tmp_pa
     path = tmp_path / f"{name}.tflite"
     qmodel = export_digits_tflite(model, task, path)
     xs = int8ref.quantize_input(qmodel, task.decode(task.x_eval))
+    _assert_bit_exact(tflm, path.read_bytes(), qmodel, xs)
+
+
+def test_exported_aifes_cnn_bit_exact(tflm: ModuleType, tmp_path: Path) -> None:
+    """The maxpool model (VALID 2×2 MAX_POOL_2D after a fused-ReLU conv) on its 16×16 task, every evaluation digit."""
+    task16 = load_task("digits16-drift", SEED)
+    model = pretrain.build_model("aifes-cnn", task16, SEED, tmp_path / "cache")
+    path = tmp_path / "aifes-cnn.tflite"
+    qmodel = export_digits_tflite(model, task16, path)
+    assert [op.kind for op in qmodel.ops] == ["CONV_2D", "MAX_POOL_2D", "FULLY_CONNECTED", "SOFTMAX"]
+    xs = int8ref.quantize_input(qmodel, task16.decode(task16.x_eval))
     _assert_bit_exact(tflm, path.read_bytes(), qmodel, xs)
 
 

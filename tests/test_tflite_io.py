@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -112,11 +113,21 @@ def test_round_trip(shared_models: Path, name: str) -> None:
 # ------------------------------------------------------------------------------------------ refusals
 
 
-@pytest.mark.parametrize("kind", ["MAX_POOL_2D", "L2_POOL_2D"])
+@pytest.mark.parametrize("kind", ["L2_POOL_2D"])
 def test_unsupported_op_names_op_and_index(kind: str) -> None:
     buf = write_tflite(_pool_model(kind), check=False)
     with pytest.raises(TFLiteImportError, match=rf"^operator 1: {kind} is not supported \(supported: CONV_2D, "):
         load_tflite(buf)
+
+
+@pytest.mark.parametrize("kind", ["MAX_POOL_2D", "AVERAGE_POOL_2D"])
+def test_pool_that_requantises_is_refused_by_name(kind: str) -> None:
+    m = _pool_model(kind)
+    assert load_tflite(write_tflite(m)).ops[1].kind == kind  # the same scale in and out: accepted
+    z = dataclasses.replace(m.tensors[3], scale=np.array([0.5], np.float32))
+    bad = QModel(m.name, (*m.tensors[:3], z), m.ops, m.inputs, m.outputs)
+    with pytest.raises(TFLiteImportError, match=rf"operator 1: {kind}: input 'y' and output 'z' must share scale"):
+        load_tflite(write_tflite(bad, check=False))
 
 
 def test_unsupported_op_without_options() -> None:
@@ -197,7 +208,7 @@ def test_quantize_model_refuses_a_leading_relu(task: DeviceDataset) -> None:
 def test_every_unsupported_op_and_feature_is_listed_in_one_error() -> None:
     """A user sees everything the graph needs that the engine lacks at once, each with index, op and tensor name,
     instead of fixing one and meeting the next."""
-    m = _pool_model("MAX_POOL_2D")
+    m = _pool_model("L2_POOL_2D")
     dilated = QOp("CONV_2D", m.ops[0].inputs, m.ops[0].outputs, ConvOptions("VALID", (1, 1), dilation=(2, 2)))
     tanh = QOp("TANH", (3,), (4,), None)
     bad = QModel(m.name, (*m.tensors, _act("t", (1, 2, 2, 2))), (dilated, m.ops[1], tanh), m.inputs, (4,))
@@ -205,4 +216,4 @@ def test_every_unsupported_op_and_feature_is_listed_in_one_error() -> None:
         load_tflite(write_tflite(bad, check=False))
     text = str(info.value)
     assert text.startswith("3 problems:\n  operator 0: CONV_2D: dilation 2x2 is not supported"), text
-    assert "\n  operator 1: MAX_POOL_2D is not supported" in text and "\n  operator 2: TANH is not supported" in text
+    assert "\n  operator 1: L2_POOL_2D is not supported" in text and "\n  operator 2: TANH is not supported" in text

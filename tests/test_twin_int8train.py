@@ -46,6 +46,19 @@ def test_int8_training_on_twin(bench_board, bench_run, technique):
     assert layers[3]["op"] == "softmax_i8" and layers[3]["instr_upd_per_step"] == 0
 
 
+def test_int8_training_through_max_pool_on_twin(bench_board, bench_run):
+    """AIfES's CNN exported to int8: the conv below the MAX_POOL_2D trains, so the gradient passes the pool (routed
+    to each window's first maximum) and the conv's accumulators still equal the reference exactly."""
+    run = bench_run(bench_board, "full-int8", profile="aifes_cnn", steps=60, grad_every=30)
+    assert run.status == "ok", run.error
+    assert run.fidelity_max_rel_err == 0.0 and run.fidelity_exact == 1.0
+    assert run.eval_loss(1) < run.eval_loss(0)
+    layers = {r["layer"]: r for r in run.record.layer_rows()}
+    assert layers[1]["op"] == "maxpool_i8" and layers[1]["instr_bwd_per_step"] > 0
+    streamed = run.grads.dropna(subset=["values"])
+    assert {(r.layer, r.param) for r in streamed.itertuples()} >= {(0, "w"), (0, "b"), (2, "w")}
+
+
 def test_noqas_does_not_learn_where_qas_does(bench_run):
     """The ablation: without QAS the update of a code is s_W² times the fp32 step, below the residual's 2^-16."""
     entry = next(e for e in default_rack(load_catalogue()).boards if e.board == "nucleo-f746zg")

@@ -113,6 +113,17 @@ def average_pool_2d(m: QModel, op: QOp, v: Values) -> np.ndarray:
     return np.clip(_round_div(total, count), lo, hi).astype(np.int8)
 
 
+def max_pool_2d(m: QModel, op: QOp, v: Values) -> np.ndarray:
+    """MAX_POOL_2D: the largest in-bounds tap (padding taps are never candidates), clamped to the activation."""
+    o = op.options
+    assert isinstance(o, PoolOptions)
+    x = v[op.inputs[0]].astype(np.int64)
+    best = windows(x, o.filter, o.stride, o.padding, fill=-129).max(axis=(4, 5))
+    s_out, zp_out = qparams(m.tensors[op.outputs[0]])
+    lo, hi = quant.activation_range(o.activation, s_out, zp_out)
+    return np.clip(best, lo, hi).astype(np.int8)
+
+
 def mean(m: QModel, op: QOp, v: Values) -> np.ndarray:
     """MEAN over constant axes: Σ(x) - zp_in·n scaled by s_in/(s_out·n) in one multiplier."""
     axis_data = m.tensors[op.inputs[1]].data
@@ -180,6 +191,7 @@ KERNELS: dict[str, Callable[[QModel, QOp, Values], np.ndarray]] = {
     "DEPTHWISE_CONV_2D": depthwise_conv_2d,
     "FULLY_CONNECTED": fully_connected,
     "AVERAGE_POOL_2D": average_pool_2d,
+    "MAX_POOL_2D": max_pool_2d,
     "MEAN": mean,
     "ADD": add,
     "RESHAPE": reshape,

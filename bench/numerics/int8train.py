@@ -16,11 +16,13 @@ Definitions (one step, batch 1):
   h = floor((g'·m[o] + 128) / 256);
   input gradient acc = Σ h·W̄ (the transposed op; depthwise: per channel), g_in = rdbp(acc, k), E_in = E − 7 + k;
 - AVERAGE_POOL_2D (no parameters): acc = Σ over the windows covering an input of g·round(2^16 / count), g_in =
-  rdbp(acc, k), E_in = E − 16 + k; RESHAPE passes (g, E) on;
+  rdbp(acc, k), E_in = E − 16 + k; MAX_POOL_2D: acc = Σ of the g of the windows whose first in-bounds maximum
+  (row-major taps) an input is, g_in = rdbp(acc, k), E_in = E + k; RESHAPE passes (g, E) on;
   bias accumulator a_b[o] = Σ_positions h[., o]; weight accumulator a[o] = Σ_positions h[., o]·(x − zp_x);
-- update: Δ = round_half_up(a·M·2^(s + E − 31)) clamped to ±2^30; weights V = 65536·W̄ + r − Δ clamped to
-  ±127·65536, W̄ = floor((V + 32768) / 65536), r = V − 65536·W̄; biases likewise in int64, codes clamped to ±2^30
-  (residual 0 when clamped). The op's input gradient uses the weights before its own update.
+- update: Δ = round_half_up(a·M·2^(s + E − 31)) clamped to ±2^30 (FULLY_CONNECTED: the row step h·M rounded once,
+  `fc_row_delta`); weights V = 65536·W̄ + r − Δ clamped so W̄ = floor((V + 32768) / 65536) stays in [−128, 127],
+  r = V − 65536·W̄; biases likewise in int64, codes clamped to ±2^30 (residual 0 when clamped). The op's input
+  gradient uses the weights before its own update.
 """
 
 from __future__ import annotations
@@ -276,6 +278,24 @@ def _pool_input_grad(model: QModel, i: int, g: np.ndarray) -> np.ndarray:
     return acc
 
 
+def _maxpool_input_grad(model: QModel, i: int, x: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Each output gradient routed to its window's first in-bounds maximum of the input x (padding never wins):
+    [ih, iw, c], summed where windows overlap."""
+    op = model.ops[i]
+    o = op.options
+    assert isinstance(o, PoolOptions)
+    ih, iw, c = x.shape
+    (kh, kw), (sh, sw) = o.filter, o.stride
+    pt, pl = int8prep.pads(ih, kh, sh, o.padding)[0], int8prep.pads(iw, kw, sw, o.padding)[0]
+    oh, ow = g.shape[:2]
+    win = int8prep.windows(x[None].astype(np.int64), o.filter, o.stride, o.padding, fill=-129)[0, :oh, :ow]
+    first = win.reshape(oh, ow, c, kh * kw).argmax(axis=-1)  # the first of equal maxima
+    oy, ox, ch = np.indices((oh, ow, c))
+    acc = np.zeros((ih, iw, c), np.int64)
+    np.add.at(acc, (oy * sh - pt + first // kw, ox * sw - pl + first % kw, ch), np.asarray(g, np.int64))
+    return acc
+
+
 # --------------------------------------------------------------------------------------------- replay
 
 
@@ -333,6 +353,12 @@ class Int8Trainer:
         for i in range(n - 2, self.train.first_bwd - 1, -1):
             top = self.train.ops[i]
             if top.kind == "RESHAPE":
+                continue
+            if top.kind == "MAX_POOL_2D":
+                acc = _maxpool_input_grad(model, i, acts[i].reshape(acts[i].shape[-3:]),
+                                          np.asarray(g, np.int64).reshape(acts[i + 1].shape[-3:]))
+                k = requant_shift(acc)
+                g, e = rdbp(acc, k).ravel(), e + k
                 continue
             if top.kind == "AVERAGE_POOL_2D":
                 acc = _pool_input_grad(model, i, np.asarray(g, np.int64).reshape(acts[i + 1].shape[-3:]))

@@ -2,14 +2,15 @@
 
 The fp32 engine trains `bench.model.nn` models only, so for a third-party network (TFLM's person_detect) this module
 answers "would it fit" with the engine's own memory design applied to the whole graph (every operator the int8
-import accepts: CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, AVERAGE_POOL_2D, MEAN, ADD, RESHAPE, SOFTMAX, and
-QUANTIZE/DEQUANTIZE at the edges, which are identities in fp32):
+import accepts: CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, AVERAGE_POOL_2D, MAX_POOL_2D, MEAN, ADD, RESHAPE, SOFTMAX,
+and QUANTIZE/DEQUANTIZE at the edges, which are identities in fp32):
 
 * trainable parameters are copied to SRAM as fp32 (sparse update: only the trained output channels' rows); frozen ones
   are read from flash;
 * an activation is kept past its forward use only if backward needs it: the input of an operator whose weights train
-  (for dW) and the output of an operator with a fused RELU/RELU6 on the backward path (its mask); pooling, MEAN, ADD
-  and RESHAPE need none;
+  (for dW), the output of an operator with a fused RELU/RELU6 on the backward path (its mask) and the input of a
+  MAX_POOL_2D whose input gradient is needed (its maxima are found again); average pooling, MEAN, ADD and RESHAPE
+  need none;
 * backward visits only operators whose output depends on a trained tensor, and computes an input gradient only where
   that input does; a trailing SOFTMAX is the softmax cross-entropy loss (d logits = softmax − one-hot);
 * updates are applied as soon as each gradient is known (operator reordering, MCUNetV3): a dense layer's update is
@@ -40,7 +41,7 @@ from bench.plan.buffers import Buffer, aligned, arena_composition, buffer_kind, 
 
 WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 ALIASES = ("RESHAPE", "QUANTIZE", "DEQUANTIZE")
-TRAINABLE_OPS = (*WEIGHTED, "AVERAGE_POOL_2D", "MEAN", "ADD", *ALIASES, "SOFTMAX")
+TRAINABLE_OPS = (*WEIGHTED, "AVERAGE_POOL_2D", "MAX_POOL_2D", "MEAN", "ADD", *ALIASES, "SOFTMAX")
 F32 = 4
 
 
@@ -246,6 +247,9 @@ def plan_fp32(model: QModel, technique: Technique) -> Fp32Memory:
                 if depends[t]:
                     use(grad(t), F32 * _numel(model, t), tb)  # written: the input gradient
                     dx += aligned(F32 * _numel(model, t))
+            if op.kind == "MAX_POOL_2D" and depends[x]:
+                use(act(x), F32 * _numel(model, x), tb)  # the window maxima are found again in the input
+                kept += aligned(F32 * _numel(model, x))
             if train_w and op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
                 scratch = aligned(F32 * weight_rows(model, op)[1])  # one output channel's dW, applied at once
                 use(f"scratch{i}", scratch, tb)

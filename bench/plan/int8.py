@@ -50,7 +50,7 @@ NONE16 = 0xFFFF
 NONE32 = 0xFFFFFFFF
 ALIGN = 4
 OP_CODES = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 3, "AVERAGE_POOL_2D": 4, "MEAN": 5, "ADD": 6,
-            "RESHAPE": 7, "SOFTMAX": 8}
+            "RESHAPE": 7, "SOFTMAX": 8, "MAX_POOL_2D": 9}
 OP_NAMES = {code: name for name, code in OP_CODES.items()}
 KIND_ACTIVATION, KIND_CONST_I8, KIND_CONST_I32 = 1, 2, 3
 ADD_LEFT_SHIFT = 20
@@ -316,7 +316,7 @@ def _op_record(model: QModel, op: QOp, index_of: dict[int, int], consts: _Blob, 
             macs = int(np.prod(y.shape)) * taps
         else:
             macs = int(np.prod(y.shape)) * w.shape[1]
-    elif op.kind == "AVERAGE_POOL_2D":
+    elif op.kind in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
         assert isinstance(o, PoolOptions)
         stride_h, stride_w = o.stride
         k_h, k_w = o.filter
@@ -412,7 +412,8 @@ MAX_SHIFT, MIN_SHIFT = 60, -160  # update multiplier exponents the device accept
 I32_MAX = 2**31 - 1
 H_MAX = 16256  # |h| <= (127·32768 + 128) >> 8
 TRAINABLE_OPS = ("CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D")  # depthwise: the bias only
-BACKWARD_OPS = (*TRAINABLE_OPS, "AVERAGE_POOL_2D", "RESHAPE")
+BACKWARD_OPS = (*TRAINABLE_OPS, "AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE")
+POOLS = ("AVERAGE_POOL_2D", "MAX_POOL_2D")
 TF_TRAIN_W, TF_TRAIN_B, TF_NEED_DX, TF_MASK = 1, 2, 4, 8
 TRAIN_HEADER, TRAIN_RECORD = TQPL_TRAIN_HEADER.size, TQPL_TRAIN_RECORD.size
 
@@ -486,7 +487,7 @@ def _train_plan(model: QModel, spec: QTrainSpec) -> QTrainPlan:
         op = model.ops[i]
         if op.kind not in BACKWARD_OPS:
             raise _refuse(i, op, "backward is not supported for this op (CONV_2D, DEPTHWISE_CONV_2D, "
-                                 "FULLY_CONNECTED, AVERAGE_POOL_2D, RESHAPE)")
+                                 "FULLY_CONNECTED, AVERAGE_POOL_2D, MAX_POOL_2D, RESHAPE)")
         if i > first and op.inputs[0] != model.ops[i - 1].outputs[0]:
             raise _refuse(i, op, "the backward path must be a chain (each op reads the previous op's output)")
         need_dx = i > first
@@ -501,6 +502,16 @@ def _train_plan(model: QModel, spec: QTrainSpec) -> QTrainPlan:
             ops[i] = QTrainOp(i, op.kind, False, False, need_dx, False, (), np.zeros(0, np.int64),
                               np.zeros((0, 2), np.int64), np.zeros((0, 2), np.int64), 0.0, c)
             continue  # the real gradient keeps c: E drops by POOL_SHIFT
+        if op.kind == "MAX_POOL_2D":
+            po = op.options
+            assert isinstance(po, PoolOptions)
+            s_y, zp_y = int8prep.qparams(model.tensors[op.outputs[0]])
+            if quant.activation_range(po.activation, s_y, zp_y) != (-128, 127):
+                raise _refuse(i, op, "backward needs no fused activation")
+            n_x = int(np.prod(model.tensors[op.inputs[0]].shape))  # kept: the backward finds the maxima again
+            ops[i] = QTrainOp(i, op.kind, False, False, need_dx, False, (), np.zeros(0, np.int64),
+                              np.zeros((0, 2), np.int64), np.zeros((0, 2), np.int64), 0.0, c, n_x if need_dx else 0)
+            continue  # g passes to the maxima unscaled: E and c unchanged
         if op.kind == "RESHAPE":
             ops[i] = QTrainOp(i, op.kind, False, False, need_dx, False, (), np.zeros(0, np.int64),
                               np.zeros((0, 2), np.int64), np.zeros((0, 2), np.int64), 0.0, c)
@@ -573,6 +584,8 @@ def _train_buffers(model: QModel, tplan: QTrainPlan, acts: list[QBuffer]) -> lis
             keep[op.inputs[0]] = max(keep.get(op.inputs[0], 0), 2 * n - i)
         if top.mask:
             keep[op.outputs[0]] = max(keep.get(op.outputs[0], 0), 2 * n - i)
+        if top.kind == "MAX_POOL_2D" and top.need_dx:
+            keep[op.inputs[0]] = max(keep.get(op.inputs[0], 0), 2 * n - i)
     out = [QBuffer(b.name, b.size, b.start, max([b.end, *(keep[t] for t in b.tensors if t in keep)]),
                    tensors=b.tensors) for b in acts]
     first, always = tplan.first_bwd, (-2, 2 * n + 1)
@@ -595,7 +608,7 @@ def _train_buffers(model: QModel, tplan: QTrainPlan, acts: list[QBuffer]) -> lis
         out_c, row = len(top.m), _row(model, op)
         n_out = int(np.prod(model.tensors[op.outputs[0]].shape))
         n_in = int(np.prod(model.tensors[op.inputs[0]].shape))
-        if top.kind == "AVERAGE_POOL_2D":
+        if top.kind in POOLS:
             out.append(QBuffer(f"scratch{i}", _scratch_bytes(top, n_out, n_in, 0), 2 * n - i, 2 * n - i,
                                kind="gradients"))
             continue
@@ -643,7 +656,7 @@ def _train_section(model: QModel, tplan: QTrainPlan, off: dict[str, int], consts
         if top.kind == "RESHAPE":
             records[TRAIN_RECORD * i: TRAIN_RECORD * (i + 1)] = TQPL_TRAIN_RECORD.pack(rec)
             continue
-        if top.kind == "AVERAGE_POOL_2D":
+        if top.kind in POOLS:
             rec |= {"scratch": off[f"scratch{i}"],
                     "scratch_bytes": _scratch_bytes(top, int(np.prod(model.tensors[op.outputs[0]].shape)),
                                                     int(np.prod(model.tensors[op.inputs[0]].shape)), 0)}

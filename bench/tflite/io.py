@@ -46,6 +46,7 @@ SUPPORTED_OPS = (
     "DEPTHWISE_CONV_2D",
     "FULLY_CONNECTED",
     "AVERAGE_POOL_2D",
+    "MAX_POOL_2D",
     "MEAN",
     "ADD",
     "RESHAPE",
@@ -150,7 +151,7 @@ def _read_reshape(fb_op: tflite.Operator) -> ReshapeOptions:
 def _read_options(where: str, kind: str, fb_op: tflite.Operator) -> Options:
     if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
         return _read_conv(where, fb_op, kind == "DEPTHWISE_CONV_2D")
-    if kind == "AVERAGE_POOL_2D":
+    if kind in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
         return _read_pool(where, fb_op)
     if kind == "FULLY_CONNECTED":
         return _read_fc(where, fb_op)
@@ -351,6 +352,14 @@ def _validate_op(model: QModel, i: int, op: QOp) -> None:
     _check_int8_activation(model, where, "output", op.outputs[0])
     if op.kind in _WEIGHTED:
         _check_weights(model, where, op)
+    if op.kind in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
+        t_in, t_out = model.tensors[op.inputs[0]], model.tensors[op.outputs[0]]
+        same = (t_in.scale is not None and t_out.scale is not None and t_in.zero_point is not None
+                and t_out.zero_point is not None and np.allclose(t_in.scale, t_out.scale)
+                and np.array_equal(t_in.zero_point, t_out.zero_point))
+        if not same:
+            raise TFLiteImportError(f"{where}: input {t_in.name!r} and output {t_out.name!r} must share scale and "
+                                    "zero point (TFLite's pool kernels do not requantise)")
     if isinstance(op.options, ConvOptions) and op.options.dilation != (1, 1):
         dh, dw = op.options.dilation
         raise TFLiteImportError(f"{where}: dilation {dh}x{dw} is not supported (only 1x1)")

@@ -16,6 +16,7 @@ from bench.model.qgraph import (
     ConvOptions,
     FullyConnectedOptions,
     Padding,
+    PoolOptions,
     QModel,
     QOp,
     QTensor,
@@ -105,8 +106,15 @@ def quantize_model(model: nn.Model, calib_x: np.ndarray, name: str | None = None
         layer = model.layers[i]
         if layer.op == "relu":
             raise ValueError(f"layer {i}: a relu must follow a conv2d or dense layer to be fused")
-        if layer.op == "maxpool2d":
-            raise ValueError(f"layer {i}: maxpool2d has no int8 export yet (MAX_POOL_2D is not implemented in int8)")
+        if layer.op == "maxpool2d":  # MAX_POOL_2D keeps its input's scale and zero point (it does not requantise)
+            t_in = g.tensors[cur]
+            assert t_in.scale is not None and t_in.zero_point is not None
+            out = g.activation(f"layer{i}_maxpool2d/out", (1, *layer.out_shape),
+                               (float(t_in.scale[0]), int(t_in.zero_point[0])))
+            opts = PoolOptions("VALID", (layer.stride, layer.stride), (layer.kernel, layer.kernel))
+            g.ops.append(QOp("MAX_POOL_2D", (cur,), (out,), opts))
+            cur, i = out, i + 1
+            continue
         relu = i + 1 < len(model.layers) and model.layers[i + 1].op == "relu"
         out_i = i + 1 if relu else i
         cur = _add_weighted(g, layer, f"layer{i}_{layer.op}", cur, activation_qparams(acts[out_i]), relu)

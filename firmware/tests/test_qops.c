@@ -255,6 +255,9 @@ static void t_small_ops_vs_reference(void)
         avgpool_i8(&pool, X, Y);
         avgpool_i8_ref(&pool, X, R);
         CHECK(memcmp(Y, R, (uint32_t)pool.out_h * pool.out_w * c) == 0);
+        maxpool_i8(&pool, X, Y);
+        maxpool_i8_ref(&pool, X, R);
+        CHECK(memcmp(Y, R, (uint32_t)pool.out_h * pool.out_w * c) == 0);
         fill_i8(X, (uint32_t)m.h * m.w * c);
         mean_i8(&m, X, Y);
         mean_i8_ref(&m, X, R);

@@ -288,7 +288,8 @@ static void t_qplan_dataset(void)
 static void t_qop_registry(void)
 {
     static const char *const names[QOP_COUNT] = {NULL, "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED",
-                                                 "AVERAGE_POOL_2D", "MEAN", "ADD", "RESHAPE", "SOFTMAX"};
+                                                 "AVERAGE_POOL_2D", "MEAN", "ADD", "RESHAPE", "SOFTMAX",
+                                                 "MAX_POOL_2D"};
     CHECK(qop_kind(0) == NULL && qop_kind(QOP_COUNT) == NULL && qop_kind(0xFF) == NULL);
     for (uint8_t op = 1; op < QOP_COUNT; op++) {
         const qop_kind_t *k = qop_kind(op);

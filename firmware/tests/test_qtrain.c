@@ -370,7 +370,38 @@ static void t_avgpool_bwd(void)
     }
 }
 
+/* max pool backward: random shapes, paddings and strides (overlapping windows sum), inputs on a few levels so
+ * windows hold ties; a hand case routes to the first of two equal maxima */
+static void t_maxpool_bwd(void)
+{
+    for (int trial = 0; trial < 300; trial++) {
+        qconv_t c;
+        qpool_t p;
+        uint32_t n_in, n_out;
+        make_conv(&c);
+        memset(&p, 0, sizeof p);
+        p = (qpool_t){c.in_h, c.in_w, c.in_c, c.out_h, c.out_w, c.k_h, c.k_w, c.stride_h, c.stride_w, c.pad_top,
+                      c.pad_left, -128, 127};
+        n_in = (uint32_t)p.in_h * p.in_w * p.c;
+        n_out = (uint32_t)p.out_h * p.out_w * p.c;
+        CHECK(n_in <= TBIG && n_out <= TBIG);
+        for (uint32_t j = 0; j < n_in; j++)
+            X8[j] = (int8_t)(rnd(-2, 2) * 40);
+        fill8(G8, n_out);
+        maxpool_i8_input_grad(&p, X8, G8, ACC);
+        maxpool_i8_input_grad_ref(&p, X8, G8, ACCR);
+        CHECK(memcmp(ACC, ACCR, n_in * sizeof *ACC) == 0);
+    }
+    {
+        qpool_t p = {2, 2, 1, 1, 1, 2, 2, 2, 2, 0, 0, -128, 127};
+        int8_t x[4] = {3, 7, 7, -1}, g = -50;
+        maxpool_i8_input_grad(&p, x, &g, ACC);
+        CHECK(ACC[0] == 0 && ACC[1] == -50 && ACC[2] == 0 && ACC[3] == 0);
+    }
+}
+
 const test_case_t qtrain_tests[] = {
+    {"int8 train: max pool backward optimized == reference (ties, overlaps)", t_maxpool_bwd},
     {"int8 train: logits gradient from the softmax output", t_logits},
     {"int8 train: gradient requantisation optimized == reference", t_requant},
     {"int8 train: masking and channel scaling optimized == reference", t_prep},

@@ -74,6 +74,10 @@ void dwconv_i8_input_grad_ref(const qconv_t *p, const int16_t *h, const int8_t *
  * in-bounds taps); the input gradient's exponent is E - QGRAD_POOL_SHIFT + k after qgrad_requant */
 void avgpool_i8_input_grad(const qpool_t *p, const int8_t *g, int32_t *acc);
 void avgpool_i8_input_grad_ref(const qpool_t *p, const int8_t *g, int32_t *acc);
+/* MAX_POOL_2D: acc[iy][ix][c] = sum of the g of the windows whose first in-bounds maximum (row-major taps, from the
+ * input x) it is; the input gradient's exponent is E + k after qgrad_requant */
+void maxpool_i8_input_grad(const qpool_t *p, const int8_t *x, const int8_t *g, int32_t *acc);
+void maxpool_i8_input_grad_ref(const qpool_t *p, const int8_t *x, const int8_t *g, int32_t *acc);
 /* sum over positions of h[pos][oc] (n_pos positions of out_c channels) */
 int32_t qgrad_bias(const int16_t *h, uint32_t n_pos, uint32_t out_c, uint32_t oc);
 int32_t qgrad_bias_ref(const int16_t *h, uint32_t n_pos, uint32_t out_c, uint32_t oc);

@@ -30,7 +30,7 @@ typedef struct {
     const int32_t *bias, *bias_eff, *rq;
 } qfc_t;
 
-/* average pool (no requantisation, padding taps not counted) */
+/* average and max pool (no requantisation, padding taps not counted) */
 typedef struct {
     uint16_t in_h, in_w, c, out_h, out_w;
     uint8_t k_h, k_w, stride_h, stride_w;
@@ -63,6 +63,7 @@ void conv_i8(const qconv_t *p, const int8_t *x, const int8_t *w, int8_t *y);
 void dwconv_i8(const qconv_t *p, const int8_t *x, const int8_t *w, int8_t *y);
 void fc_i8(const qfc_t *p, const int8_t *x, const int8_t *w, int8_t *y);
 void avgpool_i8(const qpool_t *p, const int8_t *x, int8_t *y);
+void maxpool_i8(const qpool_t *p, const int8_t *x, int8_t *y);
 void mean_i8(const qmean_t *p, const int8_t *x, int8_t *y);
 void add_i8(const qadd_t *p, const int8_t *x1, const int8_t *x2, int8_t *y);
 void softmax_i8(const qsoftmax_t *p, const int8_t *x, int8_t *y);
@@ -72,6 +73,7 @@ void conv_i8_ref(const qconv_t *p, const int8_t *x, const int8_t *w, int8_t *y);
 void dwconv_i8_ref(const qconv_t *p, const int8_t *x, const int8_t *w, int8_t *y);
 void fc_i8_ref(const qfc_t *p, const int8_t *x, const int8_t *w, int8_t *y);
 void avgpool_i8_ref(const qpool_t *p, const int8_t *x, int8_t *y);
+void maxpool_i8_ref(const qpool_t *p, const int8_t *x, int8_t *y);
 void mean_i8_ref(const qmean_t *p, const int8_t *x, int8_t *y);
 void add_i8_ref(const qadd_t *p, const int8_t *x1, const int8_t *x2, int8_t *y);
 void softmax_i8_ref(const qsoftmax_t *p, const int8_t *x, int8_t *y);
