@@ -183,6 +183,21 @@ static void t_requant_primitives(void)
     CHECK(rq_mul(1000, 1 << 30, 1) == 1000);    /* x * 1.0 */
     CHECK(rq_mul(-1001, 1 << 30, 0) == -500);   /* the doubling high multiply's nudge: -500.5 -> -500 */
     CHECK(rq_out(1001, 1 << 30, 0, -128, -128, 127) == 127);
+    /* rq_out's branch-free form equals the two-rounding composition (rq_mul: gemmlowp's SRDHM then RDBP) on random
+     * and extreme accumulators, multipliers and shifts, exact halves and values near INT32_MAX included */
+    for (int trial = 0; trial < 200000; trial++) {
+        int32_t shift = rnd(-31, 8), mult = trial % 5 ? rnd(1 << 30, 0x7FFFFFFE) : rnd(0, 0x7FFFFFFE);
+        int32_t acc = trial % 7 == 0 ? (trial & 1 ? INT32_MAX - rnd(0, 1 << 20) : INT32_MIN + rnd(0, 1 << 20))
+                      : trial % 3 ? rnd(-(1 << 20), 1 << 20) : (int32_t)th_rand();
+        int32_t zp = rnd(-128, 127), lo = rnd(-128, 0), hi = rnd(0, 127), want;
+        if (shift > 0 && (acc > (INT32_MAX >> shift) || acc < (INT32_MIN >> shift)))
+            acc >>= shift; /* TFLite's left shift never overflows a valid accumulator */
+        if (trial % 11 == 0 && shift < 0)
+            acc = (int32_t)((int64_t)rnd(-1000, 1000) * 2147483648LL / (mult ? mult : 1)); /* lands near exact halves */
+        want = rq_mul(acc, mult, shift) + zp;
+        want = want < lo ? lo : want > hi ? hi : want;
+        CHECK(rq_out(acc, mult, shift, zp, lo, hi) == want);
+    }
     {
         static const int32_t a[8] = {-1, -67108864, -100675641, -335545319, -738197504, -1140850695, -16777213,
                                      -1234567890};

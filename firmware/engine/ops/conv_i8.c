@@ -55,28 +55,19 @@ static int32_t padded_wsum(const qconv_t *p, const win_t *win, const int8_t *wo)
     return sum;
 }
 
-static void requant4(const qconv_t *p, uint32_t oc, const int32_t *acc, int8_t *y)
-{
-    const int32_t *rq = p->rq + (p->rq_per_channel ? 2u * oc : 0u);
-    uint32_t st = p->rq_per_channel ? 2u : 0u;
-    y[0] = rq_out(acc[0], rq[0], rq[1], p->zp_out, p->act_min, p->act_max);
-    y[1] = rq_out(acc[1], rq[st], rq[st + 1], p->zp_out, p->act_min, p->act_max);
-    y[2] = rq_out(acc[2], rq[2 * st], rq[2 * st + 1], p->zp_out, p->act_min, p->act_max);
-    y[3] = rq_out(acc[3], rq[3 * st], rq[3 * st + 1], p->zp_out, p->act_min, p->act_max);
-}
-
 /* a window inside the input whose taps form one contiguous run of wsz values (k_h = 1, or k_w = in_w) */
 static void pixel_run(const qconv_t *p, const int8_t *xr, const int8_t *w, uint32_t wsz, int8_t *y)
 {
     uint32_t oc = 0;
-    int32_t acc[4];
-    for (; oc + 4 <= p->out_c; oc += 4, w += 4 * wsz) {
+    int32_t acc[2];
+    for (; oc + 2 <= p->out_c; oc += 2, w += 2 * wsz) { /* two channels per pass: no register spills */
+        const int32_t *rq = p->rq + (p->rq_per_channel ? 2u * oc : 0u);
+        uint32_t st = p->rq_per_channel ? 2u : 0u;
         acc[0] = p->bias_eff[oc];
         acc[1] = p->bias_eff[oc + 1];
-        acc[2] = p->bias_eff[oc + 2];
-        acc[3] = p->bias_eff[oc + 3];
-        dot4_i8(xr, w, wsz, wsz, acc);
-        requant4(p, oc, acc, y + oc);
+        dot2_i8(xr, w, wsz, wsz, acc);
+        y[oc] = rq_out(acc[0], rq[0], rq[1], p->zp_out, p->act_min, p->act_max);
+        y[oc + 1] = rq_out(acc[1], rq[st], rq[st + 1], p->zp_out, p->act_min, p->act_max);
     }
     for (; oc < p->out_c; oc++, w += wsz) {
         const int32_t *rq = p->rq + (p->rq_per_channel ? 2u * oc : 0u);
@@ -123,9 +114,84 @@ static void pixel(const qconv_t *p, const win_t *win, const int8_t *x, const int
     }
 }
 
+/* Short kernel rows (few input channels, e.g. the first layer's 3×3×1): the window is gathered into one contiguous
+ * patch of k_h·k_w·in_c bytes first, padding taps filled with zp_in (so they add zp_in·w, which bias_eff's −zp_in·Σw
+ * cancels: no border correction), and each group of four channels is one dot4_i8 over the whole patch instead of
+ * k_h runs of a few bytes. */
+#define CONV_PATCH_MAX 64u
+
+/* every output channel of one patch: on DSP cores the patch is widened to SXTB16 pairs once, so each channel costs
+ * one load, two SXTB16 and two SMLAD per four taps (the generic two-channel loop spends more on its own setup than on
+ * nine multiply-accumulates) */
+static void patch_channels(const qconv_t *p, const int8_t *patch, const int8_t *w, uint32_t wsz, int8_t *y)
+{
+#ifdef DOT_I8_DSP
+    uint32_t pw[CONV_PATCH_MAX / 2], groups = wsz >> 2, tail = wsz & 3u;
+    const uint32_t st = p->rq_per_channel ? 2u : 0u, out_c = p->out_c;
+    const int32_t *rq = p->rq, *bias = p->bias_eff, zp = p->zp_out, lo = p->act_min, hi = p->act_max;
+    for (uint32_t g = 0; g < groups; g++) {
+        uint32_t v = dot_ld32(patch + 4 * g);
+        pw[2 * g] = dot_sxtb16(v);
+        pw[2 * g + 1] = dot_sxtb16_ror8(v);
+    }
+    for (uint32_t oc = 0; oc < out_c; oc++, w += wsz, rq += st) { /* locals: the int8 stores may alias *p */
+        int32_t acc = bias[oc];
+        for (uint32_t g = 0; g < groups; g++) {
+            uint32_t v = dot_ld32(w + 4 * g);
+            acc = dot_smlad(pw[2 * g], dot_sxtb16(v), acc);
+            acc = dot_smlad(pw[2 * g + 1], dot_sxtb16_ror8(v), acc);
+        }
+        for (uint32_t j = wsz - tail; j < wsz; j++)
+            acc += patch[j] * w[j];
+        y[oc] = rq_out(acc, rq[0], rq[1], zp, lo, hi);
+    }
+#else
+    pixel_run(p, patch, w, wsz, y);
+#endif
+}
+
+/* GCC would turn the few-byte copy loops back into memcpy/memset calls, each costing more than the copy */
+__attribute__((optimize("no-tree-loop-distribute-patterns"))) static void conv_patched(const qconv_t *p,
+                                                                                       const int8_t *x,
+                                                                                       const int8_t *w, int8_t *y)
+{
+    int8_t patch[CONV_PATCH_MAX];
+    const uint32_t ic = p->in_c, run = (uint32_t)p->k_w * ic, wsz = p->k_h * run;
+    const int8_t zp = (int8_t)p->zp_in;
+    for (uint32_t oy = 0; oy < p->out_h; oy++)
+        for (uint32_t ox = 0; ox < p->out_w; ox++, y += p->out_c) {
+            int32_t iy0 = (int32_t)(oy * p->stride_h) - (int32_t)p->pad_top;
+            int32_t ix0 = (int32_t)(ox * p->stride_w) - (int32_t)p->pad_left;
+            int8_t *q = patch;
+            for (uint32_t ky = 0; ky < p->k_h; ky++, q += run) { /* runs < 8 bytes: copied inline, no calls */
+                int32_t iy = iy0 + (int32_t)ky;
+                const int8_t *xr = x + ((int32_t)iy * (int32_t)p->in_w + ix0) * (int32_t)ic;
+                if (iy < 0 || iy >= (int32_t)p->in_h) {
+                    for (uint32_t j = 0; j < run; j++)
+                        q[j] = zp;
+                } else if (ix0 >= 0 && ix0 + (int32_t)p->k_w <= (int32_t)p->in_w) {
+                    for (uint32_t j = 0; j < run; j++)
+                        q[j] = xr[j];
+                } else {
+                    for (uint32_t kx = 0; kx < p->k_w; kx++) {
+                        int32_t ix = ix0 + (int32_t)kx;
+                        int inside = ix >= 0 && ix < (int32_t)p->in_w;
+                        for (uint32_t c = 0; c < ic; c++)
+                            q[kx * ic + c] = inside ? xr[kx * ic + c] : zp;
+                    }
+                }
+            }
+            patch_channels(p, patch, w, wsz, y);
+        }
+}
+
 void conv_i8(const qconv_t *p, const int8_t *x, const int8_t *w, int8_t *y)
 {
     win_t win;
+    if ((uint32_t)p->k_w * p->in_c < 8u && (uint32_t)p->k_h * p->k_w * p->in_c <= CONV_PATCH_MAX) {
+        conv_patched(p, x, w, y);
+        return;
+    }
     for (uint32_t oy = 0; oy < p->out_h; oy++)
         for (uint32_t ox = 0; ox < p->out_w; ox++, y += p->out_c) {
             window(p, oy, ox, &win);
