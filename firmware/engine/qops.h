@@ -32,6 +32,11 @@ struct qop_kind {
      * update of arena row j (output channel o) fused, with no accumulator row stored; returns the row's code change.
      * NULL: weight_grad, then qsgd_i8 on t->acc */
     int32_t (*update_row)(const qnode_t *n, const qtop_t *t, uint32_t o, uint32_t j, int32_t mult, int32_t shift_e);
+    /* with update_row: run once before the op's rows (timed with the update), e.g. to list the input's non-zero
+     * columns in t->acc; NULL: nothing to prepare */
+    void (*prepare_update)(const qnode_t *n, const qtop_t *t);
+    /* with update_row: row o, column j of the weight gradient, for the report (outside the timed windows) */
+    int32_t (*grad_at)(const qnode_t *n, const qtop_t *t, uint32_t o, uint32_t j);
 };
 
 /* CONV_2D and DEPTHWISE_CONV_2D share their record checks (qops/conv_2d.c) */

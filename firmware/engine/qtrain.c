@@ -148,6 +148,18 @@ static void report(qrun_t *r, qgstat_t *g, const int32_t *a, uint32_t n)
     }
 }
 
+/* a fused kind's gradient row, reported in chunks from grad_at (its accumulator scratch holds the update's state) */
+static void report_fused(qrun_t *r, qgstat_t *g, const qop_kind_t *k, const qnode_t *n, const qtop_t *t, uint32_t o)
+{
+    int32_t chunk[16];
+    for (uint32_t j0 = 0; j0 < t->row; j0 += 16u) {
+        uint32_t cnt = t->row - j0 < 16u ? t->row - j0 : 16u;
+        for (uint32_t q = 0; q < cnt; q++)
+            chunk[q] = k->grad_at(n, t, o, j0 + q);
+        report(r, g, chunk, cnt);
+    }
+}
+
 /* ---- backward ----------------------------------------------------------------------------------------------- */
 
 /* one weighted op; e is the exponent of its output gradient; returns the exponent of its input gradient */
@@ -188,13 +200,18 @@ static int32_t back_weighted(qrun_t *r, uint32_t i, const qnode_t *n, const qtop
         qgstat_t *g = gstat_new(r, (uint8_t)i, 0, e);
         if (r->stream)
             stream_begin(r, (uint8_t)i, 0, e, rows * t->row);
+        if (k->prepare_update) {
+            port_marker(PORT_MARK_UPDATE);
+            t0 = port_ticks();
+            k->prepare_update(n, t);
+            r->t_upd += since(t0);
+        }
         for (uint32_t j = 0; j < rows; j++) {
             uint32_t o = t->n_sel ? t->sel[j] : j;
             int32_t mult = t->upd[2 * o], shift_e = t->upd[2 * o + 1] + e, dw;
             port_marker(PORT_MARK_BACKWARD);
             if (k->update_row) { /* fused: the gradient is computed for the report only, outside the windows */
-                k->weight_grad(n, t, o);
-                report(r, g, t->acc, t->row);
+                report_fused(r, g, k, n, t, o);
                 if (k->zero_row_when_h_zero && t->h[o] == 0)
                     continue;
                 port_marker(PORT_MARK_UPDATE);

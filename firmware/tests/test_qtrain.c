@@ -234,6 +234,14 @@ static void t_update(void)
     }
 }
 
+static int32_t count_i8(const int8_t *v, uint32_t n, int8_t value)
+{
+    int32_t k = 0;
+    for (uint32_t j = 0; j < n; j++)
+        k += v[j] == value;
+    return k;
+}
+
 /* the fused FULLY_CONNECTED row update against its plain reference: random rows, zero points, h, multipliers and
  * exponents (including the s <= 0 path of code-sized steps and rows whose steps all round to zero) */
 static void t_fc_update_row(void)
@@ -246,12 +254,18 @@ static void t_fc_update_row(void)
         fill8(WA, n);
         fill8(X8, n);
         for (uint32_t j = 0; j < n; j++) {
-            if (th_rand() % 3u == 0)
-                X8[j] = (int8_t)zp; /* z = 0 columns (ReLU zeros) */
+            if (th_rand() % (trial % 4u == 1u ? 1000u : 3u) == 0)
+                X8[j] = (int8_t)zp; /* z = 0 columns (ReLU zeros); some rows with hardly any */
             RES[j] = RESR[j] = (uint16_t)rnd(0, 65535);
         }
         memcpy(WB, WA, n);
-        c1 = fc_i8_update_row(X8, zp, n, h, mult, se, WA, RES);
+        if (trial & 1) { /* the column-list path (ReLU zeros skipped); a dense row makes it fall back */
+            fc_i8_update_list(X8, zp, n, ACC);
+            CHECK(ACC[0] == (int32_t)n - count_i8(X8, n, (int8_t)zp));
+            c1 = fc_i8_update_row_listed(ACC, X8, zp, n, h, mult, se, WA, RES);
+        } else {
+            c1 = fc_i8_update_row(X8, zp, n, h, mult, se, WA, RES);
+        }
         c2 = fc_i8_update_row_ref(X8, zp, n, h, mult, se, WB, RESR);
         CHECK(c1 == c2 && memcmp(WA, WB, n) == 0 && memcmp(RES, RESR, n * sizeof *RES) == 0);
         moved += c1 != 0;

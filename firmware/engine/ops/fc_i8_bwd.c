@@ -85,6 +85,41 @@ static int32_t update_row_big(const int8_t *x, int32_t zp, uint32_t n, int32_t m
     return changed;
 }
 
+void fc_i8_update_list(const int8_t *x, int32_t zp, uint32_t n, int32_t *list)
+{
+    uint32_t k = 0;
+    for (uint32_t j = 0; j < n; j++) {
+        int32_t z = x[j] - zp;
+        if (!z)
+            continue;
+        if (k + 1u < n)
+            list[1u + k] = (int32_t)(j << 16 | ((uint32_t)z & 0xFFFFu));
+        k++;
+    }
+    list[0] = (int32_t)k;
+}
+
+int32_t fc_i8_update_row_listed(const int32_t *list, const int8_t *x, int32_t zp, uint32_t n, int32_t h_o,
+                                int32_t mult, int32_t shift_e, int8_t *w, uint16_t *r)
+{
+    uint32_t count = (uint32_t)list[0];
+    int32_t m, s, changed = 0, rnd;
+    if (count + 1u >= n) /* the list did not fit (or hardly saves anything): every column */
+        return fc_i8_update_row(x, zp, n, h_o, mult, shift_e, w, r);
+    if (!row_step(h_o, mult, shift_e, &m, &s))
+        return 0;
+    if (s <= 0)
+        return update_row_big(x, zp, n, m, s, w, r);
+    rnd = (int32_t)(1u << (s - 1));
+    for (const int32_t *e = list + 1, *end = e + count; e < end; e++) {
+        uint32_t j = (uint32_t)*e >> 16;
+        int32_t d = ((int32_t)(int16_t)(*e & 0xFFFF) * m + rnd) >> s; /* |z·M| < 2^30: no overflow */
+        if (d)
+            changed += qstep_code(w + j, r + j, d);
+    }
+    return changed;
+}
+
 /* The common case, s >= 1: Δ = (x·M + c) >> s with c = 2^(s−1) − zp·M folded once per row (wrapping uint32
  * arithmetic: the true value z·M + 2^(s−1) fits int32), so a weight costs one multiply-accumulate and a shift before
  * its SSAT step; Δ = 0 (x = zp, or a step below half a unit) leaves the weight untouched. */

@@ -96,6 +96,12 @@ int32_t qsgd_step_ref(int8_t *w, uint16_t *r, int64_t d); /* one weight, the rul
  * change. */
 int32_t fc_i8_update_row(const int8_t *x, int32_t zp, uint32_t n, int32_t h_o, int32_t mult, int32_t shift_e,
                          int8_t *w, uint16_t *r);
+/* the same from a column list (fc_i8_update_list): list[0] = the count of columns with x != zp, then one
+ * (j << 16 | (x[j] − zp) & 0xFFFF) per such column while they fit n − 1 entries; a full list (count >= n − 1) falls
+ * back to fc_i8_update_row. Columns with x = zp have Δ = 0: the result is fc_i8_update_row's exactly. */
+void fc_i8_update_list(const int8_t *x, int32_t zp, uint32_t n, int32_t *list);
+int32_t fc_i8_update_row_listed(const int32_t *list, const int8_t *x, int32_t zp, uint32_t n, int32_t h_o,
+                                int32_t mult, int32_t shift_e, int8_t *w, uint16_t *r);
 int32_t fc_i8_update_row_ref(const int8_t *x, int32_t zp, uint32_t n, int32_t h_o, int32_t mult, int32_t shift_e,
                              int8_t *w, uint16_t *r);
 /* one int32 bias code and its residual (64-bit V, code clamped to ±2^30, residual 0 when clamped); returns the code

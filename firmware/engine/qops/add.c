@@ -29,4 +29,4 @@ static void forward(const qnode_t *n)
     add_i8(&n->k.add, n->x, n->x2, n->y);
 }
 
-const qop_kind_t qk_add = {"ADD", parse, forward, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL};
+const qop_kind_t qk_add = {"ADD", parse, forward, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, NULL, NULL};

@@ -42,4 +42,4 @@ static int32_t backward(const qnode_t *n, const qtop_t *t, int32_t e)
     return e - QGRAD_POOL_SHIFT + qgrad_requant(t->acc, t->n_in, t->din);
 }
 
-const qop_kind_t qk_average_pool_2d = {"AVERAGE_POOL_2D", parse, forward, parse_train, NULL, NULL, NULL, backward, NULL, 0, NULL};
+const qop_kind_t qk_average_pool_2d = {"AVERAGE_POOL_2D", parse, forward, parse_train, NULL, NULL, NULL, backward, NULL, 0, NULL, NULL, NULL};

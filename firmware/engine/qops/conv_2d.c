@@ -98,4 +98,4 @@ static void clamp(const qnode_t *n, int32_t *act_min, int32_t *act_max, int32_t 
 }
 
 const qop_kind_t qk_conv_2d = {"CONV_2D", parse, forward, parse_train, forward_row, input_grad, weight_grad, NULL,
-                                 clamp, 0, NULL};
+                                 clamp, 0, NULL, NULL, NULL};

@@ -44,4 +44,4 @@ static void clamp(const qnode_t *n, int32_t *act_min, int32_t *act_max, int32_t 
 }
 
 const qop_kind_t qk_depthwise_conv_2d = {"DEPTHWISE_CONV_2D", parse, forward, parse_train, NULL, input_grad, NULL,
-                                         NULL, clamp, 0, NULL};
+                                         NULL, clamp, 0, NULL, NULL, NULL};

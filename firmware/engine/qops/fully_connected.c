@@ -68,11 +68,23 @@ static void weight_grad(const qnode_t *n, const qtop_t *t, uint32_t o)
     fc_i8_weight_grad(&n->k.fc, t->h[o], n->x, t->acc);
 }
 
-/* arena row j (channel o): gradient h[o]·(x − zp_in) and update in one pass */
+/* the input's non-zero columns (x != zp_in: the ReLU zeros of the layer below change nothing), listed once per step
+ * in the accumulator scratch, free once the input gradient is requantised */
+static void prepare_update(const qnode_t *n, const qtop_t *t)
+{
+    fc_i8_update_list(n->x, n->k.fc.zp_in, t->row, t->acc);
+}
+
+/* arena row j (channel o): gradient h[o]·(x − zp_in) and update in one pass over the listed columns */
 static int32_t update_row(const qnode_t *n, const qtop_t *t, uint32_t o, uint32_t j, int32_t mult, int32_t shift_e)
 {
-    return fc_i8_update_row(n->x, n->k.fc.zp_in, t->row, t->h[o], mult, shift_e, t->w_ram + j * t->row,
-                            t->w_res + j * t->row);
+    return fc_i8_update_row_listed(t->acc, n->x, n->k.fc.zp_in, t->row, t->h[o], mult, shift_e,
+                                   t->w_ram + j * t->row, t->w_res + j * t->row);
+}
+
+static int32_t grad_at(const qnode_t *n, const qtop_t *t, uint32_t o, uint32_t j)
+{
+    return t->h[o] * (n->x[j] - n->k.fc.zp_in);
 }
 
 /* one output position: a channel whose h is 0 (masked) has a zero weight-gradient row */
@@ -84,4 +96,5 @@ static void clamp(const qnode_t *n, int32_t *act_min, int32_t *act_max, int32_t 
 }
 
 const qop_kind_t qk_fully_connected = {"FULLY_CONNECTED", parse, forward, parse_train, forward_row, input_grad,
-                                       weight_grad, NULL, clamp, 1, update_row};
+                                       weight_grad, NULL, clamp, 1, update_row,
+                                       prepare_update, grad_at};

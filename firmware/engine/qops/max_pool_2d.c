@@ -42,4 +42,4 @@ static int32_t backward(const qnode_t *n, const qtop_t *t, int32_t e)
 }
 
 const qop_kind_t qk_max_pool_2d = {"MAX_POOL_2D", parse, forward, parse_train, NULL, NULL, NULL, backward, NULL, 0,
-                                   NULL};
+                                   NULL, NULL, NULL};

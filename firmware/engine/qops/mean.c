@@ -20,4 +20,4 @@ static void forward(const qnode_t *n)
     mean_i8(&n->k.mean, n->x, n->y);
 }
 
-const qop_kind_t qk_mean = {"MEAN", parse, forward, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL};
+const qop_kind_t qk_mean = {"MEAN", parse, forward, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, NULL, NULL};

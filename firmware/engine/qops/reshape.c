@@ -22,4 +22,4 @@ static int parse_train(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t, qno
     return 0;
 }
 
-const qop_kind_t qk_reshape = {"RESHAPE", parse, NULL, parse_train, NULL, NULL, NULL, NULL, NULL, 0, NULL};
+const qop_kind_t qk_reshape = {"RESHAPE", parse, NULL, parse_train, NULL, NULL, NULL, NULL, NULL, 0, NULL, NULL, NULL};

@@ -22,4 +22,4 @@ static void forward(const qnode_t *n)
     softmax_i8(&n->k.softmax, n->x, n->y);
 }
 
-const qop_kind_t qk_softmax = {"SOFTMAX", parse, forward, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL};
+const qop_kind_t qk_softmax = {"SOFTMAX", parse, forward, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, NULL, NULL};
