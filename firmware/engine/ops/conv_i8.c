@@ -55,12 +55,31 @@ static int32_t padded_wsum(const qconv_t *p, const win_t *win, const int8_t *wo)
     return sum;
 }
 
+static void requant4(const qconv_t *p, uint32_t oc, const int32_t *acc, int8_t *y)
+{
+    const int32_t *rq = p->rq + (p->rq_per_channel ? 2u * oc : 0u);
+    uint32_t st = p->rq_per_channel ? 2u : 0u;
+    y[0] = rq_out(acc[0], rq[0], rq[1], p->zp_out, p->act_min, p->act_max);
+    y[1] = rq_out(acc[1], rq[st], rq[st + 1], p->zp_out, p->act_min, p->act_max);
+    y[2] = rq_out(acc[2], rq[2 * st], rq[2 * st + 1], p->zp_out, p->act_min, p->act_max);
+    y[3] = rq_out(acc[3], rq[3 * st], rq[3 * st + 1], p->zp_out, p->act_min, p->act_max);
+}
+
 /* a window inside the input whose taps form one contiguous run of wsz values (k_h = 1, or k_w = in_w) */
 static void pixel_run(const qconv_t *p, const int8_t *xr, const int8_t *w, uint32_t wsz, int8_t *y)
 {
     uint32_t oc = 0;
-    int32_t acc[2];
-    for (; oc + 2 <= p->out_c; oc += 2, w += 2 * wsz) { /* two channels per pass: no register spills */
+    int32_t acc[4];
+    if (wsz < 64u) /* short rows: four channels per input load beat the loop setup that two would repeat */
+        for (; oc + 4 <= p->out_c; oc += 4, w += 4 * wsz) {
+            acc[0] = p->bias_eff[oc];
+            acc[1] = p->bias_eff[oc + 1];
+            acc[2] = p->bias_eff[oc + 2];
+            acc[3] = p->bias_eff[oc + 3];
+            dot4_i8(xr, w, wsz, wsz, acc);
+            requant4(p, oc, acc, y + oc);
+        }
+    for (; oc + 2 <= p->out_c; oc += 2, w += 2 * wsz) { /* long rows: two channels per pass, no register spills */
         const int32_t *rq = p->rq + (p->rq_per_channel ? 2u * oc : 0u);
         uint32_t st = p->rq_per_channel ? 2u : 0u;
         acc[0] = p->bias_eff[oc];
