@@ -491,7 +491,7 @@ def _train_plan(model: QModel, spec: QTrainSpec) -> QTrainPlan:
         if i > first and op.inputs[0] != model.ops[i - 1].outputs[0]:
             raise _refuse(i, op, "the backward path must be a chain (each op reads the previous op's output)")
         need_dx = i > first
-        if op.kind == "AVERAGE_POOL_2D":
+        if op.kind in POOLS:
             po = op.options
             assert isinstance(po, PoolOptions)
             s_y, zp_y = int8prep.qparams(model.tensors[op.outputs[0]])
@@ -499,19 +499,12 @@ def _train_plan(model: QModel, spec: QTrainSpec) -> QTrainPlan:
                 raise _refuse(i, op, "backward needs no fused activation")
             if po.filter[0] * po.filter[1] * 127 * 2**POOL_SHIFT > I32_MAX:
                 raise _refuse(i, op, "window too large for int32 gradient accumulators")
+            # MAX_POOL_2D keeps its input (the backward finds the maxima again); g passes unscaled (E, c unchanged).
+            # AVERAGE_POOL_2D keeps nothing; the real gradient keeps c while E drops by POOL_SHIFT.
+            kept = int(np.prod(model.tensors[op.inputs[0]].shape)) if op.kind == "MAX_POOL_2D" and need_dx else 0
             ops[i] = QTrainOp(i, op.kind, False, False, need_dx, False, (), np.zeros(0, np.int64),
-                              np.zeros((0, 2), np.int64), np.zeros((0, 2), np.int64), 0.0, c)
-            continue  # the real gradient keeps c: E drops by POOL_SHIFT
-        if op.kind == "MAX_POOL_2D":
-            po = op.options
-            assert isinstance(po, PoolOptions)
-            s_y, zp_y = int8prep.qparams(model.tensors[op.outputs[0]])
-            if quant.activation_range(po.activation, s_y, zp_y) != (-128, 127):
-                raise _refuse(i, op, "backward needs no fused activation")
-            n_x = int(np.prod(model.tensors[op.inputs[0]].shape))  # kept: the backward finds the maxima again
-            ops[i] = QTrainOp(i, op.kind, False, False, need_dx, False, (), np.zeros(0, np.int64),
-                              np.zeros((0, 2), np.int64), np.zeros((0, 2), np.int64), 0.0, c, n_x if need_dx else 0)
-            continue  # g passes to the maxima unscaled: E and c unchanged
+                              np.zeros((0, 2), np.int64), np.zeros((0, 2), np.int64), 0.0, c, kept)
+            continue
         if op.kind == "RESHAPE":
             ops[i] = QTrainOp(i, op.kind, False, False, need_dx, False, (), np.zeros(0, np.int64),
                               np.zeros((0, 2), np.int64), np.zeros((0, 2), np.int64), 0.0, c)

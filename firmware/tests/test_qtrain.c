@@ -345,6 +345,14 @@ static void t_dwconv_bwd(void)
     }
 }
 
+/* a random pool: make_conv's geometry, no fused activation */
+static void make_pool(qconv_t *c, qpool_t *p)
+{
+    make_conv(c);
+    *p = (qpool_t){c->in_h, c->in_w, c->in_c, c->out_h, c->out_w, c->k_h, c->k_w, c->stride_h, c->stride_w,
+                   c->pad_top, c->pad_left, -128, 127};
+}
+
 /* average pool backward: random shapes and paddings; a uniform VALID window gives g·round(65536 / (k_h·k_w)) */
 static void t_avgpool_bwd(void)
 {
@@ -352,21 +360,7 @@ static void t_avgpool_bwd(void)
         qconv_t c;
         qpool_t p;
         uint32_t n_in, n_out;
-        make_conv(&c);
-        memset(&p, 0, sizeof p);
-        p.in_h = c.in_h;
-        p.in_w = c.in_w;
-        p.c = c.in_c;
-        p.out_h = c.out_h;
-        p.out_w = c.out_w;
-        p.k_h = c.k_h;
-        p.k_w = c.k_w;
-        p.stride_h = c.stride_h;
-        p.stride_w = c.stride_w;
-        p.pad_top = c.pad_top;
-        p.pad_left = c.pad_left;
-        p.act_min = -128;
-        p.act_max = 127;
+        make_pool(&c, &p);
         n_in = (uint32_t)p.in_h * p.in_w * p.c;
         n_out = (uint32_t)p.out_h * p.out_w * p.c;
         CHECK(n_in <= TBIG && n_out <= TBIG);
@@ -392,10 +386,7 @@ static void t_maxpool_bwd(void)
         qconv_t c;
         qpool_t p;
         uint32_t n_in, n_out;
-        make_conv(&c);
-        memset(&p, 0, sizeof p);
-        p = (qpool_t){c.in_h, c.in_w, c.in_c, c.out_h, c.out_w, c.k_h, c.k_w, c.stride_h, c.stride_w, c.pad_top,
-                      c.pad_left, -128, 127};
+        make_pool(&c, &p);
         n_in = (uint32_t)p.in_h * p.in_w * p.c;
         n_out = (uint32_t)p.out_h * p.out_w * p.c;
         CHECK(n_in <= TBIG && n_out <= TBIG);

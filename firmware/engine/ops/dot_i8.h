@@ -93,6 +93,17 @@ static inline void dot4_i8(const int8_t *x, const int8_t *w, uint32_t stride, ui
     acc[3] = a3;
 }
 
+#ifdef DOT_I8_DSP
+/* four inputs against two rows: one SXTB16 pair of x shared by both rows' SMLAD pairs */
+static inline void dot2_step4(const int8_t *x, const int8_t *w0, const int8_t *w1, int32_t *a0, int32_t *a1)
+{
+    uint32_t xv = dot_ld32(x), xa = dot_sxtb16(xv), xb = dot_sxtb16_ror8(xv), wv = dot_ld32(w0);
+    *a0 = dot_smlad(xb, dot_sxtb16_ror8(wv), dot_smlad(xa, dot_sxtb16(wv), *a0));
+    wv = dot_ld32(w1);
+    *a1 = dot_smlad(xb, dot_sxtb16_ror8(wv), dot_smlad(xa, dot_sxtb16(wv), *a1));
+}
+#endif
+
 /* acc[0..1] += sum_j x[j] * w[k * stride + j] for k = 0..1: two rows per pass keep every pointer, sum and
  * temporary in a register (four rows spill on ARMv7-M's 13 registers), eight inputs per pass halve the loop cost */
 static inline void dot2_i8(const int8_t *x, const int8_t *w, uint32_t stride, uint32_t n, int32_t *acc)
@@ -100,39 +111,17 @@ static inline void dot2_i8(const int8_t *x, const int8_t *w, uint32_t stride, ui
     const int8_t *w0 = w, *w1 = w + stride;
     int32_t a0 = acc[0], a1 = acc[1];
 #ifdef DOT_I8_DSP
-    for (uint32_t q = n >> 3; q; q--) {
-        uint32_t xv = dot_ld32(x), xa = dot_sxtb16(xv), xb = dot_sxtb16_ror8(xv), wv = dot_ld32(w0);
-        a0 = dot_smlad(xa, dot_sxtb16(wv), a0);
-        a0 = dot_smlad(xb, dot_sxtb16_ror8(wv), a0);
-        wv = dot_ld32(w1);
-        a1 = dot_smlad(xa, dot_sxtb16(wv), a1);
-        a1 = dot_smlad(xb, dot_sxtb16_ror8(wv), a1);
-        xv = dot_ld32(x + 4);
-        xa = dot_sxtb16(xv);
-        xb = dot_sxtb16_ror8(xv);
-        wv = dot_ld32(w0 + 4);
-        a0 = dot_smlad(xa, dot_sxtb16(wv), a0);
-        a0 = dot_smlad(xb, dot_sxtb16_ror8(wv), a0);
-        wv = dot_ld32(w1 + 4);
-        a1 = dot_smlad(xa, dot_sxtb16(wv), a1);
-        a1 = dot_smlad(xb, dot_sxtb16_ror8(wv), a1);
-        x += 8;
-        w0 += 8;
-        w1 += 8;
+    for (uint32_t q = n >> 3; q; q--, x += 8, w0 += 8, w1 += 8) {
+        dot2_step4(x, w0, w1, &a0, &a1);
+        dot2_step4(x + 4, w0 + 4, w1 + 4, &a0, &a1);
     }
-    n &= 7u;
-    if (n >= 4u) {
-        uint32_t xv = dot_ld32(x), xa = dot_sxtb16(xv), xb = dot_sxtb16_ror8(xv), wv = dot_ld32(w0);
-        a0 = dot_smlad(xa, dot_sxtb16(wv), a0);
-        a0 = dot_smlad(xb, dot_sxtb16_ror8(wv), a0);
-        wv = dot_ld32(w1);
-        a1 = dot_smlad(xa, dot_sxtb16(wv), a1);
-        a1 = dot_smlad(xb, dot_sxtb16_ror8(wv), a1);
+    if (n & 4u) {
+        dot2_step4(x, w0, w1, &a0, &a1);
         x += 4;
         w0 += 4;
         w1 += 4;
-        n -= 4u;
     }
+    n &= 3u;
 #endif
     for (; n; n--) {
         int32_t xv = *x++;

@@ -11,10 +11,8 @@ void maxpool_i8_input_grad(const qpool_t *p, const int8_t *x, const int8_t *g, i
     memset(acc, 0, (uint32_t)p->in_h * xrow * sizeof *acc);
     for (int32_t oy = 0; oy < p->out_h; oy++)
         for (int32_t ox = 0; ox < p->out_w; ox++, g += c_n) {
-            int32_t iy0 = oy * p->stride_h - p->pad_top, ix0 = ox * p->stride_w - p->pad_left;
-            int32_t y0 = iy0 < 0 ? 0 : iy0, x0 = ix0 < 0 ? 0 : ix0;
-            int32_t y1 = iy0 + p->k_h < p->in_h ? iy0 + p->k_h : p->in_h;
-            int32_t x1 = ix0 + p->k_w < p->in_w ? ix0 + p->k_w : p->in_w;
+            qpool_win_t win = qpool_window(p, oy, ox);
+            int32_t y0 = win.y0, x0 = win.x0, y1 = win.y1, x1 = win.x1;
             if (y1 <= y0 || x1 <= x0)
                 continue;
             for (uint32_t c = 0; c < c_n; c++) {

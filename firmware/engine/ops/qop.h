@@ -38,6 +38,23 @@ typedef struct {
     int32_t act_min, act_max;
 } qpool_t;
 
+/* the in-bounds taps [y0, y1) x [x0, x1) of pool output (oy, ox): the window clipped to the input (the pools' one
+ * rule for padding: padding taps are not taps) */
+typedef struct {
+    int32_t y0, y1, x0, x1;
+} qpool_win_t;
+
+static inline qpool_win_t qpool_window(const qpool_t *p, int32_t oy, int32_t ox)
+{
+    int32_t iy0 = oy * p->stride_h - p->pad_top, ix0 = ox * p->stride_w - p->pad_left;
+    qpool_win_t w;
+    w.y0 = iy0 < 0 ? 0 : iy0;
+    w.x0 = ix0 < 0 ? 0 : ix0;
+    w.y1 = iy0 + p->k_h < p->in_h ? iy0 + p->k_h : p->in_h;
+    w.x1 = ix0 + p->k_w < p->in_w ? ix0 + p->k_w : p->in_w;
+    return w;
+}
+
 /* mean over h and w of an h x w x c tensor: (sum - zp_in * n) * M + zp_out, M folds 1/n in (host) */
 typedef struct {
     uint16_t h, w, c;
