@@ -183,3 +183,20 @@ def test_bench_plan_of_a_tflite_is_the_same_under_any_hash_seed(tmp_path: Path):
                                   text=True, check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout
                    for seed in ("0", "1", "2")}
         assert len(outputs) == 1 and "planned" in next(iter(outputs)), technique
+
+
+@pytest.mark.twin
+def test_bench_bench_json_measures_the_aifes_cnn_workload_beside_aifes(tmp_path: Path):
+    """`bench bench --workload cnn`: the CNN (conv, maxpool, dense) trained on the M7 twin, its measured counts and
+    peaks next to AIfES's figures, the training memory labelled planned."""
+    proc = subprocess.run([*BENCH, "bench", "--workload", "cnn", "--board", "nucleo-f746zg", "--steps", "4", "--json",
+                           "--out", str(tmp_path)], capture_output=True, text=True, check=False, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert "planned" in data["how"] and "measured" in data["how"]
+    cnn = data["workloads"]["cnn"]
+    assert set(data["workloads"]) == {"cnn"} and cnn["aifes"]["aifes_step"] == 2_990_725
+    full = next(c for c in cnn["costs"] if c["technique"] == "full-fp32")
+    assert full["unit"] == "instructions" and 0 < full["total"] < cnn["aifes"]["aifes_step"]
+    assert full["params_bytes"] == 4 * (8 * 9 + 8 + 10 * 392 + 10)  # conv 3x3x8 + dense 392 -> 10, fp32
+    assert 0 < full["stack_peak_bytes"] < full["arena_peak_bytes"]

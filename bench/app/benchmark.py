@@ -18,10 +18,6 @@ from bench.app.runner import Bench, load_profile, with_overrides
 from bench.config.boards import RackEntry
 from bench.config.profile import Profile, parse_technique
 
-AIFES_MLP_STEP = 282_550
-AIFES_MLP_FORWARD = 16_238
-TARGET_RATIO = 5.0
-
 
 @dataclass(frozen=True)
 class Workload:
@@ -39,8 +35,7 @@ class Workload:
 
 
 WORKLOADS = {
-    "mlp": Workload("MLP 64-32-10", "digits-mlp", "digits-drift", AIFES_MLP_STEP, AIFES_MLP_FORWARD, 9_640, 18_504,
-                    8_792, TARGET_RATIO),
+    "mlp": Workload("MLP 64-32-10", "digits-mlp", "digits-drift", 282_550, 16_238, 9_640, 18_504, 8_792, 5.0),
     "cnn": Workload("CNN 1x16x16 -> conv 3x3x8 (ReLU) -> maxpool 2 -> dense 10", "aifes-cnn", "digits16-drift",
                     2_990_725, 778_402, 16_040, 48_584, 16_280, 10.0),
 }
@@ -86,11 +81,6 @@ def workload_costs(out: Path, workload: Workload, boards: list[str], techniques:
                                   params, training, cast(float, row["arena_peak_bytes"]),
                                   cast(float, row["stack_peak_bytes"])))
     return costs
-
-
-def mlp_step_costs(out: Path, boards: list[str], techniques: list[str], steps: int = 50) -> list[StepCost]:
-    """Mean counts per training step of the digits MLP (64-32-10), measured on each board's twin."""
-    return workload_costs(out, WORKLOADS["mlp"], boards, techniques, steps)
 
 
 SMLAD_BOUND = 0.5  # instructions per MAC with SMLAD: two 16-bit MACs per instruction (Cortex-M4/M7 DSP)
