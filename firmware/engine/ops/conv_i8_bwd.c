@@ -6,6 +6,7 @@
  * register sum over the output columns whose tap is inside the input. */
 #include <string.h>
 #include "qgrad.h"
+#include "dot_i8.h"
 
 typedef struct {
     int32_t iy0, ix0;
@@ -108,12 +109,58 @@ static void weight_grad_taps(const qconv_t *p, const int16_t *h, const int8_t *x
     }
 }
 
+#ifdef DOT_I8_DSP
+#define WG_PAIRS_MAX 256u
+
+/* One input channel at stride 1 with small planes (a first layer): this channel's h and the input minus zp_in are
+ * copied once into int16 planes on the stack, so along an output row both operands of a tap are contiguous int16
+ * pairs and one SMLAD takes two pixels (unaligned word loads: ARMv7-M allows them). Returns 0 when the shape does
+ * not qualify. */
+static int weight_grad_pairs(const qconv_t *p, const int16_t *h, const int8_t *x, int32_t *a)
+{
+    int16_t xz[WG_PAIRS_MAX], hc[WG_PAIRS_MAX];
+    const uint32_t n_in = (uint32_t)p->in_h * p->in_w, n_out = (uint32_t)p->out_h * p->out_w, out_w = p->out_w;
+    if (p->in_c != 1u || p->stride_w != 1u || n_in > WG_PAIRS_MAX || n_out > WG_PAIRS_MAX)
+        return 0;
+    for (uint32_t j = 0; j < n_in; j++)
+        xz[j] = (int16_t)(x[j] - p->zp_in);
+    for (uint32_t q = 0; q < n_out; q++)
+        hc[q] = h[q * p->out_c];
+    for (uint32_t kx = 0; kx < p->k_w; kx++) {
+        uint32_t ox0, ox1;
+        tap_cols(p, kx, &ox0, &ox1);
+        for (uint32_t ky = 0; ky < p->k_h; ky++) {
+            int32_t s = 0;
+            for (uint32_t oy = 0; oy < p->out_h && ox1 > ox0; oy++) {
+                int32_t iy = (int32_t)(oy * p->stride_h) - (int32_t)p->pad_top + (int32_t)ky;
+                const int16_t *hp = hc + oy * out_w + ox0, *xp;
+                uint32_t n = ox1 - ox0;
+                if (iy < 0 || iy >= (int32_t)p->in_h)
+                    continue;
+                xp = xz + (uint32_t)iy * p->in_w + ox0 + kx - p->pad_left;
+                for (; n >= 2u; n -= 2u, hp += 2, xp += 2)
+                    s = dot_smlad(dot_ld32((const int8_t *)(const void *)hp), dot_ld32((const int8_t *)(const void *)xp),
+                                  s);
+                if (n)
+                    s += *hp * *xp;
+            }
+            a[ky * p->k_w + kx] = s;
+        }
+    }
+    return 1;
+}
+#endif
+
 void conv_i8_weight_grad(const qconv_t *p, const int16_t *h, const int8_t *x, uint32_t oc, int32_t *a)
 {
     uint32_t ic = p->in_c, xrow = (uint32_t)p->in_w * ic, wrow = (uint32_t)p->k_w * ic;
     int32_t zp = p->zp_in;
     memset(a, 0, (uint32_t)p->k_h * wrow * sizeof *a);
     h += oc;
+#ifdef DOT_I8_DSP
+    if (weight_grad_pairs(p, h, x, a))
+        return;
+#endif
     if (ic < 4u) {
         weight_grad_taps(p, h, x, a);
         return;
