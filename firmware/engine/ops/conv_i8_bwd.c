@@ -110,7 +110,7 @@ static void weight_grad_taps(const qconv_t *p, const int16_t *h, const int8_t *x
 }
 
 #ifdef DOT_I8_DSP
-#define WG_PAIRS_MAX 256u
+#define WG_PAIRS_MAX 128u /* 512 B of stack: a first layer up to 11×11 (digits-cnn: 8×8 in, 6×6 out) */
 
 /* One input channel at stride 1 with small planes (a first layer): this channel's h and the input minus zp_in are
  * copied once into int16 planes on the stack, so along an output row both operands of a tap are contiguous int16
