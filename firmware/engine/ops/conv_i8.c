@@ -135,8 +135,8 @@ static void pixel(const qconv_t *p, const win_t *win, const int8_t *x, const int
 
 /* Short kernel rows (few input channels, e.g. the first layer's 3×3×1): the window is gathered into one contiguous
  * patch of k_h·k_w·in_c bytes first, padding taps filled with zp_in (so they add zp_in·w, which bias_eff's −zp_in·Σw
- * cancels: no border correction), and each group of four channels is one dot4_i8 over the whole patch instead of
- * k_h runs of a few bytes. */
+ * cancels: no border correction), and every channel is one dot product over the whole patch (patch_channels) instead
+ * of k_h runs of a few bytes. */
 #define CONV_PATCH_MAX 64u
 
 /* every output channel of one patch: on DSP cores the patch is widened to SXTB16 pairs once, so each channel costs
@@ -184,19 +184,26 @@ __attribute__((optimize("no-tree-loop-distribute-patterns"))) static void conv_p
             int8_t *q = patch;
             for (uint32_t ky = 0; ky < p->k_h; ky++, q += run) { /* runs < 8 bytes: copied inline, no calls */
                 int32_t iy = iy0 + (int32_t)ky;
-                const int8_t *xr = x + ((int32_t)iy * (int32_t)p->in_w + ix0) * (int32_t)ic;
                 if (iy < 0 || iy >= (int32_t)p->in_h) {
                     for (uint32_t j = 0; j < run; j++)
                         q[j] = zp;
-                } else if (ix0 >= 0 && ix0 + (int32_t)p->k_w <= (int32_t)p->in_w) {
+                    continue;
+                }
+                if (ix0 >= 0 && ix0 + (int32_t)p->k_w <= (int32_t)p->in_w) { /* the whole row inside */
+                    const int8_t *xr = x + ((uint32_t)iy * p->in_w + (uint32_t)ix0) * ic;
                     for (uint32_t j = 0; j < run; j++)
                         q[j] = xr[j];
-                } else {
-                    for (uint32_t kx = 0; kx < p->k_w; kx++) {
-                        int32_t ix = ix0 + (int32_t)kx;
-                        int inside = ix >= 0 && ix < (int32_t)p->in_w;
+                    continue;
+                }
+                for (uint32_t kx = 0; kx < p->k_w; kx++) { /* pointers formed for in-bounds taps only */
+                    int32_t ix = ix0 + (int32_t)kx;
+                    if (ix < 0 || ix >= (int32_t)p->in_w) {
                         for (uint32_t c = 0; c < ic; c++)
-                            q[kx * ic + c] = inside ? xr[kx * ic + c] : zp;
+                            q[kx * ic + c] = zp;
+                    } else {
+                        const int8_t *xt = x + ((uint32_t)iy * p->in_w + (uint32_t)ix) * ic;
+                        for (uint32_t c = 0; c < ic; c++)
+                            q[kx * ic + c] = xt[c];
                     }
                 }
             }
