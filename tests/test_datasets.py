@@ -149,3 +149,28 @@ def test_a_users_csv_and_image_folder_train_on_a_twin_through_profiles(tmp_path:
     meta = json.loads((tmp_path / "o2" / "meta.json").read_text())
     assert meta["task"]["provenance"][-1].startswith("adapted to the model: resized 16x16 -> 8x8 (bilinear); "
                                                      "3 channels -> 1 (mean); quantised with the model's input")
+
+
+def test_a_task_folder_is_read_once_until_it_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The profile check and the bench's preparation both load the task: an image folder is decoded once; a new
+    image, another seed or another [dataset] table reads it again."""
+    from bench.model.tasks import files
+
+    reads: list[Path] = []
+    real = files._folder
+    monkeypatch.setattr(files, "_folder", lambda path, spec: (reads.append(path), real(path, spec))[1])
+    rng = np.random.default_rng(3)
+    for label in ("a", "b"):
+        (tmp_path / "imgs" / label).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (5, 5)).astype(np.uint8)).save(tmp_path / "imgs" / label / f"{i}.png")
+    spec = DatasetSpec(image_size=(5, 5))
+    first = load_task(str(tmp_path / "imgs"), 1, spec)
+    assert load_task(str(tmp_path / "imgs"), 1, spec) is first and len(reads) == 1
+    assert not first.x_train.flags.writeable  # shared, so read-only
+    load_task(str(tmp_path / "imgs"), 2, spec)
+    load_task(str(tmp_path / "imgs"), 1, DatasetSpec(image_size=(4, 4)))
+    assert len(reads) == 3
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(tmp_path / "imgs" / "a" / "new.png")
+    again = load_task(str(tmp_path / "imgs"), 1, spec)
+    assert len(reads) == 4 and len(again.x_train) + len(again.x_eval) + len(again.x_pretrain) == 13

@@ -38,11 +38,37 @@ def task_path(task: str) -> Path:
     return REPO_ROOT / path
 
 
+_CACHE_SIZE = 4
+_cache: dict[tuple[object, ...], DeviceDataset] = {}
+
+
+def _fingerprint(path: Path) -> tuple[object, ...]:
+    """What identifies a task file's contents without reading them: size and mtime of the file, or of every file
+    in the folder (a changed, added or removed image changes it)."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        return tuple((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    st = path.stat()
+    return (st.st_size, st.st_mtime_ns)
+
+
 def load_file_task(task: str, seed: int, spec: DatasetSpec | None = None) -> DeviceDataset:
+    """The task in a user's file or folder. The result is cached by path, contents fingerprint, seed and
+    ``[dataset]`` table: the early profile check and the bench's preparation read a large image folder once (its
+    arrays are read-only, so sharing them is safe)."""
     spec = spec or DatasetSpec()
     path = task_path(task)
     if not path.exists():
         raise DatasetError(f"task file {path} not found (profile key 'task' = {task!r})")
+    key = (str(path.resolve()), _fingerprint(path), seed, spec.model_dump_json())
+    if key not in _cache:
+        if len(_cache) >= _CACHE_SIZE:
+            del _cache[next(iter(_cache))]
+        _cache[key] = _read_file_task(path, seed, spec)
+    return _cache[key]
+
+
+def _read_file_task(path: Path, seed: int, spec: DatasetSpec) -> DeviceDataset:
     rng = np.random.default_rng(seed)
     if path.is_dir():
         x, y, classes = _folder(path, spec)
