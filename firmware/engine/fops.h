@@ -24,6 +24,19 @@ typedef struct fop_kind {
     void (*backward)(run_t *r, uint8_t i, const layer_t *L);
 } fop_kind_t;
 
+/* the backward of an op without parameters: its input gradient (grad), timed as backward; nothing below first_bwd
+ * + 1, where need_dx is clear */
+static inline void fop_input_grad_only(run_t *r, const layer_t *L, void (*grad)(const layer_t *L))
+{
+    uint64_t t;
+    if (!(L->flags & LF_NEED_DX))
+        return;
+    port_marker(PORT_MARK_BACKWARD);
+    t = port_ticks();
+    grad(L);
+    r->t_bwd += ft_since(t);
+}
+
 /* by op code; NULL for unknown codes */
 extern const fop_kind_t *const fop_kinds[OP_COUNT];
 

@@ -26,16 +26,15 @@ static void forward(const layer_t *L)
     maxpool_forward(&L->s, L->in, L->out);
 }
 
+static void input_grad(const layer_t *L)
+{
+    maxpool_input_grad(&L->s, L->in, L->dout, L->din);
+}
+
 static void backward(run_t *r, uint8_t i, const layer_t *L)
 {
-    uint64_t t;
     (void)i;
-    if (!(L->flags & LF_NEED_DX))
-        return;
-    port_marker(PORT_MARK_BACKWARD);
-    t = port_ticks();
-    maxpool_input_grad(&L->s, L->in, L->dout, L->din);
-    r->t_bwd += ft_since(t);
+    fop_input_grad_only(r, L, input_grad);
 }
 
 const fop_kind_t fk_maxpool = {"MAXPOOL2D", check_dims, row, 0, 0, 0, 1, forward, backward};

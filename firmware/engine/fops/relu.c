@@ -20,16 +20,15 @@ static void forward(const layer_t *L)
     relu_forward(L->in, L->out, L->n_in);
 }
 
+static void input_grad(const layer_t *L)
+{
+    relu_backward(L->out, L->dout, L->din, L->n_in);
+}
+
 static void backward(run_t *r, uint8_t i, const layer_t *L)
 {
-    uint64_t t;
     (void)i;
-    if (!(L->flags & LF_NEED_DX))
-        return;
-    port_marker(PORT_MARK_BACKWARD);
-    t = port_ticks();
-    relu_backward(L->out, L->dout, L->din, L->n_in);
-    r->t_bwd += ft_since(t);
+    fop_input_grad_only(r, L, input_grad);
 }
 
 const fop_kind_t fk_relu = {"RELU", check_dims, row, 1, 0, 0, 0, forward, backward};
