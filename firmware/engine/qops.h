@@ -19,7 +19,7 @@ struct qop_kind {
     void (*forward_row)(const qnode_t *n, const qtop_t *t, uint32_t o, const int8_t *w);
     /* weighted ops: the input gradient accumulators t->acc from h */
     void (*input_grad)(const qnode_t *n, const qtop_t *t);
-    /* weighted ops: output channel o's weight-gradient accumulators t->acc */
+    /* weighted ops: output channel o's weight-gradient accumulators t->acc; NULL when update_row fuses them */
     void (*weight_grad)(const qnode_t *n, const qtop_t *t, uint32_t o);
     /* ops without weights on the backward path: the int8 input gradient t->din from t->dout (exponent e of dout);
      * returns the input gradient's exponent. NULL with input_grad NULL: the gradient aliases (RESHAPE) */

@@ -1,7 +1,7 @@
 /* Backward of int8 FULLY_CONNECTED (one input row): the input gradient accumulates four weight rows per pass over
  * acc (acc[j] += h0·w0[j] + h1·w1[j] + h2·w2[j] + h3·w3[j]), rows read through qrows_t (sparse update: trained
  * rows from the arena, the others from flash); the weight gradient of one channel is h_o·(x - zp_in), which training
- * never stores: fc_i8_update_row folds it into the update. */
+ * never stores: fc_i8_update_row folds it into the update, and the report reads it one value at a time. */
 #include <string.h>
 #include "qgrad.h"
 #include "qstep.h"
@@ -34,22 +34,9 @@ void fc_i8_input_grad(const qfc_t *p, const int16_t *h, const qrows_t *w, int32_
     }
 }
 
-void fc_i8_weight_grad(const qfc_t *p, int32_t h_o, const int8_t *x, int32_t *a)
+int32_t fc_i8_weight_grad_at(const qfc_t *p, int32_t h_o, const int8_t *x, uint32_t j)
 {
-    uint32_t n = p->in_c, j = 0;
-    int32_t off = -h_o * p->zp_in;
-    if (h_o == 0) {
-        memset(a, 0, n * sizeof *a);
-        return;
-    }
-    for (; j + 4 <= n; j += 4) {
-        a[j] = h_o * x[j] + off;
-        a[j + 1] = h_o * x[j + 1] + off;
-        a[j + 2] = h_o * x[j + 2] + off;
-        a[j + 3] = h_o * x[j + 3] + off;
-    }
-    for (; j < n; j++)
-        a[j] = h_o * x[j] + off;
+    return h_o * (x[j] - p->zp_in);
 }
 
 /* the row step: M and s as fc_i8_update_row (qgrad.h) defines them; returns 0 when every Δ of the row is 0 */

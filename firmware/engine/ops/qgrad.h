@@ -56,8 +56,9 @@ void qgrad_prep_ref(const int8_t *g, const int8_t *y, int32_t lo, int32_t hi, co
 /* FULLY_CONNECTED (one input row): acc[j] = sum_o h[o]·W̄[o][j] (j < in_c) */
 void fc_i8_input_grad(const qfc_t *p, const int16_t *h, const qrows_t *w, int32_t *acc);
 void fc_i8_input_grad_ref(const qfc_t *p, const int16_t *h, const qrows_t *w, int32_t *acc);
-/* a[j] = h_o·(x[j] - zp_in): one output channel's weight-gradient accumulators */
-void fc_i8_weight_grad(const qfc_t *p, int32_t h_o, const int8_t *x, int32_t *a);
+/* a[j] = h_o·(x[j] - zp_in): one output channel's weight-gradient accumulators (training fuses them into the
+ * update; fc_i8_weight_grad_at is one of them, for the report) */
+int32_t fc_i8_weight_grad_at(const qfc_t *p, int32_t h_o, const int8_t *x, uint32_t j);
 void fc_i8_weight_grad_ref(const qfc_t *p, int32_t h_o, const int8_t *x, int32_t *a);
 
 /* CONV_2D: acc[iy][ix][ic] = sum over outputs and in-bounds taps of h·W̄ (the transposed convolution) */

@@ -63,11 +63,6 @@ static void input_grad(const qnode_t *n, const qtop_t *t)
     fc_i8_input_grad(&n->k.fc, t->h, &t->rows, t->acc);
 }
 
-static void weight_grad(const qnode_t *n, const qtop_t *t, uint32_t o)
-{
-    fc_i8_weight_grad(&n->k.fc, t->h[o], n->x, t->acc);
-}
-
 /* the input's non-zero columns (x != zp_in: the ReLU zeros of the layer below change nothing), listed once per step
  * in the accumulator scratch, free once the input gradient is requantised */
 static void prepare_update(const qnode_t *n, const qtop_t *t)
@@ -84,7 +79,7 @@ static int32_t update_row(const qnode_t *n, const qtop_t *t, uint32_t o, uint32_
 
 static int32_t grad_at(const qnode_t *n, const qtop_t *t, uint32_t o, uint32_t j)
 {
-    return t->h[o] * (n->x[j] - n->k.fc.zp_in);
+    return fc_i8_weight_grad_at(&n->k.fc, t->h[o], n->x, j);
 }
 
 /* one output position: a channel whose h is 0 (masked) has a zero weight-gradient row */
@@ -96,5 +91,5 @@ static void clamp(const qnode_t *n, int32_t *act_min, int32_t *act_max, int32_t 
 }
 
 const qop_kind_t qk_fully_connected = {"FULLY_CONNECTED", parse, forward, parse_train, forward_row, input_grad,
-                                       weight_grad, NULL, clamp, 1, update_row,
+                                       NULL, NULL, clamp, 1, update_row,
                                        prepare_update, grad_at};
