@@ -14,9 +14,10 @@ from typing import cast
 import numpy as np
 
 from bench import plan as bench_plan
-from bench.app.runner import Bench, load_profile, with_overrides
+from bench.app.runner import Bench, Prepared, load_profile, with_overrides
 from bench.config.boards import RackEntry
-from bench.config.profile import Profile, parse_technique
+from bench.config.profile import Profile, Technique, parse_technique
+from bench.records.run import RunRecord
 
 
 @dataclass(frozen=True)
@@ -66,21 +67,22 @@ def workload_costs(out: Path, workload: Workload, boards: list[str], techniques:
                       techniques=tuple(techniques), steps=steps, eval_samples=1, check_steps=0)
     bench = Bench(out)
     prepared = bench.prepare(profile)
-    assert prepared.model is not None
-    params = 4 * prepared.model.n_params()
-    costs = []
-    for board in boards:
-        for name in techniques:
-            record = bench.run(prepared, RackEntry(board=board), parse_technique(name))
-            if record.status != "ok":
-                raise RuntimeError(f"{record.run_id}: {record.status}: {record.error}")
-            fwd, bwd, upd = record.mean_counts()
-            row = record.run_row()
-            training = sum(cast(float, row[f"planned_{k}_bytes"]) for k in ("activations", "gradients", "optimizer"))
-            costs.append(StepCost(board, name, fwd, bwd, upd, record.counting.unit if record.counting else "?",
-                                  params, training, cast(float, row["arena_peak_bytes"]),
-                                  cast(float, row["stack_peak_bytes"])))
-    return costs
+    return [_measured(bench, prepared, board, parse_technique(name))[1] for board in boards for name in techniques]
+
+
+def _measured(bench: Bench, prepared: Prepared, board: str, technique: Technique) -> tuple[RunRecord, StepCost]:
+    """One run on ``board``'s twin (anything but ok is an error: a benchmark has no partial figures) and its mean
+    step: counts by phase, the model's parameter bytes, planned training memory, measured arena and stack peaks."""
+    record = bench.run(prepared, RackEntry(board=board), technique)
+    if record.status != "ok":
+        raise RuntimeError(f"{record.run_id}: {record.status}: {record.error}")
+    fwd, bwd, upd = record.mean_counts()
+    row = record.run_row()
+    training = sum(cast(float, row[f"planned_{k}_bytes"]) for k in ("activations", "gradients", "optimizer"))
+    params = 4 * prepared.model.n_params() if prepared.model is not None else 0
+    unit = record.counting.unit if record.counting else "?"
+    return record, StepCost(board, technique.name, fwd, bwd, upd, unit, params, training,
+                            cast(float, row["arena_peak_bytes"]), cast(float, row["stack_peak_bytes"]))
 
 
 SMLAD_BOUND = 0.5  # instructions per MAC with SMLAD: two 16-bit MACs per instruction (Cortex-M4/M7 DSP)
@@ -124,17 +126,14 @@ def op_costs(out: Path, boards: list[str], steps: int = 30) -> tuple[list[OpCost
     steps_out: list[StepCost] = []
     for board in boards:
         for name in ("full-fp32", "full-int8"):
-            record = bench.run(prepared, RackEntry(board=board), profile.technique(name))
-            if record.status != "ok":
-                raise RuntimeError(f"{record.run_id}: {record.status}: {record.error}")
+            record, step = _measured(bench, prepared, board, profile.technique(name))
             numerics = name.split("-", 1)[1]
             for row in record.layer_rows():
                 i = cast(int, row["layer"])
                 kind, macs, weights = work[numerics][i] if i < len(work[numerics]) else ("?", 0, 0)
                 counts = (cast(float, row[f"instr_{p}_per_step"]) for p in ("fwd", "bwd", "upd"))
                 ops.append(OpCost(board, numerics, i, kind, macs, weights, *counts))
-            fwd, bwd, upd = record.mean_counts()
-            steps_out.append(StepCost(board, name, fwd, bwd, upd, record.counting.unit if record.counting else "?"))
+            steps_out.append(step)
     return ops, steps_out
 
 
