@@ -33,6 +33,9 @@ from bench.link.protocol import (
     Stop,
     Strings,
     Summary,
+    WData,
+    WGet,
+    WSet,
     clean_text,
     decode_command,
     decode_message,
@@ -54,8 +57,10 @@ MESSAGES = [
     Fault(3, 0x0800_1234, 0xFFFF_FFF9, 0x0000_8200, 70_000, 65_536, "arena too small"),
     Pong(0xDEADBEEF),
     Ack(0x81, 0, 0x1234_5678),
+    WData(2, 0, 9216, 240, tuple(float(i) / 8 for i in range(240))),
 ]
-COMMANDS = [Start(100, 0.0078125, 1234, 10, 0), Stop(), Ping(0xCAFEF00D)]
+COMMANDS = [Start(100, 0.0078125, 1234, 10, 0), Start(5, 0.125, 9, out_flags=Start.RESUME), Stop(), Ping(0xCAFEF00D),
+            WSet(0, 1, 8, 6, (1.5, -0.25)), WGet()]
 
 
 def frame_of(data: bytes) -> Frame:
@@ -384,6 +389,22 @@ def test_frame_offset_points_at_the_frame_in_the_stream() -> None:
         decode_message(frames[2])
 
 
+@pytest.mark.parametrize("cls", [WData, WSet], ids=lambda c: c.__name__)
+def test_parameter_chunks_follow_the_doc_and_are_bounded(cls: type) -> None:
+    """WDATA and WSET share one head (docs/protocol.md); a chunk past its tensor, over 240 values or with a body
+    that disagrees with its count is refused."""
+    assert _doc_layout(_doc_bodies()[cls.TYPE.name]) == list(cls.HEAD.items)
+    good = cls(1, 0, 10, 8, (1.0, 2.0))
+    body = good.pack()
+    assert cls.unpack(frame_of(encode_frame(cls.TYPE, 0, body))) == good
+    past = body[:8] + struct.pack("<I", 9) + body[12:]  # offset 9 + 2 values > total 10
+    for bad, why in ((past, "exceed total"), (body[:-4], "too short"), (body + b"\0" * 4, "too long")):
+        with pytest.raises(ProtocolError, match=why):
+            cls.unpack(frame_of(encode_frame(cls.TYPE, 0, bad)))
+    with pytest.raises(ValueError, match="exceeds 240"):
+        cls(0, 0, 300, 0, (0.0,) * 241).pack()
+
+
 def test_layer_costs_round_trip_and_bound():
     from bench.link.protocol import LayerCost, LayerCosts
 
@@ -422,7 +443,7 @@ def _doc_layout(body: str) -> list[tuple[str, str]]:
     return items
 
 
-@pytest.mark.parametrize("cls", [Hello, Step, Eval, Summary, Log, Fault, Pong, Ack, Start, Stop, Ping],
+@pytest.mark.parametrize("cls", [Hello, Step, Eval, Summary, Log, Fault, Pong, Ack, Start, Stop, Ping, WGet],
                          ids=lambda c: c.__name__)
 def test_doc_table_matches_the_declared_layout(cls: type) -> None:
     """Each fixed body in docs/protocol.md is the message's `Layout`, field by field: names, widths and order (HELLO's

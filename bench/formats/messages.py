@@ -32,6 +32,10 @@ OUTPUT_HEAD = Layout((("sample", "I"), ("op", "B"), ("phase", "B"), ("_", "H"), 
                       ("count", "H"), ("_", "H")))  # then count int8 codes
 START = Layout((("steps", "I"), ("lr", "f"), ("seed", "I"), ("grad_every", "H"), ("eval_samples", "H"),
                 ("out_samples", "H"), ("out_flags", "H")))
+# WSET (host→device) and WDATA (device→host) carry a slice of one trainable tensor, laid out as in GRAD
+WPARAM_HEAD = Layout((("layer", "B"), ("param", "B"), ("_", "H"), ("total", "I"), ("offset", "I"), ("count", "H"),
+                      ("_", "H")))  # then count f32 values
+WGET = Layout(())
 STOP = Layout(())
 PING = Layout((("nonce", "I"),))
 SELFTEST = Layout((("kind", "I"),))
@@ -42,4 +46,5 @@ MESSAGES: dict[str, Layout] = {
     "MSG_GRAD_HEAD": GRAD_HEAD, "MSG_EVAL": EVAL, "MSG_SUMMARY": SUMMARY, "MSG_LOG": LOG, "MSG_FAULT": FAULT,
     "MSG_PONG": PONG, "MSG_ACK": ACK, "MSG_LAYERS_HEAD": LAYERS_HEAD, "MSG_LAYERS_ENTRY": LAYERS_ENTRY,
     "MSG_OUTPUT_HEAD": OUTPUT_HEAD, "MSG_START": START, "MSG_PING": PING, "MSG_SELFTEST": SELFTEST,
+    "MSG_WPARAM_HEAD": WPARAM_HEAD,
 }

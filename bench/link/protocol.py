@@ -52,10 +52,13 @@ class MsgType(IntEnum):
     ACK = 0x0A
     LAYERS = 0x0B
     OUTPUT = 0x0C
+    WDATA = 0x0D
     START = 0x81
     STOP = 0x82
     PING = 0x83
     SELFTEST = 0x84
+    WSET = 0x85
+    WGET = 0x86
 
 
 def type_name(code: int) -> str:
@@ -624,6 +627,8 @@ class Start(_Wire):
     out_samples: int = 0
     out_flags: int = 0
 
+    RESUME: ClassVar[int] = 0x02  # out_flags bit 1: train on the parameters in SRAM (fp32 plans)
+
 
 @dataclass(frozen=True)
 class Stop(_Wire):
@@ -728,14 +733,70 @@ class Output:
         return cls(**h, values=frame.body[cls.HEAD.size:])
 
 
-Message = Hello | Step | GradStats | GradChunk | Eval | Summary | Log | Fault | Pong | Ack | LayerCosts | Output
-Command = Start | Stop | Ping | SelfTest
+@dataclass(frozen=True)
+class ParamChunk:
+    """A slice of one trainable fp32 tensor of the plan (``layer``, ``param`` 0 weight / 1 bias; layout as in GRAD):
+    values [offset, offset + count) of ``total``. The device sends them as WDATA (answering WGET), the host as WSET
+    (docs/protocol.md, "Parameters over the wire")."""
+
+    HEAD: ClassVar[Layout] = messages.WPARAM_HEAD
+    MAX_VALUES: ClassVar[int] = 240
+
+    layer: int
+    param: int
+    total: int
+    offset: int
+    values: tuple[float, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.values)
+
+    def pack(self) -> bytes:
+        if self.count > self.MAX_VALUES:
+            raise ValueError(f"parameter chunk of {self.count} values exceeds {self.MAX_VALUES}")
+        return self.HEAD.pack(self) + _pack(_values_struct(self.count, "f"), *self.values)
+
+    @classmethod
+    def unpack(cls, frame: Frame) -> Self:
+        h = _fields(cls.HEAD, frame)
+        count = h.pop("count")
+        _bounded_slice(frame, cls.__name__, cls.HEAD.size, 4, count, cls.MAX_VALUES, h["offset"], h["total"])
+        return cls(**h, values=_values_struct(count, "f").unpack_from(frame.body, cls.HEAD.size))
+
+
+@dataclass(frozen=True)
+class WData(ParamChunk):
+    """Device → host: a slice of a trainable tensor, answering WGET (an ACK of WGET follows the last one)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.WDATA
+
+
+@dataclass(frozen=True)
+class WSet(ParamChunk):
+    """Host → device (idle only): write a slice of a trainable tensor into its SRAM copy; answered by ACK."""
+
+    TYPE: ClassVar[MsgType] = MsgType.WSET
+
+
+@dataclass(frozen=True)
+class WGet(_Wire):
+    """Host → device (idle only): send every trainable tensor as WDATA, then ACK."""
+
+    TYPE: ClassVar[MsgType] = MsgType.WGET
+    LAYOUT: ClassVar[Layout] = messages.WGET
+
+
+Message = (Hello | Step | GradStats | GradChunk | Eval | Summary | Log | Fault | Pong | Ack | LayerCosts | Output
+           | WData)
+Command = Start | Stop | Ping | SelfTest | WSet | WGet
 
 _MESSAGES: dict[int, Callable[[Frame], Message]] = {
     c.TYPE: c.unpack
-    for c in (Hello, Step, GradStats, GradChunk, Eval, Summary, Log, Fault, Pong, Ack, LayerCosts, Output)
+    for c in (Hello, Step, GradStats, GradChunk, Eval, Summary, Log, Fault, Pong, Ack, LayerCosts, Output, WData)
 }
-_COMMANDS: dict[int, Callable[[Frame], Command]] = {c.TYPE: c.unpack for c in (Start, Stop, Ping, SelfTest)}
+_COMMANDS: dict[int, Callable[[Frame], Command]] = {
+    c.TYPE: c.unpack for c in (Start, Stop, Ping, SelfTest, WSet, WGet)}
 
 
 def encode_message(msg: Message, seq: int) -> bytes:
@@ -801,6 +862,7 @@ __all__ = [
     "Message",
     "MsgType",
     "Output",
+    "ParamChunk",
     "Ping",
     "Pong",
     "ProtocolError",
@@ -809,6 +871,9 @@ __all__ = [
     "Step",
     "Stop",
     "Summary",
+    "WData",
+    "WGet",
+    "WSet",
     "clean_text",
     "decode_command",
     "decode_message",

@@ -43,6 +43,12 @@ class TrainSettings:
     seed: int
     grad_every: int = 0
     eval_samples: int = 0
+    resume: bool = False  # train on the parameters in SRAM (fp32 plans: WSET or the last run), not the plan's
+
+
+# (layer, param) -> the tensor's values in the GRAD layout (docs/protocol.md, "Parameters over the wire")
+Params = dict[tuple[int, int], list[float]]
+MAX_PARAM_VALUES = 1 << 22  # 16 MB of fp32: more than any board's SRAM, so a device claiming more is lying
 
 
 def hello(link: Link, timeout: float = 10.0) -> proto.Hello:
@@ -120,7 +126,8 @@ def train(link: Link, sink: MessageSink, settings: TrainSettings, idle_timeout: 
     ``idle_timeout`` is the longest silence tolerated (the device sends a step, or beats, at least every second of
     its time), ``run_timeout`` the longest conversation; either raises `LinkTimeout`."""
     link.send(proto.Start(steps=settings.steps, lr=settings.lr, seed=settings.seed,
-                          grad_every=settings.grad_every, eval_samples=settings.eval_samples))
+                          grad_every=settings.grad_every, eval_samples=settings.eval_samples,
+                          out_flags=proto.Start.RESUME if settings.resume else 0))
     started = time.monotonic()
     plan_hash: int | None = None
     steps = 0
@@ -144,6 +151,47 @@ def train(link: Link, sink: MessageSink, settings: TrainSettings, idle_timeout: 
     if plan_hash is None:
         raise DeviceError(f"{name}: SUMMARY without ACK; journal {link.journal_path}")
     return TrainOutcome(plan_hash, time.monotonic() - started, link.stats.lost_frames, steps)
+
+
+def get_params(link: Link, timeout: float, name: str) -> Params:
+    """WGET: every trainable tensor of the plan as the device holds it now. Each tensor must arrive whole, in order
+    and with one total; the sum of totals is bounded (`MAX_PARAM_VALUES`)."""
+    link.send(proto.WGet())
+    got: Params = {}
+    totals: dict[tuple[int, int], int] = {}
+    while True:
+        msg = link.expect((proto.WData, proto.Ack), timeout=timeout, what=f"WDATA/ACK after WGET ({name})")
+        if isinstance(msg, proto.Ack):
+            break
+        assert isinstance(msg, proto.WData)
+        key = (msg.layer, msg.param)
+        values = got.setdefault(key, [])
+        if msg.offset != len(values) or totals.setdefault(key, msg.total) != msg.total:
+            raise DeviceError(f"{name}: WDATA of tensor {key} out of order (offset {msg.offset}, have "
+                              f"{len(values)}); journal {link.journal_path}")
+        if sum(totals.values()) > MAX_PARAM_VALUES:
+            raise DeviceError(f"{name}: WDATA beyond {MAX_PARAM_VALUES:,} values; journal {link.journal_path}")
+        values.extend(msg.values)
+    short = sorted(k for k, v in got.items() if len(v) != totals[k])
+    if short or msg.cmd_type != proto.MsgType.WGET:
+        raise DeviceError(f"{name}: WGET answered with incomplete tensors {short} or an ACK of "
+                          f"0x{msg.cmd_type:02x}; journal {link.journal_path}")
+    return got
+
+
+def set_params(link: Link, params: Params, timeout: float, name: str) -> int:
+    """WSET every tensor of ``params`` in chunks, each acknowledged before the next is sent (a UART without flow
+    control cannot overrun); returns the values sent. A FAULT (a tensor the plan does not train, a wrong size) raises
+    `DeviceFault` naming it."""
+    sent = 0
+    for (layer, param), values in params.items():
+        for off in range(0, len(values), proto.ParamChunk.MAX_VALUES):
+            chunk = tuple(values[off:off + proto.ParamChunk.MAX_VALUES])
+            link.send(proto.WSet(layer, param, len(values), off, chunk))
+            ack = link.expect(proto.Ack, timeout=timeout, what=f"ACK of WSET ({layer}, {param}) at {off} ({name})")
+            assert isinstance(ack, proto.Ack)
+            sent += len(chunk)
+    return sent
 
 
 def running_build_id(url: str, baudrate: int, journal_dir: Path, name: str, timeout: float) -> str | None:

@@ -1,15 +1,22 @@
 /* Painted-memory measurement: see memmeter.h. */
+#include <stddef.h>
 #include "memmeter.h"
 #include "trainer.h"
 
 void mem_repaint(const port_info_t *info)
+{
+    mem_repaint_keep(info, NULL, NULL);
+}
+
+void mem_repaint_keep(const port_info_t *info, mem_keep_fn keep, const void *ctx)
 {
     volatile uint32_t here = 0;
     /* stops well below this frame, so it never overwrites live data of its callers */
     uintptr_t limit = ((uintptr_t)&here - 128u) & ~(uintptr_t)3u;
     uint32_t *a = (uint32_t *)(void *)info->arena;
     for (uint32_t j = 0; j < info->arena_bytes / 4u; j++)
-        a[j] = TRAINER_PAINT;
+        if (!keep || !keep(ctx, (const uint8_t *)&a[j]))
+            a[j] = TRAINER_PAINT;
     if (info->stack_bottom)
         for (uint32_t *w = info->stack_bottom; (uintptr_t)w < limit; w++)
             *w = TRAINER_PAINT;

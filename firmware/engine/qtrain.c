@@ -334,7 +334,7 @@ static int op_eval_sample(void *ctx, uint32_t s, float *loss)
 int qtrain_run(const qplan_t *p, const start_t *a, const port_info_t *info, stop_poll_fn poll)
 {
     train_ops_t o = {&run, p->arena_need, p->data.n_train, p->data.n_eval, op_load_params, train_step, send_gstat,
-                     op_eval_sample, send_layers};
+                     op_eval_sample, send_layers, NULL, NULL};
     memset(&run, 0, sizeof run);
     run.p = p;
     run.info = info;

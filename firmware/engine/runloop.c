@@ -74,8 +74,12 @@ int runloop_train(const train_ops_t *o, const start_t *a, const port_info_t *inf
 {
     msg_summary_t s = {0, 0, 0.0f, 0, 0, info->static_bytes, 0, 0};
     uint32_t sram;
-    mem_repaint(info);
-    o->load_params(o->ctx);
+    if (a->resume && o->keep) {
+        mem_repaint_keep(info, o->keep, o->keep_ctx);
+    } else {
+        mem_repaint(info);
+        o->load_params(o->ctx);
+    }
     runloop_evaluate(o, 0, a->eval_samples);
     s.status = (uint8_t)steps(o, a, info, poll, &s);
     if (s.status == 0)

@@ -6,6 +6,7 @@
 #define RUNLOOP_H
 
 #include <stdint.h>
+#include "memmeter.h"
 #include "msg.h"
 #include "port.h"
 #include "trainer.h"
@@ -24,6 +25,10 @@ typedef struct {
     int (*eval_sample)(void *ctx, uint32_t s, float *loss);
     /* LAYERS: per-layer (per-op) ticks summed over the run */
     void (*send_layers)(void *ctx);
+    /* a resumed run (START resume flag) keeps the arena words this names instead of loading the parameters; NULL
+     * when the trainer cannot resume */
+    mem_keep_fn keep;
+    const void *keep_ctx;
 } train_ops_t;
 
 /* Runs one START; returns the SUMMARY status (0 done, 1 stopped, 2 error: the stack overflowed its guard). */

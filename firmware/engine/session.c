@@ -1,7 +1,9 @@
 #include <string.h>
 #include "session.h"
 #include "formats.h"
+#include "memmeter.h"
 #include "msg.h"
+#include "params.h"
 #include "plan.h"
 #include "port.h"
 #include "qexec.h"
@@ -17,6 +19,10 @@ static union {
 } plans;
 static uint8_t running;
 static uint8_t stop_requested;
+static uint8_t fp_ready; /* plans.fp holds the validated fp32 plan in flash */
+static uint8_t resident; /* the arena holds plans.fp's trainable parameters (a run or WSET put them there) */
+
+#define START_RESUME 2u /* START out_flags bit 1: train on the parameters in the arena */
 
 static void answer_ping(const frame_t *f)
 {
@@ -42,6 +48,7 @@ static int parse_start(const frame_t *f, start_t *a)
     a->seed = le32(b + MSG_START_SEED);
     a->grad_every = le16(b + MSG_START_GRAD_EVERY);
     a->eval_samples = le16(b + MSG_START_EVAL_SAMPLES);
+    a->resume = (le16(b + MSG_START_OUT_FLAGS) & START_RESUME) != 0;
     return 0;
 }
 
@@ -59,6 +66,12 @@ static void start_int8(const frame_t *f, const start_t *a, const port_info_t *in
     qstart_t q = {a->steps, a->eval_samples, le16(f->body + MSG_START_OUT_SAMPLES),
                    le16(f->body + MSG_START_OUT_FLAGS)};
     fault_t fl;
+    fp_ready = resident = 0; /* the int8 plan shares the plan table and the arena */
+    if (a->resume) {
+        msg_fault(FAULT_COMMAND, 0, 0, 0, f->type, START_RESUME, "int8 plans cannot resume: parameters over the wire "
+                  "are fp32 only");
+        return;
+    }
     if (qplan_load(&plans.q, flash, info->plan_addr, info->arena, info->arena_bytes, &fl)) {
         msg_fault(fl.code, 0, 0, 0, fl.arg0, fl.arg1, fl.text);
         return;
@@ -102,14 +115,72 @@ static void start(const frame_t *f)
         return;
     }
     if (plan_load(&plans.fp, &flash, info->plan_addr, info->arena, info->arena_bytes, &fl)) {
+        fp_ready = resident = 0;
         msg_fault(fl.code, 0, 0, 0, fl.arg0, fl.arg1, fl.text);
+        return;
+    }
+    fp_ready = 1;
+    if (a.resume && !resident) {
+        msg_fault(FAULT_COMMAND, 0, 0, 0, f->type, START_RESUME, "START resume: no parameters in SRAM (WSET them or "
+                  "run once first)");
         return;
     }
     msg_ack(MSG_START, 0, plans.fp.plan_hash);
     running = 1;
     stop_requested = 0;
     trainer_run(&plans.fp, &a, info, poll_stop);
+    resident = 1; /* whatever the run ended with stays for WGET or a resumed START */
     running = 0;
+}
+
+/* the fp32 plan with its trainable parameters in the arena (the plan's initial values unless a run or WSET put
+ * others there), for WSET and WGET; 0, or -1 with a FAULT sent */
+static int params_ready(const frame_t *f)
+{
+    const port_info_t *info = port_info();
+    mem_window_t flash = {info->flash_addr, info->flash_size, info->flash_host};
+    fault_t fl;
+    if (qplan_is_tqpl(&flash, info->plan_addr)) {
+        msg_fault(FAULT_COMMAND, 0, 0, 0, f->type, 0, "parameters over the wire are fp32 only: this is an int8 plan");
+        return -1;
+    }
+    if (!fp_ready && plan_load(&plans.fp, &flash, info->plan_addr, info->arena, info->arena_bytes, &fl)) {
+        msg_fault(fl.code, 0, 0, 0, fl.arg0, fl.arg1, fl.text);
+        return -1;
+    }
+    fp_ready = 1;
+    if (!resident) {
+        mem_repaint(info);
+        trainer_load_params(&plans.fp);
+        resident = 1;
+    }
+    return 0;
+}
+
+/* WSET: one slice of one trainable tensor into its arena copy, acknowledged (so the host paces the frames) */
+static void wset(const frame_t *f)
+{
+    const char *why = "";
+    if (params_ready(f))
+        return;
+    if (params_set(&plans.fp, f, &why)) {
+        msg_fault(FAULT_COMMAND, 0, 0, 0, f->type, f->len, why);
+        return;
+    }
+    msg_ack(MSG_WSET, 0, plans.fp.plan_hash);
+}
+
+/* WGET: every trainable tensor in WDATA frames, then ACK */
+static void wget(const frame_t *f)
+{
+    if (f->len != 0) {
+        msg_fault(FAULT_COMMAND, 0, 0, 0, f->type, f->len, "WGET body must be empty");
+        return;
+    }
+    if (params_ready(f))
+        return;
+    params_send(&plans.fp);
+    msg_ack(MSG_WGET, 0, plans.fp.plan_hash);
 }
 
 /* SELFTEST: the port faults on purpose, and its fault handler reports it; a kind it cannot produce is a bad
@@ -136,6 +207,10 @@ void session_handle(const frame_t *f)
         start(f);
     } else if (f->type == MSG_SELFTEST && !running) {
         selftest(f);
+    } else if (f->type == MSG_WSET && !running) {
+        wset(f);
+    } else if (f->type == MSG_WGET && !running) {
+        wget(f);
     } else {
         msg_fault(FAULT_COMMAND, 0, 0, 0, f->type, f->len, running ? "command not allowed while training" : "unknown command");
     }

@@ -12,6 +12,7 @@
 #include "memmeter.h"
 #include "msg.h"
 #include "wire.h"
+#include "params.h"
 #include "ops/softmax_ce.h"
 
 static run_t run; /* static: keeps the stack high-water mark about training, not about bookkeeping */
@@ -34,7 +35,7 @@ static void copy_or_zero(float *dst, const float *src, uint32_t n)
 }
 
 
-static void load_params(const plan_t *p)
+void trainer_load_params(const plan_t *p)
 {
     for (uint32_t i = 0; i < p->n_layers; i++) {
         const layer_t *L = &p->layer[i];
@@ -222,7 +223,7 @@ static void train_step(void *ctx, uint32_t step, uint32_t sample, int stream, ms
 
 static void op_load_params(void *ctx)
 {
-    load_params(((run_t *)ctx)->p);
+    trainer_load_params(((run_t *)ctx)->p);
 }
 
 static int op_eval_sample(void *ctx, uint32_t s, float *loss)
@@ -238,7 +239,7 @@ static int op_eval_sample(void *ctx, uint32_t s, float *loss)
 int trainer_run(const plan_t *p, const start_t *a, const port_info_t *info, stop_poll_fn poll)
 {
     train_ops_t o = {&run, p->arena_need, p->data.n_train, p->data.n_eval, op_load_params, train_step, send_gstat,
-                     op_eval_sample, send_layers};
+                     op_eval_sample, send_layers, params_keep, p};
     memset(&run, 0, sizeof run);
     run.p = p;
     run.info = info;

@@ -16,6 +16,7 @@ typedef struct {
     uint32_t seed;
     uint16_t grad_every; /* 0 = never */
     uint16_t eval_samples; /* 0 = all */
+    uint8_t resume;        /* train on the parameters the arena holds (fp32 plans: WSET or the last run) */
 } start_t;
 
 /* Polled between steps; returns 1 when the host asked to stop. */
@@ -24,6 +25,9 @@ typedef int (*stop_poll_fn)(void);
 /* Runs one START on a plan that plan_load accepted; sends every message of the run, ending with SUMMARY.
  * Returns the SUMMARY status (0 done, 1 stopped, 2 error). */
 int trainer_run(const plan_t *p, const start_t *a, const port_info_t *info, stop_poll_fn poll);
+
+/* Copies p's trainable parameters from the plan (or zeros) into their arena copies: what every fresh run does. */
+void trainer_load_params(const plan_t *p);
 
 /* xorshift32 as specified in docs/protocol.md */
 uint32_t trainer_xorshift(uint32_t *state);

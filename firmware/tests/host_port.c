@@ -114,7 +114,8 @@ uint32_t hp_count(uint8_t type)
 uint32_t hp_encode(uint8_t *dst, uint8_t type, uint16_t seq, const uint8_t *body, uint16_t len)
 {
     uint8_t p[WIRE_MAX_PACKET];
-    memcpy(p + WIRE_HEADER, body, len);
+    if (len)
+        memcpy(p + WIRE_HEADER, body, len);
     uint32_t n = frame_build(p, type, seq, len);
     uint32_t e = cobs_encode(p, n, dst);
     dst[e] = 0;

@@ -70,7 +70,7 @@ static int find(uint8_t type, frame_t *out)
 static void t_step_double(void)
 {
     const uint32_t NI = 6, NH = 5, NC = 3;
-    start_t a = {1, 0.1f, 5, 1, 0};
+    start_t a = {1, 0.1f, 5, 1, 0, 0};
     double x[6], h[5], z[3], dz[3], dh[5], m, sum = 0, loss;
     uint32_t rng = 5, s, y;
     frame_t f;
@@ -151,7 +151,7 @@ static void t_conv_step(void)
         {OP_DENSE, LF_TRAIN_W | LF_TRAIN_B | LF_NEED_DX, 0, 0, {1, 1, 75}, {1, 1, 4}, 0, 0, dw, db, NULL, 0},
     };
     dspec_t d = {4, 4, 5, 5, 2, 4, 1.0f / 255.0f, -0.5f, xs, ys, xs, ys};
-    start_t a = {1, 0.05f, 9, 0, 0};
+    start_t a = {1, 0.05f, 9, 0, 0, 0};
     uint32_t rng = 9, s;
     th_fill(cw, sizeof cw / 4, -0.5f, 0.5f);
     th_fill(cb, 3, -0.1f, 0.1f);
@@ -198,7 +198,7 @@ static void t_sparse_step(void)
         {OP_DENSE, LF_TRAIN_W | LF_TRAIN_B | LF_NEED_DX, 0, 0, {1, 1, 75}, {1, 1, 4}, 0, 0, dw, db, dch, 2},
     };
     dspec_t d = {4, 4, 5, 5, 2, 4, 1.0f / 255.0f, -0.5f, xs, ys, xs, ys};
-    start_t a = {1, 0.05f, 9, 1, 0};
+    start_t a = {1, 0.05f, 9, 1, 0, 0};
     uint32_t rng = 9, s;
     frame_t f;
     th_fill(cw, sizeof cw / 4, -0.5f, 0.5f);
@@ -260,7 +260,7 @@ static float eval_loss(uint8_t phase, uint32_t *correct)
 
 static void t_loss_falls(void)
 {
-    start_t a = {600, 0.05f, 3, 100, 0};
+    start_t a = {600, 0.05f, 3, 100, 0, 0};
     uint32_t c0 = 0, c1 = 0;
     frame_t f;
     fx_mlp(&b, 16, 12, 4, 0, 400);
@@ -284,7 +284,7 @@ static int stop_on_third(void)
 
 static void t_stop(void)
 {
-    start_t a = {50, 0.05f, 3, 0, 0};
+    start_t a = {50, 0.05f, 3, 0, 0, 0};
     frame_t f;
     fx_mlp(&b, 6, 5, 3, 2, 20);
     setup_info();
@@ -342,6 +342,88 @@ static void t_session(void)
     CHECK(find(MSG_FAULT, &f) && le32(f.body) == FAULT_PLAN && hp_count(MSG_ACK) == 0);
 }
 
+/* the WDATA frames captured since the last reset, into vals[layer][param][]; returns the frame count */
+static uint32_t collect_wdata(float vals[3][2][32])
+{
+    uint32_t pos = 0, n = 0;
+    frame_t f;
+    while (hp_next_frame(&pos, &f))
+        if (f.type == MSG_WDATA && f.body[0] < 3 && f.body[1] < 2) {
+            uint32_t off = le32(f.body + 8), cnt = le16(f.body + 12);
+            for (uint32_t j = 0; j < cnt && off + j < 32; j++)
+                vals[f.body[0]][f.body[1]][off + j] = f32(f.body + 16 + 4 * j);
+            n++;
+        }
+    return n;
+}
+
+/* runs one command script through the session */
+static void script_run(const uint8_t *script, uint32_t n)
+{
+    hp_reset(&info);
+    hp_set_input(script, n);
+    while (session_poll())
+        ;
+}
+
+static uint32_t wset_frame(uint8_t *dst, uint16_t seq, uint8_t layer, uint8_t param, uint32_t total, uint32_t off,
+                           const float *v, uint16_t count)
+{
+    uint8_t body[16 + 4 * 8] = {layer, param};
+    put_le32(body + 4, total);
+    put_le32(body + 8, off);
+    put_le16(body + 12, count);
+    memcpy(body + 16, v, 4u * count);
+    return hp_encode(dst, MSG_WSET, seq, body, (uint16_t)(16u + 4u * count));
+}
+
+/* WGET, WSET and START's resume flag: parameters survive a resumed run's repaint, a fresh START reloads the plan's,
+ * WSET writes exactly its slice, bad slices are refused by a FAULT that names them */
+static void t_params_over_wire(void)
+{
+    static uint8_t script[512];
+    static float got[3][2][32], after[3][2][32];
+    uint8_t start[20] = {0};
+    float lr = 0.1f, v[2] = {1.5f, -2.25f};
+    frame_t f;
+    uint32_t n;
+    fx_mlp(&b, 6, 5, 3, 0, 20);
+    setup_info();
+    put_le32(start, 3); /* steps */
+    memcpy(start + 4, &lr, 4);
+    put_le32(start + 8, 5); /* seed */
+    n = hp_encode(script, MSG_WGET, 0, NULL, 0);
+    script_run(script, n); /* before any run: the plan's initial values */
+    CHECK(collect_wdata(got) == 4 && find(MSG_ACK, &f) && f.body[0] == MSG_WGET);
+    CHECK(memcmp(got[0][0], fx_w0, 30 * 4) == 0 && memcmp(got[2][1], fx_b2, 3 * 4) == 0);
+    /* a fresh run of 3 steps moves the weights (a command queued behind START would arrive mid-run: one each) */
+    script_run(script, hp_encode(script, MSG_START, 1, start, 20));
+    script_run(script, hp_encode(script, MSG_WGET, 2, NULL, 0));
+    CHECK(collect_wdata(got) == 4 && memcmp(got[0][0], fx_w0, 30 * 4) != 0);
+    put_le32(start, 0);
+    put_le16(start + 18, 2); /* resume, 0 steps: evaluation of what the arena holds, which stays */
+    script_run(script, hp_encode(script, MSG_START, 3, start, 20));
+    CHECK(find(MSG_SUMMARY, &f) && hp_count(MSG_FAULT) == 0);
+    script_run(script, hp_encode(script, MSG_WGET, 4, NULL, 0));
+    CHECK(collect_wdata(after) == 4 && memcmp(after, got, sizeof got) == 0);
+    n = wset_frame(script, 5, 2, 0, 15, 13, v, 2); /* the last two weights of layer 2 */
+    n += hp_encode(script + n, MSG_WGET, 6, NULL, 0);
+    script_run(script, n);
+    CHECK(find(MSG_ACK, &f) && f.body[0] == MSG_WSET && collect_wdata(after) == 4);
+    CHECK(after[2][0][13] == 1.5f && after[2][0][14] == -2.25f && memcmp(after[2][0], got[2][0], 13 * 4) == 0);
+    n = wset_frame(script, 7, 1, 0, 15, 0, v, 1);       /* layer 1 is a ReLU: nothing trains */
+    n += wset_frame(script + n, 8, 2, 0, 16, 0, v, 1);  /* wrong total */
+    n += wset_frame(script + n, 9, 2, 0, 15, 14, v, 2); /* past the end */
+    n += hp_encode(script + n, MSG_WGET, 11, start, 4);  /* WGET with a body */
+    script_run(script, n);
+    CHECK(hp_count(MSG_FAULT) == 4 && hp_count(MSG_ACK) == 0);
+    put_le16(start + 18, 0); /* a fresh START reloads the plan's values */
+    script_run(script, hp_encode(script, MSG_START, 12, start, 20));
+    script_run(script, hp_encode(script, MSG_WGET, 13, NULL, 0));
+    CHECK(collect_wdata(after) == 4 && memcmp(after[0][0], fx_w0, 30 * 4) == 0);
+    CHECK(memcmp(after[2][0], fx_w2, 15 * 4) == 0);
+}
+
 /* n steps of the same marker sequence: forward, then backward/update per layer from the top, then step end */
 static int markers_repeat(const uint8_t *seq, uint32_t len, uint32_t steps)
 {
@@ -358,7 +440,7 @@ static void t_markers(void)
     static const uint8_t full[] = {PORT_MARK_FORWARD, PORT_MARK_BACKWARD, PORT_MARK_UPDATE, PORT_MARK_BACKWARD,
                                    PORT_MARK_BACKWARD, PORT_MARK_UPDATE, PORT_MARK_STEP_END};
     static const uint8_t last[] = {PORT_MARK_FORWARD, PORT_MARK_BACKWARD, PORT_MARK_UPDATE, PORT_MARK_STEP_END};
-    start_t a = {3, 0.1f, 5, 0, 2};
+    start_t a = {3, 0.1f, 5, 0, 2, 0};
     fx_mlp(&b, 6, 5, 3, 0, 20); /* dense, relu, dense: all trained */
     setup_info();
     CHECK(load_plan() == 0);
@@ -378,6 +460,7 @@ const test_case_t trainer_tests[] = {
     {"trainer: 600 steps reduce the eval loss", t_loss_falls},
     {"trainer: STOP ends the run with status 1; last-layer-only GSTAT", t_stop},
     {"session: PING/HELLO/PONG, bad commands, START/ACK, bad plan", t_session},
+    {"session: WGET/WSET and START resume keep, replace and refuse parameters", t_params_over_wire},
     {"trainer: phase markers per step (forward, backward/update per layer, step end)", t_markers},
     {NULL, NULL},
 };

@@ -1,0 +1,93 @@
+/* Trainable fp32 parameters over the wire: see params.h. */
+#include <string.h>
+#include "params.h"
+#include "formats.h"
+#include "msg.h"
+
+float *params_tensor(const plan_t *p, uint32_t layer, uint32_t param, uint32_t *n)
+{
+    const layer_t *L;
+    if (layer >= p->n_layers)
+        return NULL;
+    L = &p->layer[layer];
+    if (param == 0 && (L->flags & LF_TRAIN_W)) {
+        *n = (L->ws.idx ? L->ws.n_sel : L->s.out_c) * L->ws.row;
+        return L->w_ram;
+    }
+    if (param == 1 && (L->flags & LF_TRAIN_B)) {
+        *n = L->s.out_c;
+        return L->b_ram;
+    }
+    return NULL;
+}
+
+int params_keep(const void *plan, const uint8_t *w)
+{
+    const plan_t *p = plan;
+    for (uint32_t i = 0; i < p->n_layers; i++)
+        for (uint32_t k = 0; k < 2u; k++) {
+            uint32_t n = 0;
+            const uint8_t *t = (const uint8_t *)params_tensor(p, i, k, &n);
+            if (t && w + 4 > t && w < t + n * sizeof(float))
+                return 1;
+        }
+    return 0;
+}
+
+int params_set(const plan_t *p, const frame_t *f, const char **why)
+{
+    const uint8_t *b = f->body;
+    uint32_t n = 0, total, offset, count;
+    float *t;
+    if (f->len < MSG_WPARAM_HEAD_SIZE) {
+        *why = "WSET body shorter than its 16-byte head";
+        return -1;
+    }
+    total = le32(b + MSG_WPARAM_HEAD_TOTAL);
+    offset = le32(b + MSG_WPARAM_HEAD_OFFSET);
+    count = le16(b + MSG_WPARAM_HEAD_COUNT);
+    t = params_tensor(p, b[MSG_WPARAM_HEAD_LAYER], b[MSG_WPARAM_HEAD_PARAM], &n);
+    if (count > PARAMS_CHUNK || f->len != MSG_WPARAM_HEAD_SIZE + 4u * count)
+        *why = "WSET: count disagrees with the body length (at most 240 values)";
+    else if (!t)
+        *why = "WSET: no such trainable tensor in this plan";
+    else if (total != n || offset > n || count > n - offset)
+        *why = "WSET: total, offset or count outside the tensor";
+    else {
+        for (uint32_t j = 0; j < count; j++) {
+            uint32_t u = le32(b + MSG_WPARAM_HEAD_SIZE + 4u * j);
+            memcpy(t + offset + j, &u, sizeof u);
+        }
+        return 0;
+    }
+    return -1;
+}
+
+static void send_tensor(uint8_t layer, uint8_t param, const float *t, uint32_t n)
+{
+    for (uint32_t off = 0; off < n; off += PARAMS_CHUNK) {
+        uint32_t count = n - off < PARAMS_CHUNK ? n - off : PARAMS_CHUNK;
+        msg_begin(MSG_WDATA);
+        msg_u8(layer);
+        msg_u8(param);
+        msg_u16(0);
+        msg_u32(n);
+        msg_u32(off);
+        msg_u16((uint16_t)count);
+        msg_u16(0);
+        for (uint32_t j = 0; j < count; j++)
+            msg_f32(t[off + j]);
+        msg_send();
+    }
+}
+
+void params_send(const plan_t *p)
+{
+    for (uint32_t i = 0; i < p->n_layers; i++)
+        for (uint32_t k = 0; k < 2u; k++) {
+            uint32_t n = 0;
+            const float *t = params_tensor(p, i, k, &n);
+            if (t)
+                send_tensor((uint8_t)i, (uint8_t)k, t, n);
+        }
+}

@@ -1,0 +1,24 @@
+/* An fp32 plan's trainable parameters over the wire (docs/protocol.md, "Parameters over the wire"): WSET writes a
+ * slice of one trainable tensor's arena copy, WGET sends every trainable tensor as WDATA frames, and a START with
+ * the resume flag trains on what the arena holds instead of the plan's initial values. This is how federated rounds
+ * move weights without re-flashing. */
+#ifndef PARAMS_H
+#define PARAMS_H
+
+#include <stdint.h>
+#include "plan.h"
+#include "wire.h"
+
+#define PARAMS_CHUNK 240u /* values per WSET/WDATA frame */
+
+/* the arena copy of trainable tensor (layer, param: 0 weight, 1 bias) and its value count; NULL when it does not
+ * train. Layout as in GRAD: weights [out][row] (sparse: the listed rows in list order), biases [out]. */
+float *params_tensor(const plan_t *p, uint32_t layer, uint32_t param, uint32_t *n);
+/* mem_keep_fn over p's trainable tensors */
+int params_keep(const void *plan, const uint8_t *w);
+/* Writes a WSET body into its tensor; 0, or -1 with *why naming what is wrong (nothing written then). */
+int params_set(const plan_t *p, const frame_t *f, const char **why);
+/* Sends every trainable tensor, layer by layer (weight, then bias), in WDATA frames. */
+void params_send(const plan_t *p);
+
+#endif
