@@ -40,7 +40,7 @@ $(DEMO_STAMP): pyproject.toml constraints.txt | $(BIN)/python
 # no CUDA packages are pulled. labgrid depends on pyserial-labgrid, which installs the same `serial` module as
 # pyserial (labgrid #1245): it is reinstalled last so labgrid's copy is the one on disk (the bench runs on either).
 $(TEST_STAMP): $(DEMO_STAMP)
-	$(BIN)/pip install -q -e '.[test,oracle,hardware,labgrid]' -c constraints.txt
+	$(BIN)/pip install -q -e '.[test,oracle,hardware,labgrid,flower]' -c constraints.txt
 	$(BIN)/pip install -q --no-deps --force-reinstall pyserial-labgrid -c constraints.txt
 	touch $@
 

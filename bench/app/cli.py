@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from bench.app.cli_federate import federate_cmd
 from bench.app.cli_lab import twin_host_cmd
 from bench.app.cli_plan import plan_cmd
 from bench.app.cli_rack import rack_group
@@ -430,3 +431,4 @@ main.add_command(twin_host_cmd)
 main.add_command(compare_cmd)
 main.add_command(recover_cmd)
 main.add_command(plan_cmd)
+main.add_command(federate_cmd)

@@ -301,6 +301,10 @@ DTYPES: dict[str, dict[str, str]] = {
     "steps": {**dict.fromkeys(("step", "sample", "label", "pred", "sram_bytes"), "Int64"), "correct": "boolean"},
     "grads": {"step": "Int64", "layer": "Int64", "param": "category"},
     "layers": {**{c: "Int64" for c in LAYER_COLUMNS if c.endswith("_bytes")}, "layer": "Int64", "op": "category"},
+    "rounds": {**dict.fromkeys(("round", "samples", "steps", "eval_n", "clients_averaged", "bytes_down", "bytes_up",
+                                "values_down", "values_up", "peak_sram_bytes"), "Int64"),
+               **dict.fromkeys(("role", "client", "board", "technique", "status", "count_unit", "energy_source",
+                                "measured_on"), "category")},
 }
 
 

@@ -435,7 +435,7 @@ def _new_figure(
 LEGEND_BELOW = Margins(legend=0.35)
 
 
-def _png(fig: Figure) -> str:
+def figure_png(fig: Figure) -> str:
     """The figure as a 256-colour PNG: a plot has few colours, and a palette image is about a third of the RGB one,
     which keeps the report of a big study small enough to mail."""
     from PIL import Image
@@ -452,7 +452,7 @@ def _png(fig: Figure) -> str:
 
 
 def _plot(fig: Figure, caption: str, alt: str) -> Plot:
-    return Plot(_png(fig), caption, alt)
+    return Plot(figure_png(fig), caption, alt)
 
 
 def _colors(names: Any, palette: tuple[str, ...]) -> dict[str, str]:
