@@ -25,7 +25,7 @@ import numpy as np
 from bench import plan as bench_plan
 from bench.app.runner import RACK_FAULTS, Bench, Prepared, board_lock, clear_previous, hold, session_lock
 from bench.config.boards import Board, ConfigError, Rack, RackEntry, lock_key
-from bench.config.profile import Profile, Technique, parse_technique
+from bench.config.profile import Profile, Technique
 from bench.image.firmware import DoesNotFit, assemble
 from bench.link import session
 from bench.link.link import DeviceFault, Link, LinkError, LinkTimeout
@@ -150,7 +150,7 @@ class Federation:
         names = self.settings.techniques or tuple(t for t in self.profile.techniques if t.endswith("-fp32"))[:1]
         if not names:
             raise FederationError(f"profile {self.profile.name}: no fp32 technique to federate (give --technique)")
-        techs = [parse_technique(n) for n in names]
+        techs = [self.profile.technique(n) for n in names]
         bad = [t.name for t in techs if t.is_int8]
         if bad:
             raise FederationError(f"technique {', '.join(bad)}: federated int8 is not implemented (int8 codes, "
@@ -341,7 +341,7 @@ class Federation:
         def kill(step: Step) -> None:
             if target.running:
                 log.warning("%s: killing its twin in round %d (fault injection)", c.label, r)
-                target.close()
+                target.kill()
         return kill
 
     def _seed(self, r: int, c: Client) -> int:

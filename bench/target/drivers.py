@@ -189,6 +189,12 @@ class QemuTarget:
     def counting(self, counter_hz: int, counter_kind: int) -> Counting:
         return twin_counting(self.board, counter_hz, counter_kind)
 
+    def kill(self) -> None:
+        """SIGKILL the twin (fault injection): to the host this is an unplugged board, its serial port gone."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
     def close(self) -> None:
         proc, self._proc, self._url = self._proc, None, None
         if proc is not None and proc.poll() is None:
