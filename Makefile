@@ -35,7 +35,8 @@ $(DEMO_STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	touch $@
 
 # `make test` adds the test tools, the hardware extra (pyocd, meters: tested at their API boundary), the labgrid extra
-# (a real coordinator and exporters in tests/test_lab.py) and .[oracle], torch==2.13.0, used by tests only (the
+# (a real coordinator and exporters in tests/test_lab.py), the flower extra (a real Flower server in
+# tests/test_federate.py; it holds protobuf below 7, which labgrid's grpcio-reflection 1.81 accepts) and .[oracle], torch==2.13.0, used by tests only (the
 # PyTorch gradient oracle): the exact pin resolves to the local CPU wheel (torch-2.13.0+cpu in pip's find-links), so
 # no CUDA packages are pulled. labgrid depends on pyserial-labgrid, which installs the same `serial` module as
 # pyserial (labgrid #1245): it is reinstalled last so labgrid's copy is the one on disk (the bench runs on either).
