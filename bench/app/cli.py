@@ -19,6 +19,7 @@ from bench.app.cli_lab import twin_host_cmd
 from bench.app.cli_plan import plan_cmd
 from bench.app.cli_rack import rack_group
 from bench.app.cli_report import compare_cmd, json_row, recover_cmd, wide_console
+from bench.app.cli_verify import verify_cmd
 
 if TYPE_CHECKING:  # everything below pulls in numpy/pandas/the planners: imported by the commands that run them
     from rich.table import Table
@@ -432,3 +433,4 @@ main.add_command(compare_cmd)
 main.add_command(recover_cmd)
 main.add_command(plan_cmd)
 main.add_command(federate_cmd)
+main.add_command(verify_cmd)
