@@ -299,8 +299,8 @@ static int parse_graph(qparse_t *c)
     if (out.act != p->node[p->n_ops - 1u].y || out.count != p->node[p->n_ops - 1u].n_out)
         return blob_fail(c->f, FAULT_PLAN, "qplan: graph output is not the last op's output", oi, 0);
     p->n_classes = le16(h + TQPL_H_N_CLASSES);
-    if (p->n_classes < 2 || p->n_classes > 256 || p->n_classes != out.count)
-        return blob_fail(c->f, FAULT_PLAN, "qplan: n_classes not the output size in 2..256", p->n_classes, out.count);
+    if (p->n_classes < 1 || p->n_classes != out.count) /* any output size evaluates; training needs a classifier */
+        return blob_fail(c->f, FAULT_PLAN, "qplan: n_classes not the output size", p->n_classes, out.count);
     p->output = out.act;
     p->out_zp = out.zp;
     p->out_scale = out.scale;
@@ -453,6 +453,8 @@ static int parse_training(qparse_t *c)
         last - p->first_bwd > QTRAIN_MAX_OPS)
         return blob_fail(c->f, FAULT_PLAN, "qplan: training needs a graph ending in SOFTMAX and <= 16 backward ops",
                     p->first_bwd, p->n_ops);
+    if (p->n_classes < 2 || p->n_classes > 256)
+        return blob_fail(c->f, FAULT_PLAN, "qplan: training needs 2..256 classes", p->n_classes, 0);
     if (!qp_in_blob(c, recs, (uint64_t)p->n_ops * QPLAN_TRAIN_RECORD))
         return blob_fail(c->f, FAULT_PLAN, "qplan: training records outside blob", recs, 0);
     p->dlogits = qp_arena_at(c, le32(h + TQPL_TH_DLOGITS), p->n_classes);
