@@ -147,3 +147,50 @@ def _macs(out_shape: tuple[int, ...], weight: object) -> int:
 
 def _size(array: object) -> int:
     return 0 if array is None else int(np.asarray(array).size)
+
+
+# ---- forward-only training against backprop (issue 15: PEPITA, MEMPEPITA) ------------------------------------------
+
+FORWARD_ONLY_TECHNIQUES = ("full-fp32", "last-fp32", "pepita-fp32", "mempepita-fp32")
+
+
+@dataclass(frozen=True)
+class ForwardOnlyRow:
+    """One (model, board, technique): peak SRAM and its arena part measured, planned arena, counts per step
+    measured, accuracy on the eval split before and after ``steps`` steps measured on the twin."""
+
+    model: str
+    board: str
+    technique: str
+    steps: int
+    peak_sram_bytes: float
+    arena_peak_bytes: float
+    planned_arena_bytes: int
+    counts_per_step: float
+    unit: str
+    acc_before: float
+    acc_after: float
+    fidelity_max_rel_err: float
+
+
+def forward_only_table(out: Path, boards: list[str], models: tuple[str, ...] = ("digits-cnn", "digits-mlp"),
+                       steps: int = 300) -> list[ForwardOnlyRow]:
+    """PEPITA, MEMPEPITA, full backprop and last-layer on each model and twin, digits-drift, the quick profile's lr;
+    every run fidelity-checked against its host reference (a failed check is an error: no partial figures)."""
+    rows = []
+    for model in models:
+        profile = with_overrides(load_profile("quick"), {"model": model, "techniques": list(FORWARD_ONLY_TECHNIQUES),
+                                                         "steps": steps, "grad_every": 0})
+        bench = Bench(out / model)
+        prepared = bench.prepare(profile)
+        assert prepared.model is not None
+        for board in boards:
+            for name in FORWARD_ONLY_TECHNIQUES:
+                technique = profile.technique(name)
+                record, step = _measured(bench, prepared, board, technique)
+                plan = bench_plan.compile(technique, profile.lr_for(technique), prepared.model, None)
+                assert isinstance(plan, bench_plan.Plan)
+                rows.append(ForwardOnlyRow(model, board, name, len(record.steps), record.peak_sram()[0],
+                                           step.arena_peak_bytes, plan.arena_bytes, step.total, step.unit,
+                                           record.accuracy(0), record.accuracy(1), record.fidelity_max_rel_err))
+    return rows

@@ -264,8 +264,11 @@ def entry() -> None:
 @click.option("--workload", "workloads", multiple=True, type=click.Choice(["mlp", "cnn"]), default=("mlp", "cnn"),
               show_default=True, help="AIfES's workloads: the 64-32-10 MLP, the 16x16 CNN with maxpool")
 @click.option("--ops", is_flag=True, help="instead: the per-op table of digits-cnn, fp32 vs int8 (issue 11's bound)")
+@click.option("--forward-only", is_flag=True,
+              help="instead: PEPITA and MEMPEPITA against full backprop and last-layer on digits-cnn and digits-mlp "
+                   "(memory, instructions and accuracy after 300 steps)")
 def bench_cmd(names: tuple[str, ...], steps: int, out: Path, as_json: bool, workloads: tuple[str, ...],
-              ops: bool) -> None:
+              ops: bool, forward_only: bool) -> None:
     """Benchmark: instructions and memory per fp32 training step of AIfES's MLP and CNN workloads, against AIfES on
     the same twin; with --ops, instructions per MAC of every op of digits-cnn in fp32 and int8 against the SMLAD
     bound."""
@@ -273,6 +276,9 @@ def bench_cmd(names: tuple[str, ...], steps: int, out: Path, as_json: bool, work
 
     if ops:
         _bench_ops(list(names), out, as_json)
+        return
+    if forward_only:
+        _bench_forward_only(list(names), out, as_json)
         return
     from bench.app.benchmark import WORKLOADS, workload_costs
 
@@ -313,6 +319,33 @@ def _print_workload(w: Workload, costs: list[StepCost]) -> None:
                   f"{c.params_bytes:,} B parameters + {c.training_bytes:,.0f} B training memory (planned: "
                   f"activations, gradients, optimizer), arena peak {c.arena_peak_bytes:,.0f} B measured (trained "
                   f"parameter copies included), stack peak {c.stack_peak_bytes:,.0f} B measured", soft_wrap=True)
+
+
+def _bench_forward_only(names: list[str], out: Path, as_json: bool) -> None:
+    import dataclasses
+
+    from rich.table import Table
+
+    from bench.app.benchmark import forward_only_table
+
+    rows = forward_only_table(out / "forward-only", names)
+    if as_json:
+        click.echo(json.dumps({"how": "SRAM, counts and accuracy measured on twins (QEMU -icount); arena planned",
+                               "rows": [dataclasses.asdict(r) for r in rows]}, indent=1))
+        return
+    table = Table(title="forward-only training vs backprop, fp32, digits-drift, batch 1 — measured on twins "
+                        "(planned arena beside the measured one)")
+    for col in ("model", "board", "technique", "peak SRAM", "arena peak", "planned arena", "per step", "÷ full",
+                "acc before → after", "fidelity"):
+        table.add_column(col, justify="right")
+    full = {(r.model, r.board): r for r in rows if r.technique == "full-fp32"}
+    for r in rows:
+        base = full[(r.model, r.board)]
+        table.add_row(r.model, r.board, r.technique, f"{r.peak_sram_bytes:,.0f} B", f"{r.arena_peak_bytes:,.0f} B",
+                      f"{r.planned_arena_bytes:,} B", f"{r.counts_per_step:,.0f} {r.unit}",
+                      f"{r.counts_per_step / base.counts_per_step:.2f}x",
+                      f"{r.acc_before:.1%} → {r.acc_after:.1%} ({r.steps} steps)", f"{r.fidelity_max_rel_err:.1e}")
+    wide_console().print(table)
 
 
 def _bench_ops(names: list[str], out: Path, as_json: bool) -> None:

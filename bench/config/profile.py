@@ -44,7 +44,9 @@ SCHEMES = ("full", "last", "bias", "sparse")
 # fp32: float SGD (TPLN plans); int8: int8 forward and integer backward with Quantization-Aware Scaling (TQPL plans
 # with a training section); int8-noqas: the same without the s_W^-2 / (s_W·s_x)^-2 scaling, the ablation
 NUMERICS = ("fp32", "int8", "int8-noqas")
-TECHNIQUES = tuple(f"{s}-{n}" for n in NUMERICS for s in SCHEMES)
+# forward-only training (PEPITA; MEMPEPITA recomputes activations instead of keeping them): fp32 only
+FORWARD_ONLY = ("pepita", "mempepita")
+TECHNIQUES = (*(f"{s}-{n}" for n in NUMERICS for s in SCHEMES), *(f"{s}-fp32" for s in FORWARD_ONLY))
 
 
 RATIOS = (0.125, 0.25, 0.5, 1.0)  # sparse update: fractions of a layer's output channels (MCUNetV3)
@@ -104,7 +106,7 @@ class SparseSpec(BaseModel):
 class Technique:
     """How a model is trained: which tensors update (scheme) and in which arithmetic (numerics)."""
 
-    scheme: Literal["full", "last", "bias", "sparse"]
+    scheme: Literal["full", "last", "bias", "sparse", "pepita", "mempepita"]
     numerics: Literal["fp32", "int8", "int8-noqas"]
     k: int = 1  # layers with parameters counted from the end, for "last" and "bias"; "sparse": biases (bias_k)
     layers: tuple[tuple[int, float], ...] = ()  # "sparse": (layer index, ratio of output channels) whose weights train
@@ -122,10 +124,17 @@ class Technique:
     def qas(self) -> bool:
         return self.numerics == "int8"
 
+    @property
+    def forward_only(self) -> bool:
+        """PEPITA or MEMPEPITA: two forward passes, no backward pass (docs/plan-format.md)."""
+        return self.scheme in FORWARD_ONLY
+
     def trainable(self, param_layers: list[int]) -> set[tuple[int, str]]:
         """The (layer index, "w"|"b") tensors this technique updates, given the layers that have parameters."""
         if self.scheme == "full":
             return {(i, p) for i in param_layers for p in ("w", "b")}
+        if self.forward_only:  # every weight; PEPITA has no bias update (Dellaferrera & Kreiman 2022)
+            return {(i, "w") for i in param_layers}
         tail = param_layers[-self.k :] if self.k > 0 else []
         if self.scheme == "sparse":
             return {(i, "b") for i in tail} | {(i, "w") for i, _ in self.layers}
@@ -144,6 +153,10 @@ def parse_technique(name: str, k: int = 1, sparse: SparseSpec | dict | None = No
         spec = sparse if isinstance(sparse, SparseSpec) else SparseSpec.model_validate(sparse)
         return Technique(scheme="sparse", numerics=numerics, k=spec.bias_k,  # type: ignore[arg-type]
                          layers=tuple(spec.layers.items()))
+    scheme, _, numerics = name.partition("-")
+    if scheme in FORWARD_ONLY and numerics in NUMERICS:
+        raise TechniqueError(f"technique '{name}' is not implemented: forward-only training runs in fp32 only "
+                             f"({scheme}-fp32); its update in int8 arithmetic is not written yet")
     raise TechniqueError(f"unknown technique '{name}'; valid: {', '.join(TECHNIQUES)}")
 
 

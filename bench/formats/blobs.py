@@ -13,7 +13,7 @@ TPLN_HEADER = Layout((
     ("magic", "I"), ("version", "H"), ("header_bytes", "H"), ("blob_bytes", "I"), ("crc32", "I"),
     ("plan_hash", "I"), ("arena_bytes", "I"), ("dataset_addr", "I"), ("n_layers", "H"), ("n_classes", "H"),
     ("layers_offset", "I"), ("input_off", "I"), ("dlogits_off", "I"), ("first_bwd", "H"), ("flags", "H"),
-    ("tail", "16x"),
+    ("f_seed", "I"), ("f_bound", "f"), ("mod_a_off", "I"), ("mod_b_off", "I"),
 ))
 TPLN_LAYER = Layout((
     ("op", "B"), ("flags", "B"), ("stride", "B"), ("k", "B"), ("in_h", "H"), ("in_w", "H"), ("in_c", "H"),

@@ -326,3 +326,13 @@ def train_host(
                 assert w is not None and b is not None
                 params[i] = (w - lr * velocity[(i, t)], b) if t == "w" else (w, b - lr * velocity[(i, t)])
     return _with_params(model, params)
+
+
+# the pieces the forward-only reference (bench.numerics.pepita) builds on
+params64 = _params64
+with_params = _with_params
+batch = _batch
+forward_batch = _forward
+loss_and_dlogits = _loss_and_dlogits
+conv_forward = _conv_forward
+conv_backward = _conv_backward

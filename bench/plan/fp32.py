@@ -65,6 +65,9 @@ class Plan:
     dlogits_off: int
     first_bwd: int
     trainable: frozenset[tuple[int, str]]
+    fwd_mode: int = 0  # forward-only training: 0 none (backprop), FWD_PEPITA, FWD_MEMPEPITA
+    mod_a_off: int = 0  # forward-only: the modulated pass's two buffers
+    mod_b_off: int = 0
 
     @property
     def plan_hash(self) -> int:
@@ -130,6 +133,8 @@ def sparse_channels(model: Model, technique: Technique) -> dict[int, tuple[int, 
 def compile_plan(model: Model, technique: Technique) -> Plan:
     if len(model.layers) > MAX_LAYERS:
         raise ValueError(f"model '{model.name}' has {len(model.layers)} layers; plans hold at most {MAX_LAYERS}")
+    if technique.forward_only:
+        return _forward_only_plan(model, technique)
     trainable = frozenset(technique.trainable(model.param_layers()))
     channels = sparse_channels(model, technique)
     n = len(model.layers)
@@ -244,6 +249,82 @@ def _layer_plan(i: int, layer: Layer, trainable: frozenset, first_bwd: int, name
     )
 
 
+# ---- forward-only training (PEPITA, MEMPEPITA) ------------------------------------------------------------
+
+FWD_PEPITA, FWD_MEMPEPITA = 1, 2
+PLAN_F_PEPITA, PLAN_F_MEMPEPITA = 2, 4
+F_SEED = 0x0E717A  # the fixed projection F's seed: the device draws F from it (docs/plan-format.md)
+F_SCALE = 0.05  # F ~ U(±0.05·√(6/d_in)), as in Dellaferrera & Kreiman's code
+
+
+def projection_bound(model: Model) -> float:
+    """F's bound as the device uses it (float32)."""
+    return float(np.float32(F_SCALE * np.sqrt(6.0 / numel(model.input_shape))))
+
+
+def act_of(model: Model, i: int) -> int:
+    """The layer whose output is parameter layer i's activation h_i: the ReLU right after it, else itself."""
+    return i + 1 if i + 1 < len(model.layers) and model.layers[i + 1].op == "relu" else i
+
+
+def _forward_only_plan(model: Model, technique: Technique) -> Plan:
+    """Times: the clean pass t = i, the modulated pass t = n + 1 + i. Layer buffers carry the clean stream (PEPITA:
+    once; MEMPEPITA: again beside the modulated one), two buffers of the largest activation the modulated stream
+    (and MEMPEPITA's first pass). PEPITA keeps each trained layer's h_j (its dout) until its update; MEMPEPITA's
+    dout holds h_j - h'_j for that update only, so the differences share bytes."""
+    mem = technique.scheme == "mempepita"
+    n = len(model.layers)
+    trainable = frozenset(technique.trainable(model.param_layers()))
+    act = _activation_names(model)
+    widest = max(max(numel(la.in_shape), numel(la.out_shape)) for la in model.layers)
+    bufs: dict[str, list[int]] = {}
+    sizes: dict[str, int] = {}
+
+    def use(name: str, size: int, t0: int, t1: int) -> None:
+        sizes[name] = max(sizes.get(name, 0), aligned(size))
+        span = bufs.setdefault(name, [t0, t1])
+        span[0], span[1] = min(span[0], t0), max(span[1], t1)
+
+    end = 2 * n + 2
+    for i, layer in enumerate(model.layers):
+        t = n + 1 + i if mem else i
+        use(act[i], 4 * numel(layer.in_shape), t, t)
+        use(act[i + 1], 4 * numel(layer.out_shape), t, t)
+        for p, arr in (("w", layer.weight), ("b", layer.bias)):
+            if (i, p) in trainable and arr is not None:
+                use(f"{p}{i}", 4 * arr.size, -1, end)
+        if (i, "w") in trainable and i < n - 1:
+            a = act_of(model, i)
+            use(f"d{i}", 4 * numel(model.layers[a].out_shape), n + 1 + a if mem else a, n + 1 + a)
+        if layer.op == "conv2d" and (i, "w") in trainable:
+            use(f"scratch{i}", 4 * layer.kernel * layer.kernel * layer.in_shape[2], n + 1 + act_of(model, i),
+                n + 1 + act_of(model, i))
+    use(act[0], 4 * numel(model.input_shape), -1, n + 1)  # decoded for the first pass and again for x'
+    use(f"d{n}", 4 * model.n_classes, n - 1, end)  # e, then e'
+    use("am0", 4 * widest, 0 if mem else n + 1, end)
+    use("am1", 4 * widest, 0 if mem else n + 1, end)
+    placed = place_buffers([Buffer(k, sizes[k], v[0], v[1]) for k, v in bufs.items()])
+    off = {b.name: b.offset for b in placed}
+    layers = tuple(_forward_only_layer(model, i, trainable, act, off) for i in range(n))
+    return Plan(model=model, technique=technique, layers=layers, buffers=tuple(placed),
+                arena_bytes=max(b.offset + b.size for b in placed), input_off=off[act[0]], dlogits_off=off[f"d{n}"],
+                first_bwd=min((i for i, _ in trainable), default=n), trainable=trainable,
+                fwd_mode=FWD_MEMPEPITA if mem else FWD_PEPITA, mod_a_off=off["am0"], mod_b_off=off["am1"])
+
+
+def _forward_only_layer(model: Model, i: int, trainable: frozenset, act: list[str], off: dict[str, int]
+                        ) -> LayerPlan:
+    n, layer = len(model.layers), model.layers[i]
+    train_w, train_b = (i, "w") in trainable, (i, "b") in trainable
+    dout = off[f"d{n}"] if i == n - 1 else off.get(f"d{i}", NONE)
+    return LayerPlan(
+        index=i, op=layer.op, train_w=train_w, train_b=train_b, need_dx=False,
+        w_ram=off.get(f"w{i}", NONE), b_ram=off.get(f"b{i}", NONE), in_off=off[act[i]], out_off=off[act[i + 1]],
+        dout_off=dout if train_w or train_b else NONE, din_off=NONE, scratch_off=off.get(f"scratch{i}", NONE),
+        kept_bytes=4 * numel(model.layers[act_of(model, i)].out_shape) if train_w and i < n - 1 else 0,
+    )
+
+
 # ---- serialisation ----------------------------------------------------------------------------------------
 
 
@@ -261,11 +342,17 @@ def _serialise(plan: Plan, dataset_addr: int) -> bytes:
         records += _layer_record(lp, layer, w_src, b_src, ch_off)
     total = data_start + len(weights)
     flags = PLAN_F_CHANNEL_LISTS if plan.channels else 0
+    fwd: dict[str, int | float] = {"f_seed": 0, "f_bound": 0.0, "mod_a_off": 0, "mod_b_off": 0}
+    if plan.fwd_mode:
+        flags |= PLAN_F_PEPITA if plan.fwd_mode == FWD_PEPITA else PLAN_F_MEMPEPITA
+        fwd = {"f_seed": F_SEED, "f_bound": projection_bound(model), "mod_a_off": plan.mod_a_off,
+               "mod_b_off": plan.mod_b_off}
     header = TPLN_HEADER.pack({
         "magic": PLAN_MAGIC, "version": 1, "header_bytes": PLAN_HEADER, "blob_bytes": total, "crc32": 0,
         "plan_hash": _plan_hash(plan), "arena_bytes": plan.arena_bytes, "dataset_addr": dataset_addr,
         "n_layers": len(model.layers), "n_classes": model.n_classes, "layers_offset": PLAN_HEADER,
         "input_off": plan.input_off, "dlogits_off": plan.dlogits_off, "first_bwd": plan.first_bwd, "flags": flags,
+        **fwd,
     })
     return header + bytes(records) + bytes(weights)
 

@@ -13,8 +13,8 @@ import numpy as np
 
 from bench.model.nn import Model
 from bench.numerics import fp32 as reference
-from bench.numerics import int8train
-from bench.plan.fp32 import Plan
+from bench.numerics import int8train, pepita
+from bench.plan.fp32 import F_SEED, Plan, projection_bound
 from bench.plan.int8 import QPlan
 from bench.records.run import PARAM_NAMES, RunRecord
 
@@ -104,6 +104,41 @@ def check_int8_gradients(record: RunRecord, plan: QPlan, x_train: np.ndarray, y_
     return checks
 
 
+FORWARD_ONLY_FLOOR = 0.02  # of max|h|·max|input|: below it a direction is float32 rounding of the two passes
+
+
+def check_forward_only(record: RunRecord, plan: Plan, x_train: np.ndarray, y_train: np.ndarray, lr: float
+                       ) -> list[GradientCheck]:
+    """PEPITA / MEMPEPITA: every streamed update direction against `bench.numerics.pepita`'s replay of the device's
+    samples (the same projection F, drawn from the plan's seed).
+
+    A direction is the difference of two float32 forward passes times an input, and when the sample is already
+    classified confidently the difference is below float32 rounding of h itself. Its error is therefore measured
+    against max(max|direction|, FORWARD_ONLY_FLOOR · max|h|·max|input|): relative to the direction wherever it stands
+    clear of that rounding, and never below what the two passes' own rounding allows."""
+    if not record.steps:
+        raise ValueError(f"{record.run_id}: no steps to check")
+    samples = np.array([s.sample for s in record.steps])
+    if samples.max() >= len(x_train):
+        raise ValueError(f"{record.run_id}: device reported sample {samples.max()} of {len(x_train)}")
+    expected, scales, _ = pepita.run_pepita(plan.model, x_train[samples], y_train[samples], lr, set(plan.trainable),
+                                            F_SEED, projection_bound(plan.model))
+    checks = []
+    for step, grads, scale in zip((s.step for s in record.steps), expected, scales, strict=True):
+        for (layer, param), ref in grads.items():
+            dev = record.grads.get((step, layer, PARAM_CODES[param]))
+            ref_flat = np.asarray(ref, dtype=np.float64).ravel()
+            if dev is None or dev.size != ref_flat.size:
+                raise ValueError(f"{record.run_id}: step {step} layer {layer} {param}: device streamed "
+                                 f"{'nothing' if dev is None else f'{dev.size} values'}, the reference has "
+                                 f"{ref_flat.size}")
+            err = float(np.max(np.abs(dev - ref_flat)))
+            floor = FORWARD_ONLY_FLOOR * scale[(layer, param)]
+            checks.append(GradientCheck(step, layer, param, err / max(float(np.max(np.abs(ref_flat))), floor, 1e-30),
+                                        err))
+    return checks
+
+
 def check_plan(record: RunRecord, plan: Plan | QPlan, x_train: np.ndarray, y_train: np.ndarray, lr: float
                ) -> tuple[float, float]:
     """The records stage's one fidelity entry: every gradient of a check run (``record``) against the reference of
@@ -113,5 +148,8 @@ def check_plan(record: RunRecord, plan: Plan | QPlan, x_train: np.ndarray, y_tra
         qchecks = check_int8_gradients(record, plan, x_train, y_train)
         exact = float(all(c.exact for c in qchecks)) if qchecks else math.nan
         return max((c.rel_err for c in qchecks), default=math.nan), exact
-    checks = check_gradients(record, plan.model, x_train, y_train, lr, set(plan.trainable), plan.channels)
+    if plan.fwd_mode:
+        checks = check_forward_only(record, plan, x_train, y_train, lr)
+    else:
+        checks = check_gradients(record, plan.model, x_train, y_train, lr, set(plan.trainable), plan.channels)
     return max((c.rel_err for c in checks), default=math.nan), math.nan

@@ -19,7 +19,10 @@
 #define TPLN_H_DLOGITS_OFF 40u
 #define TPLN_H_FIRST_BWD 44u
 #define TPLN_H_FLAGS 46u
-#define TPLN_H_TAIL 48u
+#define TPLN_H_F_SEED 48u
+#define TPLN_H_F_BOUND 52u
+#define TPLN_H_MOD_A_OFF 56u
+#define TPLN_H_MOD_B_OFF 60u
 #define TPLN_H_SIZE 64u
 
 /* Layer record, 64 bytes each (docs/plan-format.md) */

@@ -67,8 +67,13 @@ static int check_header(ctx_t *c, const mem_window_t *win, uint32_t plan_addr, u
     if (c->p->first_bwd > c->p->n_layers)
         return blob_fail(f, FAULT_PLAN, "plan: first_bwd > n_layers", c->p->first_bwd, 0);
     c->flags = le16(h + TPLN_H_FLAGS);
-    if (c->flags & ~(uint16_t)PF_CHANNEL_LISTS)
+    if ((c->flags & ~(uint16_t)(PF_CHANNEL_LISTS | PF_PEPITA | PF_MEMPEPITA)) ||
+        (c->flags & (PF_PEPITA | PF_MEMPEPITA)) == (PF_PEPITA | PF_MEMPEPITA))
         return blob_fail(f, FAULT_PLAN, "plan: unknown flags", c->flags, 0);
+    c->p->fwd_mode = (c->flags & PF_PEPITA) ? FWD_PEPITA : (c->flags & PF_MEMPEPITA) ? FWD_MEMPEPITA : FWD_NONE;
+    if (!c->p->fwd_mode && (le32(h + TPLN_H_F_SEED) || le32(h + TPLN_H_F_BOUND) || le32(h + TPLN_H_MOD_A_OFF) ||
+                            le32(h + TPLN_H_MOD_B_OFF)))
+        return blob_fail(f, FAULT_PLAN, "plan: forward-only fields set without a forward-only flag", c->flags, 0);
     if ((le32(h + TPLN_H_LAYERS_OFFSET) & 3u) || le32(h + TPLN_H_LAYERS_OFFSET) < PLAN_HEADER ||
         (uint64_t)le32(h + TPLN_H_LAYERS_OFFSET) + (uint64_t)c->p->n_layers * PLAN_RECORD > c->blob_bytes)
         return blob_fail(f, FAULT_PLAN, "plan: layer records outside blob", le32(h + TPLN_H_LAYERS_OFFSET), 0);
@@ -89,7 +94,11 @@ static int check_dims(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r)
 
 static int check_activations(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r)
 {
-    int back = i >= c->p->first_bwd;
+    /* forward-only plans: a trained layer's dout holds its activation difference; nothing computes input gradients */
+    int fwd = c->p->fwd_mode != FWD_NONE;
+    int back = fwd ? (L->flags & (LF_TRAIN_W | LF_TRAIN_B)) != 0 : i >= c->p->first_bwd;
+    if (fwd && (L->flags & LF_NEED_DX))
+        return blob_fail(c->f, FAULT_PLAN, "plan: forward-only training computes no input gradients (need_dx)", i, 0);
     L->in = arena_floats(c, le32(r + TPLN_L_IN_OFF), L->n_in);
     L->out = arena_floats(c, le32(r + TPLN_L_OUT_OFF), L->n_out);
     if (!L->in || !L->out)
@@ -243,10 +252,47 @@ static int check_chain(ctx_t *c, uint32_t i)
         return blob_fail(c->f, FAULT_PLAN, "plan: layer input shape differs from previous output", i, 0);
     if (L->in != P->out)
         return blob_fail(c->f, FAULT_PLAN, "plan: layer in_off differs from previous out_off", i, 0);
+    if (p->fwd_mode != FWD_NONE)
+        return 0;
     if (i > p->first_bwd && !(L->flags & LF_NEED_DX))
         return blob_fail(c->f, FAULT_PLAN, "plan: layer above first_bwd lacks need_dx", i, 0);
     if (i > p->first_bwd && L->din != P->dout)
         return blob_fail(c->f, FAULT_PLAN, "plan: layer din_off differs from previous dout_off", i, 0);
+    return 0;
+}
+
+static float f32_at(const uint8_t *p)
+{
+    float v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* the modulated pass's two buffers, each as large as the largest activation, apart from each other and the
+ * logits gradient; the last layer's dout is dlogits (its update uses e' there) */
+static int parse_forward_only(ctx_t *c)
+{
+    plan_t *p = c->p;
+    const uint8_t *h = c->blob;
+    uint32_t last = p->n_layers - 1u, n = 0;
+    for (uint32_t i = 0; i < p->n_layers; i++) {
+        n = p->layer[i].n_in > n ? p->layer[i].n_in : n;
+        n = p->layer[i].n_out > n ? p->layer[i].n_out : n;
+    }
+    p->mod_n = n;
+    p->f_seed = le32(h + TPLN_H_F_SEED);
+    p->f_bound = f32_at(h + TPLN_H_F_BOUND);
+    p->mod_a = arena_floats(c, le32(h + TPLN_H_MOD_A_OFF), n);
+    p->mod_b = arena_floats(c, le32(h + TPLN_H_MOD_B_OFF), n);
+    if (!p->mod_a || !p->mod_b || !disjoint(p->mod_a, n, p->mod_b, n) || !disjoint(p->mod_a, n, p->dlogits,
+                                                                                     p->n_classes) ||
+        !disjoint(p->mod_b, n, p->dlogits, p->n_classes))
+        return blob_fail(c->f, FAULT_PLAN, "plan: modulated-pass buffers outside the arena or overlapping",
+                         le32(h + TPLN_H_MOD_A_OFF), le32(h + TPLN_H_MOD_B_OFF));
+    if (!(p->f_bound > 0.0f && p->f_bound < 1.0f))
+        return blob_fail(c->f, FAULT_PLAN, "plan: projection bound not in (0, 1)", le32(h + TPLN_H_F_BOUND), 0);
+    if ((p->layer[last].flags & (LF_TRAIN_W | LF_TRAIN_B)) && p->layer[last].dout != p->dlogits)
+        return blob_fail(c->f, FAULT_PLAN, "plan: last layer dout_off differs from dlogits_off", last, 0);
     return 0;
 }
 
@@ -270,11 +316,11 @@ static int parse_layers(ctx_t *c)
     if (p->layer[last].n_out != p->n_classes)
         return blob_fail(c->f, FAULT_PLAN, "plan: last layer output differs from n_classes",
                          last, p->layer[last].n_out);
-    if (p->first_bwd <= last && p->layer[last].dout != p->dlogits)
+    if (!p->fwd_mode && p->first_bwd <= last && p->layer[last].dout != p->dlogits)
         return blob_fail(c->f, FAULT_PLAN, "plan: last layer dout_off differs from dlogits_off", last, 0);
     if (!disjoint(p->dlogits, p->n_classes, p->layer[last].out, p->n_classes))
         return blob_fail(c->f, FAULT_PLAN, "plan: dlogits overlaps the logits", last, 0);
-    return 0;
+    return p->fwd_mode ? parse_forward_only(c) : 0;
 }
 
 static uint64_t align4(uint64_t v)
@@ -305,13 +351,6 @@ static int labels_ok(const uint8_t *y, uint32_t n, uint32_t n_classes)
         if (y[j] >= n_classes)
             return 0;
     return 1;
-}
-
-static float f32_at(const uint8_t *p)
-{
-    float v;
-    memcpy(&v, p, sizeof v);
-    return v;
 }
 
 static int parse_dataset(ctx_t *c, const mem_window_t *win)

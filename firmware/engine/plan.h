@@ -16,7 +16,9 @@
 
 enum { OP_DENSE = 1, OP_CONV2D = 2, OP_RELU = 3, OP_MAXPOOL = 4, OP_COUNT };
 enum { LF_TRAIN_W = 1, LF_TRAIN_B = 2, LF_NEED_DX = 4, LF_PAD_SAME = 8 };
-enum { PF_CHANNEL_LISTS = 1 }; /* header flags: layer records may carry a channel list (sparse update) */
+/* header flags: layer records may carry a channel list (sparse update); forward-only training (PEPITA, MEMPEPITA) */
+enum { PF_CHANNEL_LISTS = 1, PF_PEPITA = 2, PF_MEMPEPITA = 4 };
+enum { FWD_NONE = 0, FWD_PEPITA = 1, FWD_MEMPEPITA = 2 };
 
 typedef struct {
     uint8_t op, flags;     /* flags: need_dx cleared below first_bwd, where nothing runs backward */
@@ -42,6 +44,12 @@ typedef struct {
     uint32_t plan_hash, arena_need;
     uint16_t n_layers, n_classes, first_bwd;
     float *input, *dlogits;
+    /* forward-only training (docs/plan-format.md, "Forward-only training"): the mode, the projection F's seed and
+     * bound, and the two buffers (mod_n floats each) the modulated pass runs through */
+    uint8_t fwd_mode;
+    uint32_t f_seed, mod_n;
+    float f_bound;
+    float *mod_a, *mod_b;
     layer_t layer[PLAN_MAX_LAYERS];
     dataset_t data;
 } plan_t;

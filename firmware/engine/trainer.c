@@ -190,6 +190,129 @@ static void send_layers(void *ctx)
 }
 
 
+/* ---- forward-only training: PEPITA and MEMPEPITA (docs/plan-format.md, "Forward-only training") --------- */
+
+/* the layer whose output is parameter layer i's activation h_i: the ReLU right after it, else itself */
+static uint32_t act_of(const plan_t *p, uint32_t i)
+{
+    return i + 1u < p->n_layers && p->layer[i + 1u].op == OP_RELU ? i + 1u : i;
+}
+
+/* element idx (= input index * n_classes + class) of the fixed projection F: a murmur3 finaliser of the seed and
+ * idx, as a uniform float in [-bound, bound) (exact until the one rounding of the multiply by bound) */
+static float projection(uint32_t seed, uint32_t idx, float bound)
+{
+    uint32_t x = seed + 0x9E3779B9u * (idx + 1u);
+    x ^= x >> 16;
+    x *= 0x85EBCA6Bu;
+    x ^= x >> 13;
+    x *= 0xC2B2AE35u;
+    x ^= x >> 16;
+    return ((float)(x >> 8) * (1.0f / 16777216.0f) * 2.0f - 1.0f) * bound;
+}
+
+/* x' = x + F e into out (the sample decoded again into p->input, e the first pass's softmax - onehot) */
+static void modulate(const plan_t *p, const uint8_t *x8, float *out)
+{
+    load_sample(p, x8);
+    for (uint32_t j = 0; j < p->layer[0].n_in; j++) {
+        float acc = 0.0f;
+        for (uint32_t k = 0; k < p->n_classes; k++)
+            acc += projection(p->f_seed, j * p->n_classes + k, p->f_bound) * p->dlogits[k];
+        out[j] = p->input[j] + acc;
+    }
+}
+
+/* parameter layer j's update: dout holds h_j - h'_j (the last layer: e'), `in` its modulated input; the kind's
+ * backward does it (need_dx is clear), streaming and applying dout x in^T */
+static void fwd_update(run_t *r, uint32_t j, const float *mod_in)
+{
+    const plan_t *p = r->p;
+    layer_t m = p->layer[j];
+    uint32_t bwd0 = r->t_bwd, upd0 = r->t_upd;
+    m.in = (float *)mod_in;
+    fop_kinds[m.op]->backward(r, (uint8_t)j, &m);
+    r->layer_ticks[j][1] += r->t_bwd - bwd0;
+    r->layer_ticks[j][2] += r->t_upd - upd0;
+}
+
+/* one layer of the modulated stream through mod_a/mod_b (in place where the op allows); returns its output */
+static float *mod_forward(run_t *r, uint32_t i, float *in)
+{
+    const plan_t *p = r->p;
+    layer_t m = p->layer[i];
+    uint64_t t = port_ticks();
+    m.in = in;
+    m.out = fop_kinds[m.op]->aliases ? in : (in == p->mod_a ? p->mod_b : p->mod_a);
+    fop_kinds[m.op]->forward(&m);
+    uint32_t d = ft_since(t);
+    r->layer_ticks[i][1] += d;
+    r->t_bwd += d;
+    return m.out;
+}
+
+/* PEPITA: a clean pass keeping each trained layer's h_j in its dout, then the modulated pass (x' = x + F e) with
+ * each layer updated as soon as its h'_j exists. MEMPEPITA keeps nothing: after the clean pass that gives e, the
+ * clean and the modulated streams run again side by side, layer by layer. */
+__attribute__((noinline)) /* its frame (modulated inputs, layer views) only on forward-only runs */
+static void fwd_only_step(run_t *r, const uint8_t *x8, uint32_t label, msg_step_t *m, uint32_t *pred)
+{
+    const plan_t *p = r->p;
+    const uint32_t last = p->n_layers - 1u;
+    const float *mod_in[PLAN_MAX_LAYERS];
+    uint32_t pred2 = 0;
+    uint64_t t = port_ticks();
+    int mem = p->fwd_mode == FWD_MEMPEPITA;
+    load_sample(p, x8);
+    r->t_fwd = ft_since(t);
+    for (uint32_t i = 0; i < p->n_layers; i++) {
+        t = port_ticks();
+        fop_kinds[p->layer[i].op]->forward(&p->layer[i]);
+        for (uint32_t j = i - (i > 0u); !mem && j <= i; j++) /* keep h_j: the layer itself or the ReLU after it */
+            if (j < last && act_of(p, j) == i && (p->layer[j].flags & LF_TRAIN_W))
+                memcpy(p->layer[j].dout, p->layer[i].out, p->layer[i].n_out * sizeof(float));
+        uint32_t d = ft_since(t);
+        r->layer_ticks[i][0] += d;
+        r->t_fwd += d;
+    }
+    t = port_ticks();
+    m->loss = softmax_ce(logits(p), p->n_classes, label, p->dlogits, pred);
+    r->t_fwd += ft_since(t);
+    r->t_bwd = r->t_upd = 0;
+    r->n_gstat = 0;
+    port_marker(PORT_MARK_BACKWARD);
+    t = port_ticks();
+    modulate(p, x8, p->mod_a);
+    r->t_bwd += ft_since(t);
+    float *cur = p->mod_a;
+    for (uint32_t i = 0; i < p->n_layers; i++) {
+        if (mem) { /* the clean stream again, from the sample (p->input holds it: modulate decoded it) */
+            t = port_ticks();
+            fop_kinds[p->layer[i].op]->forward(&p->layer[i]);
+            uint32_t d = ft_since(t);
+            r->layer_ticks[i][1] += d;
+            r->t_bwd += d;
+        }
+        mod_in[i] = cur;
+        cur = mod_forward(r, i, cur);
+        for (uint32_t j = i - (i > 0u); j <= i; j++) {
+            const layer_t *L = &p->layer[j];
+            if (j >= last || act_of(p, j) != i || !(L->flags & (LF_TRAIN_W | LF_TRAIN_B)))
+                continue;
+            t = port_ticks(); /* dout = h_j - h'_j: h_j kept (PEPITA) or just recomputed (MEMPEPITA) */
+            for (uint32_t k = 0; k < p->layer[i].n_out; k++)
+                L->dout[k] = (mem ? p->layer[i].out[k] : L->dout[k]) - cur[k];
+            r->t_bwd += ft_since(t);
+            fwd_update(r, j, mod_in[j]);
+        }
+    }
+    t = port_ticks();
+    softmax_ce(cur, p->n_classes, label, p->dlogits, &pred2); /* e' of the modulated pass */
+    r->t_bwd += ft_since(t);
+    if (p->layer[last].flags & (LF_TRAIN_W | LF_TRAIN_B))
+        fwd_update(r, last, mod_in[last]);
+}
+
 /* one SGD step on one training sample; fills the STEP message */
 static void train_step(void *ctx, uint32_t step, uint32_t sample, int stream, msg_step_t *m)
 {
@@ -198,6 +321,19 @@ static void train_step(void *ctx, uint32_t step, uint32_t sample, int stream, ms
     r->stream = (uint8_t)stream;
     const plan_t *p = r->p;
     uint32_t label = p->data.y_train[sample], pred = 0;
+    if (p->fwd_mode) {
+        port_marker(PORT_MARK_FORWARD);
+        fwd_only_step(r, p->data.x_train + sample * p->data.sample_bytes, label, m, &pred);
+        port_marker(PORT_MARK_STEP_END);
+        m->step = r->step;
+        m->sample = sample;
+        m->label = (uint8_t)label;
+        m->pred = (uint8_t)pred;
+        m->t_fwd = r->t_fwd;
+        m->t_bwd = r->t_bwd;
+        m->t_upd = r->t_upd;
+        return;
+    }
     port_marker(PORT_MARK_FORWARD); /* markers sit outside the timed windows: the counts do not include them */
     uint64_t t = port_ticks();
     load_sample(p, p->data.x_train + sample * p->data.sample_bytes);
