@@ -168,3 +168,11 @@ def test_int8_federation_is_refused_by_name(tmp_path: Path) -> None:
     profile = load_profile("quick")
     with pytest.raises(FederationError, match="federated int8 is not implemented"):
         Federation(Bench(tmp_path), profile, _rack(("nucleo-f746zg",)), FedSettings(techniques=("full-int8",)))
+
+
+@pytest.mark.twin
+def test_the_bench_federate_fixture_federates_the_session_rack(bench_federate) -> None:  # type: ignore[no-untyped-def]
+    fed = bench_federate("quick", rounds=1, local_steps=5, alpha=None, techniques=("last-fp32",))
+    clients = [r for r in fed.writer.rows if r["role"] == "client"]
+    assert len(clients) == len(fed.clients) >= 1 and all(r["status"] == "ok" for r in clients)
+    assert (fed.bench.out / "rounds.parquet").is_file()

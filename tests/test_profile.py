@@ -19,10 +19,11 @@ def test_unknown_technique_lists_valid_ones():
     assert all(t in str(err.value) for t in TECHNIQUES)
 
 
-def test_exactly_twelve_techniques():
-    """4 schemes x fp32 / int8 (QAS) / int8-noqas, and nothing else (e.g. no sparse-fp32-noqas, no int8-qas)."""
-    assert sorted(TECHNIQUES) == sorted(f"{s}-{n}" for s in ("full", "last", "bias", "sparse")
-                                        for n in ("fp32", "int8", "int8-noqas"))
+def test_exactly_fourteen_techniques():
+    """4 schemes x fp32 / int8 (QAS) / int8-noqas, the two forward-only ones in fp32, and nothing else (e.g. no
+    sparse-fp32-noqas, no int8-qas)."""
+    assert sorted(TECHNIQUES) == sorted([*(f"{s}-{n}" for s in ("full", "last", "bias", "sparse")
+                                           for n in ("fp32", "int8", "int8-noqas")), "pepita-fp32", "mempepita-fp32"])
     for bad in ("full-fp32-noqas", "full-int8-qas", "full-int4", "full-noqas"):
         with pytest.raises(TechniqueError) as err:
             parse_technique(bad)

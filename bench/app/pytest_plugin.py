@@ -255,6 +255,23 @@ def bench_run(bench_session: Bench, pytestconfig: pytest.Config):
     return run
 
 
+@pytest.fixture
+def bench_federate(bench_rack: Rack, bench_log_dir: Path):
+    """Factory: ``bench_federate(profile="quick", rounds=3, local_steps=20, alpha=0.5)`` runs federated rounds on the
+    session's rack (`bench.app.federate`; ``flower=True`` through a Flower server) and returns the `Federation`:
+    ``fed.writer.rows`` are rounds.parquet's rows, ``fed.global_tensors`` the final global model. Its results and
+    journals are in this test's log directory."""
+    from bench.app.federate import FedSettings, run_federation
+    from bench.app.runner import load_profile
+    from bench.config.profile import Profile
+
+    def federate(profile: str | Profile = "quick", flower: bool = False, **settings: Any) -> Any:
+        base = profile if isinstance(profile, Profile) else load_profile(profile)
+        return run_federation(base, bench_rack, bench_log_dir / "federation", FedSettings(**settings), flower=flower)
+
+    return federate
+
+
 def _overridden(base: Profile, overrides: dict[str, Any]) -> Profile:
     """``base`` with ``overrides`` checked like a profile file (`bench.app.runner.with_overrides`): an unknown key
     or a bad value fails the test with a message naming it, instead of being ignored or reaching the device."""
