@@ -176,3 +176,18 @@ def test_the_bench_federate_fixture_federates_the_session_rack(bench_federate) -
     clients = [r for r in fed.writer.rows if r["role"] == "client"]
     assert len(clients) == len(fed.clients) >= 1 and all(r["status"] == "ok" for r in clients)
     assert (fed.bench.out / "rounds.parquet").is_file()
+
+
+def test_the_federation_report_escapes_what_devices_sent(tmp_path: Path) -> None:
+    """A device's fault text reaches the report as the round's error: it is shown, escaped, never markup."""
+    from bench.records.rounds import RoundsWriter
+
+    meta = {"profile": "p", "model": "m", "task": "t", "rounds": 1, "local_steps": 1, "split": "iid", "seed": 1,
+            "aggregator": "fedavg", "clients": {"a": {"board": "b", "technique": "full-fp32", "samples": 3,
+                                                      "trained_values": 9, "labels": [1, 2]}}}
+    writer = RoundsWriter(tmp_path, meta)
+    writer.add([{"round": 1, "role": "client", "client": "a", "status": "fault", "error": "<script>x()</script>",
+                 "acc_local": 0.5, "bytes_up": 10, "bytes_down": 0, "update_norm": 0.1},
+                {"round": 1, "role": "global", "client": "(global)", "status": "ok", "acc_global": 0.5}])
+    html = write_federation_report(tmp_path).read_text()
+    assert "<script>" not in html and "&lt;script&gt;x()&lt;/script&gt;" in html

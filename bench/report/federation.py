@@ -15,6 +15,7 @@ import jinja2
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from bench.records.rounds import read_rounds
 from bench.report.html import figure_png
@@ -60,37 +61,40 @@ def _cell(value: Any, col: str) -> str:
     return str(value)[:300]
 
 
+def _panel(title: str, ylabel: str, caption: str, lines: list[tuple[pd.Series, pd.Series, str, dict[str, Any]]]
+           ) -> dict[str, str]:
+    """One figure of (x, y, label, style) lines against round."""
+    fig = Figure(figsize=(8, 3.2))
+    ax = fig.add_subplot()
+    for x, y, label, style in lines:
+        ax.plot(x, y.astype(float), label=label, **style)
+    ax.set(xlabel="round", ylabel=ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return {"title": title, "png": _png(fig), "caption": caption}
+
+
 def _plots(rounds: pd.DataFrame) -> list[dict[str, str]]:
-    clients = rounds[rounds["role"] == "client"]
+    clients = list(rounds[rounds["role"] == "client"].groupby("client", observed=True))
     glob = rounds[rounds["role"] == "global"]
-    out = []
-    fig = Figure(figsize=(8, 3.4))
-    ax = fig.add_subplot()
-    ax.plot(glob["round"], glob["acc_global"] * 100, "k-o", label="global model (measured on one board)")
-    for name, g in clients.groupby("client", observed=True):
-        ax.plot(g["round"], g["acc_local"] * 100, "--", marker=".", label=f"{name}: local model after its steps")
-    ax.set(xlabel="round", ylabel="accuracy, %")
-    ax.legend(fontsize=8)
-    out.append({"title": "Accuracy against round", "png": _png(fig),
-                "caption": "Eval split; a client's local accuracy uses the first local_eval samples."})
-    fig = Figure(figsize=(8, 3.0))
-    ax = fig.add_subplot()
-    for name, g in clients.groupby("client", observed=True):
-        ax.plot(g["round"], g["bytes_up"].astype(float), marker="o", label=f"{name} up (WDATA)")
-        ax.plot(g["round"], g["bytes_down"].astype(float), marker="x", ls=":", label=f"{name} down (WSET)")
-    ax.set(xlabel="round", ylabel="bytes on the link")
-    ax.legend(fontsize=8)
-    out.append({"title": "Bytes per round", "png": _png(fig),
-                "caption": "Round 1 sends nothing down: every board starts from the plan in its flash."})
-    fig = Figure(figsize=(8, 3.0))
-    ax = fig.add_subplot()
-    for name, g in clients.groupby("client", observed=True):
-        ax.plot(g["round"], g["update_norm"], marker="o", label=f"{name}")
-    ax.set(xlabel="round", ylabel="‖local − global‖₂ of trained rows")
-    ax.legend(fontsize=8)
-    out.append({"title": "Per-client contribution", "png": _png(fig),
-                "caption": "Update size per round; the sample weight of each client is in the table (weight_share)."})
-    return out
+    acc = [(glob["round"], glob["acc_global"] * 100, "global model (measured on one board)", {"color": "k",
+                                                                                             "marker": "o"})]
+    acc += [(g["round"], g["acc_local"] * 100, f"{name}: local model after its steps", {"ls": "--", "marker": "."})
+            for name, g in clients]
+    link = [line for name, g in clients for line in (
+        (g["round"], g["bytes_up"], f"{name} up (WDATA)", {"marker": "o"}),
+        (g["round"], g["bytes_down"], f"{name} down (WSET)", {"marker": "x", "ls": ":"}))]
+    norms = [(g["round"], g["update_norm"], str(name), {"marker": "o"}) for name, g in clients]
+    return [
+        _panel("Accuracy against round", "accuracy, %",
+               "Eval split; a client's local accuracy uses the first local_eval samples.", acc),
+        _panel("Bytes per round", "bytes on the link",
+               "Round 1 sends nothing down: every board starts from the plan in its flash; nor does the board "
+               "that measured the last global model (it holds it).", link),
+        _panel("Per-client contribution", "‖local − global‖₂ of trained rows",
+               "Update size per round; the sample weight of each client is in the table (weight_share).", norms),
+    ]
 
 
 def _png(fig: Figure) -> str:

@@ -313,6 +313,22 @@ static void fwd_only_step(run_t *r, const uint8_t *x8, uint32_t label, msg_step_
         fwd_update(r, last, mod_in[last]);
 }
 
+/* backprop: forward, loss, then backward from the last layer down to first_bwd */
+static void backprop_step(run_t *r, const uint8_t *x8, uint32_t label, msg_step_t *m, uint32_t *pred)
+{
+    const plan_t *p = r->p;
+    uint64_t t = port_ticks();
+    load_sample(p, x8);
+    r->t_fwd = ft_since(t);
+    r->t_fwd += forward_timed(r);
+    t = port_ticks();
+    m->loss = softmax_ce(logits(p), p->n_classes, label, p->first_bwd < p->n_layers ? p->dlogits : NULL, pred);
+    r->t_fwd += ft_since(t);
+    r->t_bwd = r->t_upd = 0;
+    r->n_gstat = 0;
+    backward(r);
+}
+
 /* one SGD step on one training sample; fills the STEP message */
 static void train_step(void *ctx, uint32_t step, uint32_t sample, int stream, msg_step_t *m)
 {
@@ -320,31 +336,13 @@ static void train_step(void *ctx, uint32_t step, uint32_t sample, int stream, ms
     r->step = step;
     r->stream = (uint8_t)stream;
     const plan_t *p = r->p;
+    const uint8_t *x8 = p->data.x_train + sample * p->data.sample_bytes;
     uint32_t label = p->data.y_train[sample], pred = 0;
-    if (p->fwd_mode) {
-        port_marker(PORT_MARK_FORWARD);
-        fwd_only_step(r, p->data.x_train + sample * p->data.sample_bytes, label, m, &pred);
-        port_marker(PORT_MARK_STEP_END);
-        m->step = r->step;
-        m->sample = sample;
-        m->label = (uint8_t)label;
-        m->pred = (uint8_t)pred;
-        m->t_fwd = r->t_fwd;
-        m->t_bwd = r->t_bwd;
-        m->t_upd = r->t_upd;
-        return;
-    }
     port_marker(PORT_MARK_FORWARD); /* markers sit outside the timed windows: the counts do not include them */
-    uint64_t t = port_ticks();
-    load_sample(p, p->data.x_train + sample * p->data.sample_bytes);
-    r->t_fwd = ft_since(t);
-    r->t_fwd += forward_timed(r);
-    t = port_ticks();
-    m->loss = softmax_ce(logits(p), p->n_classes, label, p->first_bwd < p->n_layers ? p->dlogits : NULL, &pred);
-    r->t_fwd += ft_since(t);
-    r->t_bwd = r->t_upd = 0;
-    r->n_gstat = 0;
-    backward(r);
+    if (p->fwd_mode)
+        fwd_only_step(r, x8, label, m, &pred);
+    else
+        backprop_step(r, x8, label, m, &pred);
     port_marker(PORT_MARK_STEP_END);
     m->step = r->step;
     m->sample = sample;
