@@ -120,7 +120,9 @@ def test_flower_fedavg_gives_the_built_in_global_model(tmp_path: Path) -> None:
     settings = FedSettings(rounds=2, local_steps=20, alpha=0.5)
     rack = _rack(("nrf52840-dk", "nucleo-f746zg"))
     built_in = run_federation(profile, rack, tmp_path / "fedavg", settings)
-    flower = run_federation(profile, rack, tmp_path / "flower", settings, flower=True)
+    from bench.app.flower import run_flower_federation
+
+    flower = run_flower_federation(profile, rack, tmp_path / "flower", settings)
     assert "Flower FedAvg" in flower.aggregator
     for key, t in built_in.global_tensors.items():
         assert np.allclose(flower.global_tensors[key], t, rtol=1e-5, atol=1e-6), key

@@ -58,12 +58,13 @@ def federate_cmd(profile_spec: str, rack_spec: str | None, names: tuple[str, ...
     Exit codes: 0 every round averaged at least one client; 1 some client failed (named) or no client was left; 2 bad
     input."""
     from bench.app import runner
-    from bench.app.cli import console, wide_console
+    from bench.app.cli_report import wide_console
     from bench.app.federate import FedSettings, run_federation
     from bench.app.lab import held_rack
     from bench.config.boards import filter_rack, load_catalogue, load_rack
     from bench.report.federation import write_federation_report
 
+    console = wide_console(stderr=True)
     profile = runner.load_profile(profile_spec)
     if seed is not None:
         profile = runner.with_overrides(profile, {"seed": seed})
@@ -71,7 +72,12 @@ def federate_cmd(profile_spec: str, rack_spec: str | None, names: tuple[str, ...
                            techniques=techniques, round_timeout_s=round_timeout_s, kill=_kills(kills))
     catalogue = load_catalogue()
     with held_rack(filter_rack(load_rack(rack_spec, catalogue), list(names)), catalogue, console.print) as rack:
-        fed = run_federation(profile, rack, out, settings, _Progress(console, rounds), flower=aggregator == "flower")
+        if aggregator == "flower":
+            from bench.app.flower import run_flower_federation  # the optional [flower] extra
+
+            fed = run_flower_federation(profile, rack, out, settings, _Progress(console, rounds))
+        else:
+            fed = run_federation(profile, rack, out, settings, _Progress(console, rounds))
     rows = fed.writer.rows
     wide_console().print(round_table(rows))
     report = write_federation_report(out)

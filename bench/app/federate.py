@@ -433,17 +433,13 @@ def _measured(rec: RunRecord) -> dict[str, object]:
             "energy_source": source, "peak_sram_bytes": rec.peak_sram()[0]}
 
 
-def run_federation(profile: Profile, rack: Rack, out: Path, settings: FedSettings, progress: FedProgress | None = None,
-                   flower: bool = False) -> Federation:
-    """The plain API under `bench federate` and the tests: the built-in FedAvg, or with ``flower`` a Flower server on
-    127.0.0.1 and a proxy client per board (`bench.app.flower`). ``out`` is this session's alone while it runs; the
-    previous session's journals and images there go first."""
+def run_federation(profile: Profile, rack: Rack, out: Path, settings: FedSettings, progress: FedProgress | None = None
+                   ) -> Federation:
+    """The plain API under `bench federate` and the tests, with the built-in FedAvg (Flower's:
+    `bench.app.flower.run_flower_federation`). ``out`` is this session's alone while it runs; the previous session's
+    journals and images there go first."""
     with session_lock(out):
         clear_previous(out)
-        if flower:
-            from bench.app.flower import run_flower  # the optional [flower] extra
-
-            return run_flower(Bench(out), profile, rack, settings, progress)
         fed = Federation(Bench(out), profile, rack, settings, progress)
         fed.run()
         return fed

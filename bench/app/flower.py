@@ -20,12 +20,13 @@ import socket
 import threading
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench.app.federate import Client, Federation, FederationError, FedProgress, FedSettings
-from bench.app.runner import Bench
+from bench.app.runner import Bench, clear_previous, session_lock
 from bench.config.boards import Rack
 from bench.config.profile import Profile
 from bench.numerics.fedavg import ClientUpdate, Tensors
@@ -115,6 +116,14 @@ class RackFedAvg(FedAvg):
         if not results:  # nobody trained: the global model stays (FedAvg would return None and keep it too)
             return ndarrays_to_parameters(to_arrays(self.fed.global_tensors)), {}
         return super().aggregate_fit(server_round, results, failures)
+
+
+def run_flower_federation(profile: Profile, rack: Rack, out: Path, settings: FedSettings,
+                          progress: FedProgress | None = None) -> Federation:
+    """`bench.app.federate.run_federation` with Flower driving the rounds: ``out`` is this session's alone."""
+    with session_lock(out):
+        clear_previous(out)
+        return run_flower(Bench(out), profile, rack, settings, progress)
 
 
 def run_flower(bench: Bench, profile: Profile, rack: Rack, settings: FedSettings,

@@ -267,7 +267,12 @@ def bench_federate(bench_rack: Rack, bench_log_dir: Path):
 
     def federate(profile: str | Profile = "quick", flower: bool = False, **settings: Any) -> Any:
         base = profile if isinstance(profile, Profile) else load_profile(profile)
-        return run_federation(base, bench_rack, bench_log_dir / "federation", FedSettings(**settings), flower=flower)
+        out, fed_settings = bench_log_dir / "federation", FedSettings(**settings)
+        if flower:
+            from bench.app.flower import run_flower_federation
+
+            return run_flower_federation(base, bench_rack, out, fed_settings)
+        return run_federation(base, bench_rack, out, fed_settings)
 
     return federate
 
