@@ -193,3 +193,8 @@ def test_the_federation_report_escapes_what_devices_sent(tmp_path: Path) -> None
                 {"round": 1, "role": "global", "client": "(global)", "status": "ok", "acc_global": 0.5}])
     html = write_federation_report(tmp_path).read_text()
     assert "<script>" not in html and "&lt;script&gt;x()&lt;/script&gt;" in html
+
+
+def test_killing_a_board_that_is_not_a_local_twin_is_refused_by_name(tmp_path: Path) -> None:
+    with pytest.raises(FederationError, match="--kill names stm32h7: the bench kills QEMU twins"):
+        Federation(Bench(tmp_path), load_profile("quick"), _rack(("nucleo-f746zg",)), FedSettings(kill={"stm32h7": 2}))

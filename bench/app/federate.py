@@ -23,7 +23,16 @@ from typing import Any, Protocol
 import numpy as np
 
 from bench import plan as bench_plan
-from bench.app.runner import RACK_FAULTS, Bench, Prepared, board_lock, clear_previous, hold, session_lock
+from bench.app.runner import (
+    FIDELITY_TOLERANCE,
+    RACK_FAULTS,
+    Bench,
+    Prepared,
+    board_lock,
+    clear_previous,
+    hold,
+    session_lock,
+)
 from bench.config.boards import Board, ConfigError, Rack, RackEntry, lock_key
 from bench.config.profile import Profile, Technique
 from bench.image.firmware import DoesNotFit, assemble
@@ -42,7 +51,6 @@ from bench.target.factory import make_target
 
 log = logging.getLogger(__name__)
 
-FIDELITY_TOLERANCE = 1e-4
 PARAM_TIMEOUT_S = 20.0  # one WSET's ACK, or the whole WGET answer
 
 
@@ -160,10 +168,11 @@ class Federation:
     def _clients(self) -> list[Client]:
         techs, prepared, s = self._techniques(), self.prepared, self.settings
         entries = list(self.rack.boards)
-        unknown = sorted(set(s.kill) - {e.label for e in entries})
+        twins = {e.label for e in entries if e.kind == "emulated" and e.control is None}
+        unknown = sorted(set(s.kill) - twins)
         if unknown:
-            raise FederationError(f"--kill names {', '.join(unknown)}, not in the rack "
-                                  f"({', '.join(e.label for e in entries)})")
+            raise FederationError(f"--kill names {', '.join(unknown)}: the bench kills QEMU twins of this host only "
+                                  f"(here: {', '.join(sorted(twins)) or 'none'})")
         shards = shard_indices(prepared.y_train, len(entries), s.alpha, self.profile.seed)
         clients = []
         for k, entry in enumerate(entries):
@@ -201,7 +210,7 @@ class Federation:
                 stack.callback(self._close, c)
                 try:
                     self._connect(c)
-                except (DoesNotFit, *RACK_FAULTS, LinkError, session.DeviceError, RuntimeError, OSError) as e:
+                except (DoesNotFit, *RACK_FAULTS, LinkError, RuntimeError, OSError, ValueError) as e:
                     self._fail(c, 0, f"{type(e).__name__}: {e}")
                 self.progress.connected(c)
             yield self.clients
@@ -335,8 +344,7 @@ class Federation:
         if self.settings.kill.get(c.label) != r:
             return None
         target = c.target
-        if not isinstance(target, QemuTarget):
-            raise FederationError(f"--kill {c.label}: only a QEMU twin can be killed by the bench")
+        assert isinstance(target, QemuTarget), c.label  # _clients admits local twins only
 
         def kill(step: Step) -> None:
             if target.running:
