@@ -198,3 +198,10 @@ def test_the_federation_report_escapes_what_devices_sent(tmp_path: Path) -> None
 def test_killing_a_board_that_is_not_a_local_twin_is_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(FederationError, match="--kill names stm32h7: the bench kills QEMU twins"):
         Federation(Bench(tmp_path), load_profile("quick"), _rack(("nucleo-f746zg",)), FedSettings(kill={"stm32h7": 2}))
+
+
+def test_a_flower_strategy_the_device_cannot_serve_is_refused_by_name() -> None:
+    flower = pytest.importorskip("bench.app.flower")
+    with pytest.raises(FederationError, match="FedProx needs a proximal term"):
+        flower.check_strategy("FedProx")
+    flower.check_strategy("FedAdam")  # server-side optimisers need nothing of the device

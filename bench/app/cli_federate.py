@@ -43,6 +43,8 @@ def _kills(values: tuple[str, ...]) -> dict[str, int]:
               help="fp32 technique per client, cycled over the rack (default: the profile's first fp32 one)")
 @click.option("--aggregator", type=click.Choice(["fedavg", "flower"]), default="fedavg", show_default=True,
               help="the built-in FedAvg, or Flower's FedAvg strategy (needs the [flower] extra)")
+@click.option("--strategy", default="FedAvg", show_default=True,
+              help="--aggregator flower: Flower's strategy (FedAvg, FedAvgM, FedAdam, FedYogi, FedAdagrad)")
 @click.option("--round-timeout", "round_timeout_s", default=None, type=float,
               help="straggler timeout: a client's round longer than this is dropped (default: the profile's timeout_s)")
 @click.option("--kill", "kills", multiple=True, metavar="LABEL@ROUND",
@@ -50,7 +52,8 @@ def _kills(values: tuple[str, ...]) -> dict[str, int]:
 @click.option("--seed", type=int, default=None, help="override the profile's seed (shards and sample orders)")
 @click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True)
 def federate_cmd(profile_spec: str, rack_spec: str | None, names: tuple[str, ...], rounds: int, local_steps: int,
-                 alpha: float, iid: bool, techniques: tuple[str, ...], aggregator: str, round_timeout_s: float | None,
+                 alpha: float, iid: bool, techniques: tuple[str, ...], aggregator: str, strategy: str,
+                 round_timeout_s: float | None,
                  kills: tuple[str, ...], seed: int | None, out: Path) -> None:
     """Federated rounds of PROFILE's task and model: every board of the rack is a client with its own shard; weights
     travel over the links; the host aggregates and one board measures the global model after each round.
@@ -75,7 +78,7 @@ def federate_cmd(profile_spec: str, rack_spec: str | None, names: tuple[str, ...
         if aggregator == "flower":
             from bench.app.flower import run_flower_federation  # the optional [flower] extra
 
-            fed = run_flower_federation(profile, rack, out, settings, _Progress(console, rounds))
+            fed = run_flower_federation(profile, rack, out, settings, _Progress(console, rounds), strategy)
         else:
             fed = run_federation(profile, rack, out, settings, _Progress(console, rounds))
     rows = fed.writer.rows

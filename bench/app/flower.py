@@ -39,7 +39,7 @@ try:
     from flwr.server import ServerConfig, start_server
     from flwr.server.client_manager import ClientManager
     from flwr.server.client_proxy import ClientProxy
-    from flwr.server.strategy import FedAvg
+    from flwr.server.strategy import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedYogi, Strategy
 except ImportError as exc:  # pragma: no cover - the extra is installed by `make test`
     raise FederationError("--aggregator flower needs Flower: pip install 'mcu-train-bench[flower]'") from exc
 
@@ -98,12 +98,17 @@ def merged(global_tensors: Tensors, u: ClientUpdate) -> Tensors:
     return out
 
 
-class RackFedAvg(FedAvg):
-    """FedAvg that waits, each round, for every board still alive (a dead board's proxy has left)."""
+# Flower's strategies that aggregate on the server alone. FedProx is not among them: its clients must add the
+# proximal term to their local SGD, which the device's trainer does not.
+STRATEGIES: dict[str, type[FedAvg]] = {"FedAvg": FedAvg, "FedAvgM": FedAvgM, "FedAdam": FedAdam, "FedYogi": FedYogi,
+                                       "FedAdagrad": FedAdagrad}
 
-    def __init__(self, fed: Federation, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.fed = fed
+
+class _WaitForAlive(FedAvg):
+    """A strategy that waits, each round, for every board still alive (a dead board's proxy has left), and keeps the
+    global model when nobody trained."""
+
+    fed: Federation
 
     def configure_fit(self, server_round: int, parameters: Parameters, client_manager: ClientManager
                       ) -> list[tuple[ClientProxy, Any]]:
@@ -118,22 +123,38 @@ class RackFedAvg(FedAvg):
         return super().aggregate_fit(server_round, results, failures)
 
 
+def check_strategy(name: str) -> None:
+    """A `FederationError` naming the choices unless ``name`` is in `STRATEGIES`."""
+    if name not in STRATEGIES:
+        why = (" (FedProx needs a proximal term in the device's local SGD, which it does not have)"
+               if name == "FedProx" else "")
+        raise FederationError(f"Flower strategy {name!r} is not wired up{why}; choose one of {', '.join(STRATEGIES)}")
+
+
+def rack_strategy(name: str, fed: Federation, **kwargs: Any) -> Strategy:
+    """Flower strategy ``name`` (`STRATEGIES`) waiting for the rack's live boards."""
+    check_strategy(name)
+    cls = type(f"Rack{name}", (_WaitForAlive, STRATEGIES[name]), {"fed": fed})
+    return cls(**kwargs)
+
+
 def run_flower_federation(profile: Profile, rack: Rack, out: Path, settings: FedSettings,
-                          progress: FedProgress | None = None) -> Federation:
+                          progress: FedProgress | None = None, strategy: str = "FedAvg") -> Federation:
     """`bench.app.federate.run_federation` with Flower driving the rounds: ``out`` is this session's alone."""
+    check_strategy(strategy)
     with session_lock(out):
         clear_previous(out)
-        return run_flower(Bench(out), profile, rack, settings, progress)
+        return run_flower(Bench(out), profile, rack, settings, progress, strategy)
 
 
 def run_flower(bench: Bench, profile: Profile, rack: Rack, settings: FedSettings,
-               progress: FedProgress | None = None) -> Federation:
+               progress: FedProgress | None = None, strategy: str = "FedAvg") -> Federation:
     """The federation with a Flower server on 127.0.0.1 (a free port) and one proxy client thread per board."""
     address = f"127.0.0.1:{free_port()}"
     if not log.isEnabledFor(logging.INFO):  # Flower logs every round (and its deprecations) itself: -v shows them
         logging.getLogger("flwr").setLevel(logging.ERROR)
-    fed = Federation(bench, profile, rack, settings, progress, aggregator=f"Flower FedAvg (flwr {flwr.__version__}, "
-                                                                           f"server {address})")
+    fed = Federation(bench, profile, rack, settings, progress, aggregator=f"Flower {strategy} (flwr "
+                                                                           f"{flwr.__version__}, server {address})")
     collected: dict[int, list[Any]] = {}
     lock = threading.Lock()
 
@@ -151,15 +172,15 @@ def run_flower(bench: Bench, profile: Profile, rack: Rack, settings: FedSettings
         live = [c for c in clients if c.alive]
         if not live:
             raise FederationError("no board of the rack could start: nothing to federate")
-        strategy = RackFedAvg(fed, fraction_fit=1.0, fraction_evaluate=0.0, min_evaluate_clients=0,
-                              accept_failures=True, evaluate_fn=evaluate,
-                              on_fit_config_fn=lambda r: {"server_round": r},
-                              initial_parameters=ndarrays_to_parameters(to_arrays(fed.global_tensors)))
+        server_strategy = rack_strategy(strategy, fed, fraction_fit=1.0, fraction_evaluate=0.0,
+                                        min_evaluate_clients=0, accept_failures=True, evaluate_fn=evaluate,
+                                        on_fit_config_fn=lambda r: {"server_round": r},
+                                        initial_parameters=ndarrays_to_parameters(to_arrays(fed.global_tensors)))
         proxies = [threading.Thread(target=_proxy, args=(address, BoardClient(fed, c, collected, lock)), daemon=True,
                                     name=f"flower-{c.label}") for c in live]
         starter = threading.Thread(target=_start_when_listening, args=(address, proxies), daemon=True)
         starter.start()  # the legacy gRPC client does not retry a refused connection: start them once it listens
-        _serve(address, settings, strategy, profile.timeout_s)
+        _serve(address, settings, server_strategy, profile.timeout_s)
         starter.join(timeout=10)
         for t in proxies:  # the server's end disconnects them; nothing outlives the federation
             t.join(timeout=10)
@@ -167,7 +188,7 @@ def run_flower(bench: Bench, profile: Profile, rack: Rack, settings: FedSettings
     return fed
 
 
-def _serve(address: str, settings: FedSettings, strategy: RackFedAvg, timeout_s: float) -> None:
+def _serve(address: str, settings: FedSettings, strategy: Strategy, timeout_s: float) -> None:
     """The Flower server, in this (the main) thread as it requires; the signal handlers it installs are undone after
     it, so Ctrl-C and SIGTERM stop the bench as everywhere else."""
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
