@@ -120,3 +120,24 @@ def qplan_model(shared_models: Path):
     from bench.tflite.io import load_tflite
 
     return load_tflite(shared_models / "person_detect.tflite")
+
+
+@pytest.mark.parametrize(("profile", "board", "technique"), [("vww", "rpi-pico", "sparse-int8"),
+                                                             ("kws", "nrf52840-dk", "last-int8")])
+def test_mlperf_tiny_profiles_train_adapted_digits_with_exact_int8_gradients(shared_models: Path, bench_rack, bench_run,
+                                                                            profile: str, board: str,
+                                                                            technique: str) -> None:
+    """profiles/vww.toml and kws.toml: the built-in digits are adapted to the model's input (resized, channel
+    replicated, quantised with its input parameters) and train the new head exactly as the integer reference does;
+    VWW's 60 samples of 96x96x3 overflow a 1 MB board's flash, a does-not-fit record with the figures."""
+    entry = next((e for e in bench_rack.boards if e.board == board), None)
+    if entry is None:
+        pytest.skip(f"no {board} in the rack")
+    run = bench_run(entry, technique, profile=profile, steps=3, eval_samples=4, check_steps=1)
+    assert run.status == "ok", run.error
+    assert run.fidelity_exact == 1.0 and run.summary.sram_peak < load_catalogue()[board].sram_bytes
+    if profile == "vww":
+        m7 = next((e for e in bench_rack.boards if e.board == "nucleo-f746zg"), None)
+        if m7 is not None:
+            small = bench_run(m7, technique, profile=profile, steps=3, eval_samples=4, check_steps=1)
+            assert small.status == "does-not-fit" and "of flash but the board has 1,048,576 B" in small.error

@@ -210,12 +210,13 @@ class Bench:
             qmodel = replace_head(qmodel, profile.head_classes, profile.seed, path)
         shape_in = tuple(qmodel.tensors[qmodel.inputs[0]].shape[1:])
         classes = int(qmodel.tensors[qmodel.outputs[0]].shape[-1])
-        if classes != ds.n_classes or (shape_in != ds.input_shape and not ds.source):
-            raise ConfigError(f"profile {profile.name}: model {qmodel.name} takes {shape_in} and gives {classes} "
-                              f"classes; task {ds.name} has {ds.input_shape} samples and {ds.n_classes} classes "
-                              f"(head_classes replaces the classifier)")
+        if classes != ds.n_classes:
+            raise ConfigError(f"profile {profile.name}: model {qmodel.name} gives {classes} classes; task {ds.name} "
+                              f"has {ds.n_classes} (head_classes replaces the classifier)")
         scale, zp = input_qparams(qmodel)
-        if ds.source:  # a user's task: adapted to the model's input, then its own int8 input quantisation
+        if ds.source or shape_in != ds.input_shape:
+            # a user's task, or a built-in one of another shape: adapted to the model's input, then quantised with
+            # its own int8 input parameters
             try:
                 floats, done = adapt(ds.decode(ds.x_train), shape_in, ds.name)
                 eval_floats, _ = adapt(ds.decode(ds.x_eval), shape_in, ds.name)
