@@ -424,6 +424,56 @@ static void t_params_over_wire(void)
     CHECK(memcmp(after[2][0], fx_w2, 15 * 4) == 0);
 }
 
+/* fx_mlp(6, 5, 3) made a forward-only plan of `flag`: weights of layers 0 and 2 train, no bias, no input gradient;
+ * layer 0 keeps h_0 in its own dout, the modulated pass runs through two new buffers of the widest activation */
+static void forward_only_plan(uint16_t flag, uint8_t extra_layer_flags)
+{
+    uint8_t *rec = fx_win + PLAN_HEADER;
+    uint32_t need = (b.arena_need + 7u) & ~7u;
+    float bound = 0.05f;
+    for (uint32_t i = 0; i < 3; i++)
+        rec[i * PLAN_RECORD + TPLN_L_FLAGS] &= (uint8_t)~(LF_NEED_DX | LF_TRAIN_B);
+    rec[TPLN_L_FLAGS] |= extra_layer_flags;
+    put_le32(rec + TPLN_L_DOUT_OFF, need);
+    put_le32(fx_win + TPLN_H_MOD_A_OFF, need + 32u);
+    put_le32(fx_win + TPLN_H_MOD_B_OFF, need + 64u);
+    put_le32(fx_win + TPLN_H_ARENA_BYTES, need + 96u);
+    put_le32(fx_win + TPLN_H_F_SEED, 0x0E717Au);
+    memcpy(fx_win + TPLN_H_F_BOUND, &bound, 4);
+    put_le16(fx_win + TPLN_H_FLAGS, flag);
+    blob_fix_crc(fx_win);
+}
+
+/* PEPITA and MEMPEPITA compute the same numbers (one keeps h_j, the other recomputes it), both move the weights and
+ * stream the directions; a forward-only plan with need_dx is refused */
+static void t_forward_only(void)
+{
+    static float after[2][30 + 15];
+    start_t a = {5, 0.1f, 3, 1, 0, 0};
+    frame_t f;
+    fx_mlp(&b, 6, 5, 3, 0, 20);
+    for (uint32_t m = 0; m < 2; m++) {
+        setup_info();
+        forward_only_plan(m ? PF_MEMPEPITA : PF_PEPITA, 0);
+        CHECK(load_plan() == 0 && plan.fwd_mode == (m ? FWD_MEMPEPITA : FWD_PEPITA) && plan.mod_n == 6);
+        CHECK(trainer_run(&plan, &a, &info, NULL) == 0);
+        memcpy(after[m], plan.layer[0].w_ram, 30 * sizeof(float));
+        memcpy(after[m] + 30, plan.layer[2].w_ram, 15 * sizeof(float));
+        CHECK(hp_count(MSG_GRAD) >= 10 && find(MSG_SUMMARY, &f) && le32(f.body) == 5);
+    }
+    CHECK(memcmp(after[0], after[1], sizeof after[0]) == 0);
+    CHECK(memcmp(after[0], fx_w0, 30 * sizeof(float)) != 0 && memcmp(after[0] + 30, fx_w2, 15 * sizeof(float)) != 0);
+    setup_info();
+    forward_only_plan(PF_PEPITA, LF_NEED_DX);
+    {
+        mem_window_t w = fx_window();
+        fault_t fl;
+        CHECK(plan_load(&plan, &w, FX_WIN_ADDR, fx_arena, FX_ARENA_BYTES, &fl) == -1 && fl.code == FAULT_PLAN);
+    }
+    forward_only_plan(PF_PEPITA | PF_MEMPEPITA, 0);
+    CHECK(load_plan() == -1);
+}
+
 /* n steps of the same marker sequence: forward, then backward/update per layer from the top, then step end */
 static int markers_repeat(const uint8_t *seq, uint32_t len, uint32_t steps)
 {
@@ -461,6 +511,7 @@ const test_case_t trainer_tests[] = {
     {"trainer: STOP ends the run with status 1; last-layer-only GSTAT", t_stop},
     {"session: PING/HELLO/PONG, bad commands, START/ACK, bad plan", t_session},
     {"session: WGET/WSET and START resume keep, replace and refuse parameters", t_params_over_wire},
+    {"trainer: PEPITA and MEMPEPITA agree, train, stream; bad forward-only plans refused", t_forward_only},
     {"trainer: phase markers per step (forward, backward/update per layer, step end)", t_markers},
     {NULL, NULL},
 };
