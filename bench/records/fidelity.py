@@ -7,6 +7,7 @@ The device reports which sample it drew at each step; the host replays those sam
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,14 +44,30 @@ def check_gradients(record: RunRecord, model: Model, x_train: np.ndarray, y_trai
 
     ``channels`` (sparse update, ``Plan.channels``): the replay updates only those output channels, and a listed
     layer's weight gradient is compared on those channels' rows, in list order, as the device streams it."""
+    samples = _device_samples(record, x_train)
+    expected = reference.replay_sgd(model, x_train[samples], y_train[samples], lr, trainable, channels)
+    return _compare(record, expected)
+
+
+def _device_samples(record: RunRecord, x_train: np.ndarray) -> np.ndarray:
+    """The training samples the device drew, checked against the host's training split."""
     if not record.steps:
         raise ValueError(f"{record.run_id}: no steps to check")
     samples = np.array([s.sample for s in record.steps])
     if samples.max() >= len(x_train):
         raise ValueError(f"{record.run_id}: device reported sample {samples.max()} of {len(x_train)}")
-    expected = reference.replay_sgd(model, x_train[samples], y_train[samples], lr, trainable, channels)
+    return samples
+
+
+# (step index, tensor key, device values, reference values) -> the check's relative error
+ErrorFn = Callable[[int, tuple[int, str], np.ndarray, np.ndarray], float]
+
+
+def _compare(record: RunRecord, expected: list[dict[tuple[int, str], np.ndarray]],
+             error: ErrorFn | None = None) -> list[GradientCheck]:
+    """Each step's streamed tensors against the reference's, by ``error`` (default `relative_error`)."""
     checks = []
-    for step, grads in zip((s.step for s in record.steps), expected, strict=True):
+    for k, (step, grads) in enumerate(zip((s.step for s in record.steps), expected, strict=True)):
         for (layer, param), ref in grads.items():
             dev = record.grads.get((step, layer, PARAM_CODES[param]))
             if dev is None:
@@ -60,8 +77,8 @@ def check_gradients(record: RunRecord, model: Model, x_train: np.ndarray, y_trai
             if dev.size != ref_flat.size:
                 raise ValueError(f"{record.run_id}: step {step} layer {layer} {param}: device streamed {dev.size} "
                                  f"values, the reference has {ref_flat.size}")
-            checks.append(GradientCheck(step, layer, param, relative_error(dev, ref_flat),
-                                        float(np.max(np.abs(dev - ref_flat)))))
+            rel = error(k, (layer, param), dev, ref_flat) if error else relative_error(dev, ref_flat)
+            checks.append(GradientCheck(step, layer, param, rel, float(np.max(np.abs(dev - ref_flat)))))
     return checks
 
 
@@ -115,28 +132,16 @@ def check_forward_only(record: RunRecord, plan: Plan, x_train: np.ndarray, y_tra
     A direction is the difference of two float32 forward passes times an input, and when the sample is already
     classified confidently the difference is below float32 rounding of h itself. Its error is therefore measured
     against max(max|direction|, FORWARD_ONLY_FLOOR · max|h|·max|input|): relative to the direction wherever it stands
-    clear of that rounding, and never below what the two passes' own rounding allows."""
-    if not record.steps:
-        raise ValueError(f"{record.run_id}: no steps to check")
-    samples = np.array([s.sample for s in record.steps])
-    if samples.max() >= len(x_train):
-        raise ValueError(f"{record.run_id}: device reported sample {samples.max()} of {len(x_train)}")
+    clear of that rounding, never below what the two passes' own rounding allows."""
+    samples = _device_samples(record, x_train)
     expected, scales, _ = pepita.run_pepita(plan.model, x_train[samples], y_train[samples], lr, set(plan.trainable),
                                             F_SEED, projection_bound(plan.model))
-    checks = []
-    for step, grads, scale in zip((s.step for s in record.steps), expected, scales, strict=True):
-        for (layer, param), ref in grads.items():
-            dev = record.grads.get((step, layer, PARAM_CODES[param]))
-            ref_flat = np.asarray(ref, dtype=np.float64).ravel()
-            if dev is None or dev.size != ref_flat.size:
-                raise ValueError(f"{record.run_id}: step {step} layer {layer} {param}: device streamed "
-                                 f"{'nothing' if dev is None else f'{dev.size} values'}, the reference has "
-                                 f"{ref_flat.size}")
-            err = float(np.max(np.abs(dev - ref_flat)))
-            floor = FORWARD_ONLY_FLOOR * scale[(layer, param)]
-            checks.append(GradientCheck(step, layer, param, err / max(float(np.max(np.abs(ref_flat))), floor, 1e-30),
-                                        err))
-    return checks
+
+    def floored(k: int, key: tuple[int, str], dev: np.ndarray, ref: np.ndarray) -> float:
+        err = float(np.max(np.abs(dev - ref)))
+        return err / max(float(np.max(np.abs(ref))), FORWARD_ONLY_FLOOR * scales[k][key], 1e-30)
+
+    return _compare(record, expected, floored)
 
 
 def check_plan(record: RunRecord, plan: Plan | QPlan, x_train: np.ndarray, y_train: np.ndarray, lr: float
