@@ -269,9 +269,10 @@ def act_of(model: Model, i: int) -> int:
 
 def _forward_only_plan(model: Model, technique: Technique) -> Plan:
     """Times: the clean pass t = i, the modulated pass t = n + 1 + i. Layer buffers carry the clean stream (PEPITA:
-    once; MEMPEPITA: again beside the modulated one), two buffers of the largest activation the modulated stream
-    (and MEMPEPITA's first pass). PEPITA keeps each trained layer's h_j (its dout) until its update; MEMPEPITA's
-    dout holds h_j - h'_j for that update only, so the differences share bytes."""
+    once; MEMPEPITA: again beside the modulated one, and its first pass, which keeps nothing, fits in the bytes the
+    recompute uses later), two buffers of the largest activation the modulated stream. PEPITA keeps each trained
+    layer's h_j (its dout) until its update; MEMPEPITA's dout holds h_j - h'_j for that update only, so the
+    differences share bytes."""
     mem = technique.scheme == "mempepita"
     n = len(model.layers)
     trainable = frozenset(technique.trainable(model.param_layers()))
@@ -301,8 +302,8 @@ def _forward_only_plan(model: Model, technique: Technique) -> Plan:
                 n + 1 + act_of(model, i))
     use(act[0], 4 * numel(model.input_shape), -1, n + 1)  # decoded for the first pass and again for x'
     use(f"d{n}", 4 * model.n_classes, n - 1, end)  # e, then e'
-    use("am0", 4 * widest, 0 if mem else n + 1, end)
-    use("am1", 4 * widest, 0 if mem else n + 1, end)
+    use("am0", 4 * widest, n + 1, end)
+    use("am1", 4 * widest, n + 1, end)
     placed = place_buffers([Buffer(k, sizes[k], v[0], v[1]) for k, v in bufs.items()])
     off = {b.name: b.offset for b in placed}
     layers = tuple(_forward_only_layer(model, i, trainable, act, off) for i in range(n))
