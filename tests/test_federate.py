@@ -205,3 +205,15 @@ def test_a_flower_strategy_the_device_cannot_serve_is_refused_by_name() -> None:
     with pytest.raises(FederationError, match="FedProx needs a proximal term"):
         flower.check_strategy("FedProx")
     flower.check_strategy("FedAdam")  # server-side optimisers need nothing of the device
+
+
+@pytest.mark.twin
+def test_a_straggler_past_the_round_timeout_is_dropped_as_a_hang(tmp_path: Path) -> None:
+    """The M0+ twin's 200 soft-float steps take longer than a 0.5 s round: its row says hang, and with nobody left
+    the round's global row says so."""
+    profile = load_profile("quick").model_copy(update={"check_steps": 0})
+    fed = run_federation(profile, _rack(("rpi-pico",)), tmp_path,
+                         FedSettings(rounds=2, local_steps=200, alpha=None, round_timeout_s=0.5))
+    (client, glob) = fed.writer.rows
+    assert (client["status"], client["round"]) == ("hang", 1) and "still running after" in str(client["error"])
+    assert glob["status"] == "error" and glob["clients_averaged"] == 0

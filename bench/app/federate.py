@@ -322,10 +322,11 @@ class Federation:
             row["bytes_down"] = link.tx_bytes - tx0
             row["wall_down_s"] = time.monotonic() - started
             on_step = self._killer(c, r)
+            left = (s.round_timeout_s or self.profile.timeout_s) - (time.monotonic() - started)  # straggler budget
             session.train(link, rec, session.TrainSettings(s.local_steps, lr, self._seed(r, c), 0, s.local_eval,
                                                            resume=r > 1),
-                          idle_timeout=self.profile.stall_timeout_s, name=name,
-                          run_timeout=s.round_timeout_s or self.profile.timeout_s, on_step=on_step)
+                          idle_timeout=self.profile.stall_timeout_s, name=name, run_timeout=max(left, 1.0),
+                          on_step=on_step)
             rx0, t_up = link.rx_bytes, time.monotonic()
             got = session.get_params(link, PARAM_TIMEOUT_S, name)
             row["bytes_up"], row["wall_up_s"] = link.rx_bytes - rx0, time.monotonic() - t_up
