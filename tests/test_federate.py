@@ -193,6 +193,13 @@ def test_the_federation_report_escapes_what_devices_sent(tmp_path: Path) -> None
                 {"round": 1, "role": "global", "client": "(global)", "status": "ok", "acc_global": 0.5}])
     html = write_federation_report(tmp_path).read_text()
     assert "<script>" not in html and "&lt;script&gt;x()&lt;/script&gt;" in html
+    from click.testing import CliRunner
+
+    from bench.app.cli import main
+
+    again = CliRunner().invoke(main, ["report", str(tmp_path), "--out", str(tmp_path / "again.html")])
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "again.html").read_text() == html  # `bench report` knows a federation's directory
 
 
 def test_killing_a_board_that_is_not_a_local_twin_is_refused_by_name(tmp_path: Path) -> None:

@@ -222,9 +222,16 @@ def summary_table(records: list[RunRecord]) -> Table:
 
 @main.command()
 @click.argument("results_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="HTML file (default: DIR/index.html)")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="HTML file (default: DIR/index.html, or DIR/federation.html for `bench federate` results)")
 def report(results_dir: Path, out: Path | None) -> None:
-    """Rebuild the HTML report from stored results, without any board."""
+    """Rebuild the HTML report from stored results, without any board: a run's (runs.parquet) or a federation's
+    (rounds.parquet)."""
+    if not (results_dir / "runs.parquet").is_file() and (results_dir / "rounds.parquet").is_file():
+        from bench.report.federation import write_federation_report
+
+        console.print(f"report: {write_federation_report(results_dir, out)}")
+        return
     from bench.report.html import write_report
 
     console.print(f"report: {write_report(results_dir, out)}")
