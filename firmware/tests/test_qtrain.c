@@ -347,24 +347,25 @@ static void t_dwconv_bwd(void)
 }
 
 /* a random pool: make_conv's geometry, no fused activation */
-static void make_pool(qconv_t *c, qpool_t *p)
+/* a random pool (make_conv's window and shapes) and its input and output sizes, which must fit the test buffers */
+static void random_pool(qpool_t *p, uint32_t *n_in, uint32_t *n_out)
 {
-    make_conv(c);
-    *p = (qpool_t){c->in_h, c->in_w, c->in_c, c->out_h, c->out_w, c->k_h, c->k_w, c->stride_h, c->stride_w,
-                   c->pad_top, c->pad_left, -128, 127};
+    qconv_t c;
+    make_conv(&c);
+    *p = (qpool_t){c.in_h, c.in_w, c.in_c, c.out_h, c.out_w, c.k_h, c.k_w, c.stride_h, c.stride_w, c.pad_top,
+                   c.pad_left, -128, 127};
+    *n_in = (uint32_t)p->in_h * p->in_w * p->c;
+    *n_out = (uint32_t)p->out_h * p->out_w * p->c;
+    CHECK(*n_in <= TBIG && *n_out <= TBIG);
 }
 
 /* average pool backward: random shapes and paddings; a uniform VALID window gives g·round(65536 / (k_h·k_w)) */
 static void t_avgpool_bwd(void)
 {
     for (int trial = 0; trial < 300; trial++) {
-        qconv_t c;
         qpool_t p;
         uint32_t n_in, n_out;
-        make_pool(&c, &p);
-        n_in = (uint32_t)p.in_h * p.in_w * p.c;
-        n_out = (uint32_t)p.out_h * p.out_w * p.c;
-        CHECK(n_in <= TBIG && n_out <= TBIG);
+        random_pool(&p, &n_in, &n_out);
         fill8(G8, n_out);
         avgpool_i8_input_grad(&p, G8, ACC);
         avgpool_i8_input_grad_ref(&p, G8, ACCR);
@@ -384,13 +385,9 @@ static void t_avgpool_bwd(void)
 static void t_maxpool_bwd(void)
 {
     for (int trial = 0; trial < 300; trial++) {
-        qconv_t c;
         qpool_t p;
         uint32_t n_in, n_out;
-        make_pool(&c, &p);
-        n_in = (uint32_t)p.in_h * p.in_w * p.c;
-        n_out = (uint32_t)p.out_h * p.out_w * p.c;
-        CHECK(n_in <= TBIG && n_out <= TBIG);
+        random_pool(&p, &n_in, &n_out);
         for (uint32_t j = 0; j < n_in; j++)
             X8[j] = (int8_t)(rnd(-2, 2) * 40);
         fill8(G8, n_out);
