@@ -191,7 +191,7 @@ def test_replay_is_deterministic_and_learns(task: DeviceDataset, digits: QModel)
 def test_training_plan_refusals(digits: QModel):
     with pytest.raises(QPlanError, match="nothing to train"):
         compile_qplan(digits, QTrainSpec(frozenset(), LR))
-    with pytest.raises(QPlanError, match="only the weights/bias"):
+    with pytest.raises(QPlanError, match="only the weights and biases"):
         compile_qplan(digits, QTrainSpec(frozenset({(3, "w")}), LR))
     with pytest.raises(QPlanError, match="channel list"):
         compile_qplan(digits, QTrainSpec(frozenset({(1, "w")}), LR, channels=((1, (5, 2)),)))

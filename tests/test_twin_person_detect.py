@@ -141,3 +141,17 @@ def test_mlperf_tiny_profiles_train_adapted_digits_with_exact_int8_gradients(sha
         if m7 is not None:
             small = bench_run(m7, technique, profile=profile, steps=3, eval_samples=4, check_steps=1)
             assert small.status == "does-not-fit" and "of flash but the board has 1,048,576 B" in small.error
+
+
+def test_kws_full_int8_trains_depthwise_weights_exactly(shared_models: Path, bench_rack, bench_run) -> None:
+    """full-int8 on the KWS DS-CNN trains every CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED weight on the M7
+    twin, its streamed gradients (the depthwise weights' included) exactly those of the host integer reference."""
+    entry = next((e for e in bench_rack.boards if e.board == "nucleo-f746zg"), None)
+    if entry is None:
+        pytest.skip("no nucleo-f746zg in the rack")
+    run = bench_run(entry, "full-int8", profile="kws", steps=3, eval_samples=4, check_steps=1)
+    assert run.status == "ok", run.error
+    assert run.fidelity_exact == 1.0 and run.fidelity_max_rel_err == 0.0
+    assert abs(run.summary.sram_peak - run.planned_sram_bytes) <= 0.1 * run.planned_sram_bytes
+    trained = set(run.grads.loc[run.grads["param"] == "w", "layer"])
+    assert {1, 3, 5, 7} <= trained  # the four depthwise ops

@@ -18,7 +18,8 @@ Definitions (one step, batch 1):
 - AVERAGE_POOL_2D (no parameters): acc = Σ over the windows covering an input of g·round(2^16 / count), g_in =
   rdbp(acc, k), E_in = E − 16 + k; MAX_POOL_2D: acc = Σ of the g of the windows whose first in-bounds maximum
   (row-major taps) an input is, g_in = rdbp(acc, k), E_in = E + k; RESHAPE passes (g, E) on;
-  bias accumulator a_b[o] = Σ_positions h[., o]; weight accumulator a[o] = Σ_positions h[., o]·(x − zp_x);
+  bias accumulator a_b[o] = Σ_positions h[., o]; weight accumulator a[o] = Σ_positions h[., o]·(x − zp_x)
+  (depthwise: at input channel o // dm only, one accumulator per tap);
 - update: Δ = round_half_up(a·M·2^(s + E − 31)) clamped to ±2^30 (FULLY_CONNECTED: the row step h·M rounded once,
   `fc_row_delta`); weights V = 65536·W̄ + r − Δ clamped so W̄ = floor((V + 32768) / 65536) stays in [−128, 127],
   r = V − 65536·W̄; biases likewise in int64, codes clamped to ±2^30 (residual 0 when clamped). The op's input
@@ -296,6 +297,14 @@ def _maxpool_input_grad(model: QModel, i: int, x: np.ndarray, g: np.ndarray) -> 
     return acc
 
 
+def _channel_rows(kind: str, a: np.ndarray) -> np.ndarray:
+    """A view of a weight-shaped array with one row per output channel (depthwise [1, kh, kw, c] transposed), so
+    writes through it land in the array."""
+    if kind == "DEPTHWISE_CONV_2D":
+        return a.reshape(-1, a.shape[-1]).T
+    return a.reshape(len(a), -1)
+
+
 # --------------------------------------------------------------------------------------------- replay
 
 
@@ -400,6 +409,11 @@ class Int8Trainer:
             rows = np.array(top.channels or range(out_c), np.int64)
             if op.kind == "FULLY_CONNECTED":
                 a = h[0][rows, None] * xz[None, :]
+            elif op.kind == "DEPTHWISE_CONV_2D":  # channel o filters input channel o // dm only
+                oh, ow = y.shape[-3:-1]
+                ic = rows // (out_c // model.tensors[op.inputs[0]].shape[3])
+                patches = np.take(_conv_patches(model, i, xz), ic, axis=-1)  # [oh, ow, kh, kw, rows]
+                a = np.einsum("yxo,yxijo->oij", h.reshape(oh, ow, out_c)[:, :, rows], patches)
             else:
                 oh, ow = y.shape[-3:-1]
                 patches = _conv_patches(model, i, xz)  # [oh, ow, kh, kw, c]
@@ -411,8 +425,7 @@ class Int8Trainer:
                               for o in rows])
             else:
                 d = delta(a, top.w_upd[rows, 0][:, None], top.w_upd[rows, 1][:, None] + e)
-            flat = self.w[i].reshape(out_c, -1)
-            res = self.wres[i].reshape(out_c, -1)
+            flat, res = _channel_rows(op.kind, self.w[i]), _channel_rows(op.kind, self.wres[i])
             flat[rows], res[rows] = update_codes(flat[rows], res[rows], d)
         return g_in, e_in
 

@@ -411,7 +411,7 @@ def compile_qplan(model: QModel, train: QTrainSpec | None = None, name: str = "e
 MAX_SHIFT, MIN_SHIFT = 60, -160  # update multiplier exponents the device accepts
 I32_MAX = 2**31 - 1
 H_MAX = 16256  # |h| <= (127·32768 + 128) >> 8
-TRAINABLE_OPS = ("CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D")  # depthwise: the bias only
+TRAINABLE_OPS = ("CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D")
 BACKWARD_OPS = (*TRAINABLE_OPS, "AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE")
 POOLS = ("AVERAGE_POOL_2D", "MAX_POOL_2D")
 TF_TRAIN_W, TF_TRAIN_B, TF_NEED_DX, TF_MASK = 1, 2, 4, 8
@@ -472,10 +472,8 @@ def _train_plan(model: QModel, spec: QTrainSpec) -> QTrainPlan:
     channels = dict(spec.channels)
     for i, p in spec.trainable:
         if not 0 <= i < n - 1 or model.ops[i].kind not in TRAINABLE_OPS or p not in ("w", "b"):
-            raise QPlanError(f"op {i}: only the weights/bias of CONV_2D and FULLY_CONNECTED ops (and the bias of "
-                             f"DEPTHWISE_CONV_2D) train")
-        if p == "w" and model.ops[i].kind == "DEPTHWISE_CONV_2D":
-            raise QPlanError(f"op {i}: depthwise weights do not train (bias and input gradient only)")
+            raise QPlanError(f"op {i}: only the weights and biases of CONV_2D, DEPTHWISE_CONV_2D and "
+                             f"FULLY_CONNECTED ops train")
         if p == "b" and not (len(model.ops[i].inputs) > 2 and model.ops[i].inputs[2] >= 0):
             raise QPlanError(f"op {i}: {model.ops[i].kind} has no bias to train")
     first = min(i for i, _ in spec.trainable)
@@ -518,21 +516,10 @@ def _train_plan(model: QModel, spec: QTrainSpec) -> QTrainPlan:
         assert isinstance(o, ConvOptions | FullyConnectedOptions)
         lo, hi = quant.activation_range(o.activation, s_y, zp_y)
         mask = lo > -128 or hi < 127
-        if op.kind == "FULLY_CONNECTED":
-            w = model.tensors[op.inputs[1]]
-            if int(np.prod(x.shape)) != w.shape[1]:
-                raise _refuse(i, op, "training needs one input row")
-            if out_c * H_MAX * 127 > I32_MAX:
-                raise _refuse(i, op, "too many outputs for int32 input-gradient accumulators")
-        elif op.kind == "DEPTHWISE_CONV_2D":
-            kh, kw = model.tensors[op.inputs[1]].shape[1:3]
-            dm = out_c // x.shape[3]
-            if kh * kw * dm * H_MAX * 127 > I32_MAX or y.shape[1] * y.shape[2] * H_MAX > I32_MAX:
-                raise _refuse(i, op, "too large for int32 gradient accumulators")
-        else:
-            kh, kw = model.tensors[op.inputs[1]].shape[1:3]
-            if out_c * kh * kw * H_MAX * 127 > I32_MAX or y.shape[1] * y.shape[2] * H_MAX * 255 > I32_MAX:
-                raise _refuse(i, op, "too large for int32 gradient accumulators")
+        if op.kind == "FULLY_CONNECTED" and int(np.prod(x.shape)) != model.tensors[op.inputs[1]].shape[1]:
+            raise _refuse(i, op, "training needs one input row")
+        if problem := _accumulator_bounds(model, op, need_dx, (i, "w") in spec.trainable):
+            raise _refuse(i, op, problem)
         train_w, train_b = (i, "w") in spec.trainable, (i, "b") in spec.trainable
         sel = tuple(channels.get(i, ())) if train_w else ()
         if sel and (list(sel) != sorted(set(sel)) or sel[-1] >= out_c or len(sel) >= out_c):
@@ -550,8 +537,28 @@ def _train_plan(model: QModel, spec: QTrainSpec) -> QTrainPlan:
     return QTrainPlan(first_bwd=first, lr=spec.lr, qas=spec.qas, ops=dict(sorted(ops.items())))
 
 
+def _accumulator_bounds(model: QModel, op: QOp, need_dx: bool, train_w: bool) -> str | None:
+    """Why a weighted op's int32 gradient accumulators could overflow, or None (the device checks the same): its input
+    gradient sums ``fan`` products |h|·|W̄| <= 16,256·127, its bias gradient one h per output pixel, its weight
+    gradient one h·(x − zp) (|x − zp| <= 255) per output pixel."""
+    w, y = model.tensors[op.inputs[1]], model.tensors[op.outputs[0]]
+    if op.kind == "FULLY_CONNECTED":
+        fan, pixels = w.shape[0], 1
+    elif op.kind == "DEPTHWISE_CONV_2D":  # an input feeds dm channels at each tap
+        dm = w.shape[3] // model.tensors[op.inputs[0]].shape[3]
+        fan, pixels = w.shape[1] * w.shape[2] * dm, y.shape[1] * y.shape[2]
+    else:
+        fan, pixels = w.shape[0] * w.shape[1] * w.shape[2], y.shape[1] * y.shape[2]
+    if need_dx and fan * H_MAX * 127 > I32_MAX:
+        return f"{fan} products per input are too many for int32 input-gradient accumulators"
+    if pixels * H_MAX * (255 if train_w else 1) > I32_MAX:
+        return (f"{pixels} output pixels are too many for int32 {'weight' if train_w else 'bias'}-gradient "
+                f"accumulators")
+    return None
+
+
 def _row(model: QModel, op: QOp) -> int:
-    """Weights per output channel (depthwise: the taps; its weights never train); 0 for ops without weights."""
+    """Weights per output channel (depthwise: the taps); 0 for ops without weights."""
     if op.kind not in TRAINABLE_OPS:
         return 0
     w = model.tensors[op.inputs[1]]
@@ -606,8 +613,9 @@ def _train_buffers(model: QModel, tplan: QTrainPlan, acts: list[QBuffer]) -> lis
                                kind="gradients"))
             continue
         rows = len(top.channels) or out_c
-        if top.train_w:
-            out += [QBuffer(f"w{i}", _align(rows * row), *always, kind="weights"),
+        if top.train_w:  # a depthwise op trains in a copy of its whole tensor (docs/qplan-format.md)
+            copied = out_c if op.kind == "DEPTHWISE_CONV_2D" else rows
+            out += [QBuffer(f"w{i}", _align(copied * row), *always, kind="weights"),
                     QBuffer(f"wres{i}", _align(2 * rows * row), *always, kind="optimizer")]
         if top.train_b:
             out += [QBuffer(f"b{i}", 4 * out_c, *always, kind="weights"),

@@ -20,19 +20,27 @@ def top_channels(model: QModel, i: int, ratio: float) -> tuple[int, ...]:
     per-channel scales applied), ascending; () for all of them (MCUNetV3's sparse channel pick)."""
     w = model.tensors[model.ops[i].inputs[1]]
     assert w.data is not None and w.scale is not None
-    out_c = w.shape[0]
+    rows = _channel_rows(model, i, w.data)
+    out_c = len(rows)
     k = max(1, round(out_c * ratio))
     if k >= out_c:
         return ()
-    norms = np.linalg.norm(w.data.reshape(out_c, -1).astype(np.float64), axis=1) * np.broadcast_to(
+    norms = np.linalg.norm(rows.astype(np.float64), axis=1) * np.broadcast_to(
         w.scale.astype(np.float64), (out_c,))
     return tuple(sorted(int(c) for c in np.argsort(-norms, kind="stable")[:k]))
 
 
+def _channel_rows(model: QModel, i: int, w: np.ndarray) -> np.ndarray:
+    """Op i's weights as one row per output channel (a depthwise [1, kh, kw, out_c] tensor transposed)."""
+    if model.ops[i].kind == "DEPTHWISE_CONV_2D":
+        return w.reshape(-1, w.shape[-1]).T
+    return w.reshape(len(w), -1)
+
+
 def sparse_spec(model: QModel, bias_k: int, layers: dict[int, float], lr: float, qas: bool = True) -> QTrainSpec:
     """A `QTrainSpec` on op indices: the biases of the last ``bias_k`` ops with a bias (CONV_2D, DEPTHWISE_CONV_2D,
-    FULLY_CONNECTED) and the weights of the CONV_2D/FULLY_CONNECTED ops in ``layers`` (op index → ratio of output
-    channels, the largest-norm ones)."""
+    FULLY_CONNECTED) and the weights of the weighted ops in ``layers`` (op index → ratio of output channels, the
+    largest-norm ones)."""
     biased = biased_ops(model)
     trainable = {(i, "b") for i in (biased[-bias_k:] if bias_k else [])} | {(i, "w") for i in layers}
     channels = tuple((i, ch) for i in sorted(layers) if (ch := top_channels(model, i, layers[i])))

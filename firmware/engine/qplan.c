@@ -345,7 +345,7 @@ static int train_params(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t)
     }
     rows = t->n_sel ? t->n_sel : oc;
     if (t->flags & QTF_TRAIN_W) {
-        t->w_ram = qp_arena_at(c, le32(r + TQPL_TR_W_RAM), (uint64_t)rows * t->row);
+        t->w_ram = qp_arena_at(c, le32(r + TQPL_TR_W_RAM), (uint64_t)(t->w_stride ? oc : rows) * t->row);
         t->w_res = qp_arena_at(c, le32(r + TQPL_TR_WRES_RAM), 2ull * rows * t->row);
         if (!t->w_ram || !t->w_res)
             return qp_tfail(c, i, "qplan: trained weights outside arena");
@@ -387,6 +387,15 @@ int qp_din(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t)
     return 0;
 }
 
+int qp_acc_bounds(qparse_t *c, uint32_t i, const qtop_t *t, uint64_t fan, uint64_t pixels)
+{
+    if ((t->flags & QTF_NEED_DX) && fan * 16256u * 127u > 0x7FFFFFFFu)
+        return qp_tfail(c, i, "qplan: too large for int32 input-gradient accumulators");
+    if (pixels * 16256u * ((t->flags & QTF_TRAIN_W) ? 255u : 1u) > 0x7FFFFFFFu)
+        return qp_tfail(c, i, "qplan: too many output pixels for int32 parameter-gradient accumulators");
+    return 0;
+}
+
 int qp_train_weighted(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t, qnode_t *n, const int32_t **bias,
                       const int32_t **bias_eff)
 {
@@ -394,8 +403,8 @@ int qp_train_weighted(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t, qnod
     t->w_flash = n->w;
     if (train_params(c, i, r, t))
         return -1;
-    /* the kernels read the arena copies: whole weights (not sparse), bias, bias_eff */
-    if ((t->flags & QTF_TRAIN_W) && !t->n_sel)
+    /* the kernels read the arena copies: whole weights (not sparse, or a whole depthwise copy), bias, bias_eff */
+    if ((t->flags & QTF_TRAIN_W) && (!t->n_sel || t->w_stride))
         n->w = t->w_ram;
     if (t->eff) {
         *bias_eff = t->eff;

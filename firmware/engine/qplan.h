@@ -51,6 +51,8 @@ typedef struct {
     const uint16_t *sel;
     uint32_t out_c, row, n_in;     /* output channels, weights per channel, input elements */
     int8_t *w_ram;                 /* int8 weight codes (all rows, or the n_sel listed rows, compact) */
+    uint32_t w_stride;             /* 0: rows as above; else (depthwise) the whole tensor in its own layout, weight k
+                                    * of channel o at w_ram[k·w_stride + o], even when only listed channels train */
     uint16_t *w_res;               /* their Q16 residuals, offset by 2^15 (qgrad.h) */
     int32_t *b_ram, *eff;          /* int32 bias codes; bias - zp_in * sum(w) kept in step with both */
     int16_t *b_res;

@@ -67,8 +67,11 @@ void qtrain_load_params(const qplan_t *p)
         }
         if (t->flags & QTF_TRAIN_W) {
             uint32_t rows = t->n_sel ? t->n_sel : t->out_c;
-            for (uint32_t j = 0; j < rows; j++)
-                memcpy(t->w_ram + j * t->row, t->w_flash + (t->n_sel ? t->sel[j] : j) * t->row, t->row);
+            if (t->w_stride)
+                memcpy(t->w_ram, t->w_flash, t->out_c * t->row);
+            else
+                for (uint32_t j = 0; j < rows; j++)
+                    memcpy(t->w_ram + j * t->row, t->w_flash + (t->n_sel ? t->sel[j] : j) * t->row, t->row);
             for (uint32_t j = 0; j < rows * t->row; j++)
                 t->w_res[j] = QGRAD_RES_ZERO;
         }
@@ -91,7 +94,7 @@ uint32_t qtrain_forward(const qplan_t *p, uint64_t (*ticks)[3])
         uint64_t t0 = port_ticks();
         uint32_t d;
         qexec_op(&p->node[i]);
-        if (t && t->n_sel)
+        if (t && t->n_sel && !t->w_stride) /* a whole depthwise copy computes with its trained channels already */
             sparse_fix(&p->node[i], t);
         d = since(t0);
         total += d;
@@ -162,6 +165,24 @@ static void report_fused(qrun_t *r, qgstat_t *g, const qop_kind_t *k, const qnod
 
 /* ---- backward ----------------------------------------------------------------------------------------------- */
 
+/* depthwise: channel o's codes sit every w_stride bytes of the arena copy; gathered into a run, stepped by the same
+ * update loop as every other row (residuals are compact per trained channel j), scattered back */
+static int32_t sgd_strided(const qtop_t *t, uint32_t j, uint32_t o, int32_t mult, int32_t shift_e)
+{
+    int8_t run_w[64];
+    int32_t changed = 0;
+    for (uint32_t k0 = 0; k0 < t->row; k0 += 64u) {
+        uint32_t cnt = t->row - k0 < 64u ? t->row - k0 : 64u;
+        int8_t *w = t->w_ram + k0 * t->w_stride + o;
+        for (uint32_t q = 0; q < cnt; q++)
+            run_w[q] = w[q * t->w_stride];
+        changed += qsgd_i8(run_w, t->w_res + j * t->row + k0, t->acc + k0, cnt, mult, shift_e);
+        for (uint32_t q = 0; q < cnt; q++)
+            w[q * t->w_stride] = run_w[q];
+    }
+    return changed;
+}
+
 /* one weighted op; e is the exponent of its output gradient; returns the exponent of its input gradient */
 static int32_t back_weighted(qrun_t *r, uint32_t i, const qnode_t *n, const qtop_t *t, int32_t e)
 {
@@ -226,7 +247,8 @@ static int32_t back_weighted(qrun_t *r, uint32_t i, const qnode_t *n, const qtop
                     continue; /* a masked output: its row's gradient is zero, nothing to apply */
                 port_marker(PORT_MARK_UPDATE);
                 t0 = port_ticks();
-                dw = qsgd_i8(t->w_ram + j * t->row, t->w_res + j * t->row, t->acc, t->row, mult, shift_e);
+                dw = t->w_stride ? sgd_strided(t, j, o, mult, shift_e)
+                                 : qsgd_i8(t->w_ram + j * t->row, t->w_res + j * t->row, t->acc, t->row, mult, shift_e);
             }
             t->eff[o] -= zp * dw;
             r->t_upd += since(t0);

@@ -300,9 +300,11 @@ static void t_qop_registry(void)
         /* a weighted op brings its gradient kernels and clamp; an unweighted one on the backward path its own step */
         if (k->input_grad)
             CHECK(k->clamp != NULL && k->backward == NULL && k->parse_train != NULL);
-        if (k->weight_grad || k->forward_row) /* a weight gradient to apply, or one fused into the update */
+        /* a weight gradient to apply, or one fused into the update; a sparse forward per channel unless the arena
+         * holds the whole trained tensor (DEPTHWISE_CONV_2D) */
+        if (k->weight_grad || k->forward_row)
             CHECK((k->weight_grad != NULL) != (k->update_row != NULL && k->grad_at != NULL) &&
-                  k->forward_row != NULL && k->input_grad != NULL);
+                  (k->forward_row != NULL || op == QOP_DEPTHWISE_CONV_2D) && k->input_grad != NULL);
         if (k->backward)
             CHECK(k->parse_train != NULL && k->input_grad == NULL);
     }

@@ -343,6 +343,15 @@ static void t_dwconv_bwd(void)
         dwconv_i8_input_grad(&p, H, W8, ACC);
         dwconv_i8_input_grad_ref(&p, H, W8, ACCR);
         CHECK(memcmp(ACC, ACCR, n_in * sizeof *ACC) == 0);
+        fill8(X8, n_in);
+        for (uint32_t q = 0; q < n_out; q++)
+            if (th_rand() % 3u == 0)
+                H[q] = 0; /* ReLU-masked outputs: the optimized kernel skips them */
+        for (uint32_t oc = 0; oc < p.out_c; oc++) {
+            dwconv_i8_weight_grad(&p, H, X8, oc, ACC);
+            dwconv_i8_weight_grad_ref(&p, H, X8, oc, ACCR);
+            CHECK(memcmp(ACC, ACCR, (uint32_t)p.k_h * p.k_w * sizeof *ACC) == 0);
+        }
     }
 }
 
@@ -410,7 +419,7 @@ const test_case_t qtrain_tests[] = {
     {"int8 train: masking and channel scaling optimized == reference", t_prep},
     {"int8 train: fully connected backward optimized == reference (sparse rows)", t_fc_bwd},
     {"int8 train: conv backward optimized == reference (sparse rows)", t_conv_bwd},
-    {"int8 train: depthwise backward optimized == reference", t_dwconv_bwd},
+    {"int8 train: depthwise input and weight gradients optimized == reference", t_dwconv_bwd},
     {"int8 train: average pool backward optimized == reference", t_avgpool_bwd},
     {"int8 train: update step exact, optimized == reference", t_update},
     {"int8 train: Q16 residual carries sub-LSB steps; saturation", t_residual},

@@ -1,4 +1,4 @@
-/* Backward of int8 DEPTHWISE_CONV_2D, input gradient (the bias gradient is qgrad_bias; weights do not train). Per
+/* Backward of int8 DEPTHWISE_CONV_2D: input and weight gradients (the bias gradient is qgrad_bias). Input gradient: per
  * output pixel the in-bounds taps are walked once; output channel oc = ic·dm + d sends h[oc]·W̄[tap][oc] to input
  * channel ic of the tap. With dm = 1 a tap is a contiguous run of out_c products, acc[j] += h[j]·w[j]. */
 #include <string.h>
@@ -39,6 +39,33 @@ void dwconv_i8_input_grad(const qconv_t *p, const int16_t *h, const int8_t *w, i
                                 ar[c] += h[c * dm + d] * wt[c * dm + d];
                     }
                 }
+            }
+        }
+}
+
+/* Weight gradient of channel o: output pixels whose h is 0 (ReLU-masked, or a zero gradient) are skipped, the others
+ * add h·(x − zp) to each in-bounds tap; the input channel's values sit every in_c bytes. */
+void dwconv_i8_weight_grad(const qconv_t *p, const int16_t *h, const int8_t *x, uint32_t o, int32_t *a)
+{
+    uint32_t oc = p->out_c, ic = p->in_c, xrow = (uint32_t)p->in_w * ic, kw = p->k_w;
+    const int32_t zp = p->zp_in;
+    x += o / p->dm;
+    memset(a, 0, (uint32_t)p->k_h * kw * sizeof *a);
+    for (int32_t oy = 0; oy < p->out_h; oy++)
+        for (int32_t ox = 0; ox < p->out_w; ox++, h += oc) {
+            int32_t hv = h[o], iy0 = oy * p->stride_h - p->pad_top, ix0 = ox * p->stride_w - p->pad_left;
+            int32_t kx0 = ix0 < 0 ? -ix0 : 0, kx1 = p->in_w - ix0 < (int32_t)kw ? p->in_w - ix0 : (int32_t)kw;
+            if (hv == 0)
+                continue;
+            for (int32_t ky = 0; ky < p->k_h; ky++) {
+                int32_t iy = iy0 + ky;
+                const int8_t *xr;
+                int32_t *ar = a + (uint32_t)ky * kw;
+                if (iy < 0 || iy >= p->in_h)
+                    continue;
+                xr = x + (uint32_t)iy * xrow;
+                for (int32_t kx = kx0; kx < kx1; kx++)
+                    ar[kx] += hv * (xr[(uint32_t)(ix0 + kx) * ic] - zp);
             }
         }
 }

@@ -1,5 +1,6 @@
 /* Plain int8 DEPTHWISE_CONV_2D backward straight from the definition (host tests only): per input element, the sum
- * over output pixels whose window covers it and over its dm output channels of h·W̄ at that tap. */
+ * over output pixels whose window covers it and over its dm output channels of h·W̄ at that tap; per weight, the sum
+ * over output pixels of h·(x − zp_in) at that tap. */
 #include "qgrad.h"
 
 void dwconv_i8_input_grad_ref(const qconv_t *p, const int16_t *h, const int8_t *w, int32_t *acc)
@@ -20,4 +21,22 @@ void dwconv_i8_input_grad_ref(const qconv_t *p, const int16_t *h, const int8_t *
                     }
                 acc[(iy * p->in_w + ix) * p->in_c + ic] = s;
             }
+}
+
+void dwconv_i8_weight_grad_ref(const qconv_t *p, const int16_t *h, const int8_t *x, uint32_t o, int32_t *a)
+{
+    int32_t ic = (int32_t)o / p->dm;
+    for (int32_t ky = 0; ky < p->k_h; ky++)
+        for (int32_t kx = 0; kx < p->k_w; kx++) {
+            int32_t s = 0;
+            for (int32_t oy = 0; oy < p->out_h; oy++)
+                for (int32_t ox = 0; ox < p->out_w; ox++) {
+                    int32_t iy = oy * p->stride_h - p->pad_top + ky, ix = ox * p->stride_w - p->pad_left + kx;
+                    if (iy < 0 || ix < 0 || iy >= p->in_h || ix >= p->in_w)
+                        continue;
+                    s += h[(oy * p->out_w + ox) * p->out_c + (int32_t)o] *
+                         (x[(iy * p->in_w + ix) * p->in_c + ic] - p->zp_in);
+                }
+            a[ky * p->k_w + kx] = s;
+        }
 }

@@ -71,6 +71,9 @@ void conv_i8_weight_grad_ref(const qconv_t *p, const int16_t *h, const int8_t *x
  * dm channels oc = ic·dm + d of h[.., oc]·W̄[tap][oc] */
 void dwconv_i8_input_grad(const qconv_t *p, const int16_t *h, const int8_t *w, int32_t *acc);
 void dwconv_i8_input_grad_ref(const qconv_t *p, const int16_t *h, const int8_t *w, int32_t *acc);
+/* a[tap] = Σ over output pixels of h[·, o]·(x[tap's input pixel, o / dm] − zp_in), taps row-major (padding adds 0) */
+void dwconv_i8_weight_grad(const qconv_t *p, const int16_t *h, const int8_t *x, uint32_t o, int32_t *a);
+void dwconv_i8_weight_grad_ref(const qconv_t *p, const int16_t *h, const int8_t *x, uint32_t o, int32_t *a);
 /* AVERAGE_POOL_2D: acc[iy][ix][c] = sum over the windows covering it of g·round(2^16 / count) (count: the window's
  * in-bounds taps); the input gradient's exponent is E - QGRAD_POOL_SHIFT + k after qgrad_requant */
 void avgpool_i8_input_grad(const qpool_t *p, const int8_t *g, int32_t *acc);

@@ -54,10 +54,8 @@ static int parse_train(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t, qno
     t->n_in = (uint32_t)k->in_h * k->in_w * k->in_c;
     t->b_flash = k->bias;
     t->eff_flash = k->bias_eff;
-    if ((uint64_t)t->out_c * k->k_h * k->k_w * 16256u * 127u > 0x7FFFFFFFu ||
-        (uint64_t)k->out_h * k->out_w * 16256u * 255u > 0x7FFFFFFFu)
-        return qp_tfail(c, i, "qplan: conv too large for int32 gradient accumulators");
-    if (qp_train_weighted(c, i, r, t, n, &k->bias, &k->bias_eff))
+    if (qp_acc_bounds(c, i, t, (uint64_t)t->out_c * k->k_h * k->k_w, (uint64_t)k->out_h * k->out_w) ||
+        qp_train_weighted(c, i, r, t, n, &k->bias, &k->bias_eff))
         return -1;
     if (t->n_sel) { /* sparse: one channel's output plane is recomputed from its arena row */
         t->fwd_tmp = qp_arena_at(c, le32(r + TQPL_TR_FWD_TMP), (uint64_t)k->out_h * k->out_w);

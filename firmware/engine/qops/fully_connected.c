@@ -43,8 +43,8 @@ static int parse_train(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t, qno
     t->row = t->n_in = k->in_c;
     t->b_flash = k->bias;
     t->eff_flash = k->bias_eff;
-    if ((uint64_t)t->out_c * 16256u * 127u > 0x7FFFFFFFu)
-        return qp_tfail(c, i, "qplan: too many outputs for int32 input-gradient accumulators");
+    if (qp_acc_bounds(c, i, t, t->out_c, 1))
+        return -1;
     return qp_train_weighted(c, i, r, t, n, &k->bias, &k->bias_eff);
 }
 
