@@ -297,7 +297,7 @@ def _maxpool_input_grad(model: QModel, i: int, x: np.ndarray, g: np.ndarray) -> 
     return acc
 
 
-def _channel_rows(kind: str, a: np.ndarray) -> np.ndarray:
+def channel_rows(kind: str, a: np.ndarray) -> np.ndarray:
     """A view of a weight-shaped array with one row per output channel (depthwise [1, kh, kw, c] transposed), so
     writes through it land in the array."""
     if kind == "DEPTHWISE_CONV_2D":
@@ -425,7 +425,7 @@ class Int8Trainer:
                               for o in rows])
             else:
                 d = delta(a, top.w_upd[rows, 0][:, None], top.w_upd[rows, 1][:, None] + e)
-            flat, res = _channel_rows(op.kind, self.w[i]), _channel_rows(op.kind, self.wres[i])
+            flat, res = channel_rows(op.kind, self.w[i]), channel_rows(op.kind, self.wres[i])
             flat[rows], res[rows] = update_codes(flat[rows], res[rows], d)
         return g_in, e_in
 

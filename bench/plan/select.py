@@ -11,6 +11,7 @@ import numpy as np
 from bench.config.profile import Technique
 from bench.model.nn import Model
 from bench.model.qgraph import QModel
+from bench.numerics.int8train import channel_rows
 from bench.plan.fp32 import sparse_channels
 from bench.plan.int8 import QPlan, QTrainSpec, compile_qplan
 
@@ -20,7 +21,7 @@ def top_channels(model: QModel, i: int, ratio: float) -> tuple[int, ...]:
     per-channel scales applied), ascending; () for all of them (MCUNetV3's sparse channel pick)."""
     w = model.tensors[model.ops[i].inputs[1]]
     assert w.data is not None and w.scale is not None
-    rows = _channel_rows(model, i, w.data)
+    rows = channel_rows(model.ops[i].kind, w.data)
     out_c = len(rows)
     k = max(1, round(out_c * ratio))
     if k >= out_c:
@@ -28,13 +29,6 @@ def top_channels(model: QModel, i: int, ratio: float) -> tuple[int, ...]:
     norms = np.linalg.norm(rows.astype(np.float64), axis=1) * np.broadcast_to(
         w.scale.astype(np.float64), (out_c,))
     return tuple(sorted(int(c) for c in np.argsort(-norms, kind="stable")[:k]))
-
-
-def _channel_rows(model: QModel, i: int, w: np.ndarray) -> np.ndarray:
-    """Op i's weights as one row per output channel (a depthwise [1, kh, kw, out_c] tensor transposed)."""
-    if model.ops[i].kind == "DEPTHWISE_CONV_2D":
-        return w.reshape(-1, w.shape[-1]).T
-    return w.reshape(len(w), -1)
 
 
 def sparse_spec(model: QModel, bias_k: int, layers: dict[int, float], lr: float, qas: bool = True) -> QTrainSpec:

@@ -62,12 +62,12 @@ int qp_fold(qparse_t *c, const qoprec_t *o, uint32_t out_c, uint32_t first, uint
 void *qp_arena_at(const qparse_t *c, uint32_t off, uint64_t bytes);
 /* FAULT 2 naming op i */
 int qp_tfail(qparse_t *c, uint32_t op, const char *text);
-/* training of a weighted op once its kind set t's geometry (out_c, row, n_in, b_flash, eff_flash, clamp): trained
- * tensors' arena copies, residuals, channel list, tables, gradient buffers and scratch; the kernels' bias and
- * bias_eff (*bias, *bias_eff) and weights (n->w) then point at the arena copies */
 /* int32 accumulator bounds of a weighted op: its input gradient sums fan products of |h| <= 16,256 and |W̄| <= 127
  * (when QTF_NEED_DX), its bias gradient pixels values of h and its weight gradient pixels products h·(x − zp) */
 int qp_acc_bounds(qparse_t *c, uint32_t i, const qtop_t *t, uint64_t fan, uint64_t pixels);
+/* training of a weighted op once its kind set t's geometry (out_c, row, n_in, b_flash, eff_flash, clamp): trained
+ * tensors' arena copies, residuals, channel list, tables, gradient buffers and scratch; the kernels' bias and
+ * bias_eff (*bias, *bias_eff) and weights (n->w) then point at the arena copies */
 int qp_train_weighted(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t, qnode_t *n, const int32_t **bias,
                       const int32_t **bias_eff);
 /* t->din (t->n_in values) from the record, which must be the previous backward op's dout */
