@@ -36,3 +36,30 @@ def test_kernel_suites_pass_on_the_twin(board_name: str, tmp_path: Path) -> None
     assert run.returncode == 0 and lines and lines[-1].endswith(" passed, 0 failed"), out
     passed = int(lines[-1].split()[0])
     assert passed >= 30, out  # the three suites ran, not an empty table
+
+
+def test_kernel_bench_results_equal_the_references_on_the_twin(tmp_path: Path) -> None:
+    """`bench bench --kernels` on the M4F twin: every kernel of every phase ran on its shapes and its result equals
+    the plain reference kernel's (the benchmark's own check, on shapes the suites do not draw)."""
+    if shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None:
+        pytest.skip("needs arm-none-eabi-gcc and qemu-system-arm (make test installs both)")
+    from bench.app.kernels import kernel_costs
+
+    rows = kernel_costs(BOARDS["nrf52840-dk"], tmp_path)
+    phases = {(r.op, r.shape, r.phase) for r in rows}
+    assert {p for _, _, p in phases} == {"forward", "input-grad", "weight-grad", "update"}
+    assert {op for op, _, _ in phases} == {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
+    assert all(r.exact for r in rows), [r for r in rows if not r.exact]
+    assert all(r.instructions > 0 and r.work > 0 for r in rows)
+
+
+def test_kernel_bench_output_that_stops_early_is_an_error() -> None:
+    from bench.app.kernels import KernelBenchError, parse
+
+    board = BOARDS["nrf52840-dk"]
+    with pytest.raises(KernelBenchError, match="stopped early"):
+        parse(board, "KB CONV_2D 8x8 forward 10 20 1\n", board.twin.counter_hz)
+    with pytest.raises(KernelBenchError, match="unreadable"):
+        parse(board, "KB CONV_2D 8x8 forward ten 20 1\nKB end 0\n", board.twin.counter_hz)
+    rows = parse(board, "FAULT\nKB CONV_2D 8x8 forward 10 64 0\nKB end 1\n", board.twin.counter_hz)
+    assert len(rows) == 1 and not rows[0].exact and rows[0].instructions == pytest.approx(64 * 1e9 / 25e6 / 256)

@@ -274,15 +274,21 @@ def entry() -> None:
 @click.option("--forward-only", is_flag=True,
               help="instead: PEPITA and MEMPEPITA against full backprop and last-layer on digits-cnn and digits-mlp "
                    "(memory, instructions and accuracy after 300 steps)")
+@click.option("--kernels", is_flag=True,
+              help="instead: every int8 training kernel alone (forward, input and weight gradient, update) on "
+                   "digits-cnn's and a MobileNet block's shapes, checked against its reference, per MAC vs targets")
 def bench_cmd(names: tuple[str, ...], steps: int, out: Path, as_json: bool, workloads: tuple[str, ...],
-              ops: bool, forward_only: bool) -> None:
+              ops: bool, forward_only: bool, kernels: bool) -> None:
     """Benchmark: instructions and memory per fp32 training step of AIfES's MLP and CNN workloads, against AIfES on
     the same twin; with --ops, instructions per MAC of every op of digits-cnn in fp32 and int8 against the SMLAD
-    bound."""
+    bound; with --kernels, the int8 kernels one by one. Exit 1 if a kernel's result differs from its reference."""
     import dataclasses
 
     if ops:
         _bench_ops(list(names), out, as_json)
+        return
+    if kernels:
+        _bench_kernels(list(names), out, as_json)
         return
     if forward_only:
         _bench_forward_only(list(names), out, as_json)
@@ -353,6 +359,50 @@ def _bench_forward_only(names: list[str], out: Path, as_json: bool) -> None:
                       f"{r.counts_per_step / base.counts_per_step:.2f}x",
                       f"{r.acc_before:.1%} → {r.acc_after:.1%} ({r.steps} steps)", f"{r.fidelity_max_rel_err:.1e}")
     wide_console().print(table)
+
+
+def _bench_kernels(names: list[str], out: Path, as_json: bool) -> None:
+    import dataclasses
+
+    from rich.table import Table
+
+    from bench.app.kernels import ICOUNT_SHIFT, SMLAD_BOUND, KernelBenchError, kernel_costs
+    from bench.config.boards import load_catalogue
+
+    catalogue = load_catalogue()
+    unknown = [n for n in names if n not in catalogue]
+    if unknown:
+        raise click.BadParameter(f"unknown board(s) {', '.join(unknown)}; known: {', '.join(sorted(catalogue))}",
+                                 param_hint="--board")
+    costs = []
+    for name in names:
+        with console.status(f"{name}: building and running the kernel benchmark on its twin"):
+            try:
+                costs += kernel_costs(catalogue[name], out / "kernels" / name)
+            except KernelBenchError as exc:
+                console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+                sys.exit(2)
+    wrong = [c for c in costs if not c.exact]
+    if as_json:
+        click.echo(json.dumps({"how": f"measured on twins (QEMU -icount shift={ICOUNT_SHIFT})",
+                               "smlad_bound_instr_per_mac": SMLAD_BOUND,
+                               "kernels": [dataclasses.asdict(c) | {"per_work": c.per_work} for c in costs]},
+                              indent=1))
+    else:
+        table = Table(title=f"int8 training kernels alone — measured on twins (QEMU -icount); SMLAD bound "
+                            f"{SMLAD_BOUND} instr/MAC; targets on M4/M7")
+        for col in ("board", "op", "shape", "phase", "MACs / weights", "instructions", "per MAC / weight",
+                    "target", "vs reference"):
+            table.add_column(col, justify="right")
+        for c in costs:
+            dsp = catalogue[c.board].core != "cortex-m0plus"
+            met = "–" if not dsp else f"{c.target:g} {'met' if c.per_work <= c.target else 'not met'}"
+            table.add_row(c.board, c.op, c.shape, c.phase, f"{c.work:,}", f"{c.instructions:,.0f}",
+                          f"{c.per_work:.2f}", met, "exact" if c.exact else "[red]DIFFERS[/]")
+        wide_console().print(table)
+    if wrong:
+        console.print(f"[red]{len(wrong)} kernel result(s) differ from the reference kernel[/] (logs under {out})")
+        sys.exit(1)
 
 
 def _bench_ops(names: list[str], out: Path, as_json: bool) -> None:
