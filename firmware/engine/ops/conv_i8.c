@@ -211,9 +211,111 @@ __attribute__((optimize("no-tree-loop-distribute-patterns"))) static void conv_p
         }
 }
 
+#ifdef DOT_I8_DSP
+#define PW_WORDS 256u /* 1 KB of stack: four pixels of up to 128 input channels, or two of up to 256, widened */
+
+/* the input rows of np pixels widened to SXTB16 pairs, interleaved per four channels (pixel k's even and odd pair at
+ * words 2k, 2k + 1), so one pointer with fixed offsets reaches every pixel */
+static void widen_pixels(const int8_t *const *xs, uint32_t np, uint32_t groups, uint32_t *xw)
+{
+    for (uint32_t g = 0; g < groups; g++)
+        for (uint32_t k = 0; k < np; k++, xw += 2) {
+            uint32_t v = dot_ld32(xs[k] + 4 * g);
+            xw[0] = dot_sxtb16(v);
+            xw[1] = dot_sxtb16_ror8(v);
+        }
+}
+
+/* 1×1 convolution, four pixels at a time: each weight word is loaded and widened once for all four (the weights,
+ * not the inputs, are what every MAC streams), so sixteen MACs cost one load, two SXTB16, four LDRD and eight
+ * SMLAD; the requantisation's setup is shared too */
+static void pointwise_quad(const qconv_t *p, const int8_t *const *xs, const uint32_t *xw, const int8_t *w,
+                           int8_t *y)
+{
+    const uint32_t in_c = p->in_c, groups = in_c >> 2, st = p->rq_per_channel ? 2u : 0u, out_c = p->out_c;
+    const int32_t *rq = p->rq, *bias = p->bias_eff, zp = p->zp_out, lo = p->act_min, hi = p->act_max;
+    for (uint32_t oc = 0; oc < out_c; oc++, rq += st, y++) { /* locals: the int8 stores may alias *p */
+        int32_t a0 = bias[oc], a1 = a0, a2 = a0, a3 = a0, mult = rq[0], shift = rq[1];
+        const uint32_t *xp = xw;
+        for (uint32_t g = groups; g; g--, w += 4, xp += 8) {
+            uint32_t v = dot_ld32(w), we = dot_sxtb16(v), wo = dot_sxtb16_ror8(v);
+            a0 = dot_smlad(xp[1], wo, dot_smlad(xp[0], we, a0));
+            a1 = dot_smlad(xp[3], wo, dot_smlad(xp[2], we, a1));
+            a2 = dot_smlad(xp[5], wo, dot_smlad(xp[4], we, a2));
+            a3 = dot_smlad(xp[7], wo, dot_smlad(xp[6], we, a3));
+        }
+        for (uint32_t j = groups << 2; j < in_c; j++, w++) {
+            int32_t wv = *w;
+            a0 += xs[0][j] * wv;
+            a1 += xs[1][j] * wv;
+            a2 += xs[2][j] * wv;
+            a3 += xs[3][j] * wv;
+        }
+        y[0] = rq_out(a0, mult, shift, zp, lo, hi);
+        y[out_c] = rq_out(a1, mult, shift, zp, lo, hi);
+        y[2 * out_c] = rq_out(a2, mult, shift, zp, lo, hi);
+        y[3 * out_c] = rq_out(a3, mult, shift, zp, lo, hi);
+    }
+}
+
+/* the same for two pixels (wider inputs, or the last two of a plane) */
+static void pointwise_pair(const qconv_t *p, const int8_t *const *xs, const uint32_t *xw, const int8_t *w,
+                           int8_t *y)
+{
+    const uint32_t in_c = p->in_c, groups = in_c >> 2, st = p->rq_per_channel ? 2u : 0u, out_c = p->out_c;
+    const int32_t *rq = p->rq, *bias = p->bias_eff, zp = p->zp_out, lo = p->act_min, hi = p->act_max;
+    for (uint32_t oc = 0; oc < out_c; oc++, rq += st) {
+        int32_t a0 = bias[oc], a1 = a0;
+        const uint32_t *xp = xw;
+        for (uint32_t g = groups; g; g--, w += 4, xp += 4) {
+            uint32_t v = dot_ld32(w), we = dot_sxtb16(v), wo = dot_sxtb16_ror8(v);
+            a0 = dot_smlad(xp[1], wo, dot_smlad(xp[0], we, a0));
+            a1 = dot_smlad(xp[3], wo, dot_smlad(xp[2], we, a1));
+        }
+        for (uint32_t j = groups << 2; j < in_c; j++, w++) {
+            a0 += xs[0][j] * *w;
+            a1 += xs[1][j] * *w;
+        }
+        y[oc] = rq_out(a0, rq[0], rq[1], zp, lo, hi);
+        y[out_c + oc] = rq_out(a1, rq[0], rq[1], zp, lo, hi);
+    }
+}
+
+/* 1×1 convolutions without padding (every pointwise conv of a MobileNet): pixels in blocks of four (two when the
+ * input is wide), an odd last one by pixel_run; returns 0 when the shape does not qualify */
+static int conv_pointwise(const qconv_t *p, const int8_t *x, const int8_t *w, int8_t *y)
+{
+    uint32_t xw[PW_WORDS], n = (uint32_t)p->out_h * p->out_w, q = 0, block;
+    const uint32_t ic = p->in_c, oc_n = p->out_c;
+    const int8_t *xs[4];
+    if (p->k_h != 1u || p->k_w != 1u || p->pad_top || p->pad_left || ic < 4u || ic > PW_WORDS)
+        return 0;
+    block = ic <= PW_WORDS / 2u ? 4u : 2u;
+    while (q < n) {
+        uint32_t np = n - q >= block ? block : n - q >= 2u ? 2u : 1u;
+        for (uint32_t k = 0; k < np; k++) {
+            uint32_t oy = (q + k) / p->out_w, ox = (q + k) % p->out_w;
+            xs[k] = x + (oy * p->stride_h * p->in_w + ox * p->stride_w) * ic;
+        }
+        if (np == 1u) {
+            pixel_run(p, xs[0], w, ic, y + q * oc_n);
+        } else {
+            widen_pixels(xs, np, ic >> 2, xw);
+            (np == 4u ? pointwise_quad : pointwise_pair)(p, xs, xw, w, y + q * oc_n);
+        }
+        q += np;
+    }
+    return 1;
+}
+#endif
+
 void conv_i8(const qconv_t *p, const int8_t *x, const int8_t *w, int8_t *y)
 {
     win_t win;
+#ifdef DOT_I8_DSP
+    if (conv_pointwise(p, x, w, y))
+        return;
+#endif
     if ((uint32_t)p->k_w * p->in_c < 8u && (uint32_t)p->k_h * p->k_w * p->in_c <= CONV_PATCH_MAX) {
         conv_patched(p, x, w, y);
         return;
