@@ -155,3 +155,15 @@ def test_kws_full_int8_trains_depthwise_weights_exactly(shared_models: Path, ben
     assert abs(run.summary.sram_peak - run.planned_sram_bytes) <= 0.1 * run.planned_sram_bytes
     trained = set(run.grads.loc[run.grads["param"] == "w", "layer"])
     assert {1, 3, 5, 7} <= trained  # the four depthwise ops
+
+
+def test_sram_benchmark_measures_sparse_below_its_plan_and_fp32_above(shared_models: Path, tmp_path: Path) -> None:
+    """`bench bench --sram` for person_detect: the sparse-int8 peak is measured on the F746 twin and stays within its
+    plan; the naive fp32 figure exceeds the engine's planned fp32 arena, and both exceed the sparse run."""
+    from bench.app.benchmark import sram_ratios
+
+    (row,) = sram_ratios(tmp_path, ("person_detect",), steps=2)
+    assert row.measured_on == "nucleo-f746zg"
+    assert 0 < row.sparse_measured_bytes <= row.sparse_planned_bytes
+    assert row.sparse_planned_bytes < row.fp32_planned_bytes < row.fp32_naive_bytes
+    assert row.ratio(row.fp32_naive_bytes) == row.fp32_naive_bytes / row.sparse_measured_bytes

@@ -194,3 +194,69 @@ def forward_only_table(out: Path, boards: list[str], models: tuple[str, ...] = (
                                            step.arena_peak_bytes, plan.arena_bytes, step.total, step.unit,
                                            record.accuracy(0), record.accuracy(1), record.fidelity_max_rel_err))
     return rows
+
+
+# ---- sparse int8 update against full fp32 backprop: SRAM (issue 9, MCUNetV3's 20-21x) ----------------------------
+
+SRAM_BOARDS = ("nucleo-f746zg", "rpi-pico")  # the F746 first (MCUNetV3's board); a bigger flash where it does not fit
+
+
+@dataclass(frozen=True)
+class SramRatioRow:
+    """One imported model: sparse-int8 at its profile's scheme, planned and measured, against full-fp32 planned
+    (the engine's lifetime-sharing arena, and the naive every-buffer-coexists figure MCUNetV3's baseline is)."""
+
+    profile: str
+    model: str
+    board: str  # the board the planned figures are for
+    sparse_planned_bytes: int  # static + arena + stack reserve
+    sparse_measured_bytes: float  # peak SRAM the device measured (nan when it fits no twin)
+    measured_on: str  # the twin that measured it ("" if none)
+    fp32_planned_bytes: int  # static + arena + stack reserve, full-fp32, planned
+    fp32_naive_bytes: int  # static + every activation, gradient and weight kept + stack, planned
+
+    @property
+    def sparse_bytes(self) -> float:
+        """The sparse figure the ratios use: measured where a twin ran it, else planned."""
+        return self.sparse_planned_bytes if self.sparse_measured_bytes != self.sparse_measured_bytes else \
+            self.sparse_measured_bytes
+
+    def ratio(self, fp32_bytes: int) -> float:
+        return fp32_bytes / self.sparse_bytes
+
+
+def sram_ratios(out: Path, profiles: tuple[str, ...] = ("person_detect", "vww"), steps: int = 4
+                ) -> list[SramRatioRow]:
+    """Each profile's sparse-int8 run (``steps`` steps: the peak does not grow with steps) on the first twin of
+    SRAM_BOARDS it fits, and the full-fp32 plan of the same graph, on the F746."""
+    from bench.app.plan_view import built_firmware
+    from bench.config.boards import load_catalogue
+    from bench.plan.fp32mem import plan_fp32
+    from bench.plan.select import compile_imported_plan
+
+    board = load_catalogue()[SRAM_BOARDS[0]]
+    fw, note = built_firmware(board)
+    if fw is None or "out of date" in note:
+        raise RuntimeError(f"{board.name}: {note}: the planned SRAM needs the built twin image (`bench build`)")
+    rows = []
+    for name in profiles:
+        profile = with_overrides(load_profile(name), {"techniques": ["sparse-int8"], "steps": steps,
+                                                      "check_steps": 1, "eval_samples": 1})
+        bench = Bench(out / name)
+        prepared = bench.prepare(profile)
+        assert prepared.int8 is not None, f"{name}: not an imported model"
+        qmodel, technique = prepared.int8.qmodel, profile.technique("sparse-int8")
+        sparse = compile_imported_plan(qmodel, technique, profile.lr_for(technique))
+        fp32 = plan_fp32(qmodel, parse_technique("full-fp32"))
+        measured, on = float("nan"), ""
+        for twin in SRAM_BOARDS:
+            record = bench.run(prepared, RackEntry(board=twin), technique)
+            if record.status == "ok":
+                measured, on = record.peak_sram()[0], twin
+                break
+            if record.status != "does-not-fit":
+                raise RuntimeError(f"{record.run_id}: {record.status}: {record.error}")
+        base = fw.static_bytes + fw.stack_bytes
+        rows.append(SramRatioRow(name, qmodel.name, board.name, base + sparse.arena_bytes, measured, on,
+                                 base + fp32.arena_bytes, base + fp32.naive_bytes))
+    return rows
