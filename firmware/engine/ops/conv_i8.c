@@ -135,81 +135,135 @@ static void pixel(const qconv_t *p, const win_t *win, const int8_t *x, const int
 
 /* Short kernel rows (few input channels, e.g. the first layer's 3×3×1): the window is gathered into one contiguous
  * patch of k_h·k_w·in_c bytes first, padding taps filled with zp_in (so they add zp_in·w, which bias_eff's −zp_in·Σw
- * cancels: no border correction), and every channel is one dot product over the whole patch (patch_channels) instead
- * of k_h runs of a few bytes. */
+ * cancels: no border correction), and every channel is one dot product over the whole patch instead of k_h runs of a
+ * few bytes. */
 #define CONV_PATCH_MAX 64u
 
-/* every output channel of one patch: on DSP cores the patch is widened to SXTB16 pairs once, so each channel costs
- * one load, two SXTB16 and two SMLAD per four taps (the generic two-channel loop spends more on its own setup than on
- * nine multiply-accumulates) */
-static void patch_channels(const qconv_t *p, const int8_t *patch, const int8_t *w, uint32_t wsz, int8_t *y)
+/* GCC would turn the few-byte copy loops back into memcpy/memset calls, each costing more than the copy */
+__attribute__((optimize("no-tree-loop-distribute-patterns"))) static void gather_patch(const qconv_t *p,
+                                                                                       const int8_t *x, uint32_t oy,
+                                                                                       uint32_t ox, int8_t *patch)
 {
-#ifdef DOT_I8_DSP
-    uint32_t pw[CONV_PATCH_MAX / 2], groups = wsz >> 2, tail = wsz & 3u;
-    const uint32_t st = p->rq_per_channel ? 2u : 0u, out_c = p->out_c;
-    const int32_t *rq = p->rq, *bias = p->bias_eff, zp = p->zp_out, lo = p->act_min, hi = p->act_max;
-    for (uint32_t g = 0; g < groups; g++) {
-        uint32_t v = dot_ld32(patch + 4 * g);
-        pw[2 * g] = dot_sxtb16(v);
-        pw[2 * g + 1] = dot_sxtb16_ror8(v);
-    }
-    for (uint32_t oc = 0; oc < out_c; oc++, w += wsz, rq += st) { /* locals: the int8 stores may alias *p */
-        int32_t acc = bias[oc];
-        for (uint32_t g = 0; g < groups; g++) {
-            uint32_t v = dot_ld32(w + 4 * g);
-            acc = dot_smlad(pw[2 * g], dot_sxtb16(v), acc);
-            acc = dot_smlad(pw[2 * g + 1], dot_sxtb16_ror8(v), acc);
+    const uint32_t ic = p->in_c, run = (uint32_t)p->k_w * ic;
+    const int8_t zp = (int8_t)p->zp_in;
+    int32_t iy0 = (int32_t)(oy * p->stride_h) - (int32_t)p->pad_top;
+    int32_t ix0 = (int32_t)(ox * p->stride_w) - (int32_t)p->pad_left;
+    int8_t *q = patch;
+    for (uint32_t ky = 0; ky < p->k_h; ky++, q += run) { /* runs < 8 bytes: copied inline, no calls */
+        int32_t iy = iy0 + (int32_t)ky;
+        if (iy < 0 || iy >= (int32_t)p->in_h) {
+            for (uint32_t j = 0; j < run; j++)
+                q[j] = zp;
+            continue;
         }
-        for (uint32_t j = wsz - tail; j < wsz; j++)
-            acc += patch[j] * w[j];
-        y[oc] = rq_out(acc, rq[0], rq[1], zp, lo, hi);
+        if (ix0 >= 0 && ix0 + (int32_t)p->k_w <= (int32_t)p->in_w) { /* the whole row inside */
+            const int8_t *xr = x + ((uint32_t)iy * p->in_w + (uint32_t)ix0) * ic;
+            for (uint32_t j = 0; j < run; j++)
+                q[j] = xr[j];
+            continue;
+        }
+        for (uint32_t kx = 0; kx < p->k_w; kx++) { /* pointers formed for in-bounds taps only */
+            int32_t ix = ix0 + (int32_t)kx;
+            if (ix < 0 || ix >= (int32_t)p->in_w) {
+                for (uint32_t c = 0; c < ic; c++)
+                    q[kx * ic + c] = zp;
+            } else {
+                const int8_t *xt = x + ((uint32_t)iy * p->in_w + (uint32_t)ix) * ic;
+                for (uint32_t c = 0; c < ic; c++)
+                    q[kx * ic + c] = xt[c];
+            }
+        }
     }
-#else
-    pixel_run(p, patch, w, wsz, y);
-#endif
 }
 
-/* GCC would turn the few-byte copy loops back into memcpy/memset calls, each costing more than the copy */
-__attribute__((optimize("no-tree-loop-distribute-patterns"))) static void conv_patched(const qconv_t *p,
-                                                                                       const int8_t *x,
-                                                                                       const int8_t *w, int8_t *y)
+#ifdef DOT_I8_DSP
+#define PATCH_BLOCK_WORDS 256u /* 1 KB of stack: the widened patches of one block of pixels */
+
+/* n bytes (the rest of the multiple of four zero) as SXTB16 pairs: words 2g, 2g + 1 hold bytes 4g + {0, 2}, {1, 3} */
+static void widen_padded(const int8_t *v, uint32_t n, uint32_t words, uint32_t *out)
+{
+    int8_t b[CONV_PATCH_MAX];
+    uint32_t j = 0;
+    for (; j < n; j++)
+        b[j] = v[j];
+    for (; j < 2u * words; j++)
+        b[j] = 0;
+    for (uint32_t g = 0; 2u * g < words; g++) {
+        uint32_t u = dot_ld32(b + 4 * g);
+        out[2 * g] = dot_sxtb16(u);
+        out[2 * g + 1] = dot_sxtb16_ror8(u);
+    }
+}
+
+/* one channel over a block of widened patches, its weights in registers: six words are taps 0..11 (3×3×1) */
+static void channel_block6(const qconv_t *p, const uint32_t *pw, uint32_t nb, const uint32_t *ww, int32_t bias,
+                           const int32_t *rq, int8_t *y)
+{
+    const uint32_t w0 = ww[0], w1 = ww[1], w2 = ww[2], w3 = ww[3], w4 = ww[4], w5 = ww[5], out_c = p->out_c;
+    const int32_t mult = rq[0], shift = rq[1], zp = p->zp_out, lo = p->act_min, hi = p->act_max;
+    for (uint32_t k = 0; k < nb; k++, pw += 6, y += out_c) {
+        int32_t a = dot_smlad(pw[0], w0, bias);
+        a = dot_smlad(pw[1], w1, a);
+        a = dot_smlad(pw[2], w2, a);
+        a = dot_smlad(pw[3], w3, a);
+        a = dot_smlad(pw[4], w4, a);
+        a = dot_smlad(pw[5], w5, a);
+        *y = rq_out(a, mult, shift, zp, lo, hi);
+    }
+}
+
+/* any patch size: the channel's widened weights from memory */
+static void channel_block(const qconv_t *p, const uint32_t *pw, uint32_t nb, uint32_t words, const uint32_t *ww,
+                          int32_t bias, const int32_t *rq, int8_t *y)
+{
+    const uint32_t out_c = p->out_c;
+    const int32_t mult = rq[0], shift = rq[1], zp = p->zp_out, lo = p->act_min, hi = p->act_max;
+    for (uint32_t k = 0; k < nb; k++, pw += words, y += out_c) {
+        int32_t a = bias;
+        for (uint32_t i = 0; i < words; i++)
+            a = dot_smlad(pw[i], ww[i], a);
+        *y = rq_out(a, mult, shift, zp, lo, hi);
+    }
+}
+
+/* Channel-major over blocks of pixels: the block's patches are gathered and widened once, then each channel widens
+ * its weights once and runs down the block (weights in registers for a 3×3×1 kernel), so a pixel's channel costs a
+ * load and an SMLAD per two taps plus the requantisation */
+static void conv_patched(const qconv_t *p, const int8_t *x, const int8_t *w, int8_t *y)
+{
+    uint32_t pw[PATCH_BLOCK_WORDS], ww[CONV_PATCH_MAX / 2];
+    int8_t patch[CONV_PATCH_MAX];
+    const uint32_t wsz = (uint32_t)p->k_h * p->k_w * p->in_c, words = ((wsz + 3u) >> 2) * 2u;
+    const uint32_t n = (uint32_t)p->out_h * p->out_w, block = PATCH_BLOCK_WORDS / words, st = p->rq_per_channel ? 2u : 0u;
+    for (uint32_t q0 = 0; q0 < n; q0 += block) {
+        uint32_t nb = n - q0 < block ? n - q0 : block;
+        const int32_t *rq = p->rq;
+        for (uint32_t k = 0; k < nb; k++) {
+            gather_patch(p, x, (q0 + k) / p->out_w, (q0 + k) % p->out_w, patch);
+            widen_padded(patch, wsz, words, pw + k * words);
+        }
+        for (uint32_t oc = 0; oc < p->out_c; oc++, rq += st) {
+            widen_padded(w + oc * wsz, wsz, words, ww);
+            if (words == 6u)
+                channel_block6(p, pw, nb, ww, p->bias_eff[oc], rq, y + q0 * p->out_c + oc);
+            else
+                channel_block(p, pw, nb, words, ww, p->bias_eff[oc], rq, y + q0 * p->out_c + oc);
+        }
+    }
+}
+#else
+/* per pixel: its patch, then every channel as one run over it */
+static void conv_patched(const qconv_t *p, const int8_t *x, const int8_t *w, int8_t *y)
 {
     int8_t patch[CONV_PATCH_MAX];
-    const uint32_t ic = p->in_c, run = (uint32_t)p->k_w * ic, wsz = p->k_h * run;
-    const int8_t zp = (int8_t)p->zp_in;
+    const uint32_t wsz = (uint32_t)p->k_h * p->k_w * p->in_c;
     for (uint32_t oy = 0; oy < p->out_h; oy++)
         for (uint32_t ox = 0; ox < p->out_w; ox++, y += p->out_c) {
-            int32_t iy0 = (int32_t)(oy * p->stride_h) - (int32_t)p->pad_top;
-            int32_t ix0 = (int32_t)(ox * p->stride_w) - (int32_t)p->pad_left;
-            int8_t *q = patch;
-            for (uint32_t ky = 0; ky < p->k_h; ky++, q += run) { /* runs < 8 bytes: copied inline, no calls */
-                int32_t iy = iy0 + (int32_t)ky;
-                if (iy < 0 || iy >= (int32_t)p->in_h) {
-                    for (uint32_t j = 0; j < run; j++)
-                        q[j] = zp;
-                    continue;
-                }
-                if (ix0 >= 0 && ix0 + (int32_t)p->k_w <= (int32_t)p->in_w) { /* the whole row inside */
-                    const int8_t *xr = x + ((uint32_t)iy * p->in_w + (uint32_t)ix0) * ic;
-                    for (uint32_t j = 0; j < run; j++)
-                        q[j] = xr[j];
-                    continue;
-                }
-                for (uint32_t kx = 0; kx < p->k_w; kx++) { /* pointers formed for in-bounds taps only */
-                    int32_t ix = ix0 + (int32_t)kx;
-                    if (ix < 0 || ix >= (int32_t)p->in_w) {
-                        for (uint32_t c = 0; c < ic; c++)
-                            q[kx * ic + c] = zp;
-                    } else {
-                        const int8_t *xt = x + ((uint32_t)iy * p->in_w + (uint32_t)ix) * ic;
-                        for (uint32_t c = 0; c < ic; c++)
-                            q[kx * ic + c] = xt[c];
-                    }
-                }
-            }
-            patch_channels(p, patch, w, wsz, y);
+            gather_patch(p, x, oy, ox, patch);
+            pixel_run(p, patch, w, wsz, y);
         }
 }
+#endif
 
 #ifdef DOT_I8_DSP
 #define PW_WORDS 256u /* 1 KB of stack: four pixels of up to 128 input channels, or two of up to 256, widened */
