@@ -108,3 +108,17 @@ def test_head_classes_only_for_imported_models(tmp_path: Path):
     path.write_text('head_classes = 10\ntechniques = ["full-fp32"]\n')
     with pytest.raises(ValueError, match="head_classes"):
         load_profile(path)
+
+
+def test_imported_sparse_layers_name_the_op_and_take_depthwise_convs(tmp_path: Path, shared_models: Path):
+    """[sparse] of an imported graph indexes its ops: a depthwise conv (op 25 of person_detect) trains; a pool
+    (op 27) is an error naming the file, key, op kind and the ops whose weights do train."""
+    model = shared_models / "person_detect.tflite"
+    path = tmp_path / "p.toml"
+    path.write_text(f'model = "{model}"\ntask = "digits96-drift"\nhead_classes = 10\ntechniques = ["sparse-int8"]\n'
+                    '[sparse]\nbias_k = 1\nlayers = { 25 = 0.25 }\n')
+    assert load_profile(path).sparse is not None
+    path.write_text(path.read_text().replace("25 = 0.25", "27 = 0.25"))
+    with pytest.raises(TechniqueError, match=r"p.toml: key 'sparse.layers.27': op 27 is a AVERAGE_POOL_2D; .*"
+                                             r"DEPTHWISE_CONV_2D / FULLY_CONNECTED ops: 0, 1, 2, .*25, 26, 28"):
+        load_profile(path)

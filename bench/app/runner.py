@@ -52,7 +52,7 @@ from bench.plan.budget import describe as describe_scheme
 from bench.plan.check import check_profile
 from bench.plan.fp32 import Plan
 from bench.plan.fp32mem import Fp32MemError, Fp32Memory
-from bench.plan.int8 import QPlan
+from bench.plan.int8 import QPlan, QPlanError
 from bench.records import fidelity
 from bench.records.recover import Manifest, RecoverError, unrecorded
 from bench.records.run import ResultsWriter, RunRecord
@@ -304,8 +304,8 @@ class Bench:
                  record.journal)
         try:
             plan = bench_plan.compile(technique, spec.lr, prepared.model, qmodel)
-        except Fp32MemError as e:  # an imported graph the fp32 memory planner cannot model
-            record.status, record.error = "error", f"Fp32MemError: {e}"
+        except (Fp32MemError, QPlanError) as e:  # a graph (or scheme) the planners cannot plan: this run's record
+            record.status, record.error = "error", f"{type(e).__name__}: {e}"
         else:
             if isinstance(plan, Fp32Memory):
                 self._planned_only(board, fw, plan, record)

@@ -11,6 +11,7 @@ from bench.config.boards import ConfigError
 from bench.config.profile import Profile, TechniqueError, require_model_file
 from bench.model.tasks import DatasetError, is_file_task, load_task, task_names
 from bench.model.zoo import architecture, model_names
+from bench.plan.int8 import TRAINABLE_OPS
 from bench.tflite.io import load_tflite
 
 
@@ -46,16 +47,17 @@ def check_sparse_layers(profile: Profile, path: Path | str) -> None:
 
 
 def check_sparse_ops(profile: Profile, path: Path | str) -> None:
-    """For an imported model, the ``[sparse]`` layers must be op indices of CONV_2D / FULLY_CONNECTED ops."""
+    """For an imported model, the ``[sparse]`` layers must be op indices of ops whose weights train (CONV_2D,
+    DEPTHWISE_CONV_2D, FULLY_CONNECTED)."""
     assert profile.sparse is not None
     ops = load_tflite(require_model_file(profile.model)).ops
-    weighted = [k for k, op in enumerate(ops) if op.kind in ("CONV_2D", "FULLY_CONNECTED")]
+    weighted = [k for k, op in enumerate(ops) if op.kind in TRAINABLE_OPS]
     for i in profile.sparse.layers:
         if i not in weighted:
             what = f"op {i} is a {ops[i].kind}" if i < len(ops) else f"the graph has ops 0..{len(ops) - 1}"
             raise TechniqueError(f"{path}: key 'sparse.layers.{i}': {what}; [sparse] of an imported model indexes "
-                                 f"its operators, and weights train on CONV_2D / FULLY_CONNECTED ops: "
-                                 f"{', '.join(map(str, weighted))}")
+                                 f"its operators, and weights train on CONV_2D / DEPTHWISE_CONV_2D / "
+                                 f"FULLY_CONNECTED ops: {', '.join(map(str, weighted))}")
 
 
 def check_profile(profile: Profile, path: Path | str) -> None:
