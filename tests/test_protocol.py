@@ -14,6 +14,7 @@ from cobs import cobs
 from bench.link.protocol import (
     MAX_BODY,
     MAX_ENCODED,
+    PROTOCOL_VERSION,
     Ack,
     Eval,
     Fault,
@@ -68,7 +69,7 @@ def frame_of(data: bytes) -> Frame:
     return frame
 
 
-def packet(msg_type: int, seq: int, body: bytes, version: int = 1, length: int | None = None) -> bytes:
+def packet(msg_type: int, seq: int, body: bytes, version: int = PROTOCOL_VERSION, length: int | None = None) -> bytes:
     """A hand-built packet (not via encode_frame) so tests can break one field at a time."""
     head = struct.pack("<BBHH", msg_type, version, seq, len(body) if length is None else length)
     return head + body + struct.pack("<I", zlib.crc32(head + body))
@@ -120,15 +121,15 @@ def crc32_bitwise(data: bytes) -> int:
 
 
 def test_frame_layout_and_crc_are_zlib_crc32_compatible() -> None:
-    head = bytes([0x83, 1, 0x02, 0x01, 4, 0])  # PING, version 1, seq 0x0102 LE, len 4 LE
+    head = bytes([0x83, 2, 0x02, 0x01, 4, 0])  # PING, version 2, seq 0x0102 LE, len 4 LE
     body = bytes([0x78, 0x56, 0x34, 0x12])  # nonce 0x12345678 LE
     crc = crc32_bitwise(head + body)
-    assert crc == zlib.crc32(head + body) == 0x0829D826
+    assert crc == zlib.crc32(head + body) == 0x31A4E4E3
     assert crc32_bitwise(b"123456789") == 0xCBF43926  # the standard check value
     data = encode_command(Ping(0x12345678), 0x0102)
     assert data == cobs.encode(head + body + crc.to_bytes(4, "little")) + b"\0"
-    # golden frame for the firmware's own tests: COBS blocks 06|8301020104 09|78563412 26d82908, delimiter 00
-    assert data.hex() == "068301020104097856341226d8290800"
+    # golden frame: COBS blocks 06|8302020104 09|78563412 e3e4a431, delimiter 00
+    assert data.hex() == "0683020201040978563412e3e4a43100"
 
 
 def test_seq_wraps_when_encoding() -> None:
@@ -241,7 +242,8 @@ def test_terminated_run_just_over_the_bound_is_oversize_and_at_the_bound_is_not(
 @pytest.mark.parametrize(
     ("data", "counter", "detail"),
     [
-        (wire(packet(0x09, 0, b"\1\2\3\4", version=2)), "bad_version", "version 2"),
+        (wire(packet(0x09, 0, b"\1\2\3\4", version=PROTOCOL_VERSION + 1)), "bad_version",
+         f"version {PROTOCOL_VERSION + 1}"),
         (wire(packet(0x09, 0, b"\1\2\3\4", length=5)), "malformed", "len 5 but packet carries 4"),
         (wire(packet(0x07, 0, b"\1" * 1025)), "malformed", "len 1025 > 1024"),
         (wire(b"\x09\x01\x00\x00\x00\x00\x00\x00\x00"), "malformed", "9 bytes < 10"),
@@ -353,7 +355,7 @@ def at(msg_type: int, body: bytes, seq: int = 7, offset: int = 321) -> Frame:
             ["[6, 9)", "total 8"],
         ),
         (at(MsgType.GRAD, struct.pack("<IBBHIIHH", 1, 0, 0, 0, 9, 0, 3, 0) + bytes(8)), ["GRAD", "8 < 32"]),
-        (at(MsgType.GSTAT, struct.pack("<IB3x", 1, 2) + bytes(12)), ["GSTAT", "20 < 32"]),
+        (at(MsgType.GSTAT, struct.pack("<IB3x", 1, 2) + bytes(12)), ["GSTAT", "20 < 34"]),  # two 13-byte entries
         (
             at(MsgType.HELLO, HELLO_FIXED + b"\x21" + b"b" * 33 + b"\x00"),
             ["board string longer than 32"],

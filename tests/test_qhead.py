@@ -11,7 +11,7 @@ import pytest
 from bench.model.tasks.digits96 import digits96
 from bench.numerics import int8ref
 from bench.plan.int8 import QPlanError, QTrainSpec, compile_qplan
-from bench.plan.select import sparse_spec
+from bench.plan.select import biased_ops, sparse_spec
 from bench.tflite.head import head_index, replace_head
 from bench.tflite.io import load_tflite
 
@@ -39,8 +39,24 @@ def test_person_detect_training_plan(shared_models: Path):
     dw = compile_qplan(model, QTrainSpec(frozenset({(25, "w")}), 0.05, channels=((25, (0, 7)),)))
     sizes = {b.name: b.size for b in dw.buffers}
     assert sizes["w25"] == -(-3 * 3 * 256 // 4) * 4 and sizes["wres25"] == 2 * 2 * 9
-    with pytest.raises(QPlanError, match="at most 16"):
-        compile_qplan(model, QTrainSpec(frozenset({(2, "b")}), 0.05))
+    # a bias low in the graph: a 28-op backward path fits the device's op tables now (they share one pool)
+    low = compile_qplan(model, QTrainSpec(frozenset({(2, "b")}), 0.05))
+    assert low.train is not None and low.train.first_bwd == 2
+    biases = frozenset((i, "b") for i in biased_ops(model) if i >= 2)
+    every = compile_qplan(model, QTrainSpec(biases, 0.05))  # 26 biases: one gradient-statistics slot each
+    assert every.train is not None and {b.name: b.size for b in every.buffers}["gstat"] == 16 * len(biases) == 16 * 26
+
+
+def test_plans_past_the_device_tables_are_refused_on_the_host() -> None:
+    from bench.plan.int8 import _check_device_tables
+
+    _check_device_tables(31, 30, 78)  # a MobileNet trained end to end fits
+    with pytest.raises(QPlanError, match="the backward path has 60 ops: with 64 ops in the graph the device's op "
+                                         "tables need 11,360 B of their 6,784 B"):
+        _check_device_tables(64, 60, 2)
+    with pytest.raises(QPlanError, match="85 trained tensors; one GSTAT message carries the gradient statistics of "
+                                         "at most 78"):
+        _check_device_tables(10, 9, 85)
 
 
 def test_head_classes_on_a_graph_without_softmax_is_refused(shared_models: Path) -> None:

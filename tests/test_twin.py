@@ -29,7 +29,7 @@ STEPS = 150
 def test_training_on_twin_lowers_loss_and_matches_reference(bench_board, bench_run, technique):
     run = bench_run(bench_board, technique, steps=STEPS, grad_every=50)
     assert run.status == "ok", run.error
-    assert run.hello.board == bench_board.board and run.hello.proto_version == 1
+    assert run.hello.board == bench_board.board and run.hello.proto_version == proto.PROTOCOL_VERSION
     assert run.hello.build_id == run.build_id  # the device runs exactly the image the bench built
     assert len(run.steps) == STEPS and run.lost_frames == 0
     # on the whole eval split (batch-1 training losses are too noisy to compare over 150 steps)

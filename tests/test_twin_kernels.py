@@ -63,3 +63,23 @@ def test_kernel_bench_output_that_stops_early_is_an_error() -> None:
         parse(board, "KB CONV_2D 8x8 forward ten 20 1\nKB end 0\n", board.twin.counter_hz)
     rows = parse(board, "FAULT\nKB CONV_2D 8x8 forward 10 64 0\nKB end 1\n", board.twin.counter_hz)
     assert len(rows) == 1 and not rows[0].exact and rows[0].instructions == pytest.approx(64 * 1e9 / 25e6 / 256)
+
+
+@pytest.mark.parametrize("board_name", sorted(BOARDS))
+def test_host_planner_knows_the_device_table_sizes(board_name: str, tmp_path: Path) -> None:
+    """bench/plan/int8.py refuses plans the device's op tables cannot hold before anything is flashed: its sizes
+    must be the ones qplan.c is compiled with for the board's core (read from the object's qplan_tables)."""
+    if shutil.which("arm-none-eabi-gcc") is None:
+        pytest.skip("needs arm-none-eabi-gcc (make test installs it)")
+    from elftools.elf.elffile import ELFFile
+
+    from bench.plan import int8
+
+    obj = tmp_path / "qplan.o"
+    subprocess.run(["arm-none-eabi-gcc", *BOARDS[board_name].build.cflags.split(), "-std=c99", "-O2",
+                    "-fdata-sections", "-I", str(FIRMWARE / "engine"), "-I", str(FIRMWARE / "port"), "-c",
+                    str(FIRMWARE / "engine" / "qplan.c"), "-o", str(obj)], check=True, capture_output=True)
+    with obj.open("rb") as f:
+        data = ELFFile(f).get_section_by_name(".rodata.qplan_tables").data()
+    assert tuple(int.from_bytes(data[k:k + 4], "little") for k in range(0, 16, 4)) == (
+        int8.NODE_BYTES, int8.BACKWARD_RECORD_BYTES, int8.TABLE_POOL_BYTES, int8.MAX_TRAINED_TENSORS)

@@ -48,7 +48,7 @@ TQPL_OP = Layout((
 ))
 TQPL_TRAIN_HEADER = Layout((
     ("first_bwd", "H"), ("qas", "B"), ("reserved", "B"), ("lr", "f"), ("dlogits", "I"), ("records", "I"),
-    ("tail", "16x"),
+    ("gstat", "I"), ("tail", "12x"),
 ))
 TQPL_TRAIN_RECORD = Layout((
     ("flags", "B"), ("reserved", "B"), ("ch_count", "H"), ("ch_off", "I"), ("w_ram", "I"), ("wres_ram", "I"),

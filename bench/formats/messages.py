@@ -16,9 +16,9 @@ STEP = Layout((("step", "I"), ("sample", "I"), ("label", "B"), ("pred", "B"), ("
                ("t_fwd", "I"), ("t_bwd", "I"), ("t_upd", "I"), ("stack_hwm", "I"), ("arena_peak", "I"),
                ("sram_used", "I")))
 GSTAT_HEAD = Layout((("step", "I"), ("n", "B"), ("", "3x")))
-GSTAT_ENTRY = Layout((("layer", "B"), ("param", "B"), ("flags", "B"), ("e", "b"), ("l2", "f"), ("max_abs", "f")))
-GRAD_HEAD = Layout((("step", "I"), ("layer", "B"), ("param", "B"), ("flags", "B"), ("e", "b"), ("total", "I"),
-                    ("offset", "I"), ("count", "H"), ("_", "H")))  # then count f32 (or int32) values
+GSTAT_ENTRY = Layout((("layer", "B"), ("param", "B"), ("flags", "B"), ("e", "h"), ("l2", "f"), ("max_abs", "f")))
+GRAD_HEAD = Layout((("step", "I"), ("layer", "B"), ("param", "B"), ("flags", "B"), ("", "x"), ("total", "I"),
+                    ("offset", "I"), ("count", "H"), ("e", "h")))  # then count f32 (or int32) values
 EVAL = Layout((("phase", "B"), ("", "3x"), ("n", "I"), ("correct", "I"), ("loss_sum", "f"), ("ticks", "Q")))
 SUMMARY = Layout((("steps_done", "I"), ("status", "B"), ("", "3x"), ("final_loss", "f"), ("stack_hwm", "I"),
                   ("arena_peak", "I"), ("static_bytes", "I"), ("sram_peak", "I"), ("ticks_train", "Q")))

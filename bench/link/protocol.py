@@ -21,7 +21,7 @@ from cobs import cobs
 from bench.formats import messages
 from bench.formats.layout import Layout
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: int8 gradient exponents are int16 (deep backward paths pass 127)
 MAX_BODY = 1024
 MAX_ENCODED = 1100  # COBS bytes of one frame, delimiter excluded
 HEADER = struct.Struct("<BBHH")  # type, version, seq, len
@@ -31,7 +31,7 @@ SEQ_MOD = 65536
 MAX_BOARD = 32
 MAX_BUILD = 40
 MAX_GRAD_VALUES = 240
-GRAD_INT = 0x01  # GRAD/GSTAT flags byte: int32 accumulators, the next byte is their exponent (int8 plans)
+GRAD_INT = 0x01  # GRAD/GSTAT flags byte: int32 accumulators, with an int16 exponent (int8 plans)
 MAX_KEPT_ERRORS = 100
 
 _T = TypeVar("_T")
@@ -478,8 +478,8 @@ class GradStats:
 class GradChunk:
     """A slice ``values`` of the flattened gradient of one tensor, starting at ``offset`` of ``total``.
 
-    Int8 plans (``exponent`` not None) send int32 gradient accumulators: the body's first reserved byte has bit 0
-    set and the second is the exponent E (int8) of the op's output gradient (docs/protocol.md)."""
+    Int8 plans (``exponent`` not None) send int32 gradient accumulators: the flags byte has bit 0 set and the
+    head's last field is the exponent E (int16) of the op's output gradient (docs/protocol.md)."""
 
     TYPE: ClassVar[MsgType] = MsgType.GRAD
     HEAD: ClassVar[Layout] = messages.GRAD_HEAD

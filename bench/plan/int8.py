@@ -415,7 +415,25 @@ TRAINABLE_OPS = ("CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D")
 BACKWARD_OPS = (*TRAINABLE_OPS, "AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE")
 POOLS = ("AVERAGE_POOL_2D", "MAX_POOL_2D")
 TF_TRAIN_W, TF_TRAIN_B, TF_NEED_DX, TF_MASK = 1, 2, 4, 8
+# The device's op tables (firmware/engine/qplan.h, its qplan_tables): a node per op and a record per backward op
+# share a pool of 64 nodes and 16 records; a step's gradient statistics (GSTAT_SLOT bytes per trained tensor, in the
+# arena) go out in one GSTAT message, which bounds the trained tensors. Sizes on the 32-bit ARM targets
+# (tests/test_twin_kernels.py compiles qplan.c for each board's core and compares).
+NODE_BYTES, BACKWARD_RECORD_BYTES, TABLE_POOL_BYTES, MAX_TRAINED_TENSORS = 80, 104, 6784, 78
+GSTAT_SLOT = 16
 TRAIN_HEADER, TRAIN_RECORD = TQPL_TRAIN_HEADER.size, TQPL_TRAIN_RECORD.size
+
+
+def _check_device_tables(n_ops: int, n_backward: int, n_tensors: int) -> None:
+    """The refusals the device would make at load (qplan_load), made here first: the op tables and the trained
+    tensors must fit the device's fixed tables."""
+    need = -(-n_ops * NODE_BYTES // 8) * 8 + n_backward * BACKWARD_RECORD_BYTES
+    if need > TABLE_POOL_BYTES:
+        raise QPlanError(f"the backward path has {n_backward} ops: with {n_ops} ops in the graph the device's op "
+                         f"tables need {need:,} B of their {TABLE_POOL_BYTES:,} B (train fewer of the lowest ops)")
+    if n_tensors > MAX_TRAINED_TENSORS:
+        raise QPlanError(f"{n_tensors} trained tensors; one GSTAT message carries the gradient statistics of at "
+                         f"most {MAX_TRAINED_TENSORS} (weights and biases count one each)")
 
 
 def update_multiplier(real: float) -> tuple[int, int]:
@@ -477,8 +495,7 @@ def _train_plan(model: QModel, spec: QTrainSpec) -> QTrainPlan:
         if p == "b" and not (len(model.ops[i].inputs) > 2 and model.ops[i].inputs[2] >= 0):
             raise QPlanError(f"op {i}: {model.ops[i].kind} has no bias to train")
     first = min(i for i, _ in spec.trainable)
-    if n - 1 - first > 16:
-        raise QPlanError(f"the backward path has {n - 1 - first} ops; at most 16 are supported")
+    _check_device_tables(n, n - 1 - first, len(spec.trainable))
     ops: dict[int, QTrainOp] = {}
     c = 1.0 / 256.0
     for i in range(n - 2, first - 1, -1):
@@ -601,6 +618,8 @@ def _train_buffers(model: QModel, tplan: QTrainPlan, acts: list[QBuffer]) -> lis
         span[0], span[1] = min(span[0], 2 * n - (i + 1)), max(span[1], 2 * n - i)
         grad_size[name] = max(grad_size.get(name, 0), int(np.prod(model.tensors[model.ops[i].outputs[0]].shape)))
     out += [QBuffer(name, _align(grad_size[name]), a, b, kind="gradients") for name, (a, b) in grad_span.items()]
+    tensors = sum(top.train_w + top.train_b for top in tplan.ops.values())
+    out.append(QBuffer("gstat", GSTAT_SLOT * tensors, *always, kind="gradients"))  # the step's gradient statistics
     for i, top in tplan.ops.items():
         if top.kind == "RESHAPE":
             continue
@@ -677,7 +696,7 @@ def _train_section(model: QModel, tplan: QTrainPlan, off: dict[str, int], consts
         records[TRAIN_RECORD * i: TRAIN_RECORD * (i + 1)] = TQPL_TRAIN_RECORD.pack(rec)
     recs_off = consts.add(bytes(records))
     head = TQPL_TRAIN_HEADER.pack({"first_bwd": tplan.first_bwd, "qas": int(tplan.qas), "lr": tplan.lr,
-                                   "dlogits": grad_off[n - 2], "records": recs_off})
+                                   "dlogits": grad_off[n - 2], "records": recs_off, "gstat": off["gstat"]})
     return consts.add(head)
 
 

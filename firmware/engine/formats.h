@@ -140,7 +140,8 @@
 #define TQPL_TH_LR 4u
 #define TQPL_TH_DLOGITS 8u
 #define TQPL_TH_RECORDS 12u
-#define TQPL_TH_TAIL 16u
+#define TQPL_TH_GSTAT 16u
+#define TQPL_TH_TAIL 20u
 #define TQPL_TH_SIZE 32u
 
 /* Training record (docs/qplan-format.md) */
@@ -193,17 +194,17 @@
 #define MSG_GSTAT_ENTRY_PARAM 1u
 #define MSG_GSTAT_ENTRY_FLAGS 2u
 #define MSG_GSTAT_ENTRY_E 3u
-#define MSG_GSTAT_ENTRY_L2 4u
-#define MSG_GSTAT_ENTRY_MAX_ABS 8u
-#define MSG_GSTAT_ENTRY_SIZE 12u
+#define MSG_GSTAT_ENTRY_L2 5u
+#define MSG_GSTAT_ENTRY_MAX_ABS 9u
+#define MSG_GSTAT_ENTRY_SIZE 13u
 #define MSG_GRAD_HEAD_STEP 0u
 #define MSG_GRAD_HEAD_LAYER 4u
 #define MSG_GRAD_HEAD_PARAM 5u
 #define MSG_GRAD_HEAD_FLAGS 6u
-#define MSG_GRAD_HEAD_E 7u
 #define MSG_GRAD_HEAD_TOTAL 8u
 #define MSG_GRAD_HEAD_OFFSET 12u
 #define MSG_GRAD_HEAD_COUNT 16u
+#define MSG_GRAD_HEAD_E 18u
 #define MSG_GRAD_HEAD_SIZE 20u
 #define MSG_EVAL_PHASE 0u
 #define MSG_EVAL_N 4u

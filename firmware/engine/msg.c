@@ -229,12 +229,12 @@ void msg_gstat_begin(uint32_t step, uint32_t n)
     msg_zeros(3);
 }
 
-void msg_gstat_entry(uint8_t layer, uint8_t param, uint8_t flags, uint8_t e, float l2, float max_abs)
+void msg_gstat_entry(uint8_t layer, uint8_t param, uint8_t flags, int16_t e, float l2, float max_abs)
 {
     msg_u8(layer);
     msg_u8(param);
     msg_u8(flags);
-    msg_u8(e);
+    msg_u16((uint16_t)e);
     msg_f32(l2);
     msg_f32(max_abs);
 }

@@ -66,6 +66,6 @@ void msg_layer(uint32_t index, uint8_t op, const uint64_t ticks[3]);
 /* GSTAT: begin with the step and entry count, one msg_gstat_entry per tensor, then msg_send. flags/e are 0 for fp32
  * gradients; int8 runs mark int32 values and their exponent (docs/protocol.md). */
 void msg_gstat_begin(uint32_t step, uint32_t n);
-void msg_gstat_entry(uint8_t layer, uint8_t param, uint8_t flags, uint8_t e, float l2, float max_abs);
+void msg_gstat_entry(uint8_t layer, uint8_t param, uint8_t flags, int16_t e, float l2, float max_abs);
 
 #endif

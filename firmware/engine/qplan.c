@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <string.h>
 #include "qplan.h"
+
+const uint32_t qplan_tables[4] = {sizeof(qnode_t), sizeof(qtop_t), sizeof(((qplan_t *)0)->pool), QTRAIN_MAX_TENSORS};
 #include "formats.h"
 #include "blob.h"
 #include "msg.h"
@@ -63,6 +65,7 @@ static int check_header(qparse_t *c, const mem_window_t *win, uint32_t plan_addr
         return blob_fail(f, FAULT_PLAN, "qplan: n_tensors not in 2..512", c->n_tensors, 0);
     if (p->n_ops < 1 || p->n_ops > QPLAN_MAX_OPS)
         return blob_fail(f, FAULT_PLAN, "qplan: n_ops not in 1..64", p->n_ops, 0);
+    p->node = (qnode_t *)(void *)p->pool;
     if (!qp_in_blob(c, c->tensors_off, (uint64_t)c->n_tensors * QPLAN_TENSOR) ||
         !qp_in_blob(c, c->ops_off, (uint64_t)p->n_ops * QPLAN_OP))
         return blob_fail(f, FAULT_PLAN, "qplan: tensor or op records outside blob", c->tensors_off, c->ops_off);
@@ -446,7 +449,7 @@ static int parse_training(qparse_t *c)
 {
     qplan_t *p = c->p;
     const uint8_t *h = c->blob + c->train_off;
-    uint32_t recs = le32(h + TQPL_TH_RECORDS), last = p->n_ops - 1u;
+    uint32_t recs = le32(h + TQPL_TH_RECORDS), last = p->n_ops - 1u, tensors = 0;
     float lr;
     p->train = 0;
     if (!c->flags)
@@ -458,10 +461,12 @@ static int parse_training(qparse_t *c)
     for (uint32_t j = TQPL_TH_TAIL; j < QPLAN_TRAIN_HEADER; j++)
         if (h[j] || h[TQPL_TH_RESERVED] || h[TQPL_TH_QAS] > 1u)
             return blob_fail(c->f, FAULT_PLAN, "qplan: reserved training header bytes not zero", j, 0);
-    if (p->node[last].op != QOP_SOFTMAX || p->n_ops < 2u || p->first_bwd >= last ||
-        last - p->first_bwd > QTRAIN_MAX_OPS)
-        return blob_fail(c->f, FAULT_PLAN, "qplan: training needs a graph ending in SOFTMAX and <= 16 backward ops",
-                    p->first_bwd, p->n_ops);
+    if (p->node[last].op != QOP_SOFTMAX || p->n_ops < 2u || p->first_bwd >= last)
+        return blob_fail(c->f, FAULT_PLAN, "qplan: training needs a graph ending in SOFTMAX", p->first_bwd, p->n_ops);
+    if (QPLAN_NODES_BYTES(p->n_ops) + (uint64_t)(last - p->first_bwd) * sizeof(qtop_t) > sizeof p->pool)
+        return blob_fail(c->f, FAULT_PLAN, "qplan: op tables larger than the pool (too many backward ops)",
+                         last - p->first_bwd, p->n_ops);
+    p->top = (qtop_t *)(void *)((uint8_t *)p->pool + QPLAN_NODES_BYTES(p->n_ops));
     if (p->n_classes < 2 || p->n_classes > 256)
         return blob_fail(c->f, FAULT_PLAN, "qplan: training needs 2..256 classes", p->n_classes, 0);
     if (!qp_in_blob(c, recs, (uint64_t)p->n_ops * QPLAN_TRAIN_RECORD))
@@ -478,9 +483,17 @@ static int parse_training(qparse_t *c)
                     return qp_tfail(c, i, "qplan: training record of an op outside the backward path not zero");
             continue;
         }
-        if (train_op(c, i, r, &p->top[i - p->first_bwd]))
+        qtop_t *t = &p->top[i - p->first_bwd];
+        if (train_op(c, i, r, t))
             return -1;
+        tensors += ((t->flags & QTF_TRAIN_W) != 0) + ((t->flags & QTF_TRAIN_B) != 0);
+        if (tensors > QTRAIN_MAX_TENSORS)
+            return qp_tfail(c, i, "qplan: more trained tensors than one GSTAT message carries (78)");
     }
+    p->n_trained = tensors;
+    p->gstat = qp_arena_at(c, le32(h + TQPL_TH_GSTAT), (uint64_t)tensors * QTRAIN_GSTAT_SLOT);
+    if (!p->gstat)
+        return blob_fail(c->f, FAULT_PLAN, "qplan: gradient statistics outside arena", le32(h + TQPL_TH_GSTAT), tensors);
     if (p->top[last - 1u - p->first_bwd].dout != p->dlogits)
         return qp_tfail(c, last - 1u, "qplan: the logits op's dout must be the logits gradient");
     return 0;

@@ -17,7 +17,8 @@
 #define QPLAN_NONE16 0xFFFFu
 #define QPLAN_TRAIN_HEADER TQPL_TH_SIZE
 #define QPLAN_TRAIN_RECORD TQPL_TR_SIZE
-#define QTRAIN_MAX_OPS 16u /* ops on the backward path (first_bwd .. n_ops - 1) */
+#define QTRAIN_MAX_TENSORS 78u /* trained weight and bias tensors: one GSTAT message carries their statistics */
+#define QTRAIN_GSTAT_SLOT 16u  /* arena bytes of one tensor's gradient statistics (qtrain.c) */
 
 enum {
     QOP_CONV_2D = 1, QOP_DEPTHWISE_CONV_2D = 2, QOP_FULLY_CONNECTED = 3, QOP_AVERAGE_POOL_2D = 4, QOP_MEAN = 5,
@@ -82,15 +83,27 @@ typedef struct {
     uint32_t n_input;
     int32_t out_zp;
     float out_scale;
-    qnode_t node[QPLAN_MAX_OPS];
+    qnode_t *node;                 /* n_ops nodes, at the start of pool */
     qdataset_t data;
     /* training section (header flag bit 0): absent when train is 0 */
     uint8_t train;
     uint16_t first_bwd;
     float lr;                      /* the learning rate the update multipliers were computed with */
     int8_t *dlogits;
-    qtop_t top[QTRAIN_MAX_OPS];    /* op first_bwd + j */
+    uint32_t n_trained;            /* trained weight and bias tensors */
+    void *gstat;                   /* arena: n_trained slots of QTRAIN_GSTAT_SLOT bytes, a step's gradient statistics */
+    qtop_t *top;                   /* op first_bwd + j, in pool after the nodes */
+    /* the op tables share one pool, as big as 64 nodes and 16 backward records: a graph of fewer ops may train
+     * through a longer backward path (qplan_tables_fit) */
+    uint64_t pool[(QPLAN_MAX_OPS * sizeof(qnode_t) + 16u * sizeof(qtop_t) + 7u) / 8u];
 } qplan_t;
+
+/* bytes of the node table of n ops, rounded so the backward records after it stay aligned */
+#define QPLAN_NODES_BYTES(n) (((uint32_t)(n) * (uint32_t)sizeof(qnode_t) + 7u) & ~7u)
+
+/* what the host planner checks a plan against (bench/plan/int8.py, DEVICE_TABLES): node and backward-record sizes,
+ * the pool, the trained-tensor bound; kept in the image so a test can compare them */
+extern const uint32_t qplan_tables[4];
 
 /* 1 when a readable TQPL magic sits at plan_addr */
 int qplan_is_tqpl(const mem_window_t *flash, uint32_t plan_addr);

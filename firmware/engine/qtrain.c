@@ -16,14 +16,13 @@
 #include "msg.h"
 #include "wire.h"
 
-#define MAX_QGSTAT (2u * QTRAIN_MAX_OPS)
 
-typedef struct {
+typedef struct { /* one arena slot (QTRAIN_GSTAT_SLOT), word-aligned: the sum of squares as two words */
+    uint32_t sumsq_lo, sumsq_hi, max_abs;
     uint8_t layer, param;
-    int8_t e;
-    uint64_t sumsq;
-    uint32_t max_abs;
+    int16_t e;
 } qgstat_t;
+typedef char qgstat_is_one_slot[sizeof(qgstat_t) == QTRAIN_GSTAT_SLOT ? 1 : -1];
 
 typedef struct {
     const qplan_t *p;
@@ -32,11 +31,11 @@ typedef struct {
     uint8_t stream;
     uint32_t t_fwd, t_bwd, t_upd;
     uint64_t ticks[32][3]; /* LAYERS reports the first 32 ops */
-    qgstat_t gstat[MAX_QGSTAT];
+    qgstat_t *gstat; /* the plan's arena slots */
     uint32_t n_gstat;
     /* GRAD stream of the current tensor */
     uint8_t g_layer, g_param;
-    int8_t g_e;
+    int16_t g_e;
     uint32_t g_total, g_offset, g_left;
 } qrun_t;
 
@@ -108,8 +107,8 @@ uint32_t qtrain_forward(const qplan_t *p, uint64_t (*ticks)[3])
 
 static qgstat_t *gstat_new(qrun_t *r, uint8_t layer, uint8_t param, int32_t e)
 {
-    qgstat_t *g = &r->gstat[r->n_gstat++];
-    *g = (qgstat_t){layer, param, (int8_t)e, 0, 0};
+    qgstat_t *g = &r->gstat[r->n_gstat++]; /* one per trained tensor per step: qplan_load counted n_trained */
+    *g = (qgstat_t){0, 0, 0, layer, param, (int16_t)e};
     return g;
 }
 
@@ -117,17 +116,18 @@ static void stream_begin(qrun_t *r, uint8_t layer, uint8_t param, int32_t e, uin
 {
     r->g_layer = layer;
     r->g_param = param;
-    r->g_e = (int8_t)e;
+    r->g_e = (int16_t)e;
     r->g_total = total;
     r->g_offset = r->g_left = 0;
 }
 
 static void report(qrun_t *r, qgstat_t *g, const int32_t *a, uint32_t n)
 {
+    uint64_t sumsq = (uint64_t)g->sumsq_hi << 32 | g->sumsq_lo;
     for (uint32_t j = 0; j < n; j++) {
         int32_t v = a[j];
         uint32_t m = (uint32_t)(v < 0 ? -v : v);
-        g->sumsq += (uint64_t)((int64_t)v * v);
+        sumsq += (uint64_t)((int64_t)v * v);
         g->max_abs = m > g->max_abs ? m : g->max_abs;
         if (!r->stream)
             continue;
@@ -138,17 +138,19 @@ static void report(qrun_t *r, qgstat_t *g, const int32_t *a, uint32_t n)
             msg_u8(r->g_layer);
             msg_u8(r->g_param);
             msg_u8(QTRAIN_GRAD_INT);
-            msg_u8((uint8_t)r->g_e);
+            msg_u8(0);
             msg_u32(r->g_total);
             msg_u32(r->g_offset);
             msg_u16((uint16_t)r->g_left);
-            msg_u16(0);
+            msg_u16((uint16_t)r->g_e); /* the exponent, int16 */
         }
         msg_u32((uint32_t)v);
         r->g_offset++;
         if (--r->g_left == 0)
             msg_send();
     }
+    g->sumsq_lo = (uint32_t)sumsq;
+    g->sumsq_hi = (uint32_t)(sumsq >> 32);
 }
 
 /* a fused kind's gradient row, reported in chunks from grad_at (its accumulator scratch holds the update's state) */
@@ -288,7 +290,7 @@ static void send_gstat(void *ctx)
     msg_gstat_begin(r->step, r->n_gstat);
     for (uint32_t j = 0; j < r->n_gstat; j++) {
         const qgstat_t *g = &r->gstat[j];
-        msg_gstat_entry(g->layer, g->param, QTRAIN_GRAD_INT, (uint8_t)g->e, __builtin_sqrtf((float)g->sumsq),
+        msg_gstat_entry(g->layer, g->param, QTRAIN_GRAD_INT, g->e, __builtin_sqrtf((float)((uint64_t)g->sumsq_hi << 32 | g->sumsq_lo)),
                         (float)g->max_abs);
     }
     msg_send();
@@ -359,6 +361,7 @@ int qtrain_run(const qplan_t *p, const start_t *a, const port_info_t *info, stop
                      op_eval_sample, send_layers, NULL, NULL};
     memset(&run, 0, sizeof run);
     run.p = p;
+    run.gstat = (qgstat_t *)p->gstat;
     run.info = info;
     return runloop_train(&o, a, info, poll);
 }

@@ -8,7 +8,7 @@
 #include "qplan.h"
 #include "trainer.h"
 
-#define QTRAIN_GRAD_INT 0x01u /* GRAD/GSTAT flags byte: values are int32 accumulators, the next byte is E (int8) */
+#define QTRAIN_GRAD_INT 0x01u /* GRAD/GSTAT flags byte: values are int32 accumulators with an int16 exponent E */
 
 /* Runs one START (steps, lr, seed, grad_every, eval_samples as for fp32 plans; lr must equal the plan's, which the
  * caller checks). Returns the SUMMARY status (0 done, 1 stopped, 2 error). */

@@ -4,7 +4,7 @@
 
 #include <stdint.h>
 
-#define WIRE_VERSION 1u
+#define WIRE_VERSION 2u
 #define WIRE_HEADER 6u
 #define WIRE_CRC 4u
 #define WIRE_MAX_BODY 1024u

@@ -83,7 +83,7 @@ static void t_frame(void)
     pkt[7] ^= 1;
     CHECK(frame_parse(pkt, n, &f) != 0); /* CRC */
     pkt[7] ^= 1;
-    pkt[1] = 2;
+    pkt[1] = WIRE_VERSION + 1;
     CHECK(frame_parse(pkt, n, &f) != 0); /* version */
 }
 

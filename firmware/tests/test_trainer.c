@@ -135,7 +135,7 @@ static void t_step_double(void)
     for (uint32_t o = 0; o < NH; o++)
         nh += h[o] * h[o];
     CHECK(find(MSG_GSTAT, &f) && f.body[4] == 4 && f.body[8] == 2 && f.body[9] == 0);
-    CHECK_NEAR(f32(f.body + 12), sqrt(ndz) * sqrt(nh), 1e-5);
+    CHECK_NEAR(f32(f.body + 8 + MSG_GSTAT_ENTRY_L2), sqrt(ndz) * sqrt(nh), 1e-5);
     CHECK(hp_count(MSG_EVAL) == 2 && hp_count(MSG_SUMMARY) == 1);
 }
 
@@ -319,7 +319,7 @@ static void t_session(void)
     hp_set_input(script, n);
     while (session_poll())
         ;
-    CHECK(find(MSG_HELLO, &f) && le16(f.body) == 1 && le32(f.body + 24) == FX_ARENA_BYTES);
+    CHECK(find(MSG_HELLO, &f) && le16(f.body) == WIRE_VERSION && le32(f.body + 24) == FX_ARENA_BYTES);
     CHECK(find(MSG_PONG, &f) && le32(f.body) == 0xABCD);
     CHECK(hp_count(MSG_FAULT) == 2 && find(MSG_FAULT, &f) && le32(f.body) == FAULT_COMMAND);
     CHECK(find(MSG_ACK, &f) && f.body[0] == MSG_START && f.body[1] == 0 && le32(f.body + 4) == 0xC0FFEEu);
