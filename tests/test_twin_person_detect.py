@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.app.runner import board_lock
+from bench.app.runner import board_lock, load_profile
 from bench.config.boards import load_catalogue
 from bench.config.profile import parse_technique
 from bench.image.firmware import assemble, build_firmware
@@ -176,3 +176,19 @@ def test_sram_benchmark_measures_sparse_below_its_plan_and_fp32_above(shared_mod
     assert 0 < row.sparse_measured_bytes <= row.sparse_planned_bytes
     assert row.sparse_planned_bytes < row.fp32_planned_bytes < row.fp32_naive_bytes
     assert row.ratio(row.fp32_naive_bytes) == row.fp32_naive_bytes / row.sparse_measured_bytes
+
+
+def test_person_detect_mcunet_style_deep_bias_scheme_is_exact(shared_models: Path, bench_rack, bench_run) -> None:
+    """MCUNetV3's 100 KB-class scheme trains the biases of the last 22 layers: on person_detect a 24-op backward path
+    (op 6 up), past the 16 the device's tables once held, with gradient exponents past what an int8 carried (135 at
+    op 9). Every streamed accumulator and exponent equals the host integer reference's."""
+    entry = next((e for e in bench_rack.boards if e.board == "nucleo-f746zg"), None)
+    if entry is None:
+        pytest.skip("no nucleo-f746zg in the rack")
+    base = load_profile("person_detect")
+    assert base.sparse is not None
+    deep = base.model_copy(update={"sparse": base.sparse.model_copy(update={"bias_k": 22})})
+    run = bench_run(entry, "sparse-int8", profile=deep, steps=3, eval_samples=4, check_steps=1)
+    assert run.status == "ok", run.error
+    assert run.fidelity_exact == 1.0 and run.summary.sram_peak < load_catalogue()["nucleo-f746zg"].sram_bytes
+    assert min(run.grads["layer"]) == 6

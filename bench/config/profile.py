@@ -24,8 +24,8 @@ model's classifier (the last CONV_2D 1×1 / FULLY_CONNECTED before RESHAPE/SOFTM
 (``bench/tflite/head.py``); N must be the task's class count. For an imported model, ``[sparse]`` and the
 ``last``/``bias``
 schemes count *operator indices of the .tflite graph* (its order in the file), not fp32 layer indices: ``layers``
-names CONV_2D / FULLY_CONNECTED ops, and ``bias_k`` counts the ops with a bias (CONV_2D, DEPTHWISE_CONV_2D,
-FULLY_CONNECTED) from the end; ``bench.tflite.io.load_tflite(path).ops`` lists them.
+names CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED ops, and ``bias_k`` counts the ops with a bias (the same kinds)
+from the end; ``bench.tflite.io.load_tflite(path).ops`` lists them.
 """
 
 from __future__ import annotations
