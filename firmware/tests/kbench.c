@@ -119,35 +119,52 @@ static void bench_update(const char *op, const char *shape, uint32_t rows, uint3
     emit(op, shape, "update", rows * row, ticks, same);
 }
 
+typedef void (*conv_fwd_fn)(const qconv_t *, const int8_t *, const int8_t *, int8_t *);
+typedef void (*conv_wgrad_fn)(const qconv_t *, const int16_t *, const int8_t *, uint32_t, int32_t *);
+
+/* a conv-like forward, timed, against its reference */
+static void bench_forward(const char *op, const char *shape, const qconv_t *p, uint32_t macs, uint32_t n_out,
+                          conv_fwd_fn opt, conv_fwd_fn ref)
+{
+    uint32_t t0 = SYST_CVR, ticks;
+    opt(p, X, W, Y);
+    ticks = ticks_since(t0);
+    ref(p, X, W, YR);
+    emit(op, shape, "forward", macs, ticks, memcmp(Y, YR, n_out) == 0);
+}
+
+/* every channel's weight gradient (rows of row accumulators into A), timed, each against its reference */
+static void bench_weight_grad(const char *op, const char *shape, const qconv_t *p, uint32_t macs, uint32_t n_ch,
+                              uint32_t row, conv_wgrad_fn opt, conv_wgrad_fn ref)
+{
+    uint32_t t0, ticks = 0;
+    int ok = 1;
+    for (uint32_t o = 0; o < n_ch; o++) {
+        t0 = SYST_CVR;
+        opt(p, H, X, o, A + o * row);
+        ticks += ticks_since(t0);
+        ref(p, H, X, o, AR);
+        ok &= memcmp(A + o * row, AR, row * sizeof *A) == 0;
+    }
+    emit(op, shape, "weight-grad", macs, ticks, ok);
+}
+
 static void bench_conv(const char *shape, uint32_t hw, uint32_t in_c, uint32_t out_c, uint32_t k, int same)
 {
     qconv_t p;
     uint32_t t0, ticks, row = k * k * in_c, n_out, n_in = hw * hw * in_c, macs;
     qrows_t rows = {W, NULL, NULL, 0, 0};
-    int ok = 1;
     conv_setup(&p, hw, in_c, out_c, k, same, 0);
     rows.row = row;
     n_out = (uint32_t)p.out_h * p.out_w * out_c;
     macs = n_out * row;
-    t0 = SYST_CVR;
-    conv_i8(&p, X, W, Y);
-    ticks = ticks_since(t0);
-    conv_i8_ref(&p, X, W, YR);
-    emit("CONV_2D", shape, "forward", macs, ticks, memcmp(Y, YR, n_out) == 0);
+    bench_forward("CONV_2D", shape, &p, macs, n_out, conv_i8, conv_i8_ref);
     t0 = SYST_CVR;
     conv_i8_input_grad(&p, H, &rows, A);
     ticks = ticks_since(t0);
     conv_i8_input_grad_ref(&p, H, &rows, AR);
     emit("CONV_2D", shape, "input-grad", macs, ticks, memcmp(A, AR, n_in * sizeof *A) == 0);
-    ticks = 0;
-    for (uint32_t o = 0; o < out_c; o++) {
-        t0 = SYST_CVR;
-        conv_i8_weight_grad(&p, H, X, o, A + o * row);
-        ticks += ticks_since(t0);
-        conv_i8_weight_grad_ref(&p, H, X, o, AR);
-        ok &= memcmp(A + o * row, AR, row * sizeof *A) == 0;
-    }
-    emit("CONV_2D", shape, "weight-grad", macs, ticks, ok);
+    bench_weight_grad("CONV_2D", shape, &p, macs, out_c, row, conv_i8_weight_grad, conv_i8_weight_grad_ref);
     bench_update("CONV_2D", shape, out_c, row, A);
 }
 
@@ -155,27 +172,14 @@ static void bench_dwconv(const char *shape, uint32_t hw, uint32_t c, uint32_t k)
 {
     qconv_t p;
     uint32_t t0, ticks, taps = k * k, n = hw * hw * c, macs = n * taps;
-    int ok = 1;
     conv_setup(&p, hw, c, c, k, 1, 1);
-    t0 = SYST_CVR;
-    dwconv_i8(&p, X, W, Y);
-    ticks = ticks_since(t0);
-    dwconv_i8_ref(&p, X, W, YR);
-    emit("DEPTHWISE_CONV_2D", shape, "forward", macs, ticks, memcmp(Y, YR, n) == 0);
+    bench_forward("DEPTHWISE_CONV_2D", shape, &p, macs, n, dwconv_i8, dwconv_i8_ref);
     t0 = SYST_CVR;
     dwconv_i8_input_grad(&p, H, W, A);
     ticks = ticks_since(t0);
     dwconv_i8_input_grad_ref(&p, H, W, AR);
     emit("DEPTHWISE_CONV_2D", shape, "input-grad", macs, ticks, memcmp(A, AR, n * sizeof *A) == 0);
-    ticks = 0;
-    for (uint32_t o = 0; o < c; o++) {
-        t0 = SYST_CVR;
-        dwconv_i8_weight_grad(&p, H, X, o, A + o * taps);
-        ticks += ticks_since(t0);
-        dwconv_i8_weight_grad_ref(&p, H, X, o, AR);
-        ok &= memcmp(A + o * taps, AR, taps * sizeof *A) == 0;
-    }
-    emit("DEPTHWISE_CONV_2D", shape, "weight-grad", macs, ticks, ok);
+    bench_weight_grad("DEPTHWISE_CONV_2D", shape, &p, macs, c, taps, dwconv_i8_weight_grad, dwconv_i8_weight_grad_ref);
     bench_update("DEPTHWISE_CONV_2D", shape, c, taps, A);
 }
 
