@@ -493,7 +493,8 @@ static int parse_training(qparse_t *c)
     p->n_trained = tensors;
     p->gstat = qp_arena_at(c, le32(h + TQPL_TH_GSTAT), (uint64_t)tensors * QTRAIN_GSTAT_SLOT);
     if (!p->gstat)
-        return blob_fail(c->f, FAULT_PLAN, "qplan: gradient statistics outside arena", le32(h + TQPL_TH_GSTAT), tensors);
+        return blob_fail(c->f, FAULT_PLAN, "qplan: gradient statistics outside arena", le32(h + TQPL_TH_GSTAT),
+                         tensors);
     if (p->top[last - 1u - p->first_bwd].dout != p->dlogits)
         return qp_tfail(c, last - 1u, "qplan: the logits op's dout must be the logits gradient");
     return 0;

@@ -234,7 +234,8 @@ static void conv_patched(const qconv_t *p, const int8_t *x, const int8_t *w, int
     uint32_t pw[PATCH_BLOCK_WORDS], ww[CONV_PATCH_MAX / 2];
     int8_t patch[CONV_PATCH_MAX];
     const uint32_t wsz = (uint32_t)p->k_h * p->k_w * p->in_c, words = ((wsz + 3u) >> 2) * 2u;
-    const uint32_t n = (uint32_t)p->out_h * p->out_w, block = PATCH_BLOCK_WORDS / words, st = p->rq_per_channel ? 2u : 0u;
+    const uint32_t n = (uint32_t)p->out_h * p->out_w, block = PATCH_BLOCK_WORDS / words;
+    const uint32_t st = p->rq_per_channel ? 2u : 0u;
     for (uint32_t q0 = 0; q0 < n; q0 += block) {
         uint32_t nb = n - q0 < block ? n - q0 : block;
         const int32_t *rq = p->rq;
