@@ -7,6 +7,7 @@ The anchor is AIfES on the same Cortex-M7 twin (QEMU mps2-an500, fp32, batch 1, 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -218,8 +219,7 @@ class SramRatioRow:
     @property
     def sparse_bytes(self) -> float:
         """The sparse figure the ratios use: measured where a twin ran it, else planned."""
-        return self.sparse_planned_bytes if self.sparse_measured_bytes != self.sparse_measured_bytes else \
-            self.sparse_measured_bytes
+        return self.sparse_planned_bytes if math.isnan(self.sparse_measured_bytes) else self.sparse_measured_bytes
 
     def ratio(self, fp32_bytes: int) -> float:
         return fp32_bytes / self.sparse_bytes
