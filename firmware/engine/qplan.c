@@ -5,14 +5,14 @@
 #include <stddef.h>
 #include <string.h>
 #include "qplan.h"
-
-const uint32_t qplan_tables[4] = {sizeof(qnode_t), sizeof(qtop_t), sizeof(((qplan_t *)0)->pool), QTRAIN_MAX_TENSORS};
 #include "formats.h"
 #include "blob.h"
 #include "msg.h"
 #include "qops.h"
 #include "qparse.h"
 #include "wire.h"
+
+const uint32_t qplan_tables[4] = {sizeof(qnode_t), sizeof(qtop_t), sizeof(((qplan_t *)0)->pool), QTRAIN_MAX_TENSORS};
 
 
 

@@ -94,15 +94,15 @@ typedef struct {
     void *gstat;                   /* arena: n_trained slots of QTRAIN_GSTAT_SLOT bytes, a step's gradient statistics */
     qtop_t *top;                   /* op first_bwd + j, in pool after the nodes */
     /* the op tables share one pool, as big as 64 nodes and 16 backward records: a graph of fewer ops may train
-     * through a longer backward path (qplan_tables_fit) */
+     * through a longer backward path (qplan_load checks that nodes and records fit) */
     uint64_t pool[(QPLAN_MAX_OPS * sizeof(qnode_t) + 16u * sizeof(qtop_t) + 7u) / 8u];
 } qplan_t;
 
 /* bytes of the node table of n ops, rounded so the backward records after it stay aligned */
 #define QPLAN_NODES_BYTES(n) (((uint32_t)(n) * (uint32_t)sizeof(qnode_t) + 7u) & ~7u)
 
-/* what the host planner checks a plan against (bench/plan/int8.py, DEVICE_TABLES): node and backward-record sizes,
- * the pool, the trained-tensor bound; kept in the image so a test can compare them */
+/* what the host planner checks a plan against (bench/plan/int8.py: NODE_BYTES, BACKWARD_RECORD_BYTES,
+ * TABLE_POOL_BYTES, MAX_TRAINED_TENSORS); tests/test_twin_kernels.py reads it from qplan.c compiled for each core */
 extern const uint32_t qplan_tables[4];
 
 /* 1 when a readable TQPL magic sits at plan_addr */

@@ -16,7 +16,6 @@
 #include "msg.h"
 #include "wire.h"
 
-
 typedef struct { /* one arena slot (QTRAIN_GSTAT_SLOT), word-aligned: the sum of squares as two words */
     uint32_t sumsq_lo, sumsq_hi, max_abs;
     uint8_t layer, param;
