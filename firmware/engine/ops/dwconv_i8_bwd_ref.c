@@ -27,16 +27,6 @@ void dwconv_i8_weight_grad_ref(const qconv_t *p, const int16_t *h, const int8_t 
 {
     int32_t ic = (int32_t)o / p->dm;
     for (int32_t ky = 0; ky < p->k_h; ky++)
-        for (int32_t kx = 0; kx < p->k_w; kx++) {
-            int32_t s = 0;
-            for (int32_t oy = 0; oy < p->out_h; oy++)
-                for (int32_t ox = 0; ox < p->out_w; ox++) {
-                    int32_t iy = oy * p->stride_h - p->pad_top + ky, ix = ox * p->stride_w - p->pad_left + kx;
-                    if (iy < 0 || ix < 0 || iy >= p->in_h || ix >= p->in_w)
-                        continue;
-                    s += h[(oy * p->out_w + ox) * p->out_c + (int32_t)o] *
-                         (x[(iy * p->in_w + ix) * p->in_c + ic] - p->zp_in);
-                }
-            a[ky * p->k_w + kx] = s;
-        }
+        for (int32_t kx = 0; kx < p->k_w; kx++)
+            a[ky * p->k_w + kx] = qgrad_tap_sum_ref(p, h, x, o, ky, kx, ic);
 }

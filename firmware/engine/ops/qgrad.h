@@ -67,6 +67,10 @@ void conv_i8_input_grad_ref(const qconv_t *p, const int16_t *h, const qrows_t *w
 /* output channel oc: a[ky][kx][ic] = sum over output pixels of h[.., oc]·(x - zp_in) at in-bounds taps */
 void conv_i8_weight_grad(const qconv_t *p, const int16_t *h, const int8_t *x, uint32_t oc, int32_t *a);
 void conv_i8_weight_grad_ref(const qconv_t *p, const int16_t *h, const int8_t *x, uint32_t oc, int32_t *a);
+/* the references' one weight-gradient sum: Σ over output pixels of h[·, o]·(x[tap (ky, kx)'s input pixel, ic] − zp_in),
+ * padding taps skipped (conv: input channel ic of output channel o's kernel; depthwise: ic = o / dm) */
+int32_t qgrad_tap_sum_ref(const qconv_t *p, const int16_t *h, const int8_t *x, uint32_t o, int32_t ky, int32_t kx,
+                          int32_t ic);
 /* DEPTHWISE_CONV_2D (weights 1HWC, out_c = in_c·dm): acc[iy][ix][ic] = sum over outputs, in-bounds taps and the
  * dm channels oc = ic·dm + d of h[.., oc]·W̄[tap][oc] */
 void dwconv_i8_input_grad(const qconv_t *p, const int16_t *h, const int8_t *w, int32_t *acc);
