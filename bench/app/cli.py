@@ -410,18 +410,14 @@ def _bench_kernels(names: list[str], out: Path, as_json: bool) -> None:
     from rich.table import Table
 
     from bench.app.kernels import ICOUNT_SHIFT, SMLAD_BOUND, KernelBenchError, kernel_costs
-    from bench.config.boards import load_catalogue
+    from bench.config.boards import boards_named, load_catalogue
 
     catalogue = load_catalogue()
-    unknown = [n for n in names if n not in catalogue]
-    if unknown:
-        raise click.BadParameter(f"unknown board(s) {', '.join(unknown)}; known: {', '.join(sorted(catalogue))}",
-                                 param_hint="--board")
     costs = []
-    for name in names:
-        with console.status(f"{name}: building and running the kernel benchmark on its twin"):
+    for board in boards_named(catalogue, names):
+        with console.status(f"{board.name}: building and running the kernel benchmark on its twin"):
             try:
-                costs += kernel_costs(catalogue[name], out / "kernels" / name)
+                costs += kernel_costs(board, out / "kernels" / board.name)
             except KernelBenchError as exc:
                 console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
                 sys.exit(2)

@@ -30,17 +30,14 @@ def twin_host_cmd(name: str, coordinator: str, boards: tuple[str, ...], work: Pa
     Each twin's UART is a NetworkSerialPort (raw TCP) and its BenchTwinControl endpoint loads and resets it, so a
     `bench run --rack labgrid://COORDINATOR` uses it as it would a board on a lab host."""
     from bench.app.lab_local import stop as stop_process
-    from bench.config.boards import ConfigError, load_catalogue
+    from bench.config.boards import boards_named, load_catalogue
     from bench.target.drivers import die_with_parent
     from bench.target.lab import LabClient, labgrid_client, wait_for
     from bench.target.twinhost import TwinHost
 
-    catalogue = load_catalogue()
-    unknown = [b for b in boards if b not in catalogue]
-    if unknown:
-        raise ConfigError(f"unknown board {', '.join(unknown)}; known: {', '.join(catalogue)}")
+    chosen = boards_named(load_catalogue(), list(boards))
     work = work or Path(tempfile.mkdtemp(prefix=f"twin-host-{name}-"))
-    host = TwinHost(name, [catalogue[b] for b in boards], work)
+    host = TwinHost(name, chosen, work)
     host.start()
     yaml = work / "exporter.yaml"
     yaml.write_text(host.exporter_yaml())

@@ -213,6 +213,14 @@ def load_catalogue(boards_dir: Path = BOARDS_DIR) -> dict[str, Board]:
     return {p.stem: load_board_file(p) for p in sorted(boards_dir.glob("*.toml"))}
 
 
+def boards_named(catalogue: dict[str, Board], names: list[str]) -> list[Board]:
+    """The catalogue's boards of ``names``, in order; a ConfigError naming the unknown ones and the known ones."""
+    unknown = [b for b in names if b not in catalogue]
+    if unknown:
+        raise ConfigError(f"unknown board {', '.join(unknown)}; known: {', '.join(catalogue)}")
+    return [catalogue[b] for b in names]
+
+
 def default_rack(catalogue: dict[str, Board]) -> Rack:
     """The built-in rack: one QEMU twin of every catalogued board."""
     entries = tuple(RackEntry(board=name, kind="emulated") for name in sorted(catalogue))

@@ -535,9 +535,9 @@ def _train_plan(model: QModel, spec: QTrainSpec) -> QTrainPlan:
         mask = lo > -128 or hi < 127
         if op.kind == "FULLY_CONNECTED" and int(np.prod(x.shape)) != model.tensors[op.inputs[1]].shape[1]:
             raise _refuse(i, op, "training needs one input row")
-        if problem := _accumulator_bounds(model, op, need_dx, (i, "w") in spec.trainable):
-            raise _refuse(i, op, problem)
         train_w, train_b = (i, "w") in spec.trainable, (i, "b") in spec.trainable
+        if problem := _accumulator_bounds(model, op, need_dx, train_w):
+            raise _refuse(i, op, problem)
         sel = tuple(channels.get(i, ())) if train_w else ()
         if sel and (list(sel) != sorted(set(sel)) or sel[-1] >= out_c or len(sel) >= out_c):
             raise _refuse(i, op, f"channel list {sel} is not ascending, distinct and below {out_c}")
