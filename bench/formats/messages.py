@@ -32,9 +32,10 @@ OUTPUT_HEAD = Layout((("sample", "I"), ("op", "B"), ("phase", "B"), ("_", "H"), 
                       ("count", "H"), ("_", "H")))  # then count int8 codes
 START = Layout((("steps", "I"), ("lr", "f"), ("seed", "I"), ("grad_every", "H"), ("eval_samples", "H"),
                 ("out_samples", "H"), ("out_flags", "H")))
-# WSET (host→device) and WDATA (device→host) carry a slice of one trainable tensor, laid out as in GRAD
-WPARAM_HEAD = Layout((("layer", "B"), ("param", "B"), ("_", "H"), ("total", "I"), ("offset", "I"), ("count", "H"),
-                      ("_", "H")))  # then count f32 values
+# WSET (host→device) and WDATA (device→host) carry a slice of one trainable tensor, laid out as in GRAD; kind 0:
+# f32 values (fp32 plans), 1: int32 words (int8 plans: Q16 weight values, bias code/residual pairs)
+WPARAM_HEAD = Layout((("layer", "B"), ("param", "B"), ("kind", "B"), ("_", "B"), ("total", "I"), ("offset", "I"),
+                      ("count", "H"), ("_", "H")))  # then count 32-bit values
 WGET = Layout(())
 STOP = Layout(())
 PING = Layout((("nonce", "I"),))

@@ -735,18 +735,22 @@ class Output:
 
 @dataclass(frozen=True)
 class ParamChunk:
-    """A slice of one trainable fp32 tensor of the plan (``layer``, ``param`` 0 weight / 1 bias; layout as in GRAD):
+    """A slice of one trainable tensor of the plan (``layer``, ``param`` 0 weight / 1 bias; layout as in GRAD):
     values [offset, offset + count) of ``total``. The device sends them as WDATA (answering WGET), the host as WSET
-    (docs/protocol.md, "Parameters over the wire")."""
+    (docs/protocol.md, "Parameters over the wire"). ``kind`` 0: f32 values of an fp32 plan; 1 (`INT_WORDS`): int32
+    words of an int8 plan (a weight's Q16 value 65536·code + residual, a bias's code and residual in turn)."""
 
     HEAD: ClassVar[Layout] = messages.WPARAM_HEAD
     MAX_VALUES: ClassVar[int] = 240
+    FLOATS: ClassVar[int] = 0
+    INT_WORDS: ClassVar[int] = 1
 
     layer: int
     param: int
     total: int
     offset: int
-    values: tuple[float, ...]
+    values: tuple[float, ...] | tuple[int, ...]
+    kind: int = 0
 
     @property
     def count(self) -> int:
@@ -755,14 +759,21 @@ class ParamChunk:
     def pack(self) -> bytes:
         if self.count > self.MAX_VALUES:
             raise ValueError(f"parameter chunk of {self.count} values exceeds {self.MAX_VALUES}")
-        return self.HEAD.pack(self) + _pack(_values_struct(self.count, "f"), *self.values)
+        return self.HEAD.pack(self) + _pack(_values_struct(self.count, _word_code(self.kind)), *self.values)
 
     @classmethod
     def unpack(cls, frame: Frame) -> Self:
         h = _fields(cls.HEAD, frame)
         count = h.pop("count")
         _bounded_slice(frame, cls.__name__, cls.HEAD.size, 4, count, cls.MAX_VALUES, h["offset"], h["total"])
-        return cls(**h, values=_values_struct(count, "f").unpack_from(frame.body, cls.HEAD.size))
+        if h["kind"] not in (cls.FLOATS, cls.INT_WORDS):
+            raise ProtocolError(frame, f"{cls.__name__} kind {h['kind']} is neither 0 (f32) nor 1 (int32 words)")
+        return cls(**h, values=_values_struct(count, _word_code(h["kind"])).unpack_from(frame.body, cls.HEAD.size))
+
+
+def _word_code(kind: int) -> str:
+    """The struct code of a parameter chunk's values: f32 (kind 0) or int32 words (kind 1)."""
+    return "i" if kind == ParamChunk.INT_WORDS else "f"
 
 
 @dataclass(frozen=True)

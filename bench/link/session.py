@@ -43,7 +43,7 @@ class TrainSettings:
     seed: int
     grad_every: int = 0
     eval_samples: int = 0
-    resume: bool = False  # train on the parameters in SRAM (fp32 plans: WSET or the last run), not the plan's
+    resume: bool = False  # train on the parameters in SRAM (WSET or the last run put them there), not the plan's
 
 
 # (layer, param) -> the tensor's values in the GRAD layout (docs/protocol.md, "Parameters over the wire")
@@ -153,9 +153,10 @@ def train(link: Link, sink: MessageSink, settings: TrainSettings, idle_timeout: 
     return TrainOutcome(plan_hash, time.monotonic() - started, link.stats.lost_frames, steps)
 
 
-def get_params(link: Link, timeout: float, name: str) -> Params:
-    """WGET: every trainable tensor of the plan as the device holds it now. Each tensor must arrive whole, in order
-    and with one total; the sum of totals is bounded (`MAX_PARAM_VALUES`)."""
+def get_params(link: Link, timeout: float, name: str, kind: int = proto.ParamChunk.FLOATS) -> Params:
+    """WGET: every trainable tensor of the plan as the device holds it now, as values of ``kind`` (f32 for fp32
+    plans, int32 words for int8 plans). Each tensor must arrive whole, in order and with one total; the sum of
+    totals is bounded (`MAX_PARAM_VALUES`)."""
     link.send(proto.WGet())
     got: Params = {}
     totals: dict[tuple[int, int], int] = {}
@@ -164,6 +165,9 @@ def get_params(link: Link, timeout: float, name: str) -> Params:
         if isinstance(msg, proto.Ack):
             break
         assert isinstance(msg, proto.WData)
+        if msg.kind != kind:
+            raise DeviceError(f"{name}: WDATA of kind {msg.kind}, expected {kind} (this plan's numerics); journal "
+                              f"{link.journal_path}")
         key = (msg.layer, msg.param)
         values = got.setdefault(key, [])
         if msg.offset != len(values) or totals.setdefault(key, msg.total) != msg.total:
@@ -179,15 +183,15 @@ def get_params(link: Link, timeout: float, name: str) -> Params:
     return got
 
 
-def set_params(link: Link, params: Params, timeout: float, name: str) -> int:
-    """WSET every tensor of ``params`` in chunks, each acknowledged before the next is sent (a UART without flow
-    control cannot overrun); returns the values sent. A FAULT (a tensor the plan does not train, a wrong size) raises
-    `DeviceFault` naming it."""
+def set_params(link: Link, params: Params, timeout: float, name: str, kind: int = proto.ParamChunk.FLOATS) -> int:
+    """WSET every tensor of ``params`` (values of ``kind``, as `get_params`) in chunks, each acknowledged before the
+    next is sent (a UART without flow control cannot overrun); returns the values sent. A FAULT (a tensor the plan
+    does not train, a wrong size) raises `DeviceFault` naming it."""
     sent = 0
     for (layer, param), values in params.items():
         for off in range(0, len(values), proto.ParamChunk.MAX_VALUES):
             chunk = tuple(values[off:off + proto.ParamChunk.MAX_VALUES])
-            link.send(proto.WSet(layer, param, len(values), off, chunk))
+            link.send(proto.WSet(layer, param, len(values), off, chunk, kind))
             ack = link.expect(proto.Ack, timeout=timeout, what=f"ACK of WSET ({layer}, {param}) at {off} ({name})")
             assert isinstance(ack, proto.Ack)
             sent += len(chunk)

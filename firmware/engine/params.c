@@ -47,7 +47,9 @@ int params_set(const plan_t *p, const frame_t *f, const char **why)
     offset = le32(b + MSG_WPARAM_HEAD_OFFSET);
     count = le16(b + MSG_WPARAM_HEAD_COUNT);
     t = params_tensor(p, b[MSG_WPARAM_HEAD_LAYER], b[MSG_WPARAM_HEAD_PARAM], &n);
-    if (count > PARAMS_CHUNK || f->len != MSG_WPARAM_HEAD_SIZE + 4u * count)
+    if (b[MSG_WPARAM_HEAD_KIND] != 0)
+        *why = "WSET: an fp32 plan takes kind 0 frames (f32 values)";
+    else if (count > PARAMS_CHUNK || f->len != MSG_WPARAM_HEAD_SIZE + 4u * count)
         *why = "WSET: count disagrees with the body length (at most 240 values)";
     else if (!t)
         *why = "WSET: no such trainable tensor in this plan";
@@ -70,7 +72,8 @@ static void send_tensor(uint8_t layer, uint8_t param, const float *t, uint32_t n
         msg_begin(MSG_WDATA);
         msg_u8(layer);
         msg_u8(param);
-        msg_u16(0);
+        msg_u8(0); /* kind 0: f32 values */
+        msg_u8(0);
         msg_u32(n);
         msg_u32(off);
         msg_u16((uint16_t)count);

@@ -12,6 +12,7 @@
 #include "runloop.h"
 #include "qexec.h"
 #include "qops.h"
+#include "qparams.h"
 #include "memmeter.h"
 #include "msg.h"
 #include "wire.h"
@@ -45,7 +46,7 @@ static uint32_t since(uint64_t t0)
     return (uint32_t)(port_ticks() - t0);
 }
 
-static const qtop_t *top_of(const qplan_t *p, uint32_t i)
+const qtop_t *qtrain_top(const qplan_t *p, uint32_t i)
 {
     return p->train && i >= p->first_bwd && i + 1u < p->n_ops ? &p->top[i - p->first_bwd] : NULL;
 }
@@ -55,7 +56,7 @@ static const qtop_t *top_of(const qplan_t *p, uint32_t i)
 void qtrain_load_params(const qplan_t *p)
 {
     for (uint32_t i = p->first_bwd; i + 1u < p->n_ops; i++) {
-        const qtop_t *t = top_of(p, i);
+        const qtop_t *t = qtrain_top(p, i);
         if (!t || !t->eff)
             continue;
         memcpy(t->eff, t->eff_flash, t->out_c * sizeof(int32_t));
@@ -88,7 +89,7 @@ uint32_t qtrain_forward(const qplan_t *p, uint64_t (*ticks)[3])
 {
     uint32_t total = 0;
     for (uint32_t i = 0; i < p->n_ops; i++) {
-        const qtop_t *t = top_of(p, i);
+        const qtop_t *t = qtrain_top(p, i);
         uint64_t t0 = port_ticks();
         uint32_t d;
         qexec_op(&p->node[i]);
@@ -262,7 +263,7 @@ static void backward(qrun_t *r, int32_t e)
 {
     const qplan_t *p = r->p;
     for (uint32_t i = p->n_ops - 1u; i-- > p->first_bwd;) {
-        const qtop_t *t = top_of(p, i);
+        const qtop_t *t = qtrain_top(p, i);
         uint32_t b0 = r->t_bwd, u0 = r->t_upd;
         const qnode_t *n = &p->node[i];
         if (qnode_kind(n)->input_grad) {
@@ -357,7 +358,7 @@ static int op_eval_sample(void *ctx, uint32_t s, float *loss)
 int qtrain_run(const qplan_t *p, const start_t *a, const port_info_t *info, stop_poll_fn poll)
 {
     train_ops_t o = {&run, p->arena_need, p->data.n_train, p->data.n_eval, op_load_params, train_step, send_gstat,
-                     op_eval_sample, send_layers, NULL, NULL};
+                     op_eval_sample, send_layers, qparams_keep, p};
     memset(&run, 0, sizeof run);
     run.p = p;
     run.gstat = (qgstat_t *)p->gstat;

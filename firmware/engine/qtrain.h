@@ -18,6 +18,9 @@ int qtrain_run(const qplan_t *p, const start_t *a, const port_info_t *info, stop
  * op's ticks to ticks[i][0] when not NULL; returns the ops' ticks (exposed for tests) */
 uint32_t qtrain_forward(const qplan_t *p, uint64_t (*ticks)[3]);
 
+/* the backward record of op i, NULL when op i is not on the backward path (or the plan does not train) */
+const qtop_t *qtrain_top(const qplan_t *p, uint32_t i);
+
 /* copies the trainable codes, biases and bias_eff to the arena and zeroes the residuals (exposed for tests) */
 void qtrain_load_params(const qplan_t *p);
 

@@ -7,6 +7,7 @@
 #include "plan.h"
 #include "port.h"
 #include "qexec.h"
+#include "qparams.h"
 #include "qplan.h"
 #include "qtrain.h"
 #include "trainer.h"
@@ -19,8 +20,8 @@ static union {
 } plans;
 static uint8_t running;
 static uint8_t stop_requested;
-static uint8_t fp_ready; /* plans.fp holds the validated fp32 plan in flash */
-static uint8_t resident; /* the arena holds plans.fp's trainable parameters (a run or WSET put them there) */
+static uint8_t ready;    /* plans holds the validated plan in flash (fp32 or int8: flash holds one kind) */
+static uint8_t resident; /* the arena holds the plan's trainable parameters (a run or WSET put them there) */
 
 #define START_RESUME 2u /* START out_flags bit 1: train on the parameters in the arena */
 
@@ -66,14 +67,15 @@ static void start_int8(const frame_t *f, const start_t *a, const port_info_t *in
     qstart_t q = {a->steps, a->eval_samples, le16(f->body + MSG_START_OUT_SAMPLES),
                    le16(f->body + MSG_START_OUT_FLAGS)};
     fault_t fl;
-    fp_ready = resident = 0; /* the int8 plan shares the plan table and the arena */
-    if (a->resume) {
-        msg_fault(FAULT_COMMAND, 0, 0, 0, f->type, START_RESUME, "int8 plans cannot resume: parameters over the wire "
-                  "are fp32 only");
+    if (qplan_load(&plans.q, flash, info->plan_addr, info->arena, info->arena_bytes, &fl)) {
+        ready = resident = 0;
+        msg_fault(fl.code, 0, 0, 0, fl.arg0, fl.arg1, fl.text);
         return;
     }
-    if (qplan_load(&plans.q, flash, info->plan_addr, info->arena, info->arena_bytes, &fl)) {
-        msg_fault(fl.code, 0, 0, 0, fl.arg0, fl.arg1, fl.text);
+    ready = 1;
+    if (a->resume && (!plans.q.train || !resident)) {
+        msg_fault(FAULT_COMMAND, 0, 0, 0, f->type, START_RESUME, plans.q.train ? "START resume: no parameters in "
+                  "SRAM (WSET them or run once first)" : "START resume: this int8 plan has no training section");
         return;
     }
     if (!plans.q.train && q.steps != 0) {
@@ -93,10 +95,12 @@ static void start_int8(const frame_t *f, const start_t *a, const port_info_t *in
     msg_ack(MSG_START, 0, plans.q.plan_hash);
     running = 1;
     stop_requested = 0;
-    if (plans.q.train)
+    if (plans.q.train) {
         qtrain_run(&plans.q, a, info, poll_stop);
-    else
+        resident = 1; /* whatever the run ended with stays for WGET or a resumed START */
+    } else {
         qexec_run(&plans.q, &q, info, poll_stop);
+    }
     running = 0;
 }
 
@@ -115,11 +119,11 @@ static void start(const frame_t *f)
         return;
     }
     if (plan_load(&plans.fp, &flash, info->plan_addr, info->arena, info->arena_bytes, &fl)) {
-        fp_ready = resident = 0;
+        ready = resident = 0;
         msg_fault(fl.code, 0, 0, 0, fl.arg0, fl.arg1, fl.text);
         return;
     }
-    fp_ready = 1;
+    ready = 1;
     if (a.resume && !resident) {
         msg_fault(FAULT_COMMAND, 0, 0, 0, f->type, START_RESUME, "START resume: no parameters in SRAM (WSET them or "
                   "run once first)");
@@ -133,54 +137,64 @@ static void start(const frame_t *f)
     running = 0;
 }
 
-/* the fp32 plan with its trainable parameters in the arena (the plan's initial values unless a run or WSET put
- * others there), for WSET and WGET; 0, or -1 with a FAULT sent */
+/* the plan in flash, loaded, with its trainable parameters in the arena (the plan's initial values unless a run or
+ * WSET put others there), for WSET and WGET: 1 fp32, 2 int8, or 0 with a FAULT sent */
 static int params_ready(const frame_t *f)
 {
     const port_info_t *info = port_info();
     mem_window_t flash = {info->flash_addr, info->flash_size, info->flash_host};
+    int int8 = qplan_is_tqpl(&flash, info->plan_addr);
     fault_t fl;
-    if (qplan_is_tqpl(&flash, info->plan_addr)) {
-        msg_fault(FAULT_COMMAND, 0, 0, 0, f->type, 0, "parameters over the wire are fp32 only: this is an int8 plan");
-        return -1;
-    }
-    if (!fp_ready && plan_load(&plans.fp, &flash, info->plan_addr, info->arena, info->arena_bytes, &fl)) {
+    if (!ready && (int8 ? qplan_load(&plans.q, &flash, info->plan_addr, info->arena, info->arena_bytes, &fl)
+                        : plan_load(&plans.fp, &flash, info->plan_addr, info->arena, info->arena_bytes, &fl))) {
         msg_fault(fl.code, 0, 0, 0, fl.arg0, fl.arg1, fl.text);
-        return -1;
+        return 0;
     }
-    fp_ready = 1;
+    ready = 1;
+    if (int8 && !plans.q.train) {
+        msg_fault(FAULT_COMMAND, 0, 0, 0, f->type, 0, "this int8 plan has no training section: nothing trainable");
+        return 0;
+    }
     if (!resident) {
         mem_repaint(info);
-        trainer_load_params(&plans.fp);
+        if (int8)
+            qtrain_load_params(&plans.q);
+        else
+            trainer_load_params(&plans.fp);
         resident = 1;
     }
-    return 0;
+    return int8 ? 2 : 1;
 }
 
 /* WSET: one slice of one trainable tensor into its arena copy, acknowledged (so the host paces the frames) */
 static void wset(const frame_t *f)
 {
     const char *why = "";
-    if (params_ready(f))
+    int kind = params_ready(f);
+    if (!kind)
         return;
-    if (params_set(&plans.fp, f, &why)) {
+    if (kind == 2 ? qparams_set(&plans.q, f, &why) : params_set(&plans.fp, f, &why)) {
         msg_fault(FAULT_COMMAND, 0, 0, 0, f->type, f->len, why);
         return;
     }
-    msg_ack(MSG_WSET, 0, plans.fp.plan_hash);
+    msg_ack(MSG_WSET, 0, kind == 2 ? plans.q.plan_hash : plans.fp.plan_hash);
 }
 
 /* WGET: every trainable tensor in WDATA frames, then ACK */
 static void wget(const frame_t *f)
 {
+    int kind;
     if (f->len != 0) {
         msg_fault(FAULT_COMMAND, 0, 0, 0, f->type, f->len, "WGET body must be empty");
         return;
     }
-    if (params_ready(f))
-        return;
-    params_send(&plans.fp);
-    msg_ack(MSG_WGET, 0, plans.fp.plan_hash);
+    kind = params_ready(f);
+    if (kind == 2)
+        qparams_send(&plans.q);
+    else if (kind == 1)
+        params_send(&plans.fp);
+    if (kind)
+        msg_ack(MSG_WGET, 0, kind == 2 ? plans.q.plan_hash : plans.fp.plan_hash);
 }
 
 /* SELFTEST: the port faults on purpose, and its fault handler reports it; a kind it cannot produce is a bad

@@ -31,6 +31,6 @@ void th_out(const char *s);
 int th_run(const test_case_t *const *suites, unsigned n_suites);
 
 extern const test_case_t ops_tests[], proto_tests[], plan_tests[], trainer_tests[], qops_tests[], qplan_tests[],
-    qtrain_tests[];
+    qtrain_tests[], qparams_tests[];
 
 #endif

@@ -11,6 +11,6 @@ void th_out(const char *s)
 int main(void)
 {
     static const test_case_t *const suites[] = {ops_tests, proto_tests, plan_tests, trainer_tests,
-                                                qops_tests, qplan_tests, qtrain_tests};
+                                                qops_tests, qplan_tests, qtrain_tests, qparams_tests};
     return th_run(suites, sizeof suites / sizeof suites[0]) ? 1 : 0;
 }
