@@ -59,9 +59,11 @@ MESSAGES = [
     Pong(0xDEADBEEF),
     Ack(0x81, 0, 0x1234_5678),
     WData(2, 0, 9216, 240, tuple(float(i) / 8 for i in range(240))),
+    WData(4, 1, 20, 2, (-(2**30), -32768), WData.INT_WORDS),  # an int8 plan's bias (code, residual) pair
 ]
-COMMANDS = [Start(100, 0.0078125, 1234, 10, 0), Start(5, 0.125, 9, out_flags=Start.RESUME), Stop(), Ping(0xCAFEF00D),
-            WSet(0, 1, 8, 6, (1.5, -0.25)), WGet()]
+COMMANDS = [Start(100, 0.0078125, 1234, 10, 0), Start(5, 0.125, 9, out_flags=Start.RESUME, prox_mu=0.25), Stop(),
+            Ping(0xCAFEF00D), WSet(0, 1, 8, 6, (1.5, -0.25)), WSet(3, 0, 12, 0, (127 * 65536 + 32767,), WSet.INT_WORDS),
+            WGet()]
 
 
 def frame_of(data: bytes) -> Frame:
@@ -105,7 +107,7 @@ def test_body_sizes_match_the_doc() -> None:
     for msg in MESSAGES:
         if msg.TYPE in sizes:
             assert len(msg.pack()) == sizes[msg.TYPE]
-    assert len(Start(1, 0.1, 1).pack()) == 20
+    assert len(Start(1, 0.1, 1).pack()) == 24  # prox_mu last; the device also takes the 20 bytes before it
     assert len(GradChunk(0, 0, 0, 5, 0, (1.0,)).pack()) == 24
     assert len(HELLO.pack()) == 32 + 2 + len("nucleo-f746zg") + len("abc123")
 
@@ -400,7 +402,9 @@ def test_parameter_chunks_follow_the_doc_and_are_bounded(cls: type) -> None:
     body = good.pack()
     assert cls.unpack(frame_of(encode_frame(cls.TYPE, 0, body))) == good
     past = body[:8] + struct.pack("<I", 9) + body[12:]  # offset 9 + 2 values > total 10
-    for bad, why in ((past, "exceed total"), (body[:-4], "too short"), (body + b"\0" * 4, "too long")):
+    kind = body[:2] + b"\x02" + body[3:]  # neither f32 nor int32 words
+    for bad, why in ((past, "exceed total"), (body[:-4], "too short"), (body + b"\0" * 4, "too long"),
+                     (kind, "kind 2 is neither")):
         with pytest.raises(ProtocolError, match=why):
             cls.unpack(frame_of(encode_frame(cls.TYPE, 0, bad)))
     with pytest.raises(ValueError, match="exceeds 240"):

@@ -30,8 +30,9 @@ LAYERS_HEAD = Layout((("n", "B"), ("", "3x")))
 LAYERS_ENTRY = Layout((("layer", "B"), ("op", "B"), ("_", "H"), ("fwd", "Q"), ("bwd", "Q"), ("upd", "Q")))
 OUTPUT_HEAD = Layout((("sample", "I"), ("op", "B"), ("phase", "B"), ("_", "H"), ("total", "I"), ("offset", "I"),
                       ("count", "H"), ("_", "H")))  # then count int8 codes
+# START: the device also takes the 20 bytes before prox_mu (a START of an older host: prox_mu 0)
 START = Layout((("steps", "I"), ("lr", "f"), ("seed", "I"), ("grad_every", "H"), ("eval_samples", "H"),
-                ("out_samples", "H"), ("out_flags", "H")))
+                ("out_samples", "H"), ("out_flags", "H"), ("prox_mu", "f")))
 # WSET (host→device) and WDATA (device→host) carry a slice of one trainable tensor, laid out as in GRAD; kind 0:
 # f32 values (fp32 plans), 1: int32 words (int8 plans: Q16 weight values, bias code/residual pairs)
 WPARAM_HEAD = Layout((("layer", "B"), ("param", "B"), ("kind", "B"), ("_", "B"), ("total", "I"), ("offset", "I"),

@@ -614,7 +614,8 @@ class Start(_Wire):
     """Train ``steps`` SGD steps at ``lr``; GRAD every ``grad_every`` steps (0 never); evaluate on
     ``eval_samples`` samples (0 all). Int8 (TQPL) plans evaluate only (steps 0) and stream OUTPUT frames for the
     first ``out_samples`` eval samples (0xFFFF all): the graph output, or every op's output with ``out_flags`` bit 0.
-    fp32 plans ignore the last two fields (sent as 0)."""
+    fp32 plans ignore ``out_samples``. ``prox_mu`` > 0 (FedProx, fp32 plans only): after each step every trained
+    value moves toward the value it had when the run started, w ← w − lr·mu·(w − w₀)."""
 
     TYPE: ClassVar[MsgType] = MsgType.START
     LAYOUT: ClassVar[Layout] = messages.START
@@ -626,8 +627,9 @@ class Start(_Wire):
     eval_samples: int = 0
     out_samples: int = 0
     out_flags: int = 0
+    prox_mu: float = 0.0
 
-    RESUME: ClassVar[int] = 0x02  # out_flags bit 1: train on the parameters in SRAM (fp32 plans)
+    RESUME: ClassVar[int] = 0x02  # out_flags bit 1: train on the parameters in SRAM (a WSET or the last run's)
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ class TrainSettings:
     grad_every: int = 0
     eval_samples: int = 0
     resume: bool = False  # train on the parameters in SRAM (WSET or the last run put them there), not the plan's
+    prox_mu: float = 0.0  # FedProx (fp32 plans): each step pulls the trained values toward the run's start
 
 
 # (layer, param) -> the tensor's values in the GRAD layout (docs/protocol.md, "Parameters over the wire")
@@ -127,7 +128,7 @@ def train(link: Link, sink: MessageSink, settings: TrainSettings, idle_timeout: 
     its time), ``run_timeout`` the longest conversation; either raises `LinkTimeout`."""
     link.send(proto.Start(steps=settings.steps, lr=settings.lr, seed=settings.seed,
                           grad_every=settings.grad_every, eval_samples=settings.eval_samples,
-                          out_flags=proto.Start.RESUME if settings.resume else 0))
+                          out_flags=proto.Start.RESUME if settings.resume else 0, prox_mu=settings.prox_mu))
     started = time.monotonic()
     plan_hash: int | None = None
     steps = 0

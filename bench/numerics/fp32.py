@@ -242,13 +242,15 @@ def loss_and_grads(model: nn.Model, x: np.ndarray, label: int) -> tuple[float, d
 
 def run_sgd(
     model: nn.Model, samples: np.ndarray, labels: np.ndarray, lr: float, trainable: set[Key],
-    channels: Channels | None = None,
+    channels: Channels | None = None, prox_mu: float = 0.0,
 ) -> tuple[list[dict[Key, np.ndarray]], nn.Model]:
     """Batch-1 SGD as the device runs it: per-step gradients of ``trainable`` and the final model.
 
     Each step's gradient is taken at the weights before that step; trainable tensors are then updated and
     stored as float32; every other tensor stays bit-identical. With ``channels`` (sparse update), a listed layer's
-    weight gradient is only its listed output channels' rows, in list order, and only those rows update.
+    weight gradient is only its listed output channels' rows, in list order, and only those rows update. With
+    ``prox_mu`` (FedProx), each step then moves every trained value toward its value at the start:
+    w ← w − lr·mu·(w − w₀), stored as float32 (the device's decoupled proximal step).
     """
     valid = param_keys(model)
     if not trainable <= valid:
@@ -257,6 +259,7 @@ def run_sgd(
     if not all((i, "w") in trainable for i in rows):
         raise ValueError(f"channel lists for untrained weights: {sorted(i for i in rows if (i, 'w') not in trainable)}")
     params = _params64(model)
+    anchor = _params64(model)
     x = _batch(model, samples)
     y = np.asarray(labels).astype(np.int64)
     steps: list[dict[Key, np.ndarray]] = []
@@ -274,16 +277,30 @@ def run_sgd(
             else:
                 new = ((w if t == "w" else b) - lr * g).astype(np.float32).astype(np.float64)
             params[i] = (new, b) if t == "w" else (w, new)
+        if prox_mu:
+            _prox_step(params, anchor, lr * prox_mu, trainable, rows)
         steps.append(grads)
     return steps, _with_params(model, params)
 
 
+def _prox_step(params: Params, anchor: Params, lm: float, trainable: set[Key], rows: dict[int, np.ndarray]) -> None:
+    """FedProx's pull of the trained values (a sparse layer's weights: its listed rows) toward ``anchor``."""
+    for i, t in trainable:
+        k = 0 if t == "w" else 1
+        cur, a = params[i][k], anchor[i][k]
+        assert cur is not None and a is not None
+        sel = rows[i] if t == "w" and i in rows else slice(None)
+        new = cur.copy()
+        new[sel] = (cur[sel] - lm * (cur[sel] - a[sel])).astype(np.float32).astype(np.float64)
+        params[i] = (new, params[i][1]) if k == 0 else (params[i][0], new)
+
+
 def replay_sgd(
     model: nn.Model, samples: np.ndarray, labels: np.ndarray, lr: float, trainable: set[Key],
-    channels: Channels | None = None,
+    channels: Channels | None = None, prox_mu: float = 0.0,
 ) -> list[dict[Key, np.ndarray]]:
     """Per-step gradients of ``trainable`` over a batch-1 SGD run (see `run_sgd`)."""
-    return run_sgd(model, samples, labels, lr, trainable, channels)[0]
+    return run_sgd(model, samples, labels, lr, trainable, channels, prox_mu)[0]
 
 
 def predict(model: nn.Model, x: np.ndarray, chunk: int = 1024) -> np.ndarray:

@@ -39,13 +39,14 @@ def relative_error(device: np.ndarray, ref: np.ndarray) -> float:
 
 def check_gradients(record: RunRecord, model: Model, x_train: np.ndarray, y_train: np.ndarray,
                     lr: float, trainable: set[tuple[int, str]],
-                    channels: reference.Channels | None = None) -> list[GradientCheck]:
+                    channels: reference.Channels | None = None, prox_mu: float = 0.0) -> list[GradientCheck]:
     """Compare every streamed gradient of ``record`` (which must stream every step) with the replay.
 
     ``channels`` (sparse update, ``Plan.channels``): the replay updates only those output channels, and a listed
-    layer's weight gradient is compared on those channels' rows, in list order, as the device streams it."""
+    layer's weight gradient is compared on those channels' rows, in list order, as the device streams it.
+    ``prox_mu``: the run had FedProx's proximal step (`bench.numerics.fp32.run_sgd`)."""
     samples = _device_samples(record, x_train)
-    expected = reference.replay_sgd(model, x_train[samples], y_train[samples], lr, trainable, channels)
+    expected = reference.replay_sgd(model, x_train[samples], y_train[samples], lr, trainable, channels, prox_mu)
     return _compare(record, expected)
 
 
@@ -144,8 +145,8 @@ def check_forward_only(record: RunRecord, plan: Plan, x_train: np.ndarray, y_tra
     return _compare(record, expected, floored)
 
 
-def check_plan(record: RunRecord, plan: Plan | QPlan, x_train: np.ndarray, y_train: np.ndarray, lr: float
-               ) -> tuple[float, float]:
+def check_plan(record: RunRecord, plan: Plan | QPlan, x_train: np.ndarray, y_train: np.ndarray, lr: float,
+               prox_mu: float = 0.0) -> tuple[float, float]:
     """The records stage's one fidelity entry: every gradient of a check run (``record``) against the reference of
     the plan's numerics. Returns (worst relative error, exact), ``exact`` 1.0/0.0 for int8 plans (every accumulator
     equal to `bench.numerics.int8train`'s) and NaN for fp32 plans (float64 replay: only the error says anything)."""
@@ -154,7 +155,10 @@ def check_plan(record: RunRecord, plan: Plan | QPlan, x_train: np.ndarray, y_tra
         exact = float(all(c.exact for c in qchecks)) if qchecks else math.nan
         return max((c.rel_err for c in qchecks), default=math.nan), exact
     if plan.fwd_mode:
+        if prox_mu:
+            raise ValueError(f"{record.run_id}: no replay of a forward-only run with FedProx's proximal step")
         checks = check_forward_only(record, plan, x_train, y_train, lr)
     else:
-        checks = check_gradients(record, plan.model, x_train, y_train, lr, set(plan.trainable), plan.channels)
+        checks = check_gradients(record, plan.model, x_train, y_train, lr, set(plan.trainable), plan.channels,
+                                 prox_mu)
     return max((c.rel_err for c in checks), default=math.nan), math.nan

@@ -34,6 +34,8 @@ typedef struct {
     gstat_t gstat[MAX_GSTAT];
     uint32_t n_gstat;
     gstream_t gs;
+    float prox_lm;                     /* FedProx: lr * mu, 0 without */
+    float *anchor;                     /* FedProx: every trainable tensor at step 0, in params_tensor order */
 } run_t;
 
 static inline uint32_t ft_since(uint64_t t0)

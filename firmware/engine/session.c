@@ -36,10 +36,11 @@ static void answer_ping(const frame_t *f)
     msg_pong(le32(f->body + MSG_PING_NONCE));
 }
 
+/* a START body: 24 bytes, or the 20 before prox_mu (prox_mu 0) */
 static int parse_start(const frame_t *f, start_t *a)
 {
     const uint8_t *b = f->body;
-    if (f->len != MSG_START_SIZE)
+    if (f->len != MSG_START_SIZE && f->len != MSG_START_PROX_MU)
         return -1;
     a->steps = le32(b + MSG_START_STEPS);
     {
@@ -50,6 +51,11 @@ static int parse_start(const frame_t *f, start_t *a)
     a->grad_every = le16(b + MSG_START_GRAD_EVERY);
     a->eval_samples = le16(b + MSG_START_EVAL_SAMPLES);
     a->resume = (le16(b + MSG_START_OUT_FLAGS) & START_RESUME) != 0;
+    a->prox_mu = 0.0f;
+    if (f->len == MSG_START_SIZE) {
+        uint32_t u = le32(b + MSG_START_PROX_MU);
+        memcpy(&a->prox_mu, &u, sizeof a->prox_mu);
+    }
     return 0;
 }
 
@@ -67,6 +73,11 @@ static void start_int8(const frame_t *f, const start_t *a, const port_info_t *in
     qstart_t q = {a->steps, a->eval_samples, le16(f->body + MSG_START_OUT_SAMPLES),
                    le16(f->body + MSG_START_OUT_FLAGS)};
     fault_t fl;
+    if (a->prox_mu != 0.0f) {
+        msg_fault(FAULT_COMMAND, 0, 0, 0, f->type, le32(f->body + MSG_START_PROX_MU), "START prox_mu: FedProx is "
+                  "fp32 only (int8 plans train without a proximal term)");
+        return;
+    }
     if (qplan_load(&plans.q, flash, info->plan_addr, info->arena, info->arena_bytes, &fl)) {
         ready = resident = 0;
         msg_fault(fl.code, 0, 0, 0, fl.arg0, fl.arg1, fl.text);
@@ -111,7 +122,12 @@ static void start(const frame_t *f)
     start_t a;
     fault_t fl;
     if (parse_start(f, &a)) {
-        msg_fault(FAULT_COMMAND, 0, 0, 0, f->type, f->len, "START body must be 20 bytes");
+        msg_fault(FAULT_COMMAND, 0, 0, 0, f->type, f->len, "START body must be 24 bytes (or 20, without prox_mu)");
+        return;
+    }
+    if (!(a.prox_mu >= 0.0f && a.prox_mu <= 1e30f)) { /* NaN fails both */
+        msg_fault(FAULT_COMMAND, 0, 0, 0, f->type, le32(f->body + MSG_START_PROX_MU), "START prox_mu must be a "
+                  "finite value >= 0");
         return;
     }
     if (qplan_is_tqpl(&flash, info->plan_addr)) {
@@ -127,6 +143,11 @@ static void start(const frame_t *f)
     if (a.resume && !resident) {
         msg_fault(FAULT_COMMAND, 0, 0, 0, f->type, START_RESUME, "START resume: no parameters in SRAM (WSET them or "
                   "run once first)");
+        return;
+    }
+    if (a.prox_mu != 0.0f && trainer_arena_need(&plans.fp, &a) > info->arena_bytes) {
+        msg_fault(FAULT_ARENA, 0, 0, 0, trainer_arena_need(&plans.fp, &a), info->arena_bytes, "arena: no room for "
+                  "the FedProx anchor (a copy of every trainable tensor after the plan's arena)");
         return;
     }
     msg_ack(MSG_START, 0, plans.fp.plan_hash);

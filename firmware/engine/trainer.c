@@ -329,6 +329,62 @@ static void backprop_step(run_t *r, const uint8_t *x8, uint32_t label, msg_step_
     backward(r);
 }
 
+/* ---- FedProx: the proximal term of a federated client's local SGD ---------------------------------------- */
+
+/* the anchor's floats: every trainable tensor */
+static uint32_t prox_values(const plan_t *p)
+{
+    uint32_t total = 0;
+    for (uint32_t i = 0; i < p->n_layers; i++)
+        for (uint32_t k = 0; k < 2u; k++) {
+            uint32_t n = 0;
+            if (params_tensor(p, i, k, &n))
+                total += n;
+        }
+    return total;
+}
+
+uint32_t trainer_arena_need(const plan_t *p, const start_t *a)
+{
+    uint32_t base = (p->arena_need + 7u) & ~7u;
+    return a->prox_mu != 0.0f ? base + 4u * prox_values(p) : p->arena_need;
+}
+
+/* n values of t pulled toward the anchor a: t -= lm * (t - a); four at a time (the loop costs as much as the
+ * arithmetic otherwise) */
+static void prox_pull(float *t, const float *a, uint32_t n, float lm)
+{
+    uint32_t j = 0;
+    for (; j + 4u <= n; j += 4u) {
+        float t0 = t[j], t1 = t[j + 1u], t2 = t[j + 2u], t3 = t[j + 3u];
+        t[j] = t0 - lm * (t0 - a[j]);
+        t[j + 1u] = t1 - lm * (t1 - a[j + 1u]);
+        t[j + 2u] = t2 - lm * (t2 - a[j + 2u]);
+        t[j + 3u] = t3 - lm * (t3 - a[j + 3u]);
+    }
+    for (; j < n; j++)
+        t[j] -= lm * (t[j] - a[j]);
+}
+
+/* copy (to_anchor) the trainable tensors into the anchor, or pull each value toward it */
+static void prox_pass(run_t *r, int to_anchor)
+{
+    const plan_t *p = r->p;
+    float *a = r->anchor;
+    for (uint32_t i = 0; i < p->n_layers; i++)
+        for (uint32_t k = 0; k < 2u; k++) {
+            uint32_t n = 0;
+            float *t = params_tensor(p, i, k, &n);
+            if (!t)
+                continue;
+            if (to_anchor)
+                memcpy(a, t, n * sizeof(float));
+            else
+                prox_pull(t, a, n, r->prox_lm);
+            a += n;
+        }
+}
+
 /* one SGD step on one training sample; fills the STEP message */
 static void train_step(void *ctx, uint32_t step, uint32_t sample, int stream, msg_step_t *m)
 {
@@ -338,11 +394,20 @@ static void train_step(void *ctx, uint32_t step, uint32_t sample, int stream, ms
     const plan_t *p = r->p;
     const uint8_t *x8 = p->data.x_train + sample * p->data.sample_bytes;
     uint32_t label = p->data.y_train[sample], pred = 0;
+    if (r->anchor && step == 0) /* the values the run starts from (after EVAL phase 0, which changes nothing) */
+        prox_pass(r, 1);
     port_marker(PORT_MARK_FORWARD); /* markers sit outside the timed windows: the counts do not include them */
     if (p->fwd_mode)
         fwd_only_step(r, x8, label, m, &pred);
     else
         backprop_step(r, x8, label, m, &pred);
+    if (r->anchor) {
+        uint64_t t;
+        port_marker(PORT_MARK_UPDATE);
+        t = port_ticks();
+        prox_pass(r, 0);
+        r->t_upd += ft_since(t);
+    }
     port_marker(PORT_MARK_STEP_END);
     m->step = r->step;
     m->sample = sample;
@@ -372,11 +437,15 @@ static int op_eval_sample(void *ctx, uint32_t s, float *loss)
 
 int trainer_run(const plan_t *p, const start_t *a, const port_info_t *info, stop_poll_fn poll)
 {
-    train_ops_t o = {&run, p->arena_need, p->data.n_train, p->data.n_eval, op_load_params, train_step, send_gstat,
-                     op_eval_sample, send_layers, params_keep, p};
+    train_ops_t o = {&run, trainer_arena_need(p, a), p->data.n_train, p->data.n_eval, op_load_params, train_step,
+                     send_gstat, op_eval_sample, send_layers, params_keep, p};
     memset(&run, 0, sizeof run);
     run.p = p;
     run.info = info;
     run.lr = a->lr;
+    if (a->prox_mu != 0.0f) { /* the caller checked that the anchor fits the arena */
+        run.prox_lm = a->lr * a->prox_mu;
+        run.anchor = (float *)(void *)(info->arena + ((p->arena_need + 7u) & ~7u));
+    }
     return runloop_train(&o, a, info, poll);
 }

@@ -70,7 +70,7 @@ static int find(uint8_t type, frame_t *out)
 static void t_step_double(void)
 {
     const uint32_t NI = 6, NH = 5, NC = 3;
-    start_t a = {1, 0.1f, 5, 1, 0, 0};
+    start_t a = {1, 0.1f, 5, 1, 0, 0, 0.0f};
     double x[6], h[5], z[3], dz[3], dh[5], m, sum = 0, loss;
     uint32_t rng = 5, s, y;
     frame_t f;
@@ -151,7 +151,7 @@ static void t_conv_step(void)
         {OP_DENSE, LF_TRAIN_W | LF_TRAIN_B | LF_NEED_DX, 0, 0, {1, 1, 75}, {1, 1, 4}, 0, 0, dw, db, NULL, 0},
     };
     dspec_t d = {4, 4, 5, 5, 2, 4, 1.0f / 255.0f, -0.5f, xs, ys, xs, ys};
-    start_t a = {1, 0.05f, 9, 0, 0, 0};
+    start_t a = {1, 0.05f, 9, 0, 0, 0, 0.0f};
     uint32_t rng = 9, s;
     th_fill(cw, sizeof cw / 4, -0.5f, 0.5f);
     th_fill(cb, 3, -0.1f, 0.1f);
@@ -198,7 +198,7 @@ static void t_sparse_step(void)
         {OP_DENSE, LF_TRAIN_W | LF_TRAIN_B | LF_NEED_DX, 0, 0, {1, 1, 75}, {1, 1, 4}, 0, 0, dw, db, dch, 2},
     };
     dspec_t d = {4, 4, 5, 5, 2, 4, 1.0f / 255.0f, -0.5f, xs, ys, xs, ys};
-    start_t a = {1, 0.05f, 9, 1, 0, 0};
+    start_t a = {1, 0.05f, 9, 1, 0, 0, 0.0f};
     uint32_t rng = 9, s;
     frame_t f;
     th_fill(cw, sizeof cw / 4, -0.5f, 0.5f);
@@ -260,7 +260,7 @@ static float eval_loss(uint8_t phase, uint32_t *correct)
 
 static void t_loss_falls(void)
 {
-    start_t a = {600, 0.05f, 3, 100, 0, 0};
+    start_t a = {600, 0.05f, 3, 100, 0, 0, 0.0f};
     uint32_t c0 = 0, c1 = 0;
     frame_t f;
     fx_mlp(&b, 16, 12, 4, 0, 400);
@@ -284,7 +284,7 @@ static int stop_on_third(void)
 
 static void t_stop(void)
 {
-    start_t a = {50, 0.05f, 3, 0, 0, 0};
+    start_t a = {50, 0.05f, 3, 0, 0, 0, 0.0f};
     frame_t f;
     fx_mlp(&b, 6, 5, 3, 2, 20);
     setup_info();
@@ -449,7 +449,7 @@ static void forward_only_plan(uint16_t flag, uint8_t extra_layer_flags)
 static void t_forward_only(void)
 {
     static float after[2][30 + 15];
-    start_t a = {5, 0.1f, 3, 1, 0, 0};
+    start_t a = {5, 0.1f, 3, 1, 0, 0, 0.0f};
     frame_t f;
     fx_mlp(&b, 6, 5, 3, 0, 20);
     for (uint32_t m = 0; m < 2; m++) {
@@ -474,6 +474,58 @@ static void t_forward_only(void)
     CHECK(load_plan() == -1);
 }
 
+static double dist(const float *a, const float *b, uint32_t n)
+{
+    double d = 0.0;
+    for (uint32_t j = 0; j < n; j++)
+        d += ((double)a[j] - b[j]) * ((double)a[j] - b[j]);
+    return d;
+}
+
+/* FedProx: lr * mu = 1 pulls every trained value back to where the run started after each step; a small mu keeps
+ * the weights nearer their start than plain SGD on the same samples; the anchor after the plan's arena is measured
+ * as arena; a START whose anchor does not fit the arena, or a negative mu, is refused */
+static void t_prox(void)
+{
+    static float w[3][30];
+    start_t a = {6, 0.1f, 3, 0, 0, 0, 0.0f};
+    const float mus[3] = {0.0f, 0.5f, 10.0f};
+    frame_t f;
+    fx_mlp(&b, 6, 5, 3, 0, 20);
+    for (uint32_t m = 0; m < 3; m++) {
+        setup_info();
+        a.prox_mu = mus[m];
+        CHECK(load_plan() == 0 && trainer_run(&plan, &a, &info, NULL) == 0);
+        memcpy(w[m], plan.layer[0].w_ram, sizeof w[m]);
+        CHECK(find(MSG_SUMMARY, &f));
+        if (m) /* arena_peak covers the anchor: 30 + 5 + 15 + 3 trainable floats after the plan's arena */
+            CHECK(le32(f.body + MSG_SUMMARY_ARENA_PEAK) == trainer_arena_need(&plan, &a) &&
+                  trainer_arena_need(&plan, &a) == ((plan.arena_need + 7u) & ~7u) + 4u * 53u);
+    }
+    CHECK(dist(w[2], fx_w0, 30) < 1e-10 && dist(w[0], fx_w0, 30) > 1e-6);
+    CHECK(dist(w[1], fx_w0, 30) < dist(w[0], fx_w0, 30) && dist(w[1], fx_w0, 30) > 1e-8);
+    {
+        static uint8_t script[128];
+        uint8_t start[24] = {0};
+        float mu = 0.5f, lr = 0.1f, neg = -1.0f;
+        put_le32(start, 2);
+        memcpy(start + 4, &lr, 4);
+        memcpy(start + 20, &mu, 4);
+        setup_info();
+        info.arena_bytes = plan.arena_need + 16u; /* room for the plan, not for its anchor */
+        hp_set_input(script, hp_encode(script, MSG_START, 1, start, 24));
+        while (session_poll())
+            ;
+        CHECK(find(MSG_FAULT, &f) && le32(f.body) == FAULT_ARENA && hp_count(MSG_ACK) == 0);
+        memcpy(start + 20, &neg, 4);
+        setup_info();
+        hp_set_input(script, hp_encode(script, MSG_START, 2, start, 24));
+        while (session_poll())
+            ;
+        CHECK(find(MSG_FAULT, &f) && le32(f.body) == FAULT_COMMAND && hp_count(MSG_ACK) == 0);
+    }
+}
+
 /* n steps of the same marker sequence: forward, then backward/update per layer from the top, then step end */
 static int markers_repeat(const uint8_t *seq, uint32_t len, uint32_t steps)
 {
@@ -490,7 +542,7 @@ static void t_markers(void)
     static const uint8_t full[] = {PORT_MARK_FORWARD, PORT_MARK_BACKWARD, PORT_MARK_UPDATE, PORT_MARK_BACKWARD,
                                    PORT_MARK_BACKWARD, PORT_MARK_UPDATE, PORT_MARK_STEP_END};
     static const uint8_t last[] = {PORT_MARK_FORWARD, PORT_MARK_BACKWARD, PORT_MARK_UPDATE, PORT_MARK_STEP_END};
-    start_t a = {3, 0.1f, 5, 0, 2, 0};
+    start_t a = {3, 0.1f, 5, 0, 2, 0, 0.0f};
     fx_mlp(&b, 6, 5, 3, 0, 20); /* dense, relu, dense: all trained */
     setup_info();
     CHECK(load_plan() == 0);
@@ -511,6 +563,7 @@ const test_case_t trainer_tests[] = {
     {"trainer: STOP ends the run with status 1; last-layer-only GSTAT", t_stop},
     {"session: PING/HELLO/PONG, bad commands, START/ACK, bad plan", t_session},
     {"session: WGET/WSET and START resume keep, replace and refuse parameters", t_params_over_wire},
+    {"trainer: FedProx pulls toward the run's start, its anchor is measured, a bad mu or no room refused", t_prox},
     {"trainer: PEPITA and MEMPEPITA agree, train, stream; bad forward-only plans refused", t_forward_only},
     {"trainer: phase markers per step (forward, backward/update per layer, step end)", t_markers},
     {NULL, NULL},
