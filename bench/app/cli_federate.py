@@ -40,11 +40,14 @@ def _kills(values: tuple[str, ...]) -> dict[str, int]:
               help="non-IID label skew: Dirichlet alpha of each class's split over clients")
 @click.option("--iid", is_flag=True, help="IID shards instead of the Dirichlet split")
 @click.option("--technique", "techniques", multiple=True,
-              help="fp32 technique per client, cycled over the rack (default: the profile's first fp32 one)")
+              help="technique per client (fp32 or int8), cycled over the rack (default: the profile's first fp32 one)")
 @click.option("--aggregator", type=click.Choice(["fedavg", "flower"]), default="fedavg", show_default=True,
               help="the built-in FedAvg, or Flower's FedAvg strategy (needs the [flower] extra)")
 @click.option("--strategy", default="FedAvg", show_default=True,
-              help="--aggregator flower: Flower's strategy (FedAvg, FedAvgM, FedAdam, FedYogi, FedAdagrad)")
+              help="--aggregator flower: Flower's strategy (FedAvg, FedAvgM, FedAdam, FedYogi, FedAdagrad, FedProx)")
+@click.option("--prox-mu", default=0.0, show_default=True, type=click.FloatRange(0.0),
+              help="FedProx: mu of the proximal term in every client's local SGD (fp32 backprop clients); with the "
+                   "built-in FedAvg this is FedProx, and Flower's FedProx strategy needs it")
 @click.option("--round-timeout", "round_timeout_s", default=None, type=float,
               help="straggler timeout: a client's round longer than this is dropped (default: the profile's timeout_s)")
 @click.option("--kill", "kills", multiple=True, metavar="LABEL@ROUND",
@@ -53,7 +56,7 @@ def _kills(values: tuple[str, ...]) -> dict[str, int]:
 @click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True)
 def federate_cmd(profile_spec: str, rack_spec: str | None, names: tuple[str, ...], rounds: int, local_steps: int,
                  alpha: float, iid: bool, techniques: tuple[str, ...], aggregator: str, strategy: str,
-                 round_timeout_s: float | None,
+                 prox_mu: float, round_timeout_s: float | None,
                  kills: tuple[str, ...], seed: int | None, out: Path) -> None:
     """Federated rounds of PROFILE's task and model: every board of the rack is a client with its own shard; weights
     travel over the links; the host aggregates and one board measures the global model after each round.
@@ -72,7 +75,8 @@ def federate_cmd(profile_spec: str, rack_spec: str | None, names: tuple[str, ...
     if seed is not None:
         profile = runner.with_overrides(profile, {"seed": seed})
     settings = FedSettings(rounds=rounds, local_steps=local_steps, alpha=None if iid else alpha,
-                           techniques=techniques, round_timeout_s=round_timeout_s, kill=_kills(kills))
+                           techniques=techniques, round_timeout_s=round_timeout_s, kill=_kills(kills),
+                           prox_mu=prox_mu)
     catalogue = load_catalogue()
     with held_rack(filter_rack(load_rack(rack_spec, catalogue), list(names)), catalogue, console.print) as rack:
         if aggregator == "flower":

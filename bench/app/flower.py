@@ -39,7 +39,7 @@ try:
     from flwr.server import ServerConfig, start_server
     from flwr.server.client_manager import ClientManager
     from flwr.server.client_proxy import ClientProxy
-    from flwr.server.strategy import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedYogi, Strategy
+    from flwr.server.strategy import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedProx, FedYogi, Strategy
 except ImportError as exc:  # pragma: no cover - the extra is installed by `make test`
     raise FederationError("--aggregator flower needs Flower: pip install 'mcu-train-bench[flower]'") from exc
 
@@ -69,7 +69,9 @@ class BoardClient(NumPyClient):
         if not self.client.alive:  # out of the federation since an earlier round: its proxy only says so
             raise RuntimeError(f"{self.client.label} left the federation earlier")
         received = from_arrays(self.fed.global_tensors, parameters)
-        update, row = self.fed.client_round(self.client, r, received)
+        mu = config.get("proximal_mu")  # FedProx sends its mu with every round's fit
+        update, row = self.fed.client_round(self.client, r, received, float(mu) if isinstance(mu, int | float) else
+                                            None)
         with self.lock:
             self.collected.setdefault(r, []).append((update, row))
         if update is None:  # recorded; Flower counts it as this round's failure
@@ -98,10 +100,10 @@ def merged(global_tensors: Tensors, u: ClientUpdate) -> Tensors:
     return out
 
 
-# Flower's strategies that aggregate on the server alone. FedProx is not among them: its clients must add the
-# proximal term to their local SGD, which the device's trainer does not.
+# Flower's strategies wired up: those that aggregate on the server alone, and FedProx, whose clients add its proximal
+# term to their local SGD (the fp32 trainer's START prox_mu: it sends its proximal_mu with every fit).
 STRATEGIES: dict[str, type[FedAvg]] = {"FedAvg": FedAvg, "FedAvgM": FedAvgM, "FedAdam": FedAdam, "FedYogi": FedYogi,
-                                       "FedAdagrad": FedAdagrad}
+                                       "FedAdagrad": FedAdagrad, "FedProx": FedProx}
 
 
 class _WaitForAlive(FedAvg):
@@ -123,17 +125,20 @@ class _WaitForAlive(FedAvg):
         return super().aggregate_fit(server_round, results, failures)
 
 
-def check_strategy(name: str) -> None:
-    """A `FederationError` naming the choices unless ``name`` is in `STRATEGIES`."""
+def check_strategy(name: str, prox_mu: float = 0.0) -> None:
+    """A `FederationError` naming the choices unless ``name`` is in `STRATEGIES`; FedProx needs a mu > 0."""
     if name not in STRATEGIES:
-        why = (" (FedProx needs a proximal term in the device's local SGD, which it does not have)"
-               if name == "FedProx" else "")
-        raise FederationError(f"Flower strategy {name!r} is not wired up{why}; choose one of {', '.join(STRATEGIES)}")
+        raise FederationError(f"Flower strategy {name!r} is not wired up; choose one of {', '.join(STRATEGIES)}")
+    if name == "FedProx" and not prox_mu > 0:
+        raise FederationError("Flower strategy FedProx needs its proximal term's mu: give --prox-mu (> 0)")
 
 
 def rack_strategy(name: str, fed: Federation, **kwargs: Any) -> Strategy:
-    """Flower strategy ``name`` (`STRATEGIES`) waiting for the rack's live boards."""
-    check_strategy(name)
+    """Flower strategy ``name`` (`STRATEGIES`) waiting for the rack's live boards (FedProx: with the federation's
+    ``prox_mu`` as its proximal_mu)."""
+    check_strategy(name, fed.settings.prox_mu)
+    if name == "FedProx":
+        kwargs["proximal_mu"] = fed.settings.prox_mu
     cls = type(f"Rack{name}", (_WaitForAlive, STRATEGIES[name]), {"fed": fed})
     return cls(**kwargs)
 
@@ -141,7 +146,7 @@ def rack_strategy(name: str, fed: Federation, **kwargs: Any) -> Strategy:
 def run_flower_federation(profile: Profile, rack: Rack, out: Path, settings: FedSettings,
                           progress: FedProgress | None = None, strategy: str = "FedAvg") -> Federation:
     """`bench.app.federate.run_federation` with Flower driving the rounds: ``out`` is this session's alone."""
-    check_strategy(strategy)
+    check_strategy(strategy, settings.prox_mu)
     with session_lock(out):
         clear_previous(out)
         return run_flower(Bench(out), profile, rack, settings, progress, strategy)

@@ -47,16 +47,22 @@ def biased_ops(model: QModel) -> list[int]:
             and len(op.inputs) > 2 and op.inputs[2] >= 0]
 
 
-def compile_int8_plan(model: Model, qmodel: QModel, technique: Technique, lr: float) -> QPlan:
-    """The TQPL training plan of an int8 technique: the fp32 model's layers with parameters are the quantised graph's
-    CONV_2D / FULLY_CONNECTED ops in order (`quantize_model` fuses each ReLU into its layer), so the technique's
-    tensors and sparse channel lists (picked on the pretrained fp32 weights, as for fp32) map onto op indices."""
+def layer_ops(model: Model, qmodel: QModel) -> dict[int, int]:
+    """The quantised graph's op of each fp32 layer with parameters: its CONV_2D / FULLY_CONNECTED ops in order
+    (`quantize_model` fuses each ReLU into its layer)."""
     param_layers = model.param_layers()
     weighted = [k for k, op in enumerate(qmodel.ops) if op.kind in ("CONV_2D", "FULLY_CONNECTED")]
     if len(weighted) != len(param_layers):
         raise ValueError(f"{qmodel.name}: {len(weighted)} weighted ops for {len(param_layers)} layers with "
                          f"parameters")
-    op_of = dict(zip(param_layers, weighted, strict=True))
+    return dict(zip(param_layers, weighted, strict=True))
+
+
+def compile_int8_plan(model: Model, qmodel: QModel, technique: Technique, lr: float) -> QPlan:
+    """The TQPL training plan of an int8 technique on a zoo model's quantised graph (`layer_ops`): the technique's
+    tensors and sparse channel lists (picked on the pretrained fp32 weights, as for fp32) map onto op indices."""
+    param_layers = model.param_layers()
+    op_of = layer_ops(model, qmodel)
     trainable = frozenset((op_of[i], p) for i, p in technique.trainable(param_layers))
     channels = tuple((op_of[i], ch) for i, ch in sorted(sparse_channels(model, technique).items()))
     return compile_qplan(qmodel, QTrainSpec(trainable, lr, technique.qas, channels), technique.name)

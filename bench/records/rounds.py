@@ -14,7 +14,7 @@ import pandas as pd
 from bench.records.run import atomic_path, write_table
 
 ROUND_COLUMNS = [
-    "round", "role", "client", "board", "technique", "samples", "status", "error", "steps", "local_loss",
+    "round", "role", "client", "board", "technique", "samples", "status", "error", "prox_mu", "steps", "local_loss",
     "acc_before", "acc_local", "acc_global", "loss_global", "eval_n", "measured_on", "clients_averaged",
     "weight_share", "update_norm", "bytes_down", "bytes_up", "values_down", "values_up", "count_unit",
     "counts_per_step", "energy_round_uj", "energy_source", "peak_sram_bytes", "fidelity_max_rel_err", "wall_s",
