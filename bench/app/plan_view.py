@@ -136,19 +136,27 @@ def _sparse_option(text: str | None) -> SparseSpec | None:
         raise click.BadParameter(f"{e}", param_hint="--sparse") from None
 
 
-def print_contributions(c: Contributions) -> None:
+def print_contributions(c: Contributions, unit: str = "layer", how: str = "SGD") -> None:
     t = Table(title=f"Contribution analysis, {c.model}: held-out accuracy of host fine-tuning trials")
     for col in ("trial", "held-out acc", "Δacc"):
         t.add_column(col, justify="right" if col != "trial" else "left")
-    t.add_row(f"classifier only (layer {c.classifier})", f"{c.base_acc:.1%}", "–")
+    t.add_row(f"classifier only ({unit} {c.classifier})", f"{c.base_acc:.1%}", "–")
     for k, acc in c.bias_acc.items():
         if k > 1:
-            t.add_row(f"biases of last {k} layers (+ classifier)", f"{acc:.1%}", f"{c.delta_bias(k) * 100:+.1f} pt")
+            t.add_row(f"biases of last {k} {unit}s (+ classifier)", _pct(acc), _pt(c.delta_bias(k)))
     for (i, r), acc in c.weight_acc.items():
-        t.add_row(f"+ layer {i} weights at {r:g} (all biases)", f"{acc:.1%}", f"{c.delta_weight(i, r) * 100:+.1f} pt")
-    t.caption = (f"{c.steps} batch-1 SGD steps at lr {c.lr:g} on {c.n_train} samples of the device-train split, scored "
-                 f"on {c.n_holdout} held-out ones (not the eval split); mean of {c.repeats} sample orders")
+        t.add_row(f"+ {unit} {i} weights at {r:g} (all biases)", _pct(acc), _pt(c.delta_weight(i, r)))
+    t.caption = (f"{c.steps} batch-1 {how} steps at lr {c.lr:g} on {c.n_train} samples of the device-train split, "
+                 f"scored on {c.n_holdout} held-out ones (not the eval split); mean of {c.repeats} sample orders")
     out.print(t)
+
+
+def _pct(acc: float) -> str:
+    return "refused by the planner" if acc != acc else f"{acc:.1%}"
+
+
+def _pt(delta: float) -> str:
+    return "–" if delta != delta else f"{delta * 100:+.1f} pt"
 
 
 def print_schemes(schemes: list[Scheme], budget: int, what: str) -> None:
@@ -158,9 +166,10 @@ def print_schemes(schemes: list[Scheme], budget: int, what: str) -> None:
     best = schemes[0]
     out.print(f"\nbest scheme within {budget:,} B of {what}: {best.memory:,} B, expected gain "
               f"{best.gain * 100:+.1f} pt over classifier-only (contributions assumed additive)\n")
-    out.print("techniques = [\"sparse-fp32\"]\n" + best.toml(), highlight=False, markup=False)
+    out.print(f"techniques = [\"sparse-{best.numerics}\"]\n" + best.toml(), highlight=False, markup=False)
     t = Table(title="Runner-up schemes")
-    for col in ("rank", "bias_k", "weights (layer: ratio)", "memory", "expected gain"):
+    unit = "op" if best.numerics == "int8" else "layer"
+    for col in ("rank", "bias_k", f"weights ({unit}: ratio)", "memory", "expected gain"):
         t.add_column(col, justify="right")
     for n, s in enumerate(schemes, 1):
         w = ", ".join(f"{i}: {r:g}" for i, r in (*s.layers, (s.classifier, 1.0)))
@@ -169,8 +178,9 @@ def print_schemes(schemes: list[Scheme], budget: int, what: str) -> None:
 
 
 def show_plan(model_name: str, technique: str | None, board_name: str, task: str, seed: int,
-             profile_spec: str | None, last_k: int | None, sparse_text: str | None, budget: str | None, steps: int,
-             lr: float, repeats: int, budget_of: str, as_json: bool = False) -> None:
+             profile_spec: str | None, last_k: int | None, sparse_text: str | None, budget: str | None,
+             steps: int | None, lr: float | None, repeats: int | None, budget_of: str, as_json: bool = False,
+             depth: int = 6) -> None:
     """`bench plan` (bench.app.cli_plan): the plan of a technique, or the sparse scheme search of --budget;
     ``as_json``: the same figures as one JSON object on stdout (the search's progress goes to stderr)."""
     from bench.model.tasks import load_task
@@ -182,10 +192,15 @@ def show_plan(model_name: str, technique: str | None, board_name: str, task: str
         raise ConfigError(f"unknown board '{board_name}'; known: {', '.join(catalogue)}")
     board = catalogue[board_name]
     if model_name.endswith(".tflite"):
-        if budget is not None or technique is None:
-            raise click.UsageError("a .tflite MODEL takes --technique (its int8 plan or fp32 training memory); "
-                                   "--budget needs a bench model and its task")
-        _tflite_plan(Path(model_name), technique, board, profile_spec, last_k, sparse_text, as_json)
+        if (technique is None) == (budget is None):
+            raise click.UsageError("a .tflite MODEL takes --technique (its int8 plan or fp32 training memory) or "
+                                   "--budget (search its int8 sparse scheme; with --profile for the task)")
+        if budget is not None:
+            _tflite_budget(Path(model_name), board, profile_spec, budget, steps, lr, repeats, depth, budget_of,
+                           as_json)
+        else:
+            assert technique is not None
+            _tflite_plan(Path(model_name), technique, board, profile_spec, last_k, sparse_text, as_json)
         return
     if model_name not in model_names():
         raise ConfigError(f"unknown model '{model_name}'; known: {', '.join(model_names())}")
@@ -195,13 +210,11 @@ def show_plan(model_name: str, technique: str | None, board_name: str, task: str
     model = build_model(model_name, ds, seed, CACHE_DIR)
     fw, note = built_firmware(board)
     if budget is not None:
-        try:
-            limit = parse_bytes(budget)
-        except ValueError as e:
-            raise click.BadParameter(str(e), param_hint="--budget") from None
+        limit = _budget_bytes(budget)
         with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():  # tables aside
             found = _budget(model, ds, board, fw if budget_of == "sram" else None,
-                            note if budget_of == "sram" else "by request", limit, seed, steps, lr, repeats)
+                            note if budget_of == "sram" else "by request", limit, seed, steps or 300, lr or 0.02,
+                            repeats or 3)
         if as_json:
             click.echo(json.dumps(found, indent=1))
         return
@@ -466,3 +479,65 @@ def _tflite_int8_plan(path: Path, model: QModel, tech: Technique, board: Board, 
     for line in lines:
         out.print(line, highlight=False)
     out.print("All figures are planned (bench.plan.int8: the plan the device loads), not measured.", highlight=False)
+
+
+# ---- imported graphs (.tflite): the int8 sparse-scheme search ------------------------------------------------------
+
+
+def _budget_bytes(budget: str) -> int:
+    try:
+        return parse_bytes(budget)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--budget") from None
+
+
+def _tflite_budget(path: Path, board: Board, profile_spec: str | None, budget: str, steps: int | None,
+                   lr: float | None, repeats: int | None, depth: int, budget_of: str, as_json: bool) -> None:
+    """`bench plan MODEL.tflite --budget`: contribution trials with the host integer reference on the profile's task
+    (adapted to the graph, its head_classes applied), then the scheme search within the budget."""
+    from bench.app.runner import Bench
+    from bench.plan.search_int8 import analyse_graph, search_graph
+
+    if profile_spec is None:
+        raise click.UsageError("--budget on a .tflite MODEL needs --profile: its task (the trials' data), "
+                               "head_classes and lr")
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    limit = _budget_bytes(budget)
+    profile = load_profile(profile_spec).model_copy(update={"model": str(path.resolve())})
+    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+        bench = Bench(CACHE_DIR / "plan-budget")
+        i8 = bench.int8(bench.prepare(profile))
+        trial_lr = lr or profile.lr_for(profile.technique("sparse-int8"))
+        n = [0]
+
+        def progress(line: str) -> None:
+            n[0] += 1
+            print(f"  trial {n[0]}: {line}", file=sys.stderr, flush=True)
+
+        contrib = analyse_graph(i8.qmodel, i8.x_train, i8.y_train, profile.seed, steps or 100, trial_lr,
+                                repeats or 1, depth, progress)
+        print_contributions(contrib, "op", "int8 (host integer reference)")
+        fw, note = built_firmware(board) if budget_of == "sram" else (None, "by request")
+        if fw is not None:
+            what = (f"required SRAM on {board.name} (static {fw.static_bytes:,} + arena + stack {fw.stack_bytes:,}; "
+                    f"{note})")
+            schemes, report = search_graph(i8.qmodel, contrib, limit, trial_lr,
+                                           lambda p: fw.static_bytes + p.arena_bytes + fw.stack_bytes)
+        else:
+            what = f"planned arena ({note}: static and stack not counted)"
+            schemes, report = search_graph(i8.qmodel, contrib, limit, trial_lr)
+        out.print(f"trials: {len(contrib.weight_acc) + len(contrib.bias_acc)} × {contrib.repeats} int8 fine-tuning "
+                  f"runs of {contrib.steps} steps took {contrib.seconds:.1f} s on the host", highlight=False)
+        out.print(f"search: {report.method}, {report.evaluated:,} of {report.schemes_possible:,} schemes planned"
+                  + (f" ({report.generations} generations of {report.population})"
+                     if report.method == "evolutionary" else ""), highlight=False)
+        print_schemes(schemes, limit, what)
+    if as_json:
+        click.echo(json.dumps({"how": "planned (host int8 fine-tuning trials)", "model": path.name,
+                               "board": board.name, "budget_bytes": limit, "budget_of": what,
+                               "search": report.method, "schemes_possible": report.schemes_possible,
+                               "schemes_planned": report.evaluated, "trial_seconds": round(contrib.seconds, 2),
+                               "schemes": [{"bias_k": sc.bias_k, "layers": [list(x) for x in sc.layers],
+                                            "classifier": sc.classifier, "memory_bytes": sc.memory,
+                                            "expected_gain": sc.gain} for sc in schemes]}, indent=1))

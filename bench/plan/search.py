@@ -73,9 +73,10 @@ class Scheme:
     classifier: int
     gain: float  # Δacc_b[k] + Σ Δacc_W (expected gain over classifier-only, assuming additivity)
     memory: int  # planned bytes the budget is compared with
+    numerics: str = "fp32"  # "int8" on an imported graph (layers are then op indices)
 
     def technique(self) -> Technique:
-        return sparse_technique(self.bias_k, dict(self.layers), self.classifier)
+        return sparse_technique(self.bias_k, dict(self.layers), self.classifier, self.numerics)
 
     def toml(self) -> str:
         """A ready-to-paste ``[sparse]`` table."""
@@ -83,10 +84,12 @@ class Scheme:
         return f"[sparse]\nbias_k = {self.bias_k}\nlayers = {{ {entries} }}"
 
 
-def sparse_technique(bias_k: int, layers: dict[int, float], classifier: int) -> Technique:
+def sparse_technique(bias_k: int, layers: dict[int, float], classifier: int, numerics: str = "fp32") -> Technique:
     """The sparse technique of a scheme: the classifier's weights always train, in full."""
     chosen = {**{i: r for i, r in layers.items() if r > 0}, classifier: 1.0}
-    return Technique(scheme="sparse", numerics="fp32", k=bias_k, layers=tuple(sorted(chosen.items())))
+    assert numerics in ("fp32", "int8")
+    return Technique(scheme="sparse", numerics="int8" if numerics == "int8" else "fp32", k=bias_k,
+                     layers=tuple(sorted(chosen.items())))
 
 
 def split_device_train(task: DeviceDataset, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
