@@ -12,11 +12,13 @@ Definitions (one step, batch 1):
 
 - logits gradient: e = p + 128 − 256·onehot (p the int8 softmax output), g = rdbp(e, k) with the smallest k ≥ 0
   giving |g| ≤ 127, E = k (rdbp: divide by 2^k rounding half away from zero);
-- per weighted op with output gradient (g, E): g' = 0 where the op's output sits at a fused-activation bound,
+- per weighted op with output gradient (g, E): g' = 0 where the op's output sits at a bound of its fused activation
+  (y ≤ act_min or y ≥ act_max, whatever those codes are: a ReLU with zp −128 has act_min −128),
   h = floor((g'·m[o] + 128) / 256);
   input gradient acc = Σ h·W̄ (the transposed op; depthwise: per channel), g_in = rdbp(acc, k), E_in = E − 7 + k;
 - AVERAGE_POOL_2D (no parameters): acc = Σ over the windows covering an input of g·round(2^16 / count), g_in =
-  rdbp(acc, k), E_in = E − 16 + k; MAX_POOL_2D: acc = Σ of the g of the windows whose first in-bounds maximum
+  rdbp(acc, k), E_in = E − 16 + k; MEAN over h and w likewise, one window of h·w positions (the real mean's
+  derivative is 1/(h·w) whatever its scales); MAX_POOL_2D: acc = Σ of the g of the windows whose first in-bounds maximum
   (row-major taps) an input is, g_in = rdbp(acc, k), E_in = E + k; RESHAPE passes (g, E) on;
   bias accumulator a_b[o] = Σ_positions h[., o]; weight accumulator a[o] = Σ_positions h[., o]·(x − zp_x)
   (depthwise: at input channel o // dm only, one accumulator per tap);
@@ -188,12 +190,7 @@ def _mask(model: QModel, i: int, y: np.ndarray) -> np.ndarray:
     assert isinstance(o, ConvOptions | FullyConnectedOptions)
     s_y, zp_y = int8prep.qparams(model.tensors[op.outputs[0]])
     lo, hi = quant.activation_range(o.activation, s_y, zp_y)
-    keep = np.ones(y.shape, bool)
-    if lo > -128:
-        keep &= y > lo
-    if hi < 127:
-        keep &= y < hi
-    return keep
+    return (y > lo) & (y < hi)  # at a bound the activation's derivative is 0 (ReLU's lo: its zero, often code -128)
 
 
 def _pads(model: QModel, i: int) -> tuple[int, int, int, int]:
@@ -277,6 +274,13 @@ def _pool_input_grad(model: QModel, i: int, g: np.ndarray) -> np.ndarray:
             if count > 0:
                 acc[ys, xs] += g[oy, ox] * ((2**POOL_SHIFT + count // 2) // count)
     return acc
+
+
+def _mean_input_grad(shape: tuple[int, ...], g: np.ndarray) -> np.ndarray:
+    """MEAN over h and w: every input position gets its channel's g·round(2^16 / (h·w)); [h, w, c] int64."""
+    h, w, c = shape
+    count = h * w
+    return np.broadcast_to(g * ((2**POOL_SHIFT + count // 2) // count), (h, w, c)).astype(np.int64)
 
 
 def _maxpool_input_grad(model: QModel, i: int, x: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -371,6 +375,11 @@ class Int8Trainer:
                 continue
             if top.kind == "AVERAGE_POOL_2D":
                 acc = _pool_input_grad(model, i, np.asarray(g, np.int64).reshape(acts[i + 1].shape[-3:]))
+                k = requant_shift(acc)
+                g, e = rdbp(acc, k).ravel(), e - POOL_SHIFT + k
+                continue
+            if top.kind == "MEAN":
+                acc = _mean_input_grad(acts[i].shape[-3:], np.asarray(g, np.int64).ravel())
                 k = requant_shift(acc)
                 g, e = rdbp(acc, k).ravel(), e - POOL_SHIFT + k
                 continue

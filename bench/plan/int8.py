@@ -412,8 +412,9 @@ MAX_SHIFT, MIN_SHIFT = 60, -160  # update multiplier exponents the device accept
 I32_MAX = 2**31 - 1
 H_MAX = 16256  # |h| <= (127·32768 + 128) >> 8
 TRAINABLE_OPS = ("CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D")
-BACKWARD_OPS = (*TRAINABLE_OPS, "AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE")
+BACKWARD_OPS = (*TRAINABLE_OPS, "AVERAGE_POOL_2D", "MAX_POOL_2D", "MEAN", "RESHAPE")
 POOLS = ("AVERAGE_POOL_2D", "MAX_POOL_2D")
+PARAMLESS = (*POOLS, "MEAN")  # backward records with a scratch and no parameters
 TF_TRAIN_W, TF_TRAIN_B, TF_NEED_DX, TF_MASK = 1, 2, 4, 8
 # The device's op tables (firmware/engine/qplan.h, its qplan_tables): a node per op and a record per backward op
 # share a pool of 64 nodes and 16 records; a step's gradient statistics (GSTAT_SLOT bytes per trained tensor, in the
@@ -502,7 +503,7 @@ def _train_plan(model: QModel, spec: QTrainSpec) -> QTrainPlan:
         op = model.ops[i]
         if op.kind not in BACKWARD_OPS:
             raise _refuse(i, op, "backward is not supported for this op (CONV_2D, DEPTHWISE_CONV_2D, "
-                                 "FULLY_CONNECTED, AVERAGE_POOL_2D, MAX_POOL_2D, RESHAPE)")
+                                 "FULLY_CONNECTED, AVERAGE_POOL_2D, MAX_POOL_2D, MEAN, RESHAPE)")
         if i > first and op.inputs[0] != model.ops[i - 1].outputs[0]:
             raise _refuse(i, op, "the backward path must be a chain (each op reads the previous op's output)")
         need_dx = i > first
@@ -520,19 +521,17 @@ def _train_plan(model: QModel, spec: QTrainSpec) -> QTrainPlan:
             ops[i] = QTrainOp(i, op.kind, False, False, need_dx, False, (), np.zeros(0, np.int64),
                               np.zeros((0, 2), np.int64), np.zeros((0, 2), np.int64), 0.0, c, kept)
             continue
-        if op.kind == "RESHAPE":
+        if op.kind in ("RESHAPE", "MEAN"):  # MEAN: as AVERAGE_POOL_2D, c kept and E down by POOL_SHIFT
             ops[i] = QTrainOp(i, op.kind, False, False, need_dx, False, (), np.zeros(0, np.int64),
                               np.zeros((0, 2), np.int64), np.zeros((0, 2), np.int64), 0.0, c)
             continue
         x, y = model.tensors[op.inputs[0]], model.tensors[op.outputs[0]]
         s_x, _ = int8prep.qparams(x)
-        s_y, zp_y = int8prep.qparams(y)
         s_w = _weight_scales(model, op)
         out_c = len(s_w)
         o = op.options
         assert isinstance(o, ConvOptions | FullyConnectedOptions)
-        lo, hi = quant.activation_range(o.activation, s_y, zp_y)
-        mask = lo > -128 or hi < 127
+        mask = o.activation != "NONE"  # a fused activation: no gradient where it holds the output at a bound
         if op.kind == "FULLY_CONNECTED" and int(np.prod(x.shape)) != model.tensors[op.inputs[1]].shape[1]:
             raise _refuse(i, op, "training needs one input row")
         train_w, train_b = (i, "w") in spec.trainable, (i, "b") in spec.trainable
@@ -627,7 +626,7 @@ def _train_buffers(model: QModel, tplan: QTrainPlan, acts: list[QBuffer]) -> lis
         out_c, row = len(top.m), _row(model, op)
         n_out = int(np.prod(model.tensors[op.outputs[0]].shape))
         n_in = int(np.prod(model.tensors[op.inputs[0]].shape))
-        if top.kind in POOLS:
+        if top.kind in PARAMLESS:
             out.append(QBuffer(f"scratch{i}", _scratch_bytes(top, n_out, n_in, 0), 2 * n - i, 2 * n - i,
                                kind="gradients"))
             continue
@@ -676,7 +675,7 @@ def _train_section(model: QModel, tplan: QTrainPlan, off: dict[str, int], consts
         if top.kind == "RESHAPE":
             records[TRAIN_RECORD * i: TRAIN_RECORD * (i + 1)] = TQPL_TRAIN_RECORD.pack(rec)
             continue
-        if top.kind in POOLS:
+        if top.kind in PARAMLESS:
             rec |= {"scratch": off[f"scratch{i}"],
                     "scratch_bytes": _scratch_bytes(top, int(np.prod(model.tensors[op.outputs[0]].shape)),
                                                     int(np.prod(model.tensors[op.inputs[0]].shape)), 0)}

@@ -389,6 +389,26 @@ static void t_avgpool_bwd(void)
     }
 }
 
+/* MEAN backward: random shapes against the plain reference; 3x3 positions share one reciprocal, 65536 / 9 rounded */
+static void t_mean_bwd(void)
+{
+    for (int trial = 0; trial < 200; trial++) {
+        qmean_t p = {(uint16_t)rnd(1, 12), (uint16_t)rnd(1, 12), (uint16_t)rnd(1, 40), 0, 0, 0, 0};
+        uint32_t n_in = (uint32_t)p.h * p.w * p.c;
+        fill8(G8, p.c);
+        mean_i8_input_grad(&p, G8, ACC);
+        mean_i8_input_grad_ref(&p, G8, ACCR);
+        CHECK(memcmp(ACC, ACCR, n_in * sizeof *ACC) == 0);
+    }
+    {
+        qmean_t p = {3, 3, 2, 0, 0, 0, 0};
+        int8_t g[2] = {9, -100};
+        mean_i8_input_grad(&p, g, ACC);
+        for (uint32_t j = 0; j < 9; j++)
+            CHECK(ACC[2 * j] == 9 * 7282 && ACC[2 * j + 1] == -100 * 7282);
+    }
+}
+
 /* max pool backward: random shapes, paddings and strides (overlapping windows sum), inputs on a few levels so
  * windows hold ties; a hand case routes to the first of two equal maxima */
 static void t_maxpool_bwd(void)
@@ -421,6 +441,7 @@ const test_case_t qtrain_tests[] = {
     {"int8 train: conv backward optimized == reference (sparse rows)", t_conv_bwd},
     {"int8 train: depthwise input and weight gradients optimized == reference", t_dwconv_bwd},
     {"int8 train: average pool backward optimized == reference", t_avgpool_bwd},
+    {"int8 train: mean backward optimized == reference", t_mean_bwd},
     {"int8 train: update step exact, optimized == reference", t_update},
     {"int8 train: Q16 residual carries sub-LSB steps; saturation", t_residual},
     {"int8 train: fused fully-connected row update optimized == reference", t_fc_update_row},

@@ -46,8 +46,9 @@ int32_t qgrad_logits_ref(const int8_t *p, uint32_t n, uint32_t label, int8_t *g)
 int32_t qgrad_requant(const int32_t *acc, uint32_t n, int8_t *g);
 int32_t qgrad_requant_ref(const int32_t *acc, uint32_t n, int8_t *g);
 
-/* h[i] = (g'[i]·m[i % out_c] + 128) >> 8 for n values, g' = 0 where the op's int8 output y is at a fused-activation
- * bound (y <= lo when lo > -128, y >= hi when hi < 127); y NULL = no mask. */
+/* h[i] = (g'[i]·m[i % out_c] + 128) >> 8 for n values, g' = 0 where the op's int8 output y is at a bound of its
+ * fused activation (y <= lo or y >= hi: a ReLU's lo is its zero, which is code -128 when zp_out is); y NULL = no
+ * mask (an op without a fused activation). */
 void qgrad_prep(const int8_t *g, const int8_t *y, int32_t lo, int32_t hi, const int32_t *m, uint32_t n,
                 uint32_t out_c, int16_t *h);
 void qgrad_prep_ref(const int8_t *g, const int8_t *y, int32_t lo, int32_t hi, const int32_t *m, uint32_t n,
@@ -82,6 +83,9 @@ void dwconv_i8_weight_grad_ref(const qconv_t *p, const int16_t *h, const int8_t 
  * in-bounds taps); the input gradient's exponent is E - QGRAD_POOL_SHIFT + k after qgrad_requant */
 void avgpool_i8_input_grad(const qpool_t *p, const int8_t *g, int32_t *acc);
 void avgpool_i8_input_grad_ref(const qpool_t *p, const int8_t *g, int32_t *acc);
+/* MEAN over h and w: every input position gets g[ch]·round(65536 / (h·w)) (exponent drops by QGRAD_POOL_SHIFT) */
+void mean_i8_input_grad(const qmean_t *p, const int8_t *g, int32_t *acc);
+void mean_i8_input_grad_ref(const qmean_t *p, const int8_t *g, int32_t *acc);
 /* MAX_POOL_2D: acc[iy][ix][c] = sum of the g of the windows whose first in-bounds maximum (row-major taps, from the
  * input x) it is; the input gradient's exponent is E + k after qgrad_requant */
 void maxpool_i8_input_grad(const qpool_t *p, const int8_t *x, const int8_t *g, int32_t *acc);

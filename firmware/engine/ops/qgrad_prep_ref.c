@@ -6,7 +6,7 @@ void qgrad_prep_ref(const int8_t *g, const int8_t *y, int32_t lo, int32_t hi, co
 {
     for (uint32_t i = 0; i < n; i++) {
         int32_t v = g[i], t;
-        if (y && ((lo > -128 && y[i] <= lo) || (hi < 127 && y[i] >= hi)))
+        if (y && (y[i] <= lo || y[i] >= hi))
             v = 0;
         t = v * m[i % out_c] + 128;
         h[i] = (int16_t)(t >= 0 ? t / 256 : -((-t + 255) / 256)); /* floor(t / 256) */

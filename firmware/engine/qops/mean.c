@@ -1,6 +1,7 @@
-/* MEAN over h and w: forward only (no backward yet: it may only sit below the lowest trained op). */
+/* MEAN over h and w, and its input gradient (Keras' GlobalAveragePooling2D: MobileNetV2- and MCUNet-style heads). */
 #include "qops.h"
 #include "formats.h"
+#include "ops/qgrad.h"
 #include "ops/qop.h"
 
 static int parse(qparse_t *c, qoprec_t *o, qnode_t *n)
@@ -20,4 +21,25 @@ static void forward(const qnode_t *n)
     mean_i8(&n->k.mean, n->x, n->y);
 }
 
-const qop_kind_t qk_mean = {"MEAN", parse, forward, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, NULL, NULL};
+/* on the backward path a MEAN is never the lowest op (it has nothing to train), so it always passes a gradient down */
+static int parse_train(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t, qnode_t *n)
+{
+    const qmean_t *k = &n->k.mean;
+    t->n_in = (uint32_t)k->h * k->w * k->c;
+    if (t->flags != QTF_NEED_DX)
+        return qp_tfail(c, i, "qplan: mean backward needs need_dx only");
+    t->dout = qp_arena_at(c, le32(r + TQPL_TR_DOUT), n->n_out);
+    t->acc = qp_arena_at(c, le32(r + TQPL_TR_SCRATCH) + ((2u * n->n_out + 3u) & ~3u), 4ull * t->n_in);
+    if (!t->dout || !t->acc || le32(r + TQPL_TR_SCRATCH_BYTES) < ((2u * n->n_out + 3u) & ~3u) + 4u * t->n_in)
+        return qp_tfail(c, i, "qplan: gradient or scratch buffers outside arena");
+    return qp_din(c, i, r, t);
+}
+
+static int32_t backward(const qnode_t *n, const qtop_t *t, int32_t e)
+{
+    mean_i8_input_grad(&n->k.mean, t->dout, t->acc);
+    return e - QGRAD_POOL_SHIFT + qgrad_requant(t->acc, t->n_in, t->din);
+}
+
+const qop_kind_t qk_mean = {"MEAN", parse, forward, parse_train, NULL, NULL, NULL, backward, NULL, 0, NULL, NULL,
+                            NULL};
