@@ -70,8 +70,7 @@ class FedSettings:
     rounds: int = 10
     local_steps: int = 50
     alpha: float | None = 0.5  # Dirichlet label skew; None: IID
-    techniques: tuple[str, ...] = ()  # per client, cycled over the rack (fp32 or int8); default: the profile's
-    # first fp32 one
+    techniques: tuple[str, ...] = ()  # per client (fp32 or int8), cycled; default: the profile's first fp32 one
     eval_samples: int = 0  # the global model's evaluation (0: the whole eval split)
     local_eval: int = 50  # each local run's own before/after evaluation
     round_timeout_s: float | None = None  # straggler: a client's round longer than this is dropped (default timeout_s)
