@@ -10,19 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.app.runner import board_lock
 from bench.config.boards import load_catalogue
-from bench.image.firmware import assemble, build_firmware
 from bench.link import session
-from bench.link.link import Link
 from bench.model.qgraph import ConvOptions, FullyConnectedOptions, MeanOptions, QModel, QOp, SoftmaxOptions
 from bench.numerics import int8prep, int8ref, int8train
 from bench.plan.blob import int8_dataset_blob
 from bench.plan.int8 import QTrainSpec, compile_qplan
 from bench.records import fidelity
 from bench.records.run import RunRecord
-from bench.target.drivers import QemuTarget
 from tests.test_int8ref import _Zoo
+from tests.twin_session import plan_on_twin
 
 LR = 0.01
 TRAIN = frozenset({(0, "w"), (0, "b"), (2, "w"), (2, "b")})
@@ -82,17 +79,8 @@ def test_int8_training_through_a_mean_is_exact_on_a_twin(tmp_path: Path) -> None
     scale, zp = int8prep.qparams(model.tensors[model.inputs[0]])
     data = int8_dataset_blob(x[:30], y[:30], x[30:], y[30:], 10, scale, zp)
     board = load_catalogue()["nucleo-f746zg"]
-    images = assemble(board, "emulated", build_firmware(board), plan, data, tmp_path / "images")
     rec = RunRecord(run_id="mean", board=board, target_kind="emulated", technique="full-int8", model=model.name)
-    with board_lock("nucleo-f746zg"):
-        target = QemuTarget(board, tmp_path / "qemu.log")
-        target.load(images)
-        target.reset()
-        try:
-            with Link.open(target.url, board.serial.baudrate, tmp_path, name="mean") as link:
-                session.hello(link)
-                session.train(link, rec, session.TrainSettings(4, LR, 3, 1, 5), idle_timeout=30, name="mean")
-        finally:
-            target.close()
+    with plan_on_twin(board, plan, data, tmp_path, "mean") as link:
+        session.train(link, rec, session.TrainSettings(4, LR, 3, 1, 5), idle_timeout=30, name="mean")
     checks = fidelity.check_int8_gradients(rec, plan, x[:30], y[:30])
     assert len(checks) == 4 * 4 and all(c.exact for c in checks), [c for c in checks if not c.exact]

@@ -19,12 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.app.runner import board_lock, load_profile
+from bench.app.runner import load_profile
 from bench.config.boards import load_catalogue
 from bench.config.profile import parse_technique
-from bench.image.firmware import assemble, build_firmware
+from bench.image.firmware import build_firmware
 from bench.link import session
-from bench.link.link import Link
 from bench.model.tasks import load_task
 from bench.model.tasks.digits96 import digits96
 from bench.numerics import int8ref
@@ -33,8 +32,8 @@ from bench.plan import int8 as qplan
 from bench.plan.select import sparse_spec
 from bench.records import fidelity
 from bench.records.run import RunRecord
-from bench.target.drivers import QemuTarget
 from bench.tflite.head import replace_head
+from tests.twin_session import plan_on_twin
 
 pytestmark = pytest.mark.twin
 N_TRAIN, N_EVAL, STEPS, CHECK_STEPS, LR = 40, 20, 40, 2, 0.05
@@ -52,24 +51,15 @@ def test_person_detect_sparse_int8_on_m7_twin(shared_models: Path, tmp_path: Pat
     assert {plan.train.ops[i].kind for i in plan.train.ops} >= {"AVERAGE_POOL_2D", "DEPTHWISE_CONV_2D", "RESHAPE"}
     scale, zp = int8ref.input_qparams(model)
     data = blob.int8_dataset_blob(x, y, xe, ye, 10, scale, zp)
-    fw = build_firmware(board)
-    images = assemble(board, "emulated", fw, plan, data, tmp_path / "images")  # refuses what exceeds 1 MB of flash
     check = RunRecord(run_id="pd.check", board=board, target_kind="emulated", technique="sparse-int8",
                       model=model.name)
     run = RunRecord(run_id="pd", board=board, target_kind="emulated", technique="sparse-int8", model=model.name)
-    with board_lock("nucleo-f746zg"):
-        target = QemuTarget(board, tmp_path / "qemu.log")
-        target.load(images)
-        target.reset()
-        try:
-            with Link.open(target.url, board.serial.baudrate, tmp_path, name="pd") as link:
-                session.hello(link)
-                session.train(link, check, session.TrainSettings(CHECK_STEPS, LR, 1, 1, eval_samples=1),
-                              idle_timeout=300, name="pd.check")
-                session.train(link, run, session.TrainSettings(STEPS, LR, 2, 0, eval_samples=N_EVAL),
-                              idle_timeout=300, name="pd")
-        finally:
-            target.close()
+    with plan_on_twin(board, plan, data, tmp_path, "pd") as link:  # assemble refuses what exceeds 1 MB of flash
+        session.train(link, check, session.TrainSettings(CHECK_STEPS, LR, 1, 1, eval_samples=1), idle_timeout=300,
+                      name="pd.check")
+        session.train(link, run, session.TrainSettings(STEPS, LR, 2, 0, eval_samples=N_EVAL), idle_timeout=300,
+                      name="pd")
+    fw = build_firmware(board)  # the image plan_on_twin ran (built once, then cached)
     checks = fidelity.check_int8_gradients(check, plan, x, y)
     assert len(checks) == CHECK_STEPS * 13 and all(c.exact for c in checks)
     assert run.summary is not None and len(run.steps) == STEPS

@@ -65,19 +65,25 @@ int params_set(const plan_t *p, const frame_t *f, const char **why)
     return -1;
 }
 
+uint32_t params_wdata_begin(uint8_t layer, uint8_t param, uint8_t kind, uint32_t total, uint32_t off)
+{
+    uint32_t count = total - off < PARAMS_CHUNK ? total - off : PARAMS_CHUNK;
+    msg_begin(MSG_WDATA);
+    msg_u8(layer);
+    msg_u8(param);
+    msg_u8(kind);
+    msg_u8(0);
+    msg_u32(total);
+    msg_u32(off);
+    msg_u16((uint16_t)count);
+    msg_u16(0);
+    return count;
+}
+
 static void send_tensor(uint8_t layer, uint8_t param, const float *t, uint32_t n)
 {
     for (uint32_t off = 0; off < n; off += PARAMS_CHUNK) {
-        uint32_t count = n - off < PARAMS_CHUNK ? n - off : PARAMS_CHUNK;
-        msg_begin(MSG_WDATA);
-        msg_u8(layer);
-        msg_u8(param);
-        msg_u8(0); /* kind 0: f32 values */
-        msg_u8(0);
-        msg_u32(n);
-        msg_u32(off);
-        msg_u16((uint16_t)count);
-        msg_u16(0);
+        uint32_t count = params_wdata_begin(layer, param, 0, n, off); /* kind 0: f32 values */
         for (uint32_t j = 0; j < count; j++)
             msg_f32(t[off + j]);
         msg_send();

@@ -18,6 +18,9 @@ float *params_tensor(const plan_t *p, uint32_t layer, uint32_t param, uint32_t *
 int params_keep(const void *plan, const uint8_t *w);
 /* Writes a WSET body into its tensor; 0, or -1 with *why naming what is wrong (nothing written then). */
 int params_set(const plan_t *p, const frame_t *f, const char **why);
+/* Starts the WDATA frame of values [off, off + count) of a tensor of `total` values (kind 0 f32, 1 int32 words):
+ * the head, so the caller appends the values and sends; returns count (at most PARAMS_CHUNK). */
+uint32_t params_wdata_begin(uint8_t layer, uint8_t param, uint8_t kind, uint32_t total, uint32_t off);
 /* Sends every trainable tensor, layer by layer (weight, then bias), in WDATA frames. */
 void params_send(const plan_t *p);
 

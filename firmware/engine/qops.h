@@ -44,6 +44,9 @@ int qconv_parse(qparse_t *c, qoprec_t *o, qnode_t *n, int depthwise);
 /* AVERAGE_POOL_2D and MAX_POOL_2D share theirs (qops/average_pool_2d.c) */
 int qpool_parse(qparse_t *c, qoprec_t *o, qnode_t *n);
 int qpool_parse_train(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t, qnode_t *n);
+/* the buffers of a backward record without parameters (pools, MEAN; t->n_in set): dout, the int32 scratch after
+ * the h area, din (qops/average_pool_2d.c) */
+int qp_paramless_train(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t, const qnode_t *n);
 
 /* the kind of op code `op`, NULL when unknown */
 const qop_kind_t *qop_kind(uint8_t op);

@@ -145,16 +145,7 @@ int qparams_set(const qplan_t *p, const frame_t *f, const char **why)
 static void send_tensor(uint8_t op, uint8_t param, const qtop_t *t, uint32_t n)
 {
     for (uint32_t off = 0; off < n; off += PARAMS_CHUNK) {
-        uint32_t count = n - off < PARAMS_CHUNK ? n - off : PARAMS_CHUNK;
-        msg_begin(MSG_WDATA);
-        msg_u8(op);
-        msg_u8(param);
-        msg_u8(QPARAMS_KIND);
-        msg_u8(0);
-        msg_u32(n);
-        msg_u32(off);
-        msg_u16((uint16_t)count);
-        msg_u16(0);
+        uint32_t count = params_wdata_begin(op, param, QPARAMS_KIND, n, off);
         for (uint32_t j = 0; j < count; j++)
             msg_u32(word_at(t, param, off + j));
         msg_send();

@@ -30,6 +30,11 @@ int qpool_parse_train(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t, qnod
     if (t->flags != QTF_NEED_DX || k->act_min > -128 || k->act_max < 127 ||
         (uint64_t)k->k_h * k->k_w * 127u * 65536u > 0x7FFFFFFFu)
         return qp_tfail(c, i, "qplan: pool backward needs need_dx only, no fused activation, <= 258 taps");
+    return qp_paramless_train(c, i, r, t, n);
+}
+
+int qp_paramless_train(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t, const qnode_t *n)
+{
     t->dout = qp_arena_at(c, le32(r + TQPL_TR_DOUT), n->n_out);
     t->acc = qp_arena_at(c, le32(r + TQPL_TR_SCRATCH) + ((2u * n->n_out + 3u) & ~3u), 4ull * t->n_in);
     if (!t->dout || !t->acc || le32(r + TQPL_TR_SCRATCH_BYTES) < ((2u * n->n_out + 3u) & ~3u) + 4u * t->n_in)

@@ -28,11 +28,7 @@ static int parse_train(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t, qno
     t->n_in = (uint32_t)k->h * k->w * k->c;
     if (t->flags != QTF_NEED_DX)
         return qp_tfail(c, i, "qplan: mean backward needs need_dx only");
-    t->dout = qp_arena_at(c, le32(r + TQPL_TR_DOUT), n->n_out);
-    t->acc = qp_arena_at(c, le32(r + TQPL_TR_SCRATCH) + ((2u * n->n_out + 3u) & ~3u), 4ull * t->n_in);
-    if (!t->dout || !t->acc || le32(r + TQPL_TR_SCRATCH_BYTES) < ((2u * n->n_out + 3u) & ~3u) + 4u * t->n_in)
-        return qp_tfail(c, i, "qplan: gradient or scratch buffers outside arena");
-    return qp_din(c, i, r, t);
+    return qp_paramless_train(c, i, r, t, n);
 }
 
 static int32_t backward(const qnode_t *n, const qtop_t *t, int32_t e)
