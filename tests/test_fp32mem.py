@@ -5,6 +5,7 @@ and on person_detect (full backprop does not fit the NUCLEO-F746ZG; a sparse sch
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -178,7 +179,8 @@ def test_cli_plans_a_tflite_graph_with_required_vs_available(shared_models: Path
     res = CliRunner().invoke(main, ["plan", path, "--technique", "sparse-fp32", "--sparse", spec], terminal_width=200)
     assert res.exit_code == 0, res.output
     text = " ".join(res.output.split())
-    assert "fits nucleo-f746zg" in text and "does not fit" not in text.lower()
+    assert "fits nucleo-f746zg" in text and "does not fit nucleo-f746zg" not in text.lower()
+    assert "DOES NOT FIT nrf52840-dk (SRAM)" in text  # the every-board table: 256 KB is too little for this scheme
     assert "full-fp32 / sparse-fp32" in text
 
 
@@ -207,3 +209,18 @@ def test_runner_records_an_unplannable_fp32_technique_as_an_error(tmp_path: Path
     record = bench.run(prepared, RackEntry(board="nucleo-f746zg"), profile.parsed_techniques()[0])
     assert record.status == "error"
     assert record.error.startswith("Fp32MemError: ") and "ADD has no weights" in record.error
+
+
+def test_cli_gives_a_tflite_plans_fit_on_every_board(shared_models: Path):
+    """`bench plan MODEL.tflite`: besides the chosen board, one fit row per board of the catalogue, in the text and the
+    JSON, naming what does not fit (full-fp32 of person_detect: SRAM on every board)."""
+    path = str(shared_models / "person_detect.tflite")
+    boards = list(load_catalogue())
+    res = CliRunner().invoke(main, ["plan", path, "--technique", "full-fp32", "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)["boards"]
+    assert [r["board"] for r in rows] == boards and not any(r["fits_sram"] for r in rows)
+    res = CliRunner().invoke(main, ["plan", path, "--technique", "sparse-int8", "--profile", "person_detect"],
+                             terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "on every board" in res.output and all(f"fits {b}" in res.output for b in boards)

@@ -287,6 +287,23 @@ class Fit:
                 "fits_flash": self.fits_flash}
 
 
+def board_fits(arena_bytes: int, flash_blobs: int) -> list[Fit]:
+    """The same plan on every board of the catalogue (each with its own built twin image, if any)."""
+    return [Fit(b, *built_firmware(b), arena_bytes, flash_blobs) for b in load_catalogue().values()]
+
+
+def fit_table(fits: list[Fit], title: str) -> Table:
+    """One row per board: required SRAM and flash against the board's, and which one fails (planned)."""
+    t = Table(title=title)
+    for col in ("board", "required SRAM", "board SRAM", "flash end", "board flash", "verdict"):
+        t.add_column(col, justify="right" if col != "verdict" and col != "board" else "left")
+    for f in fits:
+        sram = f"{f.required_sram_bytes:,} B" + ("" if f.fw is not None else " (arena only: no image)")
+        t.add_row(f.board.name, sram, f"{f.board.sram_bytes:,} B", f"{f.flash_end_bytes:,} B",
+                  f"{f.board.flash_bytes:,} B", f.verdict())
+    return t
+
+
 def _budget(model: Model, ds, board: Board, fw: Firmware | None, note: str, budget: int, seed: int, steps: int,
             lr: float, repeats: int) -> dict[str, object]:
     """Print the contribution analysis and the schemes within ``budget``; return them for `bench plan --json`."""
@@ -420,15 +437,18 @@ def _tflite_plan(path: Path, technique: str, board: Board, profile_spec: str | N
     except ValueError as e:
         raise TechniqueError(str(e)) from None
     fw, note = built_firmware(board)
+    every = board_fits(mem.arena_bytes, fp32_weight_bytes(model))
     if as_json:
         click.echo(json.dumps({"model": path.name, "technique": tech.name,
                                **Fit(board, fw, note, mem.arena_bytes, fp32_weight_bytes(model)).row(),
                                "composition": mem.composition(), "naive_bytes": mem.naive_bytes,
-                               "full_fp32_arena_bytes": full.arena_bytes}, indent=1))
+                               "full_fp32_arena_bytes": full.arena_bytes, "boards": [f.row() for f in every]},
+                              indent=1))
         return
     out.print(fp32mem_table(mem, model, path.name))
     for line in fp32mem_totals(mem, model, board, fw, note, full):
         out.print(line, highlight=False)
+    out.print(fit_table(every, f"{path.name} · {tech.name} on every board (planned; flash: every weight as fp32)"))
     out.print("All figures are planned (bench.plan.fp32mem: host analysis with the engine's memory design), "
               "not measured.",
               highlight=False)
@@ -451,9 +471,11 @@ def _tflite_int8_plan(path: Path, model: QModel, tech: Technique, board: Board, 
         raise TechniqueError(f"{path.name}: {tech.name}: {e}") from None
     fw, note = built_firmware(board)
     fit = Fit(board, fw, note, plan.arena_bytes, len(plan.blob(0)))
+    every = board_fits(plan.arena_bytes, len(plan.blob(0)))
     if as_json:
         click.echo(json.dumps({"model": path.name, "technique": tech.name, **fit.row(),
-                               "composition": plan.composition(), "layers": plan.layer_memory()}, indent=1))
+                               "composition": plan.composition(), "layers": plan.layer_memory(),
+                               "boards": [f.row() for f in every]}, indent=1))
         return
     trained = set(plan.train.ops) if plan.train else set()
     table = Table(title=f"{path.name} · {tech.name}: int8 training plan (planned)")
@@ -478,6 +500,7 @@ def _tflite_int8_plan(path: Path, model: QModel, tech: Technique, board: Board, 
     lines.append(fit.verdict())
     for line in lines:
         out.print(line, highlight=False)
+    out.print(fit_table(every, f"{path.name} · {tech.name} on every board (planned; the dataset not counted)"))
     out.print("All figures are planned (bench.plan.int8: the plan the device loads), not measured.", highlight=False)
 
 
