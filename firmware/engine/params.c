@@ -34,35 +34,50 @@ int params_keep(const void *plan, const uint8_t *w)
     return 0;
 }
 
-int params_set(const plan_t *p, const frame_t *f, const char **why)
+int params_slice(const frame_t *f, wslice_t *s, const char **why)
 {
     const uint8_t *b = f->body;
-    uint32_t n = 0, total, offset, count;
-    float *t;
     if (f->len < MSG_WPARAM_HEAD_SIZE) {
         *why = "WSET body shorter than its 16-byte head";
         return -1;
     }
-    total = le32(b + MSG_WPARAM_HEAD_TOTAL);
-    offset = le32(b + MSG_WPARAM_HEAD_OFFSET);
-    count = le16(b + MSG_WPARAM_HEAD_COUNT);
-    t = params_tensor(p, b[MSG_WPARAM_HEAD_LAYER], b[MSG_WPARAM_HEAD_PARAM], &n);
-    if (b[MSG_WPARAM_HEAD_KIND] != 0)
-        *why = "WSET: an fp32 plan takes kind 0 frames (f32 values)";
-    else if (count > PARAMS_CHUNK || f->len != MSG_WPARAM_HEAD_SIZE + 4u * count)
+    *s = (wslice_t){b[MSG_WPARAM_HEAD_LAYER], b[MSG_WPARAM_HEAD_PARAM], b[MSG_WPARAM_HEAD_KIND],
+                    le32(b + MSG_WPARAM_HEAD_TOTAL), le32(b + MSG_WPARAM_HEAD_OFFSET), le16(b + MSG_WPARAM_HEAD_COUNT),
+                    b + MSG_WPARAM_HEAD_SIZE};
+    return 0;
+}
+
+int params_slice_ok(const frame_t *f, const wslice_t *s, uint8_t kind, uint32_t n, const char **why)
+{
+    if (s->kind != kind)
+        *why = kind ? "WSET: an int8 plan takes kind 1 frames (int32 words)"
+                    : "WSET: an fp32 plan takes kind 0 frames (f32 values)";
+    else if (s->count > PARAMS_CHUNK || f->len != MSG_WPARAM_HEAD_SIZE + 4u * s->count)
         *why = "WSET: count disagrees with the body length (at most 240 values)";
-    else if (!t)
+    else if (!n)
         *why = "WSET: no such trainable tensor in this plan";
-    else if (total != n || offset > n || count > n - offset)
+    else if (s->total != n || s->offset > n || s->count > n - s->offset)
         *why = "WSET: total, offset or count outside the tensor";
-    else {
-        for (uint32_t j = 0; j < count; j++) {
-            uint32_t u = le32(b + MSG_WPARAM_HEAD_SIZE + 4u * j);
-            memcpy(t + offset + j, &u, sizeof u);
-        }
-        return 0;
+    else
+        return 1;
+    return 0;
+}
+
+int params_set(const plan_t *p, const frame_t *f, const char **why)
+{
+    wslice_t s;
+    uint32_t n = 0;
+    float *t;
+    if (params_slice(f, &s, why))
+        return -1;
+    t = params_tensor(p, s.layer, s.param, &n);
+    if (!params_slice_ok(f, &s, 0, t ? n : 0, why))
+        return -1;
+    for (uint32_t j = 0; j < s.count; j++) {
+        uint32_t u = le32(s.values + 4u * j);
+        memcpy(t + s.offset + j, &u, sizeof u);
     }
-    return -1;
+    return 0;
 }
 
 uint32_t params_wdata_begin(uint8_t layer, uint8_t param, uint8_t kind, uint32_t total, uint32_t off)

@@ -16,6 +16,17 @@
 float *params_tensor(const plan_t *p, uint32_t layer, uint32_t param, uint32_t *n);
 /* mem_keep_fn over p's trainable tensors */
 int params_keep(const void *plan, const uint8_t *w);
+/* the head of a WSET (or WDATA) body and where its values start */
+typedef struct {
+    uint8_t layer, param, kind;
+    uint32_t total, offset, count;
+    const uint8_t *values;
+} wslice_t;
+/* parses a WSET body's head; 0, or -1 with *why (shorter than the head) */
+int params_slice(const frame_t *f, wslice_t *s, const char **why);
+/* the checks every WSET passes, in this order: its kind (0 fp32 plans, 1 int8), the body length, the tensor (n
+ * values; 0 when it does not train), the slice inside it; 1, or 0 with *why */
+int params_slice_ok(const frame_t *f, const wslice_t *s, uint8_t kind, uint32_t n, const char **why);
 /* Writes a WSET body into its tensor; 0, or -1 with *why naming what is wrong (nothing written then). */
 int params_set(const plan_t *p, const frame_t *f, const char **why);
 /* Starts the WDATA frame of values [off, off + count) of a tensor of `total` values (kind 0 f32, 1 int32 words):

@@ -110,33 +110,16 @@ static void write_words(const qplan_t *p, uint32_t op, const qtop_t *t, uint32_t
 
 int qparams_set(const qplan_t *p, const frame_t *f, const char **why)
 {
-    const uint8_t *b = f->body;
-    uint32_t total, offset, count, n, op, param;
-    if (f->len < MSG_WPARAM_HEAD_SIZE) {
-        *why = "WSET body shorter than its 16-byte head";
+    wslice_t s;
+    if (params_slice(f, &s, why) || !params_slice_ok(f, &s, QPARAMS_KIND, qparams_total(p, s.layer, s.param), why))
         return -1;
-    }
-    op = b[MSG_WPARAM_HEAD_LAYER];
-    param = b[MSG_WPARAM_HEAD_PARAM];
-    total = le32(b + MSG_WPARAM_HEAD_TOTAL);
-    offset = le32(b + MSG_WPARAM_HEAD_OFFSET);
-    count = le16(b + MSG_WPARAM_HEAD_COUNT);
-    n = qparams_total(p, op, param);
-    if (b[MSG_WPARAM_HEAD_KIND] != QPARAMS_KIND)
-        *why = "WSET: an int8 plan takes kind 1 frames (int32 words)";
-    else if (count > PARAMS_CHUNK || f->len != MSG_WPARAM_HEAD_SIZE + 4u * count)
-        *why = "WSET: count disagrees with the body length (at most 240 values)";
-    else if (!n)
-        *why = "WSET: no such trainable tensor in this plan";
-    else if (total != n || offset > n || count > n - offset)
-        *why = "WSET: total, offset or count outside the tensor";
-    else if (param == 1 && ((offset | count) & 1u))
+    if (s.param == 1 && ((s.offset | s.count) & 1u))
         *why = "WSET: bias words come in (code, residual) pairs: offset and count must be even";
-    else if (!words_ok(param, b + MSG_WPARAM_HEAD_SIZE, count))
+    else if (!words_ok(s.param, s.values, s.count))
         *why = "WSET: a word outside its range (weight beyond the int8 codes, bias code beyond 2^30, residual "
                "beyond int16)";
     else {
-        write_words(p, op, qtrain_top(p, op), param, offset, b + MSG_WPARAM_HEAD_SIZE, count);
+        write_words(p, s.layer, qtrain_top(p, s.layer), s.param, s.offset, s.values, s.count);
         return 0;
     }
     return -1;

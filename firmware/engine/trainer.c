@@ -344,10 +344,15 @@ static uint32_t prox_values(const plan_t *p)
     return total;
 }
 
+/* the anchor's arena offset: after the plan's arena, 8-byte aligned */
+static uint32_t anchor_offset(const plan_t *p)
+{
+    return (p->arena_need + 7u) & ~7u;
+}
+
 uint32_t trainer_arena_need(const plan_t *p, const start_t *a)
 {
-    uint32_t base = (p->arena_need + 7u) & ~7u;
-    return a->prox_mu != 0.0f ? base + 4u * prox_values(p) : p->arena_need;
+    return a->prox_mu != 0.0f ? anchor_offset(p) + 4u * prox_values(p) : p->arena_need;
 }
 
 /* n values of t pulled toward the anchor a: t -= lm * (t - a); four at a time (the loop costs as much as the
@@ -445,7 +450,7 @@ int trainer_run(const plan_t *p, const start_t *a, const port_info_t *info, stop
     run.lr = a->lr;
     if (a->prox_mu != 0.0f) { /* the caller checked that the anchor fits the arena */
         run.prox_lm = a->lr * a->prox_mu;
-        run.anchor = (float *)(void *)(info->arena + ((p->arena_need + 7u) & ~7u));
+        run.anchor = (float *)(void *)(info->arena + anchor_offset(p));
     }
     return runloop_train(&o, a, info, poll);
 }
