@@ -282,8 +282,7 @@ class Federation:
                 "aggregator": self.aggregator, "prox_mu": s.prox_mu,
                 "clients": {c.label: {"board": c.board.name, "technique": c.technique.name, "samples": c.n_samples,
                                       "labels": hist[i].tolist(),
-                                      "trained_values": int(sum(len(r) * self.global_tensors[k].shape[1]
-                                                                for k, r in c.rows.items()))}
+                                      "trained_values": int(self._n_values(c))}
                             for i, c in enumerate(self.clients)}}
 
     # ---- connecting -------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import contextlib
 import json
 import sys
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +32,7 @@ from bench.plan.search import Contributions, Scheme, analyse, parse_bytes, searc
 
 if TYPE_CHECKING:
     from bench.model.qgraph import QModel
+    from bench.plan.int8 import QPlan
 
 out = Console(width=150)
 
@@ -311,17 +313,26 @@ def _budget(model: Model, ds, board: Board, fw: Firmware | None, note: str, budg
     print_contributions(contrib)
     out.print(f"trials: {len(contrib.weight_acc) + len(contrib.bias_acc)} × {repeats} fine-tuning runs of {steps} "
               f"steps took {contrib.seconds:.1f} s on the host")
-    if fw is not None:
-        what = f"required SRAM on {board.name} (static {fw.static_bytes:,} + arena + stack {fw.stack_bytes:,}; {note})"
-        schemes = search(model, contrib, budget, lambda p: fw.static_bytes + p.arena_bytes + fw.stack_bytes)
-    else:
-        what = f"planned arena ({note}: static and stack not counted)"
-        schemes = search(model, contrib, budget)
+    what, memory = _budget_memory(board, fw, note)
+    schemes = search(model, contrib, budget, memory)
     print_schemes(schemes, budget, what)
     return {"how": "planned (host fine-tuning trials)", "board": board.name, "budget_bytes": budget,
-            "budget_of": what, "trial_seconds": round(contrib.seconds, 2),
-            "schemes": [{"bias_k": sc.bias_k, "layers": [list(x) for x in sc.layers], "classifier": sc.classifier,
-                         "memory_bytes": sc.memory, "expected_gain": sc.gain} for sc in schemes]}
+            "budget_of": what, "trial_seconds": round(contrib.seconds, 2), "schemes": _schemes_json(schemes)}
+
+
+def _budget_memory(board: Board, fw: Firmware | None, note: str
+                   ) -> tuple[str, Callable[[Plan | QPlan], int] | None]:
+    """What a budget is compared with, and the bytes of a plan it counts: the required SRAM with the board's built
+    image, or (``fw`` None) the planned arena, the search's default."""
+    if fw is None:
+        return f"planned arena ({note}: static and stack not counted)", None
+    return (f"required SRAM on {board.name} (static {fw.static_bytes:,} + arena + stack {fw.stack_bytes:,}; {note})",
+            lambda plan: fw.static_bytes + plan.arena_bytes + fw.stack_bytes)
+
+
+def _schemes_json(schemes: list[Scheme]) -> list[dict[str, object]]:
+    return [{"bias_k": sc.bias_k, "layers": [list(x) for x in sc.layers], "classifier": sc.classifier,
+             "memory_bytes": sc.memory, "expected_gain": sc.gain} for sc in schemes]
 
 
 
@@ -541,15 +552,8 @@ def _tflite_budget(path: Path, board: Board, profile_spec: str | None, budget: s
         contrib = analyse_graph(i8.qmodel, i8.x_train, i8.y_train, profile.seed, steps or 100, trial_lr,
                                 repeats or 1, depth, progress)
         print_contributions(contrib, "op", "int8 (host integer reference)")
-        fw, note = built_firmware(board) if budget_of == "sram" else (None, "by request")
-        if fw is not None:
-            what = (f"required SRAM on {board.name} (static {fw.static_bytes:,} + arena + stack {fw.stack_bytes:,}; "
-                    f"{note})")
-            schemes, report = search_graph(i8.qmodel, contrib, limit, trial_lr,
-                                           lambda p: fw.static_bytes + p.arena_bytes + fw.stack_bytes)
-        else:
-            what = f"planned arena ({note}: static and stack not counted)"
-            schemes, report = search_graph(i8.qmodel, contrib, limit, trial_lr)
+        what, memory = _budget_memory(board, *(built_firmware(board) if budget_of == "sram" else (None, "by request")))
+        schemes, report = search_graph(i8.qmodel, contrib, limit, trial_lr, memory)
         out.print(f"trials: {len(contrib.weight_acc) + len(contrib.bias_acc)} × {contrib.repeats} int8 fine-tuning "
                   f"runs of {contrib.steps} steps took {contrib.seconds:.1f} s on the host", highlight=False)
         out.print(f"search: {report.method}, {report.evaluated:,} of {report.schemes_possible:,} schemes planned"
@@ -561,6 +565,4 @@ def _tflite_budget(path: Path, board: Board, profile_spec: str | None, budget: s
                                "board": board.name, "budget_bytes": limit, "budget_of": what,
                                "search": report.method, "schemes_possible": report.schemes_possible,
                                "schemes_planned": report.evaluated, "trial_seconds": round(contrib.seconds, 2),
-                               "schemes": [{"bias_k": sc.bias_k, "layers": [list(x) for x in sc.layers],
-                                            "classifier": sc.classifier, "memory_bytes": sc.memory,
-                                            "expected_gain": sc.gain} for sc in schemes]}, indent=1))
+                               "schemes": _schemes_json(schemes)}, indent=1))
