@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from bench.app.cli_federate import federate_cmd
+from bench.app.cli_flower import flower_node_cmd, flower_run_cmd
 from bench.app.cli_lab import twin_host_cmd
 from bench.app.cli_plan import plan_cmd
 from bench.app.cli_rack import rack_group
@@ -562,4 +563,6 @@ main.add_command(compare_cmd)
 main.add_command(recover_cmd)
 main.add_command(plan_cmd)
 main.add_command(federate_cmd)
+main.add_command(flower_node_cmd)
+main.add_command(flower_run_cmd)
 main.add_command(verify_cmd)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,7 +15,8 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from bench.app.federate import Client, Federation
+    from bench.app.federate import Client, Federation, FedSettings
+    from bench.config.profile import Profile
 
 DEFAULT_OUT = Path("reports/federate")
 
@@ -29,30 +31,57 @@ def _kills(values: tuple[str, ...]) -> dict[str, int]:
     return out
 
 
+def federation_options(f: Callable[..., None]) -> Callable[..., None]:
+    """The options that shape a federation's clients: `bench federate`'s and every `bench flower-node`'s."""
+    options = [
+        click.option("--rack", "rack_spec", default=None, help="rack TOML file (default: the emulated rack)"),
+        click.option("--board", "names", multiple=True, help="only these boards of the rack"),
+        click.option("--local-steps", default=50, show_default=True, type=click.IntRange(1, 1_000_000),
+                     help="SGD steps each client takes per round"),
+        click.option("--alpha", default=0.5, show_default=True, type=float,
+                     help="non-IID label skew: Dirichlet alpha of each class's split over clients"),
+        click.option("--iid", is_flag=True, help="IID shards instead of the Dirichlet split"),
+        click.option("--technique", "techniques", multiple=True,
+                     help="technique per client (fp32 or int8), cycled over the rack (default: the profile's first "
+                          "fp32 one)"),
+        click.option("--prox-mu", default=0.0, show_default=True, type=click.FloatRange(0.0),
+                     help="FedProx: mu of the proximal term in every client's local SGD (fp32 backprop clients); "
+                          "with the built-in FedAvg this is FedProx, and Flower's FedProx strategy needs it"),
+        click.option("--round-timeout", "round_timeout_s", default=None, type=float,
+                     help="straggler timeout: a client's round longer than this is dropped (default: the profile's "
+                          "timeout_s)"),
+        click.option("--kill", "kills", multiple=True, metavar="LABEL@ROUND",
+                     help="fault injection on twins: kill this client's twin during that round"),
+        click.option("--seed", type=int, default=None, help="override the profile's seed (shards and sample orders)"),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def fed_settings(rounds: int, local_steps: int, alpha: float, iid: bool, techniques: tuple[str, ...],
+                 prox_mu: float, round_timeout_s: float | None, kills: tuple[str, ...]) -> FedSettings:
+    from bench.app.federate import FedSettings
+
+    return FedSettings(rounds=rounds, local_steps=local_steps, alpha=None if iid else alpha, techniques=techniques,
+                       round_timeout_s=round_timeout_s, kill=_kills(kills), prox_mu=prox_mu)
+
+
+def fed_profile(profile_spec: str, seed: int | None) -> Profile:
+    from bench.app import runner
+
+    profile = runner.load_profile(profile_spec)
+    return profile if seed is None else runner.with_overrides(profile, {"seed": seed})
+
+
 @click.command("federate")
 @click.argument("profile_spec")
-@click.option("--rack", "rack_spec", default=None, help="rack TOML file (default: the emulated rack)")
-@click.option("--board", "names", multiple=True, help="only these boards of the rack")
+@federation_options
 @click.option("--rounds", default=10, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--local-steps", default=50, show_default=True, type=click.IntRange(1, 1_000_000),
-              help="SGD steps each client takes per round")
-@click.option("--alpha", default=0.5, show_default=True, type=float,
-              help="non-IID label skew: Dirichlet alpha of each class's split over clients")
-@click.option("--iid", is_flag=True, help="IID shards instead of the Dirichlet split")
-@click.option("--technique", "techniques", multiple=True,
-              help="technique per client (fp32 or int8), cycled over the rack (default: the profile's first fp32 one)")
 @click.option("--aggregator", type=click.Choice(["fedavg", "flower"]), default="fedavg", show_default=True,
               help="the built-in FedAvg, or Flower's FedAvg strategy (needs the [flower] extra)")
 @click.option("--strategy", default="FedAvg", show_default=True,
               help="--aggregator flower: Flower's strategy (FedAvg, FedAvgM, FedAdam, FedYogi, FedAdagrad, FedProx)")
-@click.option("--prox-mu", default=0.0, show_default=True, type=click.FloatRange(0.0),
-              help="FedProx: mu of the proximal term in every client's local SGD (fp32 backprop clients); with the "
-                   "built-in FedAvg this is FedProx, and Flower's FedProx strategy needs it")
-@click.option("--round-timeout", "round_timeout_s", default=None, type=float,
-              help="straggler timeout: a client's round longer than this is dropped (default: the profile's timeout_s)")
-@click.option("--kill", "kills", multiple=True, metavar="LABEL@ROUND",
-              help="fault injection on twins: kill this client's twin during that round")
-@click.option("--seed", type=int, default=None, help="override the profile's seed (shards and sample orders)")
 @click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True)
 def federate_cmd(profile_spec: str, rack_spec: str | None, names: tuple[str, ...], rounds: int, local_steps: int,
                  alpha: float, iid: bool, techniques: tuple[str, ...], aggregator: str, strategy: str,
@@ -63,20 +92,14 @@ def federate_cmd(profile_spec: str, rack_spec: str | None, names: tuple[str, ...
 
     Exit codes: 0 every round averaged at least one client; 1 some client failed (named) or no client was left; 2 bad
     input."""
-    from bench.app import runner
     from bench.app.cli_report import wide_console
-    from bench.app.federate import FedSettings, run_federation
+    from bench.app.federate import run_federation
     from bench.app.lab import held_rack
     from bench.config.boards import filter_rack, load_catalogue, load_rack
-    from bench.report.federation import write_federation_report
 
     console = wide_console(stderr=True)
-    profile = runner.load_profile(profile_spec)
-    if seed is not None:
-        profile = runner.with_overrides(profile, {"seed": seed})
-    settings = FedSettings(rounds=rounds, local_steps=local_steps, alpha=None if iid else alpha,
-                           techniques=techniques, round_timeout_s=round_timeout_s, kill=_kills(kills),
-                           prox_mu=prox_mu)
+    profile = fed_profile(profile_spec, seed)
+    settings = fed_settings(rounds, local_steps, alpha, iid, techniques, prox_mu, round_timeout_s, kills)
     catalogue = load_catalogue()
     with held_rack(filter_rack(load_rack(rack_spec, catalogue), list(names)), catalogue, console.print) as rack:
         if aggregator == "flower":
@@ -85,7 +108,14 @@ def federate_cmd(profile_spec: str, rack_spec: str | None, names: tuple[str, ...
             fed = run_flower_federation(profile, rack, out, settings, _Progress(console, rounds), strategy)
         else:
             fed = run_federation(profile, rack, out, settings, _Progress(console, rounds))
-    rows = fed.writer.rows
+    finish(console, fed.writer.rows, out)
+
+
+def finish(console: Console, rows: list[dict[str, object]], out: Path) -> None:
+    """The round table on stdout, the report written, exit 1 naming the failures."""
+    from bench.app.cli_report import wide_console
+    from bench.report.federation import write_federation_report
+
     wide_console().print(round_table(rows))
     report = write_federation_report(out)
     console.print(f"results: {out}/rounds.parquet, federation.json; journals: {out}/journal/", soft_wrap=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -212,7 +212,10 @@ class Federation:
     """A federation of the rack's boards on one profile; `run` drives the rounds and returns the round rows."""
 
     def __init__(self, bench: Bench, profile: Profile, rack: Rack, settings: FedSettings,
-                 progress: FedProgress | None = None, aggregator: str = "fedavg (built in)") -> None:
+                 progress: FedProgress | None = None, aggregator: str = "fedavg (built in)",
+                 serve: Collection[str] | None = None) -> None:
+        """``serve``: the labels of the boards this host drives (a Flower node of a lab, `bench.app.flower_node`);
+        the others are clients of the same federation on other hosts, sharded and seeded identically. Default: all."""
         self.bench, self.profile, self.rack, self.settings = bench, profile, rack, settings
         self.aggregator = aggregator + (f", FedProx clients (mu {settings.prox_mu:g})" if settings.prox_mu else "")
         self.progress: FedProgress = progress or Quiet()
@@ -223,6 +226,7 @@ class Federation:
                                   f"implemented")
         self._x_eval_int8: np.ndarray | None = None
         self.clients = self._clients()
+        self.served = self._served(serve)
         self.global_tensors = global_init(list(self.prepared.model.layers), self.clients)
         self.writer = RoundsWriter(bench.out, self._meta())
 
@@ -255,6 +259,15 @@ class Federation:
             board = self.bench.catalogue[entry.board]
             clients.append(self._client(entry, board, tech, shards[k]))
         return clients
+
+    def _served(self, serve: Collection[str] | None) -> list[Client]:
+        if serve is None:
+            return self.clients
+        unknown = sorted(set(serve) - {c.label for c in self.clients})
+        if unknown or not serve:
+            raise FederationError(f"boards to serve {', '.join(unknown) or '(none)'}: not in the federation's rack "
+                                  f"({', '.join(c.label for c in self.clients)})")
+        return [c for c in self.clients if c.label in serve]
 
     def _client(self, entry: RackEntry, board: Board, tech: Technique, shard: np.ndarray) -> Client:
         """A client's plan: fp32 on the zoo model, or int8 on its quantised graph with the wire that maps the two."""
@@ -292,7 +305,7 @@ class Federation:
         """Every client's board locked, loaded with its plan and shard, reset and greeted (and its gradients checked
         against the host reference); a board that cannot start is marked and left out. Everything is closed on exit."""
         with ExitStack() as stack:
-            for c in self.clients:
+            for c in self.served:
                 stack.enter_context(hold(board_lock(lock_key(c.entry)), lambda what: None))
                 stack.callback(self._close, c)
                 try:
@@ -300,7 +313,7 @@ class Federation:
                 except (DoesNotFit, *RACK_FAULTS, LinkError, RuntimeError, OSError, ValueError) as e:
                     self._fail(c, 0, f"{type(e).__name__}: {e}")
                 self.progress.connected(c)
-            yield self.clients
+            yield self.served
 
     def _blob(self, c: Client) -> bytes:
         """The client's dataset blob: its shard of the training split and the whole eval split, as its plan's
@@ -392,7 +405,7 @@ class Federation:
             if row["client"] in norms:
                 row["weight_share"], row["update_norm"] = shares[str(row["client"])], norms[str(row["client"])]
         self.global_tensors = new_global
-        glob = self._global_eval(r, len(updates))
+        glob = self.global_eval(r, len(updates))
         self.writer.add([*rows, glob])
         self.progress.round_done(r, [*rows, glob])
         return glob
@@ -502,13 +515,13 @@ class Federation:
         """Whether the client trains every row of the global model (so it can hold all of it for an evaluation)."""
         return all(len(c.rows.get(k, ())) == t.shape[0] for k, t in self.global_tensors.items())
 
-    def _global_eval(self, r: int, n_updates: int) -> dict[str, object]:
+    def global_eval(self, r: int, n_updates: int) -> dict[str, object]:
         """The new global model measured on one live board (the first in rack order that trains all of it, fp32
         before int8, which would measure it requantised): WSET, then START resume with no steps (EVAL phase 0 is the
         global model on the eval split)."""
         row: dict[str, object] = {"round": r, "role": "global", "client": "(global)", "clients_averaged": n_updates,
                                   "status": "ok", "error": ""}
-        for c in sorted((c for c in self.clients if c.alive), key=lambda c: (not self._covers(c), c.wire is not None)):
+        for c in sorted((c for c in self.served if c.alive), key=lambda c: (not self._covers(c), c.wire is not None)):
             assert c.link is not None
             rec = RunRecord(run_id=f"fed.global.r{r}", board=c.board, target_kind=c.entry.kind,
                             technique=c.technique.name, model=self.prepared.model_name)

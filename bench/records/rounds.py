@@ -18,7 +18,7 @@ ROUND_COLUMNS = [
     "acc_before", "acc_local", "acc_global", "loss_global", "eval_n", "measured_on", "clients_averaged",
     "weight_share", "update_norm", "bytes_down", "bytes_up", "values_down", "values_up", "count_unit",
     "counts_per_step", "energy_round_uj", "energy_source", "peak_sram_bytes", "fidelity_max_rel_err", "wall_s",
-    "wall_down_s", "wall_up_s", "note",
+    "wall_down_s", "wall_up_s", "node", "note",
 ]
 
 

@@ -1,0 +1,1 @@
+"""The Flower App of `bench flower-run` (bench.app.flower_deploy)."""
