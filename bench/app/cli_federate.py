@@ -105,9 +105,9 @@ def federate_cmd(profile_spec: str, rack_spec: str | None, names: tuple[str, ...
         if aggregator == "flower":
             from bench.app.flower import run_flower_federation  # the optional [flower] extra
 
-            fed = run_flower_federation(profile, rack, out, settings, _Progress(console, rounds), strategy)
+            fed = run_flower_federation(profile, rack, out, settings, ConsoleProgress(console, rounds), strategy)
         else:
-            fed = run_federation(profile, rack, out, settings, _Progress(console, rounds))
+            fed = run_federation(profile, rack, out, settings, ConsoleProgress(console, rounds))
     finish(console, fed.writer.rows, out)
 
 
@@ -127,7 +127,7 @@ def finish(console: Console, rows: list[dict[str, object]], out: Path) -> None:
         sys.exit(1)
 
 
-class _Progress:
+class ConsoleProgress:
     """One line per client as it connects and per round as it ends."""
 
     def __init__(self, console: Console, rounds: int) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from bench.app.cli_federate import _Progress, fed_profile, fed_settings, federation_options, finish
+from bench.app.cli_federate import ConsoleProgress, fed_profile, fed_settings, federation_options, finish
 
 
 def _tls(insecure: bool, root_certificates: Path | None) -> bool:
@@ -70,7 +70,7 @@ def flower_node_cmd(profile_spec: str, superlink: str, serve: tuple[str, ...], n
     with held_rack(local, catalogue, console.print):
         console.print(f"Flower node on {superlink}: waiting for `bench flower-run` (SuperNode log: "
                       f"{out}/flower/supernode.log)", soft_wrap=True)
-        fed = run_node(profile, rack, out, settings, list(serve) or None, opts, _Progress(console, 0))
+        fed = run_node(profile, rack, out, settings, list(serve) or None, opts, ConsoleProgress(console, 0))
     finish(console, fed.writer.rows, out)
 
 

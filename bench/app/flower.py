@@ -7,8 +7,8 @@ any strategy that aggregates ndarrays works the same way) drive the rounds; the 
 each new global model on a board and writes the round, exactly as the built-in loop does (`bench.app.federate`).
 
 This uses Flower's gRPC server and clients (``flwr.server.start_server``, ``flwr.compat.client.app.start_client``),
-deprecated in favour of SuperLink/SuperNode deployments but served by the same strategies; a lab can point its rack
-hosts' proxy clients at one server (``--flower-server``).
+deprecated in favour of SuperLink/SuperNode deployments but served by the same strategies. A lab of several rack
+hosts runs a deployment instead: one Flower node per host (`bench.app.flower_node`, `bench.app.flower_deploy`).
 """
 
 from __future__ import annotations

@@ -156,21 +156,26 @@ def main(grid: Grid, context: Context) -> None:
 
 
 def run_server(grid: Grid, cfg: RunConfig) -> None:
+    """The federation over the connected nodes; whatever happens, every node is told to finish (its boards closed)."""
     check_strategy(cfg.strategy, cfg.prox_mu)
     node_ids = wait_for_nodes(grid, cfg.nodes, cfg.join_timeout_s)
+    try:
+        _rounds(grid, cfg, node_ids)
+    finally:
+        _ask_all(grid, node_ids, "finish", timeout=30.0, strict=False)
+
+
+def _rounds(grid: Grid, cfg: RunConfig, node_ids: list[int]) -> None:
     hellos = _ask_all(grid, node_ids, "hello")
     initial, meta = _check_hellos(hellos, cfg)
     recorder = Recorder(RoundsWriter(cfg.out, meta), {nid: str(h["node"]) for nid, (h, _) in hellos.items()},
                         [list(map(int, k)) for k in next(iter(hellos.values()))[0]["keys"]])
     for h, _ in hellos.values():
         recorder.writer.add(list(h["rows"]))  # boards that could not start: their round-0 rows
-    strategy = deploy_strategy(cfg.strategy, recorder, cfg.prox_mu, len(node_ids))
-    try:
-        result = strategy.start(grid=grid, initial_arrays=ArrayRecord(initial), num_rounds=cfg.rounds,
-                                timeout=cfg.round_timeout_s)
-        recorder.finish(result.arrays.to_numpy_ndarrays() if result.arrays else initial, cfg.out)
-    finally:
-        _ask_all(grid, node_ids, "finish", timeout=30.0, strict=False)
+    strategy = deploy_strategy(cfg.strategy, recorder, cfg.prox_mu)
+    result = strategy.start(grid=grid, initial_arrays=ArrayRecord(initial), num_rounds=cfg.rounds,
+                            timeout=cfg.round_timeout_s)
+    recorder.finish(result.arrays.to_numpy_ndarrays() if result.arrays else initial, cfg.out)
 
 
 def wait_for_nodes(grid: Grid, n: int, timeout_s: float) -> list[int]:
@@ -294,7 +299,7 @@ def _num(value: object) -> float:
     return float(value) if isinstance(value, int | float) else math.nan
 
 
-def deploy_strategy(name: str, recorder: Recorder, prox_mu: float, n_nodes: int) -> Any:
+def deploy_strategy(name: str, recorder: Recorder, prox_mu: float) -> Any:
     """Flower's strategy ``name`` training and evaluating on every connected node, its replies recorded."""
     cls = STRATEGIES[name]
 

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
+from multiprocessing import AuthenticationError
 from multiprocessing.connection import Connection, Listener
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,9 @@ def serve_requests(agent: NodeAgent, listener: Listener) -> None:
     while not agent.finished.is_set():
         try:
             conn: Connection = listener.accept()
+        except AuthenticationError:  # not our ClientApp: refused, and the agent goes on
+            log.warning("node %s: refused a local connection without the agent's key", agent.name)
+            continue
         except OSError:  # closed by `run_node` on exit
             return
         with conn:
