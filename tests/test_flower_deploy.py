@@ -111,7 +111,7 @@ def superlink(tmp_path: Path) -> Iterator[str]:
 
 def _left(marker: Path) -> list[str]:
     out = subprocess.run(["pgrep", "-af", str(marker)], capture_output=True, text=True, check=False)
-    return [line for line in out.stdout.splitlines() if "superlink" not in line and "superexec" not in line]
+    return out.stdout.splitlines()  # the superlink fixture's processes name no path under tmp_path
 
 
 @pytest.mark.twin
@@ -157,4 +157,28 @@ def test_two_rack_hosts_as_flower_nodes_give_the_built_in_global_model(tmp_path:
         local = pd.read_parquet(tmp_path / name / "rounds.parquet")
         assert set(local.query("role == 'client'")["node"]) == {name}
         assert any((tmp_path / name / "journal").iterdir())
+    assert not _left(tmp_path)
+
+
+@pytest.mark.twin
+def test_a_flower_node_stopped_by_sigterm_leaves_nothing_running(tmp_path: Path, superlink: str) -> None:
+    """A node waiting for its run (its twin flashed, its SuperNode connected) that gets SIGTERM, as a cancelled CI
+    job sends: it unwinds, and neither its SuperNode nor its QEMU outlives it."""
+    import signal
+
+    out = tmp_path / "hostA"
+    node = subprocess.Popen([BENCH, "flower-node", "quick", "--superlink", superlink, "--insecure", "--serve",
+                             "nucleo-f746zg", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        log = out / "flower" / "supernode.log"
+        deadline = time.monotonic() + 120
+        while not (log.is_file() and _left(tmp_path)) and node.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(2.0)  # the SuperNode has started its SuperExec
+        assert node.poll() is None and any("supernode" in p for p in _left(tmp_path)), _left(tmp_path)
+        node.send_signal(signal.SIGTERM)
+        output = node.communicate(timeout=60)[0].decode(errors="replace")
+    finally:
+        node.kill()
+    assert node.returncode != 0 and "Traceback" not in output, output
     assert not _left(tmp_path)

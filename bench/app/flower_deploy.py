@@ -253,6 +253,12 @@ class Recorder:
                              "status": "error", "error": str(m.error.reason)})
             else:
                 rows += json.loads(str(m.content["rows"]["json"]))
+        replied = {m.metadata.src_node_id for m in replies}
+        for nid, node in self.names.items():
+            if nid not in replied:  # down, or slower than the round timeout: its boards are not in this round
+                rows.append({"round": r, "role": "client", "client": f"(node {node})", "node": node,
+                             "status": "hang", "error": f"no reply from node {node} this round (down, or past "
+                                                        f"--round-timeout)"})
         ok = [row for row in rows if row.get("status") == "ok"]
         total = sum(_num(row.get("samples")) for row in ok)
         for row in ok:

@@ -96,7 +96,7 @@ def held_rack(rack: Rack, catalogue: dict[str, Board], say: Callable[[str], None
         client.cancel(token)  # the lock is what holds the place; the reservation has done its part
         return entry_for(place, client.resources(place.name))
 
-    with _sigterm_as_interrupt():
+    with sigterm_as_interrupt():
         try:
             with ThreadPoolExecutor(max_workers=max(len(places), 1)) as pool:
                 entries = list(pool.map(take, places))
@@ -119,7 +119,7 @@ def _release(client: LabClient, held: list[str]) -> None:
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM (a cancelled CI job) unwinds like Ctrl-C, so the places are released."""
     if threading.current_thread() is not threading.main_thread():
         yield
