@@ -211,6 +211,24 @@ def test_runner_records_an_unplannable_fp32_technique_as_an_error(tmp_path: Path
     assert record.error.startswith("Fp32MemError: ") and "ADD has no weights" in record.error
 
 
+def test_runner_records_an_unplannable_int8_technique_as_an_error(tmp_path: Path):
+    """The int8 planner's refusal is that run's record too, naming the op (this graph's SOFTMAX is not the int8
+    engine's)."""
+    from bench.app.runner import Bench, Int8Prepared, Prepared
+    from bench.config.boards import RackEntry
+    from bench.config.profile import Profile
+
+    q = _branchy()
+    x = np.zeros((1, 4, 4, 2), np.int8)
+    y = np.zeros(1, np.int64)
+    profile = Profile(name="branchy", task="digits-drift", model="branchy.tflite", techniques=["full-int8"])
+    prepared = Prepared(profile=profile, model=None, dataset=b"", x_train=x, y_train=y,
+                        int8=Int8Prepared(q, tmp_path / "branchy.tflite", b"", x, y))
+    record = Bench(tmp_path).run(prepared, RackEntry(board="nucleo-f746zg"), profile.parsed_techniques()[0])
+    assert record.status == "error"
+    assert record.error.startswith("QPlanError: operator 5: SOFTMAX: "), record.error
+
+
 def test_cli_gives_a_tflite_plans_fit_on_every_board(shared_models: Path):
     """`bench plan MODEL.tflite`: besides the chosen board, one fit row per board of the catalogue, in the text and the
     JSON, naming what does not fit (full-fp32 of person_detect: SRAM on every board)."""

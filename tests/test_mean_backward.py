@@ -1,7 +1,7 @@
 """Int8 training through MEAN (Keras' GlobalAveragePooling2D, the head of MobileNetV2- and MCUNet-style graphs):
 a small CONV_2D → MEAN → FULLY_CONNECTED → SOFTMAX graph. On the host, the integer reference's conv bias gradient
 below the MEAN is the real gradient of the dequantised network; on a twin, every streamed accumulator equals the
-reference's exactly."""
+reference's exactly. The same with two 24×24 convs, whose 576 output pixels need h_down (docs/qplan-format.md)."""
 
 from __future__ import annotations
 
@@ -84,3 +84,79 @@ def test_int8_training_through_a_mean_is_exact_on_a_twin(tmp_path: Path) -> None
         session.train(link, rec, session.TrainSettings(4, LR, 3, 1, 5), idle_timeout=30, name="mean")
     checks = fidelity.check_int8_gradients(rec, plan, x[:30], y[:30])
     assert len(checks) == 4 * 4 and all(c.exact for c in checks), [c for c in checks if not c.exact]
+
+
+# ---- 24×24 convs: 576 output pixels, more than int32 weight-gradient accumulators hold at full h (h_down 1) --------
+
+WIDE_TRAIN = frozenset({(0, "w"), (0, "b"), (1, "w"), (1, "b"), (3, "w"), (3, "b")})
+
+
+def wide_graph(seed: int = 5) -> QModel:
+    z = _Zoo(seed)
+    x = z.tensor((1, 24, 24, 2), 0.02, 5)
+    c1 = z.tensor((1, 24, 24, 4), 0.03, -128)
+    z.weighted("CONV_2D", x, (4, 3, 3, 2), c1, ConvOptions("SAME", (1, 1), "RELU"), 0)
+    c2 = z.tensor((1, 24, 24, 8), 0.03, -128)
+    z.weighted("CONV_2D", c1, (8, 3, 3, 4), c2, ConvOptions("SAME", (1, 1), "RELU"), 0)
+    axis = z.tensor((2,), dtype="int32", data=np.array([1, 2], np.int32))
+    mean = z.tensor((1, 8), 0.02, -100)
+    z.ops.append(QOp("MEAN", (c2, axis), (mean,), MeanOptions(False)))
+    logits = z.tensor((1, 10), 0.08, 3)
+    z.weighted("FULLY_CONNECTED", mean, (10, 8), logits, FullyConnectedOptions(), None)  # type: ignore[arg-type]
+    probs = z.tensor((1, 10), 1 / 256, -128)
+    z.ops.append(QOp("SOFTMAX", (logits,), (probs,), SoftmaxOptions(1.0)))
+    return QModel("wide-convs", tuple(z.tensors), tuple(z.ops), (x,), (probs,))
+
+
+def _real(model: QModel, i: int) -> tuple[np.ndarray, int]:
+    """Op i's weights dequantised [out, kh, kw, in] and its output's zero point."""
+    w = model.tensors[model.ops[i].inputs[1]]
+    assert w.data is not None and w.scale is not None
+    scale = w.scale.astype(np.float64).reshape(-1, *([1] * (w.data.ndim - 1)))
+    return w.data.astype(np.float64) * scale, int(int8prep.qparams(model.tensors[model.ops[i].outputs[0]])[1])
+
+
+def test_convs_with_many_pixels_train_with_h_down_and_keep_the_real_gradient() -> None:
+    """576 output pixels: full h would overflow the weight-gradient accumulators (the planner used to refuse, as on
+    VWW's 24×24 convs). Both convs give h one bit (h_down 1); conv 1's bias gradient, below conv 2's input gradient
+    (whose exponent carries h_down), is still the real gradient of the dequantised network."""
+    model = wide_graph()
+    plan = compile_qplan(model, QTrainSpec(WIDE_TRAIN, LR, True))
+    assert plan.train is not None
+    assert [plan.train.ops[i].h_down for i in (0, 1, 3)] == [1, 1, 0]
+    assert all(int(plan.train.ops[i].m.max()) <= 16384 for i in (0, 1))
+    rng = np.random.default_rng(3)
+    w2, _ = _real(model, 1)
+    fc, _ = _real(model, 3)
+    for _ in range(3):
+        xi, label = rng.integers(-128, 128, (24, 24, 2)).astype(np.int8), int(rng.integers(0, 10))
+        grads, _ = int8train.Int8Trainer(plan).step(xi, label)
+        outs = int8ref.forward(model, xi[None])
+        dz = (outs[-1][0].astype(np.float64) + 128) / 256 - np.eye(10)[label]
+        # a ReLU's real 0 is code -128; code 127 is int8's clamp: neither passes gradient
+        active1, active2 = ((o[0] > -128) & (o[0] < 127) for o in outs[:2])
+        dy2 = active2 * (fc.T @ dz / 576)[None, None, :]
+        pad = np.pad(dy2, ((1, 1), (1, 1), (0, 0)))
+        dx2 = sum(pad[2 - ky:26 - ky, 2 - kx:26 - kx] @ w2[:, ky, kx, :] for ky in range(3) for kx in range(3))
+        want = (active1 * dx2).sum(axis=(0, 1))
+        bias = model.tensors[model.ops[0].inputs[2]]
+        assert bias.scale is not None
+        g = grads[(0, "b")]
+        real = plan.train.ops[0].grad_scale * 2.0**g.exponent * g.values / bias.scale.astype(np.float64)
+        assert np.linalg.norm(real - want) <= 0.15 * np.linalg.norm(want) + 1e-12, (real, want)
+
+
+@pytest.mark.twin
+def test_convs_with_h_down_train_exactly_on_a_twin(tmp_path: Path) -> None:
+    model = wide_graph()
+    plan = compile_qplan(model, QTrainSpec(WIDE_TRAIN, LR, True), "full-int8")
+    rng = np.random.default_rng(11)
+    x, y = rng.integers(-128, 128, (24, 24, 24, 2)).astype(np.int8), rng.integers(0, 10, 24)
+    scale, zp = int8prep.qparams(model.tensors[model.inputs[0]])
+    data = int8_dataset_blob(x[:16], y[:16], x[16:], y[16:], 10, scale, zp)
+    board = load_catalogue()["nucleo-f746zg"]
+    rec = RunRecord(run_id="wide", board=board, target_kind="emulated", technique="full-int8", model=model.name)
+    with plan_on_twin(board, plan, data, tmp_path, "wide") as link:
+        session.train(link, rec, session.TrainSettings(3, LR, 3, 1, 4), idle_timeout=60, name="wide")
+    checks = fidelity.check_int8_gradients(rec, plan, x[:16], y[:16])
+    assert len(checks) == 3 * 6 and all(c.exact for c in checks), [c for c in checks if not c.exact]

@@ -51,7 +51,7 @@ TQPL_TRAIN_HEADER = Layout((
     ("gstat", "I"), ("tail", "12x"),
 ))
 TQPL_TRAIN_RECORD = Layout((
-    ("flags", "B"), ("reserved", "B"), ("ch_count", "H"), ("ch_off", "I"), ("w_ram", "I"), ("wres_ram", "I"),
+    ("flags", "B"), ("h_down", "B"), ("ch_count", "H"), ("ch_off", "I"), ("w_ram", "I"), ("wres_ram", "I"),
     ("b_ram", "I"), ("bres_ram", "I"), ("eff_ram", "I"), ("dout", "I"), ("din", "I"), ("scratch", "I"),
     ("scratch_bytes", "I"), ("m_off", "I"), ("upd_off", "I"), ("fwd_tmp", "I"), ("tail", "8x"),
 ))

@@ -53,12 +53,13 @@ class QTrainOp:
     need_dx: bool
     mask: bool
     channels: tuple[int, ...]  # trained weight rows (empty: all, when train_w)
-    m: np.ndarray  # int64 [out_c]: round(32768 · s_W[o] / max s_W)
+    m: np.ndarray  # int64 [out_c]: round(32768 · 2^-h_down · s_W[o] / max s_W)
     w_upd: np.ndarray  # int64 [out_c, 2]: (multiplier, shift) of the weight update
     b_upd: np.ndarray  # int64 [out_c, 2]: of the bias update
     grad_scale: float  # C: dL/dW̄ = C·2^E·a and dL/db̄ = C·2^E·a_b for the streamed accumulators a
     c_out: float  # the output gradient's constant c (real = c·2^E·g)
     kept_bytes: int = 0
+    h_down: int = 0  # h carries 2^(H_SHIFT - h_down)·g·s_W/max s_W: ops with many pixels keep int32 accumulators
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class QTrainPlan:
     ops: dict[int, QTrainOp]
 
 
-H_SHIFT = 7  # h = (g·m + 128) >> 8 carries 2^7 · g · s_W[o] / max s_W
+H_SHIFT = 7  # h = (g·m + 128) >> 8 carries 2^(7 - h_down) · g · s_W[o] / max s_W
 
 
 RES_BITS = 16  # Q16 residual per trained weight and bias
@@ -407,7 +408,7 @@ class Int8Trainer:
                 oh, ow = y.shape[-3:-1]
                 acc = _conv_input_grad(model, i, h.reshape(oh, ow, out_c), w).ravel()
             k = requant_shift(acc)
-            g_in, e_in = rdbp(acc, k), e - 7 + k
+            g_in, e_in = rdbp(acc, k), e - H_SHIFT + top.h_down + k
         xz = x.reshape(-1) - zp_x if op.kind == "FULLY_CONNECTED" else x.reshape(x.shape[-3:]) - zp_x
         if top.train_b:
             a_b = h.sum(axis=0)

@@ -410,7 +410,8 @@ def compile_qplan(model: QModel, train: QTrainSpec | None = None, name: str = "e
 
 MAX_SHIFT, MIN_SHIFT = 60, -160  # update multiplier exponents the device accepts
 I32_MAX = 2**31 - 1
-H_MAX = 16256  # |h| <= (127·32768 + 128) >> 8
+H_MAX = 16256  # |h| <= (127·32768 + 128) >> 8, and H_MAX >> h_down with m <= 32768 >> h_down
+H_DOWN_MAX = 7  # m = 32768 >> 7 = 256 still resolves the channel factors to 1/256
 TRAINABLE_OPS = ("CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D")
 BACKWARD_OPS = (*TRAINABLE_OPS, "AVERAGE_POOL_2D", "MAX_POOL_2D", "MEAN", "RESHAPE")
 POOLS = ("AVERAGE_POOL_2D", "MAX_POOL_2D")
@@ -535,28 +536,38 @@ def _train_plan(model: QModel, spec: QTrainSpec) -> QTrainPlan:
         if op.kind == "FULLY_CONNECTED" and int(np.prod(x.shape)) != model.tensors[op.inputs[1]].shape[1]:
             raise _refuse(i, op, "training needs one input row")
         train_w, train_b = (i, "w") in spec.trainable, (i, "b") in spec.trainable
-        if problem := _accumulator_bounds(model, op, need_dx, train_w):
-            raise _refuse(i, op, problem)
+        h_down = _h_down(model, i, op, need_dx, train_w)
         sel = tuple(channels.get(i, ())) if train_w else ()
         if sel and (list(sel) != sorted(set(sel)) or sel[-1] >= out_c or len(sel) >= out_c):
             raise _refuse(i, op, f"channel list {sel} is not ascending, distinct and below {out_c}")
         s_wmax = float(s_w.max())
-        m = np.array([int(quant.round_half_away(32768.0 * sw / s_wmax)) for sw in s_w], np.int64)
-        grad_scale = c * s_wmax * s_x * 2.0**-H_SHIFT
+        m = np.array([int(quant.round_half_away(32768.0 * 2.0**-h_down * sw / s_wmax)) for sw in s_w], np.int64)
+        grad_scale = c * s_wmax * s_x * 2.0**(h_down - H_SHIFT)
         base = spec.lr * grad_scale * 2.0**RES_BITS
         s_b = _bias_scales(model, op, s_x, s_w)
         w_upd = np.array([update_multiplier(base / (sw * sw) if spec.qas else base) for sw in s_w], np.int64)
         b_upd = np.array([update_multiplier(base / (sb * sb) if spec.qas else base) for sb in s_b], np.int64)
         kept = (int(np.prod(x.shape)) if train_w else 0) + (int(np.prod(y.shape)) if mask else 0)
-        ops[i] = QTrainOp(i, op.kind, train_w, train_b, need_dx, mask, sel, m, w_upd, b_upd, grad_scale, c, kept)
+        ops[i] = QTrainOp(i, op.kind, train_w, train_b, need_dx, mask, sel, m, w_upd, b_upd, grad_scale, c, kept,
+                          h_down)
         c = c * s_wmax
     return QTrainPlan(first_bwd=first, lr=spec.lr, qas=spec.qas, ops=dict(sorted(ops.items())))
 
 
-def _accumulator_bounds(model: QModel, op: QOp, need_dx: bool, train_w: bool) -> str | None:
+def _h_down(model: QModel, i: int, op: QOp, need_dx: bool, train_w: bool) -> int:
+    """The fewest bits h gives up (h_down, 0..H_DOWN_MAX) so that the op's int32 gradient accumulators cannot
+    overflow: an op with many output pixels (VWW's 24×24 convs) scales its output gradient down instead of being
+    refused. Each bit costs one bit of h's precision (15 at h_down 0)."""
+    for h_down in range(H_DOWN_MAX + 1):
+        if _accumulator_bounds(model, op, need_dx, train_w, h_down) is None:
+            return h_down
+    raise _refuse(i, op, str(_accumulator_bounds(model, op, need_dx, train_w, H_DOWN_MAX)))
+
+
+def _accumulator_bounds(model: QModel, op: QOp, need_dx: bool, train_w: bool, h_down: int = 0) -> str | None:
     """Why a weighted op's int32 gradient accumulators could overflow, or None (the device checks the same): its input
-    gradient sums ``fan`` products |h|·|W̄| <= 16,256·127, its bias gradient one h per output pixel, its weight
-    gradient one h·(x − zp) (|x − zp| <= 255) per output pixel."""
+    gradient sums ``fan`` products |h|·|W̄| <= (16,256 >> h_down)·127, its bias gradient one h per output pixel, its
+    weight gradient one h·(x − zp) (|x − zp| <= 255) per output pixel."""
     w, y = model.tensors[op.inputs[1]], model.tensors[op.outputs[0]]
     if op.kind == "FULLY_CONNECTED":
         fan, pixels = w.shape[0], 1
@@ -565,9 +576,10 @@ def _accumulator_bounds(model: QModel, op: QOp, need_dx: bool, train_w: bool) ->
         fan, pixels = w.shape[1] * w.shape[2] * dm, y.shape[1] * y.shape[2]
     else:
         fan, pixels = w.shape[0] * w.shape[1] * w.shape[2], y.shape[1] * y.shape[2]
-    if need_dx and fan * H_MAX * 127 > I32_MAX:
+    h_max = H_MAX >> h_down
+    if need_dx and fan * h_max * 127 > I32_MAX:
         return f"{fan} products per input are too many for int32 input-gradient accumulators"
-    if pixels * H_MAX * (255 if train_w else 1) > I32_MAX:
+    if pixels * h_max * (255 if train_w else 1) > I32_MAX:
         return (f"{pixels} output pixels are too many for int32 {'weight' if train_w else 'bias'}-gradient "
                 f"accumulators")
     return None
@@ -686,7 +698,7 @@ def _train_section(model: QModel, tplan: QTrainPlan, off: dict[str, int], consts
         upd_off = 0
         if top.train_w or top.train_b:
             upd_off = consts.add(np.concatenate([top.w_upd, top.b_upd]).astype("<i4").tobytes())
-        rec |= {"ch_count": len(top.channels), "ch_off": ch_off, "w_ram": off.get(f"w{i}", 0),
+        rec |= {"h_down": top.h_down, "ch_count": len(top.channels), "ch_off": ch_off, "w_ram": off.get(f"w{i}", 0),
                 "wres_ram": off.get(f"wres{i}", 0), "b_ram": off.get(f"b{i}", 0), "bres_ram": off.get(f"bres{i}", 0),
                 "eff_ram": off.get(f"eff{i}", 0), "scratch": off[f"scratch{i}"],
                 "scratch_bytes": _scratch_bytes(top, int(np.prod(model.tensors[op.outputs[0]].shape)),

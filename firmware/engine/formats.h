@@ -146,7 +146,7 @@
 
 /* Training record (docs/qplan-format.md) */
 #define TQPL_TR_FLAGS 0u
-#define TQPL_TR_RESERVED 1u
+#define TQPL_TR_H_DOWN 1u
 #define TQPL_TR_CH_COUNT 2u
 #define TQPL_TR_CH_OFF 4u
 #define TQPL_TR_W_RAM 8u

@@ -366,8 +366,8 @@ static int train_params(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t)
         return qp_tfail(c, i, "qplan: channel factors outside blob");
     t->m = (const int32_t *)(const void *)(c->blob + le32(r + TQPL_TR_M_OFF));
     for (uint32_t j = 0; j < oc; j++)
-        if (t->m[j] < 0 || t->m[j] > 32768)
-            return qp_tfail(c, i, "qplan: channel factor outside 0..32768");
+        if (t->m[j] < 0 || t->m[j] > (32768 >> t->h_down))
+            return qp_tfail(c, i, "qplan: channel factor outside 0..32768 >> h_down");
     if (t->flags & (QTF_TRAIN_W | QTF_TRAIN_B)) {
         t->eff = qp_arena_at(c, le32(r + TQPL_TR_EFF_RAM), 4ull * oc);
         if (!t->eff || !qp_in_blob(c, le32(r + TQPL_TR_UPD_OFF), 16ull * oc))
@@ -392,9 +392,10 @@ int qp_din(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t)
 
 int qp_acc_bounds(qparse_t *c, uint32_t i, const qtop_t *t, uint64_t fan, uint64_t pixels)
 {
-    if ((t->flags & QTF_NEED_DX) && fan * 16256u * 127u > 0x7FFFFFFFu)
+    uint64_t h_max = 16256u >> t->h_down; /* |h| with m <= 32768 >> h_down */
+    if ((t->flags & QTF_NEED_DX) && fan * h_max * 127u > 0x7FFFFFFFu)
         return qp_tfail(c, i, "qplan: too large for int32 input-gradient accumulators");
-    if (pixels * 16256u * ((t->flags & QTF_TRAIN_W) ? 255u : 1u) > 0x7FFFFFFFu)
+    if (pixels * h_max * ((t->flags & QTF_TRAIN_W) ? 255u : 1u) > 0x7FFFFFFFu)
         return qp_tfail(c, i, "qplan: too many output pixels for int32 parameter-gradient accumulators");
     return 0;
 }
@@ -433,8 +434,9 @@ static int train_op(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t)
     qnode_t *n = &p->node[i];
     memset(t, 0, sizeof *t);
     t->flags = r[TQPL_TR_FLAGS];
-    if ((t->flags & ~0x0Fu) || r[TQPL_TR_RESERVED] || le32(r + TQPL_TR_TAIL) || le32(r + TQPL_TR_TAIL + 4u))
-        return qp_tfail(c, i, "qplan: unknown training flags or reserved bytes");
+    t->h_down = r[TQPL_TR_H_DOWN];
+    if ((t->flags & ~0x0Fu) || t->h_down > 7u || le32(r + TQPL_TR_TAIL) || le32(r + TQPL_TR_TAIL + 4u))
+        return qp_tfail(c, i, "qplan: unknown training flags, h_down above 7 or reserved bytes");
     if (!qnode_kind(n)->parse_train)
         return qp_tfail(c, i, "qplan: backward of this op is not supported (CONV_2D, DEPTHWISE_CONV_2D, "
                            "FULLY_CONNECTED, AVERAGE_POOL_2D, RESHAPE)");

@@ -48,6 +48,7 @@ typedef struct {
 /* One op of the backward path, resolved from its training record (docs/qplan-format.md, "Training section"). */
 typedef struct {
     uint8_t flags;                 /* QTF_* */
+    uint8_t h_down;                /* bits h gives up so its int32 accumulators cannot overflow (0..7) */
     uint16_t n_sel;                /* trained weight rows listed in sel (0: all rows when QTF_TRAIN_W) */
     const uint16_t *sel;
     uint32_t out_c, row, n_in;     /* output channels, weights per channel, input elements */

@@ -197,7 +197,7 @@ static int32_t back_weighted(qrun_t *r, uint32_t i, const qnode_t *n, const qtop
     qgrad_prep(t->dout, (t->flags & QTF_MASK) ? n->y : NULL, lo, hi, t->m, n->n_out, t->out_c, t->h);
     if (t->flags & QTF_NEED_DX) {
         k->input_grad(n, t);
-        e_in = e - QGRAD_H_SHIFT + qgrad_requant(t->acc, t->n_in, t->din);
+        e_in = e - QGRAD_H_SHIFT + (int32_t)t->h_down + qgrad_requant(t->acc, t->n_in, t->din);
     }
     r->t_bwd += since(t0);
     if (t->flags & QTF_TRAIN_B) {
