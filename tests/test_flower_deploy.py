@@ -182,3 +182,15 @@ def test_a_flower_node_stopped_by_sigterm_leaves_nothing_running(tmp_path: Path,
         node.kill()
     assert node.returncode != 0 and "Traceback" not in output, output
     assert not _left(tmp_path)
+
+
+def test_the_flower_commands_want_an_explicit_transport() -> None:
+    """Plain HTTP to a SuperLink is a choice the user makes (--insecure), not a default; TLS needs a CA bundle."""
+    from click.testing import CliRunner
+
+    from bench.app.cli import main
+
+    for cmd in (["flower-run", "quick", "--superlink", "127.0.0.1:1"],
+                ["flower-node", "quick", "--superlink", "127.0.0.1:1"]):
+        result = CliRunner().invoke(main, cmd)
+        assert result.exit_code == 2 and "give exactly one of --insecure" in result.output, result.output

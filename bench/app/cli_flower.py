@@ -57,7 +57,7 @@ def flower_node_cmd(profile_spec: str, superlink: str, serve: tuple[str, ...], n
     in every round; 1 some failed (named); 2 bad input."""
     from bench.app.cli_report import wide_console
     from bench.app.flower_node import NodeOptions, run_node
-    from bench.app.lab import held_rack, sigterm_as_interrupt
+    from bench.app.lab import sigterm_as_interrupt
     from bench.config.boards import filter_rack, load_catalogue, load_rack
 
     console = wide_console(stderr=True)
@@ -66,8 +66,10 @@ def flower_node_cmd(profile_spec: str, superlink: str, serve: tuple[str, ...], n
     settings = fed_settings(1, local_steps, alpha, iid, techniques, prox_mu, round_timeout_s, kills)
     catalogue = load_catalogue()
     rack = filter_rack(load_rack(rack_spec, catalogue), list(names))
-    local = filter_rack(rack, list(serve)) if serve else rack
-    with sigterm_as_interrupt(), held_rack(local, catalogue, console.print):  # SIGTERM unwinds: nothing left over
+    if rack.labgrid is not None:
+        raise click.UsageError("a Flower node drives its own host's boards: give it a rack file of boards and twins "
+                               "(a labgrid rack's places are acquired where they run; not implemented for nodes)")
+    with sigterm_as_interrupt():  # SIGTERM (a cancelled job) unwinds like Ctrl-C: nothing the node started is left
         console.print(f"Flower node on {superlink}: waiting for `bench flower-run` (SuperNode log: "
                       f"{out}/flower/supernode.log)", soft_wrap=True)
         fed = run_node(profile, rack, out, settings, list(serve) or None, opts, ConsoleProgress(console, 0))
