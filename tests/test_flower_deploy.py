@@ -161,9 +161,11 @@ def test_two_rack_hosts_as_flower_nodes_give_the_built_in_global_model(tmp_path:
 
 
 @pytest.mark.twin
-def test_a_flower_node_stopped_by_sigterm_leaves_nothing_running(tmp_path: Path, superlink: str) -> None:
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_a_flower_node_stopped_by_a_signal_leaves_nothing_running(tmp_path: Path, superlink: str, sig: str) -> None:
     """A node waiting for its run (its twin flashed, its SuperNode connected) that gets SIGTERM, as a cancelled CI
-    job sends: it unwinds, and neither its SuperNode nor its QEMU outlives it."""
+    job sends, unwinds; one that is SIGKILLed takes its SuperNode and QEMU with it (parent-death signal). Either way
+    neither outlives it."""
     import signal
 
     out = tmp_path / "hostA"
@@ -176,11 +178,14 @@ def test_a_flower_node_stopped_by_sigterm_leaves_nothing_running(tmp_path: Path,
             time.sleep(0.5)
         time.sleep(2.0)  # the SuperNode has started its SuperExec
         assert node.poll() is None and any("supernode" in p for p in _left(tmp_path)), _left(tmp_path)
-        node.send_signal(signal.SIGTERM)
+        node.send_signal(getattr(signal, sig))
         output = node.communicate(timeout=60)[0].decode(errors="replace")
     finally:
         node.kill()
     assert node.returncode != 0 and "Traceback" not in output, output
+    deadline = time.monotonic() + 15  # a SIGKILLed node's SuperExec notices its parent's death on its next poll
+    while _left(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert not _left(tmp_path)
 
 

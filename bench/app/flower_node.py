@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Connection, Listener
 from pathlib import Path
@@ -39,6 +39,7 @@ from bench.app.runner import Bench, clear_previous, session_lock
 from bench.config.boards import Rack
 from bench.config.profile import Profile
 from bench.numerics.fedavg import ClientUpdate, Tensors, update_norm
+from bench.target.drivers import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +48,18 @@ AGENT_KEY_FILE_KEY = "bench-agent-key"
 STOP_GRACE_S = 10.0
 
 
-def settings_digest(profile: Profile, settings: FedSettings, arrays: list[np.ndarray]) -> str:
-    """What every node of one federation must share: the profile, the settings that shard and seed it (fault
-    injection is each host's own) and the initial global model."""
-    h = hashlib.sha256(profile.model_dump_json().encode())
-    h.update(json.dumps({k: v for k, v in asdict(settings).items() if k not in ("kill", "rounds")}, sort_keys=True,
-                        default=str).encode())
+def settings_digest(fed: Federation, arrays: list[np.ndarray]) -> str:
+    """What every node of one federation must share: the settings that shape each local run, each client's shard
+    (its sample indices, so the task's data too) and the initial global model. Paths, timeouts and fault injection
+    are each host's own."""
+    p, s = fed.profile, fed.settings
+    h = hashlib.sha256(json.dumps({
+        "profile": [p.name, Path(p.task).name, p.model, p.head_classes, p.lr, p.lr_int8, p.lr_by_technique, p.seed,
+                    p.check_steps, p.sparse.model_dump() if p.sparse else None, p.last_k],
+        "settings": [s.local_steps, s.alpha, list(s.techniques), s.eval_samples, s.local_eval, s.prox_mu],
+    }, sort_keys=True, default=str).encode())
+    for c in fed.clients:
+        h.update(c.label.encode() + np.asarray(c.shard, np.int64).tobytes())
     for a in arrays:
         h.update(np.ascontiguousarray(a, np.float32).tobytes())
     return h.hexdigest()[:16]
@@ -91,7 +98,7 @@ class NodeAgent:
         return {"node": self.name, "served": [c.label for c in fed.served],
                 "alive": [c.label for c in fed.served if c.alive], "clients": [c.label for c in fed.clients],
                 "keys": [list(k) for k in sorted(fed.global_tensors)], "arrays": arrays, "meta": fed.writer.meta,
-                "digest": settings_digest(fed.profile, fed.settings, arrays),
+                "digest": settings_digest(fed, arrays),
                 "rows": [{**r, "node": self.name} for r in fed.writer.rows]}
 
     def train(self, r: int, arrays: list[np.ndarray], config: dict[str, Any]) -> dict[str, Any]:
@@ -206,7 +213,7 @@ def agent_endpoint(agent: NodeAgent, out: Path) -> Iterator[tuple[str, Path]]:
 def supernode_command(opts: NodeOptions, agent_address: str, key_file: Path, port: int) -> list[str]:
     exe = shutil.which("flower-supernode", path=_venv_path()) or "flower-supernode"
     tls = ["--insecure"] if opts.insecure else ["--root-certificates", str(opts.root_certificates)]
-    return [exe, *tls, "--superlink", opts.superlink, "--host", "127.0.0.1", "--port", str(port),
+    return [*die_with_parent([exe]), *tls, "--superlink", opts.superlink, "--host", "127.0.0.1", "--port", str(port),
             "--node-config", f'{AGENT_ADDRESS_KEY}="{agent_address}" {AGENT_KEY_FILE_KEY}="{key_file}"']
 
 
