@@ -15,7 +15,7 @@ from bench.link import session
 from bench.model.qgraph import ConvOptions, FullyConnectedOptions, MeanOptions, QModel, QOp, SoftmaxOptions
 from bench.numerics import int8prep, int8ref, int8train
 from bench.plan.blob import int8_dataset_blob
-from bench.plan.int8 import QTrainSpec, compile_qplan
+from bench.plan.int8 import QPlan, QTrainSpec, compile_qplan
 from bench.records import fidelity
 from bench.records.run import RunRecord
 from tests.test_int8ref import _Zoo
@@ -45,6 +45,28 @@ def samples(n: int, seed: int = 9) -> tuple[np.ndarray, np.ndarray]:
     return rng.integers(-128, 128, (n, 6, 6, 3)).astype(np.int8), rng.integers(0, 10, n)
 
 
+def _bias_grad(model: QModel, plan: QPlan, grads: dict, i: int) -> np.ndarray:  # type: ignore[type-arg]
+    """The real dL/db of op i from the reference's streamed accumulator: C·2^E·a_b over the bias scale."""
+    bias = model.tensors[model.ops[i].inputs[2]]
+    assert bias.scale is not None and plan.train is not None
+    g = grads[(i, "b")]
+    return plan.train.ops[i].grad_scale * 2.0**g.exponent * g.values / bias.scale.astype(np.float64)
+
+
+def _exact_on_twin(model: QModel, train: frozenset[tuple[int, str]], x: np.ndarray, y: np.ndarray, n_train: int,
+                   steps: int, work: Path) -> None:
+    """full-int8 of ``model`` on the F746 twin: every streamed accumulator equals the host integer reference's."""
+    plan = compile_qplan(model, QTrainSpec(train, LR, True), "full-int8")
+    scale, zp = int8prep.qparams(model.tensors[model.inputs[0]])
+    data = int8_dataset_blob(x[:n_train], y[:n_train], x[n_train:], y[n_train:], 10, scale, zp)
+    board = load_catalogue()["nucleo-f746zg"]
+    rec = RunRecord(run_id=model.name, board=board, target_kind="emulated", technique="full-int8", model=model.name)
+    with plan_on_twin(board, plan, data, work, model.name) as link:
+        session.train(link, rec, session.TrainSettings(steps, LR, 3, 1, 4), idle_timeout=60, name=model.name)
+    checks = fidelity.check_int8_gradients(rec, plan, x[:n_train], y[:n_train])
+    assert len(checks) == steps * len(train) and all(c.exact for c in checks), [c for c in checks if not c.exact]
+
+
 def test_conv_bias_gradient_below_a_mean_is_the_real_gradient() -> None:
     """dL/db of the conv = Σ over positions of its ReLU-masked output gradient, which the MEAN spreads as 1/36 of
     dL/dmean = W_fc^T (p − onehot); the int8 accumulator C·2^E·a_b / s_b gives it to gradient quantisation. The
@@ -63,27 +85,15 @@ def test_conv_bias_gradient_below_a_mean_is_the_real_gradient() -> None:
         dmean = (fc_w.data.astype(np.float64) * fc_w.scale.astype(np.float64)[:, None]).T @ dz
         active = outs[0][0].reshape(36, 8) > -128  # the conv's fused ReLU: code -128 is real 0
         want = (active * dmean[None, :] / 36).sum(axis=0)
-        bias = model.tensors[model.ops[0].inputs[2]]
-        assert bias.scale is not None
-        g = grads[(0, "b")]
-        real = plan.train.ops[0].grad_scale * 2.0**g.exponent * g.values / bias.scale.astype(np.float64)
+        real = _bias_grad(model, plan, grads, 0)
         # three 7-bit gradient quantisations (logits, FC input, MEAN input): within 10%; unmasked ReLUs were 100% off
         assert np.linalg.norm(real - want) <= 0.1 * np.linalg.norm(want) + 1e-9, (real, want)
 
 
 @pytest.mark.twin
 def test_int8_training_through_a_mean_is_exact_on_a_twin(tmp_path: Path) -> None:
-    model = mean_graph()
-    plan = compile_qplan(model, QTrainSpec(TRAIN, LR, True), "full-int8")
     x, y = samples(40)
-    scale, zp = int8prep.qparams(model.tensors[model.inputs[0]])
-    data = int8_dataset_blob(x[:30], y[:30], x[30:], y[30:], 10, scale, zp)
-    board = load_catalogue()["nucleo-f746zg"]
-    rec = RunRecord(run_id="mean", board=board, target_kind="emulated", technique="full-int8", model=model.name)
-    with plan_on_twin(board, plan, data, tmp_path, "mean") as link:
-        session.train(link, rec, session.TrainSettings(4, LR, 3, 1, 5), idle_timeout=30, name="mean")
-    checks = fidelity.check_int8_gradients(rec, plan, x[:30], y[:30])
-    assert len(checks) == 4 * 4 and all(c.exact for c in checks), [c for c in checks if not c.exact]
+    _exact_on_twin(mean_graph(), TRAIN, x, y, 30, 4, tmp_path)
 
 
 # ---- 24×24 convs: 576 output pixels, more than int32 weight-gradient accumulators hold at full h (h_down 1) --------
@@ -139,24 +149,12 @@ def test_convs_with_many_pixels_train_with_h_down_and_keep_the_real_gradient() -
         pad = np.pad(dy2, ((1, 1), (1, 1), (0, 0)))
         dx2 = sum(pad[2 - ky:26 - ky, 2 - kx:26 - kx] @ w2[:, ky, kx, :] for ky in range(3) for kx in range(3))
         want = (active1 * dx2).sum(axis=(0, 1))
-        bias = model.tensors[model.ops[0].inputs[2]]
-        assert bias.scale is not None
-        g = grads[(0, "b")]
-        real = plan.train.ops[0].grad_scale * 2.0**g.exponent * g.values / bias.scale.astype(np.float64)
+        real = _bias_grad(model, plan, grads, 0)
         assert np.linalg.norm(real - want) <= 0.15 * np.linalg.norm(want) + 1e-12, (real, want)
 
 
 @pytest.mark.twin
 def test_convs_with_h_down_train_exactly_on_a_twin(tmp_path: Path) -> None:
-    model = wide_graph()
-    plan = compile_qplan(model, QTrainSpec(WIDE_TRAIN, LR, True), "full-int8")
     rng = np.random.default_rng(11)
     x, y = rng.integers(-128, 128, (24, 24, 24, 2)).astype(np.int8), rng.integers(0, 10, 24)
-    scale, zp = int8prep.qparams(model.tensors[model.inputs[0]])
-    data = int8_dataset_blob(x[:16], y[:16], x[16:], y[16:], 10, scale, zp)
-    board = load_catalogue()["nucleo-f746zg"]
-    rec = RunRecord(run_id="wide", board=board, target_kind="emulated", technique="full-int8", model=model.name)
-    with plan_on_twin(board, plan, data, tmp_path, "wide") as link:
-        session.train(link, rec, session.TrainSettings(3, LR, 3, 1, 4), idle_timeout=60, name="wide")
-    checks = fidelity.check_int8_gradients(rec, plan, x[:16], y[:16])
-    assert len(checks) == 3 * 6 and all(c.exact for c in checks), [c for c in checks if not c.exact]
+    _exact_on_twin(wide_graph(), WIDE_TRAIN, x, y, 16, 3, tmp_path)
