@@ -30,6 +30,11 @@ def mean_graph(seed: int = 4) -> QModel:
     x = z.tensor((1, 6, 6, 3), 0.02, 5)
     conv = z.tensor((1, 6, 6, 8), 0.03, -128)
     z.weighted("CONV_2D", x, (8, 3, 3, 3), conv, ConvOptions("SAME", (1, 1), "RELU"), 0)
+    return _mean_head(z, x, conv, "mean-head")
+
+
+def _mean_head(z: _Zoo, x: int, conv: int, name: str) -> QModel:
+    """MEAN over height and width of an 8-channel ``conv`` → FC 10 → SOFTMAX, the model from input ``x``."""
     axis = z.tensor((2,), dtype="int32", data=np.array([1, 2], np.int32))
     mean = z.tensor((1, 8), 0.02, -100)
     z.ops.append(QOp("MEAN", (conv, axis), (mean,), MeanOptions(False)))
@@ -37,7 +42,7 @@ def mean_graph(seed: int = 4) -> QModel:
     z.weighted("FULLY_CONNECTED", mean, (10, 8), logits, FullyConnectedOptions(), None)  # type: ignore[arg-type]
     probs = z.tensor((1, 10), 1 / 256, -128)
     z.ops.append(QOp("SOFTMAX", (logits,), (probs,), SoftmaxOptions(1.0)))
-    return QModel("mean-head", tuple(z.tensors), tuple(z.ops), (x,), (probs,))
+    return QModel(name, tuple(z.tensors), tuple(z.ops), (x,), (probs,))
 
 
 def samples(n: int, seed: int = 9) -> tuple[np.ndarray, np.ndarray]:
@@ -108,14 +113,7 @@ def wide_graph(seed: int = 5) -> QModel:
     z.weighted("CONV_2D", x, (4, 3, 3, 2), c1, ConvOptions("SAME", (1, 1), "RELU"), 0)
     c2 = z.tensor((1, 24, 24, 8), 0.03, -128)
     z.weighted("CONV_2D", c1, (8, 3, 3, 4), c2, ConvOptions("SAME", (1, 1), "RELU"), 0)
-    axis = z.tensor((2,), dtype="int32", data=np.array([1, 2], np.int32))
-    mean = z.tensor((1, 8), 0.02, -100)
-    z.ops.append(QOp("MEAN", (c2, axis), (mean,), MeanOptions(False)))
-    logits = z.tensor((1, 10), 0.08, 3)
-    z.weighted("FULLY_CONNECTED", mean, (10, 8), logits, FullyConnectedOptions(), None)  # type: ignore[arg-type]
-    probs = z.tensor((1, 10), 1 / 256, -128)
-    z.ops.append(QOp("SOFTMAX", (logits,), (probs,), SoftmaxOptions(1.0)))
-    return QModel("wide-convs", tuple(z.tensors), tuple(z.ops), (x,), (probs,))
+    return _mean_head(z, x, c2, "wide-convs")
 
 
 def _real(model: QModel, i: int) -> tuple[np.ndarray, int]:
