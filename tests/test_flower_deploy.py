@@ -142,6 +142,7 @@ def test_two_rack_hosts_as_flower_nodes_give_the_built_in_global_model(tmp_path:
     assert set(clients["status"]) == {"ok"} and clients["weight_share"].groupby(clients["round"]).sum().round(
         9).tolist() == [1.0, 1.0]
     assert glob["clients_averaged"].tolist() == [3, 3] and set(glob["status"]) == {"ok"}
+    assert (clients["update_norm"] > 0).all()  # each board's step away from the global model, as in bench federate
     meta = json.loads((tmp_path / "run" / "federation.json").read_text())
     assert "deployment: 2 nodes" in meta["aggregator"] and len(meta["global_accuracy"]) == 2
 

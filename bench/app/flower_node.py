@@ -118,9 +118,10 @@ class NodeAgent:
             raise FederationError("no board of this node is left in the federation")
         with ThreadPoolExecutor(max_workers=len(live)) as pool:
             results = list(pool.map(lambda c: fed.client_round(c, r, received, _mu(mu)), live))
-        rows = [{**row, "node": self.name} for _, row in results]
+        rows = [row for _, row in results]
         updates = [u for u, _ in results if u is not None]
         for u, row in results:
+            row["node"] = self.name
             if u is not None:
                 row["update_norm"] = update_norm(received, u)
         fed.writer.add(rows)
