@@ -200,3 +200,6 @@ def test_the_flower_commands_want_an_explicit_transport() -> None:
                 ["flower-node", "quick", "--superlink", "127.0.0.1:1"]):
         result = CliRunner().invoke(main, cmd)
         assert result.exit_code == 2 and "give exactly one of --insecure" in result.output, result.output
+    bad = subprocess.run([BENCH, "flower-run", "quick", "--superlink", "127.0.0.1:1", "--insecure", "--strategy",
+                          "FedProx"], capture_output=True, text=True, timeout=60, check=False)
+    assert bad.returncode == 2 and "needs its proximal term's mu" in bad.stderr and "Traceback" not in bad.stderr

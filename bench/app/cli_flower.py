@@ -101,12 +101,14 @@ def flower_run_cmd(profile_spec: str, superlink: str, nodes: int, rounds: int, s
     global_model.npz and the report in --out. Exit codes: 0 every round averaged every board; 1 a failure (named)
     or the run did not finish; 2 bad input."""
     from bench.app.cli_report import wide_console
+    from bench.app.flower import check_strategy
     from bench.app.flower_deploy import RunConfig, submit
     from bench.app.flower_node import clear_run
     from bench.records.rounds import read_rounds
 
     console = wide_console(stderr=True)
     tls = _tls(insecure, root_certificates)
+    check_strategy(strategy, prox_mu)  # before anything is submitted: the ServerApp's refusal would only be logged
     out = out.resolve()
     clear_run(out)
     cfg = RunConfig(out, fed_profile(profile_spec, None).name, nodes, rounds, strategy, prox_mu, round_timeout_s,
