@@ -203,3 +203,32 @@ def test_the_flower_commands_want_an_explicit_transport() -> None:
     bad = subprocess.run([BENCH, "flower-run", "quick", "--superlink", "127.0.0.1:1", "--insecure", "--strategy",
                           "FedProx"], capture_output=True, text=True, timeout=60, check=False)
     assert bad.returncode == 2 and "needs its proximal term's mu" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_strategy_options_reach_the_strategy_and_bad_ones_are_refused_by_name(tmp_path: Path) -> None:
+    """--strategy-option KEY=VALUE: a strategy's own hyperparameter, typed like its default, in both Flower APIs;
+    an unknown key names the strategy's options, a bad value its type, and the bench's own settings are not options."""
+    from types import SimpleNamespace
+
+    from bench.app import flower
+
+    legacy = flower.strategy_options(flower.STRATEGIES["FedAdam"], "FedAdam", flower.parse_pairs(["eta=0.05"]))
+    fed = SimpleNamespace(settings=FedSettings(), clients=[])
+    initial = flower.ndarrays_to_parameters([np.zeros(2, np.float32)])
+    strategy = flower.rack_strategy("FedAdam", fed, **legacy, initial_parameters=initial)  # type: ignore[arg-type]
+    assert strategy.eta == 0.05  # type: ignore[attr-defined]
+    cfg = flower_deploy.RunConfig(tmp_path, "quick", 1, 1, "FedAvgM", 0.0, 1.0, 1.0, ("server_momentum=0.9",))
+    recorder = flower_deploy.Recorder(None, {}, [])  # type: ignore[arg-type]
+    assert flower_deploy.deploy_strategy("FedAvgM", recorder, 0.0, cfg.strategy_kwargs()).server_momentum == 0.9
+    with pytest.raises(FederationError, match=r"FedAdam has no option 'etaa'; its options: .*eta \(default"):
+        flower.strategy_options(flower.STRATEGIES["FedAdam"], "FedAdam", {"etaa": "1"})
+    with pytest.raises(FederationError, match="has no option 'fraction_fit'"):
+        flower.strategy_options(flower.STRATEGIES["FedAdam"], "FedAdam", {"fraction_fit": "0.5"})
+    with pytest.raises(FederationError, match="eta=fast: want a float"):
+        flower.strategy_options(flower.STRATEGIES["FedAdam"], "FedAdam", {"eta": "fast"})
+    with pytest.raises(FederationError, match="want KEY=VALUE"):
+        flower.parse_pairs(["eta"])
+    bad = subprocess.run([BENCH, "flower-run", "quick", "--superlink", "127.0.0.1:1", "--insecure", "--strategy",
+                          "FedYogi", "--strategy-option", "tauu=1"], capture_output=True, text=True, timeout=60,
+                         check=False)
+    assert bad.returncode == 2 and "FedYogi has no option 'tauu'" in bad.stderr, bad.stderr

@@ -82,10 +82,12 @@ def fed_profile(profile_spec: str, seed: int | None) -> Profile:
               help="the built-in FedAvg, or Flower's FedAvg strategy (needs the [flower] extra)")
 @click.option("--strategy", default="FedAvg", show_default=True,
               help="--aggregator flower: Flower's strategy (FedAvg, FedAvgM, FedAdam, FedYogi, FedAdagrad, FedProx)")
+@click.option("--strategy-option", "strategy_options", multiple=True, metavar="KEY=VALUE",
+              help="--aggregator flower: a hyperparameter of the strategy, e.g. eta=0.01 for FedAdam (repeat)")
 @click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True)
 def federate_cmd(profile_spec: str, rack_spec: str | None, names: tuple[str, ...], rounds: int, local_steps: int,
                  alpha: float, iid: bool, techniques: tuple[str, ...], aggregator: str, strategy: str,
-                 prox_mu: float, round_timeout_s: float | None,
+                 strategy_options: tuple[str, ...], prox_mu: float, round_timeout_s: float | None,
                  kills: tuple[str, ...], seed: int | None, out: Path) -> None:
     """Federated rounds of PROFILE's task and model: every board of the rack is a client with its own shard; weights
     travel over the links; the host aggregates and one board measures the global model after each round.
@@ -103,10 +105,13 @@ def federate_cmd(profile_spec: str, rack_spec: str | None, names: tuple[str, ...
     catalogue = load_catalogue()
     with held_rack(filter_rack(load_rack(rack_spec, catalogue), list(names)), catalogue, console.print) as rack:
         if aggregator == "flower":
-            from bench.app.flower import run_flower_federation  # the optional [flower] extra
+            from bench.app.flower import parse_pairs, run_flower_federation  # the optional [flower] extra
 
-            fed = run_flower_federation(profile, rack, out, settings, ConsoleProgress(console, rounds), strategy)
+            fed = run_flower_federation(profile, rack, out, settings, ConsoleProgress(console, rounds), strategy,
+                                        parse_pairs(strategy_options))
         else:
+            if strategy_options:
+                raise click.UsageError("--strategy-option is a Flower strategy's: give --aggregator flower")
             fed = run_federation(profile, rack, out, settings, ConsoleProgress(console, rounds))
     finish(console, fed.writer.rows, out)
 

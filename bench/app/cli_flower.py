@@ -90,18 +90,20 @@ def flower_node_cmd(profile_spec: str, superlink: str, serve: tuple[str, ...], n
               help="seconds the strategy waits for the nodes' replies in each round")
 @click.option("--join-timeout", "join_timeout_s", default=600.0, show_default=True, type=float,
               help="seconds to wait for --nodes nodes to connect")
+@click.option("--strategy-option", "strategy_options", multiple=True, metavar="KEY=VALUE",
+              help="a hyperparameter of the strategy, e.g. eta=0.01 for FedAdam (repeat)")
 @_with_tls
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports/flower-run"), show_default=True,
               help="where the ServerApp writes the rounds (a path on the SuperLink's host)")
 def flower_run_cmd(profile_spec: str, superlink: str, nodes: int, rounds: int, strategy: str, prox_mu: float,
-                   round_timeout_s: float, join_timeout_s: float, insecure: bool, root_certificates: Path | None,
-                   out: Path) -> None:
+                   round_timeout_s: float, join_timeout_s: float, strategy_options: tuple[str, ...], insecure: bool,
+                   root_certificates: Path | None, out: Path) -> None:
     """Submits the federation of PROFILE to the SuperLink: Flower's STRATEGY drives ROUNDS rounds over the NODES
     `bench flower-node`s, which train and evaluate on their boards; rounds.parquet, federation.json,
     global_model.npz and the report in --out. Exit codes: 0 every round averaged every board; 1 a failure (named)
     or the run did not finish; 2 bad input."""
     from bench.app.cli_report import wide_console
-    from bench.app.flower import check_strategy
+    from bench.app.flower import check_strategy, parse_pairs
     from bench.app.flower_deploy import RunConfig, submit
     from bench.app.flower_node import clear_run
     from bench.records.rounds import read_rounds
@@ -112,7 +114,8 @@ def flower_run_cmd(profile_spec: str, superlink: str, nodes: int, rounds: int, s
     out = out.resolve()
     clear_run(out)
     cfg = RunConfig(out, fed_profile(profile_spec, None).name, nodes, rounds, strategy, prox_mu, round_timeout_s,
-                    join_timeout_s)
+                    join_timeout_s, tuple(f"{k}={v}" for k, v in parse_pairs(strategy_options).items()))
+    cfg.strategy_kwargs()  # refused here, by name, rather than in the ServerApp's log
     flwr_log = out / "flower" / "flwr-run.log"
     console.print(f"submitting to the SuperLink at {superlink}: {nodes} node(s), {rounds} rounds of {strategy} "
                   f"(Flower's log: {flwr_log})", soft_wrap=True)

@@ -13,6 +13,7 @@ hosts runs a deployment instead: one Flower node per host (`bench.app.flower_nod
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import signal
@@ -20,6 +21,7 @@ import socket
 import threading
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +135,48 @@ def check_strategy(name: str, prox_mu: float = 0.0) -> None:
         raise FederationError("Flower strategy FedProx needs its proximal term's mu: give --prox-mu (> 0)")
 
 
+def strategy_options(cls: type, name: str, pairs: Mapping[str, str]) -> dict[str, float | int | bool]:
+    """``pairs`` (--strategy-option KEY=VALUE) as keyword arguments of Flower strategy ``cls``: only its numeric and
+    boolean hyperparameters (eta, tau, server_momentum, ...), each parsed as its default's type. What the bench sets
+    itself (fractions, minimum counts, FedProx's mu) is not an option; anything else is refused, naming the choices."""
+    params = {p.name: p.default for p in inspect.signature(cls).parameters.values()
+              if isinstance(p.default, bool | int | float) and not p.name.startswith(("fraction_", "min_"))
+              and p.name not in ("accept_failures", "proximal_mu")}
+    out: dict[str, float | int | bool] = {}
+    for key, text in pairs.items():
+        if key not in params:
+            choices = ", ".join(f"{k} (default {v})" for k, v in params.items()) or "none"
+            raise FederationError(f"Flower strategy {name} has no option {key!r}; its options: {choices}")
+        default = params[key]
+        try:
+            if isinstance(default, bool):
+                if text.lower() not in ("true", "false"):
+                    raise ValueError(text)
+                out[key] = text.lower() == "true"
+            else:
+                out[key] = int(text) if isinstance(default, int) else float(text)
+        except ValueError:
+            raise FederationError(f"--strategy-option {key}={text}: want a {type(default).__name__} like its "
+                                  f"default {default}") from None
+    return out
+
+
+def described(options: Mapping[str, object] | None) -> str:
+    """The strategy's hyperparameters for the records' aggregator field: ' [eta=0.01]', or nothing."""
+    return f" [{', '.join(f'{k}={v}' for k, v in options.items())}]" if options else ""
+
+
+def parse_pairs(values: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """KEY=VALUE strings (--strategy-option) as a dict; a value without '=' is refused by name."""
+    out = {}
+    for v in values:
+        key, sep, text = v.partition("=")
+        if not sep or not key.strip():
+            raise FederationError(f"--strategy-option {v!r}: want KEY=VALUE, e.g. eta=0.01")
+        out[key.strip()] = text.strip()
+    return out
+
+
 def rack_strategy(name: str, fed: Federation, **kwargs: Any) -> Strategy:
     """Flower strategy ``name`` (`STRATEGIES`) waiting for the rack's live boards (FedProx: with the federation's
     ``prox_mu`` as its proximal_mu)."""
@@ -144,22 +188,27 @@ def rack_strategy(name: str, fed: Federation, **kwargs: Any) -> Strategy:
 
 
 def run_flower_federation(profile: Profile, rack: Rack, out: Path, settings: FedSettings,
-                          progress: FedProgress | None = None, strategy: str = "FedAvg") -> Federation:
-    """`bench.app.federate.run_federation` with Flower driving the rounds: ``out`` is this session's alone."""
+                          progress: FedProgress | None = None, strategy: str = "FedAvg",
+                          options: Mapping[str, str] | None = None) -> Federation:
+    """`bench.app.federate.run_federation` with Flower driving the rounds: ``out`` is this session's alone;
+    ``options``: the strategy's hyperparameters (`strategy_options`)."""
     check_strategy(strategy, settings.prox_mu)
+    kwargs = strategy_options(STRATEGIES[strategy], strategy, options or {})
     with session_lock(out):
         clear_previous(out)
-        return run_flower(Bench(out), profile, rack, settings, progress, strategy)
+        return run_flower(Bench(out), profile, rack, settings, progress, strategy, kwargs)
 
 
 def run_flower(bench: Bench, profile: Profile, rack: Rack, settings: FedSettings,
-               progress: FedProgress | None = None, strategy: str = "FedAvg") -> Federation:
+               progress: FedProgress | None = None, strategy: str = "FedAvg",
+               options: Mapping[str, float | int | bool] | None = None) -> Federation:
     """The federation with a Flower server on 127.0.0.1 (a free port) and one proxy client thread per board."""
     address = f"127.0.0.1:{free_port()}"
     if not log.isEnabledFor(logging.INFO):  # Flower logs every round (and its deprecations) itself: -v shows them
         logging.getLogger("flwr").setLevel(logging.ERROR)
-    fed = Federation(bench, profile, rack, settings, progress, aggregator=f"Flower {strategy} (flwr "
-                                                                           f"{flwr.__version__}, server {address})")
+    fed = Federation(bench, profile, rack, settings, progress, aggregator=f"Flower {strategy}{described(options)} "
+                                                                           f"(flwr {flwr.__version__}, server "
+                                                                           f"{address})")
     collected: dict[int, list[Any]] = {}
     lock = threading.Lock()
 
@@ -177,7 +226,7 @@ def run_flower(bench: Bench, profile: Profile, rack: Rack, settings: FedSettings
         live = [c for c in clients if c.alive]
         if not live:
             raise FederationError("no board of the rack could start: nothing to federate")
-        server_strategy = rack_strategy(strategy, fed, fraction_fit=1.0, fraction_evaluate=0.0,
+        server_strategy = rack_strategy(strategy, fed, **(options or {}), fraction_fit=1.0, fraction_evaluate=0.0,
                                         min_evaluate_clients=0, accept_failures=True, evaluate_fn=evaluate,
                                         on_fit_config_fn=lambda r: {"server_round": r},
                                         initial_parameters=ndarrays_to_parameters(to_arrays(fed.global_tensors)))

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from bench.app.federate import FederationError
-from bench.app.flower import check_strategy
+from bench.app.flower import check_strategy, described, parse_pairs, strategy_options
 from bench.app.flower_node import AGENT_ADDRESS_KEY, AGENT_KEY_FILE_KEY, flower_env
 from bench.records.rounds import RoundsWriter
 from bench.records.run import atomic_path
@@ -137,6 +137,7 @@ class RunConfig:
     prox_mu: float
     round_timeout_s: float
     join_timeout_s: float
+    options: tuple[str, ...] = ()  # the strategy's KEY=VALUE hyperparameters (--strategy-option)
 
     @classmethod
     def of(cls, cfg: dict[str, Any]) -> RunConfig:
@@ -144,7 +145,11 @@ class RunConfig:
             raise FederationError("the run config has no 'out' directory (submit with `bench flower-run`)")
         return cls(Path(str(cfg["out"])), str(cfg["profile"]), int(cfg["nodes"]), int(cfg["rounds"]),
                    str(cfg["strategy"]), float(cfg["prox-mu"]), float(cfg["round-timeout"]),
-                   float(cfg["join-timeout"]))
+                   float(cfg["join-timeout"]), tuple(v for v in str(cfg.get("strategy-options", "")).split(",") if v))
+
+    def strategy_kwargs(self) -> dict[str, float | int | bool]:
+        """The strategy's hyperparameters, checked against its message-API class (`bench.app.flower`)."""
+        return strategy_options(STRATEGIES[self.strategy], self.strategy, parse_pairs(self.options))
 
 
 serverapp = ServerApp()
@@ -158,6 +163,7 @@ def main(grid: Grid, context: Context) -> None:
 def run_server(grid: Grid, cfg: RunConfig) -> None:
     """The federation over the connected nodes; whatever happens, every node is told to finish (its boards closed)."""
     check_strategy(cfg.strategy, cfg.prox_mu)
+    cfg.strategy_kwargs()  # refused before any node is asked
     node_ids = wait_for_nodes(grid, cfg.nodes, cfg.join_timeout_s)
     try:
         _rounds(grid, cfg, node_ids)
@@ -172,7 +178,7 @@ def _rounds(grid: Grid, cfg: RunConfig, node_ids: list[int]) -> None:
                         [list(map(int, k)) for k in next(iter(hellos.values()))[0]["keys"]])
     for h, _ in hellos.values():
         recorder.writer.add(list(h["rows"]))  # boards that could not start: their round-0 rows
-    strategy = deploy_strategy(cfg.strategy, recorder, cfg.prox_mu)
+    strategy = deploy_strategy(cfg.strategy, recorder, cfg.prox_mu, cfg.strategy_kwargs())
     result = strategy.start(grid=grid, initial_arrays=ArrayRecord(initial), num_rounds=cfg.rounds,
                             timeout=cfg.round_timeout_s)
     recorder.finish(result.arrays.to_numpy_ndarrays() if result.arrays else initial, cfg.out)
@@ -228,8 +234,9 @@ def _check_hellos(hellos: dict[int, tuple[dict[str, Any], list[np.ndarray]]], cf
         raise FederationError(f"boards served by two nodes: {twice or 'none'}; by none: {missing or 'none'} "
                               f"(give each host's boards to its node with --serve)")
     version = getattr(flwr, "__version__", "?")
-    meta = {**first["meta"], "aggregator": f"Flower {cfg.strategy} (flwr {version}, deployment: {len(answers)} "
-                                           f"nodes)", "nodes": {h["node"]: h["served"] for h in answers},
+    aggregator = (f"Flower {cfg.strategy}{described(cfg.strategy_kwargs())} (flwr {version}, deployment: "
+                  f"{len(answers)} nodes)")
+    meta = {**first["meta"], "aggregator": aggregator, "nodes": {h["node"]: h["served"] for h in answers},
             "rounds": cfg.rounds}
     if cfg.prox_mu:
         meta["prox_mu"] = cfg.prox_mu
@@ -305,7 +312,8 @@ def _num(value: object) -> float:
     return float(value) if isinstance(value, int | float) else math.nan
 
 
-def deploy_strategy(name: str, recorder: Recorder, prox_mu: float) -> Any:
+def deploy_strategy(name: str, recorder: Recorder, prox_mu: float,
+                    options: Mapping[str, float | int | bool] | None = None) -> Any:
     """Flower's strategy ``name`` training and evaluating on every connected node, its replies recorded."""
     cls = STRATEGIES[name]
 
@@ -321,7 +329,7 @@ def deploy_strategy(name: str, recorder: Recorder, prox_mu: float) -> Any:
             recorder.evaluate(server_round, replies)
             return out
 
-    kwargs: dict[str, Any] = {"fraction_train": 1.0, "fraction_evaluate": 1.0, "min_train_nodes": 1,
+    kwargs: dict[str, Any] = {**(options or {}), "fraction_train": 1.0, "fraction_evaluate": 1.0, "min_train_nodes": 1,
                               "min_evaluate_nodes": 1, "min_available_nodes": 1}
     if name == "FedProx":
         kwargs["proximal_mu"] = prox_mu
@@ -341,7 +349,7 @@ def submit(cfg: RunConfig, superlink: str, insecure: bool, root_certificates: Pa
                                       f"{tls}\n")
     run_config = (f'out="{cfg.out}" profile="{cfg.profile}" nodes={cfg.nodes} rounds={cfg.rounds} '
                   f'strategy="{cfg.strategy}" prox-mu={cfg.prox_mu} round-timeout={cfg.round_timeout_s} '
-                  f"join-timeout={cfg.join_timeout_s}")
+                  f'join-timeout={cfg.join_timeout_s} strategy-options="{",".join(cfg.options)}"')
     exe = str(Path(env["PATH"].split(":")[0]) / "flwr")
     cmd = [exe, "run", str(FAB_DIR), "bench", "--run-config", run_config, "--stream"]
     log_path.parent.mkdir(parents=True, exist_ok=True)
