@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -29,6 +30,7 @@ from bench.app.flower import check_strategy, described, parse_pairs, strategy_op
 from bench.app.flower_node import AGENT_ADDRESS_KEY, AGENT_KEY_FILE_KEY, flower_env
 from bench.records.rounds import RoundsWriter
 from bench.records.run import atomic_path
+from bench.target.drivers import die_with_parent
 
 try:
     import flwr
@@ -347,11 +349,12 @@ def submit(cfg: RunConfig, superlink: str, insecure: bool, root_certificates: Pa
     tls = "insecure = true" if insecure else f'root-certificates = "{root_certificates}"'
     (home / "config.toml").write_text(f'[superlink]\ndefault = "bench"\n\n[superlink.bench]\naddress = "{superlink}"\n'
                                       f"{tls}\n")
-    run_config = (f'out="{cfg.out}" profile="{cfg.profile}" nodes={cfg.nodes} rounds={cfg.rounds} '
-                  f'strategy="{cfg.strategy}" prox-mu={cfg.prox_mu} round-timeout={cfg.round_timeout_s} '
-                  f'join-timeout={cfg.join_timeout_s} strategy-options="{",".join(cfg.options)}"')
-    exe = str(Path(env["PATH"].split(":")[0]) / "flwr")
-    cmd = [exe, "run", str(FAB_DIR), "bench", "--run-config", run_config, "--stream"]
+    q = json.dumps  # a JSON string is a TOML basic string: quotes and backslashes in a path stay escaped
+    run_config = (f"out={q(str(cfg.out))} profile={q(cfg.profile)} nodes={cfg.nodes} rounds={cfg.rounds} "
+                  f"strategy={q(cfg.strategy)} prox-mu={cfg.prox_mu} round-timeout={cfg.round_timeout_s} "
+                  f"join-timeout={cfg.join_timeout_s} strategy-options={q(','.join(cfg.options))}")
+    exe = shutil.which("flwr", path=env["PATH"]) or "flwr"
+    cmd = [*die_with_parent([exe]), "run", str(FAB_DIR), "bench", "--run-config", run_config, "--stream"]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as fh, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                                      env=env) as proc:
