@@ -411,14 +411,8 @@ class Federation:
         return glob
 
     def finish(self) -> list[dict[str, object]]:
-        """Writes the final global model (global_model.npz: ``L<layer>.w`` [out, row], ``L<layer>.b`` [out]) and the
-        federation's summary; returns every row."""
-        arrays: dict[str, Any] = {f"L{layer}.{'wb'[param]}": t if param == 0 else t[:, 0] for (layer, param), t in
-                  self.global_tensors.items()}
-        with atomic_path(self.bench.out / "global_model.npz") as tmp, tmp.open("wb") as fh:
-            np.savez(fh, **arrays)
-        self.writer.finish(global_accuracy=[row["acc_global"] for row in self.writer.rows
-                                            if row["role"] == "global"])
+        """Writes the final global model and the federation's summary (`finish_records`); returns every row."""
+        finish_records(self.writer, self.global_tensors)
         return self.writer.rows
 
     def client_round(self, c: Client, r: int, global_tensors: Tensors, prox_mu: float | None = None
@@ -546,6 +540,16 @@ class Federation:
             return row
         row.update(status="error", error="no live board to evaluate the global model on", acc_global=math.nan)
         return row
+
+
+def finish_records(writer: RoundsWriter, global_tensors: Tensors) -> None:
+    """global_model.npz in the writer's directory (``L<layer>.w`` [out, row], ``L<layer>.b`` [out]) and the summary's
+    global accuracy per round: the end of every federation, built in or Flower-driven."""
+    arrays: dict[str, Any] = {f"L{layer}.{'wb'[param]}": t if param == 0 else t[:, 0] for (layer, param), t in
+                              global_tensors.items()}
+    with atomic_path(writer.out / "global_model.npz") as tmp, tmp.open("wb") as fh:
+        np.savez(fh, **arrays)
+    writer.finish(global_accuracy=[row["acc_global"] for row in writer.rows if row["role"] == "global"])
 
 
 def _row(c: Client, r: int, role: str) -> dict[str, object]:

@@ -25,11 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.app.federate import FederationError
+from bench.app.federate import FederationError, finish_records
 from bench.app.flower import check_strategy, described, parse_pairs, strategy_options
 from bench.app.flower_node import AGENT_ADDRESS_KEY, AGENT_KEY_FILE_KEY, flower_env
 from bench.records.rounds import RoundsWriter
-from bench.records.run import atomic_path
 from bench.target.drivers import die_with_parent
 
 try:
@@ -183,7 +182,7 @@ def _rounds(grid: Grid, cfg: RunConfig, node_ids: list[int]) -> None:
     strategy = deploy_strategy(cfg.strategy, recorder, cfg.prox_mu, cfg.strategy_kwargs())
     result = strategy.start(grid=grid, initial_arrays=ArrayRecord(initial), num_rounds=cfg.rounds,
                             timeout=cfg.round_timeout_s)
-    recorder.finish(result.arrays.to_numpy_ndarrays() if result.arrays else initial, cfg.out)
+    recorder.finish(result.arrays.to_numpy_ndarrays() if result.arrays else initial)
 
 
 def wait_for_nodes(grid: Grid, n: int, timeout_s: float) -> list[int]:
@@ -300,14 +299,9 @@ class Recorder:
               f"{glob.get('measured_on', '-')}), {glob['clients_averaged']} boards averaged", flush=True)
         self.pending = []
 
-    def finish(self, arrays: list[np.ndarray], out: Path) -> None:
-        """global_model.npz as `Federation.finish` writes it, and the summary."""
-        named: dict[str, Any] = {f"L{layer}.{'wb'[param]}": a if param == 0 else a[:, 0]
-                 for (layer, param), a in zip(self.keys, arrays, strict=True)}
-        with atomic_path(out / "global_model.npz") as tmp, tmp.open("wb") as fh:
-            np.savez(fh, **named)
-        self.writer.finish(global_accuracy=[row["acc_global"] for row in self.writer.rows
-                                            if row["role"] == "global"])
+    def finish(self, arrays: list[np.ndarray]) -> None:
+        """global_model.npz and the summary, as `bench federate` writes them."""
+        finish_records(self.writer, {(layer, param): a for (layer, param), a in zip(self.keys, arrays, strict=True)})
 
 
 def _num(value: object) -> float:
