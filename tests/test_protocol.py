@@ -6,6 +6,7 @@ import dataclasses
 import re
 import struct
 import zlib
+from array import array
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,29 @@ def test_every_command_round_trips(cmd: object) -> None:
     frame = frame_of(encode_command(cmd, 65_535))  # type: ignore[arg-type]
     assert frame.seq == 65_535
     assert decode_command(frame) == cmd
+
+
+def test_fixed_messages_declare_their_fields_in_layout_order() -> None:
+    """A message without a tail is built positionally from its layout's values (the decoder's fast path), so its
+    dataclass fields must be the layout's names in the same order."""
+    wires = [c for c in (*{type(m) for m in MESSAGES}, *{type(c) for c in COMMANDS}) if hasattr(c, "LAYOUT")]
+    assert len(wires) >= 10
+    for cls in wires:
+        tail = cls.TAIL.fields if isinstance(cls.TAIL, Strings) else [(cls.TAIL.field, 0)] if cls.TAIL else []
+        names = [f.name for f in dataclasses.fields(cls)]
+        assert names == [*cls.LAYOUT.names, *(name for name, _ in tail)], cls.__name__
+
+
+def test_chunk_values_are_kept_as_the_wire_carries_them() -> None:
+    """Built and decoded chunks hold the same f32/int32 arrays (so they compare equal); values the wire cannot carry
+    are refused when the chunk is built."""
+    built = GradChunk(1, 0, 0, 3, 0, (0.1, 2, -3.5))
+    assert built.values == array("f", [0.1, 2.0, -3.5]) and built.values[0] != 0.1  # rounded to f32, as sent
+    assert decode_message(frame_of(encode_message(built, 0))) == built
+    with pytest.raises(ValueError, match="not int32"):
+        WSet(0, 0, 1, 0, (2**31,), WSet.INT_WORDS)
+    with pytest.raises(ValueError, match="not int32"):
+        GradChunk(1, 0, 0, 1, 0, (0.5,), exponent=-3)
 
 
 def test_body_sizes_match_the_doc() -> None:

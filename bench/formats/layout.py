@@ -63,6 +63,23 @@ class Layout:
         values = self.struct.unpack_from(data, pos)
         return {name: values[i] for i, name in self._kept}
 
+    @cached_property
+    def names(self) -> tuple[str, ...]:
+        """The fields unpacking returns, in order."""
+        return tuple(name for _, name in self._kept)
+
+    @cached_property
+    def _kept_indices(self) -> tuple[int, ...] | None:
+        """Indices of the values unpacking keeps, or None when it keeps them all."""
+        return None if len(self._kept) == len(self._valued_names) else tuple(i for i, _ in self._kept)
+
+    def values_from(self, data: bytes, pos: int = 0) -> tuple[Any, ...]:
+        """The named fields' values at ``pos``, in order: a message built positionally skips the dict of
+        `unpack_from` (the caller has checked the size)."""
+        values = self.struct.unpack_from(data, pos)
+        kept = self._kept_indices
+        return values if kept is None else tuple(values[i] for i in kept)
+
     def offsets(self) -> dict[str, tuple[int, str]]:
         """Field -> (byte offset, struct code) of every named field, named padding and reserved fields included."""
         out: dict[str, tuple[int, str]] = {}

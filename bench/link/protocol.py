@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import functools
 import struct
+import sys
 import zlib
+from array import array
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, NamedTuple, Self, TypeVar
 
 from cobs import cobs
 
@@ -26,6 +28,7 @@ MAX_BODY = 1024
 MAX_ENCODED = 1100  # COBS bytes of one frame, delimiter excluded
 HEADER = struct.Struct("<BBHH")  # type, version, seq, len
 CRC = struct.Struct("<I")
+CRC_RESIDUE = 0x2144DF1C  # CRC-32 of any packet followed by its own little-endian CRC-32
 MIN_PACKET = HEADER.size + CRC.size
 SEQ_MOD = 65536
 MAX_BOARD = 32
@@ -84,9 +87,10 @@ class ProtocolError(ValueError):
 # Framing
 
 
-@dataclass(frozen=True)
-class Frame:
-    """A checked packet: header fields, body, and the stream offset of its first encoded byte (journal)."""
+class Frame(NamedTuple):
+    """A checked packet: header fields, body, and the stream offset of its first encoded byte (journal).
+
+    A named tuple, not a frozen dataclass: building one per frame is a fifth of the cost (benchmarks/decoder.py)."""
 
     type: int
     seq: int
@@ -173,48 +177,61 @@ class FrameDecoder:
         self._last_seq = None
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
-        """Consume bytes; return the frames completed by them, in order."""
+        """Consume bytes; return the frames completed by them, in order.
+
+        One split at the delimiters, then a check per run: the per-frame work is what bounds a host following many
+        fast links (benchmarks/decoder.py)."""
         data = bytes(data)
+        runs = data.split(b"\x00")
+        tail = runs.pop()  # after the last delimiter: the start of a run still unterminated
         frames: list[Frame] = []
-        pos = 0
-        while pos < len(data):
-            zero = data.find(0, pos)
-            end = len(data) if zero < 0 else zero
-            self._take(data[pos:end])
-            if zero < 0:
-                break
-            frame = self._end_run()
+        start = self._pos
+        for run in runs:
+            frame = self._end_run(run)
             if frame is not None:
                 frames.append(frame)
-            pos = zero + 1
-            self._run_start = self._pos + pos
+            start += len(run) + 1
+            self._run_start = start
+        self._take(tail)
         self._pos += len(data)
         return frames
 
     def _take(self, chunk: bytes) -> None:
+        """Buffer the start of an unterminated run, or drop it once it is longer than any frame."""
         if self._skipping:
             self.stats.garbage_bytes += len(chunk)
-            return
-        if len(self._buf) + len(chunk) <= MAX_ENCODED:
+        elif len(self._buf) + len(chunk) <= MAX_ENCODED:
             self._buf += chunk
-            return
+        else:
+            self._oversize(len(chunk))
+            self._skipping = True
+
+    def _oversize(self, more: int) -> None:
         self.stats.oversize += 1
-        self.stats.garbage_bytes += len(self._buf) + len(chunk)
+        self.stats.garbage_bytes += len(self._buf) + more
         self._note(self._run_start, "oversize", f"unterminated run longer than {MAX_ENCODED} bytes")
         self._buf.clear()
-        self._skipping = True
 
-    def _end_run(self) -> Frame | None:
+    def _end_run(self, chunk: bytes) -> Frame | None:
+        """The frame of a run ended by a delimiter: the buffered bytes and ``chunk``."""
         if self._skipping:
+            self.stats.garbage_bytes += len(chunk)
             self._skipping = False
             return None
-        if not self._buf:
+        if self._buf:
+            if len(self._buf) + len(chunk) > MAX_ENCODED:
+                self._oversize(len(chunk))
+                return None
+            chunk = bytes(self._buf) + chunk
+            self._buf.clear()
+        elif not chunk:
             return None  # idle zeros between frames
-        run = bytes(self._buf)
-        self._buf.clear()
-        frame = self._check(run)
+        elif len(chunk) > MAX_ENCODED:
+            self._oversize(len(chunk))
+            return None
+        frame = self._check(chunk)
         if frame is None:
-            self.stats.garbage_bytes += len(run)
+            self.stats.garbage_bytes += len(chunk)
         return frame
 
     def _check(self, run: bytes) -> Frame | None:
@@ -229,19 +246,15 @@ class FrameDecoder:
             return self._reject("malformed", f"len {length} > {MAX_BODY}")
         if len(packet) != MIN_PACKET + length:
             return self._reject("malformed", f"len {length} but packet carries {len(packet) - MIN_PACKET}")
-        (crc,) = CRC.unpack_from(packet, len(packet) - CRC.size)
-        if crc != zlib.crc32(packet[: -CRC.size]):
+        if zlib.crc32(packet) != CRC_RESIDUE:  # the CRC over header|body|crc: one pass, no slice
             return self._reject("crc_errors", f"CRC mismatch in {type_name(msg_type)} seq={seq}")
         if version != PROTOCOL_VERSION:
             return self._reject("bad_version", f"version {version} != {PROTOCOL_VERSION}")
-        self._count_seq(seq)
-        self.stats.frames_ok += 1
-        return Frame(msg_type, seq, packet[HEADER.size : -CRC.size], self._run_start)
-
-    def _count_seq(self, seq: int) -> None:
         if self._last_seq is not None:
             self.stats.lost_frames += (seq - self._last_seq - 1) % SEQ_MOD
         self._last_seq = seq
+        self.stats.frames_ok += 1
+        return Frame(msg_type, seq, packet[HEADER.size : -CRC.size], self._run_start)
 
     def _reject(self, counter: str, detail: str) -> Frame | None:
         """Count and note a dropped run; None, so ``return self._reject(...)`` reads as the check's answer."""
@@ -334,6 +347,7 @@ class Text:
 class _Wire:
     """A message or command whose body is its ``LAYOUT`` and, optionally, a ``TAIL`` of strings or text."""
 
+    __slots__ = ()
     TYPE: ClassVar[MsgType]
     LAYOUT: ClassVar[Layout]
     TAIL: ClassVar[Strings | Text | None] = None
@@ -346,7 +360,11 @@ class _Wire:
 
     @classmethod
     def unpack(cls, frame: Frame) -> Self:
-        # a strings tail needs at least its length bytes; no tail: the layout is the whole body
+        if cls.TAIL is None:  # the layout is the whole body; fields in layout order (tests/test_protocol.py)
+            if len(frame.body) != cls.LAYOUT.size:
+                _need(frame, cls.LAYOUT.size)
+            return cls(*cls.LAYOUT.values_from(frame.body))
+        # a strings tail needs at least its length bytes
         tail_min = len(cls.TAIL.fields) if isinstance(cls.TAIL, Strings) else 0
         _need(frame, cls.LAYOUT.size + tail_min, exact=cls.TAIL is None)
         fields = _fields(cls.LAYOUT, frame)
@@ -359,6 +377,30 @@ class _Wire:
 def _values_struct(count: int, code: str) -> struct.Struct:
     """``count`` little-endian values of ``code``: one compiled format per chunk size, not one per frame."""
     return struct.Struct(f"<{count}{code}")
+
+
+_SWAP = sys.byteorder != "little"
+if array("f").itemsize != 4 or array("i").itemsize != 4:
+    raise ImportError("bench.link.protocol needs 4-byte array('f') and array('i') items")
+
+
+def _as_words(values: Sequence[float] | Sequence[int], code: str) -> array[Any]:
+    """``values`` as the array the wire carries: decoded and built chunks compare equal, rounded alike."""
+    if isinstance(values, array) and values.typecode == code:
+        return values
+    try:
+        return array(code, values)
+    except (TypeError, OverflowError) as exc:
+        raise ValueError(f"chunk values are not {'f32' if code == 'f' else 'int32'}: {exc}") from exc
+
+
+def _words(body: bytes, pos: int, code: str) -> array[Any]:
+    """The little-endian f32 (``code`` "f") or int32 ("i") values from ``pos`` to the end of ``body``, as an array:
+    copied in one go instead of becoming a Python object each (the bulk of a gradient stream's decoding)."""
+    out = array(code, body[pos:])
+    if _SWAP:
+        out.byteswap()
+    return out
 
 
 def _bounded_slice(frame: Frame, what: str, head: int, width: int, count: int, limit: int, offset: int,
@@ -389,7 +431,7 @@ def _counted_string(frame: Frame, pos: int, limit: int, what: str) -> tuple[str,
 # Device → host messages
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Hello(_Wire):
     """Device identity and memory budget, sent in answer to the first PING."""
 
@@ -410,7 +452,7 @@ class Hello(_Wire):
     build_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Step(_Wire):
     """One training step: sample drawn, prediction, loss, raw tick timings and memory marks."""
 
@@ -430,7 +472,7 @@ class Step(_Wire):
     sram_used: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class GradStat:
     """Norms of one parameter tensor's gradient (param 0 = weight, 1 = bias); ``exponent`` not None: norms of int32
     accumulators whose real value is accumulator · C · 2^exponent (int8 plans)."""
@@ -442,7 +484,7 @@ class GradStat:
     exponent: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class GradStats:
     """Per-tensor gradient norms of one step."""
 
@@ -474,7 +516,7 @@ class GradStats:
         return cls(head["step"], entries)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class GradChunk:
     """A slice ``values`` of the flattened gradient of one tensor, starting at ``offset`` of ``total``.
 
@@ -489,8 +531,11 @@ class GradChunk:
     param: int
     total: int
     offset: int
-    values: tuple[float, ...] | tuple[int, ...]
+    values: Sequence[float] | Sequence[int]  # kept as an array of f32, or of int32 (exponent not None)
     exponent: int | None = None
+
+    def __post_init__(self) -> None:
+        self.values = _as_words(self.values, "f" if self.exponent is None else "i")
 
     @property
     def flags(self) -> int:
@@ -513,17 +558,20 @@ class GradChunk:
 
     @classmethod
     def unpack(cls, frame: Frame) -> GradChunk:
-        h = _fields(cls.HEAD, frame)
-        count, flags, offset, total = h["count"], h["flags"], h["offset"], h["total"]
+        body, head = frame.body, cls.HEAD.size
+        if len(body) < head:
+            _need(frame, head, exact=False)  # raises
+        step, layer, param, flags, total, offset, count, e = cls.HEAD.struct.unpack_from(body)
         if flags & ~GRAD_INT:
             raise ProtocolError(frame, f"GRAD flags 0x{flags:02x} unknown")
-        _bounded_slice(frame, "GRAD", cls.HEAD.size, 4, count, MAX_GRAD_VALUES, offset, total)
-        code, exponent = ("i", h["e"]) if flags & GRAD_INT else ("f", None)
-        values = _values_struct(count, code).unpack_from(frame.body, cls.HEAD.size)
-        return cls(h["step"], h["layer"], h["param"], total, offset, values, exponent)
+        if count > MAX_GRAD_VALUES or len(body) != head + 4 * count or offset + count > total:
+            _bounded_slice(frame, "GRAD", head, 4, count, MAX_GRAD_VALUES, offset, total)  # raises, naming which
+        if flags & GRAD_INT:
+            return cls(step, layer, param, total, offset, _words(body, head, "i"), e)
+        return cls(step, layer, param, total, offset, _words(body, head, "f"))
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Eval(_Wire):
     """Accuracy and loss over the eval split, before (phase 0) or after (phase 1) training."""
 
@@ -537,7 +585,7 @@ class Eval(_Wire):
     ticks: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Summary(_Wire):
     """End of a run (status 0 done, 1 stopped, 2 error) with whole-run memory and time."""
 
@@ -554,7 +602,7 @@ class Summary(_Wire):
     ticks_train: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Log(_Wire):
     """A device log line (level 0 debug … 3 error); text is sanitised and bounded by the body."""
 
@@ -566,7 +614,7 @@ class Log(_Wire):
     text: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Fault(_Wire):
     """A device-side failure (codes in docs/protocol.md); the run is over."""
 
@@ -583,7 +631,7 @@ class Fault(_Wire):
     text: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Pong(_Wire):
     """Answer to PING, echoing its nonce."""
 
@@ -593,7 +641,7 @@ class Pong(_Wire):
     nonce: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Ack(_Wire):
     """Acceptance of a command (status 0 ok) with the hash of the plan the device will run."""
 
@@ -609,7 +657,7 @@ class Ack(_Wire):
 # Host → device commands
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Start(_Wire):
     """Train ``steps`` SGD steps at ``lr``; GRAD every ``grad_every`` steps (0 never); evaluate on
     ``eval_samples`` samples (0 all). Int8 (TQPL) plans evaluate only (steps 0) and stream OUTPUT frames for the
@@ -632,7 +680,7 @@ class Start(_Wire):
     RESUME: ClassVar[int] = 0x02  # out_flags bit 1: train on the parameters in SRAM (a WSET or the last run's)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Stop(_Wire):
     """End the current run early."""
 
@@ -640,7 +688,7 @@ class Stop(_Wire):
     LAYOUT: ClassVar[Layout] = messages.STOP
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Ping(_Wire):
     """Liveness check; the first one also asks for HELLO."""
 
@@ -650,7 +698,7 @@ class Ping(_Wire):
     nonce: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SelfTest(_Wire):
     """Fault on purpose (``kind`` 1: an undefined instruction, 2: a load from unmapped memory) so the host can check
     its fault report end to end; the device answers with FAULT and stops, as after any fault."""
@@ -663,7 +711,7 @@ class SelfTest(_Wire):
     kind: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class LayerCost:
     """Ticks one layer spent over a whole run, per phase."""
 
@@ -674,7 +722,7 @@ class LayerCost:
     upd: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class LayerCosts:
     """Per-layer forward/backward/update ticks summed over a run; sent once, before SUMMARY."""
 
@@ -701,7 +749,7 @@ class LayerCosts:
         return cls(tuple(LayerCost(**_fields(cls.ENTRY, frame, cls.HEAD.size + k * cls.ENTRY.size)) for k in range(n)))
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Output:
     """A slice of an int8 tensor an int8 (TQPL) run computed: ``op`` 0xFF is the graph output, else the output of op
     ``op`` (START's out_flags bit 0); ``values`` are the int8 codes of elements [offset, offset + len) of ``total``."""
@@ -735,7 +783,7 @@ class Output:
         return cls(**h, values=frame.body[cls.HEAD.size:])
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ParamChunk:
     """A slice of one trainable tensor of the plan (``layer``, ``param`` 0 weight / 1 bias; layout as in GRAD):
     values [offset, offset + count) of ``total``. The device sends them as WDATA (answering WGET), the host as WSET
@@ -751,8 +799,11 @@ class ParamChunk:
     param: int
     total: int
     offset: int
-    values: tuple[float, ...] | tuple[int, ...]
+    values: Sequence[float] | Sequence[int]  # kept as an array of f32 (kind 0), or of int32 words (kind 1)
     kind: int = 0
+
+    def __post_init__(self) -> None:
+        self.values = _as_words(self.values, _word_code(self.kind))
 
     @property
     def count(self) -> int:
@@ -770,7 +821,7 @@ class ParamChunk:
         _bounded_slice(frame, cls.__name__, cls.HEAD.size, 4, count, cls.MAX_VALUES, h["offset"], h["total"])
         if h["kind"] not in (cls.FLOATS, cls.INT_WORDS):
             raise ProtocolError(frame, f"{cls.__name__} kind {h['kind']} is neither 0 (f32) nor 1 (int32 words)")
-        return cls(**h, values=_values_struct(count, _word_code(h["kind"])).unpack_from(frame.body, cls.HEAD.size))
+        return cls(**h, values=_words(frame.body, cls.HEAD.size, _word_code(h["kind"])))
 
 
 def _word_code(kind: int) -> str:
@@ -778,21 +829,21 @@ def _word_code(kind: int) -> str:
     return "i" if kind == ParamChunk.INT_WORDS else "f"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class WData(ParamChunk):
     """Device → host: a slice of a trainable tensor, answering WGET (an ACK of WGET follows the last one)."""
 
     TYPE: ClassVar[MsgType] = MsgType.WDATA
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class WSet(ParamChunk):
     """Host → device (idle only): write a slice of a trainable tensor into its SRAM copy; answered by ACK."""
 
     TYPE: ClassVar[MsgType] = MsgType.WSET
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class WGet(_Wire):
     """Host → device (idle only): send every trainable tensor as WDATA, then ACK."""
 
@@ -834,7 +885,10 @@ def feed_messages(decoder: FrameDecoder, data: bytes) -> tuple[list[Message], li
     errors: list[ProtocolError] = []
     for frame in decoder.feed(data):
         try:
-            messages.append(decode_message(frame))
+            unpack = _MESSAGES.get(frame.type)  # decode_message, inlined: this loop runs once per frame
+            if unpack is None:
+                raise ProtocolError(frame, f"not a device→host message type (0x{frame.type:02X})")
+            messages.append(unpack(frame))
         except ProtocolError as exc:
             decoder.stats.bad_messages += 1
             errors.append(exc)
