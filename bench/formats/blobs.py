@@ -47,8 +47,8 @@ TQPL_OP = Layout((
     ("macs", "I"), ("tail", "24x"),
 ))
 TQPL_TRAIN_HEADER = Layout((
-    ("first_bwd", "H"), ("qas", "B"), ("reserved", "B"), ("lr", "f"), ("dlogits", "I"), ("records", "I"),
-    ("gstat", "I"), ("tail", "12x"),
+    ("first_bwd", "H"), ("qas", "B"), ("loss", "B"), ("lr", "f"), ("dlogits", "I"), ("records", "I"),
+    ("gstat", "I"), ("recon_mult", "i"), ("recon_shift", "h"), ("tail", "6x"),
 ))
 TQPL_TRAIN_RECORD = Layout((
     ("flags", "B"), ("h_down", "B"), ("ch_count", "H"), ("ch_off", "I"), ("w_ram", "I"), ("wres_ram", "I"),

@@ -11,7 +11,9 @@ whose derivation `tests/test_int8train.py` checks against the real-valued QAS fo
 Definitions (one step, batch 1):
 
 - logits gradient: e = p + 128 − 256·onehot (p the int8 softmax output), g = rdbp(e, k) with the smallest k ≥ 0
-  giving |g| ≤ 127, E = k (rdbp: divide by 2^k rounding half away from zero);
+  giving |g| ≤ 127, E = k (rdbp: divide by 2^k rounding half away from zero); an autoencoder (no SOFTMAX, as many
+  outputs as inputs) trains on its reconstruction's mean squared error instead: g = rdbp(d, k) for
+  d = (y − zp_y) − (x − zp_x)·M at the graph output, M the multiplier of s_x/s_y (`recon_grad`);
 - per weighted op with output gradient (g, E): g' = 0 where the op's output sits at a bound of its fused activation
   (y ≤ act_min or y ≥ act_max, whatever those codes are: a ReLU with zp −128 has act_min −128),
   h = floor((g'·m[o] + 128) / 256);
@@ -62,12 +64,22 @@ class QTrainOp:
     h_down: int = 0  # h carries 2^(H_SHIFT - h_down)·g·s_W/max s_W: ops with many pixels keep int32 accumulators
 
 
+CROSS_ENTROPY, RECONSTRUCTION = "cross-entropy", "reconstruction"  # the loss kinds (training header byte 3: 0, 1)
+
+
 @dataclass(frozen=True)
 class QTrainPlan:
     first_bwd: int
     lr: float
     qas: bool
     ops: dict[int, QTrainOp]
+    loss: str = CROSS_ENTROPY  # RECONSTRUCTION: an autoencoder's MSE of its output against its input
+    recon: tuple[int, int] = (0, 0)  # RECONSTRUCTION: (multiplier, shift) of s_x / s_y
+
+    @property
+    def top(self) -> int:
+        """The highest op of the backward path (below the SOFTMAX, or the last op for a reconstruction)."""
+        return max(self.ops)
 
 
 H_SHIFT = 7  # h = (g·m + 128) >> 8 carries 2^(7 - h_down) · g · s_W[o] / max s_W
@@ -183,6 +195,17 @@ def logits_grad(p: np.ndarray, label: int) -> tuple[np.ndarray, int]:
     e[label] -= 256
     k = requant_shift(e)
     return rdbp(e, k), k
+
+
+def recon_grad(model: QModel, recon: tuple[int, int], y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, int]:
+    """An autoencoder's loss gradient in output codes: d = (y − zp_y) − (x − zp_x)·M, M = ``recon`` (s_x/s_y),
+    g = rdbp(d, k) with the smallest k giving |g| <= 127, E = k (real dL/dy = c·2^E·g, c = 2·s_y/N)."""
+    _, zp_y = int8prep.qparams(model.tensors[model.outputs[0]])
+    _, zp_x = int8prep.qparams(model.tensors[model.inputs[0]])
+    xz = np.asarray(x, np.int64).ravel() - zp_x
+    d = np.asarray(y, np.int64).ravel() - zp_y - quant.multiply_by_quantized_multiplier(xz, *recon)
+    k = requant_shift(d)
+    return rdbp(d, k), k
 
 
 def _mask(model: QModel, i: int, y: np.ndarray) -> np.ndarray:
@@ -361,10 +384,12 @@ class Int8Trainer:
         model = self.model
         outs = int8ref.forward(self.current_model(), np.asarray(x, np.int8)[None])
         acts = [np.asarray(x, np.int64)] + [o[0].astype(np.int64) for o in outs]  # acts[i] = input of op i
-        g, e = logits_grad(outs[-1][0], label)
+        if self.train.loss == RECONSTRUCTION:
+            g, e = recon_grad(model, self.train.recon, outs[-1][0], x)
+        else:
+            g, e = logits_grad(outs[-1][0], label)
         grads: dict[Key, QGrad] = {}
-        n = len(model.ops)
-        for i in range(n - 2, self.train.first_bwd - 1, -1):
+        for i in range(self.train.top, self.train.first_bwd - 1, -1):
             top = self.train.ops[i]
             if top.kind == "RESHAPE":
                 continue

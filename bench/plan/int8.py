@@ -36,7 +36,15 @@ from bench.model.qgraph import (
     SoftmaxOptions,
 )
 from bench.numerics import int8prep, quant
-from bench.numerics.int8train import H_SHIFT, POOL_SHIFT, RES_BITS, QTrainOp, QTrainPlan
+from bench.numerics.int8train import (
+    CROSS_ENTROPY,
+    H_SHIFT,
+    POOL_SHIFT,
+    RECONSTRUCTION,
+    RES_BITS,
+    QTrainOp,
+    QTrainPlan,
+)
 from bench.plan.blob import finish_blob
 from bench.plan.buffers import arena_composition, place_buffers
 
@@ -148,6 +156,7 @@ class QTrainSpec:
     lr: float
     qas: bool = True
     channels: tuple[tuple[int, tuple[int, ...]], ...] = ()
+    loss: str = CROSS_ENTROPY  # or RECONSTRUCTION (an autoencoder: the profile's loss = "reconstruction")
 
 
 # --------------------------------------------------------------------------------------------- checks
@@ -476,31 +485,28 @@ MAX_CLASSES = 256  # firmware/engine/plan.c: n_classes in 2..256
 def _train_plan(model: QModel, spec: QTrainSpec) -> QTrainPlan:
     """Checks the graph can train as asked and derives each backward op's constants (docs/qplan-format.md).
 
-    Gradient constants: the logits gradient is c·2^E·g with c = 1/256; an op's input gradient has c_in = c_out·max
-    s_W. Streamed accumulators: dL/dW̄ = C·2^E·a, dL/db̄ = C·2^E·a_b with C = c_out·max s_W·s_x·2^-7. SGD on the
-    codes with QAS: ΔW̄ = −lr·s_W^-2·dL/dW̄ (that is ΔW = −lr·dL/dW in real terms), Δb̄ = −lr·s_b^-2·dL/db̄ with
-    s_b = s_x·s_W; without QAS the s^-2 factors are dropped. The multipliers carry lr·C·2^16 (residual units).
+    Gradient constants: the loss gradient is c·2^E·g (cross-entropy: c = 1/256, see `_loss`); an op's input
+    gradient has c_in = c_out·max s_W. Streamed accumulators: dL/dW̄ = C·2^E·a, dL/db̄ = C·2^E·a_b with
+    C = c_out·max s_W·s_x·2^-7. SGD on the codes with QAS: ΔW̄ = −lr·s_W^-2·dL/dW̄ (that is ΔW = −lr·dL/dW in
+    real terms), Δb̄ = −lr·s_b^-2·dL/db̄ with s_b = s_x·s_W; without QAS the s^-2 factors are dropped. The
+    multipliers carry lr·C·2^16 (residual units).
     """
     n = len(model.ops)
-    if n < 2 or model.ops[-1].kind != "SOFTMAX":
-        raise QPlanError("training needs a graph ending in SOFTMAX (the loss gradient is taken at its input)")
-    classes = int(np.prod(model.tensors[model.outputs[0]].shape))
-    if not 2 <= classes <= MAX_CLASSES:  # the device refuses such a plan at load; say so before anything is flashed
-        raise QPlanError(f"the graph has {classes} output classes; on-device training supports 2..{MAX_CLASSES}")
+    loss, recon, c = _loss(model, spec.loss)
+    top = n - 2 if loss == CROSS_ENTROPY else n - 1
     if not spec.trainable:
         raise QPlanError("nothing to train")
     channels = dict(spec.channels)
     for i, p in spec.trainable:
-        if not 0 <= i < n - 1 or model.ops[i].kind not in TRAINABLE_OPS or p not in ("w", "b"):
+        if not 0 <= i <= top or model.ops[i].kind not in TRAINABLE_OPS or p not in ("w", "b"):
             raise QPlanError(f"op {i}: only the weights and biases of CONV_2D, DEPTHWISE_CONV_2D and "
                              f"FULLY_CONNECTED ops train")
         if p == "b" and not (len(model.ops[i].inputs) > 2 and model.ops[i].inputs[2] >= 0):
             raise QPlanError(f"op {i}: {model.ops[i].kind} has no bias to train")
     first = min(i for i, _ in spec.trainable)
-    _check_device_tables(n, n - 1 - first, len(spec.trainable))
+    _check_device_tables(n, top + 1 - first, len(spec.trainable))
     ops: dict[int, QTrainOp] = {}
-    c = 1.0 / 256.0
-    for i in range(n - 2, first - 1, -1):
+    for i in range(top, first - 1, -1):
         op = model.ops[i]
         if op.kind not in BACKWARD_OPS:
             raise _refuse(i, op, "backward is not supported for this op (CONV_2D, DEPTHWISE_CONV_2D, "
@@ -551,7 +557,43 @@ def _train_plan(model: QModel, spec: QTrainSpec) -> QTrainPlan:
         ops[i] = QTrainOp(i, op.kind, train_w, train_b, need_dx, mask, sel, m, w_upd, b_upd, grad_scale, c, kept,
                           h_down)
         c = c * s_wmax
-    return QTrainPlan(first_bwd=first, lr=spec.lr, qas=spec.qas, ops=dict(sorted(ops.items())))
+    return QTrainPlan(first_bwd=first, lr=spec.lr, qas=spec.qas, ops=dict(sorted(ops.items())), loss=loss,
+                      recon=recon)
+
+
+RECON_SHIFT_MAX = 16  # the device rescales input codes by x·2^shift first: |x − zp| ≤ 255 stays inside int32
+
+
+def _loss(model: QModel, kind: str) -> tuple[str, tuple[int, int], float]:
+    """The loss's multiplier (a reconstruction's) and the loss gradient's constant c, checking the graph allows it.
+
+    Cross-entropy needs a graph ending in SOFTMAX: the gradient is taken at its input, c = 1/256. A reconstruction
+    (an autoencoder, the profile's ``loss = "reconstruction"``) needs a graph without SOFTMAX and with as many
+    outputs as inputs: the gradient of the mean squared error, 2·(y − x)/N, is taken in output codes, c = 2·s_y/N,
+    the input rescaled by the multiplier of s_x/s_y."""
+    n = len(model.ops)
+    out, inp = model.tensors[model.outputs[0]], model.tensors[model.inputs[0]]
+    size, n_in = int(np.prod(out.shape)), int(np.prod(inp.shape))
+    softmax = n >= 2 and model.ops[-1].kind == "SOFTMAX"
+    if kind == CROSS_ENTROPY:
+        if not softmax:
+            hint = ' (an autoencoder? set loss = "reconstruction" in the profile)' if size == n_in else ""
+            raise QPlanError(f"training with the cross-entropy loss needs a graph ending in SOFTMAX; this one ends "
+                             f"in {model.ops[-1].kind if n else 'nothing'}{hint}")
+        if not 2 <= size <= MAX_CLASSES:  # the device refuses such a plan at load; say so before anything is flashed
+            raise QPlanError(f"the graph has {size} output classes; on-device training supports 2..{MAX_CLASSES}")
+        return CROSS_ENTROPY, (0, 0), 1.0 / 256.0
+    if kind != RECONSTRUCTION:
+        raise QPlanError(f"unknown loss {kind!r}: {CROSS_ENTROPY} or {RECONSTRUCTION}")
+    if softmax or size != n_in:
+        raise QPlanError(f"the reconstruction loss needs an autoencoder, without SOFTMAX and with as many outputs as "
+                         f"inputs; this graph ends in {model.ops[-1].kind} with {size} outputs for {n_in} inputs")
+    (s_y, _), (s_x, _) = int8prep.qparams(out), int8prep.qparams(inp)
+    mult, shift = quant.quantize_multiplier(s_x / s_y)
+    if mult == 0 or shift > RECON_SHIFT_MAX:
+        raise QPlanError(f"input scale {s_x:.6g} and output scale {s_y:.6g} are too far apart (at most a factor "
+                         f"2^{RECON_SHIFT_MAX}) to compare the reconstruction's codes in int32")
+    return RECONSTRUCTION, (int(mult), int(shift)), 2.0 * s_y / size
 
 
 def _h_down(model: QModel, i: int, op: QOp, need_dx: bool, train_w: bool) -> int:
@@ -604,8 +646,10 @@ def _train_buffers(model: QModel, tplan: QTrainPlan, acts: list[QBuffer]) -> lis
 
     Times: op i runs forward at i and backward at 2n − i (n ops; the loss gradient at n + 1); persistent buffers
     span the whole run."""
-    n = len(model.ops)
+    n, highest = len(model.ops), tplan.top
     keep: dict[int, int] = {model.outputs[0]: n + 1}  # the softmax output feeds the logits gradient
+    if tplan.loss == RECONSTRUCTION:  # and the input is the reconstruction's target
+        keep[model.inputs[0]] = n + 1
     for i, top in tplan.ops.items():
         op = model.ops[i]
         if top.train_w:
@@ -617,13 +661,13 @@ def _train_buffers(model: QModel, tplan: QTrainPlan, acts: list[QBuffer]) -> lis
     out = [QBuffer(b.name, b.size, b.start, max([b.end, *(keep[t] for t in b.tensors if t in keep)]),
                    tensors=b.tensors) for b in acts]
     first, always = tplan.first_bwd, (-2, 2 * n + 1)
-    grad_name = {i: f"g{i}" for i in range(first, n - 1)}
-    for i in range(n - 2, first, -1):  # a reshape's input gradient is its output gradient
+    grad_name = {i: f"g{i}" for i in range(first, highest + 1)}
+    for i in range(highest, first, -1):  # a reshape's input gradient is its output gradient
         if model.ops[i].kind == "RESHAPE":
             grad_name[i - 1] = grad_name[i]
     grad_span: dict[str, list[int]] = {}
     grad_size: dict[str, int] = {}
-    for i in range(first, n - 1):
+    for i in range(first, highest + 1):
         name = grad_name[i]
         span = grad_span.setdefault(name, [2 * n - (i + 1), 2 * n - i])
         span[0], span[1] = min(span[0], 2 * n - (i + 1)), max(span[1], 2 * n - i)
@@ -670,7 +714,8 @@ def _train_section(model: QModel, tplan: QTrainPlan, off: dict[str, int], consts
     n = len(model.ops)
     records = bytearray(TRAIN_RECORD * n)
     grad_off: dict[int, int] = {}
-    for i in range(n - 2, tplan.first_bwd - 1, -1):
+    highest = tplan.top
+    for i in range(highest, tplan.first_bwd - 1, -1):
         name = f"g{i}"
         j = i
         while name not in off:  # a reshape above shares its output gradient
@@ -707,7 +752,9 @@ def _train_section(model: QModel, tplan: QTrainPlan, off: dict[str, int], consts
         records[TRAIN_RECORD * i: TRAIN_RECORD * (i + 1)] = TQPL_TRAIN_RECORD.pack(rec)
     recs_off = consts.add(bytes(records))
     head = TQPL_TRAIN_HEADER.pack({"first_bwd": tplan.first_bwd, "qas": int(tplan.qas), "lr": tplan.lr,
-                                   "dlogits": grad_off[n - 2], "records": recs_off, "gstat": off["gstat"]})
+                                   "loss": int(tplan.loss == RECONSTRUCTION), "dlogits": grad_off[highest],
+                                   "records": recs_off, "gstat": off["gstat"], "recon_mult": tplan.recon[0],
+                                   "recon_shift": tplan.recon[1]})
     return consts.add(head)
 
 

@@ -136,12 +136,14 @@
 /* Training header (32 bytes at train_offset) (docs/qplan-format.md) */
 #define TQPL_TH_FIRST_BWD 0u
 #define TQPL_TH_QAS 2u
-#define TQPL_TH_RESERVED 3u
+#define TQPL_TH_LOSS 3u
 #define TQPL_TH_LR 4u
 #define TQPL_TH_DLOGITS 8u
 #define TQPL_TH_RECORDS 12u
 #define TQPL_TH_GSTAT 16u
-#define TQPL_TH_TAIL 20u
+#define TQPL_TH_RECON_MULT 20u
+#define TQPL_TH_RECON_SHIFT 24u
+#define TQPL_TH_TAIL 26u
 #define TQPL_TH_SIZE 32u
 
 /* Training record (docs/qplan-format.md) */

@@ -86,10 +86,25 @@ static void stream_op(const qplan_t *p, uint32_t i, void *ctx)
 
 
 
-/* -ln p(label), p the dequantised output read as a probability (graphs ending in SOFTMAX) */
+/* the mean squared error of the dequantised output against the dequantised input (an autoencoder's loss) */
+static float recon_loss(const qplan_t *p)
+{
+    float sum = 0.0f;
+    for (uint32_t j = 0; j < p->n_input; j++) {
+        float d = (float)(p->output[j] - p->out_zp) * p->out_scale - (float)(p->input[j] - p->in_zp) * p->in_scale;
+        sum += d * d;
+    }
+    return sum / (float)p->n_input;
+}
+
+/* -ln p(label), p the dequantised output read as a probability (graphs ending in SOFTMAX); the reconstruction
+ * error for a plan training with that loss */
 float qexec_sample_loss(const qplan_t *p, uint32_t label)
 {
-    float prob = (float)(p->output[label] - p->out_zp) * p->out_scale;
+    float prob;
+    if (p->train && p->loss == QLOSS_RECONSTRUCTION)
+        return recon_loss(p);
+    prob = (float)(p->output[label] - p->out_zp) * p->out_scale;
     return -fm_log(prob > 1.0f / 512.0f ? prob : 1.0f / 512.0f);
 }
 

@@ -56,7 +56,7 @@ static int overlaps(const uint8_t *w, const void *p, uint32_t bytes)
 int qparams_keep(const void *plan, const uint8_t *w)
 {
     const qplan_t *p = plan;
-    for (uint32_t i = p->first_bwd; i + 1u < p->n_ops; i++) {
+    for (uint32_t i = p->first_bwd; i <= p->bwd_top; i++) {
         const qtop_t *t = qtrain_top(p, i);
         if (!t || !t->eff)
             continue;
@@ -137,7 +137,7 @@ static void send_tensor(uint8_t op, uint8_t param, const qtop_t *t, uint32_t n)
 
 void qparams_send(const qplan_t *p)
 {
-    for (uint32_t i = p->first_bwd; i + 1u < p->n_ops; i++) {
+    for (uint32_t i = p->first_bwd; i <= p->bwd_top; i++) {
         const qtop_t *t = qtrain_top(p, i);
         for (uint32_t k = 0; t && k < 2u; k++) {
             uint32_t n = total_of(t, k);

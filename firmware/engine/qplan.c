@@ -294,6 +294,8 @@ static int parse_graph(qparse_t *c)
     set_ready(c, ii);
     p->input = in.act;
     p->n_input = in.count;
+    p->in_zp = in.zp;
+    p->in_scale = in.scale;
     for (uint32_t i = 0; i < p->n_ops; i++)
         if (parse_op(c, i, &p->node[i]))
             return -1;
@@ -447,13 +449,44 @@ static int train_op(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t)
     return qnode_kind(n)->parse_train(c, i, r, t, n);
 }
 
+/* the loss: cross-entropy at the input of a final SOFTMAX (the backward path ends at op n_ops − 2), or the
+ * reconstruction error of an autoencoder's output against its input (the path includes the last op) */
+static int parse_loss(qparse_t *c, const uint8_t *h, uint32_t last)
+{
+    qplan_t *p = c->p;
+    p->loss = h[TQPL_TH_LOSS];
+    p->recon.mult = (int32_t)le32(h + TQPL_TH_RECON_MULT);
+    p->recon.shift = (int16_t)le16(h + TQPL_TH_RECON_SHIFT);
+    p->recon.zp_x = p->in_zp;
+    p->recon.zp_y = p->out_zp;
+    if (p->loss == QLOSS_CROSS_ENTROPY) {
+        p->bwd_top = (uint16_t)(last - 1u);
+        if (p->node[last].op != QOP_SOFTMAX || p->n_ops < 2u || p->first_bwd >= last)
+            return blob_fail(c->f, FAULT_PLAN, "qplan: training needs a graph ending in SOFTMAX", p->first_bwd, p->n_ops);
+        if (p->n_classes < 2 || p->n_classes > 256)
+            return blob_fail(c->f, FAULT_PLAN, "qplan: training needs 2..256 classes", p->n_classes, 0);
+        if (p->recon.mult || p->recon.shift)
+            return blob_fail(c->f, FAULT_PLAN, "qplan: reconstruction multiplier set with the cross-entropy loss", 0, 0);
+        return 0;
+    }
+    p->bwd_top = (uint16_t)last;
+    if (p->loss != QLOSS_RECONSTRUCTION || p->node[last].op == QOP_SOFTMAX || p->first_bwd > last)
+        return blob_fail(c->f, FAULT_PLAN, "qplan: unknown loss, or a reconstruction loss after SOFTMAX", p->loss, 0);
+    if (p->n_classes != p->n_input || p->recon.mult <= 0 || p->recon.shift < -31 || p->recon.shift > 16)
+        return blob_fail(c->f, FAULT_PLAN, "qplan: reconstruction needs an output the size of the input and a "
+                                           "multiplier of shift -31..16", p->n_classes, p->n_input);
+    return 0;
+}
+
 static int parse_training(qparse_t *c)
 {
     qplan_t *p = c->p;
     const uint8_t *h = c->blob + c->train_off;
-    uint32_t recs = le32(h + TQPL_TH_RECORDS), last = p->n_ops - 1u, tensors = 0;
+    uint32_t recs = le32(h + TQPL_TH_RECORDS), last = p->n_ops - 1u, tensors = 0, top;
     float lr;
     p->train = 0;
+    p->loss = QLOSS_CROSS_ENTROPY;
+    p->first_bwd = p->bwd_top = 0;
     if (!c->flags)
         return 0;
     p->train = 1;
@@ -461,25 +494,24 @@ static int parse_training(qparse_t *c)
     memcpy(&lr, h + 4, sizeof lr);
     p->lr = lr;
     for (uint32_t j = TQPL_TH_TAIL; j < QPLAN_TRAIN_HEADER; j++)
-        if (h[j] || h[TQPL_TH_RESERVED] || h[TQPL_TH_QAS] > 1u)
+        if (h[j] || h[TQPL_TH_QAS] > 1u)
             return blob_fail(c->f, FAULT_PLAN, "qplan: reserved training header bytes not zero", j, 0);
-    if (p->node[last].op != QOP_SOFTMAX || p->n_ops < 2u || p->first_bwd >= last)
-        return blob_fail(c->f, FAULT_PLAN, "qplan: training needs a graph ending in SOFTMAX", p->first_bwd, p->n_ops);
-    if (QPLAN_NODES_BYTES(p->n_ops) + (uint64_t)(last - p->first_bwd) * sizeof(qtop_t) > sizeof p->pool)
+    if (parse_loss(c, h, last))
+        return -1;
+    top = p->bwd_top;
+    if (QPLAN_NODES_BYTES(p->n_ops) + (uint64_t)(top + 1u - p->first_bwd) * sizeof(qtop_t) > sizeof p->pool)
         return blob_fail(c->f, FAULT_PLAN, "qplan: op tables larger than the pool (too many backward ops)",
-                         last - p->first_bwd, p->n_ops);
+                         top + 1u - p->first_bwd, p->n_ops);
     p->top = (qtop_t *)(void *)((uint8_t *)p->pool + QPLAN_NODES_BYTES(p->n_ops));
-    if (p->n_classes < 2 || p->n_classes > 256)
-        return blob_fail(c->f, FAULT_PLAN, "qplan: training needs 2..256 classes", p->n_classes, 0);
     if (!qp_in_blob(c, recs, (uint64_t)p->n_ops * QPLAN_TRAIN_RECORD))
         return blob_fail(c->f, FAULT_PLAN, "qplan: training records outside blob", recs, 0);
     p->dlogits = qp_arena_at(c, le32(h + TQPL_TH_DLOGITS), p->n_classes);
-    if (!p->dlogits || p->node[last].x != p->node[last - 1u].y)
+    if (!p->dlogits || (p->loss == QLOSS_CROSS_ENTROPY && p->node[last].x != p->node[last - 1u].y))
         return blob_fail(c->f, FAULT_PLAN,
-                         "qplan: logits gradient outside arena or softmax input not the previous op's", le32(h + TQPL_TH_DLOGITS), 0);
+                         "qplan: loss gradient outside arena or softmax input not the previous op's", le32(h + TQPL_TH_DLOGITS), 0);
     for (uint32_t i = 0; i < p->n_ops; i++) {
         const uint8_t *r = c->blob + recs + i * QPLAN_TRAIN_RECORD;
-        if (i < p->first_bwd || i == last) {
+        if (i < p->first_bwd || i > top) {
             for (uint32_t j = 0; j < QPLAN_TRAIN_RECORD; j++)
                 if (r[j])
                     return qp_tfail(c, i, "qplan: training record of an op outside the backward path not zero");
@@ -497,8 +529,8 @@ static int parse_training(qparse_t *c)
     if (!p->gstat)
         return blob_fail(c->f, FAULT_PLAN, "qplan: gradient statistics outside arena", le32(h + TQPL_TH_GSTAT),
                          tensors);
-    if (p->top[last - 1u - p->first_bwd].dout != p->dlogits)
-        return qp_tfail(c, last - 1u, "qplan: the logits op's dout must be the logits gradient");
+    if (p->top[top - p->first_bwd].dout != p->dlogits)
+        return qp_tfail(c, top, "qplan: the top backward op's dout must be the loss gradient");
     return 0;
 }
 

@@ -82,13 +82,16 @@ typedef struct {
     int8_t *input;
     const int8_t *output;
     uint32_t n_input;
-    int32_t out_zp;
-    float out_scale;
+    int32_t in_zp, out_zp;
+    float in_scale, out_scale;
     qnode_t *node;                 /* n_ops nodes, at the start of pool */
     qdataset_t data;
     /* training section (header flag bit 0): absent when train is 0 */
     uint8_t train;
+    uint8_t loss;                  /* QLOSS_CROSS_ENTROPY or QLOSS_RECONSTRUCTION */
     uint16_t first_bwd;
+    uint16_t bwd_top;              /* the highest op of the backward path: n_ops − 2 (SOFTMAX above), or n_ops − 1 */
+    qrecon_t recon;                /* QLOSS_RECONSTRUCTION: the input codes rescaled to output codes */
     float lr;                      /* the learning rate the update multipliers were computed with */
     int8_t *dlogits;
     uint32_t n_trained;            /* trained weight and bias tensors */

@@ -1,5 +1,6 @@
 /* Int8 training step: int8 forward (the bit-exact inference kernels, reading the arena copies of trained tensors),
- * the loss gradient at the logits from the int8 softmax output, then backward from the last weighted op down to
+ * the loss gradient at the logits from the int8 softmax output (or, training an autoencoder, the reconstruction
+ * error's gradient at the graph output), then backward from the top op of the path down to
  * first_bwd in integer arithmetic. Per op: the output gradient masked by the fused activation and scaled per channel
  * (h), the input gradient (int32 accumulators requantised to int8 with a power-of-two scale chosen here), then per
  * channel the bias and weight gradient accumulators, each reported and applied at once through the Q16 residuals
@@ -48,14 +49,14 @@ static uint32_t since(uint64_t t0)
 
 const qtop_t *qtrain_top(const qplan_t *p, uint32_t i)
 {
-    return p->train && i >= p->first_bwd && i + 1u < p->n_ops ? &p->top[i - p->first_bwd] : NULL;
+    return p->train && i >= p->first_bwd && i <= p->bwd_top ? &p->top[i - p->first_bwd] : NULL;
 }
 
 /* ---- setup and forward ----------------------------------------------------------------------------------- */
 
 void qtrain_load_params(const qplan_t *p)
 {
-    for (uint32_t i = p->first_bwd; i + 1u < p->n_ops; i++) {
+    for (uint32_t i = p->first_bwd; i <= p->bwd_top; i++) {
         const qtop_t *t = qtrain_top(p, i);
         if (!t || !t->eff)
             continue;
@@ -262,7 +263,7 @@ static int32_t back_weighted(qrun_t *r, uint32_t i, const qnode_t *n, const qtop
 static void backward(qrun_t *r, int32_t e)
 {
     const qplan_t *p = r->p;
-    for (uint32_t i = p->n_ops - 1u; i-- > p->first_bwd;) {
+    for (uint32_t i = p->bwd_top + 1u; i-- > p->first_bwd;) {
         const qtop_t *t = qtrain_top(p, i);
         uint32_t b0 = r->t_bwd, u0 = r->t_upd;
         const qnode_t *n = &p->node[i];
@@ -322,7 +323,10 @@ static void train_step(void *ctx, uint32_t step, uint32_t sample, int stream, ms
     r->t_fwd = since(t0);
     r->t_fwd += qtrain_forward(p, r->ticks);
     t0 = port_ticks();
-    e = qgrad_logits(p->output, p->n_classes, label, p->dlogits);
+    if (p->loss == QLOSS_RECONSTRUCTION)
+        e = qgrad_recon(&p->recon, p->output, p->input, p->n_classes, p->dlogits);
+    else
+        e = qgrad_logits(p->output, p->n_classes, label, p->dlogits);
     m->loss = qexec_sample_loss(p, label);
     r->t_fwd += since(t0);
     r->t_bwd = r->t_upd = 0;
@@ -332,7 +336,7 @@ static void train_step(void *ctx, uint32_t step, uint32_t sample, int stream, ms
     m->step = r->step;
     m->sample = sample;
     m->label = (uint8_t)label;
-    m->pred = (uint8_t)qexec_argmax(p);
+    m->pred = p->loss == QLOSS_RECONSTRUCTION ? 0u : (uint8_t)qexec_argmax(p);
     m->t_fwd = r->t_fwd;
     m->t_bwd = r->t_bwd;
     m->t_upd = r->t_upd;
@@ -352,7 +356,7 @@ static int op_eval_sample(void *ctx, uint32_t s, float *loss)
     qexec_load_sample(p, p->data.x_eval + s * p->data.sample_bytes);
     qtrain_forward(p, NULL);
     *loss = qexec_sample_loss(p, label);
-    return qexec_argmax(p) == label;
+    return p->loss != QLOSS_RECONSTRUCTION && qexec_argmax(p) == label; /* a reconstruction has no classes */
 }
 
 int qtrain_run(const qplan_t *p, const start_t *a, const port_info_t *info, stop_poll_fn poll)

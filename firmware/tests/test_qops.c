@@ -289,6 +289,26 @@ static void t_small_ops_vs_reference(void)
     }
 }
 
+/* an autoencoder's loss gradient: random codes, zero points and input/output scale ratios (shift -31..16), and a
+ * perfect reconstruction (every d = 0, k = 0) */
+static void t_recon_grad_vs_reference(void)
+{
+    for (int trial = 0; trial < 400; trial++) {
+        uint32_t n = 1u + th_rand() % 700u;
+        qrecon_t r = {rnd(-128, 127), rnd(-128, 127), rnd(1 << 30, 0x7FFFFFFF), rnd(-31, 16)};
+        fill_i8(X, n);
+        fill_i8(W, n);
+        if (trial % 9 == 0) { /* y = x with equal scales and zero points: no gradient */
+            r = (qrecon_t){5, 5, 1 << 30, 1};
+            memcpy(W, X, n);
+        }
+        CHECK(qgrad_recon(&r, W, X, n, Y) == qgrad_recon_ref(&r, W, X, n, R) && memcmp(Y, R, n) == 0);
+        if (trial % 9 == 0)
+            for (uint32_t j = 0; j < n; j++)
+                CHECK(Y[j] == 0);
+    }
+}
+
 static void t_training_helpers_vs_reference(void)
 {
     static int16_t H[4096];
@@ -322,5 +342,6 @@ const test_case_t qops_tests[] = {
     {"int8: average pool, mean, add, softmax", t_small_ops},
     {"int8: average pool, mean, add, softmax optimized == reference on random shapes", t_small_ops_vs_reference},
     {"int8: logits gradient, bias gradient, bias update == reference", t_training_helpers_vs_reference},
+    {"int8: reconstruction loss gradient == reference", t_recon_grad_vs_reference},
     {NULL, NULL},
 };

@@ -41,6 +41,16 @@ static inline const int8_t *qrows_get(const qrows_t *r, uint32_t o, uint32_t *cu
 int32_t qgrad_logits(const int8_t *p, uint32_t n, uint32_t label, int8_t *g);
 int32_t qgrad_logits_ref(const int8_t *p, uint32_t n, uint32_t label, int8_t *g);
 
+/* An autoencoder's loss, the mean squared error of its output y against its input x (in real terms dL/dy =
+ * 2·(y − x)/N): d = (y − zp_y) − rq_mul(x − zp_x, mult, shift), with mult/shift the multiplier of s_x/s_y, written
+ * as int8 with the smallest shift k >= 0 that fits [-127, 127]; returns k (E = k, c = 2·s_y/N). */
+typedef struct {
+    int32_t zp_y, zp_x, mult, shift;
+} qrecon_t;
+enum { QLOSS_CROSS_ENTROPY = 0, QLOSS_RECONSTRUCTION = 1 };
+int32_t qgrad_recon(const qrecon_t *r, const int8_t *y, const int8_t *x, uint32_t n, int8_t *g);
+int32_t qgrad_recon_ref(const qrecon_t *r, const int8_t *y, const int8_t *x, uint32_t n, int8_t *g);
+
 /* int32 accumulators to int8 codes rounding by 2^k (half away from zero), the smallest k >= 0 that fits
  * [-127, 127]; returns k. */
 int32_t qgrad_requant(const int32_t *acc, uint32_t n, int8_t *g);

@@ -44,3 +44,21 @@ int32_t qsgd_bias_ref(int32_t *b, int16_t *r, int32_t a, int32_t mult, int32_t s
     }
     return *b - old;
 }
+
+/* the reconstruction loss gradient from its definition: d = (y − zp_y) − x·M (64-bit reference multiply), then the
+ * smallest k >= 0 whose rounded codes all fit, found by trying k = 0, 1, ... */
+int32_t qgrad_recon_ref(const qrecon_t *r, const int8_t *y, const int8_t *x, uint32_t n, int8_t *g)
+{
+    for (int32_t k = 0;; k++) {
+        int fits = 1;
+        for (uint32_t j = 0; j < n && fits; j++) {
+            int32_t v = ref_rdbp((int64_t)(y[j] - r->zp_y) - ref_mul(x[j] - r->zp_x, r->mult, r->shift), k);
+            fits = v >= -127 && v <= 127;
+        }
+        if (!fits)
+            continue;
+        for (uint32_t j = 0; j < n; j++)
+            g[j] = (int8_t)ref_rdbp((int64_t)(y[j] - r->zp_y) - ref_mul(x[j] - r->zp_x, r->mult, r->shift), k);
+        return k;
+    }
+}
