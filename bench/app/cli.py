@@ -211,6 +211,8 @@ def summary_table(records: list[RunRecord]) -> Table:
     for r in sorted(records, key=lambda r: r.run_id):
         row = r.run_row()
         acc = f"{_fmt(row['acc_before'], '.1f', 100)}% → {_fmt(row['acc_after'], '.1f', 100)}%"
+        if r.loss_kind == "reconstruction":  # no classes: the eval reconstruction error is the figure
+            acc = f"MSE {_fmt(row['loss_before'], '.2f')} → {_fmt(row['loss_after'], '.2f')}"
         sram = f"{_fmt(row['peak_sram_bytes'], ',.0f')} / {row['board_sram_bytes']:,} B"
         # does-not-fit: the error ends "needs N B of SRAM|flash but the board has M B" (bench.image.firmware.DoesNotFit)
         error = r.error.rsplit(": ", 1)[-1] if r.status == "does-not-fit" else r.error

@@ -8,6 +8,7 @@ full backprop to the technique), since the fp32 engine itself trains `bench.mode
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sys
 import tomllib
@@ -474,6 +475,8 @@ def _tflite_int8_plan(path: Path, model: QModel, tech: Technique, board: Board, 
     from bench.tflite.head import HeadError, replace_head
 
     data, _ = _profile_table(profile_spec)
+    if data.get("loss") == "reconstruction":
+        tech = dataclasses.replace(tech, loss="reconstruction")
     try:
         if data.get("head_classes"):
             model = replace_head(model, int(data["head_classes"]), int(data.get("seed", 1)))
@@ -539,6 +542,9 @@ def _tflite_budget(path: Path, board: Board, profile_spec: str | None, budget: s
         raise ConfigError(f"{path}: no such file")
     limit = _budget_bytes(budget)
     profile = load_profile(profile_spec).model_copy(update={"model": str(path.resolve())})
+    if profile.loss != "cross-entropy":
+        raise TechniqueError(f"--budget with profile {profile.name}: the contribution trials rank schemes by held-out "
+                             f"accuracy, which a {profile.loss} loss does not have; not implemented for it yet")
     with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
         bench = Bench(CACHE_DIR / "plan-budget")
         i8 = bench.int8(bench.prepare(profile))

@@ -210,7 +210,13 @@ class Bench:
             qmodel = replace_head(qmodel, profile.head_classes, profile.seed, path)
         shape_in = tuple(qmodel.tensors[qmodel.inputs[0]].shape[1:])
         classes = int(qmodel.tensors[qmodel.outputs[0]].shape[-1])
-        if classes != ds.n_classes:
+        outputs = int(np.prod(qmodel.tensors[qmodel.outputs[0]].shape))
+        if profile.loss == "reconstruction":  # an autoencoder: the labels only tag the samples (e.g. anomalous)
+            if int(ds.y_train.max(initial=0)) >= outputs or int(ds.y_eval.max(initial=0)) >= outputs:
+                raise ConfigError(f"profile {profile.name}: task {ds.name}'s labels exceed the autoencoder's "
+                                  f"{outputs} outputs (the dataset blob bounds them by the output size)")
+            classes = outputs
+        elif classes != ds.n_classes:
             raise ConfigError(f"profile {profile.name}: model {qmodel.name} gives {classes} classes; task {ds.name} "
                               f"has {ds.n_classes} (head_classes replaces the classifier)")
         scale, zp = input_qparams(qmodel)
@@ -227,7 +233,7 @@ class Bench:
             ds = dataclasses.replace(ds, provenance=(*ds.provenance, "adapted to the model: " + "; ".join(done)))
         else:  # the stored bytes as int8 codes, as TFLM's person_detection example feeds its images
             x_train, x_eval = ds.x_train.view(np.int8), ds.x_eval.view(np.int8)
-        blob = int8_dataset_blob(x_train, ds.y_train, x_eval, ds.y_eval, ds.n_classes, scale, zp)
+        blob = int8_dataset_blob(x_train, ds.y_train, x_eval, ds.y_eval, classes, scale, zp)
         y_train = ds.y_train.astype(np.int64)
         return Prepared(profile=profile, model=None, dataset=b"", x_train=x_train, y_train=y_train, task=ds,
                         int8=Int8Prepared(qmodel, path, blob, x_train, y_train))
@@ -269,7 +275,9 @@ class Bench:
                 else:
                     scale, zp = input_qparams(i8.qmodel)
                     x = i8.x_train
-                    blob = int8_dataset_blob(x[keep], y[keep], x[held], y[held], ds.n_classes, scale, zp)
+                    out = i8.qmodel.tensors[i8.qmodel.outputs[0]]
+                    classes = int(np.prod(out.shape)) if profile.loss == "reconstruction" else ds.n_classes
+                    blob = int8_dataset_blob(x[keep], y[keep], x[held], y[held], classes, scale, zp)
                 prepared.val[key] = blob
             return prepared.val[key]
 
@@ -321,6 +329,7 @@ class Bench:
         if isinstance(plan, QPlan):
             assert plan.train is not None
             record.grad_scales = {(i, p): op.grad_scale for i, op in plan.train.ops.items() for p in (0, 1)}
+            record.loss_kind = plan.train.loss
         if record.phase == "sweep":
             dataset = self.val_dataset(prepared, isinstance(plan, QPlan))
         else:
@@ -635,12 +644,12 @@ def final_jobs(profile: Profile, techniques: list[Technique], best: dict[str, fl
 
 
 def chosen_lrs(records: list[RunRecord]) -> dict[str, float]:
-    """technique -> the swept lr with the best mean validation accuracy (sweep runs only: the eval split is not
-    looked at), see `bench.records.stats.best_lr`."""
+    """technique -> the swept lr with the best mean validation accuracy, or lowest validation loss for a
+    reconstruction (sweep runs only: the eval split is not looked at), see `bench.records.stats.best_lr`."""
     by_technique: dict[str, list[tuple[float, float]]] = {}
     for r in records:
         if r.phase == "sweep":
-            by_technique.setdefault(r.technique, []).append((r.lr, r.accuracy(1) if r.status == "ok" else math.nan))
+            by_technique.setdefault(r.technique, []).append((r.lr, r.score(1) if r.status == "ok" else math.nan))
     return {name: best_lr(pairs) for name, pairs in by_technique.items()}
 
 

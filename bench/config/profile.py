@@ -30,6 +30,7 @@ from the end; ``bench.tflite.io.load_tflite(path).ops`` lists them.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -102,6 +103,9 @@ class SparseSpec(BaseModel):
         return hash((self.bias_k, tuple(self.layers.items())))
 
 
+Loss = Literal["cross-entropy", "reconstruction"]
+
+
 @dataclass(frozen=True)
 class Technique:
     """How a model is trained: which tensors update (scheme) and in which arithmetic (numerics)."""
@@ -111,6 +115,7 @@ class Technique:
     k: int = 1  # layers with parameters counted from the end, for "last" and "bias"; "sparse": biases (bias_k)
     layers: tuple[tuple[int, float], ...] = ()  # "sparse": (layer index, ratio of output channels) whose weights train
     label: str = ""  # a name of its own (equal-budget variants: "last-fp32@16KB"); default scheme-numerics
+    loss: Loss = "cross-entropy"  # "reconstruction": an autoencoder's MSE against its input (the profile's ``loss``)
 
     @property
     def name(self) -> str:
@@ -207,6 +212,9 @@ class Profile(BaseModel):
     sparse: SparseSpec | None = None  # the [sparse] table of sparse-* techniques
     # imported models only: replace the classifier head with a fresh one of this many classes (the task's count)
     head_classes: int | None = Field(default=None, ge=2, le=255)
+    # imported int8 models only: "reconstruction" trains an autoencoder (no SOFTMAX, as many outputs as inputs) on
+    # the mean squared error of its output against its input; the task's labels then only tag samples
+    loss: Loss = "cross-entropy"
     steps: int = Field(default=200, gt=0, le=1_000_000)
     # one learning rate, or a list to sweep: each technique then trains at every lr on a validation split carved
     # from the device-train data (`val_fraction`), and its final runs use the lr with the best mean validation
@@ -277,8 +285,8 @@ class Profile(BaseModel):
         return model_path(self.model)
 
     def technique(self, name: str) -> Technique:
-        """Technique ``name`` with this profile's settings (``last_k``, ``[sparse]``)."""
-        return parse_technique(name, self.last_k, self.sparse)
+        """Technique ``name`` with this profile's settings (``last_k``, ``[sparse]``, ``loss``)."""
+        return dataclasses.replace(parse_technique(name, self.last_k, self.sparse), loss=self.loss)
 
 
 def profile_path(spec: str | Path) -> Path:
@@ -305,6 +313,9 @@ def load_profile(spec: str | Path) -> Profile:
         require_model_file(profile.model)
     elif profile.head_classes is not None:
         raise ConfigError(f"{path}: key 'head_classes': only for imported .tflite models, not '{profile.model}'")
+    if profile.loss == "reconstruction" and (profile.imported is None or profile.head_classes is not None):
+        raise ConfigError(f"{path}: key 'loss': a reconstruction trains an imported autoencoder (.tflite) as it is, "
+                          f"without head_classes")
     return profile
 
 

@@ -47,7 +47,9 @@ def dataset_blob(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, y
 
 def int8_dataset_blob(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray,
                       n_classes: int, scale: float, zero_point: int) -> bytes:
-    """A dataset blob of int8 codes quantised with (``scale``, ``zero_point``)."""
+    """A dataset blob of int8 codes quantised with (``scale``, ``zero_point``); feature vectors [n, features] (an
+    FC-only model's input) are stored as [n, 1, features, 1]."""
+    x_train, x_eval = (x.reshape(len(x), 1, -1, 1) if x.ndim == 2 else x for x in (x_train, x_eval))
     return dataset_blob(x_train, y_train, x_eval, y_eval, n_classes, scale, -zero_point * scale, DTYPE_I8)
 
 

@@ -71,9 +71,8 @@ def compile_int8_plan(model: Model, qmodel: QModel, technique: Technique, lr: fl
 def compile_imported_plan(qmodel: QModel, technique: Technique, lr: float) -> QPlan:
     """The TQPL training plan of an int8 technique on an imported graph, by op index: the layers with parameters that
     ``bias_k`` / ``last_k`` count from the end are the ops with a bias (`bench.plan.select.biased_ops`), ``[sparse]``
-    layers
-    are op indices, and each one's channels are the largest-norm ones of the pretrained codes (as `bench.plan.select`'s
-    `sparse_spec`)."""
+    layers are op indices, and each one's channels are the largest-norm ones of the pretrained codes (as
+    `sparse_spec`); the technique's loss (cross-entropy, or an autoencoder's reconstruction) goes with them."""
     trainable = frozenset(technique.trainable(biased_ops(qmodel)))
     channels = tuple((i, ch) for i, ratio in technique.layers if (ch := top_channels(qmodel, i, ratio)))
-    return compile_qplan(qmodel, QTrainSpec(trainable, lr, technique.qas, channels), technique.name)
+    return compile_qplan(qmodel, QTrainSpec(trainable, lr, technique.qas, channels, technique.loss), technique.name)

@@ -48,6 +48,7 @@ class Manifest:
     lr: float = float("nan")
     repeat: int = 0
     seed: int | None = None
+    loss_kind: str = "cross-entropy"  # a reconstruction has no accuracy: the rebuilt record must not show one
 
     @classmethod
     def of(cls, record: RunRecord, rx_offset: int, check_steps: int) -> Manifest:
@@ -55,7 +56,7 @@ class Manifest:
         counting = (record.counting.unit, record.counting.counts_per_tick) if record.counting else None
         return cls(record.run_id, record.board.name, record.target_kind, record.technique, record.model,
                    record.journal, rx_offset, check_steps, record.plan_hash, record.build_id, scales, counting,
-                   record.phase, record.lr, record.repeat, record.seed)
+                   record.phase, record.lr, record.repeat, record.seed, record.loss_kind)
 
     def write(self, journal_dir: Path) -> Path:
         path = journal_dir / f"{self.run_id}{MANIFEST_SUFFIX}"
@@ -95,7 +96,8 @@ def rebuild(manifest: Manifest, board: Board) -> RunRecord:
                        technique=manifest.technique, model=manifest.model, journal=manifest.journal,
                        status=UNFINISHED, build_id=manifest.build_id, plan_hash=manifest.plan_hash,
                        grad_scales={(layer, param): c for layer, param, c in manifest.grad_scales},
-                       phase=manifest.phase, lr=manifest.lr, repeat=manifest.repeat, seed=manifest.seed)
+                       phase=manifest.phase, lr=manifest.lr, repeat=manifest.repeat, seed=manifest.seed,
+                       loss_kind=manifest.loss_kind)
     if manifest.counting is not None:
         record.counting = Counting(*manifest.counting)
     messages, stats = journal_messages(Path(manifest.journal), manifest.rx_offset)

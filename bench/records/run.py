@@ -98,6 +98,7 @@ class RunRecord:
     injected: FaultStats | None = None  # what the fault proxy did, live
     place: str = ""  # the labgrid place the run used (empty on a local rack)
     exporter: str = ""  # the labgrid exporter (lab host) that served it
+    loss_kind: str = "cross-entropy"  # "reconstruction": an autoencoder's MSE, no classes (accuracy NaN)
 
     def add(self, msg: object) -> None:
         """File one decoded device message."""
@@ -169,8 +170,13 @@ class RunRecord:
         return self.energy_per_step_uj(fwd + bwd + upd), "modelled", math.nan
 
     def accuracy(self, phase: int) -> float:
+        """Eval accuracy; NaN for a reconstruction, which has no classes (its eval loss is the figure)."""
         ev = self.evals.get(phase)
-        return ev.correct / ev.n if ev and ev.n else math.nan
+        return ev.correct / ev.n if ev and ev.n and self.loss_kind != "reconstruction" else math.nan
+
+    def score(self, phase: int) -> float:
+        """The figure an lr sweep maximises: eval accuracy, or minus the eval loss for a reconstruction (no classes)."""
+        return -self.eval_loss(phase) if self.loss_kind == "reconstruction" else self.accuracy(phase)
 
     def eval_loss(self, phase: int) -> float:
         """Mean loss over the eval split, before (0) or after (1) training."""
@@ -236,7 +242,7 @@ class RunRecord:
     def step_rows(self) -> list[dict[str, object]]:
         """Per step: the sample the device drew, its label and prediction, loss, counts by phase and SRAM in use."""
         return [{"run_id": self.run_id, "step": s.step, "sample": s.sample, "label": s.label, "pred": s.pred,
-                 "correct": s.label == s.pred, "loss": s.loss,
+                 "correct": s.label == s.pred if self.loss_kind != "reconstruction" else None, "loss": s.loss,
                  **self._count_cells("", {"_fwd": self.counts(s.t_fwd), "_bwd": self.counts(s.t_bwd),
                                           "_upd": self.counts(s.t_upd)}),
                  "sram_bytes": s.sram_used} for s in self.steps]

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bench.config.profile import DatasetSpec
-from bench.model.tasks import digits, digits16, digits96, tabular
+from bench.model.tasks import digits, digits16, digits96, machine, tabular
 from bench.model.tasks.digits import DeviceDataset
 from bench.model.tasks.files import DatasetError, is_file_task, load_file_task
 
 _TASKS: dict[str, Callable[[int], DeviceDataset]] = {digits.NAME: digits.load, digits16.NAME: digits16.load,
-                                                     digits96.NAME: digits96.load, tabular.NAME: tabular.load}
+                                                     digits96.NAME: digits96.load, tabular.NAME: tabular.load,
+                                                     machine.NAME: machine.load}
 
 
 def task_names() -> list[str]:

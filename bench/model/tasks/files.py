@@ -307,6 +307,11 @@ def adapt(x: np.ndarray, shape: tuple[int, ...], task: str) -> tuple[np.ndarray,
     mismatch nothing can bridge is a `DatasetError` naming both shapes."""
     from PIL import Image
 
+    if len(shape) == 1:  # a feature-vector input (an FC-only model): [1, features, 1] samples of the same length
+        if x.shape[1:] != (1, shape[0], 1):
+            raise DatasetError(f"task {task}: samples {x.shape[1:]} cannot feed the model's input {shape} (it takes "
+                               f"feature vectors: [1, {shape[0]}, 1] samples)")
+        return x.astype(np.float32), []
     if len(shape) != 3:
         raise DatasetError(f"task {task}: the model's input is {shape}; samples are adapted to [h, w, c] inputs only")
     (h, w, c), (mh, mw, mc) = x.shape[1:], shape
