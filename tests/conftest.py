@@ -7,4 +7,21 @@ defined") in whatever test of that worker writes parquet next. Importing it here
 the snapshot.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 import pandas.core.arrays.arrow.extension_types  # noqa: F401
+import pytest
+
+
+@pytest.fixture
+def rack_entry(bench_rack: Any) -> Callable[[str], Any]:
+    """The rack's entry for a board by name; the test skips when the rack has none (``--board`` filtered it out)."""
+
+    def entry(board: str) -> Any:
+        found = next((e for e in bench_rack.boards if e.board == board), None)
+        if found is None:
+            pytest.skip(f"no {board} in the rack")
+        return found
+
+    return entry

@@ -114,12 +114,10 @@ def test_machine_drift_is_deterministic_feature_windows() -> None:
 
 
 @pytest.mark.twin
-def test_ad_profile_fine_tunes_on_the_twins_with_exact_gradients(shared_models: Path, bench_rack, bench_run) -> None:
+def test_ad_profile_fine_tunes_on_the_twins_with_exact_gradients(shared_models: Path, rack_entry, bench_run) -> None:
     """profiles/ad.toml through `bench run`: sparse-int8 on the M7 twin, the streamed accumulators exactly the host
     reference's, the eval reconstruction error down, no accuracy (a reconstruction has no classes)."""
-    entry = next((e for e in bench_rack.boards if e.board == "nucleo-f746zg"), None)
-    if entry is None:
-        pytest.skip("no nucleo-f746zg in the rack")
+    entry = rack_entry("nucleo-f746zg")
     run = bench_run(entry, "sparse-int8", profile="ad", steps=40, eval_samples=20, check_steps=2)
     assert run.status == "ok", run.error
     assert run.fidelity_exact == 1.0 and run.fidelity_max_rel_err == 0.0

@@ -79,12 +79,10 @@ def test_person_detect_sparse_int8_on_m7_twin(shared_models: Path, tmp_path: Pat
     assert fw.static_bytes + fp32.arena_bytes > board.sram_bytes  # full fp32 training does not fit
 
 
-def test_person_detect_profile_through_bench_run(shared_models: Path, bench_rack, bench_run) -> None:
+def test_person_detect_profile_through_bench_run(shared_models: Path, rack_entry, bench_run) -> None:
     """profiles/person_detect.toml through `Bench.prepare`/`Bench.run`: sparse-int8 trains with exact int8 gradients
     within 10% of its planned SRAM; full-fp32 of the same graph is a does-not-fit record with required vs available."""
-    entry = next((e for e in bench_rack.boards if e.board == "nucleo-f746zg"), None)
-    if entry is None:
-        pytest.skip("no nucleo-f746zg in the rack")
+    entry = rack_entry("nucleo-f746zg")
     sram = load_catalogue()["nucleo-f746zg"].sram_bytes
     run = bench_run(entry, "sparse-int8", profile="person_detect", steps=6, eval_samples=4, check_steps=1)
     assert run.status == "ok", run.error
@@ -114,15 +112,13 @@ def qplan_model(shared_models: Path):
 
 @pytest.mark.parametrize(("profile", "board", "technique"), [("vww", "rpi-pico", "sparse-int8"),
                                                              ("kws", "nrf52840-dk", "last-int8")])
-def test_mlperf_tiny_profiles_train_adapted_digits_with_exact_int8_gradients(shared_models: Path, bench_rack, bench_run,
-                                                                            profile: str, board: str,
-                                                                            technique: str) -> None:
+def test_mlperf_tiny_profiles_train_adapted_digits_with_exact_int8_gradients(shared_models: Path, bench_rack,
+                                                                            rack_entry, bench_run, profile: str,
+                                                                            board: str, technique: str) -> None:
     """profiles/vww.toml and kws.toml: the built-in digits are adapted to the model's input (resized, channel
     replicated, quantised with its input parameters) and train the new head exactly as the integer reference does;
     VWW's 60 samples of 96x96x3 overflow a 1 MB board's flash, a does-not-fit record with the figures."""
-    entry = next((e for e in bench_rack.boards if e.board == board), None)
-    if entry is None:
-        pytest.skip(f"no {board} in the rack")
+    entry = rack_entry(board)
     run = bench_run(entry, technique, profile=profile, steps=3, eval_samples=4, check_steps=1)
     assert run.status == "ok", run.error
     assert run.fidelity_exact == 1.0 and run.summary.sram_peak < load_catalogue()[board].sram_bytes
@@ -133,12 +129,10 @@ def test_mlperf_tiny_profiles_train_adapted_digits_with_exact_int8_gradients(sha
             assert small.status == "does-not-fit" and "of flash but the board has 1,048,576 B" in small.error
 
 
-def test_kws_full_int8_trains_depthwise_weights_exactly(shared_models: Path, bench_rack, bench_run) -> None:
+def test_kws_full_int8_trains_depthwise_weights_exactly(shared_models: Path, rack_entry, bench_run) -> None:
     """full-int8 on the KWS DS-CNN trains every CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED weight on the M7
     twin, its streamed gradients (the depthwise weights' included) exactly those of the host integer reference."""
-    entry = next((e for e in bench_rack.boards if e.board == "nucleo-f746zg"), None)
-    if entry is None:
-        pytest.skip("no nucleo-f746zg in the rack")
+    entry = rack_entry("nucleo-f746zg")
     run = bench_run(entry, "full-int8", profile="kws", steps=3, eval_samples=4, check_steps=1)
     assert run.status == "ok", run.error
     assert run.fidelity_exact == 1.0 and run.fidelity_max_rel_err == 0.0
@@ -169,13 +163,11 @@ def test_sram_benchmark_measures_sparse_below_its_plan_and_fp32_above(shared_mod
     assert row.ratio(row.fp32_naive_bytes) == row.fp32_naive_bytes / row.sparse_measured_bytes
 
 
-def test_person_detect_mcunet_style_deep_bias_scheme_is_exact(shared_models: Path, bench_rack, bench_run) -> None:
+def test_person_detect_mcunet_style_deep_bias_scheme_is_exact(shared_models: Path, rack_entry, bench_run) -> None:
     """MCUNetV3's 100 KB-class scheme trains the biases of the last 22 layers: on person_detect a 24-op backward path
     (op 6 up), past the 16 the device's tables once held, with gradient exponents past what an int8 carried (135 at
     op 9). Every streamed accumulator and exponent equals the host integer reference's."""
-    entry = next((e for e in bench_rack.boards if e.board == "nucleo-f746zg"), None)
-    if entry is None:
-        pytest.skip("no nucleo-f746zg in the rack")
+    entry = rack_entry("nucleo-f746zg")
     base = load_profile("person_detect")
     assert base.sparse is not None
     deep = base.model_copy(update={"sparse": base.sparse.model_copy(update={"bias_k": 22})})
