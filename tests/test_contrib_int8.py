@@ -60,7 +60,10 @@ def test_search_stays_within_budget_and_evolution_finds_the_exhaustive_best(grap
             assert compile_imported_plan(graph.qmodel, s.technique(), 0.01).arena_bytes == s.memory
             assert (biased[0], 1.0) not in s.layers  # its trial was refused: never proposed
         assert search_int8.search_graph(graph.qmodel, c, budget, force_evolutionary=True, seed=5)[0] == evolved
-    assert search_int8.search_graph(graph.qmodel, c, 1_000)[0] == []  # nothing fits
+    none, rep = search_int8.search_graph(graph.qmodel, c, 1_000)
+    assert none == [] and rep.evaluated == rep.schemes_possible  # nothing fits: every scheme was planned
+    bias_only = compile_imported_plan(graph.qmodel, contrib.sparse_technique(1, {}, biased[-1], "int8"), 0.01)
+    assert rep.smallest is not None and 1_000 < rep.smallest <= bias_only.arena_bytes  # what the budget must reach
 
 
 def test_bench_plan_searches_a_tflite_graph_within_a_budget(graph: Int8Prepared) -> None:

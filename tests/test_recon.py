@@ -142,3 +142,20 @@ def test_an_lr_sweep_of_a_reconstruction_picks_the_lowest_validation_loss() -> N
         records.append(r)
     assert chosen_lrs(records) == {"last-int8": 0.01}
     assert np.isnan(records[0].accuracy(1)) and records[1].score(1) == -3.0
+
+
+def test_the_budget_trials_of_an_autoencoder_score_by_held_out_mse(shared_models: Path) -> None:
+    from bench.plan import search_int8
+
+    model = ad_model(shared_models)
+    task = load_task("machine-drift", 1)
+    x = int8ref.quantized_inputs(model, task.decode(task.x_train).reshape(len(task.x_train), -1))
+    y = np.zeros(len(x), np.int64)
+    c = search_int8.analyse_graph(model, x, y, seed=1, steps=40, lr=0.01, depth=2,
+                                  loss="reconstruction")
+    assert c.loss == "reconstruction" and c.classifier == 9
+    untrained = -search_int8.reconstruction_score(model, search_int8.split(x, y, 1)[2])
+    scores = [c.base_acc, *c.bias_acc.values(), *c.weight_acc.values()]
+    assert all(np.isfinite(scores)) and max(scores) < 0          # minus an MSE
+    assert -c.base_acc < 0.8 * untrained                           # fine-tuning the last op lowers the held-out error
+    assert -c.bias_acc[2] < untrained and c.delta_bias(2) == c.bias_acc[2] - c.base_acc

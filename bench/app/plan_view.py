@@ -139,44 +139,60 @@ def _sparse_option(text: str | None) -> SparseSpec | None:
         raise click.BadParameter(f"{e}", param_hint="--sparse") from None
 
 
+def _score_name(loss: str) -> str:
+    """What the trials and expected gains are measured in (JSON): held-out accuracy, or minus the held-out MSE."""
+    return "minus held-out reconstruction MSE" if loss == "reconstruction" else "held-out accuracy"
+
+
+def _score(value: float, loss: str) -> str:
+    if value != value:
+        return "refused by the planner"
+    return f"{-value:.3f}" if loss == "reconstruction" else f"{value:.1%}"
+
+
+def _gain(delta: float, loss: str) -> str:
+    """A score difference: accuracy points, or the change of a reconstruction's MSE (negative: lower error)."""
+    if delta != delta:
+        return "–"
+    return f"{-delta:+.3f} MSE" if loss == "reconstruction" else f"{delta * 100:+.1f} pt"
+
+
 def print_contributions(c: Contributions, unit: str = "layer", how: str = "SGD") -> None:
-    t = Table(title=f"Contribution analysis, {c.model}: held-out accuracy of host fine-tuning trials")
-    for col in ("trial", "held-out acc", "Δacc"):
+    recon = c.loss == "reconstruction"
+    score = "held-out MSE" if recon else "held-out acc"
+    t = Table(title=f"Contribution analysis, {c.model}: {score} of host fine-tuning trials")
+    for col in ("trial", score, "ΔMSE" if recon else "Δacc"):
         t.add_column(col, justify="right" if col != "trial" else "left")
-    t.add_row(f"classifier only ({unit} {c.classifier})", f"{c.base_acc:.1%}", "–")
+    t.add_row(f"{'last op' if recon else 'classifier'} only ({unit} {c.classifier})", _score(c.base_acc, c.loss), "–")
     for k, acc in c.bias_acc.items():
         if k > 1:
-            t.add_row(f"biases of last {k} {unit}s (+ classifier)", _pct(acc), _pt(c.delta_bias(k)))
+            t.add_row(f"biases of last {k} {unit}s (+ {unit} {c.classifier})", _score(acc, c.loss),
+                      _gain(c.delta_bias(k), c.loss))
     for (i, r), acc in c.weight_acc.items():
-        t.add_row(f"+ {unit} {i} weights at {r:g} (all biases)", _pct(acc), _pt(c.delta_weight(i, r)))
+        t.add_row(f"+ {unit} {i} weights at {r:g} (all biases)", _score(acc, c.loss),
+                  _gain(c.delta_weight(i, r), c.loss))
     t.caption = (f"{c.steps} batch-1 {how} steps at lr {c.lr:g} on {c.n_train} samples of the device-train split, "
                  f"scored on {c.n_holdout} held-out ones (not the eval split); mean of {c.repeats} sample orders")
     out.print(t)
 
 
-def _pct(acc: float) -> str:
-    return "refused by the planner" if acc != acc else f"{acc:.1%}"
-
-
-def _pt(delta: float) -> str:
-    return "–" if delta != delta else f"{delta * 100:+.1f} pt"
-
-
-def print_schemes(schemes: list[Scheme], budget: int, what: str) -> None:
+def print_schemes(schemes: list[Scheme], budget: int, what: str, loss: str = "cross-entropy") -> None:
     if not schemes:
         out.print(f"no sparse scheme fits {budget:,} B of {what}")
         return
     best = schemes[0]
-    out.print(f"\nbest scheme within {budget:,} B of {what}: {best.memory:,} B, expected gain "
-              f"{best.gain * 100:+.1f} pt over classifier-only (contributions assumed additive)\n")
+    base = "the last op alone" if loss == "reconstruction" else "classifier-only"
+    out.print(f"\nbest scheme within {budget:,} B of {what}: {best.memory:,} B, expected "
+              f"{_gain(best.gain, loss)} over {base} (contributions assumed additive)\n")
     out.print(f"techniques = [\"sparse-{best.numerics}\"]\n" + best.toml(), highlight=False, markup=False)
     t = Table(title="Runner-up schemes")
     unit = "op" if best.numerics == "int8" else "layer"
-    for col in ("rank", "bias_k", f"weights ({unit}: ratio)", "memory", "expected gain"):
+    gain = "expected ΔMSE" if loss == "reconstruction" else "expected gain"
+    for col in ("rank", "bias_k", f"weights ({unit}: ratio)", "memory", gain):
         t.add_column(col, justify="right")
     for n, s in enumerate(schemes, 1):
         w = ", ".join(f"{i}: {r:g}" for i, r in (*s.layers, (s.classifier, 1.0)))
-        t.add_row(str(n), str(s.bias_k), w, f"{s.memory:,} B", f"{s.gain * 100:+.1f} pt")
+        t.add_row(str(n), str(s.bias_k), w, f"{s.memory:,} B", _gain(s.gain, loss))
     out.print(t)
 
 
@@ -542,9 +558,6 @@ def _tflite_budget(path: Path, board: Board, profile_spec: str | None, budget: s
         raise ConfigError(f"{path}: no such file")
     limit = _budget_bytes(budget)
     profile = load_profile(profile_spec).model_copy(update={"model": str(path.resolve())})
-    if profile.loss != "cross-entropy":
-        raise TechniqueError(f"--budget with profile {profile.name}: the contribution trials rank schemes by held-out "
-                             f"accuracy, which a {profile.loss} loss does not have; not implemented for it yet")
     with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
         bench = Bench(CACHE_DIR / "plan-budget")
         i8 = bench.int8(bench.prepare(profile))
@@ -556,7 +569,7 @@ def _tflite_budget(path: Path, board: Board, profile_spec: str | None, budget: s
             print(f"  trial {n[0]}: {line}", file=sys.stderr, flush=True)
 
         contrib = analyse_graph(i8.qmodel, i8.x_train, i8.y_train, profile.seed, steps or 100, trial_lr,
-                                repeats or 1, depth, progress)
+                                repeats or 1, depth, progress, profile.loss)
         print_contributions(contrib, "op", "int8 (host integer reference)")
         what, memory = _budget_memory(board, *(built_firmware(board) if budget_of == "sram" else (None, "by request")))
         schemes, report = search_graph(i8.qmodel, contrib, limit, trial_lr, memory)
@@ -565,9 +578,14 @@ def _tflite_budget(path: Path, board: Board, profile_spec: str | None, budget: s
         out.print(f"search: {report.method}, {report.evaluated:,} of {report.schemes_possible:,} schemes planned"
                   + (f" ({report.generations} generations of {report.population})"
                      if report.method == "evolutionary" else ""), highlight=False)
-        print_schemes(schemes, limit, what)
+        print_schemes(schemes, limit, what, contrib.loss)
+        if not schemes and report.smallest is not None:
+            every = report.method == "exhaustive"  # it plans every scheme when none fits
+            out.print(f"the smallest {'scheme' if every else 'scheme of those planned'} needs {report.smallest:,} B"
+                      + ("" if every else " (a smaller one may exist)"), highlight=False)
     if as_json:
-        click.echo(json.dumps({"how": "planned (host int8 fine-tuning trials)", "model": path.name,
+        click.echo(json.dumps({"how": "planned (host int8 fine-tuning trials)", "score": _score_name(contrib.loss),
+                               "model": path.name,
                                "board": board.name, "budget_bytes": limit, "budget_of": what,
                                "search": report.method, "schemes_possible": report.schemes_possible,
                                "schemes_planned": report.evaluated, "trial_seconds": round(contrib.seconds, 2),

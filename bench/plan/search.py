@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.config.profile import RATIOS, Technique
+from bench.config.profile import RATIOS, Loss, Technique
 from bench.model.nn import Model
 from bench.model.tasks import DeviceDataset
 from bench.numerics import fp32 as reference
@@ -52,6 +52,9 @@ class Contributions:
     n_train: int
     n_holdout: int
     seconds: float
+    # "reconstruction" (an autoencoder's trials, int8): the *_acc fields hold minus the held-out reconstruction MSE,
+    # so higher is better and each delta is an MSE reduction
+    loss: Loss = "cross-entropy"
 
     @property
     def k_max(self) -> int:

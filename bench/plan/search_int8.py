@@ -18,6 +18,7 @@ scheme evaluations, printed with the result. Both are deterministic.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import time
@@ -26,9 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.config.profile import RATIOS
+from bench.config.profile import RATIOS, Loss
 from bench.model.qgraph import QModel
-from bench.numerics import int8ref
+from bench.numerics import int8prep, int8ref
 from bench.numerics.int8train import Int8Trainer
 from bench.plan.int8 import QPlan, QPlanError
 from bench.plan.search import HOLDOUT, MAX_SCHEMES, Contributions, Scheme, sparse_technique
@@ -47,6 +48,7 @@ class SearchReport:
     evaluated: int  # schemes whose memory was planned
     generations: int = 0
     population: int = 0
+    smallest: int | None = None  # the least memory of any scheme planned (none fitting: what the budget must reach)
 
 
 def split(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -66,9 +68,23 @@ def accuracy(model: QModel, x: np.ndarray, y: np.ndarray, chunk: int = 256) -> f
     return hits / len(x)
 
 
+def reconstruction_score(model: QModel, x: np.ndarray, chunk: int = 256) -> float:
+    """Minus the mean squared error of the graph's dequantised output against its dequantised input ``x`` (int8
+    samples): an autoencoder's held-out figure, higher is better like an accuracy."""
+    (s_x, zp_x), (s_y, zp_y) = (int8prep.qparams(model.tensors[t]) for t in (model.inputs[0], model.outputs[0]))
+    total = 0.0
+    for i in range(0, len(x), chunk):
+        xs = x[i:i + chunk].reshape(len(x[i:i + chunk]), -1).astype(np.float64)
+        out = int8ref.forward(model, x[i:i + chunk])[-1].reshape(len(xs), -1).astype(np.float64)
+        total += float(np.sum((s_y * (out - zp_y) - s_x * (xs - zp_x)) ** 2))
+    return -total / x[0].size / len(x)
+
+
 def analyse_graph(model: QModel, x: np.ndarray, y: np.ndarray, seed: int = 1, steps: int = 100, lr: float = 0.01,
-                  repeats: int = 1, depth: int = 6, progress: Progress | None = None) -> Contributions:
-    """The contribution trials on the last ``depth`` ops with a bias (int8 samples ``x``, labels ``y``)."""
+                  repeats: int = 1, depth: int = 6, progress: Progress | None = None,
+                  loss: Loss = "cross-entropy") -> Contributions:
+    """The contribution trials on the last ``depth`` ops with a bias (int8 samples ``x``, labels ``y``), scored by
+    held-out accuracy, or (``loss`` "reconstruction") by minus the held-out reconstruction MSE."""
     started = time.monotonic()
     biased = biased_ops(model)
     if not biased:
@@ -79,7 +95,7 @@ def analyse_graph(model: QModel, x: np.ndarray, y: np.ndarray, seed: int = 1, st
     orders = [np.random.default_rng([seed, r]).integers(0, len(x_fit), steps) for r in range(repeats)]
 
     def trial(k: int, layers: dict[int, float]) -> float:
-        tech = sparse_technique(k, layers, classifier, "int8")
+        tech = dataclasses.replace(sparse_technique(k, layers, classifier, "int8"), loss=loss)
         try:
             plan = compile_imported_plan(model, tech, lr)
         except QPlanError as e:
@@ -91,7 +107,9 @@ def analyse_graph(model: QModel, x: np.ndarray, y: np.ndarray, seed: int = 1, st
             trainer = Int8Trainer(plan)
             for s in order:
                 trainer.step(x_fit[s], int(y_fit[s]))
-            accs.append(accuracy(trainer.current_model(), x_hold, y_hold))
+            trained = trainer.current_model()
+            accs.append(reconstruction_score(trained, x_hold) if loss == "reconstruction"
+                        else accuracy(trained, x_hold, y_hold))
         if progress is not None:
             progress(f"{k} biases, weights {layers}: {np.mean(accs):.3f}")
         return float(np.mean(accs))
@@ -101,7 +119,7 @@ def analyse_graph(model: QModel, x: np.ndarray, y: np.ndarray, seed: int = 1, st
     weights = {(i, r): trial(len(cands), {i: r}) for i in cands[:-1] for r in RATIOS}
     return Contributions(model=model.name, classifier=classifier, base_acc=base, bias_acc=bias, weight_acc=weights,
                          steps=steps, lr=lr, repeats=repeats, n_train=len(x_fit), n_holdout=len(x_hold),
-                         seconds=time.monotonic() - started)
+                         seconds=time.monotonic() - started, loss=loss)
 
 
 Genome = tuple[int, tuple[float, ...]]  # (bias_k, a ratio per candidate weight op)
@@ -124,11 +142,15 @@ class _Schemes:
         """Planned memory of the genome's scheme, None when the planner refuses it."""
         if g not in self.planned:
             try:
-                plan = compile_imported_plan(self.model, self.scheme(g, 0).technique(), self.lr)
+                tech = dataclasses.replace(self.scheme(g, 0).technique(), loss=self.contrib.loss)
+                plan = compile_imported_plan(self.model, tech, self.lr)
                 self.planned[g] = self.memory(plan)
             except QPlanError:
                 self.planned[g] = None
         return self.planned[g]
+
+    def smallest(self) -> int | None:
+        return min((b for b in self.planned.values() if b is not None), default=None)
 
     def scheme(self, g: Genome, memory: int) -> Scheme:
         chosen = tuple((i, r) for i, r in zip(self.layers, g[1], strict=True) if r > 0)
@@ -155,7 +177,7 @@ def search_graph(model: QModel, contrib: Contributions, budget: int, lr: float =
             used = space.bytes(g)
             if used is not None and used <= budget:
                 found = _ranked([*found, space.scheme(g, used)], top)
-        return found, SearchReport("exhaustive", possible, len(space.planned))
+        return found, SearchReport("exhaustive", possible, len(space.planned), smallest=space.smallest())
     return _evolve(space, budget, top, evaluations, seed, possible)
 
 
@@ -213,4 +235,5 @@ def _evolve(space: _Schemes, budget: int, top: int, evaluations: int, seed: int,
             break
     found = [space.scheme(g, used) for g, used in space.planned.items()
              if used is not None and used <= budget and math.isfinite(space.gain(g))]
-    return _ranked(found, top), SearchReport("evolutionary", possible, len(space.planned), generations, pop_size)
+    return _ranked(found, top), SearchReport("evolutionary", possible, len(space.planned), generations, pop_size,
+                                            space.smallest())
