@@ -53,7 +53,7 @@ TQPL_TRAIN_HEADER = Layout((
 TQPL_TRAIN_RECORD = Layout((
     ("flags", "B"), ("h_down", "B"), ("ch_count", "H"), ("ch_off", "I"), ("w_ram", "I"), ("wres_ram", "I"),
     ("b_ram", "I"), ("bres_ram", "I"), ("eff_ram", "I"), ("dout", "I"), ("din", "I"), ("scratch", "I"),
-    ("scratch_bytes", "I"), ("m_off", "I"), ("upd_off", "I"), ("fwd_tmp", "I"), ("tail", "8x"),
+    ("scratch_bytes", "I"), ("m_off", "I"), ("upd_off", "I"), ("fwd_tmp", "I"), ("skip", "I"), ("merge", "I"),
 ))
 
 # C prefix, layout, and the doc section (file, heading) whose table describes it

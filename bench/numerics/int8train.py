@@ -18,6 +18,8 @@ Definitions (one step, batch 1):
   (y ≤ act_min or y ≥ act_max, whatever those codes are: a ReLU with zp −128 has act_min −128),
   h = floor((g'·m[o] + 128) / 256);
   input gradient acc = Σ h·W̄ (the transposed op; depthwise: per channel), g_in = rdbp(acc, k), E_in = E − 7 + k;
+- ADD (a residual's join): both inputs get the output gradient as it is (masked by its fused activation); where
+  the branch from the skip input starts, the branch's input gradient and the skip's are summed (`merge_grad`);
 - AVERAGE_POOL_2D (no parameters): acc = Σ over the windows covering an input of g·round(2^16 / count), g_in =
   rdbp(acc, k), E_in = E − 16 + k; MEAN over h and w likewise, one window of h·w positions (the real mean's
   derivative is 1/(h·w) whatever its scales); MAX_POOL_2D: acc = Σ of the g of the windows whose first in-bounds maximum
@@ -39,7 +41,7 @@ from typing import Protocol
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from bench.model.qgraph import ConvOptions, FullyConnectedOptions, PoolOptions, QModel
+from bench.model.qgraph import AddOptions, ConvOptions, FullyConnectedOptions, PoolOptions, QModel
 from bench.numerics import int8prep, int8ref, quant
 
 Key = tuple[int, str]  # (op index, "w" | "b")
@@ -62,6 +64,9 @@ class QTrainOp:
     c_out: float  # the output gradient's constant c (real = c·2^E·g)
     kept_bytes: int = 0
     h_down: int = 0  # h carries 2^(H_SHIFT - h_down)·g·s_W/max s_W: ops with many pixels keep int32 accumulators
+    skip_to: int = -1  # ADD: the op where the branch from its skip input starts, which merges the skip's gradient
+    merge_from: int = -1  # the op where a residual branch starts: the ADD whose skip gradient it adds
+    merge: tuple[int, int] = (0, 0)  # with merge_from: (mult, shift), c_skip / c = mult·2^(shift − 31)
 
 
 CROSS_ENTROPY, RECONSTRUCTION = "cross-entropy", "reconstruction"  # the loss kinds (training header byte 3: 0, 1)
@@ -89,6 +94,9 @@ RES_BITS = 16  # Q16 residual per trained weight and bias
 
 
 POOL_SHIFT = 16  # average pool backward: Q16 reciprocal of each window's tap count
+
+
+MERGE_BITS = 22  # a residual merge sums both gradients at 2^-22 of the larger one's exponent (below 2^30 in int32)
 
 
 class TrainablePlan(Protocol):
@@ -208,10 +216,28 @@ def recon_grad(model: QModel, recon: tuple[int, int], y: np.ndarray, x: np.ndarr
     return rdbp(d, k), k
 
 
+def merge_grad(g_b: np.ndarray, e_b: int, g_s: np.ndarray, e_s: int, mult: int, shift: int
+               ) -> tuple[np.ndarray, int]:
+    """The gradient of a tensor that feeds a residual branch and its ADD's skip: g_b·c·2^e_b + g_s·c_s·2^e_s with
+    c_s / c = mult·2^(shift − 31), both terms as integers at E0 = max(e_b, e_s + shift) − MERGE_BITS (each rounded
+    half away from zero), then requantised by the max-|g| rule: (codes, E0 + k), constant c."""
+    e0 = max(e_b, e_s + shift) - MERGE_BITS
+    b = np.asarray(g_b, np.int64)
+    b = b << (e_b - e0) if e_b >= e0 else _rdbp_wide(b, e0 - e_b)
+    acc = b + _rdbp_wide(np.asarray(g_s, np.int64) * mult, e0 - (shift - 31 + e_s))
+    k = requant_shift(acc)
+    return rdbp(acc, k), e0 + k
+
+
+def _rdbp_wide(x: np.ndarray, k: int) -> np.ndarray:
+    """rdbp for any k >= 0 (|x| < 2^62): beyond 62 bits everything rounds to 0."""
+    return np.zeros_like(x) if k > 62 else rdbp(x, k)
+
+
 def _mask(model: QModel, i: int, y: np.ndarray) -> np.ndarray:
     op = model.ops[i]
     o = op.options
-    assert isinstance(o, ConvOptions | FullyConnectedOptions)
+    assert isinstance(o, ConvOptions | FullyConnectedOptions | AddOptions)
     s_y, zp_y = int8prep.qparams(model.tensors[op.outputs[0]])
     lo, hi = quant.activation_range(o.activation, s_y, zp_y)
     return (y > lo) & (y < hi)  # at a bound the activation's derivative is 0 (ReLU's lo: its zero, often code -128)
@@ -389,28 +415,40 @@ class Int8Trainer:
         else:
             g, e = logits_grad(outs[-1][0], label)
         grads: dict[Key, QGrad] = {}
+        skips: dict[int, tuple[np.ndarray, int]] = {}  # branch start → the skip gradient an ADD above left for it
         for i in range(self.train.top, self.train.first_bwd - 1, -1):
             top = self.train.ops[i]
-            if top.kind == "RESHAPE":
-                continue
-            if top.kind == "MAX_POOL_2D":
-                acc = _maxpool_input_grad(model, i, acts[i].reshape(acts[i].shape[-3:]),
-                                          np.asarray(g, np.int64).reshape(acts[i + 1].shape[-3:]))
-                k = requant_shift(acc)
-                g, e = rdbp(acc, k).ravel(), e + k
-                continue
-            if top.kind == "AVERAGE_POOL_2D":
-                acc = _pool_input_grad(model, i, np.asarray(g, np.int64).reshape(acts[i + 1].shape[-3:]))
-                k = requant_shift(acc)
-                g, e = rdbp(acc, k).ravel(), e - POOL_SHIFT + k
-                continue
-            if top.kind == "MEAN":
-                acc = _mean_input_grad(acts[i].shape[-3:], np.asarray(g, np.int64).ravel())
-                k = requant_shift(acc)
-                g, e = rdbp(acc, k).ravel(), e - POOL_SHIFT + k
-                continue
-            g, e = self._op(i, top, acts[i], acts[i + 1], g, e, grads)
+            g, e = self._backward(i, top, acts, np.asarray(g, np.int64), e, grads)
+            if top.kind == "ADD" and top.skip_to >= 0:
+                skips[top.skip_to] = (g, e)
+            if top.merge_from >= 0:
+                g_s, e_s = skips.pop(i)
+                g, e = merge_grad(g, e, g_s, e_s, *top.merge)
         return grads, outs[-1][0]
+
+    def _backward(self, i: int, top: QTrainOp, acts: list[np.ndarray], g: np.ndarray, e: int,
+                  grads: dict[Key, QGrad]) -> tuple[np.ndarray, int]:
+        """Op i's input gradient (codes, exponent) from its output gradient; trained ops also step their state.
+        acts[i] is op i's chain input (an ADD's other input is its skip), acts[i + 1] its output."""
+        model = self.model
+        if top.kind == "RESHAPE":
+            return g, e
+        if top.kind == "ADD":  # y = x1 + x2: the (masked) output gradient goes to both inputs as it is
+            y = acts[i + 1].ravel()
+            return (np.where(_mask(model, i, y), g.ravel(), 0) if top.mask else g.ravel()), e
+        if top.kind == "MAX_POOL_2D":
+            acc = _maxpool_input_grad(model, i, acts[i].reshape(acts[i].shape[-3:]), g.reshape(acts[i + 1].shape[-3:]))
+            k = requant_shift(acc)
+            return rdbp(acc, k).ravel(), e + k
+        if top.kind == "AVERAGE_POOL_2D":
+            acc = _pool_input_grad(model, i, g.reshape(acts[i + 1].shape[-3:]))
+            k = requant_shift(acc)
+            return rdbp(acc, k).ravel(), e - POOL_SHIFT + k
+        if top.kind == "MEAN":
+            acc = _mean_input_grad(acts[i].shape[-3:], g.ravel())
+            k = requant_shift(acc)
+            return rdbp(acc, k).ravel(), e - POOL_SHIFT + k
+        return self._op(i, top, acts[i], acts[i + 1], g, e, grads)
 
     def _op(self, i: int, top: QTrainOp, x: np.ndarray, y: np.ndarray, g: np.ndarray, e: int,
             grads: dict[Key, QGrad]) -> tuple[np.ndarray, int]:

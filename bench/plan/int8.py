@@ -17,6 +17,7 @@ digits model's input parameters).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import struct
@@ -132,7 +133,7 @@ class QPlan:
 
     def layer_memory(self) -> list[dict[str, int]]:
         """Planned bytes per op: trained tensors in SRAM (codes, biases, bias_eff, residuals), activations kept
-        for backward, the op's input-gradient buffer and its backward scratch."""
+        for backward, the op's input-gradient buffers (an ADD's skip gradient too) and its backward scratch."""
         sizes = {b.name: b.size for b in self.buffers}
         rows = []
         for i in range(len(self.model.ops)):
@@ -141,7 +142,7 @@ class QPlan:
                 "layer": i,
                 "weights_ram_bytes": sum(sizes.get(f"{k}{i}", 0) for k in ("w", "wres", "b", "bres", "eff")),
                 "kept_act_bytes": op.kept_bytes if op else 0,
-                "grad_bytes": sizes.get(f"g{i - 1}", 0) if op and op.need_dx else 0,
+                "grad_bytes": (sizes.get(f"g{i - 1}", 0) if op and op.need_dx else 0) + sizes.get(f"skip{i}", 0),
                 "scratch_bytes": sizes.get(f"scratch{i}", 0),
             })
         return rows
@@ -422,15 +423,17 @@ I32_MAX = 2**31 - 1
 H_MAX = 16256  # |h| <= (127·32768 + 128) >> 8, and H_MAX >> h_down with m <= 32768 >> h_down
 H_DOWN_MAX = 7  # m = 32768 >> 7 = 256 still resolves the channel factors to 1/256
 TRAINABLE_OPS = ("CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D")
-BACKWARD_OPS = (*TRAINABLE_OPS, "AVERAGE_POOL_2D", "MAX_POOL_2D", "MEAN", "RESHAPE")
+BACKWARD_OPS = (*TRAINABLE_OPS, "AVERAGE_POOL_2D", "MAX_POOL_2D", "MEAN", "ADD", "RESHAPE")
 POOLS = ("AVERAGE_POOL_2D", "MAX_POOL_2D")
 PARAMLESS = (*POOLS, "MEAN")  # backward records with a scratch and no parameters
-TF_TRAIN_W, TF_TRAIN_B, TF_NEED_DX, TF_MASK = 1, 2, 4, 8
+MERGING = (*TRAINABLE_OPS, *PARAMLESS)  # a residual branch may start at these (their int32 scratch sums the two)
+TF_TRAIN_W, TF_TRAIN_B, TF_NEED_DX, TF_MASK, TF_MERGE = 1, 2, 4, 8, 16
+MERGE_SHIFT_MAX = 60  # the device's bound on a merge multiplier's shift
 # The device's op tables (firmware/engine/qplan.h, its qplan_tables): a node per op and a record per backward op
 # share a pool of 64 nodes and 16 records; a step's gradient statistics (GSTAT_SLOT bytes per trained tensor, in the
 # arena) go out in one GSTAT message, which bounds the trained tensors. Sizes on the 32-bit ARM targets
 # (tests/test_twin_kernels.py compiles qplan.c for each board's core and compares).
-NODE_BYTES, BACKWARD_RECORD_BYTES, TABLE_POOL_BYTES, MAX_TRAINED_TENSORS = 80, 104, 6784, 78
+NODE_BYTES, BACKWARD_RECORD_BYTES, TABLE_POOL_BYTES, MAX_TRAINED_TENSORS = 80, 112, 6912, 78
 GSTAT_SLOT = 16
 TRAIN_HEADER, TRAIN_RECORD = TQPL_TRAIN_HEADER.size, TQPL_TRAIN_RECORD.size
 
@@ -506,14 +509,19 @@ def _train_plan(model: QModel, spec: QTrainSpec) -> QTrainPlan:
     first = min(i for i, _ in spec.trainable)
     _check_device_tables(n, top + 1 - first, len(spec.trainable))
     ops: dict[int, QTrainOp] = {}
+    merges: dict[int, tuple[int, float]] = {}  # branch start → (its ADD, the constant c of the ADD's gradient)
     for i in range(top, first - 1, -1):
         op = model.ops[i]
         if op.kind not in BACKWARD_OPS:
             raise _refuse(i, op, "backward is not supported for this op (CONV_2D, DEPTHWISE_CONV_2D, "
-                                 "FULLY_CONNECTED, AVERAGE_POOL_2D, MAX_POOL_2D, MEAN, RESHAPE)")
-        if i > first and op.inputs[0] != model.ops[i - 1].outputs[0]:
+                                 "FULLY_CONNECTED, AVERAGE_POOL_2D, MAX_POOL_2D, MEAN, ADD, RESHAPE)")
+        chain_in = op.inputs[:2] if op.kind == "ADD" else op.inputs[:1]
+        if i > first and model.ops[i - 1].outputs[0] not in chain_in:
             raise _refuse(i, op, "the backward path must be a chain (each op reads the previous op's output)")
         need_dx = i > first
+        if op.kind == "ADD":
+            ops[i] = _add_backward(model, i, first, c, merges)
+            continue
         if op.kind in POOLS:
             po = op.options
             assert isinstance(po, PoolOptions)
@@ -557,8 +565,53 @@ def _train_plan(model: QModel, spec: QTrainSpec) -> QTrainPlan:
         ops[i] = QTrainOp(i, op.kind, train_w, train_b, need_dx, mask, sel, m, w_upd, b_upd, grad_scale, c, kept,
                           h_down)
         c = c * s_wmax
+    for i in sorted(merges, reverse=True):
+        ops[i] = _merging(model, ops[i], *merges[i], _c_in(model, ops, i))
     return QTrainPlan(first_bwd=first, lr=spec.lr, qas=spec.qas, ops=dict(sorted(ops.items())), loss=loss,
                       recon=recon)
+
+
+def _add_backward(model: QModel, i: int, first: int, c: float, merges: dict[int, tuple[int, float]]) -> QTrainOp:
+    """A residual ADD on the backward path: its gradient goes to both inputs unscaled (c and E unchanged). When the
+    skip input is made on the path, the op where its branch starts (the op after its producer) will add the skip's
+    gradient to its own input gradient: recorded in ``merges``."""
+    op = model.ops[i]
+    o = op.options
+    assert isinstance(o, AddOptions)
+    x1, x2 = op.inputs[:2]
+    if x1 == x2:
+        raise _refuse(i, op, "backward needs two different inputs (x + x)")
+    skip = x2 if model.ops[i - 1].outputs[0] == x1 else x1
+    producer = next((j for j in range(i) if model.ops[j].outputs[0] == skip), -1)
+    skip_to = producer + 1 if producer >= first else -1
+    if skip_to >= 0:
+        start = model.ops[skip_to]
+        if start.kind not in MERGING:
+            raise _refuse(i, op, f"the residual branch starts at operator {skip_to} ({start.kind}); a branch may start "
+                                 f"at {', '.join(MERGING)}")
+        readers = [j for j in range(skip_to + 1, i) if skip in _data_inputs(model.ops[j])]
+        if readers:
+            raise _refuse(i, op, f"its skip input is read again by operator {readers[0]} inside the branch")
+        merges[skip_to] = (i, c)
+    none = np.zeros((0, 2), np.int64)
+    return QTrainOp(i, op.kind, False, False, True, o.activation != "NONE", (), np.zeros(0, np.int64), none, none,
+                    0.0, c, int(np.prod(model.tensors[op.outputs[0]].shape)) if o.activation != "NONE" else 0,
+                    skip_to=skip_to)
+
+
+def _c_in(model: QModel, ops: dict[int, QTrainOp], i: int) -> float:
+    """The constant c of op i's input gradient: its output's, times max s_W for a weighted op."""
+    top = ops[i]
+    return top.c_out * float(_weight_scales(model, model.ops[i]).max()) if top.kind in TRAINABLE_OPS else top.c_out
+
+
+def _merging(model: QModel, top: QTrainOp, add: int, c_skip: float, c: float) -> QTrainOp:
+    """Op ``top`` with the merge of ADD ``add``'s skip gradient: the multiplier of c_skip / c, the two constants."""
+    mult, shift = update_multiplier(c_skip / c)
+    if mult == 0 or abs(shift) > MERGE_SHIFT_MAX:
+        raise _refuse(add, model.ops[add], f"the skip and branch gradients' scales are 2^{shift} apart (the device "
+                                           f"merges within 2^{MERGE_SHIFT_MAX})")
+    return dataclasses.replace(top, merge_from=add, merge=(mult, shift))
 
 
 RECON_SHIFT_MAX = 16  # the device rescales input codes by x·2^shift first: |x − zp| ≤ 255 stays inside int32
@@ -679,6 +732,11 @@ def _train_buffers(model: QModel, tplan: QTrainPlan, acts: list[QBuffer]) -> lis
         if top.kind == "RESHAPE":
             continue
         op = model.ops[i]
+        if top.kind == "ADD":  # its skip input's gradient waits for the branch start: exponent (int32), then codes
+            if top.skip_to >= 0:
+                n_skip = int(np.prod(model.tensors[op.outputs[0]].shape))
+                out.append(QBuffer(f"skip{i}", _align(4 + n_skip), 2 * n - i, 2 * n - top.skip_to, kind="gradients"))
+            continue
         out_c, row = len(top.m), _row(model, op)
         n_out = int(np.prod(model.tensors[op.outputs[0]].shape))
         n_in = int(np.prod(model.tensors[op.inputs[0]].shape))
@@ -729,7 +787,12 @@ def _train_section(model: QModel, tplan: QTrainPlan, off: dict[str, int], consts
         dout = grad_off[i]
         din = grad_off[i - 1] if top.need_dx else 0
         rec = dict.fromkeys(TQPL_TRAIN_RECORD.offsets(), 0) | {"flags": flags, "dout": dout, "din": din}
-        if top.kind == "RESHAPE":
+        if top.kind == "ADD" and top.skip_to >= 0:
+            rec["skip"] = off[f"skip{i}"]
+        if top.merge_from >= 0:  # a residual branch starts here: the ADD's skip gradient and the constants' ratio
+            rec |= {"flags": flags | TF_MERGE, "skip": off[f"skip{top.merge_from}"],
+                    "merge": consts.add(np.array(top.merge, "<i4").tobytes())}
+        if top.kind in ("RESHAPE", "ADD"):
             records[TRAIN_RECORD * i: TRAIN_RECORD * (i + 1)] = TQPL_TRAIN_RECORD.pack(rec)
             continue
         if top.kind in PARAMLESS:

@@ -163,7 +163,8 @@
 #define TQPL_TR_M_OFF 44u
 #define TQPL_TR_UPD_OFF 48u
 #define TQPL_TR_FWD_TMP 52u
-#define TQPL_TR_TAIL 56u
+#define TQPL_TR_SKIP 56u
+#define TQPL_TR_MERGE 60u
 #define TQPL_TR_SIZE 64u
 
 /* Fixed parts of the protocol's message bodies (docs/protocol.md) */

@@ -20,6 +20,7 @@ typedef struct {
     uint32_t train_off;
     uint8_t *arena;
     uint8_t ready[QPLAN_MAX_TENSORS / 8u];
+    uint8_t merges, claimed; /* QTF_MERGE ops, and those an ADD's skip gradient feeds (must end equal) */
 } qparse_t;
 
 typedef struct {

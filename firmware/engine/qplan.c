@@ -429,6 +429,28 @@ int qp_train_weighted(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t, qnod
     return (t->flags & QTF_NEED_DX) ? qp_din(c, i, r, t) : 0;
 }
 
+/* a residual branch starting at op i (QTF_MERGE): its input gradient adds the skip gradient an ADD above leaves at
+ * skip (int32 exponent, then n_in codes), with the blob's (mult > 0, shift) of the two constants' ratio; the op's
+ * int32 scratch (n_in values after its input gradient) holds the sum. Other ops (ADD aside: qops/add.c) have no skip
+ * and no merge. */
+static int train_merge(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t)
+{
+    uint32_t skip = le32(r + TQPL_TR_SKIP), merge = le32(r + TQPL_TR_MERGE);
+    if (!(t->flags & QTF_MERGE)) {
+        if (merge || (skip && c->p->node[i].op != QOP_ADD))
+            return qp_tfail(c, i, "qplan: skip or merge set without the merge flag");
+        return 0;
+    }
+    if (!(t->flags & QTF_NEED_DX) || !t->acc || !t->n_in || !qp_in_blob(c, merge, 8u))
+        return qp_tfail(c, i, "qplan: a merge needs an op with an input gradient and scratch, and its multiplier");
+    t->skip = qp_arena_at(c, skip, 4ull + t->n_in);
+    t->merge = (const int32_t *)(const void *)(c->blob + merge);
+    if (!t->skip || t->merge[0] <= 0 || t->merge[1] < -60 || t->merge[1] > 60)
+        return qp_tfail(c, i, "qplan: merge skip buffer outside arena, or multiplier not positive / shift not in -60..60");
+    c->merges++;
+    return 0;
+}
+
 /* one op of the backward path: the checks every op shares, then its kind's */
 static int train_op(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t)
 {
@@ -437,16 +459,18 @@ static int train_op(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t)
     memset(t, 0, sizeof *t);
     t->flags = r[TQPL_TR_FLAGS];
     t->h_down = r[TQPL_TR_H_DOWN];
-    if ((t->flags & ~0x0Fu) || t->h_down > 7u || le32(r + TQPL_TR_TAIL) || le32(r + TQPL_TR_TAIL + 4u))
-        return qp_tfail(c, i, "qplan: unknown training flags, h_down above 7 or reserved bytes");
+    if ((t->flags & ~0x1Fu) || t->h_down > 7u)
+        return qp_tfail(c, i, "qplan: unknown training flags or h_down above 7");
     if (!qnode_kind(n)->parse_train)
         return qp_tfail(c, i, "qplan: backward of this op is not supported (CONV_2D, DEPTHWISE_CONV_2D, "
-                           "FULLY_CONNECTED, AVERAGE_POOL_2D, RESHAPE)");
+                           "FULLY_CONNECTED, AVERAGE_POOL_2D, MAX_POOL_2D, MEAN, ADD, RESHAPE)");
     if ((t->flags & QTF_NEED_DX) != (i > p->first_bwd ? QTF_NEED_DX : 0u))
         return qp_tfail(c, i, "qplan: need_dx must be set exactly above first_bwd");
-    if (i > p->first_bwd && n->x != p->node[i - 1u].y)
+    if (i > p->first_bwd && n->x != p->node[i - 1u].y && !(n->op == QOP_ADD && n->x2 == p->node[i - 1u].y))
         return qp_tfail(c, i, "qplan: the backward path must be a chain (input = previous op's output)");
-    return qnode_kind(n)->parse_train(c, i, r, t, n);
+    if (qnode_kind(n)->parse_train(c, i, r, t, n))
+        return -1;
+    return train_merge(c, i, r, t);
 }
 
 /* the loss: cross-entropy at the input of a final SOFTMAX (the backward path ends at op n_ops − 2), or the
@@ -524,6 +548,8 @@ static int parse_training(qparse_t *c)
         if (tensors > QTRAIN_MAX_TENSORS)
             return qp_tfail(c, i, "qplan: more trained tensors than one GSTAT message carries (78)");
     }
+    if (c->claimed != c->merges)
+        return blob_fail(c->f, FAULT_PLAN, "qplan: a merge no ADD's skip gradient feeds", c->merges, c->claimed);
     p->n_trained = tensors;
     p->gstat = qp_arena_at(c, le32(h + TQPL_TH_GSTAT), (uint64_t)tensors * QTRAIN_GSTAT_SLOT);
     if (!p->gstat)

@@ -26,7 +26,8 @@ enum {
 };
 enum { QT_ACTIVATION = 1, QT_CONST_I8 = 2, QT_CONST_I32 = 3 };
 enum { QDS_U8 = 0, QDS_I8 = 1 };
-enum { QTF_TRAIN_W = 1, QTF_TRAIN_B = 2, QTF_NEED_DX = 4, QTF_MASK = 8 }; /* training record flags */ /* dataset sample dtype (docs/plan-format.md, dataset header byte 44) */
+/* training record flags; QTF_MERGE: a residual branch starts at this op, its input gradient adds the skip's */
+enum { QTF_TRAIN_W = 1, QTF_TRAIN_B = 2, QTF_NEED_DX = 4, QTF_MASK = 8, QTF_MERGE = 16 }; /* dataset sample dtype (docs/plan-format.md, dataset header byte 44) */
 
 typedef struct qop_kind qop_kind_t; /* qops.h */
 
@@ -67,6 +68,9 @@ typedef struct {
     const int8_t *w_flash;
     const int32_t *b_flash, *eff_flash;
     qrows_t rows;                  /* how the kernels read the weight rows */
+    int8_t *skip;                  /* ADD: where its skip input's gradient goes (NULL: not needed); QTF_MERGE: read
+                                    * from there. Layout: int32 exponent, then the int8 codes */
+    const int32_t *merge;          /* QTF_MERGE: (mult, shift) of c_skip / c, the skip's constant over the path's */
 } qtop_t;
 
 typedef struct {

@@ -6,7 +6,8 @@
  * channel the bias and weight gradient accumulators, each reported and applied at once through the Q16 residuals
  * (operator reordering: no gradient buffer of a whole tensor ever exists). An op whose weight gradient is an outer
  * product (FULLY_CONNECTED) fuses it into the update: its timed update window computes the gradient too, and the
- * accumulator row the report needs is computed outside the windows. Floats appear only in reporting: the
+ * accumulator row the report needs is computed outside the windows. A residual ADD passes its gradient to both
+ * inputs; the op where the branch starts adds the skip's to its own input gradient (qgrad_merge). Floats appear only in reporting: the
  * step's loss, GSTAT norms and the evaluation loss, all outside the timed windows except the loss (as in fp32). */
 #include <string.h>
 #include "qtrain.h"
@@ -276,6 +277,13 @@ static void backward(qrun_t *r, int32_t e)
             e = qnode_kind(n)->backward(n, t, e);
             r->t_bwd += since(t0);
         } /* else an alias (RESHAPE): din is dout, the exponent passes unchanged */
+        if (t->flags & QTF_MERGE) { /* a residual branch starts here: add the skip gradient the ADD above left */
+            int32_t e_s;
+            uint64_t t0 = port_ticks();
+            memcpy(&e_s, t->skip, sizeof e_s);
+            e = qgrad_merge(t->din, t->skip + 4, t->n_in, e, e_s, t->merge[0], t->merge[1], t->acc);
+            r->t_bwd += since(t0);
+        }
         if (i < 32u) {
             r->ticks[i][1] += r->t_bwd - b0;
             r->ticks[i][2] += r->t_upd - u0;

@@ -432,7 +432,56 @@ static void t_maxpool_bwd(void)
     }
 }
 
+/* ADD backward: random masks (fused clamp bounds), with and without the skip output, against the reference */
+static void t_add_bwd(void)
+{
+    static int8_t S[TBIG], SR[TBIG];
+    for (int trial = 0; trial < 200; trial++) {
+        uint32_t n = (uint32_t)rnd(1, 600);
+        int32_t lo = rnd(-128, -60), hi = rnd(40, 127);
+        int masked = trial % 3 != 0, skip = trial % 2 == 0;
+        fill8(G8, n);
+        fill8(Y8, n);
+        for (uint32_t j = 0; j < n; j += 5)
+            Y8[j] = (int8_t)(j % 2 ? lo : hi); /* outputs at the bounds get no gradient */
+        add_i8_input_grad(G8, masked ? Y8 : NULL, lo, hi, n, X8, skip ? S : NULL);
+        add_i8_input_grad_ref(G8, masked ? Y8 : NULL, lo, hi, n, G8R, skip ? SR : NULL);
+        CHECK(memcmp(X8, G8R, n) == 0 && (!skip || memcmp(S, SR, n) == 0) && (!skip || memcmp(S, X8, n) == 0));
+    }
+    {
+        int8_t g[3] = {5, -7, 9}, y[3] = {-128, 0, 127}, d[3], s[3];
+        add_i8_input_grad(g, y, -128, 127, 3, d, s);
+        CHECK(d[0] == 0 && d[1] == -7 && d[2] == 0 && s[1] == -7);
+    }
+}
+
+/* residual merge: random exponents and multipliers, far apart or close, against the reference; a hand case where
+ * both terms are exact sums */
+static void t_merge(void)
+{
+    static int8_t S[TBIG];
+    for (int trial = 0; trial < 400; trial++) {
+        uint32_t n = (uint32_t)rnd(1, 500);
+        int32_t e_b = rnd(-60, 10), e_s = e_b + rnd(-40, 40), mult = (int32_t)(0x40000000u + th_rand() % 0x40000000u);
+        int32_t shift = rnd(-30, 30), ea, eb;
+        fill8(G8, n);
+        fill8(S, n);
+        memcpy(G8R, G8, n);
+        ea = qgrad_merge(G8, S, n, e_b, e_s, mult, shift, ACC);
+        eb = qgrad_merge_ref(G8R, S, n, e_b, e_s, mult, shift, ACCR);
+        CHECK(ea == eb && memcmp(G8, G8R, n) == 0 && memcmp(ACC, ACCR, n * sizeof *ACC) == 0);
+    }
+    {
+        /* g_b·2^0 + g_s·(2^30·2^(1−31))·2^0 = g_b + g_s: 100 + 100 = 200 → k 1 (100), 3 + (−5) = −2 → −1 */
+        int8_t g[2] = {100, 3}, s[2] = {100, -5};
+        int32_t e = qgrad_merge(g, s, 2, 0, 0, 0x40000000, 1, ACC);
+        CHECK(e == 1 && g[0] == 100 && g[1] == -1);
+    }
+}
+
 const test_case_t qtrain_tests[] = {
+    {"int8 train: ADD backward optimized == reference (masks, skip output)", t_add_bwd},
+    {"int8 train: residual gradient merge optimized == reference (exponents far apart)", t_merge},
     {"int8 train: max pool backward optimized == reference (ties, overlaps)", t_maxpool_bwd},
     {"int8 train: logits gradient from the softmax output", t_logits},
     {"int8 train: gradient requantisation optimized == reference", t_requant},

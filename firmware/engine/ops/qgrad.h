@@ -100,6 +100,20 @@ void mean_i8_input_grad_ref(const qmean_t *p, const int8_t *g, int32_t *acc);
  * input x) it is; the input gradient's exponent is E + k after qgrad_requant */
 void maxpool_i8_input_grad(const qpool_t *p, const int8_t *x, const int8_t *g, int32_t *acc);
 void maxpool_i8_input_grad_ref(const qpool_t *p, const int8_t *x, const int8_t *g, int32_t *acc);
+/* ADD (y = x1 + x2 in real terms): both inputs' gradients are the output gradient g, zeroed where the output y is at
+ * a bound of the fused activation (y <= lo or y >= hi; y NULL: no mask); skip NULL: only the chain input's (din) */
+void add_i8_input_grad(const int8_t *g, const int8_t *y, int32_t lo, int32_t hi, uint32_t n, int8_t *din,
+                       int8_t *skip);
+void add_i8_input_grad_ref(const int8_t *g, const int8_t *y, int32_t lo, int32_t hi, uint32_t n, int8_t *din,
+                           int8_t *skip);
+/* Residual merge where a branch starts: g (the branch's input gradient, exponent e_b) plus gs (the skip gradient,
+ * exponent e_s, its constant c_s = c·mult·2^(shift − 31) with mult > 0) at E0 = max(e_b, e_s + shift) −
+ * QGRAD_MERGE_BITS, requantised into g; returns the merged exponent E0 + k. acc: n int32 of scratch. */
+#define QGRAD_MERGE_BITS 22
+int32_t qgrad_merge(int8_t *g, const int8_t *gs, uint32_t n, int32_t e_b, int32_t e_s, int32_t mult, int32_t shift,
+                    int32_t *acc);
+int32_t qgrad_merge_ref(int8_t *g, const int8_t *gs, uint32_t n, int32_t e_b, int32_t e_s, int32_t mult,
+                        int32_t shift, int32_t *acc);
 /* sum over positions of h[pos][oc] (n_pos positions of out_c channels) */
 int32_t qgrad_bias(const int16_t *h, uint32_t n_pos, uint32_t out_c, uint32_t oc);
 int32_t qgrad_bias_ref(const int16_t *h, uint32_t n_pos, uint32_t out_c, uint32_t oc);
