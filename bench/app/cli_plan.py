@@ -9,7 +9,8 @@ import click
 @click.argument("model_name")
 @click.option("--technique", default=None, help="a technique (`bench list techniques`): fp32 or int8")
 @click.option("--board", "board_name", default="nucleo-f746zg", show_default=True)
-@click.option("--task", default="digits-drift", show_default=True)
+@click.option("--task", default="digits-drift", show_default=True,
+              help="the task of a built-in model, or of --budget on a .tflite without --profile (a name or a file)")
 @click.option("--seed", default=1, show_default=True, type=int)
 @click.option("--profile", "profile_spec", default=None, help="take last_k and [sparse] from this profile")
 @click.option("--last-k", default=None, type=int, help="layers with parameters for last-/bias- (default 1)")
@@ -38,8 +39,8 @@ def plan_cmd(model_name: str, technique: str | None, board_name: str, task: str,
 
     MODEL may be a .tflite file: an int8 technique prints the training plan the device would load (the profile's
     head_classes applied) and its fit; an fp32 one the training memory that graph would need (bench.plan.fp32mem);
-    --budget with --profile runs the contribution trials in int8 on the profile's task and searches the scheme
-    (exhaustive, or evolutionary when the schemes are too many). All planned."""
+    --budget runs the contribution trials in int8 on --task (or the task, head_classes and loss of --profile) and
+    searches the scheme (exhaustive, or evolutionary when the schemes are too many). All planned."""
     from bench.app.plan_view import show_plan
 
     show_plan(model_name, technique, board_name, task, seed, profile_spec, last_k, sparse_text, budget, steps, lr,

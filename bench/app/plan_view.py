@@ -213,10 +213,10 @@ def show_plan(model_name: str, technique: str | None, board_name: str, task: str
     if model_name.endswith(".tflite"):
         if (technique is None) == (budget is None):
             raise click.UsageError("a .tflite MODEL takes --technique (its int8 plan or fp32 training memory) or "
-                                   "--budget (search its int8 sparse scheme; with --profile for the task)")
+                                   "--budget (search its int8 sparse scheme on --task, or on --profile's task)")
         if budget is not None:
-            _tflite_budget(Path(model_name), board, profile_spec, budget, steps, lr, repeats, depth, budget_of,
-                           as_json)
+            _tflite_budget(Path(model_name), board, profile_spec, task, seed, budget, steps, lr, repeats, depth,
+                           budget_of, as_json)
         else:
             assert technique is not None
             _tflite_plan(Path(model_name), technique, board, profile_spec, last_k, sparse_text, as_json)
@@ -544,24 +544,28 @@ def _budget_bytes(budget: str) -> int:
         raise click.BadParameter(str(e), param_hint="--budget") from None
 
 
-def _tflite_budget(path: Path, board: Board, profile_spec: str | None, budget: str, steps: int | None,
-                   lr: float | None, repeats: int | None, depth: int, budget_of: str, as_json: bool) -> None:
+def _tflite_budget(path: Path, board: Board, profile_spec: str | None, task: str, seed: int, budget: str,
+                   steps: int | None, lr: float | None, repeats: int | None, depth: int, budget_of: str,
+                   as_json: bool) -> None:
     """`bench plan MODEL.tflite --budget`: contribution trials with the host integer reference on the profile's task
-    (adapted to the graph, its head_classes applied), then the scheme search within the budget."""
+    (adapted to the graph, its head_classes and loss applied), or without a profile on --task (a built-in task or a
+    file, the graph's own classes), then the scheme search within the budget."""
     from bench.app.runner import Bench
+    from bench.config.profile import Profile
     from bench.plan.search_int8 import analyse_graph, search_graph
 
-    if profile_spec is None:
-        raise click.UsageError("--budget on a .tflite MODEL needs --profile: its task (the trials' data), "
-                               "head_classes and lr")
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
     limit = _budget_bytes(budget)
-    profile = load_profile(profile_spec).model_copy(update={"model": str(path.resolve())})
+    if profile_spec is None:
+        profile = Profile(name=f"{path.stem}-budget", task=task, model=str(path.resolve()),
+                          techniques=("full-int8",), seed=seed)
+    else:
+        profile = load_profile(profile_spec).model_copy(update={"model": str(path.resolve())})
     with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
         bench = Bench(CACHE_DIR / "plan-budget")
         i8 = bench.int8(bench.prepare(profile))
-        trial_lr = lr or profile.lr_for(profile.technique("sparse-int8"))
+        trial_lr = lr or profile.lr_for(profile.technique("sparse-int8" if profile.sparse else "full-int8"))
         n = [0]
 
         def progress(line: str) -> None:
