@@ -37,6 +37,44 @@ def residual_graph(seed: int = 6, skip_first: bool = False, act: str = "RELU") -
     return _mean_head(z, x, s, "residual")
 
 
+def two_block_graph(seed: int = 7) -> QModel:
+    """Two residual blocks back to back, the second MobileNetV2's inverted one: conv 0 = r → [conv 1 → conv 2] + r
+    → ADD 3 (ReLU) = s → [1×1 expand 8→16 (ReLU6) → depthwise 3×3 (ReLU6) → 1×1 project 16→8] + s → ADD 7 (linear,
+    no mask) → MEAN → FC 10 → SOFTMAX. Branches start at ops 1 and 4; op 4 reads an ADD's output."""
+    z = _Zoo(seed)
+    x = z.tensor((1, 6, 6, 3), 0.02, 5)
+    r = z.tensor((1, 6, 6, 8), 0.03, -128)
+    z.weighted("CONV_2D", x, (8, 3, 3, 3), r, ConvOptions("SAME", (1, 1), "RELU"), 0)
+    b1 = z.tensor((1, 6, 6, 8), 0.03, -128)
+    z.weighted("CONV_2D", r, (8, 3, 3, 8), b1, ConvOptions("SAME", (1, 1), "RELU"), 0)
+    b2 = z.tensor((1, 6, 6, 8), 0.05, 3)
+    z.weighted("CONV_2D", b1, (8, 1, 1, 8), b2, ConvOptions("VALID", (1, 1)), 0)
+    s = z.tensor((1, 6, 6, 8), 0.05, -128)
+    z.ops.append(QOp("ADD", (b2, r), (s,), AddOptions("RELU")))
+    e = z.tensor((1, 6, 6, 16), 0.04, -128)
+    z.weighted("CONV_2D", s, (16, 1, 1, 8), e, ConvOptions("VALID", (1, 1), "RELU6"), 0)
+    d = z.tensor((1, 6, 6, 16), 0.04, -128)
+    z.weighted("DEPTHWISE_CONV_2D", e, (1, 3, 3, 16), d, ConvOptions("SAME", (1, 1), "RELU6", 1), 3)
+    p = z.tensor((1, 6, 6, 8), 0.06, 2)
+    z.weighted("CONV_2D", d, (8, 1, 1, 16), p, ConvOptions("VALID", (1, 1)), 0)
+    s2 = z.tensor((1, 6, 6, 8), 0.07, 0)
+    z.ops.append(QOp("ADD", (s, p), (s2,), AddOptions()))
+    return _mean_head(z, x, s2, "two-blocks")
+
+
+TWO_BLOCKS = frozenset({(i, k) for i in (0, 1, 2, 4, 5, 6, 9) for k in ("w", "b")})
+
+
+def test_two_blocks_merge_at_both_branch_starts() -> None:
+    plan = compile_qplan(two_block_graph(), QTrainSpec(TWO_BLOCKS, LR, True))
+    assert plan.train is not None
+    ops = plan.train.ops
+    assert (ops[3].skip_to, ops[7].skip_to) == (1, 4) and (ops[1].merge_from, ops[4].merge_from) == (3, 7)
+    assert ops[3].mask and not ops[7].mask  # the linear bottleneck's ADD passes every gradient
+    grads, _ = int8train.Int8Trainer(plan).step(samples(1, seed=2)[0][0], 3)
+    assert all(np.any(grads[(i, "b")].values) for i in (0, 1, 2, 4, 5, 6, 9))
+
+
 def _float_bias_grad(model: QModel, x: np.ndarray, label: int) -> np.ndarray:
     """dL/db of conv 0 by the chain rule on the dequantised network, through both the branch and the skip."""
     outs = int8ref.forward(model, x[None])
@@ -155,3 +193,9 @@ def test_the_device_refuses_a_merge_no_add_feeds(tmp_path: Path, field: str, tex
         link.send(proto.Start(steps=1, lr=LR, seed=1))
         fault = link.expect(proto.Fault, timeout=20, what="FAULT for a broken merge")
     assert fault.code == 2 and text in fault.text and fault.arg0 in (1, 3), fault
+
+
+@pytest.mark.twin
+def test_two_residual_blocks_train_exactly_on_a_twin(tmp_path: Path) -> None:
+    x, y = samples(40, seed=14)
+    _exact_on_twin(two_block_graph(), TWO_BLOCKS, x, y, 30, 4, tmp_path)
