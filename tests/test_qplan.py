@@ -177,3 +177,41 @@ def test_person_detect_samples(shared_models: Path, task: DeviceDataset) -> None
     assert np.array_equal(x[0, :, :, 0], _grayscale_bmp(shared_models / "person.bmp").view(np.int8))
     model = load_tflite(shared_models / "person_detect.tflite")
     assert int8ref.predict(model, x[:2]).tolist() == [1, 0]
+
+
+def test_vectorised_update_multipliers_equal_the_scalar_rule() -> None:
+    """The planner computes every channel's multiplier at once; each must be `update_multiplier`'s (exact ties to
+    2^31, zero, values below 2^-160, neighbours of powers of two)."""
+    from bench.plan.int8 import update_multiplier, update_multipliers
+
+    rng = np.random.default_rng(0)
+    vals = np.concatenate([10.0 ** rng.uniform(-55, 15, 5000),
+                           [0.0, 2.0**-170, 2.0**-161, 2.0**-160, 1.0, 0.5, 2.0**59, 1 - 2**-40, 3e-7]])
+    vals = np.concatenate([vals, np.nextafter(vals, 0), np.nextafter(vals, 1e300)])
+    assert update_multipliers(vals).tolist() == [list(update_multiplier(float(v))) for v in vals]
+    with pytest.raises(qplan.QPlanError, match="too large"):
+        update_multipliers(np.array([1.0, 2.0**70]))
+
+
+def test_a_sparse_layer_without_weights_is_named() -> None:
+    from bench.plan.select import top_channels
+
+    model = _Zoo(0).build(True)
+    with pytest.raises(qplan.QPlanError, match=r"op 5 is AVERAGE_POOL_2D; only CONV_2D"):
+        top_channels(model, 5, 0.5)
+    with pytest.raises(qplan.QPlanError, match="op 99 is not an op of this"):
+        top_channels(model, 99, 0.5)
+
+
+def test_the_search_s_arena_is_the_compiled_plan_s() -> None:
+    """`planned_arena` (what the scheme search plans thousands of times) is `compile_qplan`'s arena; refused alike."""
+    from tests.test_residual_backward import TRAIN, residual_graph
+
+    model = residual_graph()
+    for train in (TRAIN, frozenset({(5, "b")}), frozenset({(1, "w"), (2, "b"), (5, "w")})):
+        for channels in ((), ((1, (0, 3, 5)),)):
+            spec = qplan.QTrainSpec(train, 0.01, True, channels if (1, "w") in train else ())
+            assert qplan.planned_arena(model, spec) == qplan.compile_qplan(model, spec).arena_bytes
+    assert qplan.planned_arena(model) == qplan.compile_qplan(model).arena_bytes
+    with pytest.raises(qplan.QPlanError, match="nothing to train"):
+        qplan.planned_arena(model, qplan.QTrainSpec(frozenset(), 0.01))

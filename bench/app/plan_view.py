@@ -33,7 +33,6 @@ from bench.plan.search import Contributions, Scheme, analyse, parse_bytes, searc
 
 if TYPE_CHECKING:
     from bench.model.qgraph import QModel
-    from bench.plan.int8 import QPlan
 
 out = Console(width=150)
 
@@ -331,20 +330,19 @@ def _budget(model: Model, ds, board: Board, fw: Firmware | None, note: str, budg
     out.print(f"trials: {len(contrib.weight_acc) + len(contrib.bias_acc)} × {repeats} fine-tuning runs of {steps} "
               f"steps took {contrib.seconds:.1f} s on the host")
     what, memory = _budget_memory(board, fw, note)
-    schemes = search(model, contrib, budget, memory)
+    schemes = search(model, contrib, budget, None if memory is None else (lambda plan: memory(plan.arena_bytes)))
     print_schemes(schemes, budget, what)
     return {"how": "planned (host fine-tuning trials)", "board": board.name, "budget_bytes": budget,
             "budget_of": what, "trial_seconds": round(contrib.seconds, 2), "schemes": _schemes_json(schemes)}
 
 
-def _budget_memory(board: Board, fw: Firmware | None, note: str
-                   ) -> tuple[str, Callable[[Plan | QPlan], int] | None]:
-    """What a budget is compared with, and the bytes of a plan it counts: the required SRAM with the board's built
-    image, or (``fw`` None) the planned arena, the search's default."""
+def _budget_memory(board: Board, fw: Firmware | None, note: str) -> tuple[str, Callable[[int], int] | None]:
+    """What a budget is compared with, and the bytes it counts for a planned arena: the required SRAM with the
+    board's built image, or (``fw`` None) the planned arena itself, the search's default."""
     if fw is None:
         return f"planned arena ({note}: static and stack not counted)", None
     return (f"required SRAM on {board.name} (static {fw.static_bytes:,} + arena + stack {fw.stack_bytes:,}; {note})",
-            lambda plan: fw.static_bytes + plan.arena_bytes + fw.stack_bytes)
+            lambda arena: fw.static_bytes + arena + fw.stack_bytes)
 
 
 def _schemes_json(schemes: list[Scheme]) -> list[dict[str, object]]:

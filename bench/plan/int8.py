@@ -363,22 +363,9 @@ def _op_record(model: QModel, op: QOp, index_of: dict[int, int], consts: _Blob, 
 def compile_qplan(model: QModel, train: QTrainSpec | None = None, name: str = "eval-int8") -> QPlan:
     """The TQPL plan of an int8 graph: validated, arena planned, constants precomputed; with ``train`` also the
     training section (trainable arena copies, kept activations, gradient buffers, QAS update multipliers)."""
-    _check(model)
-    tplan = _train_plan(model, train) if train is not None else None
-    buffers = _activation_buffers(model)
-    if tplan is not None:
-        buffers = _train_buffers(model, tplan, buffers)
-    placed = place_buffers(buffers)  # the fp32 planner's greedy first fit by lifetime
+    tplan, placed, used = _planned(model, train)
     arena = max((b.offset + b.size for b in placed), default=0)
     act_off = {t: b.offset for b in placed for t in b.tensors}
-    used: list[int] = [model.inputs[0]]
-    for op in model.ops:
-        ins = op.inputs if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") else _data_inputs(op)
-        for t in (*ins, *op.outputs):
-            if t >= 0 and t not in used:
-                used.append(t)
-    if len(used) > MAX_TENSORS:
-        raise QPlanError(f"{len(used)} tensors; TQPL plans hold at most {MAX_TENSORS}")
     index_of = {t: i for i, t in enumerate(used)}
     trained_tensors: set[int] = set()
     if tplan is not None:
@@ -414,6 +401,31 @@ def compile_qplan(model: QModel, train: QTrainSpec | None = None, name: str = "e
     assert len(body) == total
     return QPlan(model=model, tensor_ids=used, buffers=tuple(placed), arena_bytes=arena, macs=macs,
                  technique=QTechnique(name), train=tplan, _body=body)
+
+
+def planned_arena(model: QModel, train: QTrainSpec | None = None) -> int:
+    """`compile_qplan(model, train).arena_bytes` with the same checks and refusals, without writing the blob: a
+    scheme search plans thousands of schemes and needs only their memory."""
+    return max((b.offset + b.size for b in _planned(model, train)[1]), default=0)
+
+
+def _planned(model: QModel, train: QTrainSpec | None) -> tuple[QTrainPlan | None, list[QBuffer], list[int]]:
+    """The checked graph's training plan, placed buffers and the tensors the blob lists (graph order)."""
+    _check(model)
+    tplan = _train_plan(model, train) if train is not None else None
+    buffers = _activation_buffers(model)
+    if tplan is not None:
+        buffers = _train_buffers(model, tplan, buffers)
+    placed = place_buffers(buffers)  # the fp32 planner's greedy first fit by lifetime
+    used: list[int] = [model.inputs[0]]
+    for op in model.ops:
+        ins = op.inputs if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") else _data_inputs(op)
+        for t in (*ins, *op.outputs):
+            if t >= 0 and t not in used:
+                used.append(t)
+    if len(used) > MAX_TENSORS:
+        raise QPlanError(f"{len(used)} tensors; TQPL plans hold at most {MAX_TENSORS}")
+    return tplan, placed, used
 
 
 # --------------------------------------------------------------------------------------------- training section
@@ -464,6 +476,20 @@ def update_multiplier(real: float) -> tuple[int, int]:
     if shift > MAX_SHIFT:
         raise QPlanError(f"update multiplier {real:g} too large (learning rate?)")
     return m, shift
+
+
+def update_multipliers(real: np.ndarray) -> np.ndarray:
+    """`update_multiplier` of every value at once, [n, 2] int64 (a scheme search plans thousands of channels)."""
+    real = np.asarray(real, np.float64)
+    q, shift = np.frexp(real)
+    m = np.floor(q * 2.0**31 + 0.5)
+    over = m == 2.0**31
+    m, shift = np.where(over, m / 2, m), np.where(over, shift + 1, shift)
+    zero = (real <= 0.0) | (shift < MIN_SHIFT)
+    if np.any(~zero & (shift > MAX_SHIFT)):
+        raise QPlanError(f"update multiplier {float(real[~zero & (shift > MAX_SHIFT)][0]):g} too large "
+                         f"(learning rate?)")
+    return np.stack([np.where(zero, 0, m), np.where(zero, 0, shift)], axis=1).astype(np.int64)
 
 
 def _weight_scales(model: QModel, op: QOp) -> np.ndarray:
@@ -555,12 +581,12 @@ def _train_plan(model: QModel, spec: QTrainSpec) -> QTrainPlan:
         if sel and (list(sel) != sorted(set(sel)) or sel[-1] >= out_c or len(sel) >= out_c):
             raise _refuse(i, op, f"channel list {sel} is not ascending, distinct and below {out_c}")
         s_wmax = float(s_w.max())
-        m = np.array([int(quant.round_half_away(32768.0 * 2.0**-h_down * sw / s_wmax)) for sw in s_w], np.int64)
+        m = quant.round_half_away(32768.0 * 2.0**-h_down * s_w / s_wmax).astype(np.int64)
         grad_scale = c * s_wmax * s_x * 2.0**(h_down - H_SHIFT)
         base = spec.lr * grad_scale * 2.0**RES_BITS
         s_b = _bias_scales(model, op, s_x, s_w)
-        w_upd = np.array([update_multiplier(base / (sw * sw) if spec.qas else base) for sw in s_w], np.int64)
-        b_upd = np.array([update_multiplier(base / (sb * sb) if spec.qas else base) for sb in s_b], np.int64)
+        w_upd = update_multipliers(base / (s_w * s_w) if spec.qas else np.full(len(s_w), base))
+        b_upd = update_multipliers(base / (s_b * s_b) if spec.qas else np.full(len(s_b), base))
         kept = (int(np.prod(x.shape)) if train_w else 0) + (int(np.prod(y.shape)) if mask else 0)
         ops[i] = QTrainOp(i, op.kind, train_w, train_b, need_dx, mask, sel, m, w_upd, b_upd, grad_scale, c, kept,
                           h_down)

@@ -8,8 +8,8 @@ The same method as `bench.plan.search` for the zoo models, on op indices and in 
 * the candidates are the last ``depth`` ops with a bias: Δacc_b[k] for the biases of the last k of them, Δacc_W for
   one op's weights at a ratio of its largest-norm output channels on top of every candidate bias; the classifier
   (the last op with a bias) always trains in full;
-* a scheme's memory is the int8 planner's arena (`bench.plan.select.compile_imported_plan`), plus static and stack
-  when the budget is of SRAM; a scheme the planner refuses (an accumulator bound) is never proposed.
+* a scheme's memory is the int8 planner's arena (`bench.plan.select.imported_arena`, the blob not written), plus
+  static and stack when the budget is of SRAM; a scheme the planner refuses (an accumulator bound) is never proposed.
 
 The search maximises the summed contributions within the budget: exhaustive when the schemes are few, else an
 evolutionary search (MCUNetV3 uses one): a seeded population evolved by mutation and crossover for a fixed budget of
@@ -31,9 +31,9 @@ from bench.config.profile import RATIOS, Loss
 from bench.model.qgraph import QModel
 from bench.numerics import int8prep, int8ref
 from bench.numerics.int8train import Int8Trainer
-from bench.plan.int8 import QPlan, QPlanError
+from bench.plan.int8 import QPlanError
 from bench.plan.search import HOLDOUT, MAX_SCHEMES, Contributions, Scheme, sparse_technique
-from bench.plan.select import biased_ops, compile_imported_plan
+from bench.plan.select import biased_ops, compile_imported_plan, imported_arena
 
 Progress = Callable[[str], None]
 CHOICES = (0.0, *RATIOS)
@@ -128,7 +128,7 @@ Genome = tuple[int, tuple[float, ...]]  # (bias_k, a ratio per candidate weight 
 class _Schemes:
     """Gain (from the contributions, free) and planned memory (compiled, cached) of genomes."""
 
-    def __init__(self, model: QModel, contrib: Contributions, lr: float, memory: Callable[[QPlan], int]) -> None:
+    def __init__(self, model: QModel, contrib: Contributions, lr: float, memory: Callable[[int], int]) -> None:
         self.model, self.contrib, self.lr, self.memory = model, contrib, lr, memory
         self.layers = sorted({i for i, _ in contrib.weight_acc})
         self.planned: dict[Genome, int | None] = {}
@@ -143,8 +143,7 @@ class _Schemes:
         if g not in self.planned:
             try:
                 tech = dataclasses.replace(self.scheme(g, 0).technique(), loss=self.contrib.loss)
-                plan = compile_imported_plan(self.model, tech, self.lr)
-                self.planned[g] = self.memory(plan)
+                self.planned[g] = self.memory(imported_arena(self.model, tech, self.lr))
             except QPlanError:
                 self.planned[g] = None
         return self.planned[g]
@@ -159,11 +158,11 @@ class _Schemes:
 
 
 def search_graph(model: QModel, contrib: Contributions, budget: int, lr: float = 0.01,
-                 memory: Callable[[QPlan], int] | None = None, top: int = 5, evaluations: int = 1500, seed: int = 1,
+                 memory: Callable[[int], int] | None = None, top: int = 5, evaluations: int = 1500, seed: int = 1,
                  force_evolutionary: bool = False) -> tuple[list[Scheme], SearchReport]:
     """The best ``top`` schemes within ``budget`` bytes, best first (ties: less memory, fewer biases, the smaller
     layer choice); exhaustive up to `MAX_SCHEMES` schemes, else evolutionary within ``evaluations`` plans."""
-    space = _Schemes(model, contrib, lr, memory or (lambda plan: plan.arena_bytes))
+    space = _Schemes(model, contrib, lr, memory or (lambda arena: arena))
     possible = contrib.k_max * len(CHOICES) ** len(space.layers)
     if possible <= MAX_SCHEMES and not force_evolutionary:
         genomes = [(k, r) for k in range(1, contrib.k_max + 1)

@@ -13,12 +13,16 @@ from bench.model.nn import Model
 from bench.model.qgraph import QModel
 from bench.numerics.int8train import channel_rows
 from bench.plan.fp32 import sparse_channels
-from bench.plan.int8 import QPlan, QTrainSpec, compile_qplan
+from bench.plan.int8 import TRAINABLE_OPS, QPlan, QPlanError, QTrainSpec, compile_qplan, planned_arena
 
 
 def top_channels(model: QModel, i: int, ratio: float) -> tuple[int, ...]:
     """The ``ratio`` of op i's output channels with the largest L2 norm of pretrained weights (real values,
     per-channel scales applied), ascending; () for all of them (MCUNetV3's sparse channel pick)."""
+    if not 0 <= i < len(model.ops) or model.ops[i].kind not in TRAINABLE_OPS:
+        what = model.ops[i].kind if 0 <= i < len(model.ops) else f"not an op of this {len(model.ops)}-op graph"
+        raise QPlanError(f"[sparse] layers: op {i} is {what}; only CONV_2D, DEPTHWISE_CONV_2D and "
+                         f"FULLY_CONNECTED weights train")
     w = model.tensors[model.ops[i].inputs[1]]
     assert w.data is not None and w.scale is not None
     rows = channel_rows(model.ops[i].kind, w.data)
@@ -68,11 +72,20 @@ def compile_int8_plan(model: Model, qmodel: QModel, technique: Technique, lr: fl
     return compile_qplan(qmodel, QTrainSpec(trainable, lr, technique.qas, channels), technique.name)
 
 
+def imported_arena(qmodel: QModel, technique: Technique, lr: float) -> int:
+    """`compile_imported_plan(...).arena_bytes`, refused alike, without writing the blob (the scheme search's)."""
+    return planned_arena(qmodel, _imported_spec(qmodel, technique, lr))
+
+
+def _imported_spec(qmodel: QModel, technique: Technique, lr: float) -> QTrainSpec:
+    trainable = frozenset(technique.trainable(biased_ops(qmodel)))
+    channels = tuple((i, ch) for i, ratio in technique.layers if (ch := top_channels(qmodel, i, ratio)))
+    return QTrainSpec(trainable, lr, technique.qas, channels, technique.loss)
+
+
 def compile_imported_plan(qmodel: QModel, technique: Technique, lr: float) -> QPlan:
     """The TQPL training plan of an int8 technique on an imported graph, by op index: the layers with parameters that
     ``bias_k`` / ``last_k`` count from the end are the ops with a bias (`bench.plan.select.biased_ops`), ``[sparse]``
     layers are op indices, and each one's channels are the largest-norm ones of the pretrained codes (as
     `sparse_spec`); the technique's loss (cross-entropy, or an autoencoder's reconstruction) goes with them."""
-    trainable = frozenset(technique.trainable(biased_ops(qmodel)))
-    channels = tuple((i, ch) for i, ratio in technique.layers if (ch := top_channels(qmodel, i, ratio)))
-    return compile_qplan(qmodel, QTrainSpec(trainable, lr, technique.qas, channels, technique.loss), technique.name)
+    return compile_qplan(qmodel, _imported_spec(qmodel, technique, lr), technique.name)
