@@ -4,6 +4,7 @@
  * oc = ic * dm + m reads input channel ic. */
 #include "qop.h"
 #include "requant.h"
+#include "dot_i8.h"
 
 #define DW_MAX_TAPS 64u /* qplan_load refuses larger kernels */
 
@@ -46,6 +47,53 @@ static void channels_dm1(const qconv_t *p, const int32_t *xoff, uint32_t taps, c
         y[c] = rq_out(a, r[0], r[1], p->zp_out, p->act_min, p->act_max);
     }
 }
+
+#ifdef DOT_I8_DSP
+static inline int32_t dw_smlabb(uint32_t a, uint32_t b, int32_t acc)
+{
+    int32_t r;
+    __asm__("smlabb %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+    return r;
+}
+static inline int32_t dw_smlatt(uint32_t a, uint32_t b, int32_t acc)
+{
+    int32_t r;
+    __asm__("smlatt %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+    return r;
+}
+
+/* dm = 1 at an output pixel whose taps are all in bounds (no padding test): per tap, four channels' inputs and
+ * weights in one word each, widened with SXTB16 (channels 0, 2 and, rotated, 1, 3), one SMLABB/SMLATT per MAC */
+static void channels_dm1_inside(const qconv_t *p, const int32_t *xoff, uint32_t taps, const int8_t *x,
+                                const int8_t *w, int8_t *y)
+{
+    uint32_t c = 0, C = p->out_c, st = p->rq_per_channel ? 2u : 0u;
+    for (; c + 4 <= C; c += 4) {
+        int32_t a0 = p->bias_eff[c], a1 = p->bias_eff[c + 1], a2 = p->bias_eff[c + 2], a3 = p->bias_eff[c + 3];
+        const int8_t *wp = w + c, *xc = x + c;
+        const int32_t *r = p->rq + (p->rq_per_channel ? 2u * c : 0u);
+        for (uint32_t t = 0; t < taps; t++, wp += C) {
+            uint32_t xv = dot_ld32(xc + xoff[t]), wv = dot_ld32(wp);
+            uint32_t x02 = dot_sxtb16(xv), x13 = dot_sxtb16_ror8(xv), w02 = dot_sxtb16(wv), w13 = dot_sxtb16_ror8(wv);
+            a0 = dw_smlabb(x02, w02, a0);
+            a2 = dw_smlatt(x02, w02, a2);
+            a1 = dw_smlabb(x13, w13, a1);
+            a3 = dw_smlatt(x13, w13, a3);
+        }
+        y[c] = rq_out(a0, r[0], r[1], p->zp_out, p->act_min, p->act_max);
+        y[c + 1] = rq_out(a1, r[st], r[st + 1], p->zp_out, p->act_min, p->act_max);
+        y[c + 2] = rq_out(a2, r[2 * st], r[2 * st + 1], p->zp_out, p->act_min, p->act_max);
+        y[c + 3] = rq_out(a3, r[3 * st], r[3 * st + 1], p->zp_out, p->act_min, p->act_max);
+    }
+    for (; c < C; c++) {
+        int32_t a = p->bias_eff[c];
+        const int32_t *r = p->rq + (p->rq_per_channel ? 2u * c : 0u);
+        for (uint32_t t = 0; t < taps; t++)
+            a += x[xoff[t] + (int32_t)c] * w[t * C + c];
+        y[c] = rq_out(a, r[0], r[1], p->zp_out, p->act_min, p->act_max);
+    }
+}
+#endif
 
 /* depth multiplier a multiple of 4: four consecutive output channels read the same input value */
 static void channels_dm4(const qconv_t *p, const int32_t *xoff, uint32_t taps, const int8_t *x, const int8_t *w,
@@ -102,6 +150,12 @@ void dwconv_i8(const qconv_t *p, const int8_t *x, const int8_t *w, int8_t *y)
                     int in = iy >= 0 && ix >= 0 && iy < (int32_t)p->in_h && ix < (int32_t)p->in_w;
                     xoff[t] = in ? (iy * (int32_t)p->in_w + ix) * (int32_t)p->in_c : -1;
                 }
+#ifdef DOT_I8_DSP
+            if (p->dm == 1 && iy0 >= 0 && ix0 >= 0 && iy0 + p->k_h <= (int32_t)p->in_h &&
+                ix0 + p->k_w <= (int32_t)p->in_w) /* every tap in bounds */
+                channels_dm1_inside(p, xoff, taps, x, w, y);
+            else
+#endif
             if (p->dm == 1)
                 channels_dm1(p, xoff, taps, x, w, y);
             else if ((p->dm & 3u) == 0)
