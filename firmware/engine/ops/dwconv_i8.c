@@ -8,6 +8,30 @@
 
 #define DW_MAX_TAPS 64u /* qplan_load refuses larger kernels */
 
+/* four consecutive output channels from c requantised (per-channel or per-tensor multipliers) */
+static inline __attribute__((always_inline)) void out4(const qconv_t *p, uint32_t c, int32_t a0, int32_t a1, int32_t a2, int32_t a3, int8_t *y)
+{
+    const int32_t *r = p->rq + (p->rq_per_channel ? 2u * c : 0u);
+    uint32_t st = p->rq_per_channel ? 2u : 0u;
+    y[c] = rq_out(a0, r[0], r[1], p->zp_out, p->act_min, p->act_max);
+    y[c + 1] = rq_out(a1, r[st], r[st + 1], p->zp_out, p->act_min, p->act_max);
+    y[c + 2] = rq_out(a2, r[2 * st], r[2 * st + 1], p->zp_out, p->act_min, p->act_max);
+    y[c + 3] = rq_out(a3, r[3 * st], r[3 * st + 1], p->zp_out, p->act_min, p->act_max);
+}
+
+/* dm = 1, channels c.. one at a time (the last out_c mod 4); padded taps read as zp_in */
+static void tail_dm1(const qconv_t *p, const int32_t *xoff, uint32_t taps, const int8_t *x, const int8_t *w,
+                     int8_t *y, uint32_t c)
+{
+    for (uint32_t C = p->out_c; c < C; c++) {
+        int32_t a = p->bias_eff[c];
+        const int32_t *r = p->rq + (p->rq_per_channel ? 2u * c : 0u);
+        for (uint32_t t = 0; t < taps; t++)
+            a += (xoff[t] >= 0 ? x[xoff[t] + (int32_t)c] : p->zp_in) * w[t * C + c];
+        y[c] = rq_out(a, r[0], r[1], p->zp_out, p->act_min, p->act_max);
+    }
+}
+
 static void channels_dm1(const qconv_t *p, const int32_t *xoff, uint32_t taps, const int8_t *x, const int8_t *w,
                          int8_t *y)
 {
@@ -30,22 +54,9 @@ static void channels_dm1(const qconv_t *p, const int32_t *xoff, uint32_t taps, c
                 a3 += zp * wp[3];
             }
         }
-        {
-            const int32_t *r = p->rq + (p->rq_per_channel ? 2u * c : 0u);
-            uint32_t st = p->rq_per_channel ? 2u : 0u;
-            y[c] = rq_out(a0, r[0], r[1], p->zp_out, p->act_min, p->act_max);
-            y[c + 1] = rq_out(a1, r[st], r[st + 1], p->zp_out, p->act_min, p->act_max);
-            y[c + 2] = rq_out(a2, r[2 * st], r[2 * st + 1], p->zp_out, p->act_min, p->act_max);
-            y[c + 3] = rq_out(a3, r[3 * st], r[3 * st + 1], p->zp_out, p->act_min, p->act_max);
-        }
+        out4(p, c, a0, a1, a2, a3, y);
     }
-    for (; c < C; c++) {
-        int32_t a = p->bias_eff[c];
-        const int32_t *r = p->rq + (p->rq_per_channel ? 2u * c : 0u);
-        for (uint32_t t = 0; t < taps; t++)
-            a += (xoff[t] >= 0 ? x[xoff[t] + (int32_t)c] : zp) * w[t * C + c];
-        y[c] = rq_out(a, r[0], r[1], p->zp_out, p->act_min, p->act_max);
-    }
+    tail_dm1(p, xoff, taps, x, w, y, c);
 }
 
 #ifdef DOT_I8_DSP
@@ -67,31 +78,22 @@ static inline int32_t dw_smlatt(uint32_t a, uint32_t b, int32_t acc)
 static void channels_dm1_inside(const qconv_t *p, const int32_t *xoff, uint32_t taps, const int8_t *x,
                                 const int8_t *w, int8_t *y)
 {
-    uint32_t c = 0, C = p->out_c, st = p->rq_per_channel ? 2u : 0u;
+    uint32_t c = 0, C = p->out_c;
     for (; c + 4 <= C; c += 4) {
         int32_t a0 = p->bias_eff[c], a1 = p->bias_eff[c + 1], a2 = p->bias_eff[c + 2], a3 = p->bias_eff[c + 3];
         const int8_t *wp = w + c, *xc = x + c;
-        const int32_t *r = p->rq + (p->rq_per_channel ? 2u * c : 0u);
-        for (uint32_t t = 0; t < taps; t++, wp += C) {
-            uint32_t xv = dot_ld32(xc + xoff[t]), wv = dot_ld32(wp);
+        const int32_t *tap = xoff, *end = xoff + taps;
+        for (; tap < end; tap++, wp += C) {
+            uint32_t xv = dot_ld32(xc + *tap), wv = dot_ld32(wp);
             uint32_t x02 = dot_sxtb16(xv), x13 = dot_sxtb16_ror8(xv), w02 = dot_sxtb16(wv), w13 = dot_sxtb16_ror8(wv);
             a0 = dw_smlabb(x02, w02, a0);
             a2 = dw_smlatt(x02, w02, a2);
             a1 = dw_smlabb(x13, w13, a1);
             a3 = dw_smlatt(x13, w13, a3);
         }
-        y[c] = rq_out(a0, r[0], r[1], p->zp_out, p->act_min, p->act_max);
-        y[c + 1] = rq_out(a1, r[st], r[st + 1], p->zp_out, p->act_min, p->act_max);
-        y[c + 2] = rq_out(a2, r[2 * st], r[2 * st + 1], p->zp_out, p->act_min, p->act_max);
-        y[c + 3] = rq_out(a3, r[3 * st], r[3 * st + 1], p->zp_out, p->act_min, p->act_max);
+        out4(p, c, a0, a1, a2, a3, y);
     }
-    for (; c < C; c++) {
-        int32_t a = p->bias_eff[c];
-        const int32_t *r = p->rq + (p->rq_per_channel ? 2u * c : 0u);
-        for (uint32_t t = 0; t < taps; t++)
-            a += x[xoff[t] + (int32_t)c] * w[t * C + c];
-        y[c] = rq_out(a, r[0], r[1], p->zp_out, p->act_min, p->act_max);
-    }
+    tail_dm1(p, xoff, taps, x, w, y, c);
 }
 #endif
 
@@ -99,12 +101,11 @@ static void channels_dm1_inside(const qconv_t *p, const int32_t *xoff, uint32_t 
 static void channels_dm4(const qconv_t *p, const int32_t *xoff, uint32_t taps, const int8_t *x, const int8_t *w,
                          int8_t *y)
 {
-    uint32_t C = p->out_c, dm = p->dm, st = p->rq_per_channel ? 2u : 0u;
+    uint32_t C = p->out_c, dm = p->dm;
     for (uint32_t c = 0; c < C; c += 4) {
         int32_t a0 = p->bias_eff[c], a1 = p->bias_eff[c + 1], a2 = p->bias_eff[c + 2], a3 = p->bias_eff[c + 3];
         int32_t ic = (int32_t)(c / dm);
         const int8_t *wp = w + c;
-        const int32_t *r = p->rq + (p->rq_per_channel ? 2u * c : 0u);
         for (uint32_t t = 0; t < taps; t++, wp += C) {
             int32_t xv = xoff[t] >= 0 ? x[xoff[t] + ic] : p->zp_in;
             a0 += xv * wp[0];
@@ -112,10 +113,7 @@ static void channels_dm4(const qconv_t *p, const int32_t *xoff, uint32_t taps, c
             a2 += xv * wp[2];
             a3 += xv * wp[3];
         }
-        y[c] = rq_out(a0, r[0], r[1], p->zp_out, p->act_min, p->act_max);
-        y[c + 1] = rq_out(a1, r[st], r[st + 1], p->zp_out, p->act_min, p->act_max);
-        y[c + 2] = rq_out(a2, r[2 * st], r[2 * st + 1], p->zp_out, p->act_min, p->act_max);
-        y[c + 3] = rq_out(a3, r[3 * st], r[3 * st + 1], p->zp_out, p->act_min, p->act_max);
+        out4(p, c, a0, a1, a2, a3, y);
     }
 }
 
