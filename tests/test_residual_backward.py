@@ -25,6 +25,12 @@ def residual_graph(seed: int = 6, skip_first: bool = False, act: str = "RELU") -
     """x 6×6×3 → conv 3×3 (8, ReLU) = r → conv 3×3 (ReLU) → conv 1×1 → ADD(·, r) (ReLU) → MEAN → FC 10 → SOFTMAX.
     ``skip_first`` puts the skip as the ADD's first input (Keras writes either order)."""
     z = _Zoo(seed)
+    x, s = _first_block(z, skip_first, act)
+    return _mean_head(z, x, s, "residual")
+
+
+def _first_block(z: _Zoo, skip_first: bool = False, act: str = "RELU") -> tuple[int, int]:
+    """The graph input x and the ADD's output of conv 0 = r → [conv 1 → conv 2] + r, ops 0..3."""
     x = z.tensor((1, 6, 6, 3), 0.02, 5)
     r = z.tensor((1, 6, 6, 8), 0.03, -128)
     z.weighted("CONV_2D", x, (8, 3, 3, 3), r, ConvOptions("SAME", (1, 1), "RELU"), 0)
@@ -34,7 +40,7 @@ def residual_graph(seed: int = 6, skip_first: bool = False, act: str = "RELU") -
     z.weighted("CONV_2D", b1, (8, 1, 1, 8), b2, ConvOptions("VALID", (1, 1)), 0)
     s = z.tensor((1, 6, 6, 8), 0.05, -128 if act == "RELU" else 0)
     z.ops.append(QOp("ADD", (r, b2) if skip_first else (b2, r), (s,), AddOptions(act)))  # type: ignore[arg-type]
-    return _mean_head(z, x, s, "residual")
+    return x, s
 
 
 def two_block_graph(seed: int = 7) -> QModel:
@@ -42,15 +48,7 @@ def two_block_graph(seed: int = 7) -> QModel:
     → ADD 3 (ReLU) = s → [1×1 expand 8→16 (ReLU6) → depthwise 3×3 (ReLU6) → 1×1 project 16→8] + s → ADD 7 (linear,
     no mask) → MEAN → FC 10 → SOFTMAX. Branches start at ops 1 and 4; op 4 reads an ADD's output."""
     z = _Zoo(seed)
-    x = z.tensor((1, 6, 6, 3), 0.02, 5)
-    r = z.tensor((1, 6, 6, 8), 0.03, -128)
-    z.weighted("CONV_2D", x, (8, 3, 3, 3), r, ConvOptions("SAME", (1, 1), "RELU"), 0)
-    b1 = z.tensor((1, 6, 6, 8), 0.03, -128)
-    z.weighted("CONV_2D", r, (8, 3, 3, 8), b1, ConvOptions("SAME", (1, 1), "RELU"), 0)
-    b2 = z.tensor((1, 6, 6, 8), 0.05, 3)
-    z.weighted("CONV_2D", b1, (8, 1, 1, 8), b2, ConvOptions("VALID", (1, 1)), 0)
-    s = z.tensor((1, 6, 6, 8), 0.05, -128)
-    z.ops.append(QOp("ADD", (b2, r), (s,), AddOptions("RELU")))
+    x, s = _first_block(z)
     e = z.tensor((1, 6, 6, 16), 0.04, -128)
     z.weighted("CONV_2D", s, (16, 1, 1, 8), e, ConvOptions("VALID", (1, 1), "RELU6"), 0)
     d = z.tensor((1, 6, 6, 16), 0.04, -128)
