@@ -77,6 +77,7 @@ def test_bench_plan_searches_a_tflite_graph_within_a_budget(graph: Int8Prepared)
     found = json.loads(result.stdout[result.stdout.index("{"):])
     assert found["schemes"] and all(s["memory_bytes"] <= 20 * 1024 for s in found["schemes"])
     assert found["how"].startswith("planned")
+    assert found["smallest_bytes"] <= min(s["memory_bytes"] for s in found["schemes"])  # the least of those planned
     bare = CliRunner().invoke(main, [*args[:6], "--task", "digits-drift", *args[8:]])  # no profile: --task's data
     assert bare.exit_code == 0, bare.output
     assert "search: exhaustive" in bare.output and "int8 (host integer reference)" in bare.output

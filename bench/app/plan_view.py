@@ -591,4 +591,4 @@ def _tflite_budget(path: Path, board: Board, profile_spec: str | None, task: str
                                "board": board.name, "budget_bytes": limit, "budget_of": what,
                                "search": report.method, "schemes_possible": report.schemes_possible,
                                "schemes_planned": report.evaluated, "trial_seconds": round(contrib.seconds, 2),
-                               "schemes": _schemes_json(schemes)}, indent=1))
+                               "smallest_bytes": report.smallest, "schemes": _schemes_json(schemes)}, indent=1))
