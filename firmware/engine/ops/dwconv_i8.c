@@ -8,15 +8,30 @@
 
 #define DW_MAX_TAPS 64u /* qplan_load refuses larger kernels */
 
-/* four consecutive output channels from c requantised (per-channel or per-tensor multipliers) */
-static inline __attribute__((always_inline)) void out4(const qconv_t *p, uint32_t c, int32_t a0, int32_t a1, int32_t a2, int32_t a3, int8_t *y)
+/* four consecutive output channels from c requantised (per-channel or per-tensor multipliers). Every parameter is
+ * read before the four bytes are stored on M4/M7: an int8 store may alias anything, so the compiler would reload
+ * them. */
+static inline __attribute__((always_inline)) void out4(const qconv_t *p, uint32_t c, int32_t a0, int32_t a1,
+                                                       int32_t a2, int32_t a3, int8_t *y)
 {
     const int32_t *r = p->rq + (p->rq_per_channel ? 2u * c : 0u);
     uint32_t st = p->rq_per_channel ? 2u : 0u;
+#ifdef DOT_I8_DSP
+    int32_t zp = p->zp_out, lo = p->act_min, hi = p->act_max;
+    int32_t m0 = r[0], s0 = r[1], m1 = r[st], s1 = r[st + 1], m2 = r[2 * st], s2 = r[2 * st + 1];
+    int32_t m3 = r[3 * st], s3 = r[3 * st + 1];
+    int8_t v0 = rq_out(a0, m0, s0, zp, lo, hi), v1 = rq_out(a1, m1, s1, zp, lo, hi);
+    int8_t v2 = rq_out(a2, m2, s2, zp, lo, hi), v3 = rq_out(a3, m3, s3, zp, lo, hi);
+    y[c] = v0;
+    y[c + 1] = v1;
+    y[c + 2] = v2;
+    y[c + 3] = v3;
+#else /* the M0+'s eight low registers: reloading is cheaper than holding them */
     y[c] = rq_out(a0, r[0], r[1], p->zp_out, p->act_min, p->act_max);
     y[c + 1] = rq_out(a1, r[st], r[st + 1], p->zp_out, p->act_min, p->act_max);
     y[c + 2] = rq_out(a2, r[2 * st], r[2 * st + 1], p->zp_out, p->act_min, p->act_max);
     y[c + 3] = rq_out(a3, r[3 * st], r[3 * st + 1], p->zp_out, p->act_min, p->act_max);
+#endif
 }
 
 /* dm = 1, channels c.. one at a time (the last out_c mod 4); padded taps read as zp_in */
