@@ -537,6 +537,8 @@ def _train_plan(model: QModel, spec: QTrainSpec) -> QTrainPlan:
     ops: dict[int, QTrainOp] = {}
     merges: dict[int, tuple[int, float]] = {}  # branch start → (its ADD, the constant c of the ADD's gradient)
     for i in range(top, first - 1, -1):
+        if i + 1 in merges:  # c is now the constant of op i + 1's input gradient, where a branch starts
+            ops[i + 1] = _merging(model, ops[i + 1], *merges.pop(i + 1), c)
         op = model.ops[i]
         if op.kind not in BACKWARD_OPS:
             raise _refuse(i, op, "backward is not supported for this op (CONV_2D, DEPTHWISE_CONV_2D, "
@@ -591,8 +593,6 @@ def _train_plan(model: QModel, spec: QTrainSpec) -> QTrainPlan:
         ops[i] = QTrainOp(i, op.kind, train_w, train_b, need_dx, mask, sel, m, w_upd, b_upd, grad_scale, c, kept,
                           h_down)
         c = c * s_wmax
-    for i in sorted(merges, reverse=True):
-        ops[i] = _merging(model, ops[i], *merges[i], _c_in(model, ops, i))
     return QTrainPlan(first_bwd=first, lr=spec.lr, qas=spec.qas, ops=dict(sorted(ops.items())), loss=loss,
                       recon=recon)
 
@@ -619,16 +619,9 @@ def _add_backward(model: QModel, i: int, first: int, c: float, merges: dict[int,
         if readers:
             raise _refuse(i, op, f"its skip input is read again by operator {readers[0]} inside the branch")
         merges[skip_to] = (i, c)
-    none = np.zeros((0, 2), np.int64)
-    return QTrainOp(i, op.kind, False, False, True, o.activation != "NONE", (), np.zeros(0, np.int64), none, none,
-                    0.0, c, int(np.prod(model.tensors[op.outputs[0]].shape)) if o.activation != "NONE" else 0,
-                    skip_to=skip_to)
-
-
-def _c_in(model: QModel, ops: dict[int, QTrainOp], i: int) -> float:
-    """The constant c of op i's input gradient: its output's, times max s_W for a weighted op."""
-    top = ops[i]
-    return top.c_out * float(_weight_scales(model, model.ops[i]).max()) if top.kind in TRAINABLE_OPS else top.c_out
+    none, mask = np.zeros((0, 2), np.int64), o.activation != "NONE"  # a fused activation: its output is kept
+    return QTrainOp(i, op.kind, False, False, True, mask, (), np.zeros(0, np.int64), none, none, 0.0, c,
+                    int(np.prod(model.tensors[op.outputs[0]].shape)) if mask else 0, skip_to=skip_to)
 
 
 def _merging(model: QModel, top: QTrainOp, add: int, c_skip: float, c: float) -> QTrainOp:

@@ -53,8 +53,10 @@ static int parse_train(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t, qno
     if ((t->flags & ~(uint32_t)QTF_MASK) != QTF_NEED_DX || n->x == n->x2)
         return qp_tfail(c, i, "qplan: add backward needs need_dx (mask optional) and two different inputs");
     t->dout = qp_arena_at(c, le32(r + TQPL_TR_DOUT), n->n_out);
-    if (!t->dout || qp_din(c, i, r, t))
-        return t->dout ? -1 : qp_tfail(c, i, "qplan: add output gradient outside arena");
+    if (!t->dout)
+        return qp_tfail(c, i, "qplan: add output gradient outside arena");
+    if (qp_din(c, i, r, t))
+        return -1;
     a = branch_start(p, i, s);
     if (!a) {
         if (skip)
