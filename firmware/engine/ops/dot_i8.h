@@ -34,6 +34,19 @@ static inline int32_t dot_smlad(uint32_t a, uint32_t b, int32_t acc)
     __asm__("smlad %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
     return r;
 }
+/* one 16-bit product of the bottom (BB) or top (TT) halves: per-lane MACs where lanes are separate channels */
+static inline int32_t dot_smlabb(uint32_t a, uint32_t b, int32_t acc)
+{
+    int32_t r;
+    __asm__("smlabb %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+    return r;
+}
+static inline int32_t dot_smlatt(uint32_t a, uint32_t b, int32_t acc)
+{
+    int32_t r;
+    __asm__("smlatt %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+    return r;
+}
 #endif
 
 /* acc[0..3] += sum_j x[j] * w[k * stride + j] for k = 0..3 (pointers advance: few live registers) */

@@ -75,19 +75,6 @@ static void channels_dm1(const qconv_t *p, const int32_t *xoff, uint32_t taps, c
 }
 
 #ifdef DOT_I8_DSP
-static inline int32_t dw_smlabb(uint32_t a, uint32_t b, int32_t acc)
-{
-    int32_t r;
-    __asm__("smlabb %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
-    return r;
-}
-static inline int32_t dw_smlatt(uint32_t a, uint32_t b, int32_t acc)
-{
-    int32_t r;
-    __asm__("smlatt %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
-    return r;
-}
-
 /* dm = 1 at an output pixel whose taps are all in bounds (no padding test): per tap, four channels' inputs and
  * weights in one word each, widened with SXTB16 (channels 0, 2 and, rotated, 1, 3), one SMLABB/SMLATT per MAC */
 static void channels_dm1_inside(const qconv_t *p, const int32_t *xoff, uint32_t taps, const int8_t *x,
@@ -101,10 +88,10 @@ static void channels_dm1_inside(const qconv_t *p, const int32_t *xoff, uint32_t 
         for (; tap < end; tap++, wp += C) {
             uint32_t xv = dot_ld32(xc + *tap), wv = dot_ld32(wp);
             uint32_t x02 = dot_sxtb16(xv), x13 = dot_sxtb16_ror8(xv), w02 = dot_sxtb16(wv), w13 = dot_sxtb16_ror8(wv);
-            a0 = dw_smlabb(x02, w02, a0);
-            a2 = dw_smlatt(x02, w02, a2);
-            a1 = dw_smlabb(x13, w13, a1);
-            a3 = dw_smlatt(x13, w13, a3);
+            a0 = dot_smlabb(x02, w02, a0);
+            a2 = dot_smlatt(x02, w02, a2);
+            a1 = dot_smlabb(x13, w13, a1);
+            a3 = dot_smlatt(x13, w13, a3);
         }
         out4(p, c, a0, a1, a2, a3, y);
     }
