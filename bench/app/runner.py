@@ -66,6 +66,7 @@ from bench.target.drivers import (
     Target,
 )
 from bench.target.factory import make_target
+from bench.tflite.fp32 import Fp32Import, Fp32ImportError, layer_technique_map, to_fp32
 from bench.tflite.head import replace_head
 from bench.tflite.io import load_tflite
 from bench.tflite.quantize import export_digits_tflite
@@ -113,9 +114,23 @@ class Int8Prepared:
 
 
 @dataclass
+class Fp32Imported:
+    """fp32 training of an imported graph (`bench.tflite.fp32`): its dequantised chain, and the task's int8 codes as
+    u8 samples (code + 128) whose decoded value u8·scale + offset is the model's real input (code − zp)·scale."""
+
+    imp: Fp32Import
+    scale: float
+    offset: float
+    u8_train: np.ndarray
+    u8_eval: np.ndarray
+    dataset: bytes
+
+
+@dataclass
 class Prepared:
     """Everything a profile's runs share: the task data, the pretrained model and the dataset blob. An imported
-    .tflite model has no fp32 ``model``: ``int8`` holds it from the start."""
+    .tflite model has no fp32 ``model``: ``int8`` holds it from the start, and ``fp32`` its dequantised chain when
+    the fp32 engine can train it (else ``fp32_refusal`` says why)."""
 
     profile: Profile
     model: Model | None
@@ -126,6 +141,8 @@ class Prepared:
     task: DeviceDataset | None = None
     int8: Int8Prepared | None = None
     val: dict[str, bytes] = field(default_factory=dict)  # "fp32"/"int8" -> dataset blob of an lr sweep
+    fp32: Fp32Imported | None = None
+    fp32_refusal: str = ""
 
     @property
     def model_name(self) -> str:
@@ -235,8 +252,11 @@ class Bench:
             x_train, x_eval = ds.x_train.view(np.int8), ds.x_eval.view(np.int8)
         blob = int8_dataset_blob(x_train, ds.y_train, x_eval, ds.y_eval, classes, scale, zp)
         y_train = ds.y_train.astype(np.int64)
-        return Prepared(profile=profile, model=None, dataset=b"", x_train=x_train, y_train=y_train, task=ds,
-                        int8=Int8Prepared(qmodel, path, blob, x_train, y_train))
+        fp32, refusal = _fp32_import(profile, qmodel, x_train, x_eval, ds, scale, zp)
+        x_real = (x_train.astype(np.float32) + np.float32(128)) * np.float32(scale) + np.float32(-(128 + zp) * scale)
+        return Prepared(profile=profile, model=None, dataset=fp32.dataset if fp32 else b"", x_train=x_real,
+                        y_train=y_train, task=ds, int8=Int8Prepared(qmodel, path, blob, x_train, y_train), fp32=fp32,
+                        fp32_refusal=refusal)
 
     def int8(self, prepared: Prepared) -> Int8Prepared:
         """Quantise the pretrained model once per profile, write it as .tflite and read it back through the importer
@@ -269,7 +289,11 @@ class Bench:
                 assert ds is not None
                 keep, held = validation_split(len(ds.y_train), profile.val_fraction, profile.seed)
                 y = ds.y_train
-                if i8 is None:
+                if i8 is None and prepared.fp32 is not None:  # an imported graph in fp32: its u8 samples
+                    f = prepared.fp32
+                    x = f.u8_train
+                    blob = dataset_blob(x[keep], y[keep], x[held], y[held], f.imp.model.n_classes, f.scale, f.offset)
+                elif i8 is None:
                     x = ds.x_train
                     blob = dataset_blob(x[keep], y[keep], x[held], y[held], ds.n_classes, ds.scale, ds.offset)
                 else:
@@ -304,24 +328,33 @@ class Bench:
                            model=prepared.model_name, journal=str(journal_dir / f"{run_id}.rx.bin"),
                            phase=spec.phase, lr=spec.lr, repeat=spec.repeat, seed=profile.seed + spec.repeat,
                            place=entry.place or "", exporter=entry.exporter or "")
-        qmodel = self.int8(prepared).qmodel if technique.is_int8 or prepared.model is None else None
         fw = self.firmware(prepared, board, entry.kind)
         record.build_id = fw.build_id
         self.progress.run_started(entry.label, technique.name, profile.steps)
         log.info("%s: %s on %s (%s), lr %g, journal %s", run_id, technique.name, entry.label, entry.kind, spec.lr,
                  record.journal)
         try:
-            plan = bench_plan.compile(technique, spec.lr, prepared.model, qmodel)
-        except (Fp32MemError, QPlanError) as e:  # a graph (or scheme) the planners cannot plan: this run's record
-            record.status, record.error = "error", f"{type(e).__name__}: {e}"
+            plan = self._compile(prepared, technique, spec.lr)
+        except (Fp32MemError, QPlanError, Fp32ImportError, ValueError) as e:  # a graph (or scheme) the planners
+            record.status, record.error = "error", f"{type(e).__name__}: {e}"  # cannot plan: this run's record
         else:
             if isinstance(plan, Fp32Memory):
-                self._planned_only(board, fw, plan, record)
+                self._planned_only(board, fw, plan, record, prepared.fp32_refusal)
             else:
                 self._run_plan(prepared, entry, technique, plan, fw, record, journal_dir)
         log.info("%s: %s%s", record.run_id, record.status, f" ({record.error})" if record.error else "")
         self.progress.run_finished(entry.label, record)
         return record
+
+    def _compile(self, prepared: Prepared, technique: Technique, lr: float) -> Plan | QPlan | Fp32Memory:
+        """The run's plan: an fp32 technique on an imported graph trains its dequantised chain (a sparse scheme's op
+        indices mapped onto its layers), or is planned only when the fp32 engine cannot train the graph."""
+        imported = None if technique.is_int8 else prepared.fp32
+        model = prepared.model if imported is None else imported.imp.model
+        if imported is not None and technique.scheme == "sparse":
+            technique = dataclasses.replace(technique, layers=layer_technique_map(imported.imp, technique.layers))
+        qmodel = self.int8(prepared).qmodel if technique.is_int8 or model is None else None
+        return bench_plan.compile(technique, lr, model, qmodel)
 
     def _run_plan(self, prepared: Prepared, entry: RackEntry, technique: Technique, plan: Plan | QPlan,
                   fw: Firmware, record: RunRecord, journal_dir: Path) -> None:
@@ -348,10 +381,10 @@ class Bench:
             self._execute(prepared, entry, technique, plan, images, record, journal_dir)
 
     @staticmethod
-    def _planned_only(board: Board, fw: Firmware, mem: Fp32Memory, record: RunRecord) -> None:
-        """An fp32 technique on an imported graph: the fp32 engine trains zoo models only, so the run is planned by
+    def _planned_only(board: Board, fw: Firmware, mem: Fp32Memory, record: RunRecord, why: str) -> None:
+        """An fp32 technique on an imported graph the fp32 engine cannot train (``why``): the run is planned by
         `bench.plan.fp32mem` and recorded ``does-not-fit`` when static + planned arena + stack exceed the board's
-        SRAM (the image stage's check); a plan that would fit is an ``error`` saying so."""
+        SRAM (the image stage's check); a plan that would fit is an ``error`` saying why it did not run."""
         record.plan_composition = mem.composition()
         record.planned_sram_bytes = fw.static_bytes + mem.arena_bytes
         record.required_sram_bytes = record.planned_sram_bytes + fw.stack_bytes
@@ -362,8 +395,7 @@ class Bench:
             record.status, record.error = "does-not-fit", str(e)
             return
         record.status, record.error = "error", (f"fp32 training of {mem.model} would fit (planned "
-                                                f"{record.required_sram_bytes:,} B) but the fp32 engine trains "
-                                                f"bench.model.zoo models only")
+                                                f"{record.required_sram_bytes:,} B) but {why}")
 
     def _execute(self, prepared: Prepared, entry: RackEntry, technique: Technique, plan: Plan | QPlan,
                  images: ImageSet, record: RunRecord, journal_dir: Path) -> None:
@@ -440,6 +472,21 @@ class Bench:
         x, y = ((self.int8(prepared).x_train, self.int8(prepared).y_train) if isinstance(plan, QPlan)
                 else (prepared.x_train, prepared.y_train))
         return fidelity.check_plan(check, plan, x, y, record.lr)
+
+
+def _fp32_import(profile: Profile, qmodel: QModel, x_train: np.ndarray, x_eval: np.ndarray, ds: DeviceDataset,
+                 scale: float, zp: int) -> tuple[Fp32Imported | None, str]:
+    """The fp32 side of an imported graph, or None and why the fp32 engine cannot train it."""
+    if profile.loss == "reconstruction":
+        return None, "the fp32 engine's loss is softmax cross-entropy (fp32 reconstruction loss is not implemented)"
+    try:
+        imp = to_fp32(qmodel)
+    except Fp32ImportError as e:
+        return None, str(e)
+    offset = -(128 + zp) * scale  # u8 = code + 128 decodes to (code − zp)·scale
+    u8_train, u8_eval = [(np.asarray(a, np.int16) + 128).astype(np.uint8) for a in (x_train, x_eval)]
+    blob = dataset_blob(u8_train, ds.y_train, u8_eval, ds.y_eval, imp.model.n_classes, scale, offset)
+    return Fp32Imported(imp, scale, offset, u8_train, u8_eval, blob), ""
 
 
 class PlanMismatch(RuntimeError):

@@ -19,7 +19,7 @@ TPLN_LAYER = Layout((
     ("op", "B"), ("flags", "B"), ("stride", "B"), ("k", "B"), ("in_h", "H"), ("in_w", "H"), ("in_c", "H"),
     ("out_h", "H"), ("out_w", "H"), ("out_c", "H"), ("w_src", "I"), ("b_src", "I"), ("w_ram", "I"), ("b_ram", "I"),
     ("in_off", "I"), ("out_off", "I"), ("dout_off", "I"), ("din_off", "I"), ("scratch_off", "I"), ("pad_top", "H"),
-    ("pad_left", "H"), ("ch_off", "I"), ("ch_count", "H"), ("reserved", "H"),
+    ("pad_left", "H"), ("ch_off", "I"), ("ch_count", "H"), ("kw", "H"),
 ))
 
 # dataset "TDST" (docs/plan-format.md), shared by both plan kinds

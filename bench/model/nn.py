@@ -11,14 +11,20 @@ from typing import Literal
 
 import numpy as np
 
-Op = Literal["dense", "conv2d", "relu", "maxpool2d"]
+Op = Literal["dense", "conv2d", "relu", "maxpool2d", "dwconv2d", "gap"]
+Act = Literal["none", "relu", "relu6"]
 Shape = tuple[int, int, int]  # (h, w, c)
 
 
 @dataclass(frozen=True)
 class Layer:
     """One layer; ``weight``/``bias`` are None for parameter-free ops (relu, maxpool2d: ``kernel`` × ``kernel``
-    windows at ``stride``, valid padding)."""
+    windows at ``stride``, valid padding; gap: the global average pool to 1×1×c).
+
+    Imported graphs (`bench.tflite.fp32`) add what their ops carry: a kernel ``kernel`` high and ``kernel_w`` wide
+    (0: square), depthwise convs (``dwconv2d``, depth multiplier 1, weights channel-major [c][k][kw]) and a fused
+    activation ``act`` applied to the layer's output (one plan record per TFLite op keeps MobileNets within the
+    device's 32 layers)."""
 
     op: Op
     in_shape: Shape
@@ -28,6 +34,13 @@ class Layer:
     kernel: int = 0
     stride: int = 1
     padding: Literal["valid", "same"] = "valid"
+    kernel_w: int = 0
+    act: Act = "none"
+
+    @property
+    def kw(self) -> int:
+        """The kernel's width (its height is ``kernel``)."""
+        return self.kernel_w or self.kernel
 
     @property
     def has_params(self) -> bool:

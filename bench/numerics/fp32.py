@@ -67,19 +67,19 @@ def _conv_pads(layer: nn.Layer) -> tuple[int, int, int, int]:
     if layer.padding == "valid":
         return 0, 0, 0, 0
     (h, w, _), (oh, ow, _) = layer.in_shape, layer.out_shape
-    k, s = layer.kernel, layer.stride
-    th, tw = max((oh - 1) * s + k - h, 0), max((ow - 1) * s + k - w, 0)
-    top, left = nn.same_padding(h, k, s), nn.same_padding(w, k, s)
+    kh, kw, s = layer.kernel, layer.kw, layer.stride
+    th, tw = max((oh - 1) * s + kh - h, 0), max((ow - 1) * s + kw - w, 0)
+    top, left = nn.same_padding(h, kh, s), nn.same_padding(w, kw, s)
     return top, th - top, left, tw - left
 
 
 def _im2col(x: np.ndarray, layer: nn.Layer) -> np.ndarray:
-    """Patches [n, oh, ow, k, k, c] (OHWI order per patch) of the padded input."""
+    """Patches [n, oh, ow, k, kw, c] (OHWI order per patch) of the padded input."""
     top, bottom, left, right = _conv_pads(layer)
     xp = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-    k, s = layer.kernel, layer.stride
+    kh, kw, s = layer.kernel, layer.kw, layer.stride
     oh, ow, _ = layer.out_shape
-    win = sliding_window_view(xp, (k, k), axis=(1, 2))[:, ::s, ::s][:, :oh, :ow]  # [n, oh, ow, c, k, k]
+    win = sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::s, ::s][:, :oh, :ow]  # [n, oh, ow, c, k, kw]
     return np.ascontiguousarray(win.transpose(0, 1, 2, 4, 5, 3))
 
 
@@ -88,6 +88,19 @@ def _conv_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, layer: nn.Layer) 
     n, oh, ow = cols.shape[:3]
     out = cols.reshape(n * oh * ow, -1) @ w.reshape(w.shape[0], -1).T + b
     return out.reshape(n, oh, ow, -1), cols
+
+
+def _scatter_cols(dcols: np.ndarray, layer: nn.Layer) -> np.ndarray:
+    """The adjoint of `_im2col`: patch gradients [n, oh, ow, k, kw, c] summed back onto the (unpadded) input."""
+    n, oh, ow = dcols.shape[:3]
+    kh, kw, s = layer.kernel, layer.kw, layer.stride
+    h, wd, c = layer.in_shape
+    top, bottom, left, right = _conv_pads(layer)
+    dxp = np.zeros((n, h + top + bottom, wd + left + right, c))
+    for i in range(kh):
+        for j in range(kw):
+            dxp[:, i : i + s * (oh - 1) + 1 : s, j : j + s * (ow - 1) + 1 : s, :] += dcols[:, :, :, i, j, :]
+    return dxp[:, top : top + h, left : left + wd, :]
 
 
 def _conv_backward(
@@ -99,15 +112,45 @@ def _conv_backward(
     db = dy2.sum(axis=0)
     if not need_dx:
         return dw, db, None
-    k, s = layer.kernel, layer.stride
-    h, wd, c = layer.in_shape
-    top, bottom, left, right = _conv_pads(layer)
-    dcols = (dy2 @ w.reshape(o, -1)).reshape(n, oh, ow, k, k, c)
-    dxp = np.zeros((n, h + top + bottom, wd + left + right, c))
-    for i in range(k):
-        for j in range(k):
-            dxp[:, i : i + s * (oh - 1) + 1 : s, j : j + s * (ow - 1) + 1 : s, :] += dcols[:, :, :, i, j, :]
-    return dw, db, dxp[:, top : top + h, left : left + wd, :]
+    dcols = (dy2 @ w.reshape(o, -1)).reshape(n, oh, ow, layer.kernel, layer.kw, layer.in_shape[2])
+    return dw, db, _scatter_cols(dcols, layer)
+
+
+# --------------------------------------------------------------------------------------------- dwconv2d, gap
+
+
+def _dwconv_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, layer: nn.Layer) -> tuple[np.ndarray, np.ndarray]:
+    """Depthwise (multiplier 1), weights channel-major [c][k][kw]."""
+    cols = _im2col(x, layer)  # [n, oh, ow, k, kw, c]
+    return np.einsum("nhwabc,cab->nhwc", cols, w) + b, cols
+
+
+def _dwconv_backward(
+    dy: np.ndarray, cols: np.ndarray, w: np.ndarray, layer: nn.Layer, need_dx: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    dw = np.einsum("nhwc,nhwabc->cab", dy, cols)
+    db = dy.sum(axis=(0, 1, 2))
+    if not need_dx:
+        return dw, db, None
+    dcols = dy[:, :, :, None, None, :] * w.transpose(1, 2, 0)[None, None, None]
+    return dw, db, _scatter_cols(dcols, layer)
+
+
+def _activate(out: np.ndarray, act: str) -> np.ndarray:
+    if act == "relu":
+        return np.maximum(out, 0.0)
+    if act == "relu6":
+        return np.clip(out, 0.0, 6.0)
+    return out
+
+
+def _act_mask(dy: np.ndarray, y: np.ndarray, act: str) -> np.ndarray:
+    """A fused activation's backward by its output, the device's rule: ReLU y > 0, ReLU6 0 < y < 6."""
+    if act == "relu":
+        return dy * (y > 0)
+    if act == "relu6":
+        return dy * ((y > 0) & (y < 6.0))
+    return dy
 
 
 # --------------------------------------------------------------------------------------------- maxpool2d
@@ -152,8 +195,14 @@ def _forward(model: nn.Model, params: Params, x: np.ndarray) -> tuple[list[np.nd
             out, cache = np.maximum(h, 0.0), None
         elif layer.op == "maxpool2d":
             out, cache = _pool_windows(h, layer).max(axis=-1), h
+        elif layer.op == "dwconv2d":
+            assert w is not None and b is not None
+            out, cache = _dwconv_forward(h, w, b, layer)
+        elif layer.op == "gap":
+            out, cache = h.mean(axis=(1, 2), keepdims=True), None
         else:
             raise ValueError(f"unknown op {layer.op!r}")
+        out = _activate(out, layer.act)
         acts.append(out)
         caches.append(cache)
         h = out
@@ -193,6 +242,7 @@ def _backward(
         layer, (w, _) = model.layers[i], params[i]
         need_dx = i > lowest
         dx = None
+        dy = _act_mask(dy, acts[i], layer.act)
         if layer.op == "dense":
             assert w is not None
             flat = caches[i]
@@ -209,6 +259,13 @@ def _backward(
             x_in = caches[i]
             assert isinstance(x_in, np.ndarray)
             dx = _pool_backward(dy, x_in, layer) if need_dx else None
+        elif layer.op == "dwconv2d":
+            cols = caches[i]
+            assert w is not None and isinstance(cols, np.ndarray)
+            grads[(i, "w")], grads[(i, "b")], dx = _dwconv_backward(dy, cols, w, layer, need_dx)
+        elif layer.op == "gap":
+            h, wd, _ = layer.in_shape
+            dx = np.broadcast_to(dy, (len(dy), *layer.in_shape)) / (h * wd) if need_dx else None
         else:  # relu: mask by output > 0, as the device does
             dx = dy * (acts[i] > 0)
         if dx is not None:

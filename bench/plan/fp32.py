@@ -29,7 +29,8 @@ PLAN_MAGIC = 0x4E4C5054
 PLAN_HEADER = TPLN_HEADER.size
 LAYER_RECORD = TPLN_LAYER.size
 NONE = 0xFFFFFFFF
-OPS = {"dense": 1, "conv2d": 2, "relu": 3, "maxpool2d": 4}
+OPS = {"dense": 1, "conv2d": 2, "relu": 3, "maxpool2d": 4, "dwconv2d": 5, "gap": 6}
+ACT_FLAGS = {"none": 0, "relu": 16, "relu6": 32}  # layer flag bits 4 / 5: a fused activation
 MAX_LAYERS = 32
 PLAN_F_CHANNEL_LISTS = 1  # header flag: some layer records carry a channel list (sparse update)
 
@@ -201,14 +202,20 @@ def _backward_uses(model: Model, trainable: frozenset, first_bwd: int, act: list
         use(grad[i + 1], 4 * numel(layer.out_shape), t)
         if (i, "w") in trainable:
             use(act[i], 4 * numel(layer.in_shape), t)
-        if layer.op == "relu":
+        if layer.op == "relu" or layer.act != "none":  # masks by its output (a fused activation: before its own)
             use(act[i + 1], 4 * numel(layer.out_shape), t)
         if layer.op == "maxpool2d" and i > first_bwd:  # its backward finds each window's maximum again
             use(act[i], 4 * numel(layer.in_shape), t)
         if i > first_bwd:
             use(grad[i], 4 * numel(layer.in_shape), t)
-        if layer.op == "conv2d" and (i, "w") in trainable:
-            use(f"scratch{i}", 4 * layer.kernel * layer.kernel * layer.in_shape[2], t)
+        if layer.op in ("conv2d", "dwconv2d") and (i, "w") in trainable:
+            use(f"scratch{i}", 4 * _row(layer), t)
+
+
+def _row(layer: Layer) -> int:
+    """Floats per output channel of a conv's weights: its weight-gradient scratch."""
+    assert layer.weight is not None
+    return int(layer.weight[0].size)
 
 
 def _activation_names(model: Model) -> list[str]:
@@ -235,8 +242,8 @@ def _layer_plan(i: int, layer: Layer, trainable: frozenset, first_bwd: int, name
     in_bwd = i >= first_bwd
     train_w, train_b = (i, "w") in trainable, (i, "b") in trainable
     kept = 4 * numel(layer.in_shape) if train_w else 0
-    if in_bwd and layer.op == "relu":
-        kept = 4 * numel(layer.out_shape)
+    if in_bwd and (layer.op == "relu" or layer.act != "none"):
+        kept += 4 * numel(layer.out_shape)
     if layer.op == "maxpool2d" and in_bwd and i > first_bwd:
         kept = 4 * numel(layer.in_shape)
     return LayerPlan(
@@ -255,6 +262,7 @@ FWD_PEPITA, FWD_MEMPEPITA = 1, 2
 PLAN_F_PEPITA, PLAN_F_MEMPEPITA = 2, 4
 F_SEED = 0x0E717A  # the fixed projection F's seed: the device draws F from it (docs/plan-format.md)
 F_SCALE = 0.05  # F ~ U(±0.05·√(6/d_in)), as in Dellaferrera & Kreiman's code
+OPS_FORWARD_ONLY = ("dense", "conv2d", "relu", "maxpool2d")
 
 
 def projection_bound(model: Model) -> float:
@@ -275,6 +283,11 @@ def _forward_only_plan(model: Model, technique: Technique) -> Plan:
     differences share bytes."""
     mem = technique.scheme == "mempepita"
     n = len(model.layers)
+    fused = [i for i, layer in enumerate(model.layers) if layer.act != "none" or layer.op not in OPS_FORWARD_ONLY]
+    if fused:
+        raise ValueError(f"{technique.name}: forward-only training takes dense/conv2d/relu/maxpool2d layers with "
+                         f"separate RELU layers; layer {fused[0]} of '{model.name}' is "
+                         f"{model.layers[fused[0]].op} with activation {model.layers[fused[0]].act}")
     trainable = frozenset(technique.trainable(model.param_layers()))
     act = _activation_names(model)
     widest = max(max(numel(la.in_shape), numel(la.out_shape)) for la in model.layers)
@@ -298,7 +311,7 @@ def _forward_only_plan(model: Model, technique: Technique) -> Plan:
             a = act_of(model, i)
             use(f"d{i}", 4 * numel(model.layers[a].out_shape), n + 1 + a if mem else a, n + 1 + a)
         if layer.op == "conv2d" and (i, "w") in trainable:
-            use(f"scratch{i}", 4 * layer.kernel * layer.kernel * layer.in_shape[2], n + 1 + act_of(model, i),
+            use(f"scratch{i}", 4 * _row(layer), n + 1 + act_of(model, i),
                 n + 1 + act_of(model, i))
     use(act[0], 4 * numel(model.input_shape), -1, n + 1)  # decoded for the first pass and again for x'
     use(f"d{n}", 4 * model.n_classes, n - 1, end)  # e, then e'
@@ -378,18 +391,19 @@ def _append(buf: bytearray, arr: np.ndarray | None, base: int) -> int:
 
 
 def _layer_record(lp: LayerPlan, layer: Layer, w_src: int, b_src: int, ch_off: int) -> bytes:
-    flags = lp.train_w | lp.train_b << 1 | lp.need_dx << 2 | (layer.padding == "same") << 3
+    flags = lp.train_w | lp.train_b << 1 | lp.need_dx << 2 | (layer.padding == "same") << 3 | ACT_FLAGS[layer.act]
     pad_top = pad_left = 0
-    if layer.op == "conv2d" and layer.padding == "same":
+    conv = layer.op in ("conv2d", "dwconv2d")
+    if conv and layer.padding == "same":
         pad_top = same_padding(layer.in_shape[0], layer.kernel, layer.stride)
-        pad_left = same_padding(layer.in_shape[1], layer.kernel, layer.stride)
+        pad_left = same_padding(layer.in_shape[1], layer.kw, layer.stride)
     (in_h, in_w, in_c), (out_h, out_w, out_c) = layer.in_shape, layer.out_shape
     return TPLN_LAYER.pack({
         "op": OPS[layer.op], "flags": flags, "stride": layer.stride, "k": layer.kernel, "in_h": in_h, "in_w": in_w,
         "in_c": in_c, "out_h": out_h, "out_w": out_w, "out_c": out_c, "w_src": w_src, "b_src": b_src,
         "w_ram": lp.w_ram, "b_ram": lp.b_ram, "in_off": lp.in_off, "out_off": lp.out_off, "dout_off": lp.dout_off,
         "din_off": lp.din_off, "scratch_off": lp.scratch_off, "pad_top": pad_top, "pad_left": pad_left,
-        "ch_off": ch_off, "ch_count": len(lp.channels),
+        "ch_off": ch_off, "ch_count": len(lp.channels), "kw": layer.kw if conv and layer.kw != layer.kernel else 0,
     })
 
 

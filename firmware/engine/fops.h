@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include "ftrain.h"
 #include "plan.h"
+#include "ops/relu.h"
 
 typedef struct fop_kind {
     const char *name;
@@ -39,5 +40,30 @@ static inline void fop_input_grad_only(run_t *r, const layer_t *L, void (*grad)(
 
 /* by op code; NULL for unknown codes */
 extern const fop_kind_t *const fop_kinds[OP_COUNT];
+
+/* a layer's forward with its fused activation (LF_RELU / LF_RELU6) applied in place on its output */
+static inline void fop_forward(const layer_t *L)
+{
+    fop_kinds[L->op]->forward(L);
+    if (L->flags & LF_RELU)
+        relu_forward(L->out, L->out, L->n_out);
+    else if (L->flags & LF_RELU6)
+        relu6_forward(L->out, L->out, L->n_out);
+}
+
+/* a layer's backward: a fused activation first masks dout in place by the kept output (timed as backward) */
+static inline void fop_backward(run_t *r, uint8_t i, const layer_t *L)
+{
+    if (L->flags & LF_ACT) {
+        port_marker(PORT_MARK_BACKWARD);
+        uint64_t t = port_ticks();
+        if (L->flags & LF_RELU)
+            relu_backward(L->out, L->dout, L->dout, L->n_out);
+        else
+            relu6_backward(L->out, L->dout, L->dout, L->n_out);
+        r->t_bwd += ft_since(t);
+    }
+    fop_kinds[L->op]->backward(r, i, L);
+}
 
 #endif

@@ -49,7 +49,7 @@
 #define TPLN_L_PAD_LEFT 54u
 #define TPLN_L_CH_OFF 56u
 #define TPLN_L_CH_COUNT 60u
-#define TPLN_L_RESERVED 62u
+#define TPLN_L_KW 62u
 #define TPLN_L_SIZE 64u
 
 /* Dataset blob (docs/plan-format.md) */

@@ -99,6 +99,8 @@ static int check_activations(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r)
     int back = fwd ? (L->flags & (LF_TRAIN_W | LF_TRAIN_B)) != 0 : i >= c->p->first_bwd;
     if (fwd && (L->flags & LF_NEED_DX))
         return blob_fail(c->f, FAULT_PLAN, "plan: forward-only training computes no input gradients (need_dx)", i, 0);
+    if (fwd && (L->flags & LF_ACT))
+        return blob_fail(c->f, FAULT_PLAN, "plan: forward-only training takes separate RELU layers, not fused", i, 0);
     L->in = arena_floats(c, le32(r + TPLN_L_IN_OFF), L->n_in);
     L->out = arena_floats(c, le32(r + TPLN_L_OUT_OFF), L->n_out);
     if (!L->in || !L->out)
@@ -110,6 +112,10 @@ static int check_activations(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r)
         L->dout = arena_floats(c, le32(r + TPLN_L_DOUT_OFF), L->n_out);
         if (!L->dout)
             return blob_fail(c->f, FAULT_PLAN, "plan: dout outside arena", i, 0);
+        /* a fused activation's backward masks dout by the kept output */
+        if ((L->flags & LF_ACT) && !disjoint(L->dout, L->n_out, L->out, L->n_out))
+            return blob_fail(c->f, FAULT_PLAN, "plan: dout overlaps the output its activation's backward reads", i,
+                             0);
     }
     if (!back)
         L->flags &= (uint8_t)~LF_NEED_DX;
@@ -158,8 +164,8 @@ static int check_tensor(ctx_t *c, uint32_t i, const uint8_t *r, uint32_t n, uint
 static int check_channels(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r, uint32_t row)
 {
     uint32_t off = le32(r + TPLN_L_CH_OFF), n = le16(r + TPLN_L_CH_COUNT);
-    if (le16(r + TPLN_L_RESERVED) || (!(c->flags & PF_CHANNEL_LISTS) && (off || n)))
-        return blob_fail(c->f, FAULT_PLAN, "plan: reserved layer bytes not zero", i, 0);
+    if (!(c->flags & PF_CHANNEL_LISTS) && (off || n))
+        return blob_fail(c->f, FAULT_PLAN, "plan: channel list without the CHANNEL_LISTS flag", i, 0);
     if (!n)
         return off ? blob_fail(c->f, FAULT_PLAN, "plan: channel list offset without count", i, off) : 0;
     if (!row || !(L->flags & LF_TRAIN_W))
@@ -186,6 +192,8 @@ static int check_params(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r)
     if (!row) {
         if (check_channels(c, i, L, r, 0))
             return -1;
+        if (L->flags & LF_ACT)
+            return blob_fail(c->f, FAULT_PLAN, "plan: fused activation on a layer without parameters", i, 0);
         if (L->flags & (LF_TRAIN_W | LF_TRAIN_B))
             return blob_fail(c->f, FAULT_PLAN, "plan: layer has no parameters to train", i, 0);
         return 0;
@@ -222,10 +230,14 @@ static int parse_layer(ctx_t *c, uint32_t i, const uint8_t *r)
     L->flags = r[TPLN_L_FLAGS];
     if (L->op >= OP_COUNT || !fop_kinds[L->op])
         return blob_fail(c->f, FAULT_PLAN, "plan: unknown op", i, r[TPLN_L_OP]);
-    if (L->flags & 0xF0u)
+    if ((L->flags & 0xC0u) || (L->flags & LF_ACT) == LF_ACT)
         return blob_fail(c->f, FAULT_PLAN, "plan: unknown layer flags", i, r[TPLN_L_FLAGS]);
     s->stride = r[TPLN_L_STRIDE];
     s->k = r[TPLN_L_K];
+    s->kw = le16(r + TPLN_L_KW) ? le16(r + TPLN_L_KW) : s->k; /* 0: square (every record before kw existed) */
+    if (s->kw > 255u || (L->op != OP_CONV2D && L->op != OP_DWCONV2D && s->kw != s->k))
+        return blob_fail(c->f, FAULT_PLAN, "plan: kernel width not 1..255 or on an op with square windows", i,
+                         le16(r + TPLN_L_KW));
     s->in_h = le16(r + TPLN_L_IN_H);
     s->in_w = le16(r + TPLN_L_IN_W);
     s->in_c = le16(r + TPLN_L_IN_C);

@@ -14,8 +14,10 @@
 #define PLAN_MAX_LAYERS 32u
 #define PLAN_NONE 0xFFFFFFFFu
 
-enum { OP_DENSE = 1, OP_CONV2D = 2, OP_RELU = 3, OP_MAXPOOL = 4, OP_COUNT };
-enum { LF_TRAIN_W = 1, LF_TRAIN_B = 2, LF_NEED_DX = 4, LF_PAD_SAME = 8 };
+enum { OP_DENSE = 1, OP_CONV2D = 2, OP_RELU = 3, OP_MAXPOOL = 4, OP_DWCONV2D = 5, OP_GAVGPOOL = 6, OP_COUNT };
+/* LF_RELU / LF_RELU6: a fused activation on a layer with parameters (imported graphs: one record per TFLite op) */
+enum { LF_TRAIN_W = 1, LF_TRAIN_B = 2, LF_NEED_DX = 4, LF_PAD_SAME = 8, LF_RELU = 16, LF_RELU6 = 32 };
+#define LF_ACT (LF_RELU | LF_RELU6)
 /* header flags: layer records may carry a channel list (sparse update); forward-only training (PEPITA, MEMPEPITA) */
 enum { PF_CHANNEL_LISTS = 1, PF_PEPITA = 2, PF_MEMPEPITA = 4 };
 enum { FWD_NONE = 0, FWD_PEPITA = 1, FWD_MEMPEPITA = 2 };

@@ -61,7 +61,7 @@ static void load_sample(const plan_t *p, const uint8_t *x)
 static void forward(const plan_t *p)
 {
     for (uint32_t i = 0; i < p->n_layers; i++)
-        fop_kinds[p->layer[i].op]->forward(&p->layer[i]);
+        fop_forward(&p->layer[i]);
 }
 
 /* the training forward pass, timed per layer; returns the sum of the layers' ticks */
@@ -70,7 +70,7 @@ static uint32_t forward_timed(run_t *r)
     uint32_t total = 0;
     for (uint32_t i = 0; i < r->p->n_layers; i++) {
         uint64_t t = port_ticks();
-        fop_kinds[r->p->layer[i].op]->forward(&r->p->layer[i]);
+        fop_forward(&r->p->layer[i]);
         uint32_t d = ft_since(t);
         r->layer_ticks[i][0] += d;
         total += d;
@@ -160,7 +160,7 @@ static void backward(run_t *r)
     const plan_t *p = r->p;
     for (uint32_t i = p->n_layers; i-- > p->first_bwd;) {
         uint32_t bwd0 = r->t_bwd, upd0 = r->t_upd;
-        fop_kinds[p->layer[i].op]->backward(r, (uint8_t)i, &p->layer[i]);
+        fop_backward(r, (uint8_t)i, &p->layer[i]);
         r->layer_ticks[i][1] += r->t_bwd - bwd0;
         r->layer_ticks[i][2] += r->t_upd - upd0;
     }
@@ -267,7 +267,7 @@ static void fwd_only_step(run_t *r, const uint8_t *x8, uint32_t label, msg_step_
     r->t_fwd = ft_since(t);
     for (uint32_t i = 0; i < p->n_layers; i++) {
         t = port_ticks();
-        fop_kinds[p->layer[i].op]->forward(&p->layer[i]);
+        fop_forward(&p->layer[i]);
         for (uint32_t j = i - (i > 0u); !mem && j <= i; j++) /* keep h_j: the layer itself or the ReLU after it */
             if (j < last && act_of(p, j) == i && (p->layer[j].flags & LF_TRAIN_W))
                 memcpy(p->layer[j].dout, p->layer[i].out, p->layer[i].n_out * sizeof(float));
@@ -288,7 +288,7 @@ static void fwd_only_step(run_t *r, const uint8_t *x8, uint32_t label, msg_step_
     for (uint32_t i = 0; i < p->n_layers; i++) {
         if (mem) { /* the clean stream again, from the sample (p->input holds it: modulate decoded it) */
             t = port_ticks();
-            fop_kinds[p->layer[i].op]->forward(&p->layer[i]);
+            fop_forward(&p->layer[i]);
             uint32_t d = ft_since(t);
             r->layer_ticks[i][1] += d;
             r->t_bwd += d;

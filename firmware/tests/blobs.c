@@ -34,9 +34,12 @@ void blob_fix_crc(uint8_t *blob)
 
 static uint32_t weight_numel(const spec_t *s)
 {
+    uint32_t kw = s->kw ? s->kw : s->k;
     if (s->op == OP_DENSE)
         return numel(s->in) * numel(s->out);
-    return (uint32_t)s->out[2] * s->k * s->k * s->in[2];
+    if (s->op == OP_DWCONV2D)
+        return (uint32_t)s->out[2] * s->k * kw;
+    return (uint32_t)s->out[2] * s->k * kw * s->in[2];
 }
 
 /* forward activations, parameters and conv scratch */
@@ -51,6 +54,7 @@ static void place_layers(uint8_t *blob, uint32_t *len, const spec_t *L, uint32_t
         r[TPLN_L_FLAGS] = s->flags;
         r[TPLN_L_STRIDE] = s->stride;
         r[TPLN_L_K] = s->k;
+        put_le16(r + TPLN_L_KW, s->kw);
         for (int j = 0; j < 3; j++) {
             put_le16(r + TPLN_L_IN_H + 2 * j, s->in[j]);
             put_le16(r + TPLN_L_OUT_H + 2 * j, s->out[j]);
@@ -74,7 +78,7 @@ static void place_layers(uint8_t *blob, uint32_t *len, const spec_t *L, uint32_t
         put_le32(r + TPLN_L_OUT_OFF, out_off);
         put_le32(r + TPLN_L_DOUT_OFF, PLAN_NONE);
         put_le32(r + TPLN_L_DIN_OFF, PLAN_NONE);
-        put_le32(r + TPLN_L_SCRATCH_OFF, (s->op == OP_CONV2D && (s->flags & LF_TRAIN_W)) ? alloc((uint32_t)s->k * s->k * s->in[2]) : PLAN_NONE);
+        put_le32(r + TPLN_L_SCRATCH_OFF, ((s->op == OP_CONV2D || s->op == OP_DWCONV2D) && (s->flags & LF_TRAIN_W)) ? alloc(weight_numel(s) / s->out[2]) : PLAN_NONE);
         put_le16(r + TPLN_L_PAD_TOP, s->pad_top);
         put_le16(r + TPLN_L_PAD_LEFT, s->pad_left);
         prev = out_off;

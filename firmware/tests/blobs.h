@@ -12,6 +12,7 @@ typedef struct {
     const float *w, *b; /* initial values; b NULL = no bias unless trained */
     const uint16_t *ch; /* sparse update: output channels whose weights train (n_ch of them), else NULL */
     uint16_t n_ch;
+    uint8_t kw; /* kernel width (0 = k) */
 } spec_t;
 
 typedef struct {

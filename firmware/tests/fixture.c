@@ -33,9 +33,9 @@ static void build_mlp(built_t *b, uint32_t in_n, uint32_t hid, uint32_t n_cls, u
     uint8_t fl0 = first_bwd == 0 ? (LF_TRAIN_W | LF_TRAIN_B) : 0;
     uint8_t fl1 = first_bwd <= 1 ? LF_NEED_DX : 0, fl2 = LF_TRAIN_W | LF_TRAIN_B | (first_bwd <= 1 ? LF_NEED_DX : 0);
     spec_t L[3] = {
-        {OP_DENSE, fl0, 0, 0, {1, 1, (uint16_t)in_n}, {1, 1, (uint16_t)hid}, 0, 0, fx_w0, fx_b0, ch, n_ch},
-        {OP_RELU, fl1, 0, 0, {1, 1, (uint16_t)hid}, {1, 1, (uint16_t)hid}, 0, 0, NULL, NULL, NULL, 0},
-        {OP_DENSE, fl2, 0, 0, {1, 1, (uint16_t)hid}, {1, 1, (uint16_t)n_cls}, 0, 0, fx_w2, fx_b2, NULL, 0},
+        {OP_DENSE, fl0, 0, 0, {1, 1, (uint16_t)in_n}, {1, 1, (uint16_t)hid}, 0, 0, fx_w0, fx_b0, ch, n_ch, 0},
+        {OP_RELU, fl1, 0, 0, {1, 1, (uint16_t)hid}, {1, 1, (uint16_t)hid}, 0, 0, NULL, NULL, NULL, 0, 0},
+        {OP_DENSE, fl2, 0, 0, {1, 1, (uint16_t)hid}, {1, 1, (uint16_t)n_cls}, 0, 0, fx_w2, fx_b2, NULL, 0, 0},
     };
     dspec_t d = {n_train, 100, 1, 1, (uint16_t)in_n, (uint16_t)n_cls, 1.0f / 255.0f, -0.5f, xt, yt, xe, ye};
     th_fill(fx_w0, in_n * hid, -0.4f, 0.4f);

@@ -4,6 +4,8 @@
 #include "harness.h"
 #include "ops/conv2d.h"
 #include "ops/dense.h"
+#include "ops/dwconv2d.h"
+#include "ops/gavgpool.h"
 #include "ops/fmath.h"
 #include "ops/maxpool.h"
 #include "ops/relu.h"
@@ -130,7 +132,7 @@ static conv_shape_t conv_shape(unsigned c)
     s.in_w = g[1];
     s.in_c = g[2];
     s.out_c = g[3];
-    s.k = g[4];
+    s.k = s.kw = g[4];
     s.stride = g[5];
     if (g[6]) {
         s.out_h = (uint16_t)((s.in_h + s.stride - 1) / s.stride);
@@ -438,7 +440,7 @@ static void t_maxpool(void)
 /* without ties the reference gradient is the derivative: L = sum dy·maxpool(x), one input nudged at a time */
 static void t_maxpool_fd(void)
 {
-    conv_shape_t s = {6, 6, 2, 3, 3, 2, 2, 2, 0, 0};
+    conv_shape_t s = {6, 6, 2, 3, 3, 2, 2, 2, 0, 0, 2};
     th_fill(A, 72, -1, 1);
     th_fill(B, 18, -1, 1);
     maxpool_input_grad_ref(&s, A, B, F);
@@ -455,6 +457,197 @@ static void t_maxpool_fd(void)
         A[j] += (float)h;
         CHECK_NEAR(F[j], (lp - lm) / (2 * h), 1e-3);
     }
+}
+
+
+/* rectangular kernels (KWS's 10x4 first conv): in_h, in_w, c_in, c_out, k (height), kw, stride, same; depthwise
+ * uses c_in as its channels */
+static const uint16_t rect_cfg[][8] = {
+    {9, 6, 1, 4, 5, 2, 2, 1}, {10, 5, 2, 3, 4, 2, 1, 0}, {7, 7, 3, 5, 1, 3, 1, 1}, {6, 5, 3, 3, 3, 3, 1, 1},
+    {7, 8, 4, 4, 3, 3, 2, 1}, {5, 9, 2, 2, 2, 3, 1, 0}, {8, 4, 5, 5, 3, 1, 2, 1}, {6, 6, 1, 1, 3, 3, 2, 0},
+};
+#define NRECT (sizeof rect_cfg / sizeof rect_cfg[0])
+
+static conv_shape_t rect_shape(unsigned c, int depthwise)
+{
+    conv_shape_t s;
+    const uint16_t *g = rect_cfg[c];
+    memset(&s, 0, sizeof s);
+    s.in_h = g[0];
+    s.in_w = g[1];
+    s.in_c = g[2];
+    s.out_c = depthwise ? g[2] : g[3];
+    s.k = g[4];
+    s.kw = g[5];
+    s.stride = g[6];
+    if (g[7]) {
+        s.out_h = (uint16_t)((s.in_h + s.stride - 1) / s.stride);
+        s.out_w = (uint16_t)((s.in_w + s.stride - 1) / s.stride);
+        int ph = (s.out_h - 1) * s.stride + s.k - s.in_h, pw = (s.out_w - 1) * s.stride + s.kw - s.in_w;
+        s.pad_top = (uint16_t)(ph > 0 ? ph / 2 : 0);
+        s.pad_left = (uint16_t)(pw > 0 ? pw / 2 : 0);
+    } else {
+        s.out_h = (uint16_t)((s.in_h - s.k) / s.stride + 1);
+        s.out_w = (uint16_t)((s.in_w - s.kw) / s.stride + 1);
+    }
+    return s;
+}
+
+static void t_conv_rect(void)
+{
+    for (unsigned c = 0; c < NRECT; c++) {
+        conv_shape_t s = rect_shape(c, 0);
+        uint32_t row = (uint32_t)s.k * s.kw * s.in_c;
+        th_fill(A, NIN(s), -1, 1);
+        th_fill(B, row * s.out_c, -1, 1);
+        th_fill(C, s.out_c, -1, 1);
+        wsplit_t w = wsplit_all(B, row);
+        conv2d_forward(&s, A, &w, C, D);
+        conv2d_forward_ref(&s, A, B, C, E);
+        CHECK(th_max_rel(D, E, NOUT(s)) < 1e-5);
+        th_fill(C, NOUT(s), -1, 1);
+        th_fill(D, NIN(s), 5, 6);
+        conv2d_input_grad(&s, C, &w, D);
+        conv2d_input_grad_ref(&s, C, B, E);
+        CHECK(th_max_rel(D, E, NIN(s)) < 1e-5);
+        for (uint32_t oc = 0; oc < s.out_c; oc++) {
+            th_fill(D, row, 5, 6);
+            conv2d_weight_grad_channel(&s, C, A, oc, D);
+            conv2d_weight_grad_channel_ref(&s, C, A, oc, E);
+            CHECK(th_max_rel(D, E, row) < 1e-5);
+        }
+    }
+}
+
+static void t_dwconv(void)
+{
+    for (unsigned c = 0; c < NRECT; c++) {
+        conv_shape_t s = rect_shape(c, 1);
+        uint32_t row = (uint32_t)s.k * s.kw;
+        th_fill(A, NIN(s), -1, 1);
+        th_fill(B, row * s.in_c, -1, 1);
+        th_fill(C, s.in_c, -1, 1);
+        wsplit_t w = wsplit_all(B, row);
+        dwconv2d_forward(&s, A, &w, C, D);
+        dwconv2d_forward_ref(&s, A, B, C, E);
+        CHECK(th_max_rel(D, E, NOUT(s)) < 1e-5);
+        dwconv2d_forward(&s, A, &w, NULL, D);
+        dwconv2d_forward_ref(&s, A, B, NULL, E);
+        CHECK(th_max_rel(D, E, NOUT(s)) < 1e-5);
+        th_fill(C, NOUT(s), -1, 1);
+        C[1] = 0.0f; /* the skip of zero (masked) output gradients */
+        th_fill(D, NIN(s), 5, 6);
+        dwconv2d_input_grad(&s, C, &w, D);
+        dwconv2d_input_grad_ref(&s, C, B, E);
+        CHECK(th_max_rel(D, E, NIN(s)) < 1e-5);
+        for (uint32_t ch = 0; ch < s.in_c; ch++) {
+            th_fill(D, row, 5, 6);
+            dwconv2d_weight_grad_channel(&s, C, A, ch, D);
+            dwconv2d_weight_grad_channel_ref(&s, C, A, ch, E);
+            CHECK(th_max_rel(D, E, row) < 1e-5);
+        }
+    }
+}
+
+static void t_dwconv_split(void)
+{
+    for (unsigned c = 0; c < NRECT; c++) {
+        conv_shape_t s = rect_shape(c, 1);
+        uint32_t row = (uint32_t)s.k * s.kw;
+        for (uint32_t phase = 0; phase < 3; phase++) {
+            th_fill(A, NIN(s), -1, 1);
+            th_fill(B, row * s.in_c, -1, 1);
+            th_fill(C, s.in_c, -1, 1);
+            wsplit_t w = make_split(B, s.in_c, row, phase);
+            dwconv2d_forward(&s, A, &w, C, D);
+            dwconv2d_forward_ref(&s, A, B, C, E);
+            CHECK(th_max_rel(D, E, NOUT(s)) < 1e-5);
+            th_fill(A, NOUT(s), -1, 1);
+            th_fill(D, NIN(s), 5, 6);
+            dwconv2d_input_grad(&s, A, &w, D);
+            dwconv2d_input_grad_ref(&s, A, B, E);
+            CHECK(th_max_rel(D, E, NIN(s)) < 1e-5);
+        }
+    }
+}
+
+static conv_shape_t g_dw;
+static double dwconv_f(void)
+{
+    static float y[BIG];
+    double l = 0.0;
+    dwconv2d_forward_ref(&g_dw, A, B, C, y);
+    for (uint32_t j = 0; j < NOUT(g_dw); j++)
+        l += (double)D[j] * y[j];
+    return l;
+}
+
+static void t_dwconv_fd(void)
+{
+    for (unsigned c = 0; c < NRECT; c++) {
+        conv_shape_t s = g_dw = rect_shape(c, 1);
+        uint32_t row = (uint32_t)s.k * s.kw;
+        th_fill(A, NIN(s), -1, 1);
+        th_fill(B, row * s.in_c, -1, 1);
+        th_fill(C, s.in_c, -1, 1);
+        th_fill(D, NOUT(s), -1, 1);
+        dwconv2d_input_grad_ref(&s, D, B, E);
+        for (uint32_t i = 0; i < NIN(s); i += 2)
+            CHECK_NEAR(E[i], fd(A, i, dwconv_f, 1e-2f), 2e-3);
+        for (uint32_t ch = 0; ch < s.in_c; ch++) {
+            dwconv2d_weight_grad_channel_ref(&s, D, A, ch, F);
+            for (uint32_t j = 0; j < row; j++)
+                CHECK_NEAR(F[j], fd(B, ch * row + j, dwconv_f, 1e-2f), 2e-3);
+            CHECK_NEAR(conv2d_bias_grad_channel_ref(&s, D, ch), fd(C, ch, dwconv_f, 1e-2f), 2e-3);
+        }
+    }
+}
+
+static void t_gavgpool(void)
+{
+    static const uint32_t shapes[][2] = {{1, 1}, {9, 3}, {60, 64}, {4, 7}};
+    for (unsigned q = 0; q < 4; q++) {
+        uint32_t n = shapes[q][0], c = shapes[q][1];
+        th_fill(A, n * c, -1, 1);
+        gavgpool_forward(A, D, n, c);
+        gavgpool_forward_ref(A, E, n, c);
+        CHECK(th_max_rel(D, E, c) < 1e-5);
+        th_fill(B, c, -1, 1);
+        th_fill(F, n * c, 5, 6);
+        gavgpool_input_grad(B, F, n, c);
+        gavgpool_input_grad_ref(B, G, n, c);
+        CHECK(th_max_rel(F, G, n * c) < 1e-6);
+        double l0 = 0.0, l1 = 0.0; /* the gradient of sum dy·mean(x) at one input, by a nudge */
+        for (uint32_t ch = 0; ch < c; ch++)
+            l0 += (double)B[ch] * E[ch];
+        A[c - 1] += 0.01f;
+        gavgpool_forward_ref(A, E, n, c);
+        for (uint32_t ch = 0; ch < c; ch++)
+            l1 += (double)B[ch] * E[ch];
+        CHECK_NEAR(G[c - 1], (l1 - l0) / 0.01, 1e-3);
+    }
+}
+
+static void t_relu6(void)
+{
+    uint32_t n = 41;
+    th_fill(A, n, -9, 9);
+    A[0] = 0.0f;
+    A[1] = 6.0f;
+    A[2] = -0.0f;
+    relu6_forward(A, D, n);
+    relu6_forward_ref(A, E, n);
+    CHECK(memcmp(D, E, n * sizeof(float)) == 0);
+    th_fill(B, n, -1, 1);
+    relu6_backward(D, B, F, n);
+    relu6_backward_ref(E, B, G, n);
+    CHECK(memcmp(F, G, n * sizeof(float)) == 0);
+    CHECK(F[0] == 0.0f && F[1] == 0.0f); /* no gradient at either edge */
+    memcpy(C, B, n * sizeof(float)); /* in place */
+    relu6_backward(E, C, C, n);
+    CHECK(memcmp(C, G, n * sizeof(float)) == 0);
+    for (uint32_t j = 0; j < n; j++)
+        CHECK(E[j] >= 0.0f && E[j] <= 6.0f && (A[j] <= 0.0f || A[j] >= 6.0f || E[j] == A[j]));
 }
 
 const test_case_t ops_tests[] = {
@@ -475,5 +668,11 @@ const test_case_t ops_tests[] = {
     {"fm_exp / fm_log accuracy", t_fmath},
     {"dense split weights (sparse): forward, input gradient, row update = reference", t_dense_split},
     {"conv2d split weights (sparse): forward, input gradient = reference", t_conv_split},
+    {"conv2d k x kw kernels: forward, input and weight gradient = reference", t_conv_rect},
+    {"depthwise conv forward, input and weight gradient: optimized = reference", t_dwconv},
+    {"depthwise conv split weights (sparse): forward, input gradient = reference", t_dwconv_split},
+    {"depthwise conv reference: finite differences", t_dwconv_fd},
+    {"global average pool: optimized = reference, derivative", t_gavgpool},
+    {"relu6 forward/backward incl. edges and in place: optimized = reference", t_relu6},
     {NULL, NULL},
 };

@@ -10,6 +10,8 @@
 #include "trainer.h"
 #include "ops/conv2d.h"
 #include "ops/dense.h"
+#include "ops/dwconv2d.h"
+#include "ops/gavgpool.h"
 #include "ops/relu.h"
 #include "ops/softmax_ce.h"
 
@@ -144,11 +146,11 @@ static void t_conv_step(void)
 {
     static float cw[3 * 9 * 2], cb[3], dw[4 * 75], db[4], in[50], c_out[75], logits[4], dl[4], dc[75], g[18];
     static uint8_t xs[4 * 50], ys[4];
-    conv_shape_t cs = {5, 5, 2, 5, 5, 3, 3, 1, 1, 1};
+    conv_shape_t cs = {5, 5, 2, 5, 5, 3, 3, 1, 1, 1, 3};
     spec_t L[3] = {
-        {OP_CONV2D, LF_TRAIN_W | LF_TRAIN_B | LF_PAD_SAME, 3, 1, {5, 5, 2}, {5, 5, 3}, 1, 1, cw, cb, NULL, 0},
-        {OP_RELU, LF_NEED_DX, 0, 0, {5, 5, 3}, {5, 5, 3}, 0, 0, NULL, NULL, NULL, 0},
-        {OP_DENSE, LF_TRAIN_W | LF_TRAIN_B | LF_NEED_DX, 0, 0, {1, 1, 75}, {1, 1, 4}, 0, 0, dw, db, NULL, 0},
+        {OP_CONV2D, LF_TRAIN_W | LF_TRAIN_B | LF_PAD_SAME, 3, 1, {5, 5, 2}, {5, 5, 3}, 1, 1, cw, cb, NULL, 0, 0},
+        {OP_RELU, LF_NEED_DX, 0, 0, {5, 5, 3}, {5, 5, 3}, 0, 0, NULL, NULL, NULL, 0, 0},
+        {OP_DENSE, LF_TRAIN_W | LF_TRAIN_B | LF_NEED_DX, 0, 0, {1, 1, 75}, {1, 1, 4}, 0, 0, dw, db, NULL, 0, 0},
     };
     dspec_t d = {4, 4, 5, 5, 2, 4, 1.0f / 255.0f, -0.5f, xs, ys, xs, ys};
     start_t a = {1, 0.05f, 9, 0, 0, 0, 0.0f};
@@ -184,6 +186,94 @@ static void t_conv_step(void)
     }
 }
 
+/* an imported graph's shape (MobileNet-style): depthwise 3x2 stride 2 SAME with a fused ReLU6, global average pool,
+ * dense 3 -> 4; one step compared with the reference kernels (inputs wide enough that ReLU6 clips at both ends) */
+static void t_dw_step(void)
+{
+    static float kw_[3 * 6], kb[3], dw[4 * 3], db[4], in[90], a0[27], pooled[3], logits[4], dl[4], dp[3], da[27], g[6];
+    static uint8_t xs[4 * 90], ys[4];
+    conv_shape_t cs = {6, 5, 3, 3, 3, 3, 3, 2, 0, 0, 2};
+    spec_t L[3] = {
+        {OP_DWCONV2D, LF_TRAIN_W | LF_TRAIN_B | LF_PAD_SAME | LF_RELU6, 3, 2, {6, 5, 3}, {3, 3, 3}, 0, 0, kw_, kb,
+         NULL, 0, 2},
+        {OP_GAVGPOOL, LF_NEED_DX, 0, 0, {3, 3, 3}, {1, 1, 3}, 0, 0, NULL, NULL, NULL, 0, 0},
+        {OP_DENSE, LF_TRAIN_W | LF_TRAIN_B | LF_NEED_DX, 0, 0, {1, 1, 3}, {1, 1, 4}, 0, 0, dw, db, NULL, 0, 0},
+    };
+    dspec_t d = {4, 4, 6, 5, 3, 4, 12.0f / 255.0f, -4.0f, xs, ys, xs, ys};
+    start_t a = {1, 0.05f, 9, 0, 0, 0, 0.0f};
+    uint32_t rng = 9, s, clipped_hi = 0, clipped_lo = 0;
+    th_fill(kw_, 18, -2.0f, 2.0f);
+    th_fill(kb, 3, -0.5f, 0.5f);
+    th_fill(dw, 12, -0.5f, 0.5f);
+    th_fill(db, 4, -0.1f, 0.1f);
+    for (uint32_t j = 0; j < sizeof xs; j++)
+        xs[j] = (uint8_t)th_rand();
+    for (uint32_t j = 0; j < 4; j++)
+        ys[j] = (uint8_t)j;
+    build_blobs(fx_win, FX_WIN_ADDR, L, 3, 4, 0, &d, &b);
+    setup_info();
+    CHECK(load_plan() == 0);
+    CHECK(trainer_run(&plan, &a, &info, NULL) == 0);
+    s = trainer_xorshift(&rng) % 4;
+    for (uint32_t j = 0; j < 90; j++)
+        in[j] = (float)xs[s * 90 + j] * d.scale + d.offset;
+    dwconv2d_forward_ref(&cs, in, kw_, kb, a0);
+    relu6_forward_ref(a0, a0, 27);
+    for (uint32_t j = 0; j < 27; j++) {
+        clipped_hi += a0[j] == 6.0f;
+        clipped_lo += a0[j] == 0.0f;
+    }
+    CHECK(clipped_hi > 0 && clipped_lo > 0); /* both edges of the mask are exercised */
+    gavgpool_forward_ref(a0, pooled, 9, 3);
+    dense_forward_ref(pooled, dw, db, logits, 3, 4);
+    softmax_ce_ref(logits, 4, ys[s], dl, NULL);
+    dense_input_grad_ref(dl, dw, dp, 3, 4);
+    gavgpool_input_grad_ref(dp, da, 9, 3);
+    relu6_backward_ref(a0, da, da, 27);
+    const float *w_new = (const float *)(const void *)(fx_arena + b.w_ram[0]);
+    const float *b_new = (const float *)(const void *)(fx_arena + b.b_ram[0]);
+    for (uint32_t c = 0; c < 3; c++) {
+        dwconv2d_weight_grad_channel_ref(&cs, da, in, c, g);
+        for (uint32_t j = 0; j < 6; j++)
+            CHECK_NEAR(w_new[c * 6 + j], kw_[c * 6 + j] - 0.05f * g[j], 1e-5);
+        CHECK_NEAR(b_new[c], kb[c] - 0.05f * conv2d_bias_grad_channel_ref(&cs, da, c), 1e-5);
+    }
+}
+
+/* the loader's rules for the imported-graph fields: a fused activation only on a layer with parameters and one at
+ * a time, a kernel width only on CONV2D / DWCONV2D, depthwise in_c = out_c */
+static void t_dw_plan_rules(void)
+{
+    static float kw_[4 * 9], kb[4], dw[4 * 4], db[4];
+    static uint8_t xs[4 * 90], ys[4];
+    dspec_t d = {4, 4, 6, 5, 3, 4, 1.0f / 255.0f, 0.0f, xs, ys, xs, ys};
+    spec_t L[3] = {
+        {OP_DWCONV2D, LF_TRAIN_W | LF_PAD_SAME | LF_RELU, 3, 2, {6, 5, 3}, {3, 3, 3}, 1, 1, kw_, kb, NULL, 0, 0},
+        {OP_GAVGPOOL, LF_NEED_DX, 0, 0, {3, 3, 3}, {1, 1, 3}, 0, 0, NULL, NULL, NULL, 0, 0},
+        {OP_DENSE, LF_TRAIN_W | LF_NEED_DX, 0, 0, {1, 1, 3}, {1, 1, 4}, 0, 0, dw, db, NULL, 0, 0},
+    };
+    build_blobs(fx_win, FX_WIN_ADDR, L, 3, 4, 0, &d, &b);
+    setup_info();
+    CHECK(load_plan() == 0);
+    L[0].flags |= LF_RELU6; /* both activations */
+    build_blobs(fx_win, FX_WIN_ADDR, L, 3, 4, 0, &d, &b);
+    CHECK(load_plan() != 0);
+    L[0].flags &= (uint8_t)~LF_RELU6;
+    L[1].flags |= LF_RELU; /* an activation on the pool */
+    build_blobs(fx_win, FX_WIN_ADDR, L, 3, 4, 0, &d, &b);
+    CHECK(load_plan() != 0);
+    L[1].flags &= (uint8_t)~LF_RELU;
+    L[1].out[2] = 2; /* pool changes the channel count */
+    L[2].in[2] = 2;
+    build_blobs(fx_win, FX_WIN_ADDR, L, 3, 4, 0, &d, &b);
+    CHECK(load_plan() != 0);
+    L[1].out[2] = L[2].in[2] = 3;
+    L[0].out[2] = 4; /* depthwise with a depth multiplier */
+    L[1].in[2] = 4;
+    build_blobs(fx_win, FX_WIN_ADDR, L, 3, 4, 0, &d, &b);
+    CHECK(load_plan() != 0);
+}
+
 /* the conv step with sparse weights: conv channels {0, 2}, dense rows {1, 3}; the listed rows update exactly as in a
  * full step, GRAD streams them in list order, the dense input gradient reads listed rows from the arena copy */
 static void t_sparse_step(void)
@@ -191,11 +281,11 @@ static void t_sparse_step(void)
     static float cw[3 * 9 * 2], cb[3], dw[4 * 75], db[4], in[50], c_out[75], logits[4], dl[4], dc[75], g[18];
     static uint8_t xs[4 * 50], ys[4];
     static const uint16_t cch[2] = {0, 2}, dch[2] = {1, 3};
-    conv_shape_t cs = {5, 5, 2, 5, 5, 3, 3, 1, 1, 1};
+    conv_shape_t cs = {5, 5, 2, 5, 5, 3, 3, 1, 1, 1, 3};
     spec_t L[3] = {
-        {OP_CONV2D, LF_TRAIN_W | LF_TRAIN_B | LF_PAD_SAME, 3, 1, {5, 5, 2}, {5, 5, 3}, 1, 1, cw, cb, cch, 2},
-        {OP_RELU, LF_NEED_DX, 0, 0, {5, 5, 3}, {5, 5, 3}, 0, 0, NULL, NULL, NULL, 0},
-        {OP_DENSE, LF_TRAIN_W | LF_TRAIN_B | LF_NEED_DX, 0, 0, {1, 1, 75}, {1, 1, 4}, 0, 0, dw, db, dch, 2},
+        {OP_CONV2D, LF_TRAIN_W | LF_TRAIN_B | LF_PAD_SAME, 3, 1, {5, 5, 2}, {5, 5, 3}, 1, 1, cw, cb, cch, 2, 0},
+        {OP_RELU, LF_NEED_DX, 0, 0, {5, 5, 3}, {5, 5, 3}, 0, 0, NULL, NULL, NULL, 0, 0},
+        {OP_DENSE, LF_TRAIN_W | LF_TRAIN_B | LF_NEED_DX, 0, 0, {1, 1, 75}, {1, 1, 4}, 0, 0, dw, db, dch, 2, 0},
     };
     dspec_t d = {4, 4, 5, 5, 2, 4, 1.0f / 255.0f, -0.5f, xs, ys, xs, ys};
     start_t a = {1, 0.05f, 9, 1, 0, 0, 0.0f};
@@ -558,6 +648,8 @@ static void t_markers(void)
 const test_case_t trainer_tests[] = {
     {"trainer: one MLP step matches double precision (weights, GRAD, GSTAT, loss)", t_step_double},
     {"trainer: one conv step matches the reference kernels", t_conv_step},
+    {"trainer: depthwise + fused ReLU6 + global average pool + dense step matches the reference kernels", t_dw_step},
+    {"plan: fused activations, kernel widths and depthwise shapes checked", t_dw_plan_rules},
     {"trainer: sparse conv + dense step: listed channels update as in a full step, GRAD in list order", t_sparse_step},
     {"trainer: 600 steps reduce the eval loss", t_loss_falls},
     {"trainer: STOP ends the run with status 1; last-layer-only GSTAT", t_stop},

@@ -1,5 +1,5 @@
-/* CONV2D: 2-D convolution (HWC activations, OHWI weights); per output channel the weight gradient goes through a
- * k*k*in_c scratch and is applied at once. */
+/* CONV2D: 2-D convolution (HWC activations, OHWI weights, k×kw kernels); per output channel the weight gradient
+ * goes through a k*kw*in_c scratch and is applied at once. */
 #include "fops.h"
 #include "ops/conv2d.h"
 
@@ -14,18 +14,18 @@ static const char *check_dims(const layer_t *L)
 {
     const conv_shape_t *s = &L->s;
     int same = (L->flags & LF_PAD_SAME) != 0;
-    if (!s->k || !s->stride)
+    if (!s->k || !s->kw || !s->stride)
         return "plan: conv kernel or stride is zero";
-    if (conv_out(s->in_h, s->k, s->stride, same) != s->out_h || conv_out(s->in_w, s->k, s->stride, same) != s->out_w)
+    if (conv_out(s->in_h, s->k, s->stride, same) != s->out_h || conv_out(s->in_w, s->kw, s->stride, same) != s->out_w)
         return "plan: conv output shape mismatch";
-    if (same ? (s->pad_top >= s->k || s->pad_left >= s->k) : (s->pad_top || s->pad_left))
+    if (same ? (s->pad_top >= s->k || s->pad_left >= s->kw) : (s->pad_top || s->pad_left))
         return "plan: conv padding inconsistent";
     return NULL;
 }
 
 static uint32_t row(const layer_t *L)
 {
-    return (uint32_t)L->s.k * L->s.k * L->s.in_c;
+    return (uint32_t)L->s.k * L->s.kw * L->s.in_c;
 }
 
 static void forward(const layer_t *L)
@@ -51,11 +51,11 @@ static void back_conv_bias(run_t *r, uint8_t i, const layer_t *L)
     }
 }
 
-/* per trained output channel (all, or the listed ones in list order): gradient into the k*k*in_c scratch, report
+/* per trained output channel (all, or the listed ones in list order): gradient into the k*kw*in_c scratch, report
  * it, apply it at once to the channel's row of the arena copy */
 static void back_conv_weights(run_t *r, uint8_t i, const layer_t *L)
 {
-    uint32_t n = (uint32_t)L->s.k * L->s.k * L->s.in_c, rows = L->ws.idx ? L->ws.n_sel : L->s.out_c;
+    uint32_t n = row(L), rows = L->ws.idx ? L->ws.n_sel : L->s.out_c;
     gstat_t *g = ft_gstat_new(r, i, 0);
     if (r->stream)
         ft_stream_begin(r, i, 0, n * rows);

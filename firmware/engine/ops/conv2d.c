@@ -29,7 +29,7 @@ static inline __attribute__((always_inline)) void window(const conv_shape_t *s, 
     w->ky0 = w->iy0 < 0 ? (uint32_t)(-w->iy0) : 0;
     w->ky1 = clip_hi(w->iy0, s->k, s->in_h);
     w->kx0 = w->ix0 < 0 ? (uint32_t)(-w->ix0) : 0;
-    kx1 = clip_hi(w->ix0, s->k, s->in_w);
+    kx1 = clip_hi(w->ix0, s->kw, s->in_w);
     w->n = kx1 > w->kx0 ? (kx1 - w->kx0) * s->in_c : 0;
 }
 
@@ -42,7 +42,7 @@ static uint32_t in_run(const conv_shape_t *s, const window_t *w, uint32_t ky)
 /* offset of the run of kernel row ky in output channel oc's weights */
 static uint32_t w_run(const conv_shape_t *s, const window_t *w, uint32_t oc, uint32_t ky)
 {
-    return ((oc * s->k + ky) * s->k + w->kx0) * s->in_c;
+    return ((oc * s->k + ky) * s->kw + w->kx0) * s->in_c;
 }
 
 /* always inlined: called per kernel-row run, where a call would cost as much as a short run */
@@ -120,7 +120,7 @@ static inline __attribute__((always_inline)) void forward_pixel(const conv_shape
                                                                 const float *x, const wsplit_t *w, int split,
                                                                 const float *b, float *y)
 {
-    uint32_t oc = 0, cur = 0, wsz = (uint32_t)s->k * s->k * s->in_c;
+    uint32_t oc = 0, cur = 0, wsz = (uint32_t)s->k * s->kw * s->in_c;
     const float *full = w->full;
     for (; oc + 4 <= s->out_c; oc += 4) {
         const float *r0 = NULL, *r1 = NULL, *r2 = NULL, *r3 = NULL;
@@ -176,7 +176,7 @@ static inline __attribute__((always_inline)) void input_grad_pixel(const conv_sh
                                                                    const float *dy, const wsplit_t *w, int split,
                                                                    float *dx)
 {
-    uint32_t oc = 0, cur = 0, wsz = (uint32_t)s->k * s->k * s->in_c;
+    uint32_t oc = 0, cur = 0, wsz = (uint32_t)s->k * s->kw * s->in_c;
     const float *full = w->full;
     for (; oc + 4 <= s->out_c; oc += 4) {
         const float *r0 = NULL, *r1 = NULL, *r2 = NULL, *r3 = NULL;
@@ -223,7 +223,7 @@ void conv2d_input_grad(const conv_shape_t *s, const float *dy, const wsplit_t *w
 void conv2d_weight_grad_channel(const conv_shape_t *s, const float *dy, const float *x, uint32_t oc, float *g)
 {
     window_t win;
-    uint32_t n = (uint32_t)s->k * s->k * s->in_c;
+    uint32_t n = (uint32_t)s->k * s->kw * s->in_c;
     for (uint32_t j = 0; j < n; j++)
         g[j] = 0.0f;
     for (uint32_t oy = 0; oy < s->out_h; oy++)

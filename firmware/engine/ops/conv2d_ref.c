@@ -13,7 +13,7 @@ static long tap(const conv_shape_t *s, uint32_t oy, uint32_t ox, uint32_t ky, ui
 
 static uint32_t widx(const conv_shape_t *s, uint32_t oc, uint32_t ky, uint32_t kx)
 {
-    return ((oc * s->k + ky) * s->k + kx) * s->in_c;
+    return ((oc * s->k + ky) * s->kw + kx) * s->in_c;
 }
 
 void conv2d_forward_ref(const conv_shape_t *s, const float *x, const float *w, const float *b, float *y)
@@ -23,7 +23,7 @@ void conv2d_forward_ref(const conv_shape_t *s, const float *x, const float *w, c
             for (uint32_t oc = 0; oc < s->out_c; oc++) {
                 float acc = b ? b[oc] : 0.0f;
                 for (uint32_t ky = 0; ky < s->k; ky++)
-                    for (uint32_t kx = 0; kx < s->k; kx++) {
+                    for (uint32_t kx = 0; kx < s->kw; kx++) {
                         long t = tap(s, oy, ox, ky, kx);
                         if (t < 0)
                             continue;
@@ -43,7 +43,7 @@ void conv2d_input_grad_ref(const conv_shape_t *s, const float *dy, const float *
             for (uint32_t oc = 0; oc < s->out_c; oc++) {
                 float g = dy[(oy * s->out_w + ox) * s->out_c + oc];
                 for (uint32_t ky = 0; ky < s->k; ky++)
-                    for (uint32_t kx = 0; kx < s->k; kx++) {
+                    for (uint32_t kx = 0; kx < s->kw; kx++) {
                         long t = tap(s, oy, ox, ky, kx);
                         if (t < 0)
                             continue;
@@ -56,7 +56,7 @@ void conv2d_input_grad_ref(const conv_shape_t *s, const float *dy, const float *
 void conv2d_weight_grad_channel_ref(const conv_shape_t *s, const float *dy, const float *x, uint32_t oc, float *g)
 {
     for (uint32_t ky = 0; ky < s->k; ky++)
-        for (uint32_t kx = 0; kx < s->k; kx++)
+        for (uint32_t kx = 0; kx < s->kw; kx++)
             for (uint32_t ic = 0; ic < s->in_c; ic++) {
                 float acc = 0.0f;
                 for (uint32_t oy = 0; oy < s->out_h; oy++)

@@ -59,3 +59,21 @@ void relu_backward(const float *y, const float *dy, float *dx, uint32_t n)
     for (; i < n; i++)
         put(dx + i, bits(dy + i) & positive_mask(bits(y + i)));
 }
+
+/* ReLU6 (MobileNets' fused activation): the clamp to [0, 6] in float; its backward passes dy where 0 < y < 6 (the
+ * host reference's rule at both edges) */
+void relu6_forward(const float *x, float *y, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        float v = x[i];
+        y[i] = v > 6.0f ? 6.0f : v > 0.0f ? v : 0.0f;
+    }
+}
+
+void relu6_backward(const float *y, const float *dy, float *dx, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        float v = y[i];
+        dx[i] = v > 0.0f && v < 6.0f ? dy[i] : 0.0f;
+    }
+}
