@@ -53,8 +53,12 @@ def _shape(s: tuple[int, int, int]) -> str:
 
 def _kept(plan: Plan, i: int) -> str:
     lp, layer = plan.layers[i], plan.model.layers[i]
+    fused = layer.act != "none" and i >= plan.first_bwd
     if lp.train_w:
-        return f"input {_shape(layer.in_shape)} ({lp.kept_bytes:,} B)"
+        mask = f" + {layer.act} output mask" if fused else ""
+        return f"input {_shape(layer.in_shape)}{mask} ({lp.kept_bytes:,} B)"
+    if fused:
+        return f"{layer.act} output mask ({lp.kept_bytes:,} B)"
     if layer.op == "relu" and i >= plan.first_bwd:
         return f"output mask ({lp.kept_bytes:,} B)"
     if layer.op == "maxpool2d" and lp.kept_bytes:
@@ -444,7 +448,7 @@ def _tflite_plan(path: Path, technique: str, board: Board, profile_spec: str | N
 
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
-    model = load_tflite(path)
+    model = dataclasses.replace(load_tflite(path), name=path.stem)
     prof_k, prof_sparse = _profile_settings(profile_spec)
     k = last_k if last_k is not None else (prof_k or 1)
     sparse = _sparse_option(sparse_text) or prof_sparse
@@ -464,13 +468,23 @@ def _tflite_plan(path: Path, technique: str, board: Board, profile_spec: str | N
         raise TechniqueError(str(e)) from None
     fw, note = built_firmware(board)
     every = board_fits(mem.arena_bytes, fp32_weight_bytes(model))
+    device, why = _device_fp32_plan(model, tech)
     if as_json:
         click.echo(json.dumps({"model": path.name, "technique": tech.name,
                                **Fit(board, fw, note, mem.arena_bytes, fp32_weight_bytes(model)).row(),
                                "composition": mem.composition(), "naive_bytes": mem.naive_bytes,
-                               "full_fp32_arena_bytes": full.arena_bytes, "boards": [f.row() for f in every]},
-                              indent=1))
+                               "full_fp32_arena_bytes": full.arena_bytes, "boards": [f.row() for f in every],
+                               "device_arena_bytes": device.arena_bytes if device else None,
+                               "device_refusal": why}, indent=1))
         return
+    if device is not None:
+        out.print(plan_tables(device)[0])
+        out.print(f"The fp32 engine trains this graph on the device (bench.tflite.fp32, one layer per op): the plan "
+                  f"it loads needs an arena of {_kib(device.arena_bytes)}, planned. The analysis below "
+                  f"(bench.plan.fp32mem) is the same memory design on the graph itself.", highlight=False)
+    else:
+        out.print(f"The fp32 engine cannot train this graph on the device ({why}); `bench run` records its fp32 "
+                  f"techniques from the analysis below.", highlight=False)
     out.print(fp32mem_table(mem, model, path.name))
     for line in fp32mem_totals(mem, model, board, fw, note, full):
         out.print(line, highlight=False)
@@ -478,6 +492,19 @@ def _tflite_plan(path: Path, technique: str, board: Board, profile_spec: str | N
     out.print("All figures are planned (bench.plan.fp32mem: host analysis with the engine's memory design), "
               "not measured.",
               highlight=False)
+
+
+def _device_fp32_plan(model: QModel, tech: Technique) -> tuple[Plan | None, str]:
+    """The fp32 plan a run of ``tech`` loads for an imported graph, or None and why the engine cannot train it."""
+    from bench.tflite.fp32 import Fp32ImportError, layer_technique_map, to_fp32
+
+    try:
+        imp = to_fp32(model)
+        if tech.scheme == "sparse":
+            tech = dataclasses.replace(tech, layers=layer_technique_map(imp, tech.layers))
+        return compile_plan(imp.model, tech), ""
+    except (Fp32ImportError, ValueError) as e:
+        return None, str(e)
 
 
 def _tflite_int8_plan(path: Path, model: QModel, tech: Technique, board: Board, profile_spec: str | None,

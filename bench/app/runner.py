@@ -363,6 +363,8 @@ class Bench:
             assert plan.train is not None
             record.grad_scales = {(i, p): op.grad_scale for i, op in plan.train.ops.items() for p in (0, 1)}
             record.loss_kind = plan.train.loss
+        else:
+            record.loss_kind = plan.model.loss
         if record.phase == "sweep":
             dataset = self.val_dataset(prepared, isinstance(plan, QPlan))
         else:
@@ -477,14 +479,13 @@ class Bench:
 def _fp32_import(profile: Profile, qmodel: QModel, x_train: np.ndarray, x_eval: np.ndarray, ds: DeviceDataset,
                  scale: float, zp: int) -> tuple[Fp32Imported | None, str]:
     """The fp32 side of an imported graph, or None and why the fp32 engine cannot train it."""
-    if profile.loss == "reconstruction":
-        return None, "the fp32 engine's loss is softmax cross-entropy (fp32 reconstruction loss is not implemented)"
     try:
-        imp = to_fp32(qmodel)
+        imp = to_fp32(qmodel, profile.loss)
     except Fp32ImportError as e:
         return None, str(e)
     offset = -(128 + zp) * scale  # u8 = code + 128 decodes to (code − zp)·scale
-    u8_train, u8_eval = [(np.asarray(a, np.int16) + 128).astype(np.uint8) for a in (x_train, x_eval)]
+    u8_train, u8_eval = [(np.asarray(a, np.int16) + 128).astype(np.uint8).reshape(len(a), *imp.model.input_shape)
+                         for a in (x_train, x_eval)]
     blob = dataset_blob(u8_train, ds.y_train, u8_eval, ds.y_eval, imp.model.n_classes, scale, offset)
     return Fp32Imported(imp, scale, offset, u8_train, u8_eval, blob), ""
 

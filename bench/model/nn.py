@@ -49,13 +49,16 @@ class Layer:
 
 @dataclass(frozen=True)
 class Model:
-    """A feed-forward classifier ending in logits (softmax cross-entropy is implied)."""
+    """A feed-forward classifier ending in logits (softmax cross-entropy), or (``loss`` "reconstruction") an
+    autoencoder whose output is compared with its own input by mean squared error; ``n_classes`` is then its output
+    size, equal to the input's."""
 
     name: str
     input_shape: Shape
     n_classes: int
     layers: tuple[Layer, ...]
     meta: dict[str, str] = field(default_factory=dict)
+    loss: Literal["cross-entropy", "reconstruction"] = "cross-entropy"
 
     def param_layers(self) -> list[int]:
         return [i for i, layer in enumerate(self.layers) if layer.has_params]

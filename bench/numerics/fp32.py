@@ -225,6 +225,19 @@ def _loss_and_dlogits(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarra
     return -logp[rows, labels], d
 
 
+def _recon_loss(out: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample reconstruction MSE of the output against the input, and its gradient 2(y − x)/n (the device's)."""
+    e = out.reshape(len(out), -1) - x.reshape(len(x), -1)
+    return (e * e).mean(axis=1), 2.0 * e / e.shape[1]
+
+
+def _model_loss(model: nn.Model, out: np.ndarray, x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The model's own loss at its output: softmax cross-entropy, or an autoencoder's reconstruction MSE."""
+    if model.loss == "reconstruction":
+        return _recon_loss(out, x)
+    return _loss_and_dlogits(out.reshape(len(out), -1), labels)
+
+
 def _backward(
     model: nn.Model,
     params: Params,
@@ -290,10 +303,12 @@ def logits(model: nn.Model, x: np.ndarray) -> np.ndarray:
 
 
 def loss_and_grads(model: nn.Model, x: np.ndarray, label: int) -> tuple[float, dict[Key, np.ndarray]]:
-    """Softmax cross-entropy of one sample and the gradient of every parameter tensor."""
+    """The loss of one sample (softmax cross-entropy, or the model's reconstruction MSE) and the gradient of every
+    parameter tensor."""
     params = _params64(model)
-    acts, caches = _forward(model, params, _batch(model, x)[:1])
-    loss, dlogits = _loss_and_dlogits(acts[-1].reshape(1, -1), np.array([int(label)]))
+    xb = _batch(model, x)[:1]
+    acts, caches = _forward(model, params, xb)
+    loss, dlogits = _model_loss(model, acts[-1], xb, np.array([int(label)]))
     return float(loss[0]), _backward(model, params, acts, caches, dlogits, None)
 
 
@@ -322,7 +337,7 @@ def run_sgd(
     steps: list[dict[Key, np.ndarray]] = []
     for xi, yi in zip(x, y, strict=True):
         acts, caches = _forward(model, params, xi[None])
-        _, dlogits = _loss_and_dlogits(acts[-1].reshape(1, -1), yi[None])
+        _, dlogits = _model_loss(model, acts[-1], xi[None], yi[None])
         grads = _backward(model, params, acts, caches, dlogits, trainable)
         for (i, t), g in grads.items():
             w, b = params[i]
@@ -392,7 +407,7 @@ def train_host(
         for start in range(0, len(order), batch):
             idx = order[start : start + batch]
             acts, caches = _forward(model, params, xb[idx])
-            _, dlogits = _loss_and_dlogits(acts[-1].reshape(len(idx), -1), yb[idx])
+            _, dlogits = _model_loss(model, acts[-1], xb[idx], yb[idx])
             grads = _backward(model, params, acts, caches, dlogits / len(idx), keys)
             for (i, t), g in grads.items():
                 velocity[(i, t)] = momentum * velocity[(i, t)] + g

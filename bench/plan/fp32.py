@@ -33,6 +33,7 @@ OPS = {"dense": 1, "conv2d": 2, "relu": 3, "maxpool2d": 4, "dwconv2d": 5, "gap":
 ACT_FLAGS = {"none": 0, "relu": 16, "relu6": 32}  # layer flag bits 4 / 5: a fused activation
 MAX_LAYERS = 32
 PLAN_F_CHANNEL_LISTS = 1  # header flag: some layer records carry a channel list (sparse update)
+PLAN_F_RECON = 8  # header flag: the reconstruction loss (an autoencoder's MSE against its input)
 
 
 @dataclass(frozen=True)
@@ -95,17 +96,13 @@ class Plan:
             i = lp.index
             rows.append({"layer": i, "weights_ram_bytes": sizes.get(f"w{i}", 0) + sizes.get(f"b{i}", 0),
                          "kept_act_bytes": lp.kept_bytes,
-                         "grad_bytes": _size_at(self.buffers, lp.din_off) if lp.need_dx else 0,
+                         "grad_bytes": aligned(4 * numel(self.model.layers[i].in_shape)) if lp.need_dx else 0,
                          "scratch_bytes": sizes.get(f"scratch{i}", 0)})
         return rows
 
     def buffer_table(self) -> list[dict[str, int | str]]:
         return [{"name": b.name, "bytes": b.size, "offset": b.offset, "live": f"{b.start}..{b.end}"}
                 for b in self.buffers]
-
-
-def _size_at(buffers: tuple[Buffer, ...], offset: int) -> int:
-    return next((b.size for b in buffers if b.offset == offset and b.name[0] == "d"), 0)
 
 
 def select_channels(weight: np.ndarray, ratio: float) -> tuple[int, ...]:
@@ -188,6 +185,8 @@ def _buffers(model: Model, trainable: frozenset, first_bwd: int,
                 use(f"{p}{i}", size, -1)
                 use(f"{p}{i}", size, end)
     use(act[n], 4 * model.n_classes, n)
+    if model.loss == "reconstruction":  # the loss reads the input after the forward pass
+        use(act[0], 4 * numel(model.input_shape), n)
     _backward_uses(model, trainable, first_bwd, act, grad, use)
     bufs = [Buffer(name, sizes[name], span[0], span[1]) for name, span in life.items()]
     return bufs, {"act": act, "grad": grad}
@@ -202,8 +201,10 @@ def _backward_uses(model: Model, trainable: frozenset, first_bwd: int, act: list
         use(grad[i + 1], 4 * numel(layer.out_shape), t)
         if (i, "w") in trainable:
             use(act[i], 4 * numel(layer.in_shape), t)
-        if layer.op == "relu" or layer.act != "none":  # masks by its output (a fused activation: before its own)
+        if layer.op == "relu":  # masks by its output
             use(act[i + 1], 4 * numel(layer.out_shape), t)
+        elif layer.act != "none":  # a fused activation masks dout by the output first, so the output lives through
+            use(act[i + 1], 4 * numel(layer.out_shape), t - 1)  # the layer above's backward, and din may reuse it
         if layer.op == "maxpool2d" and i > first_bwd:  # its backward finds each window's maximum again
             use(act[i], 4 * numel(layer.in_shape), t)
         if i > first_bwd:
@@ -283,6 +284,9 @@ def _forward_only_plan(model: Model, technique: Technique) -> Plan:
     differences share bytes."""
     mem = technique.scheme == "mempepita"
     n = len(model.layers)
+    if model.loss != "cross-entropy":
+        raise ValueError(f"{technique.name}: forward-only training has no {model.loss} loss (its modulation is the "
+                         f"softmax error)")
     fused = [i for i, layer in enumerate(model.layers) if layer.act != "none" or layer.op not in OPS_FORWARD_ONLY]
     if fused:
         raise ValueError(f"{technique.name}: forward-only training takes dense/conv2d/relu/maxpool2d layers with "
@@ -356,6 +360,8 @@ def _serialise(plan: Plan, dataset_addr: int) -> bytes:
         records += _layer_record(lp, layer, w_src, b_src, ch_off)
     total = data_start + len(weights)
     flags = PLAN_F_CHANNEL_LISTS if plan.channels else 0
+    if model.loss == "reconstruction":
+        flags |= PLAN_F_RECON
     fwd: dict[str, int | float] = {"f_seed": 0, "f_bound": 0.0, "mod_a_off": 0, "mod_b_off": 0}
     if plan.fwd_mode:
         flags |= PLAN_F_PEPITA if plan.fwd_mode == FWD_PEPITA else PLAN_F_MEMPEPITA

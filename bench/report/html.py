@@ -1339,7 +1339,8 @@ def _layer_key(name: str) -> tuple[int, float, str]:
 def _grad_bins(res: Results) -> pd.DataFrame:
     """Median L2 per (board, technique, layer·param, step bin): at most MAX_BINS columns per heatmap."""
     assert res.grads is not None  # the section exists only when grads.parquet does
-    grads = _tag(res.grads.dropna(subset=["step", "l2"]), res.runs)
+    grads = res.grads.dropna(subset=["step", "l2"])
+    grads = _tag(grads[np.isfinite(grads["l2"].astype(float))], res.runs)  # a diverged run's inf norms: no colour
     width = max(1, math.ceil((grads["step"].max() + 1) / MAX_BINS)) if len(grads) else 1
     grads["bin"] = (grads["step"] // width) * width
     bins = grads.groupby([*KEYS, "layer", "param", "bin"], sort=True)["l2"].median().reset_index()
@@ -1394,7 +1395,8 @@ def _heatmap(ax: Axes, part: pd.DataFrame, norm: LogNorm) -> Any:
 
 def _grad_table(res: Results) -> Table:
     assert res.grads is not None  # the section exists only when grads.parquet does
-    grads = _tag(res.grads.dropna(subset=["step", "l2"]), res.runs)
+    grads = res.grads.dropna(subset=["step", "l2"])
+    grads = _tag(grads[np.isfinite(grads["l2"].astype(float))], res.runs)  # a diverged run's inf norms: no colour
     by = grads.groupby([*KEYS, "layer", "param"], sort=True)
     stats = pd.DataFrame({
         "runs": by["run_id"].nunique(), "samples": by["l2"].size(), "first": by["l2"].first(),

@@ -133,8 +133,10 @@ def _chain(model: QModel) -> list[str]:
     return problems
 
 
-def to_fp32(model: QModel) -> Fp32Import:
-    """The dequantised fp32 chain of ``model``; `Fp32ImportError` naming every op that stops it."""
+def to_fp32(model: QModel, loss: str = "cross-entropy") -> Fp32Import:
+    """The dequantised fp32 chain of ``model``; `Fp32ImportError` naming every op that stops it. ``loss``
+    "reconstruction": an autoencoder (no SOFTMAX, as many outputs as inputs) trained on its MSE against its input."""
+    recon = loss == "reconstruction"
     problems = _chain(model)
     layers: list[nn.Layer] = []
     op_layer: dict[int, int] = {}
@@ -147,15 +149,22 @@ def to_fp32(model: QModel) -> Fp32Import:
             layers.append(got)
     if not problems and len(layers) > MAX_LAYERS:
         problems.append(f"{len(layers)} layers; fp32 plans hold at most {MAX_LAYERS}")
-    if not problems and (not layers or layers[-1].op not in ("dense", "conv2d") or layers[-1].act != "none"):
+    if not problems and not recon and (not layers or layers[-1].op not in ("dense", "conv2d")
+                                       or layers[-1].act != "none"):
         problems.append("the graph does not end in logits (a dense or 1x1 conv without activation, then SOFTMAX)")
     if problems:
         raise Fp32ImportError(f"{model.name}: cannot train in fp32: " + "; ".join(problems))
-    n_classes = int(np.prod(layers[-1].out_shape))
-    if not 2 <= n_classes <= 256:
-        raise Fp32ImportError(f"{model.name}: {n_classes} outputs; fp32 classifiers have 2..256 classes")
-    fp = nn.Model(name=model.name, input_shape=_hwc(model.tensors[model.inputs[0]].shape), n_classes=n_classes,
-                  layers=tuple(layers), meta={"source": "dequantised from the int8 .tflite graph"})
+    shape_in = _hwc(model.tensors[model.inputs[0]].shape)
+    n_out = int(np.prod(layers[-1].out_shape))
+    if recon and n_out != nn.numel(shape_in):
+        raise Fp32ImportError(f"{model.name}: {n_out} outputs for {nn.numel(shape_in)} inputs; a reconstruction "
+                              f"compares the output with the input")
+    if not recon and not 2 <= n_out <= 256:
+        raise Fp32ImportError(f"{model.name}: {n_out} outputs; fp32 classifiers have 2..256 classes (an autoencoder "
+                              f"trains with the profile's loss = \"reconstruction\")")
+    fp = nn.Model(name=model.name, input_shape=shape_in, n_classes=n_out, layers=tuple(layers),
+                  meta={"source": "dequantised from the int8 .tflite graph"},
+                  loss="reconstruction" if recon else "cross-entropy")
     return Fp32Import(fp, op_layer)
 
 

@@ -62,13 +62,15 @@ static int check_header(ctx_t *c, const mem_window_t *win, uint32_t plan_addr, u
         return blob_fail(f, FAULT_ARENA, "plan: arena too small", c->p->arena_need, arena_bytes);
     if (c->p->n_layers < 1 || c->p->n_layers > PLAN_MAX_LAYERS)
         return blob_fail(f, FAULT_PLAN, "plan: n_layers not in 1..32", c->p->n_layers, 0);
-    if (c->p->n_classes < 2 || c->p->n_classes > 256)
+    c->flags = le16(h + TPLN_H_FLAGS);
+    c->p->recon = (c->flags & PF_RECON) != 0;
+    if (!c->p->recon && (c->p->n_classes < 2 || c->p->n_classes > 256))
         return blob_fail(f, FAULT_PLAN, "plan: n_classes not in 2..256", c->p->n_classes, 0);
     if (c->p->first_bwd > c->p->n_layers)
         return blob_fail(f, FAULT_PLAN, "plan: first_bwd > n_layers", c->p->first_bwd, 0);
-    c->flags = le16(h + TPLN_H_FLAGS);
-    if ((c->flags & ~(uint16_t)(PF_CHANNEL_LISTS | PF_PEPITA | PF_MEMPEPITA)) ||
-        (c->flags & (PF_PEPITA | PF_MEMPEPITA)) == (PF_PEPITA | PF_MEMPEPITA))
+    if ((c->flags & ~(uint16_t)(PF_CHANNEL_LISTS | PF_PEPITA | PF_MEMPEPITA | PF_RECON)) ||
+        (c->flags & (PF_PEPITA | PF_MEMPEPITA)) == (PF_PEPITA | PF_MEMPEPITA) ||
+        ((c->flags & PF_RECON) && (c->flags & (PF_PEPITA | PF_MEMPEPITA))))
         return blob_fail(f, FAULT_PLAN, "plan: unknown flags", c->flags, 0);
     c->p->fwd_mode = (c->flags & PF_PEPITA) ? FWD_PEPITA : (c->flags & PF_MEMPEPITA) ? FWD_MEMPEPITA : FWD_NONE;
     if (!c->p->fwd_mode && (le32(h + TPLN_H_F_SEED) || le32(h + TPLN_H_F_BOUND) || le32(h + TPLN_H_MOD_A_OFF) ||
@@ -308,6 +310,25 @@ static int parse_forward_only(ctx_t *c)
     return 0;
 }
 
+/* the reconstruction loss reads the input after the forward pass: as many outputs as inputs, and no activation or
+ * gradient buffer over the input */
+static int check_recon(ctx_t *c)
+{
+    plan_t *p = c->p;
+    uint32_t n0 = p->layer[0].n_in;
+    if (p->n_classes != n0)
+        return blob_fail(c->f, FAULT_PLAN, "plan: reconstruction output size differs from the input's", p->n_classes,
+                         p->layer[0].n_in);
+    for (uint32_t i = 0; i < p->n_layers; i++) {
+        const layer_t *L = &p->layer[i];
+        if (!disjoint(p->input, n0, L->out, L->n_out) || (L->dout && !disjoint(p->input, n0, L->dout, L->n_out)) ||
+            (L->din && !disjoint(p->input, n0, L->din, L->n_in)))
+            return blob_fail(c->f, FAULT_PLAN, "plan: a buffer overlaps the input the reconstruction loss reads", i,
+                             0);
+    }
+    return 0;
+}
+
 static int parse_layers(ctx_t *c)
 {
     plan_t *p = c->p;
@@ -332,6 +353,8 @@ static int parse_layers(ctx_t *c)
         return blob_fail(c->f, FAULT_PLAN, "plan: last layer dout_off differs from dlogits_off", last, 0);
     if (!disjoint(p->dlogits, p->n_classes, p->layer[last].out, p->n_classes))
         return blob_fail(c->f, FAULT_PLAN, "plan: dlogits overlaps the logits", last, 0);
+    if (p->recon && check_recon(c))
+        return -1;
     return p->fwd_mode ? parse_forward_only(c) : 0;
 }
 

@@ -18,8 +18,9 @@ enum { OP_DENSE = 1, OP_CONV2D = 2, OP_RELU = 3, OP_MAXPOOL = 4, OP_DWCONV2D = 5
 /* LF_RELU / LF_RELU6: a fused activation on a layer with parameters (imported graphs: one record per TFLite op) */
 enum { LF_TRAIN_W = 1, LF_TRAIN_B = 2, LF_NEED_DX = 4, LF_PAD_SAME = 8, LF_RELU = 16, LF_RELU6 = 32 };
 #define LF_ACT (LF_RELU | LF_RELU6)
-/* header flags: layer records may carry a channel list (sparse update); forward-only training (PEPITA, MEMPEPITA) */
-enum { PF_CHANNEL_LISTS = 1, PF_PEPITA = 2, PF_MEMPEPITA = 4 };
+/* header flags: layer records may carry a channel list (sparse update); forward-only training (PEPITA, MEMPEPITA);
+ * the reconstruction loss (an autoencoder: MSE of the output against the input, which the plan keeps to the loss) */
+enum { PF_CHANNEL_LISTS = 1, PF_PEPITA = 2, PF_MEMPEPITA = 4, PF_RECON = 8 };
 enum { FWD_NONE = 0, FWD_PEPITA = 1, FWD_MEMPEPITA = 2 };
 
 typedef struct {
@@ -49,6 +50,7 @@ typedef struct {
     /* forward-only training (docs/plan-format.md, "Forward-only training"): the mode, the projection F's seed and
      * bound, and the two buffers (mod_n floats each) the modulated pass runs through */
     uint8_t fwd_mode;
+    uint8_t recon;  /* PF_RECON: n_classes is the output size, equal to the input's */
     uint32_t f_seed, mod_n;
     float f_bound;
     float *mod_a, *mod_b;

@@ -13,6 +13,7 @@
 #include "msg.h"
 #include "wire.h"
 #include "params.h"
+#include "ops/mse.h"
 #include "ops/softmax_ce.h"
 
 static run_t run; /* static: keeps the stack high-water mark about training, not about bookkeeping */
@@ -81,6 +82,17 @@ static uint32_t forward_timed(run_t *r)
 static const float *logits(const plan_t *p)
 {
     return p->layer[p->n_layers - 1u].out;
+}
+
+/* the loss at the logits: softmax cross-entropy with its argmax, or (PF_RECON) the autoencoder's MSE against its
+ * input, which the plan keeps intact to here (no classes: *pred is 0) */
+static float plan_loss(const plan_t *p, uint32_t label, float *dz, uint32_t *pred)
+{
+    if (p->recon) {
+        *pred = 0;
+        return mse_recon(logits(p), p->input, p->n_classes, dz);
+    }
+    return softmax_ce(logits(p), p->n_classes, label, dz, pred);
 }
 
 /* ---- gradient reporting (untimed) ------------------------------------------------------------------------- */
@@ -322,7 +334,7 @@ static void backprop_step(run_t *r, const uint8_t *x8, uint32_t label, msg_step_
     r->t_fwd = ft_since(t);
     r->t_fwd += forward_timed(r);
     t = port_ticks();
-    m->loss = softmax_ce(logits(p), p->n_classes, label, p->first_bwd < p->n_layers ? p->dlogits : NULL, pred);
+    m->loss = plan_loss(p, label, p->first_bwd < p->n_layers ? p->dlogits : NULL, pred);
     r->t_fwd += ft_since(t);
     r->t_bwd = r->t_upd = 0;
     r->n_gstat = 0;
@@ -436,7 +448,7 @@ static int op_eval_sample(void *ctx, uint32_t s, float *loss)
     uint32_t pred = 0, label = p->data.y_eval[s];
     load_sample(p, p->data.x_eval + s * p->data.sample_bytes);
     forward(p);
-    *loss = softmax_ce(logits(p), p->n_classes, label, NULL, &pred);
+    *loss = plan_loss(p, label, NULL, &pred);
     return pred == label;
 }
 

@@ -8,6 +8,7 @@
 #include "ops/gavgpool.h"
 #include "ops/fmath.h"
 #include "ops/maxpool.h"
+#include "ops/mse.h"
 #include "ops/relu.h"
 #include "ops/softmax_ce.h"
 
@@ -650,6 +651,28 @@ static void t_relu6(void)
         CHECK(E[j] >= 0.0f && E[j] <= 6.0f && (A[j] <= 0.0f || A[j] >= 6.0f || E[j] == A[j]));
 }
 
+/* the reconstruction MSE: optimized = reference, and its gradient is the derivative of the reference loss */
+static void t_mse(void)
+{
+    for (uint32_t n = 1; n <= 641; n += 160) {
+        th_fill(A, n, -2, 2);
+        th_fill(B, n, -2, 2);
+        float l1 = mse_recon(A, B, n, D), l2 = mse_recon_ref(A, B, n, E);
+        CHECK_NEAR(l1, l2, 1e-5 * (l2 > 1.0f ? l2 : 1.0f));
+        CHECK(th_max_rel(D, E, n) < 1e-5);
+        CHECK_NEAR(mse_recon(A, B, n, NULL), l1, 1e-7);
+        for (uint32_t j = 0; j < n; j += 37) {
+            float keep = A[j];
+            A[j] = keep + 1e-2f;
+            double lp = mse_recon_ref(A, B, n, NULL);
+            A[j] = keep - 1e-2f;
+            double lm = mse_recon_ref(A, B, n, NULL);
+            A[j] = keep;
+            CHECK_NEAR(E[j], (lp - lm) / 2e-2, 1e-3);
+        }
+    }
+}
+
 const test_case_t ops_tests[] = {
     {"maxpool forward and input gradient: optimized = reference (ties included)", t_maxpool},
     {"maxpool reference: finite differences", t_maxpool_fd},
@@ -674,5 +697,6 @@ const test_case_t ops_tests[] = {
     {"depthwise conv reference: finite differences", t_dwconv_fd},
     {"global average pool: optimized = reference, derivative", t_gavgpool},
     {"relu6 forward/backward incl. edges and in place: optimized = reference", t_relu6},
+    {"reconstruction MSE: optimized = reference, gradient = derivative", t_mse},
     {NULL, NULL},
 };

@@ -12,6 +12,7 @@
 #include "ops/dense.h"
 #include "ops/dwconv2d.h"
 #include "ops/gavgpool.h"
+#include "ops/mse.h"
 #include "ops/relu.h"
 #include "ops/softmax_ce.h"
 
@@ -271,6 +272,58 @@ static void t_dw_plan_rules(void)
     L[0].out[2] = 4; /* depthwise with a depth multiplier */
     L[1].in[2] = 4;
     build_blobs(fx_win, FX_WIN_ADDR, L, 3, 4, 0, &d, &b);
+    CHECK(load_plan() != 0);
+}
+
+/* an fp32 autoencoder (PF_RECON): dense 6 -> 4 (fused ReLU) -> 6, the loss the MSE of its output against its input;
+ * one step compared with the reference kernels; the loader refuses an output size other than the input's */
+static void t_recon_step(void)
+{
+    static float w1[24], b1[4], w2[24], b2[6], in[6], h[4], y[6], dy[6], dh[4], g1[24], g2[24];
+    static uint8_t xs[4 * 6], ys[4];
+    spec_t L[2] = {
+        {OP_DENSE, LF_TRAIN_W | LF_TRAIN_B | LF_RELU, 0, 0, {1, 1, 6}, {1, 1, 4}, 0, 0, w1, b1, NULL, 0, 0},
+        {OP_DENSE, LF_TRAIN_W | LF_TRAIN_B | LF_NEED_DX, 0, 0, {1, 1, 4}, {1, 1, 6}, 0, 0, w2, b2, NULL, 0, 0},
+    };
+    dspec_t d = {4, 4, 1, 1, 6, 6, 4.0f / 255.0f, -2.0f, xs, ys, xs, ys};
+    start_t a = {1, 0.05f, 9, 0, 0, 0, 0.0f};
+    uint32_t rng = 9, s;
+    th_fill(w1, 24, -1, 1);
+    th_fill(b1, 4, -0.2f, 0.2f);
+    th_fill(w2, 24, -1, 1);
+    th_fill(b2, 6, -0.2f, 0.2f);
+    for (uint32_t j = 0; j < sizeof xs; j++)
+        xs[j] = (uint8_t)th_rand();
+    memset(ys, 0, sizeof ys);
+    build_blobs(fx_win, FX_WIN_ADDR, L, 2, 6, 0, &d, &b);
+    put_le16(fx_win + TPLN_H_FLAGS, (uint16_t)(le16(fx_win + TPLN_H_FLAGS) | PF_RECON));
+    blob_fix_crc(fx_win);
+    setup_info();
+    CHECK(load_plan() == 0 && plan.recon);
+    CHECK(trainer_run(&plan, &a, &info, NULL) == 0);
+    s = trainer_xorshift(&rng) % 4;
+    for (uint32_t j = 0; j < 6; j++)
+        in[j] = (float)xs[s * 6 + j] * d.scale + d.offset;
+    dense_forward_ref(in, w1, b1, h, 6, 4);
+    relu_forward_ref(h, h, 4);
+    dense_forward_ref(h, w2, b2, y, 4, 6);
+    mse_recon_ref(y, in, 6, dy);
+    dense_input_grad_ref(dy, w2, dh, 4, 6);
+    relu_backward_ref(h, dh, dh, 4);
+    dense_weight_grad_ref(dy, h, g2, 4, 6);
+    dense_weight_grad_ref(dh, in, g1, 6, 4);
+    const float *w1n = (const float *)(const void *)(fx_arena + b.w_ram[0]);
+    const float *w2n = (const float *)(const void *)(fx_arena + b.w_ram[1]);
+    for (uint32_t j = 0; j < 24; j++) {
+        CHECK_NEAR(w1n[j], w1[j] - 0.05f * g1[j], 1e-5);
+        CHECK_NEAR(w2n[j], w2[j] - 0.05f * g2[j], 1e-5);
+    }
+    spec_t bad[2] = {L[0], L[1]}; /* 6 -> 4 -> 5: a reconstruction needs as many outputs as inputs */
+    bad[1].out[2] = 5;
+    d.n_classes = 5;
+    build_blobs(fx_win, FX_WIN_ADDR, bad, 2, 5, 0, &d, &b);
+    put_le16(fx_win + TPLN_H_FLAGS, (uint16_t)(le16(fx_win + TPLN_H_FLAGS) | PF_RECON));
+    blob_fix_crc(fx_win);
     CHECK(load_plan() != 0);
 }
 
@@ -650,6 +703,7 @@ const test_case_t trainer_tests[] = {
     {"trainer: one conv step matches the reference kernels", t_conv_step},
     {"trainer: depthwise + fused ReLU6 + global average pool + dense step matches the reference kernels", t_dw_step},
     {"plan: fused activations, kernel widths and depthwise shapes checked", t_dw_plan_rules},
+    {"trainer: fp32 autoencoder step with the reconstruction loss matches the reference kernels", t_recon_step},
     {"trainer: sparse conv + dense step: listed channels update as in a full step, GRAD in list order", t_sparse_step},
     {"trainer: 600 steps reduce the eval loss", t_loss_falls},
     {"trainer: STOP ends the run with status 1; last-layer-only GSTAT", t_stop},
