@@ -294,6 +294,19 @@ def test_hostile_strings_are_escaped(tmp_path: Path) -> None:
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&#34;&#39;" in html  # quotes escaped too
 
 
+def test_a_diverged_runs_infinite_gradient_norms_do_not_break_the_heatmap(tmp_path: Path) -> None:
+    """A run whose training diverged streams inf (and NaN) norms: the heatmap colours the finite ones, the report is
+    written (it used to raise matplotlib's "Invalid vmin or vmax")."""
+    results = make_results(tmp_path)
+    grads = pd.read_parquet(results / "grads.parquet")
+    first = grads["run_id"] == grads["run_id"].iloc[0]
+    grads.loc[first & (grads["step"] >= 100), "l2"] = np.inf
+    grads.loc[first & (grads["step"] == 50), "l2"] = np.nan
+    grads.to_parquet(results / "grads.parquet")
+    html = write_report(results).read_text(encoding="utf-8")
+    assert 'id="grads"' in html and "gradient heatmap" in html
+
+
 def test_missing_optional_files_still_render(tmp_path: Path) -> None:
     results = make_results(tmp_path, grads=False, meta=False, layers=False)
     out = write_report(results, tmp_path / "out" / "report.html")
