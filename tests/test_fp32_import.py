@@ -223,3 +223,33 @@ def test_autoencoder_fine_tunes_in_fp32_on_the_pico_twin(shared_models: Path, ra
     assert run.status == "ok", run.error
     assert run.loss_kind == "reconstruction" and math.isnan(run.accuracy(1))
     assert run.fidelity_max_rel_err <= 1e-4 and run.eval_loss(0) > 0
+
+
+def test_a_run_whose_loss_leaves_the_finite_numbers_is_diverged_not_ok() -> None:
+    """AD's sparse-fp32 at lr 0.01 passes its gradient check and then blows up (inf norms, NaN eval loss): such a
+    record is ``diverged`` with a reason, a finite one stays ``ok``, and a run that already failed keeps its status."""
+    from bench.app.runner import _check_diverged
+    from bench.link.protocol import Eval, Step
+    from bench.records.run import RunRecord
+
+    board = load_catalogue()["rpi-pico"]
+
+    def record(losses: list[float], eval_after: float, status: str = "ok") -> RunRecord:
+        r = RunRecord(run_id="r", board=board, target_kind="emulated", technique="sparse-fp32", model="m", lr=0.01)
+        r.status = status
+        r.steps = [Step(i, 0, 0, 0, v, 1, 1, 1, 0, 0, 0) for i, v in enumerate(losses)]
+        r.evals = {0: Eval(0, 4, 0, 98.0, 1), 1: Eval(1, 4, 0, eval_after, 1)}
+        return r
+
+    fine = record([24.0, 23.5], 90.0)
+    _check_diverged(fine)
+    assert fine.status == "ok"
+    inf_step = record([24.0, float("inf"), float("nan")], float("nan"))
+    _check_diverged(inf_step)
+    assert inf_step.status == "diverged" and "loss inf at step 1" in inf_step.error and "lr 0.01" in inf_step.error
+    late = record([24.0, 30.0], float("nan"))
+    _check_diverged(late)
+    assert late.status == "diverged" and "eval loss not finite" in late.error
+    hung = record([float("nan")], float("nan"), status="hang")
+    _check_diverged(hung)
+    assert hung.status == "hang"

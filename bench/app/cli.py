@@ -111,8 +111,8 @@ def build(names: tuple[str, ...], variant: str) -> None:
                           f"{fw.static_bytes:,} B → {fw.elf}")
 
 
-# exit 0 only when every run is ok or an expected does-not-fit
-OK_STATUSES = ("ok", "does-not-fit")
+# exit 0 only when every run is ok, an expected does-not-fit, or diverged (a finding about the lr)
+OK_STATUSES = ("ok", "does-not-fit", "diverged")
 
 
 @main.command()
@@ -131,8 +131,8 @@ def run(profile_spec: str, rack_spec: str | None, names: tuple[str, ...], out: P
         steps: int | None, seed: int | None, lr: float | None, repeats: int | None, as_json: bool) -> None:
     """Run PROFILE (a name in profiles/ or a TOML path) on the rack; write results and the HTML report.
 
-    Exit codes: 0 every run ok or does-not-fit; 1 some run failed (named); 2 bad input (a profile, rack, model or
-    option that cannot be used, named)."""
+    Exit codes: 0 every run ok, does-not-fit or diverged; 1 some run failed (named); 2 bad input (a profile, rack,
+    model or option that cannot be used, named)."""
     from bench.app import runner
     from bench.app.cli_study import print_study
     from bench.app.lab import held_rack

@@ -420,6 +420,7 @@ class Bench:
             with link:
                 self._converse(link, prepared, entry, technique, plan, record, target, manifest)
             _check_fidelity(record, _check_steps(profile, record) > 0)
+            _check_diverged(record)
         except RACK_FAULTS as e:  # the rack failed, not the run: nightly jobs report these apart
             record.status, record.error = "rack-fault", f"{type(e).__name__}: {e}"
         except (session.DeviceFaultError, DeviceFault) as e:  # a CPU fault resolved to function and line from the ELF
@@ -513,6 +514,19 @@ def _check_fidelity(record: RunRecord, checked: bool) -> None:
     elif exact != exact and err == err and err > FIDELITY_TOLERANCE:
         record.status, record.error = "fidelity-fail", (f"fp32 gradients off by {err:.3g} relative, over the "
                                                         f"tolerance {FIDELITY_TOLERANCE:g}")
+
+
+def _check_diverged(record: RunRecord) -> None:
+    """A run whose loss left the finite numbers is not a trained result: ``diverged`` (its gradients may still have
+    passed their check: the device did what the reference does, at too large a learning rate)."""
+    if record.status != "ok":
+        return
+    bad = next((s for s in record.steps if not math.isfinite(s.loss)), None)
+    ev = record.evals.get(1)
+    if bad is not None or (ev is not None and ev.n and not math.isfinite(ev.loss_sum)):
+        where = f"loss {bad.loss} at step {bad.step}" if bad is not None else "eval loss not finite after training"
+        record.status, record.error = "diverged", (f"training diverged ({where}) at lr {record.lr:g}: a smaller "
+                                                   f"learning rate (profile key 'lr', or 'lr_int8')")
 
 
 @dataclass

@@ -67,7 +67,7 @@ GRAD_COLUMNS = ("run_id", "step", "layer", "param", "l2", "max_abs")
 KEYS = ["board", "technique"]
 STATUS_CLASSES = {"ok": "ok", "does-not-fit": "nofit", "error": "error", "stopped": "stopped", "mixed": "other",
                   "hang": "error", "disconnected": "error", "fault": "error", "fidelity-fail": "error",
-                  "rack-fault": "error", "unfinished": "stopped"}
+                  "rack-fault": "error", "unfinished": "stopped", "diverged": "error"}
 VERDICT_CLASSES = {"regression": "error", "missing": "error", "improvement": "ok", "new": "other"}
 PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974",
            "#64b5cd", "#1b3a6b", "#8c2d04", "#1a6b33", "#e7c020", "#5e2a84", "#17becf")  # 16: a study's techniques
@@ -1395,8 +1395,7 @@ def _heatmap(ax: Axes, part: pd.DataFrame, norm: LogNorm) -> Any:
 
 def _grad_table(res: Results) -> Table:
     assert res.grads is not None  # the section exists only when grads.parquet does
-    grads = res.grads.dropna(subset=["step", "l2"])
-    grads = _tag(grads[np.isfinite(grads["l2"].astype(float))], res.runs)  # a diverged run's inf norms: no colour
+    grads = _tag(res.grads.dropna(subset=["step", "l2"]), res.runs)  # inf norms (a diverged run) shown as they are
     by = grads.groupby([*KEYS, "layer", "param"], sort=True)
     stats = pd.DataFrame({
         "runs": by["run_id"].nunique(), "samples": by["l2"].size(), "first": by["l2"].first(),
