@@ -197,6 +197,17 @@ static void t_requant_primitives(void)
         want = rq_mul(acc, mult, shift) + zp;
         want = want < lo ? lo : want > hi ? hi : want;
         CHECK(rq_out(acc, mult, shift, zp, lo, hi) == want);
+        CHECK(rq_out_fast(acc, mult, shift, zp, lo, hi) == want); /* the SMMULR form: equal, fallback included */
+    }
+    for (int32_t acc = -(1 << 12); acc <= (1 << 12); acc++) /* every small accumulator, ties at each shift */
+        for (int32_t shift = -12; shift <= 2; shift++)
+            CHECK(rq_out_fast(acc, 1 << 30, shift, 3, -128, 127) == rq_out(acc, 1 << 30, shift, 3, -128, 127));
+    {
+        static const int32_t edge[5] = {(1 << 30) - 1, 1 << 30, -(1 << 30), -(1 << 30) - 1, INT32_MIN};
+        for (int j = 0; j < 5; j++) /* either side of the fast path's range */
+            for (int32_t shift = -31; shift <= 0; shift += 31)
+                CHECK(rq_out_fast(edge[j], 0x7FFFFFFF, shift, 0, -128, 127) ==
+                      rq_out(edge[j], 0x7FFFFFFF, shift, 0, -128, 127));
     }
     {
         static const int32_t a[8] = {-1, -67108864, -100675641, -335545319, -738197504, -1140850695, -16777213,

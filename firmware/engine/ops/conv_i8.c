@@ -59,10 +59,10 @@ static void requant4(const qconv_t *p, uint32_t oc, const int32_t *acc, int8_t *
 {
     const int32_t *rq = p->rq + (p->rq_per_channel ? 2u * oc : 0u);
     uint32_t st = p->rq_per_channel ? 2u : 0u;
-    y[0] = rq_out(acc[0], rq[0], rq[1], p->zp_out, p->act_min, p->act_max);
-    y[1] = rq_out(acc[1], rq[st], rq[st + 1], p->zp_out, p->act_min, p->act_max);
-    y[2] = rq_out(acc[2], rq[2 * st], rq[2 * st + 1], p->zp_out, p->act_min, p->act_max);
-    y[3] = rq_out(acc[3], rq[3 * st], rq[3 * st + 1], p->zp_out, p->act_min, p->act_max);
+    y[0] = rq_out_opt(acc[0], rq[0], rq[1], p->zp_out, p->act_min, p->act_max);
+    y[1] = rq_out_opt(acc[1], rq[st], rq[st + 1], p->zp_out, p->act_min, p->act_max);
+    y[2] = rq_out_opt(acc[2], rq[2 * st], rq[2 * st + 1], p->zp_out, p->act_min, p->act_max);
+    y[3] = rq_out_opt(acc[3], rq[3 * st], rq[3 * st + 1], p->zp_out, p->act_min, p->act_max);
 }
 
 /* a window inside the input whose taps form one contiguous run of wsz values (k_h = 1, or k_w = in_w) */
@@ -85,13 +85,13 @@ static void pixel_run(const qconv_t *p, const int8_t *xr, const int8_t *w, uint3
         acc[0] = p->bias_eff[oc];
         acc[1] = p->bias_eff[oc + 1];
         dot2_i8(xr, w, wsz, wsz, acc);
-        y[oc] = rq_out(acc[0], rq[0], rq[1], p->zp_out, p->act_min, p->act_max);
-        y[oc + 1] = rq_out(acc[1], rq[st], rq[st + 1], p->zp_out, p->act_min, p->act_max);
+        y[oc] = rq_out_opt(acc[0], rq[0], rq[1], p->zp_out, p->act_min, p->act_max);
+        y[oc + 1] = rq_out_opt(acc[1], rq[st], rq[st + 1], p->zp_out, p->act_min, p->act_max);
     }
     for (; oc < p->out_c; oc++, w += wsz) {
         const int32_t *rq = p->rq + (p->rq_per_channel ? 2u * oc : 0u);
         int32_t a = p->bias_eff[oc] + dot1_i8(xr, w, wsz);
-        y[oc] = rq_out(a, rq[0], rq[1], p->zp_out, p->act_min, p->act_max);
+        y[oc] = rq_out_opt(a, rq[0], rq[1], p->zp_out, p->act_min, p->act_max);
     }
 }
 
@@ -128,7 +128,7 @@ static void pixel(const qconv_t *p, const win_t *win, const int8_t *x, const int
             acc[k] += p->bias_eff[oc + k];
             if (border && p->zp_in)
                 acc[k] += p->zp_in * padded_wsum(p, win, wo + k * wsz);
-            y[oc + k] = rq_out(acc[k], rq[0], rq[1], p->zp_out, p->act_min, p->act_max);
+            y[oc + k] = rq_out_opt(acc[k], rq[0], rq[1], p->zp_out, p->act_min, p->act_max);
         }
     }
 }
@@ -208,7 +208,7 @@ static void channel_block6(const qconv_t *p, const uint32_t *pw, uint32_t nb, co
         a = dot_smlad(pw[3], w3, a);
         a = dot_smlad(pw[4], w4, a);
         a = dot_smlad(pw[5], w5, a);
-        *y = rq_out(a, mult, shift, zp, lo, hi);
+        *y = rq_out_opt(a, mult, shift, zp, lo, hi);
     }
 }
 
@@ -222,7 +222,7 @@ static void channel_block(const qconv_t *p, const uint32_t *pw, uint32_t nb, uin
         int32_t a = bias;
         for (uint32_t i = 0; i < words; i++)
             a = dot_smlad(pw[i], ww[i], a);
-        *y = rq_out(a, mult, shift, zp, lo, hi);
+        *y = rq_out_opt(a, mult, shift, zp, lo, hi);
     }
 }
 
@@ -306,10 +306,10 @@ static void pointwise_quad(const qconv_t *p, const int8_t *const *xs, const uint
             a2 += xs[2][j] * wv;
             a3 += xs[3][j] * wv;
         }
-        y[0] = rq_out(a0, mult, shift, zp, lo, hi);
-        y[out_c] = rq_out(a1, mult, shift, zp, lo, hi);
-        y[2 * out_c] = rq_out(a2, mult, shift, zp, lo, hi);
-        y[3 * out_c] = rq_out(a3, mult, shift, zp, lo, hi);
+        y[0] = rq_out_opt(a0, mult, shift, zp, lo, hi);
+        y[out_c] = rq_out_opt(a1, mult, shift, zp, lo, hi);
+        y[2 * out_c] = rq_out_opt(a2, mult, shift, zp, lo, hi);
+        y[3 * out_c] = rq_out_opt(a3, mult, shift, zp, lo, hi);
     }
 }
 
@@ -331,8 +331,8 @@ static void pointwise_pair(const qconv_t *p, const int8_t *const *xs, const uint
             a0 += xs[0][j] * *w;
             a1 += xs[1][j] * *w;
         }
-        y[oc] = rq_out(a0, rq[0], rq[1], zp, lo, hi);
-        y[out_c + oc] = rq_out(a1, rq[0], rq[1], zp, lo, hi);
+        y[oc] = rq_out_opt(a0, rq[0], rq[1], zp, lo, hi);
+        y[out_c + oc] = rq_out_opt(a1, rq[0], rq[1], zp, lo, hi);
     }
 }
 

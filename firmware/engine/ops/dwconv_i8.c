@@ -20,17 +20,17 @@ static inline __attribute__((always_inline)) void out4(const qconv_t *p, uint32_
     int32_t zp = p->zp_out, lo = p->act_min, hi = p->act_max;
     int32_t m0 = r[0], s0 = r[1], m1 = r[st], s1 = r[st + 1], m2 = r[2 * st], s2 = r[2 * st + 1];
     int32_t m3 = r[3 * st], s3 = r[3 * st + 1];
-    int8_t v0 = rq_out(a0, m0, s0, zp, lo, hi), v1 = rq_out(a1, m1, s1, zp, lo, hi);
-    int8_t v2 = rq_out(a2, m2, s2, zp, lo, hi), v3 = rq_out(a3, m3, s3, zp, lo, hi);
+    int8_t v0 = rq_out_opt(a0, m0, s0, zp, lo, hi), v1 = rq_out_opt(a1, m1, s1, zp, lo, hi);
+    int8_t v2 = rq_out_opt(a2, m2, s2, zp, lo, hi), v3 = rq_out_opt(a3, m3, s3, zp, lo, hi);
     y[c] = v0;
     y[c + 1] = v1;
     y[c + 2] = v2;
     y[c + 3] = v3;
 #else /* the M0+'s eight low registers: reloading is cheaper than holding them */
-    y[c] = rq_out(a0, r[0], r[1], p->zp_out, p->act_min, p->act_max);
-    y[c + 1] = rq_out(a1, r[st], r[st + 1], p->zp_out, p->act_min, p->act_max);
-    y[c + 2] = rq_out(a2, r[2 * st], r[2 * st + 1], p->zp_out, p->act_min, p->act_max);
-    y[c + 3] = rq_out(a3, r[3 * st], r[3 * st + 1], p->zp_out, p->act_min, p->act_max);
+    y[c] = rq_out_opt(a0, r[0], r[1], p->zp_out, p->act_min, p->act_max);
+    y[c + 1] = rq_out_opt(a1, r[st], r[st + 1], p->zp_out, p->act_min, p->act_max);
+    y[c + 2] = rq_out_opt(a2, r[2 * st], r[2 * st + 1], p->zp_out, p->act_min, p->act_max);
+    y[c + 3] = rq_out_opt(a3, r[3 * st], r[3 * st + 1], p->zp_out, p->act_min, p->act_max);
 #endif
 }
 
@@ -43,7 +43,7 @@ static void tail_dm1(const qconv_t *p, const int32_t *xoff, uint32_t taps, const
         const int32_t *r = p->rq + (p->rq_per_channel ? 2u * c : 0u);
         for (uint32_t t = 0; t < taps; t++)
             a += (xoff[t] >= 0 ? x[xoff[t] + (int32_t)c] : p->zp_in) * w[t * C + c];
-        y[c] = rq_out(a, r[0], r[1], p->zp_out, p->act_min, p->act_max);
+        y[c] = rq_out_opt(a, r[0], r[1], p->zp_out, p->act_min, p->act_max);
     }
 }
 
@@ -131,7 +131,7 @@ static void channels_dm(const qconv_t *p, const int32_t *xoff, uint32_t taps, co
             const int32_t *r = p->rq + (p->rq_per_channel ? 2u * c : 0u);
             for (uint32_t t = 0; t < taps; t++)
                 a += (xoff[t] >= 0 ? x[xoff[t] + (int32_t)ic] : p->zp_in) * w[t * C + c];
-            y[c] = rq_out(a, r[0], r[1], p->zp_out, p->act_min, p->act_max);
+            y[c] = rq_out_opt(a, r[0], r[1], p->zp_out, p->act_min, p->act_max);
         }
 }
 

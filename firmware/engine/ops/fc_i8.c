@@ -16,13 +16,13 @@ void fc_i8(const qfc_t *p, const int8_t *x, const int8_t *w, int8_t *y)
             dot2_i8(x, w + o * n, n, n, acc);
             for (uint32_t k = 0; k < 2; k++) {
                 const int32_t *rq = p->rq + (p->rq_per_channel ? 2u * (o + k) : 0u);
-                y[o + k] = rq_out(acc[k], rq[0], rq[1], p->zp_out, p->act_min, p->act_max);
+                y[o + k] = rq_out_opt(acc[k], rq[0], rq[1], p->zp_out, p->act_min, p->act_max);
             }
         }
         for (; o < N; o++) {
             const int32_t *rq = p->rq + (p->rq_per_channel ? 2u * o : 0u);
             int32_t a = p->bias_eff[o] + dot1_i8(x, w + o * n, n);
-            y[o] = rq_out(a, rq[0], rq[1], p->zp_out, p->act_min, p->act_max);
+            y[o] = rq_out_opt(a, rq[0], rq[1], p->zp_out, p->act_min, p->act_max);
         }
     }
 }

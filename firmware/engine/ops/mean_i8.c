@@ -11,6 +11,6 @@ void mean_i8(const qmean_t *p, const int8_t *x, int8_t *y)
         const int8_t *xp = x + c;
         for (uint32_t j = 0; j < n; j++, xp += p->c)
             sum += *xp;
-        y[c] = rq_out(sum - p->zp_in * (int32_t)n, p->mult, p->shift, p->zp_out, -128, 127);
+        y[c] = rq_out_opt(sum - p->zp_in * (int32_t)n, p->mult, p->shift, p->zp_out, -128, 127);
     }
 }

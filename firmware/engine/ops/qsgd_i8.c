@@ -20,11 +20,60 @@ int32_t qsgd_delta(int32_t a, int32_t mult, int32_t shift_e)
     return prod > QGRAD_DELTA_MAX ? QGRAD_DELTA_MAX : prod < -QGRAD_DELTA_MAX ? -QGRAD_DELTA_MAX : (int32_t)prod;
 }
 
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+/* (Ra·2^32 + a·b) >> 32 */
+static inline int32_t qsgd_smmla(int32_t a, int32_t b, int32_t ra)
+{
+    int32_t v;
+    __asm__("smmla %0, %1, %2, %3" : "=r"(v) : "r"(a), "r"(b), "r"(ra));
+    return v;
+}
+
+/* (a·b + 2^31) >> 32 */
+static inline int32_t qsgd_smmulr(int32_t a, int32_t b)
+{
+    int32_t v;
+    __asm__("smmulr %0, %1, %2" : "=r"(v) : "r"(a), "r"(b));
+    return v;
+}
+
+/* t in 32..62, the common case: Δ = (2^(t-1) + a·mult) >> t is SMMULR for t = 32, and for t > 32 SMMLA with the
+ * rounding constant 2^(t-33) in its accumulate operand then a shift; every weight is stepped without a branch (a
+ * zero gradient gives Δ = 0, which leaves the code and residual as they are) */
+static int32_t qsgd_rows_t32(int8_t *w, uint16_t *r, const int32_t *a, uint32_t n, int32_t mult, int32_t t)
+{
+    int32_t sum = 0;
+    if (t == 32) {
+        for (uint32_t j = 0; j < n; j++) {
+            int32_t old = w[j], u = qstep_sat24(old * 65536 + r[j] - qsgd_smmulr(a[j], mult)), q = u >> 16;
+            w[j] = (int8_t)q;
+            r[j] = (uint16_t)u;
+            sum += q - old;
+        }
+        return sum;
+    }
+    {
+        const int32_t k = 1 << (t - 33), s = t - 32;
+        for (uint32_t j = 0; j < n; j++) {
+            int32_t old = w[j], u = qstep_sat24(old * 65536 + r[j] - (qsgd_smmla(a[j], mult, k) >> s)), q = u >> 16;
+            w[j] = (int8_t)q;
+            r[j] = (uint16_t)u;
+            sum += q - old;
+        }
+    }
+    return sum;
+}
+#endif
+
 int32_t qsgd_i8(int8_t *w, uint16_t *r, const int32_t *a, uint32_t n, int32_t mult, int32_t shift_e)
 {
     int32_t changed = 0, t = 31 - shift_e;
     if (mult == 0 || t >= 63)
         return 0;
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+    if (t >= 32)
+        return qsgd_rows_t32(w, r, a, n, mult, t);
+#endif
     if (t >= 32) { /* |a·mult| < 2^62 gives |Δ| < 2^30: no clamp; the high word of round + a·mult (one SMLAL) */
         int64_t half = (int64_t)1 << (t - 1);
         for (uint32_t j = 0; j < n; j++) {

@@ -55,6 +55,42 @@ static inline int8_t rq_out(int32_t acc, int32_t mult, int32_t shift, int32_t zp
     return (int8_t)(v < lo ? lo : v > hi ? hi : v);
 }
 
+/* round(a * b / 2^32) by SMMULR where the core has it (floor of the product / 2^32 plus a half) */
+static inline int32_t rq_smmulr(int32_t a, int32_t b)
+{
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+    int32_t r;
+    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+#else
+    return (int32_t)(((int64_t)a * b + ((int64_t)1 << 31)) >> 32);
+#endif
+}
+
+/* rq_out in fewer instructions, for the optimized kernels (the reference kernels keep rq_out). For a validated
+ * multiplier SRDHM(x, M) is floor(x·M / 2^31 + 1/2), which is SMMULR(2x, M) whenever 2x fits in 32 bits; the
+ * rounding divide by 2^e (ties away from zero) is floor((v + 2^(e-1) - [v < 0]) / 2^e). Accumulators outside ±2^30
+ * (after the left shift) take rq_out itself. |v| < 2^30 here, so the rounding add cannot overflow. */
+static inline int8_t rq_out_fast(int32_t acc, int32_t mult, int32_t shift, int32_t zp, int32_t lo, int32_t hi)
+{
+    int32_t x = shift > 0 ? (int32_t)((uint32_t)acc << shift) : acc, x2 = (int32_t)((uint32_t)x << 1), v;
+    if ((x2 >> 1) != x)
+        return rq_out(acc, mult, shift, zp, lo, hi);
+    v = rq_smmulr(x2, mult);
+    if (shift < 0)
+        v = (v + (1 << (-shift - 1)) + (v >> 31)) >> -shift;
+    v += zp;
+    return (int8_t)(v < lo ? lo : v > hi ? hi : v);
+}
+
+/* what the optimized kernels requantise with: rq_out_fast on cores with SMMULR, rq_out elsewhere (on the M0+ the
+ * 64-bit product costs the same either way) */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#define rq_out_opt rq_out_fast
+#else
+#define rq_out_opt rq_out
+#endif
+
 /* gemmlowp helpers used by the int8 softmax (requant.c) */
 int32_t rq_exp_on_negative_values(int32_t a);           /* exp(a) in Q0.31 for a <= 0 in Q5.26 */
 int32_t rq_reciprocal(int32_t x, int32_t *bits_over_unit); /* 1/x for x > 0 in Q12.19 (see requant.c) */
