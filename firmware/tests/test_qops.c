@@ -130,6 +130,25 @@ static void t_conv_i8_person_shapes(void)
         CHECK(memcmp(Y, R, (uint32_t)p.out_h * p.out_w * p.out_c) == 0);
     }
     {
+        /* KWS's first layer (10x4 taps on one channel, stride 2, SAME): rows of whole words widened straight from the
+         * input, border rows gathered; and a 3x3x1 SAME conv whose last windows end at the input's last byte */
+        static const uint16_t shapes[2][10] = {{49, 10, 25, 5, 64, 10, 4, 2, 4, 1}, {7, 9, 7, 9, 8, 3, 3, 1, 1, 1}};
+        for (unsigned s = 0; s < 2; s++) {
+            const uint16_t *v = shapes[s];
+            qconv_t p = {v[0], v[1], 1, v[2], v[3], v[4], (uint8_t)v[5], (uint8_t)v[6], (uint8_t)v[7], (uint8_t)v[7],
+                         1, 1, v[8], v[9], 5, -3, -3, 127, BIAS, EFF, RQ};
+            uint32_t n_out = (uint32_t)p.out_h * p.out_w * p.out_c;
+            CHECK((uint32_t)p.k_h * p.k_w * p.out_c <= QBIG && n_out <= QBIG);
+            fill_i8(X, (uint32_t)p.in_h * p.in_w);
+            fill_i8(W, (uint32_t)p.k_h * p.k_w * p.out_c);
+            fill_rq(p.out_c);
+            fold(&p, 0);
+            conv_i8(&p, X, W, Y);
+            conv_i8_ref(&p, X, W, R);
+            CHECK(memcmp(Y, R, n_out) == 0);
+        }
+    }
+    {
         qconv_t p = {12, 12, 1, 6, 6, 8, 3, 3, 2, 2, 8, 1, 0, 0, -128, -128, -128, 0, BIAS, EFF, RQ};
         fill_i8(X, 144);
         fill_i8(W, 72);
@@ -198,6 +217,8 @@ static void t_requant_primitives(void)
         want = want < lo ? lo : want > hi ? hi : want;
         CHECK(rq_out(acc, mult, shift, zp, lo, hi) == want);
         CHECK(rq_out_fast(acc, mult, shift, zp, lo, hi) == want); /* the SMMULR form: equal, fallback included */
+        if (rq_neg_ok(shift, zp)) /* and with the rounding constant and zero point folded */
+            CHECK(rq_out_neg(acc, mult, -shift, rq_neg_add(shift, zp), zp, lo, hi) == want);
     }
     for (int32_t acc = -(1 << 12); acc <= (1 << 12); acc++) /* every small accumulator, ties at each shift */
         for (int32_t shift = -12; shift <= 2; shift++)

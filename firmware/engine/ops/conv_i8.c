@@ -195,12 +195,118 @@ static void widen_padded(const int8_t *v, uint32_t n, uint32_t words, uint32_t *
     }
 }
 
+/* Kernel rows padded to whole words, when that costs at most one byte a row (k_w·in_c = 0 or 3 mod 4: 3×3×1, 10×4×1,
+ * 1×7×1): a row inside the input is widened straight from it, one word load per four taps (the pad byte, the next
+ * input byte, meets a zero weight); only rows that cross the border, or whose last word would read past the input,
+ * are gathered first. */
+static int rows_padded(const qconv_t *p)
+{
+    uint32_t rb = ((uint32_t)p->k_w * p->in_c) & 3u;
+    return rb == 0u || rb == 3u;
+}
+
+/* one row of n bytes (n <= CONV_PATCH_MAX) as SXTB16 pairs, zero-padded to whole words */
+static uint32_t *widen_row(const int8_t *v, uint32_t n, uint32_t *out)
+{
+    int8_t b[CONV_PATCH_MAX + 3u];
+    uint32_t j = 0;
+    for (; j < n; j++)
+        b[j] = v[j];
+    for (; j & 3u; j++)
+        b[j] = 0;
+    for (uint32_t g = 0; 4u * g < n; g++, out += 2) {
+        uint32_t u = dot_ld32(b + 4 * g);
+        out[0] = dot_sxtb16(u);
+        out[1] = dot_sxtb16_ror8(u);
+    }
+    return out;
+}
+
+/* one pixel's patch, row by row: rows inside the input straight from it, the others gathered with zp_in padding */
+__attribute__((optimize("no-tree-loop-distribute-patterns"))) static void widen_rows(const qconv_t *p,
+                                                                                     const int8_t *x, uint32_t oy,
+                                                                                     uint32_t ox, uint32_t *out)
+{
+    const uint32_t ic = p->in_c, rb = (uint32_t)p->k_w * ic, groups = (rb + 3u) >> 2;
+    const uint32_t xrow = (uint32_t)p->in_w * ic, xend = (uint32_t)p->in_h * xrow;
+    const int32_t iy0 = (int32_t)(oy * p->stride_h) - (int32_t)p->pad_top;
+    const int32_t ix0 = (int32_t)(ox * p->stride_w) - (int32_t)p->pad_left;
+    const int inside_x = ix0 >= 0 && ix0 + (int32_t)p->k_w <= (int32_t)p->in_w;
+    int8_t row[CONV_PATCH_MAX];
+    for (uint32_t ky = 0; ky < p->k_h; ky++) {
+        int32_t iy = iy0 + (int32_t)ky;
+        uint32_t at = (uint32_t)iy * xrow + (uint32_t)ix0 * ic;
+        if (inside_x && iy >= 0 && iy < (int32_t)p->in_h && at + 4u * groups <= xend) {
+            const int8_t *xr = x + at;
+            for (uint32_t g = 0; g < groups; g++, out += 2) {
+                uint32_t u = dot_ld32(xr + 4 * g);
+                out[0] = dot_sxtb16(u);
+                out[1] = dot_sxtb16_ror8(u);
+            }
+            continue;
+        }
+        for (uint32_t kx = 0; kx < p->k_w; kx++) { /* pointers formed for in-bounds taps only */
+            int32_t ix = ix0 + (int32_t)kx;
+            int in = iy >= 0 && iy < (int32_t)p->in_h && ix >= 0 && ix < (int32_t)p->in_w;
+            const int8_t *xt = in ? x + ((uint32_t)iy * p->in_w + (uint32_t)ix) * ic : 0;
+            for (uint32_t c = 0; c < ic; c++)
+                row[kx * ic + c] = in ? xt[c] : (int8_t)p->zp_in;
+        }
+        out = widen_row(row, rb, out);
+    }
+}
+
+/* the row-padded patches of pixels q0 .. q0 + nb - 1: a window inside the input (and far enough from its end for the
+ * last word) is k_h·groups word loads at fixed strides, the rest go through widen_rows */
+static void widen_block(const qconv_t *p, const int8_t *x, uint32_t q0, uint32_t nb, uint32_t *out)
+{
+    const uint32_t ic = p->in_c, groups = ((uint32_t)p->k_w * ic + 3u) >> 2, kh = p->k_h;
+    const uint32_t xrow = (uint32_t)p->in_w * ic, xend = (uint32_t)p->in_h * xrow, ow = p->out_w;
+    const uint32_t sy = p->stride_h, sx = p->stride_w, words = kh * groups * 2u;
+    const int32_t pt = p->pad_top, pl = p->pad_left, kw = p->k_w, in_w = p->in_w, in_h = p->in_h;
+    uint32_t oy = q0 / ow, ox = q0 % ow;
+    for (uint32_t k = 0; k < nb; k++, out += words) {
+        int32_t iy0 = (int32_t)(oy * sy) - pt, ix0 = (int32_t)(ox * sx) - pl;
+        uint32_t at = (uint32_t)iy0 * xrow + (uint32_t)ix0 * ic;
+        if (iy0 >= 0 && iy0 + (int32_t)kh <= in_h && ix0 >= 0 && ix0 + kw <= in_w &&
+            at + (kh - 1u) * xrow + 4u * groups <= xend) {
+            const int8_t *xr = x + at;
+            uint32_t *o = out;
+            for (uint32_t ky = kh; ky; ky--, xr += xrow)
+                for (uint32_t g = 0; g < groups; g++, o += 2) {
+                    uint32_t u = dot_ld32(xr + 4 * g);
+                    o[0] = dot_sxtb16(u);
+                    o[1] = dot_sxtb16_ror8(u);
+                }
+        } else {
+            widen_rows(p, x, oy, ox, out);
+        }
+        if (++ox == ow) {
+            ox = 0;
+            oy++;
+        }
+    }
+}
+
 /* one channel over a block of widened patches, its weights in registers: six words are taps 0..11 (3×3×1) */
 static void channel_block6(const qconv_t *p, const uint32_t *pw, uint32_t nb, const uint32_t *ww, int32_t bias,
                            const int32_t *rq, int8_t *y)
 {
     const uint32_t w0 = ww[0], w1 = ww[1], w2 = ww[2], w3 = ww[3], w4 = ww[4], w5 = ww[5], out_c = p->out_c;
     const int32_t mult = rq[0], shift = rq[1], zp = p->zp_out, lo = p->act_min, hi = p->act_max;
+    if (rq_neg_ok(shift, zp)) { /* the usual multiplier: its constants folded once for the channel */
+        const int32_t e = -shift, add = rq_neg_add(shift, zp);
+        for (uint32_t k = 0; k < nb; k++, pw += 6, y += out_c) {
+            int32_t a = dot_smlad(pw[0], w0, bias);
+            a = dot_smlad(pw[1], w1, a);
+            a = dot_smlad(pw[2], w2, a);
+            a = dot_smlad(pw[3], w3, a);
+            a = dot_smlad(pw[4], w4, a);
+            a = dot_smlad(pw[5], w5, a);
+            *y = rq_out_neg(a, mult, e, add, zp, lo, hi);
+        }
+        return;
+    }
     for (uint32_t k = 0; k < nb; k++, pw += 6, y += out_c) {
         int32_t a = dot_smlad(pw[0], w0, bias);
         a = dot_smlad(pw[1], w1, a);
@@ -231,20 +337,31 @@ static void channel_block(const qconv_t *p, const uint32_t *pw, uint32_t nb, uin
  * load and an SMLAD per two taps plus the requantisation */
 static void conv_patched(const qconv_t *p, const int8_t *x, const int8_t *w, int8_t *y)
 {
-    uint32_t pw[PATCH_BLOCK_WORDS], ww[CONV_PATCH_MAX / 2];
+    uint32_t pw[PATCH_BLOCK_WORDS], ww[CONV_PATCH_MAX / 2u + 2u * 16u]; /* row padding: up to 42 words */
     int8_t patch[CONV_PATCH_MAX];
-    const uint32_t wsz = (uint32_t)p->k_h * p->k_w * p->in_c, words = ((wsz + 3u) >> 2) * 2u;
+    const uint32_t wsz = (uint32_t)p->k_h * p->k_w * p->in_c, rb = (uint32_t)p->k_w * p->in_c;
+    const int padded = rows_padded(p);
+    const uint32_t words = padded ? (uint32_t)p->k_h * ((rb + 3u) >> 2) * 2u : ((wsz + 3u) >> 2) * 2u;
     const uint32_t n = (uint32_t)p->out_h * p->out_w, block = PATCH_BLOCK_WORDS / words;
     const uint32_t st = p->rq_per_channel ? 2u : 0u;
     for (uint32_t q0 = 0; q0 < n; q0 += block) {
         uint32_t nb = n - q0 < block ? n - q0 : block;
         const int32_t *rq = p->rq;
-        for (uint32_t k = 0; k < nb; k++) {
-            gather_patch(p, x, (q0 + k) / p->out_w, (q0 + k) % p->out_w, patch);
-            widen_padded(patch, wsz, words, pw + k * words);
-        }
+        if (padded)
+            widen_block(p, x, q0, nb, pw);
+        else
+            for (uint32_t k = 0; k < nb; k++) {
+                gather_patch(p, x, (q0 + k) / p->out_w, (q0 + k) % p->out_w, patch);
+                widen_padded(patch, wsz, words, pw + k * words);
+            }
         for (uint32_t oc = 0; oc < p->out_c; oc++, rq += st) {
-            widen_padded(w + oc * wsz, wsz, words, ww);
+            if (padded) {
+                uint32_t *o = ww;
+                for (uint32_t ky = 0; ky < p->k_h; ky++)
+                    o = widen_row(w + oc * wsz + ky * rb, rb, o);
+            } else {
+                widen_padded(w + oc * wsz, wsz, words, ww);
+            }
             if (words == 6u)
                 channel_block6(p, pw, nb, ww, p->bias_eff[oc], rq, y + q0 * p->out_c + oc);
             else

@@ -70,8 +70,8 @@ static inline int32_t rq_smmulr(int32_t a, int32_t b)
 /* rq_out in fewer instructions, for the optimized kernels (the reference kernels keep rq_out). For a validated
  * multiplier SRDHM(x, M) is floor(x·M / 2^31 + 1/2), which is SMMULR(2x, M) whenever 2x fits in 32 bits; the
  * rounding divide by 2^e (ties away from zero) is floor((v + 2^(e-1) - [v < 0]) / 2^e). Accumulators outside ±2^30
- * (after the left shift) take rq_out itself. |v| < 2^30 here, so the rounding add cannot overflow. */
-static inline int8_t rq_out_fast(int32_t acc, int32_t mult, int32_t shift, int32_t zp, int32_t lo, int32_t hi)
+ * (after the left shift) take rq_out itself. |v| <= 2^30 here, so the rounding add cannot overflow. */
+static inline int8_t rq_out_any(int32_t acc, int32_t mult, int32_t shift, int32_t zp, int32_t lo, int32_t hi)
 {
     int32_t x = shift > 0 ? (int32_t)((uint32_t)acc << shift) : acc, x2 = (int32_t)((uint32_t)x << 1), v;
     if ((x2 >> 1) != x)
@@ -82,6 +82,33 @@ static inline int8_t rq_out_fast(int32_t acc, int32_t mult, int32_t shift, int32
     v += zp;
     return (int8_t)(v < lo ? lo : v > hi ? hi : v);
 }
+
+/* the same for shift = -e < 0 (the usual case: M < 1/2) with the rounding constant and the zero point in one
+ * addend, add = 2^(e-1) + zp·2^e (floor((n + zp·2^e) / 2^e) = floor(n / 2^e) + zp), which a loop hoists per
+ * channel. For e <= 22 and |zp| <= 255 the sum stays inside 32 bits beside |v| <= 2^30. */
+static inline int8_t rq_out_neg(int32_t acc, int32_t mult, int32_t e, int32_t add, int32_t zp, int32_t lo,
+                                int32_t hi)
+{
+    int32_t x2 = (int32_t)((uint32_t)acc << 1), v;
+    if ((x2 >> 1) != acc)
+        return rq_out(acc, mult, -e, zp, lo, hi);
+    v = rq_smmulr(x2, mult);
+    v = (v + add + (v >> 31)) >> e;
+    return (int8_t)(v < lo ? lo : v > hi ? hi : v);
+}
+
+/* whether rq_out_neg applies to a channel, and its addend */
+static inline int rq_neg_ok(int32_t shift, int32_t zp)
+{
+    return shift < 0 && shift >= -22 && zp >= -255 && zp <= 255;
+}
+
+static inline int32_t rq_neg_add(int32_t shift, int32_t zp)
+{
+    return (1 << (-shift - 1)) + zp * (1 << -shift);
+}
+
+#define rq_out_fast rq_out_any
 
 /* what the optimized kernels requantise with: rq_out_fast on cores with SMMULR, rq_out elsewhere (on the M0+ the
  * 64-bit product costs the same either way) */
