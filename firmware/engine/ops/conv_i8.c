@@ -398,59 +398,58 @@ static void widen_pixels(const int8_t *const *xs, uint32_t np, uint32_t groups, 
         }
 }
 
-/* 1×1 convolution, four pixels at a time: each weight word is loaded and widened once for all four (the weights,
- * not the inputs, are what every MAC streams), so sixteen MACs cost one load, two SXTB16, four LDRD and eight
- * SMLAD; the requantisation's setup is shared too */
-static void pointwise_quad(const qconv_t *p, const int8_t *const *xs, const uint32_t *xw, const int8_t *w,
-                           int8_t *y)
+/* requantise np pixels' accumulators of one channel (at y, pixel stride out_c); constants passed in as values: an
+ * int8 store may alias any struct field, which would make the compiler reload them per output */
+static inline void pointwise_out(const int32_t *acc, uint32_t np, int32_t mult, int32_t shift, int32_t zp, int32_t lo,
+                                 int32_t hi, uint32_t out_c, int8_t *y)
+{
+    if (rq_neg_ok(shift, zp)) {
+        const int32_t e = -shift, add = rq_neg_add(shift, zp);
+        y[0] = rq_out_neg(acc[0], mult, e, add, zp, lo, hi);
+        y[out_c] = rq_out_neg(acc[1], mult, e, add, zp, lo, hi);
+        if (np == 4u) {
+            y[2 * out_c] = rq_out_neg(acc[2], mult, e, add, zp, lo, hi);
+            y[3 * out_c] = rq_out_neg(acc[3], mult, e, add, zp, lo, hi);
+        }
+        return;
+    }
+    for (uint32_t k = 0; k < np; k++)
+        y[k * out_c] = rq_out_opt(acc[k], mult, shift, zp, lo, hi);
+}
+
+/* 1×1 convolution, four (or two) pixels at a time: each weight word is loaded and widened once for all of them (the
+ * weights, not the inputs, are what every MAC streams: dot_xw4), and the requantisation's setup is shared too */
+static inline __attribute__((always_inline)) void pointwise_block(const qconv_t *p, const int8_t *const *xs,
+                                                                  uint32_t np, const uint32_t *xw, const int8_t *w,
+                                                                  int8_t *y)
 {
     const uint32_t in_c = p->in_c, groups = in_c >> 2, st = p->rq_per_channel ? 2u : 0u, out_c = p->out_c;
     const int32_t *rq = p->rq, *bias = p->bias_eff, zp = p->zp_out, lo = p->act_min, hi = p->act_max;
-    for (uint32_t oc = 0; oc < out_c; oc++, rq += st, y++) { /* locals: the int8 stores may alias *p */
-        int32_t a0 = bias[oc], a1 = a0, a2 = a0, a3 = a0, mult = rq[0], shift = rq[1];
-        const uint32_t *xp = xw;
-        for (uint32_t g = groups; g; g--, w += 4, xp += 8) {
-            uint32_t v = dot_ld32(w), we = dot_sxtb16(v), wo = dot_sxtb16_ror8(v);
-            a0 = dot_smlad(xp[1], wo, dot_smlad(xp[0], we, a0));
-            a1 = dot_smlad(xp[3], wo, dot_smlad(xp[2], we, a1));
-            a2 = dot_smlad(xp[5], wo, dot_smlad(xp[4], we, a2));
-            a3 = dot_smlad(xp[7], wo, dot_smlad(xp[6], we, a3));
+    for (uint32_t oc = 0; oc < out_c; oc++, rq += st, w += in_c) {
+        int32_t acc[4];
+        acc[0] = acc[1] = acc[2] = acc[3] = bias[oc];
+        if (groups) {
+            if (np == 4u)
+                dot_xw4(xw, w, groups, acc);
+            else
+                dot_xw2(xw, w, groups, acc);
         }
-        for (uint32_t j = groups << 2; j < in_c; j++, w++) {
-            int32_t wv = *w;
-            a0 += xs[0][j] * wv;
-            a1 += xs[1][j] * wv;
-            a2 += xs[2][j] * wv;
-            a3 += xs[3][j] * wv;
-        }
-        y[0] = rq_out_opt(a0, mult, shift, zp, lo, hi);
-        y[out_c] = rq_out_opt(a1, mult, shift, zp, lo, hi);
-        y[2 * out_c] = rq_out_opt(a2, mult, shift, zp, lo, hi);
-        y[3 * out_c] = rq_out_opt(a3, mult, shift, zp, lo, hi);
+        for (uint32_t j = groups << 2; j < in_c; j++)
+            for (uint32_t k = 0; k < np; k++)
+                acc[k] += xs[k][j] * w[j];
+        pointwise_out(acc, np, rq[0], rq[1], zp, lo, hi, out_c, y + oc);
     }
 }
 
-/* the same for two pixels (wider inputs, or the last two of a plane) */
-static void pointwise_pair(const qconv_t *p, const int8_t *const *xs, const uint32_t *xw, const int8_t *w,
-                           int8_t *y)
+/* np a constant in each copy: no per-channel tests of it */
+static void pointwise_quad(const qconv_t *p, const int8_t *const *xs, const uint32_t *xw, const int8_t *w, int8_t *y)
 {
-    const uint32_t in_c = p->in_c, groups = in_c >> 2, st = p->rq_per_channel ? 2u : 0u, out_c = p->out_c;
-    const int32_t *rq = p->rq, *bias = p->bias_eff, zp = p->zp_out, lo = p->act_min, hi = p->act_max;
-    for (uint32_t oc = 0; oc < out_c; oc++, rq += st) {
-        int32_t a0 = bias[oc], a1 = a0;
-        const uint32_t *xp = xw;
-        for (uint32_t g = groups; g; g--, w += 4, xp += 4) {
-            uint32_t v = dot_ld32(w), we = dot_sxtb16(v), wo = dot_sxtb16_ror8(v);
-            a0 = dot_smlad(xp[1], wo, dot_smlad(xp[0], we, a0));
-            a1 = dot_smlad(xp[3], wo, dot_smlad(xp[2], we, a1));
-        }
-        for (uint32_t j = groups << 2; j < in_c; j++, w++) {
-            a0 += xs[0][j] * *w;
-            a1 += xs[1][j] * *w;
-        }
-        y[oc] = rq_out_opt(a0, rq[0], rq[1], zp, lo, hi);
-        y[out_c + oc] = rq_out_opt(a1, rq[0], rq[1], zp, lo, hi);
-    }
+    pointwise_block(p, xs, 4u, xw, w, y);
+}
+
+static void pointwise_pair(const qconv_t *p, const int8_t *const *xs, const uint32_t *xw, const int8_t *w, int8_t *y)
+{
+    pointwise_block(p, xs, 2u, xw, w, y);
 }
 
 /* 1×1 convolutions without padding (every pointwise conv of a MobileNet): pixels in blocks of four (two when the

@@ -47,6 +47,68 @@ static inline int32_t dot_smlatt(uint32_t a, uint32_t b, int32_t acc)
     __asm__("smlatt %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
     return r;
 }
+
+/* Four (two) widened pixels against one weight row, four inputs per pass: xw holds, per group of four inputs, each
+ * pixel's even and odd SXTB16 pair (word-aligned: LDRD); w is the int8 row (any alignment: LDR). Written as one asm
+ * loop because the compiler spills an accumulator out of the 11 live registers: sixteen MACs cost one LDR, two
+ * SXTB16, four LDRD and eight SMLAD, and the loop two. groups >= 1. */
+static inline void dot_xw4(const uint32_t *xw, const int8_t *w, uint32_t groups, int32_t *acc)
+{
+    const int8_t *end = w + 4u * groups;
+    int32_t s0 = acc[0], s1 = acc[1], s2 = acc[2], s3 = acc[3];
+    uint32_t v, wo, t0, t1;
+    __asm__("1:\n\t"
+            "ldr %[v], [%[w]], #4\n\t"
+            "sxtb16 %[wo], %[v], ror #8\n\t"
+            "sxtb16 %[v], %[v]\n\t"
+            "ldrd %[t0], %[t1], [%[x]], #8\n\t"
+            "smlad %[s0], %[t0], %[v], %[s0]\n\t"
+            "smlad %[s0], %[t1], %[wo], %[s0]\n\t"
+            "ldrd %[t0], %[t1], [%[x]], #8\n\t"
+            "smlad %[s1], %[t0], %[v], %[s1]\n\t"
+            "smlad %[s1], %[t1], %[wo], %[s1]\n\t"
+            "ldrd %[t0], %[t1], [%[x]], #8\n\t"
+            "smlad %[s2], %[t0], %[v], %[s2]\n\t"
+            "smlad %[s2], %[t1], %[wo], %[s2]\n\t"
+            "ldrd %[t0], %[t1], [%[x]], #8\n\t"
+            "smlad %[s3], %[t0], %[v], %[s3]\n\t"
+            "smlad %[s3], %[t1], %[wo], %[s3]\n\t"
+            "cmp %[w], %[end]\n\t"
+            "bne 1b"
+            : [s0] "+r"(s0), [s1] "+r"(s1), [s2] "+r"(s2), [s3] "+r"(s3), [w] "+r"(w), [x] "+r"(xw),
+              [v] "=&r"(v), [wo] "=&r"(wo), [t0] "=&r"(t0), [t1] "=&r"(t1)
+            : [end] "r"(end)
+            : "cc", "memory");
+    acc[0] = s0;
+    acc[1] = s1;
+    acc[2] = s2;
+    acc[3] = s3;
+}
+
+static inline void dot_xw2(const uint32_t *xw, const int8_t *w, uint32_t groups, int32_t *acc)
+{
+    const int8_t *end = w + 4u * groups;
+    int32_t s0 = acc[0], s1 = acc[1];
+    uint32_t v, wo, t0, t1;
+    __asm__("1:\n\t"
+            "ldr %[v], [%[w]], #4\n\t"
+            "sxtb16 %[wo], %[v], ror #8\n\t"
+            "sxtb16 %[v], %[v]\n\t"
+            "ldrd %[t0], %[t1], [%[x]], #8\n\t"
+            "smlad %[s0], %[t0], %[v], %[s0]\n\t"
+            "smlad %[s0], %[t1], %[wo], %[s0]\n\t"
+            "ldrd %[t0], %[t1], [%[x]], #8\n\t"
+            "smlad %[s1], %[t0], %[v], %[s1]\n\t"
+            "smlad %[s1], %[t1], %[wo], %[s1]\n\t"
+            "cmp %[w], %[end]\n\t"
+            "bne 1b"
+            : [s0] "+r"(s0), [s1] "+r"(s1), [w] "+r"(w), [x] "+r"(xw), [v] "=&r"(v), [wo] "=&r"(wo),
+              [t0] "=&r"(t0), [t1] "=&r"(t1)
+            : [end] "r"(end)
+            : "cc", "memory");
+    acc[0] = s0;
+    acc[1] = s1;
+}
 #endif
 
 /* acc[0..3] += sum_j x[j] * w[k * stride + j] for k = 0..3 (pointers advance: few live registers) */
