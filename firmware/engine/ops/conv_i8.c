@@ -421,9 +421,9 @@ static inline void pointwise_out(const int32_t *acc, uint32_t np, int32_t mult, 
  * weights, not the inputs, are what every MAC streams: dot_xw4), and the requantisation's setup is shared too */
 static inline __attribute__((always_inline)) void pointwise_block(const qconv_t *p, const int8_t *const *xs,
                                                                   uint32_t np, const uint32_t *xw, const int8_t *w,
-                                                                  int8_t *y)
+                                                                  uint32_t in_c, int8_t *y)
 {
-    const uint32_t in_c = p->in_c, groups = in_c >> 2, st = p->rq_per_channel ? 2u : 0u, out_c = p->out_c;
+    const uint32_t groups = in_c >> 2, st = p->rq_per_channel ? 2u : 0u, out_c = p->out_c;
     const int32_t *rq = p->rq, *bias = p->bias_eff, zp = p->zp_out, lo = p->act_min, hi = p->act_max;
     for (uint32_t oc = 0; oc < out_c; oc++, rq += st, w += in_c) {
         int32_t acc[4];
@@ -442,14 +442,16 @@ static inline __attribute__((always_inline)) void pointwise_block(const qconv_t 
 }
 
 /* np a constant in each copy: no per-channel tests of it */
-static void pointwise_quad(const qconv_t *p, const int8_t *const *xs, const uint32_t *xw, const int8_t *w, int8_t *y)
+static void pointwise_quad(const qconv_t *p, const int8_t *const *xs, const uint32_t *xw, const int8_t *w,
+                           uint32_t row, int8_t *y)
 {
-    pointwise_block(p, xs, 4u, xw, w, y);
+    pointwise_block(p, xs, 4u, xw, w, row, y);
 }
 
-static void pointwise_pair(const qconv_t *p, const int8_t *const *xs, const uint32_t *xw, const int8_t *w, int8_t *y)
+static void pointwise_pair(const qconv_t *p, const int8_t *const *xs, const uint32_t *xw, const int8_t *w,
+                           uint32_t row, int8_t *y)
 {
-    pointwise_block(p, xs, 2u, xw, w, y);
+    pointwise_block(p, xs, 2u, xw, w, row, y);
 }
 
 /* 1×1 convolutions without padding (every pointwise conv of a MobileNet): pixels in blocks of four (two when the
@@ -472,8 +474,72 @@ static int conv_pointwise(const qconv_t *p, const int8_t *x, const int8_t *w, in
             pixel_run(p, xs[0], w, ic, y + q * oc_n);
         } else {
             widen_pixels(xs, np, ic >> 2, xw);
-            (np == 4u ? pointwise_quad : pointwise_pair)(p, xs, xw, w, y + q * oc_n);
+            (np == 4u ? pointwise_quad : pointwise_pair)(p, xs, xw, w, ic, y + q * oc_n);
         }
+        q += np;
+    }
+    return 1;
+}
+#endif
+
+#ifdef DOT_I8_DSP
+/* a window inside the input whose rows are whole words, widened straight from it (word g of the patch at o[step·g]);
+ * returns 0 for a window that crosses the border */
+static int widen_window(const qconv_t *p, const int8_t *x, uint32_t oy, uint32_t ox, uint32_t step, uint32_t *o)
+{
+    const uint32_t ic = p->in_c, groups = ((uint32_t)p->k_w * ic) >> 2, xrow = (uint32_t)p->in_w * ic;
+    const int32_t iy0 = (int32_t)(oy * p->stride_h) - (int32_t)p->pad_top;
+    const int32_t ix0 = (int32_t)(ox * p->stride_w) - (int32_t)p->pad_left;
+    const int8_t *xr;
+    if (iy0 < 0 || iy0 + (int32_t)p->k_h > (int32_t)p->in_h || ix0 < 0 || ix0 + (int32_t)p->k_w > (int32_t)p->in_w)
+        return 0;
+    xr = x + (uint32_t)iy0 * xrow + (uint32_t)ix0 * ic;
+    for (uint32_t ky = p->k_h; ky; ky--, xr += xrow)
+        for (uint32_t g = 0; g < groups; g++, o += step) {
+            uint32_t v = dot_ld32(xr + 4 * g);
+            o[0] = dot_sxtb16(v);
+            o[1] = dot_sxtb16_ror8(v);
+        }
+    return 1;
+}
+
+#define IM2COL_BYTES 512u /* the int8 patches of one block: four of up to 128 taps, or two of up to 256 */
+
+/* Any other kernel up to 256 taps (a 3×3 conv on up to 28 channels): each pixel's window is gathered into a patch
+ * (padding as zp_in, so no border correction), four patches (two when long) are widened into the interleaved layout
+ * of the 1×1 path, and every channel runs its whole weight row (OHWI: contiguous) through dot_xw4 once. */
+static int conv_im2col(const qconv_t *p, const int8_t *x, const int8_t *w, int8_t *y)
+{
+    uint32_t xw[PW_WORDS];
+    int8_t pbuf[IM2COL_BYTES];
+    const uint32_t wsz = (uint32_t)p->k_h * p->k_w * p->in_c, groups = wsz >> 2, n = (uint32_t)p->out_h * p->out_w;
+    const uint32_t block = wsz <= IM2COL_BYTES / 4u ? 4u : 2u, oc_n = p->out_c;
+    const int direct = (((uint32_t)p->k_w * p->in_c) & 3u) == 0u;
+    const int8_t *xs[4];
+    uint32_t q = 0;
+    if (wsz < 8u || wsz > IM2COL_BYTES / 2u)
+        return 0;
+    while (q < n) {
+        uint32_t np = n - q >= block ? block : n - q >= 2u ? 2u : 1u;
+        for (uint32_t k = 0; k < np; k++) {
+            int8_t *patch = pbuf + k * wsz;
+            uint32_t *o = xw + 2u * k, oy = (q + k) / p->out_w, ox = (q + k) % p->out_w;
+            if (np > 1u && direct && widen_window(p, x, oy, ox, 2u * np, o)) {
+                xs[k] = 0; /* whole words per row: no tail reads the patch */
+                continue;
+            }
+            gather_patch(p, x, oy, ox, patch);
+            xs[k] = patch;
+            for (uint32_t g = 0; g < groups; g++, o += 2u * np) {
+                uint32_t v = dot_ld32(patch + 4 * g);
+                o[0] = dot_sxtb16(v);
+                o[1] = dot_sxtb16_ror8(v);
+            }
+        }
+        if (np == 1u)
+            pixel_run(p, xs[0], w, wsz, y + q * oc_n);
+        else
+            (np == 4u ? pointwise_quad : pointwise_pair)(p, xs, xw, w, wsz, y + q * oc_n);
         q += np;
     }
     return 1;
@@ -491,6 +557,10 @@ void conv_i8(const qconv_t *p, const int8_t *x, const int8_t *w, int8_t *y)
         conv_patched(p, x, w, y);
         return;
     }
+#ifdef DOT_I8_DSP
+    if (conv_im2col(p, x, w, y))
+        return;
+#endif
     for (uint32_t oy = 0; oy < p->out_h; oy++)
         for (uint32_t ox = 0; ox < p->out_w; ox++, y += p->out_c) {
             window(p, oy, ox, &win);
