@@ -110,43 +110,67 @@ static void weight_grad_taps(const qconv_t *p, const int16_t *h, const int8_t *x
 }
 
 #ifdef DOT_I8_DSP
-#define WG_PAIRS_MAX 128u /* 512 B of stack: a first layer up to 11×11 (digits-cnn: 8×8 in, 6×6 out) */
+#define WG_PLANE_MAX 320u /* 1.3 KB of stack: a first layer up to 16×16 (AIfES's CNN), digits-cnn's 8×8 */
 
-/* One input channel at stride 1 with small planes (a first layer): this channel's h and the input minus zp_in are
- * copied once into int16 planes on the stack, so along an output row both operands of a tap are contiguous int16
- * pairs and one SMLAD takes two pixels (unaligned word loads: ARMv7-M allows them). Returns 0 when the shape does
- * not qualify. */
-static int weight_grad_pairs(const qconv_t *p, const int16_t *h, const int8_t *x, int32_t *a)
+/* sum_i h[i]·x[i] over n8 / 8 blocks of eight int16 pairs: h word-aligned (LDRD), x any alignment (LDR) */
+static inline int32_t dot_i16_8(const uint32_t *h, const int16_t *x, uint32_t blocks)
 {
-    int16_t xz[WG_PAIRS_MAX], hc[WG_PAIRS_MAX];
-    const uint32_t n_in = (uint32_t)p->in_h * p->in_w, n_out = (uint32_t)p->out_h * p->out_w, out_w = p->out_w;
-    if (p->in_c != 1u || p->stride_w != 1u || n_in > WG_PAIRS_MAX || n_out > WG_PAIRS_MAX)
-        return 0;
-    for (uint32_t j = 0; j < n_in; j++)
-        xz[j] = (int16_t)(x[j] - p->zp_in);
-    for (uint32_t q = 0; q < n_out; q++)
-        hc[q] = h[q * p->out_c];
-    for (uint32_t kx = 0; kx < p->k_w; kx++) {
-        uint32_t ox0, ox1;
-        tap_cols(p, kx, &ox0, &ox1);
-        for (uint32_t ky = 0; ky < p->k_h; ky++) {
-            int32_t s = 0;
-            for (uint32_t oy = 0; oy < p->out_h && ox1 > ox0; oy++) {
-                int32_t iy = (int32_t)(oy * p->stride_h) - (int32_t)p->pad_top + (int32_t)ky;
-                const int16_t *hp = hc + oy * out_w + ox0, *xp;
-                uint32_t n = ox1 - ox0;
-                if (iy < 0 || iy >= (int32_t)p->in_h)
-                    continue;
-                xp = xz + (uint32_t)iy * p->in_w + ox0 + kx - p->pad_left;
-                for (; n >= 2u; n -= 2u, hp += 2, xp += 2)
-                    s = dot_smlad(dot_ld32((const int8_t *)(const void *)hp), dot_ld32((const int8_t *)(const void *)xp),
-                                  s);
-                if (n)
-                    s += *hp * *xp;
-            }
-            a[ky * p->k_w + kx] = s;
-        }
+    int32_t s = 0;
+    for (; blocks; blocks--, h += 4, x += 8) {
+        const int8_t *xb = (const int8_t *)(const void *)x;
+        s = dot_smlad(h[0], dot_ld32(xb), s);
+        s = dot_smlad(h[1], dot_ld32(xb + 4), s);
+        s = dot_smlad(h[2], dot_ld32(xb + 8), s);
+        s = dot_smlad(h[3], dot_ld32(xb + 12), s);
     }
+    return s;
+}
+
+/* One input channel at stride 1 (a first layer): the input minus zp_in is copied into an int16 plane of the padded
+ * window area (W = out_w + k_w - 1 columns, padding 0), and this channel's h into a plane of the same row stride
+ * whose columns past out_w are 0. Then a tap's gradient is ONE contiguous dot product, sum_i h[i]·x[i + ky·W + kx]
+ * (the zero columns cancel the wrap into the next row), eight pixels per pass. Returns 0 when the shape does not
+ * qualify. */
+static int weight_grad_plane(const qconv_t *p, const int16_t *h, const int8_t *x, int32_t *a)
+{
+    int16_t xz[WG_PLANE_MAX + 16u];
+    uint32_t hw[WG_PLANE_MAX / 2u];
+    int16_t *hp = (int16_t *)(void *)hw;
+    const uint32_t kh = p->k_h, kw = p->k_w, oh = p->out_h, ow = p->out_w, oc_n = p->out_c;
+    const uint32_t W = ow + kw - 1u, H = oh + kh - 1u, n8 = (oh * W + 7u) & ~7u;
+    const uint32_t in_h = p->in_h, in_w = p->in_w, pt = p->pad_top, pl = p->pad_left;
+    const int32_t zp = p->zp_in;
+    if (p->in_c != 1u || p->stride_w != 1u || p->stride_h != 1u || H * W + kw + 8u > WG_PLANE_MAX ||
+        n8 > WG_PLANE_MAX)
+        return 0;
+    if (pt || pl || H != in_h || W != in_w) /* padding (or an unread border): zeros, then the rows inside */
+        for (uint32_t j = 0; j < H * W; j++)
+            xz[j] = 0;
+    for (uint32_t iy = 0; iy < in_h; iy++) {
+        uint32_t r = iy + pt, c0 = pl, n = in_w;
+        const int8_t *xr = x + iy * in_w;
+        int16_t *o;
+        if (r >= H)
+            break;
+        if (c0 + n > W)
+            n = W - c0;
+        o = xz + r * W + c0;
+        for (uint32_t c = 0; c < n; c++)
+            o[c] = (int16_t)(xr[c] - zp);
+    }
+    for (uint32_t j = H * W; j < H * W + kw + 8u; j++)
+        xz[j] = 0; /* read against the zero pad of h */
+    for (uint32_t oy = 0, j = 0; oy < oh; oy++, h += ow * oc_n) {
+        for (uint32_t ox = 0; ox < ow; ox++)
+            hp[j++] = h[ox * oc_n];
+        for (uint32_t ox = ow; ox < W; ox++)
+            hp[j++] = 0;
+    }
+    for (uint32_t j = oh * W; j < n8; j++)
+        hp[j] = 0;
+    for (uint32_t ky = 0; ky < kh; ky++)
+        for (uint32_t kx = 0; kx < kw; kx++)
+            a[ky * kw + kx] = dot_i16_8(hw, xz + ky * W + kx, n8 >> 3);
     return 1;
 }
 #endif
@@ -155,12 +179,12 @@ void conv_i8_weight_grad(const qconv_t *p, const int16_t *h, const int8_t *x, ui
 {
     uint32_t ic = p->in_c, xrow = (uint32_t)p->in_w * ic, wrow = (uint32_t)p->k_w * ic;
     int32_t zp = p->zp_in;
-    memset(a, 0, (uint32_t)p->k_h * wrow * sizeof *a);
     h += oc;
 #ifdef DOT_I8_DSP
-    if (weight_grad_pairs(p, h, x, a))
+    if (weight_grad_plane(p, h, x, a)) /* writes every tap */
         return;
 #endif
+    memset(a, 0, (uint32_t)p->k_h * wrow * sizeof *a);
     if (ic < 4u) {
         weight_grad_taps(p, h, x, a);
         return;
