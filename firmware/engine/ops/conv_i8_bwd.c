@@ -7,6 +7,7 @@
 #include <string.h>
 #include "qgrad.h"
 #include "dot_i8.h"
+#include "igrad_i8.h"
 
 typedef struct {
     int32_t iy0, ix0;
@@ -30,37 +31,40 @@ static void bwindow(const qconv_t *p, uint32_t oy, uint32_t ox, bwin_t *w)
         w->kx1 = w->kx0;
 }
 
+/* the window's k listed rows (h nonzero) into the accumulators, one run per kernel row inside the input */
+static void scatter_rows(const qconv_t *p, const bwin_t *win, const int8_t *const *rows, const int32_t *hv,
+                         uint32_t k, int32_t *acc)
+{
+    const uint32_t ic = p->in_c, xrow = (uint32_t)p->in_w * ic, wrow = (uint32_t)p->k_w * ic;
+    const uint32_t run = (win->kx1 - win->kx0) * ic, off = win->kx0 * ic;
+    int32_t *ar = acc + (uint32_t)(win->iy0 + (int32_t)win->ky0) * xrow + (uint32_t)(win->ix0 + (int32_t)win->kx0) * ic;
+    for (uint32_t ky = win->ky0; ky < win->ky1; ky++, ar += xrow)
+        igrad_rows(ar, run, rows, hv, k, ky * wrow + off);
+}
+
 void conv_i8_input_grad(const qconv_t *p, const int16_t *h, const qrows_t *w, int32_t *acc)
 {
-    uint32_t ic = p->in_c, xrow = (uint32_t)p->in_w * ic, wrow = (uint32_t)p->k_w * ic;
-    memset(acc, 0, (uint32_t)p->in_h * xrow * sizeof *acc);
+    memset(acc, 0, (uint32_t)p->in_h * p->in_w * p->in_c * sizeof *acc);
     for (uint32_t oy = 0; oy < p->out_h; oy++)
         for (uint32_t ox = 0; ox < p->out_w; ox++, h += p->out_c) {
             bwin_t win;
-            uint32_t cur = 0, run, off;
+            uint32_t cur = 0, k = 0;
+            const int8_t *rows[4];
+            int32_t hv[4];
             bwindow(p, oy, ox, &win);
-            run = (win.kx1 - win.kx0) * ic;
-            off = win.kx0 * ic;
             for (uint32_t oc = 0; oc < p->out_c; oc++) {
                 const int8_t *row = qrows_get(w, oc, &cur);
-                int32_t hv = h[oc];
-                if (hv == 0)
-                    continue;
-                for (uint32_t ky = win.ky0; ky < win.ky1; ky++) {
-                    int32_t *ar = acc + (uint32_t)(win.iy0 + (int32_t)ky) * xrow +
-                                  (uint32_t)(win.ix0 + (int32_t)win.kx0) * ic;
-                    const int8_t *wr = row + ky * wrow + off;
-                    uint32_t j = 0;
-                    for (; j + 4 <= run; j += 4) {
-                        ar[j] += hv * wr[j];
-                        ar[j + 1] += hv * wr[j + 1];
-                        ar[j + 2] += hv * wr[j + 2];
-                        ar[j + 3] += hv * wr[j + 3];
-                    }
-                    for (; j < run; j++)
-                        ar[j] += hv * wr[j];
+                if (h[oc] == 0)
+                    continue; /* masked (ReLU) outputs contribute nothing */
+                rows[k] = row;
+                hv[k++] = h[oc];
+                if (k == 4u) {
+                    scatter_rows(p, &win, rows, hv, k, acc);
+                    k = 0;
                 }
             }
+            if (k)
+                scatter_rows(p, &win, rows, hv, k, acc);
         }
 }
 

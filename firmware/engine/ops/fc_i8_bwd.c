@@ -5,33 +5,27 @@
 #include <string.h>
 #include "qgrad.h"
 #include "qstep.h"
+#include "igrad_i8.h"
 
 void fc_i8_input_grad(const qfc_t *p, const int16_t *h, const qrows_t *w, int32_t *acc)
 {
-    uint32_t n = p->in_c, o = 0, cur = 0;
+    uint32_t n = p->in_c, cur = 0, k = 0;
+    const int8_t *r[4];
+    int32_t hv[4];
     memset(acc, 0, n * sizeof *acc);
-    while (o < p->out_c) {
-        const int8_t *r[4];
-        int32_t hv[4];
-        uint32_t k = 0;
-        for (; k < 4 && o < p->out_c; o++) {
-            const int8_t *row = qrows_get(w, o, &cur);
-            if (h[o] == 0)
-                continue; /* masked (ReLU) outputs contribute nothing */
-            r[k] = row;
-            hv[k++] = h[o];
-        }
-        if (k == 4) {
-            const int8_t *r0 = r[0], *r1 = r[1], *r2 = r[2], *r3 = r[3];
-            int32_t h0 = hv[0], h1 = hv[1], h2 = hv[2], h3 = hv[3];
-            for (uint32_t j = 0; j < n; j++)
-                acc[j] += h0 * r0[j] + h1 * r1[j] + h2 * r2[j] + h3 * r3[j];
-        } else {
-            for (uint32_t q = 0; q < k; q++)
-                for (uint32_t j = 0; j < n; j++)
-                    acc[j] += hv[q] * r[q][j];
+    for (uint32_t o = 0; o < p->out_c; o++) {
+        const int8_t *row = qrows_get(w, o, &cur);
+        if (h[o] == 0)
+            continue; /* masked (ReLU) outputs contribute nothing */
+        r[k] = row;
+        hv[k++] = h[o];
+        if (k == 4u) {
+            igrad_rows(acc, n, r, hv, k, 0);
+            k = 0;
         }
     }
+    if (k)
+        igrad_rows(acc, n, r, hv, k, 0);
 }
 
 int32_t fc_i8_weight_grad_at(const qfc_t *p, int32_t h_o, const int8_t *x, uint32_t j)
