@@ -179,13 +179,66 @@ static int weight_grad_plane(const qconv_t *p, const int16_t *h, const int8_t *x
 }
 #endif
 
+#ifdef DOT_I8_DSP
+#define WG_PW_PIXELS 256u /* 1 KB of stack: one chunk of the channel's h */
+
+/* 1×1 without padding (a MobileNet's pointwise convs): for four input channels at a time the sums over pixels stay
+ * in registers, sum_p h_p·x_p[j..j+3] with the word of x widened by SXTB16 and one SMLAxB per MAC (h in the bottom
+ * half); this channel's unmasked h are first gathered with their pixels' input offsets, so masked pixels cost
+ * nothing. The zero point is taken out once: a_j = sum h·x - zp_in·sum h. Returns 0 when the shape does not
+ * qualify. */
+static int weight_grad_pointwise(const qconv_t *p, const int16_t *h, const int8_t *x, int32_t *a)
+{
+    int32_t hv[WG_PW_PIXELS];
+    uint32_t xo[WG_PW_PIXELS];
+    const uint32_t ic = p->in_c, oc_n = p->out_c, ow = p->out_w, n_pix = (uint32_t)p->out_h * ow;
+    const uint32_t sy = (uint32_t)p->stride_h * p->in_w * ic, sx = (uint32_t)p->stride_w * ic, quads = ic >> 2;
+    uint32_t q = 0;
+    int32_t hs = 0;
+    if (p->k_h != 1u || p->k_w != 1u || p->pad_top || p->pad_left || ic < 4u)
+        return 0;
+    for (uint32_t j = 0; j < ic; j++)
+        a[j] = 0;
+    while (q < n_pix) { /* chunks of up to WG_PW_PIXELS pixels */
+        uint32_t k = 0;
+        for (; q < n_pix && k < WG_PW_PIXELS; q++, h += oc_n)
+            if (*h) {
+                hv[k] = *h;
+                xo[k++] = (q / ow) * sy + (q % ow) * sx;
+                hs += *h;
+            }
+        for (uint32_t g = 0; g < quads; g++) {
+            const int8_t *xg = x + 4 * g;
+            int32_t a0 = a[4 * g], a1 = a[4 * g + 1], a2 = a[4 * g + 2], a3 = a[4 * g + 3];
+            for (uint32_t i = 0; i < k; i++) {
+                uint32_t v = dot_ld32(xg + xo[i]), e = dot_sxtb16(v), o = dot_sxtb16_ror8(v), hh = (uint32_t)hv[i];
+                a0 = dot_smlabb(e, hh, a0);
+                a2 = dot_smlatb(e, hh, a2);
+                a1 = dot_smlabb(o, hh, a1);
+                a3 = dot_smlatb(o, hh, a3);
+            }
+            a[4 * g] = a0;
+            a[4 * g + 1] = a1;
+            a[4 * g + 2] = a2;
+            a[4 * g + 3] = a3;
+        }
+        for (uint32_t j = quads << 2; j < ic; j++)
+            for (uint32_t i = 0; i < k; i++)
+                a[j] += hv[i] * x[xo[i] + j];
+    }
+    for (uint32_t j = 0; j < ic; j++) /* wrapping: the true sum fits, its parts need not */
+        a[j] = (int32_t)((uint32_t)a[j] - (uint32_t)p->zp_in * (uint32_t)hs);
+    return 1;
+}
+#endif
+
 void conv_i8_weight_grad(const qconv_t *p, const int16_t *h, const int8_t *x, uint32_t oc, int32_t *a)
 {
     uint32_t ic = p->in_c, xrow = (uint32_t)p->in_w * ic, wrow = (uint32_t)p->k_w * ic;
     int32_t zp = p->zp_in;
     h += oc;
 #ifdef DOT_I8_DSP
-    if (weight_grad_plane(p, h, x, a)) /* writes every tap */
+    if (weight_grad_plane(p, h, x, a) || weight_grad_pointwise(p, h, x, a)) /* each writes every tap */
         return;
 #endif
     memset(a, 0, (uint32_t)p->k_h * wrow * sizeof *a);

@@ -41,6 +41,12 @@ static inline int32_t dot_smlabb(uint32_t a, uint32_t b, int32_t acc)
     __asm__("smlabb %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
     return r;
 }
+static inline int32_t dot_smlatb(uint32_t a, uint32_t b, int32_t acc)
+{
+    int32_t r;
+    __asm__("smlatb %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+    return r;
+}
 static inline int32_t dot_smlatt(uint32_t a, uint32_t b, int32_t acc)
 {
     int32_t r;
