@@ -179,54 +179,100 @@ static int weight_grad_plane(const qconv_t *p, const int16_t *h, const int8_t *x
 }
 #endif
 
-#ifdef DOT_I8_DSP
-#define WG_PW_PIXELS 256u /* 1 KB of stack: one chunk of the channel's h */
-
-/* 1×1 without padding (a MobileNet's pointwise convs): for four input channels at a time the sums over pixels stay
- * in registers, sum_p h_p·x_p[j..j+3] with the word of x widened by SXTB16 and one SMLAxB per MAC (h in the bottom
- * half); this channel's unmasked h are first gathered with their pixels' input offsets, so masked pixels cost
- * nothing. The zero point is taken out once: a_j = sum h·x - zp_in·sum h. Returns 0 when the shape does not
- * qualify. */
-static int weight_grad_pointwise(const qconv_t *p, const int16_t *h, const int8_t *x, int32_t *a)
+/* one unmasked output pixel's contribution h·(x - zp_in) over its window's in-bounds runs */
+static void wgrad_pixel(const qconv_t *p, const bwin_t *win, int32_t hv, const int8_t *x, int32_t *a)
 {
-    int32_t hv[WG_PW_PIXELS];
-    uint32_t xo[WG_PW_PIXELS];
-    const uint32_t ic = p->in_c, oc_n = p->out_c, ow = p->out_w, n_pix = (uint32_t)p->out_h * ow;
-    const uint32_t sy = (uint32_t)p->stride_h * p->in_w * ic, sx = (uint32_t)p->stride_w * ic, quads = ic >> 2;
-    uint32_t q = 0;
-    int32_t hs = 0;
-    if (p->k_h != 1u || p->k_w != 1u || p->pad_top || p->pad_left || ic < 4u)
-        return 0;
-    for (uint32_t j = 0; j < ic; j++)
-        a[j] = 0;
-    while (q < n_pix) { /* chunks of up to WG_PW_PIXELS pixels */
-        uint32_t k = 0;
-        for (; q < n_pix && k < WG_PW_PIXELS; q++, h += oc_n)
-            if (*h) {
-                hv[k] = *h;
-                xo[k++] = (q / ow) * sy + (q % ow) * sx;
-                hs += *h;
-            }
-        for (uint32_t g = 0; g < quads; g++) {
-            const int8_t *xg = x + 4 * g;
-            int32_t a0 = a[4 * g], a1 = a[4 * g + 1], a2 = a[4 * g + 2], a3 = a[4 * g + 3];
-            for (uint32_t i = 0; i < k; i++) {
-                uint32_t v = dot_ld32(xg + xo[i]), e = dot_sxtb16(v), o = dot_sxtb16_ror8(v), hh = (uint32_t)hv[i];
-                a0 = dot_smlabb(e, hh, a0);
-                a2 = dot_smlatb(e, hh, a2);
-                a1 = dot_smlabb(o, hh, a1);
-                a3 = dot_smlatb(o, hh, a3);
-            }
-            a[4 * g] = a0;
-            a[4 * g + 1] = a1;
-            a[4 * g + 2] = a2;
-            a[4 * g + 3] = a3;
+    const uint32_t ic = p->in_c, xrow = (uint32_t)p->in_w * ic, wrow = (uint32_t)p->k_w * ic;
+    const uint32_t run = (win->kx1 - win->kx0) * ic;
+    const int32_t off0 = -hv * p->zp_in;
+    for (uint32_t ky = win->ky0; ky < win->ky1; ky++) {
+        const int8_t *xr = x + (uint32_t)(win->iy0 + (int32_t)ky) * xrow + (uint32_t)(win->ix0 + (int32_t)win->kx0) * ic;
+        int32_t *ar = a + ky * wrow + win->kx0 * ic;
+        uint32_t j = 0;
+        for (; j + 4 <= run; j += 4) {
+            ar[j] += hv * xr[j] + off0;
+            ar[j + 1] += hv * xr[j + 1] + off0;
+            ar[j + 2] += hv * xr[j + 2] + off0;
+            ar[j + 3] += hv * xr[j + 3] + off0;
         }
-        for (uint32_t j = quads << 2; j < ic; j++)
-            for (uint32_t i = 0; i < k; i++)
-                a[j] += hv[i] * x[xo[i] + j];
+        for (; j < run; j++)
+            ar[j] += hv * xr[j] + off0;
     }
-    for (uint32_t j = 0; j < ic; j++) /* wrapping: the true sum fits, its parts need not */
+}
+
+#ifdef DOT_I8_DSP
+#define WG_PIXELS 256u /* 2 KB of stack: one chunk of the channel's unmasked interior pixels */
+
+/* a[j] += sum_i hv[i]·x[xo[i] + j] for j < n: four input channels at a time with the sums over pixels in
+ * registers (the word of x widened by SXTB16, one SMLABB/SMLATB per MAC, h in the bottom half) */
+static void wgrad_list(const int8_t *x, const int32_t *hv, const uint32_t *xo, uint32_t k, uint32_t n, int32_t *a)
+{
+    const uint32_t quads = n >> 2;
+    for (uint32_t g = 0; g < quads; g++) {
+        const int8_t *xg = x + 4 * g;
+        int32_t a0 = a[4 * g], a1 = a[4 * g + 1], a2 = a[4 * g + 2], a3 = a[4 * g + 3];
+        for (uint32_t i = 0; i < k; i++) {
+            uint32_t v = dot_ld32(xg + xo[i]), e = dot_sxtb16(v), o = dot_sxtb16_ror8(v), hh = (uint32_t)hv[i];
+            a0 = dot_smlabb(e, hh, a0);
+            a2 = dot_smlatb(e, hh, a2);
+            a1 = dot_smlabb(o, hh, a1);
+            a3 = dot_smlatb(o, hh, a3);
+        }
+        a[4 * g] = a0;
+        a[4 * g + 1] = a1;
+        a[4 * g + 2] = a2;
+        a[4 * g + 3] = a3;
+    }
+    for (uint32_t j = quads << 2; j < n; j++)
+        for (uint32_t i = 0; i < k; i++)
+            a[j] += hv[i] * x[xo[i] + j];
+}
+
+/* Four or more input channels: the channel's unmasked output pixels whose window lies inside the input are listed
+ * with their window's input offset (chunks of WG_PIXELS), and each kernel row's run is one wgrad_list over them, so
+ * the sums stay in registers across pixels; the zero point is taken out once (a_j = sum h·x - zp_in·sum h). Windows
+ * that cross the border go through wgrad_pixel. Returns 0 for fewer than four input channels. */
+static int weight_grad_blocked(const qconv_t *p, const int16_t *h, const int8_t *x, int32_t *a)
+{
+    int32_t hv[WG_PIXELS];
+    uint32_t xo[WG_PIXELS];
+    const uint32_t ic = p->in_c, oc_n = p->out_c, ow = p->out_w, oh = p->out_h;
+    const uint32_t xrow = (uint32_t)p->in_w * ic, wrow = (uint32_t)p->k_w * ic, kh = p->k_h;
+    const uint32_t sy = p->stride_h, sx = p->stride_w, pt = p->pad_top, pl = p->pad_left;
+    /* the output rows and columns whose windows lie inside the input */
+    const uint32_t y0 = (pt + sy - 1u) / sy, x0 = (pl + sx - 1u) / sx;
+    const int32_t ry = (int32_t)p->in_h - (int32_t)kh + (int32_t)pt, rx = (int32_t)p->in_w - (int32_t)p->k_w + (int32_t)pl;
+    const uint32_t y1 = ry < 0 ? 0u : (uint32_t)ry / sy + 1u, x1 = rx < 0 ? 0u : (uint32_t)rx / sx + 1u;
+    uint32_t k = 0;
+    int32_t hs = 0;
+    if (ic < 4u)
+        return 0;
+    for (uint32_t j = 0; j < kh * wrow; j++)
+        a[j] = 0;
+    for (uint32_t oy = 0; oy < oh; oy++) {
+        const int row_in = oy >= y0 && oy < y1;
+        for (uint32_t ox = 0; ox < ow; ox++, h += oc_n) {
+            if (*h == 0)
+                continue;
+            if (!row_in || ox < x0 || ox >= x1) {
+                bwin_t win;
+                bwindow(p, oy, ox, &win);
+                wgrad_pixel(p, &win, *h, x, a);
+                continue;
+            }
+            hv[k] = *h;
+            xo[k++] = (oy * sy - pt) * xrow + (ox * sx - pl) * ic;
+            hs += *h;
+            if (k == WG_PIXELS) {
+                for (uint32_t ky = 0; ky < kh; ky++) /* a kernel row's taps: one contiguous run of the input */
+                    wgrad_list(x + ky * xrow, hv, xo, k, wrow, a + ky * wrow);
+                k = 0;
+            }
+        }
+    }
+    for (uint32_t ky = 0; ky < kh; ky++)
+        wgrad_list(x + ky * xrow, hv, xo, k, wrow, a + ky * wrow);
+    for (uint32_t j = 0; j < kh * wrow; j++) /* wrapping: the true sum fits, its parts need not */
         a[j] = (int32_t)((uint32_t)a[j] - (uint32_t)p->zp_in * (uint32_t)hs);
     return 1;
 }
@@ -234,42 +280,23 @@ static int weight_grad_pointwise(const qconv_t *p, const int16_t *h, const int8_
 
 void conv_i8_weight_grad(const qconv_t *p, const int16_t *h, const int8_t *x, uint32_t oc, int32_t *a)
 {
-    uint32_t ic = p->in_c, xrow = (uint32_t)p->in_w * ic, wrow = (uint32_t)p->k_w * ic;
-    int32_t zp = p->zp_in;
     h += oc;
 #ifdef DOT_I8_DSP
-    if (weight_grad_plane(p, h, x, a) || weight_grad_pointwise(p, h, x, a)) /* each writes every tap */
+    if (weight_grad_plane(p, h, x, a) || weight_grad_blocked(p, h, x, a)) /* each writes every tap */
         return;
 #endif
-    memset(a, 0, (uint32_t)p->k_h * wrow * sizeof *a);
-    if (ic < 4u) {
+    memset(a, 0, (uint32_t)p->k_h * p->k_w * p->in_c * sizeof *a);
+    if (p->in_c < 4u) {
         weight_grad_taps(p, h, x, a);
         return;
     }
     for (uint32_t oy = 0; oy < p->out_h; oy++)
         for (uint32_t ox = 0; ox < p->out_w; ox++, h += p->out_c) {
             bwin_t win;
-            int32_t hv = *h, off0;
-            uint32_t run;
-            if (hv == 0)
+            if (*h == 0)
                 continue;
             bwindow(p, oy, ox, &win);
-            run = (win.kx1 - win.kx0) * ic;
-            off0 = -hv * zp;
-            for (uint32_t ky = win.ky0; ky < win.ky1; ky++) {
-                const int8_t *xr = x + (uint32_t)(win.iy0 + (int32_t)ky) * xrow +
-                                   (uint32_t)(win.ix0 + (int32_t)win.kx0) * ic;
-                int32_t *ar = a + ky * wrow + win.kx0 * ic;
-                uint32_t j = 0;
-                for (; j + 4 <= run; j += 4) {
-                    ar[j] += hv * xr[j] + off0;
-                    ar[j + 1] += hv * xr[j + 1] + off0;
-                    ar[j + 2] += hv * xr[j + 2] + off0;
-                    ar[j + 3] += hv * xr[j + 3] + off0;
-                }
-                for (; j < run; j++)
-                    ar[j] += hv * xr[j] + off0;
-            }
+            wgrad_pixel(p, &win, *h, x, a);
         }
 }
 
