@@ -355,6 +355,45 @@ static void t_dwconv_bwd(void)
     }
 }
 
+/* planes larger than one band of the weight-gradient planes (WG_PLANE_MAX): a depthwise 3x3 SAME layer (dm 2) and a
+ * 1-channel VALID first layer whose gradients are summed over several bands of output rows */
+static void t_weight_grad_bands(void)
+{
+    static const uint16_t shapes[3][6] = {{30, 26, 2, 2, 1, 1}, {26, 26, 1, 1, 0, 0}, {23, 41, 3, 1, 1, 1}};
+    for (unsigned s = 0; s < 3; s++) {
+        const uint16_t *v = shapes[s];
+        qconv_t p;
+        uint32_t n_out, dw = v[2] != 1u;
+        memset(&p, 0, sizeof p);
+        p.in_h = v[0];
+        p.in_w = v[1];
+        p.in_c = v[2];
+        p.dm = (uint8_t)v[3];
+        p.out_c = (uint16_t)(v[2] * v[3]);
+        p.k_h = p.k_w = 3;
+        p.stride_h = p.stride_w = 1;
+        p.pad_top = v[4];
+        p.pad_left = v[5];
+        p.out_h = (uint16_t)(v[4] ? v[0] : v[0] - 2u);
+        p.out_w = (uint16_t)(v[5] ? v[1] : v[1] - 2u);
+        p.zp_in = 17;
+        n_out = (uint32_t)p.out_h * p.out_w * p.out_c;
+        CHECK((uint32_t)p.in_h * p.in_w * p.in_c <= TBIG && n_out <= TBIG);
+        fill8(X8, (uint32_t)p.in_h * p.in_w * p.in_c);
+        fill_h(H, n_out);
+        for (uint32_t oc = 0; oc < p.out_c; oc++) {
+            if (dw) {
+                dwconv_i8_weight_grad(&p, H, X8, oc, ACC);
+                dwconv_i8_weight_grad_ref(&p, H, X8, oc, ACCR);
+            } else {
+                conv_i8_weight_grad(&p, H, X8, oc, ACC);
+                conv_i8_weight_grad_ref(&p, H, X8, oc, ACCR);
+            }
+            CHECK(memcmp(ACC, ACCR, 9u * sizeof *ACC) == 0);
+        }
+    }
+}
+
 /* a random pool: make_conv's geometry, no fused activation */
 /* a random pool (make_conv's window and shapes) and its input and output sizes, which must fit the test buffers */
 static void random_pool(qpool_t *p, uint32_t *n_in, uint32_t *n_out)
@@ -489,6 +528,7 @@ const test_case_t qtrain_tests[] = {
     {"int8 train: fully connected backward optimized == reference (sparse rows)", t_fc_bwd},
     {"int8 train: conv backward optimized == reference (sparse rows)", t_conv_bwd},
     {"int8 train: depthwise input and weight gradients optimized == reference", t_dwconv_bwd},
+    {"int8 train: weight gradients of planes larger than one band == reference", t_weight_grad_bands},
     {"int8 train: average pool backward optimized == reference", t_avgpool_bwd},
     {"int8 train: mean backward optimized == reference", t_mean_bwd},
     {"int8 train: update step exact, optimized == reference", t_update},

@@ -8,6 +8,7 @@
 #include "qgrad.h"
 #include "dot_i8.h"
 #include "igrad_i8.h"
+#include "wgrad_i8.h"
 
 typedef struct {
     int32_t iy0, ix0;
@@ -130,51 +131,69 @@ static inline int32_t dot_i16_8(const uint32_t *h, const int16_t *x, uint32_t bl
     return s;
 }
 
-/* One input channel at stride 1 (a first layer): the input minus zp_in is copied into an int16 plane of the padded
- * window area (W = out_w + k_w - 1 columns, padding 0), and this channel's h into a plane of the same row stride
- * whose columns past out_w are 0. Then a tap's gradient is ONE contiguous dot product, sum_i h[i]·x[i + ky·W + kx]
- * (the zero columns cancel the wrap into the next row), eight pixels per pass. Returns 0 when the shape does not
- * qualify. */
-static int weight_grad_plane(const qconv_t *p, const int16_t *h, const int8_t *x, int32_t *a)
+/* One band of output rows [oy0, oy0 + ob): the input rows it reads, minus zp_in, as an int16 plane of the padded
+ * window area (W = out_w + k_w - 1 columns, padding 0), and its h as a plane of the same row stride whose columns
+ * past out_w are 0; then a tap's gradient over the band is ONE contiguous dot product, sum_i h[i]·x[i + ky·W + kx]
+ * (the zero columns cancel the wrap into the next row), eight pixels per pass, added to a. */
+static void wgrad_band(const qconv_t *p, const int16_t *h, const int8_t *x, uint32_t xs, uint32_t oy0, uint32_t ob,
+                       int32_t *a)
 {
     int16_t xz[WG_PLANE_MAX + 16u];
     uint32_t hw[WG_PLANE_MAX / 2u];
     int16_t *hp = (int16_t *)(void *)hw;
-    const uint32_t kh = p->k_h, kw = p->k_w, oh = p->out_h, ow = p->out_w, oc_n = p->out_c;
-    const uint32_t W = ow + kw - 1u, H = oh + kh - 1u, n8 = (oh * W + 7u) & ~7u;
-    const uint32_t in_h = p->in_h, in_w = p->in_w, pt = p->pad_top, pl = p->pad_left;
+    const uint32_t kh = p->k_h, kw = p->k_w, ow = p->out_w, oc_n = p->out_c, W = ow + kw - 1u, H = ob + kh - 1u;
+    const uint32_t n8 = (ob * W + 7u) & ~7u, pl = p->pad_left, in_w = p->in_w, c0 = pl;
+    const uint32_t n = pl + in_w > W ? W - pl : in_w;
     const int32_t zp = p->zp_in;
-    if (p->in_c != 1u || p->stride_w != 1u || p->stride_h != 1u || H * W + kw + 8u > WG_PLANE_MAX ||
-        n8 > WG_PLANE_MAX)
-        return 0;
-    if (pt || pl || H != in_h || W != in_w) /* padding (or an unread border): zeros, then the rows inside */
-        for (uint32_t j = 0; j < H * W; j++)
-            xz[j] = 0;
-    for (uint32_t iy = 0; iy < in_h; iy++) {
-        uint32_t r = iy + pt, c0 = pl, n = in_w;
-        const int8_t *xr = x + iy * in_w;
-        int16_t *o;
-        if (r >= H)
-            break;
-        if (c0 + n > W)
-            n = W - c0;
-        o = xz + r * W + c0;
-        for (uint32_t c = 0; c < n; c++)
-            o[c] = (int16_t)(xr[c] - zp);
+    const int32_t top = (int32_t)oy0 - (int32_t)p->pad_top;
+    if (c0 || n != W || top < 0 || top + (int32_t)H > (int32_t)p->in_h) /* padding around the rows inside */
+        memset(xz, 0, H * W * sizeof *xz);
+    memset(xz + H * W, 0, (kw + 8u) * sizeof *xz); /* the tail read against h's zero pad */
+    for (uint32_t r = 0; r < H; r++) {
+        int32_t iy = (int32_t)(oy0 + r) - (int32_t)p->pad_top;
+        const int8_t *xr;
+        int16_t *o = xz + r * W + c0;
+        if (iy < 0 || iy >= (int32_t)p->in_h)
+            continue;
+        xr = x + (uint32_t)iy * in_w * xs;
+        if (xs == 1u)
+            for (uint32_t c = 0; c < n; c++)
+                o[c] = (int16_t)(xr[c] - zp);
+        else
+            for (uint32_t c = 0; c < n; c++, xr += xs)
+                o[c] = (int16_t)(*xr - zp);
     }
-    for (uint32_t j = H * W; j < H * W + kw + 8u; j++)
-        xz[j] = 0; /* read against the zero pad of h */
-    for (uint32_t oy = 0, j = 0; oy < oh; oy++, h += ow * oc_n) {
+    h += oy0 * ow * oc_n;
+    for (uint32_t oy = 0, j = 0; oy < ob; oy++, h += ow * oc_n) {
         for (uint32_t ox = 0; ox < ow; ox++)
             hp[j++] = h[ox * oc_n];
         for (uint32_t ox = ow; ox < W; ox++)
             hp[j++] = 0;
     }
-    for (uint32_t j = oh * W; j < n8; j++)
+    for (uint32_t j = ob * W; j < n8; j++)
         hp[j] = 0;
     for (uint32_t ky = 0; ky < kh; ky++)
         for (uint32_t kx = 0; kx < kw; kx++)
-            a[ky * kw + kx] = dot_i16_8(hw, xz + ky * W + kx, n8 >> 3);
+            a[ky * kw + kx] += dot_i16_8(hw, xz + ky * W + kx, n8 >> 3);
+}
+
+/* The weight gradient of one output channel of a stride-1 layer reading one input channel (a first layer, or one
+ * depthwise channel: its values every xs bytes), in bands of as many output rows as the planes hold. Returns 0 when
+ * not even one row fits, or the stride is not 1. */
+int wgrad_plane_i8(const qconv_t *p, const int16_t *h, const int8_t *x, uint32_t xs, int32_t *a)
+{
+    const uint32_t kh = p->k_h, kw = p->k_w, oh = p->out_h, W = p->out_w + kw - 1u;
+    const uint32_t fit_x = (WG_PLANE_MAX - kw - 8u) / W, fit_h = (WG_PLANE_MAX - 8u) / W;
+    uint32_t ob = fit_x + 1u > kh ? fit_x + 1u - kh : 0u;
+    if (p->stride_w != 1u || p->stride_h != 1u || WG_PLANE_MAX < W + kw + 8u)
+        return 0;
+    ob = ob < fit_h ? ob : fit_h;
+    if (ob == 0u)
+        return 0;
+    for (uint32_t j = 0; j < kh * kw; j++)
+        a[j] = 0;
+    for (uint32_t oy0 = 0; oy0 < oh; oy0 += ob)
+        wgrad_band(p, h, x, xs, oy0, oh - oy0 < ob ? oh - oy0 : ob, a);
     return 1;
 }
 #endif
@@ -282,7 +301,7 @@ void conv_i8_weight_grad(const qconv_t *p, const int16_t *h, const int8_t *x, ui
 {
     h += oc;
 #ifdef DOT_I8_DSP
-    if (weight_grad_plane(p, h, x, a) || weight_grad_blocked(p, h, x, a)) /* each writes every tap */
+    if ((p->in_c == 1u && wgrad_plane_i8(p, h, x, 1u, a)) || weight_grad_blocked(p, h, x, a)) /* write every tap */
         return;
 #endif
     memset(a, 0, (uint32_t)p->k_h * p->k_w * p->in_c * sizeof *a);

@@ -3,6 +3,7 @@
  * channel ic of the tap. With dm = 1 a tap is a contiguous run of out_c products, acc[j] += h[j]·w[j]. */
 #include <string.h>
 #include "qgrad.h"
+#include "wgrad_i8.h"
 
 void dwconv_i8_input_grad(const qconv_t *p, const int16_t *h, const int8_t *w, int32_t *acc)
 {
@@ -50,6 +51,10 @@ void dwconv_i8_weight_grad(const qconv_t *p, const int16_t *h, const int8_t *x, 
     uint32_t oc = p->out_c, ic = p->in_c, xrow = (uint32_t)p->in_w * ic, kw = p->k_w;
     const int32_t zp = p->zp_in;
     x += o / p->dm;
+#ifdef DOT_I8_DSP
+    if (wgrad_plane_i8(p, h + o, x, ic, a)) /* stride 1: every tap one contiguous int16 dot product */
+        return;
+#endif
     memset(a, 0, (uint32_t)p->k_h * kw * sizeof *a);
     for (int32_t oy = 0; oy < p->out_h; oy++)
         for (int32_t ox = 0; ox < p->out_w; ox++, h += oc) {
