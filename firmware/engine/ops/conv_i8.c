@@ -177,22 +177,34 @@ __attribute__((optimize("no-tree-loop-distribute-patterns"))) static void gather
 }
 
 #ifdef DOT_I8_DSP
-#define PATCH_BLOCK_WORDS 256u /* 1 KB of stack: the widened patches of one block of pixels */
+#define PATCH_BLOCK_WORDS 192u /* 768 B of stack: the widened patches of one block of pixels */
 
-/* n bytes (the rest of the multiple of four zero) as SXTB16 pairs: words 2g, 2g + 1 hold bytes 4g + {0, 2}, {1, 3} */
+/* one row of n bytes as SXTB16 pairs, zero-padded to whole words (the last, partial word assembled byte by byte) */
+static uint32_t *widen_row(const int8_t *v, uint32_t n, uint32_t *out)
+{
+    uint32_t g = 0;
+    for (; 4u * g + 4u <= n; g++, out += 2) {
+        uint32_t u = dot_ld32(v + 4 * g);
+        out[0] = dot_sxtb16(u);
+        out[1] = dot_sxtb16_ror8(u);
+    }
+    if (4u * g < n) {
+        uint32_t u = 0;
+        for (uint32_t j = 4u * g; j < n; j++)
+            u |= (uint32_t)(uint8_t)v[j] << (8u * (j - 4u * g));
+        out[0] = dot_sxtb16(u);
+        out[1] = dot_sxtb16_ror8(u);
+        out += 2;
+    }
+    return out;
+}
+
+/* n bytes as SXTB16 pairs (words 2g, 2g + 1 hold bytes 4g + {0, 2}, {1, 3}), zero words after them up to words */
 static void widen_padded(const int8_t *v, uint32_t n, uint32_t words, uint32_t *out)
 {
-    int8_t b[CONV_PATCH_MAX];
-    uint32_t j = 0;
-    for (; j < n; j++)
-        b[j] = v[j];
-    for (; j < 2u * words; j++)
-        b[j] = 0;
-    for (uint32_t g = 0; 2u * g < words; g++) {
-        uint32_t u = dot_ld32(b + 4 * g);
-        out[2 * g] = dot_sxtb16(u);
-        out[2 * g + 1] = dot_sxtb16_ror8(u);
-    }
+    uint32_t *end = out + words;
+    for (out = widen_row(v, n, out); out < end; out++)
+        *out = 0;
 }
 
 /* Kernel rows padded to whole words, when that costs at most one byte a row (k_w·in_c = 0 or 3 mod 4: 3×3×1, 10×4×1,
@@ -203,23 +215,6 @@ static int rows_padded(const qconv_t *p)
 {
     uint32_t rb = ((uint32_t)p->k_w * p->in_c) & 3u;
     return rb == 0u || rb == 3u;
-}
-
-/* one row of n bytes (n <= CONV_PATCH_MAX) as SXTB16 pairs, zero-padded to whole words */
-static uint32_t *widen_row(const int8_t *v, uint32_t n, uint32_t *out)
-{
-    int8_t b[CONV_PATCH_MAX + 3u];
-    uint32_t j = 0;
-    for (; j < n; j++)
-        b[j] = v[j];
-    for (; j & 3u; j++)
-        b[j] = 0;
-    for (uint32_t g = 0; 4u * g < n; g++, out += 2) {
-        uint32_t u = dot_ld32(b + 4 * g);
-        out[0] = dot_sxtb16(u);
-        out[1] = dot_sxtb16_ror8(u);
-    }
-    return out;
 }
 
 /* one pixel's patch, row by row: rows inside the input straight from it, the others gathered with zp_in padding */
@@ -332,13 +327,24 @@ static void channel_block(const qconv_t *p, const uint32_t *pw, uint32_t nb, uin
     }
 }
 
+/* the patches of pixels q0 .. q0 + nb - 1 gathered one at a time (the buffer in this frame only) and widened */
+static __attribute__((noinline)) void gather_block(const qconv_t *p, const int8_t *x, uint32_t q0, uint32_t nb,
+                                                   uint32_t words, uint32_t *pw)
+{
+    int8_t patch[CONV_PATCH_MAX];
+    const uint32_t wsz = (uint32_t)p->k_h * p->k_w * p->in_c;
+    for (uint32_t k = 0; k < nb; k++) {
+        gather_patch(p, x, (q0 + k) / p->out_w, (q0 + k) % p->out_w, patch);
+        widen_padded(patch, wsz, words, pw + k * words);
+    }
+}
+
 /* Channel-major over blocks of pixels: the block's patches are gathered and widened once, then each channel widens
  * its weights once and runs down the block (weights in registers for a 3×3×1 kernel), so a pixel's channel costs a
  * load and an SMLAD per two taps plus the requantisation */
 static void conv_patched(const qconv_t *p, const int8_t *x, const int8_t *w, int8_t *y)
 {
-    uint32_t pw[PATCH_BLOCK_WORDS], ww[CONV_PATCH_MAX / 2u + 2u * 16u]; /* row padding: up to 42 words */
-    int8_t patch[CONV_PATCH_MAX];
+    uint32_t pw[PATCH_BLOCK_WORDS], ww[42]; /* row padding: up to 21 rows of 3 taps, two words each */
     const uint32_t wsz = (uint32_t)p->k_h * p->k_w * p->in_c, rb = (uint32_t)p->k_w * p->in_c;
     const int padded = rows_padded(p);
     const uint32_t words = padded ? (uint32_t)p->k_h * ((rb + 3u) >> 2) * 2u : ((wsz + 3u) >> 2) * 2u;
@@ -350,10 +356,7 @@ static void conv_patched(const qconv_t *p, const int8_t *x, const int8_t *w, int
         if (padded)
             widen_block(p, x, q0, nb, pw);
         else
-            for (uint32_t k = 0; k < nb; k++) {
-                gather_patch(p, x, (q0 + k) / p->out_w, (q0 + k) % p->out_w, patch);
-                widen_padded(patch, wsz, words, pw + k * words);
-            }
+            gather_block(p, x, q0, nb, words, pw);
         for (uint32_t oc = 0; oc < p->out_c; oc++, rq += st) {
             if (padded) {
                 uint32_t *o = ww;
@@ -503,44 +506,44 @@ static int widen_window(const qconv_t *p, const int8_t *x, uint32_t oy, uint32_t
     return 1;
 }
 
-#define IM2COL_BYTES 512u /* the int8 patches of one block: four of up to 128 taps, or two of up to 256 */
+#define IM2COL_PATCH 256u /* the one gathered patch (a window crossing the border) */
 
-/* Any other kernel up to 256 taps (a 3×3 conv on up to 28 channels): each pixel's window is gathered into a patch
- * (padding as zp_in, so no border correction), four patches (two when long) are widened into the interleaved layout
- * of the 1×1 path, and every channel runs its whole weight row (OHWI: contiguous) through dot_xw4 once. */
+/* Any other kernel whose taps fill whole words (k·k·in_c a multiple of 4, up to 256: a 3×3 conv on up to 28
+ * channels): four patches (two when long) are widened into the interleaved layout of the 1×1 path, windows inside
+ * the input straight from it and the others through one gathered patch (padding as zp_in, so no border
+ * correction), and every channel runs its whole weight row (OHWI: contiguous) through dot_xw4 once; an odd last
+ * pixel takes the general path. */
 static int conv_im2col(const qconv_t *p, const int8_t *x, const int8_t *w, int8_t *y)
 {
     uint32_t xw[PW_WORDS];
-    int8_t pbuf[IM2COL_BYTES];
+    int8_t patch[IM2COL_PATCH];
     const uint32_t wsz = (uint32_t)p->k_h * p->k_w * p->in_c, groups = wsz >> 2, n = (uint32_t)p->out_h * p->out_w;
-    const uint32_t block = wsz <= IM2COL_BYTES / 4u ? 4u : 2u, oc_n = p->out_c;
+    const uint32_t block = 4u * wsz <= 2u * PW_WORDS ? 4u : 2u, oc_n = p->out_c;
     const int direct = (((uint32_t)p->k_w * p->in_c) & 3u) == 0u;
-    const int8_t *xs[4];
+    const int8_t *xs[4] = {0, 0, 0, 0}; /* no tail: nothing reads them */
     uint32_t q = 0;
-    if (wsz < 8u || wsz > IM2COL_BYTES / 2u)
+    if (wsz < 8u || (wsz & 3u) || wsz > IM2COL_PATCH || n < 2u)
         return 0;
-    while (q < n) {
-        uint32_t np = n - q >= block ? block : n - q >= 2u ? 2u : 1u;
+    while (q + 2u <= n) {
+        uint32_t np = n - q >= block ? block : 2u;
         for (uint32_t k = 0; k < np; k++) {
-            int8_t *patch = pbuf + k * wsz;
             uint32_t *o = xw + 2u * k, oy = (q + k) / p->out_w, ox = (q + k) % p->out_w;
-            if (np > 1u && direct && widen_window(p, x, oy, ox, 2u * np, o)) {
-                xs[k] = 0; /* whole words per row: no tail reads the patch */
+            if (direct && widen_window(p, x, oy, ox, 2u * np, o))
                 continue;
-            }
             gather_patch(p, x, oy, ox, patch);
-            xs[k] = patch;
             for (uint32_t g = 0; g < groups; g++, o += 2u * np) {
                 uint32_t v = dot_ld32(patch + 4 * g);
                 o[0] = dot_sxtb16(v);
                 o[1] = dot_sxtb16_ror8(v);
             }
         }
-        if (np == 1u)
-            pixel_run(p, xs[0], w, wsz, y + q * oc_n);
-        else
-            (np == 4u ? pointwise_quad : pointwise_pair)(p, xs, xw, w, wsz, y + q * oc_n);
+        (np == 4u ? pointwise_quad : pointwise_pair)(p, xs, xw, w, wsz, y + q * oc_n);
         q += np;
+    }
+    if (q < n) {
+        win_t win;
+        window(p, q / p->out_w, q % p->out_w, &win);
+        pixel(p, &win, x, w, y + q * oc_n);
     }
     return 1;
 }

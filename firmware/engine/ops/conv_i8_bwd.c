@@ -115,7 +115,7 @@ static void weight_grad_taps(const qconv_t *p, const int16_t *h, const int8_t *x
 }
 
 #ifdef DOT_I8_DSP
-#define WG_PLANE_MAX 320u /* 1.3 KB of stack: a first layer up to 16×16 (AIfES's CNN), digits-cnn's 8×8 */
+#define WG_PLANE_MAX 256u /* 1 KB of stack for the two planes: bands of output rows of any width up to 240 */
 
 /* sum_i h[i]·x[i] over n8 / 8 blocks of eight int16 pairs: h word-aligned (LDRD), x any alignment (LDR) */
 static inline int32_t dot_i16_8(const uint32_t *h, const int16_t *x, uint32_t blocks)
@@ -220,7 +220,7 @@ static void wgrad_pixel(const qconv_t *p, const bwin_t *win, int32_t hv, const i
 }
 
 #ifdef DOT_I8_DSP
-#define WG_PIXELS 256u /* 2 KB of stack: one chunk of the channel's unmasked interior pixels */
+#define WG_PIXELS 64u /* 512 B of stack: one chunk of the channel's unmasked interior pixels */
 
 /* a[j] += sum_i hv[i]·x[xo[i] + j] for j < n: four input channels at a time with the sums over pixels in
  * registers (the word of x widened by SXTB16, one SMLABB/SMLATB per MAC, h in the bottom half) */
