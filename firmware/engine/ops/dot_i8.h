@@ -41,6 +41,12 @@ static inline int32_t dot_smlabb(uint32_t a, uint32_t b, int32_t acc)
     __asm__("smlabb %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
     return r;
 }
+static inline int32_t dot_smlabt(uint32_t a, uint32_t b, int32_t acc)
+{
+    int32_t r;
+    __asm__("smlabt %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+    return r;
+}
 static inline int32_t dot_smlatb(uint32_t a, uint32_t b, int32_t acc)
 {
     int32_t r;
@@ -89,6 +95,46 @@ static inline void dot_xw4(const uint32_t *xw, const int8_t *w, uint32_t groups,
     acc[1] = s1;
     acc[2] = s2;
     acc[3] = s3;
+}
+
+/* One widened input (pairs per group of four, word-aligned) against two weight rows, eight inputs per pass: 32 MACs
+ * cost two LDRD, four LDR, eight SXTB16 and eight SMLAD, and the loop two. pairs >= 1 (groups of eight). */
+static inline void dot_rows2_xw(const uint32_t *xw, const int8_t *w0, const int8_t *w1, uint32_t pairs, int32_t *acc)
+{
+    const uint32_t *end = xw + 4u * pairs;
+    int32_t s0 = acc[0], s1 = acc[1];
+    uint32_t v, t, xe, xo;
+    __asm__("1:\n\t"
+            "ldrd %[xe], %[xo], [%[x]], #8\n\t"
+            "ldr %[v], [%[w0]], #4\n\t"
+            "sxtb16 %[t], %[v], ror #8\n\t"
+            "sxtb16 %[v], %[v]\n\t"
+            "smlad %[s0], %[xe], %[v], %[s0]\n\t"
+            "smlad %[s0], %[xo], %[t], %[s0]\n\t"
+            "ldr %[v], [%[w1]], #4\n\t"
+            "sxtb16 %[t], %[v], ror #8\n\t"
+            "sxtb16 %[v], %[v]\n\t"
+            "smlad %[s1], %[xe], %[v], %[s1]\n\t"
+            "smlad %[s1], %[xo], %[t], %[s1]\n\t"
+            "ldrd %[xe], %[xo], [%[x]], #8\n\t"
+            "ldr %[v], [%[w0]], #4\n\t"
+            "sxtb16 %[t], %[v], ror #8\n\t"
+            "sxtb16 %[v], %[v]\n\t"
+            "smlad %[s0], %[xe], %[v], %[s0]\n\t"
+            "smlad %[s0], %[xo], %[t], %[s0]\n\t"
+            "ldr %[v], [%[w1]], #4\n\t"
+            "sxtb16 %[t], %[v], ror #8\n\t"
+            "sxtb16 %[v], %[v]\n\t"
+            "smlad %[s1], %[xe], %[v], %[s1]\n\t"
+            "smlad %[s1], %[xo], %[t], %[s1]\n\t"
+            "cmp %[x], %[end]\n\t"
+            "bne 1b"
+            : [s0] "+r"(s0), [s1] "+r"(s1), [w0] "+r"(w0), [w1] "+r"(w1), [x] "+r"(xw), [v] "=&r"(v),
+              [t] "=&r"(t), [xe] "=&r"(xe), [xo] "=&r"(xo)
+            : [end] "r"(end)
+            : "cc", "memory");
+    acc[0] = s0;
+    acc[1] = s1;
 }
 
 static inline void dot_xw2(const uint32_t *xw, const int8_t *w, uint32_t groups, int32_t *acc)

@@ -135,10 +135,100 @@ static void channels_dm(const qconv_t *p, const int32_t *xoff, uint32_t taps, co
         }
 }
 
+#ifdef DOT_I8_DSP
+/* requantise a group's accumulator with its channel's constants (folded when the multiplier allows) */
+typedef struct {
+    int32_t mult, shift, e, add;
+    int neg;
+} dw_rq_t;
+
+static inline int8_t dw_out(const dw_rq_t *r, int32_t a, int32_t zp, int32_t lo, int32_t hi)
+{
+    return r->neg ? rq_out_neg(a, r->mult, r->e, r->add, zp, lo, hi) : rq_out_opt(a, r->mult, r->shift, zp, lo, hi);
+}
+
+/* dm = 1, channels a multiple of four: four channels at a time over every pixel, the group's weights widened once
+ * (channels 0, 2 and 1, 3 per tap word) and its requantisation constants folded once; a tap is one word load of the
+ * input (or, outside the input, the word of four zp_in) and four 16x16 MACs. */
+static int dw_groups(const qconv_t *p, const int8_t *x, const int8_t *w, int8_t *y)
+{
+    uint32_t ww[2u * DW_MAX_TAPS];
+    int32_t toff[DW_MAX_TAPS];
+    dw_rq_t rq[4];
+    const uint32_t C = p->out_c, kh = p->k_h, kw = p->k_w, taps = kh * kw, st = p->rq_per_channel ? 2u : 0u;
+    const int32_t in_h = p->in_h, in_w = p->in_w, zp = p->zp_out, lo = p->act_min, hi = p->act_max;
+    const uint32_t zw = (uint32_t)(uint8_t)p->zp_in * 0x01010101u, zw02 = dot_sxtb16(zw);
+    if (p->dm != 1u || (C & 3u) || taps > DW_MAX_TAPS)
+        return 0;
+    for (uint32_t t = 0; t < taps; t++)
+        toff[t] = (int32_t)(((t / kw) * p->in_w + t % kw) * C);
+    for (uint32_t c0 = 0; c0 < C; c0 += 4) {
+        for (uint32_t t = 0; t < taps; t++) {
+            uint32_t v = dot_ld32(w + t * C + c0);
+            ww[2 * t] = dot_sxtb16(v);
+            ww[2 * t + 1] = dot_sxtb16_ror8(v);
+        }
+        for (uint32_t k = 0; k < 4u; k++) {
+            const int32_t *r = p->rq + (c0 + k) * st;
+            rq[k].mult = r[0];
+            rq[k].shift = r[1];
+            rq[k].neg = rq_neg_ok(r[1], zp);
+            rq[k].e = -r[1];
+            rq[k].add = rq[k].neg ? rq_neg_add(r[1], zp) : 0;
+        }
+        for (uint32_t oy = 0; oy < p->out_h; oy++)
+            for (uint32_t ox = 0; ox < p->out_w; ox++) {
+                const int32_t iy0 = (int32_t)(oy * p->stride_h) - (int32_t)p->pad_top;
+                const int32_t ix0 = (int32_t)(ox * p->stride_w) - (int32_t)p->pad_left;
+                int32_t a0 = p->bias_eff[c0], a1 = p->bias_eff[c0 + 1], a2 = p->bias_eff[c0 + 2];
+                int32_t a3 = p->bias_eff[c0 + 3];
+                int8_t *yo = y + (oy * p->out_w + ox) * C + c0;
+                if (iy0 >= 0 && ix0 >= 0 && iy0 + (int32_t)kh <= in_h && ix0 + (int32_t)kw <= in_w) {
+                    const int8_t *xb = x + ((uint32_t)iy0 * p->in_w + (uint32_t)ix0) * C + c0;
+                    for (uint32_t t = 0; t < taps; t++) {
+                        uint32_t v = dot_ld32(xb + toff[t]), e = dot_sxtb16(v), o = dot_sxtb16_ror8(v);
+                        a0 = dot_smlabb(e, ww[2 * t], a0);
+                        a2 = dot_smlatt(e, ww[2 * t], a2);
+                        a1 = dot_smlabb(o, ww[2 * t + 1], a1);
+                        a3 = dot_smlatt(o, ww[2 * t + 1], a3);
+                    }
+                } else { /* taps outside the input read the word of four zp_in */
+                    const uint32_t *wt = ww;
+                    for (int32_t iy = iy0; iy < iy0 + (int32_t)kh; iy++) {
+                        const int row_in = iy >= 0 && iy < in_h;
+                        const int8_t *xr = x + (int32_t)(iy * in_w + ix0) * (int32_t)C + (int32_t)c0;
+                        for (int32_t ix = ix0; ix < ix0 + (int32_t)kw; ix++, wt += 2, xr += C) {
+                            uint32_t e = zw02, o = zw02;
+                            if (row_in && ix >= 0 && ix < in_w) {
+                                uint32_t v = dot_ld32(xr);
+                                e = dot_sxtb16(v);
+                                o = dot_sxtb16_ror8(v);
+                            }
+                            a0 = dot_smlabb(e, wt[0], a0);
+                            a2 = dot_smlatt(e, wt[0], a2);
+                            a1 = dot_smlabb(o, wt[1], a1);
+                            a3 = dot_smlatt(o, wt[1], a3);
+                        }
+                    }
+                }
+                yo[0] = dw_out(&rq[0], a0, zp, lo, hi);
+                yo[1] = dw_out(&rq[1], a1, zp, lo, hi);
+                yo[2] = dw_out(&rq[2], a2, zp, lo, hi);
+                yo[3] = dw_out(&rq[3], a3, zp, lo, hi);
+            }
+    }
+    return 1;
+}
+#endif
+
 void dwconv_i8(const qconv_t *p, const int8_t *x, const int8_t *w, int8_t *y)
 {
     int32_t xoff[DW_MAX_TAPS];
     uint32_t taps = (uint32_t)p->k_h * p->k_w;
+#ifdef DOT_I8_DSP
+    if (dw_groups(p, x, w, y))
+        return;
+#endif
     for (uint32_t oy = 0; oy < p->out_h; oy++)
         for (uint32_t ox = 0; ox < p->out_w; ox++, y += p->out_c) {
             int32_t iy0 = (int32_t)(oy * p->stride_h) - (int32_t)p->pad_top;
