@@ -136,6 +136,8 @@ static void channels_dm(const qconv_t *p, const int32_t *xoff, uint32_t taps, co
 }
 
 #ifdef DOT_I8_DSP
+#define DW_FAST_TAPS 25u /* kernels up to 5×5 take dw_groups: 300 B of tap tables on the stack */
+
 /* requantise a group's accumulator with its channel's constants (folded when the multiplier allows) */
 typedef struct {
     int32_t mult, shift, e, add;
@@ -150,15 +152,15 @@ static inline int8_t dw_out(const dw_rq_t *r, int32_t a, int32_t zp, int32_t lo,
 /* dm = 1, channels a multiple of four: four channels at a time over every pixel, the group's weights widened once
  * (channels 0, 2 and 1, 3 per tap word) and its requantisation constants folded once; a tap is one word load of the
  * input (or, outside the input, the word of four zp_in) and four 16x16 MACs. */
-static int dw_groups(const qconv_t *p, const int8_t *x, const int8_t *w, int8_t *y)
+static __attribute__((noinline)) int dw_groups(const qconv_t *p, const int8_t *x, const int8_t *w, int8_t *y)
 {
-    uint32_t ww[2u * DW_MAX_TAPS];
-    int32_t toff[DW_MAX_TAPS];
+    uint32_t ww[2u * DW_FAST_TAPS]; /* own frame: not beside dw_pixels' tap list on the stack */
+    int32_t toff[DW_FAST_TAPS];
     dw_rq_t rq[4];
     const uint32_t C = p->out_c, kh = p->k_h, kw = p->k_w, taps = kh * kw, st = p->rq_per_channel ? 2u : 0u;
     const int32_t in_h = p->in_h, in_w = p->in_w, zp = p->zp_out, lo = p->act_min, hi = p->act_max;
     const uint32_t zw = (uint32_t)(uint8_t)p->zp_in * 0x01010101u, zw02 = dot_sxtb16(zw);
-    if (p->dm != 1u || (C & 3u) || taps > DW_MAX_TAPS)
+    if (p->dm != 1u || (C & 3u) || taps > DW_FAST_TAPS)
         return 0;
     for (uint32_t t = 0; t < taps; t++)
         toff[t] = (int32_t)(((t / kw) * p->in_w + t % kw) * C);
@@ -221,14 +223,11 @@ static int dw_groups(const qconv_t *p, const int8_t *x, const int8_t *w, int8_t 
 }
 #endif
 
-void dwconv_i8(const qconv_t *p, const int8_t *x, const int8_t *w, int8_t *y)
+/* every other shape: per output pixel its in-bounds taps listed once (input offsets), then the channels */
+static __attribute__((noinline)) void dw_pixels(const qconv_t *p, const int8_t *x, const int8_t *w, int8_t *y)
 {
     int32_t xoff[DW_MAX_TAPS];
     uint32_t taps = (uint32_t)p->k_h * p->k_w;
-#ifdef DOT_I8_DSP
-    if (dw_groups(p, x, w, y))
-        return;
-#endif
     for (uint32_t oy = 0; oy < p->out_h; oy++)
         for (uint32_t ox = 0; ox < p->out_w; ox++, y += p->out_c) {
             int32_t iy0 = (int32_t)(oy * p->stride_h) - (int32_t)p->pad_top;
@@ -253,4 +252,13 @@ void dwconv_i8(const qconv_t *p, const int8_t *x, const int8_t *w, int8_t *y)
             else
                 channels_dm(p, xoff, taps, x, w, y);
         }
+}
+
+void dwconv_i8(const qconv_t *p, const int8_t *x, const int8_t *w, int8_t *y)
+{
+#ifdef DOT_I8_DSP
+    if (dw_groups(p, x, w, y))
+        return;
+#endif
+    dw_pixels(p, x, w, y);
 }

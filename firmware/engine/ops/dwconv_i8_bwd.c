@@ -7,7 +7,7 @@
 #include "dot_i8.h"
 
 #ifdef DOT_I8_DSP
-#define DWG_TAPS_MAX 64u /* qplan_load refuses larger depthwise kernels */
+#define DWG_TAPS_MAX 25u /* kernels up to 5×5 gather (200 B of widened weights); larger ones scatter */
 
 /* four channels' h at hq (int16, any alignment) against one tap's widened weights (channels 0, 2 and 1, 3) */
 static inline void dwg_tap4(const int16_t *hq, const uint32_t *wt, int32_t *a)
