@@ -5,7 +5,7 @@
 #include "requant.h"
 
 #ifdef DOT_I8_DSP
-#define FC_XW_WORDS 128u /* 512 B of stack: an input row of up to 256 values, widened (longer rows: dot2_i8) */
+#define FC_XW_WORDS 192u /* 768 B of stack: an input row of up to 384 values, widened (longer rows: dot2_i8) */
 
 /* M4/M7: the input row is widened once (SXTB16 pairs per four values), then two output rows at a time stream their
  * weights through dot_rows2_xw, eight inputs per pass; the requantisation's constants folded per channel. Returns
