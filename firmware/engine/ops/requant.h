@@ -71,7 +71,7 @@ static inline int32_t rq_smmulr(int32_t a, int32_t b)
  * multiplier SRDHM(x, M) is floor(x·M / 2^31 + 1/2), which is SMMULR(2x, M) whenever 2x fits in 32 bits; the
  * rounding divide by 2^e (ties away from zero) is floor((v + 2^(e-1) - [v < 0]) / 2^e). Accumulators outside ±2^30
  * (after the left shift) take rq_out itself. |v| <= 2^30 here, so the rounding add cannot overflow. */
-static inline int8_t rq_out_any(int32_t acc, int32_t mult, int32_t shift, int32_t zp, int32_t lo, int32_t hi)
+static inline int8_t rq_out_fast(int32_t acc, int32_t mult, int32_t shift, int32_t zp, int32_t lo, int32_t hi)
 {
     int32_t x = shift > 0 ? (int32_t)((uint32_t)acc << shift) : acc, x2 = (int32_t)((uint32_t)x << 1), v;
     if ((x2 >> 1) != x)
@@ -107,8 +107,6 @@ static inline int32_t rq_neg_add(int32_t shift, int32_t zp)
 {
     return (1 << (-shift - 1)) + zp * (1 << -shift);
 }
-
-#define rq_out_fast rq_out_any
 
 /* what the optimized kernels requantise with: rq_out_fast on cores with SMMULR, rq_out elsewhere (on the M0+ the
  * 64-bit product costs the same either way) */
