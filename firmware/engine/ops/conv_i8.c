@@ -506,36 +506,53 @@ static int widen_window(const qconv_t *p, const int8_t *x, uint32_t oy, uint32_t
     return 1;
 }
 
-#define IM2COL_PATCH 256u /* the one gathered patch (a window crossing the border) */
+#define IM2COL_ROW 128u /* one kernel row of a window crossing the border, gathered */
 
-/* Any other kernel whose taps fill whole words (k·k·in_c a multiple of 4, up to 256: a 3×3 conv on up to 28
- * channels): four patches (two when long) are widened into the interleaved layout of the 1×1 path, windows inside
- * the input straight from it and the others through one gathered patch (padding as zp_in, so no border
- * correction), and every channel runs its whole weight row (OHWI: contiguous) through dot_xw4 once; an odd last
- * pixel takes the general path. */
+/* a window crossing the border, widened row by row from a gathered row (taps outside the input are zp_in, so the
+ * folded bias needs no correction); its own frame, so conv_im2col's holds only the interleaved buffer */
+static __attribute__((noinline, optimize("no-tree-loop-distribute-patterns"))) void
+widen_window_gathered(const qconv_t *p, const int8_t *x, uint32_t oy, uint32_t ox, uint32_t step, uint32_t *o)
+{
+    int8_t row[IM2COL_ROW];
+    const uint32_t ic = p->in_c, groups = ((uint32_t)p->k_w * ic) >> 2;
+    const int32_t iy0 = (int32_t)(oy * p->stride_h) - (int32_t)p->pad_top;
+    const int32_t ix0 = (int32_t)(ox * p->stride_w) - (int32_t)p->pad_left;
+    for (uint32_t ky = 0; ky < p->k_h; ky++) {
+        int32_t iy = iy0 + (int32_t)ky;
+        for (uint32_t kx = 0; kx < p->k_w; kx++) { /* pointers formed for in-bounds taps only */
+            int32_t ix = ix0 + (int32_t)kx;
+            int in = iy >= 0 && iy < (int32_t)p->in_h && ix >= 0 && ix < (int32_t)p->in_w;
+            const int8_t *xt = in ? x + ((uint32_t)iy * p->in_w + (uint32_t)ix) * ic : 0;
+            for (uint32_t c = 0; c < ic; c++)
+                row[kx * ic + c] = in ? xt[c] : (int8_t)p->zp_in;
+        }
+        for (uint32_t g = 0; g < groups; g++, o += step) {
+            uint32_t v = dot_ld32(row + 4 * g);
+            o[0] = dot_sxtb16(v);
+            o[1] = dot_sxtb16_ror8(v);
+        }
+    }
+}
+
+/* Any other kernel whose rows fill whole words (k_w·in_c a multiple of 4, up to 128; k_h·k_w·in_c up to 256: a 3×3
+ * conv on up to 28 channels): four patches (two when long) are widened into the interleaved layout of the 1×1
+ * path, windows inside the input straight from it, the others row by row through a gathered row, and every channel
+ * runs its whole weight row (OHWI: contiguous) through dot_xw4 once; an odd last pixel takes the general path. */
 static int conv_im2col(const qconv_t *p, const int8_t *x, const int8_t *w, int8_t *y)
 {
     uint32_t xw[PW_WORDS];
-    int8_t patch[IM2COL_PATCH];
-    const uint32_t wsz = (uint32_t)p->k_h * p->k_w * p->in_c, groups = wsz >> 2, n = (uint32_t)p->out_h * p->out_w;
-    const uint32_t block = 4u * wsz <= 2u * PW_WORDS ? 4u : 2u, oc_n = p->out_c;
-    const int direct = (((uint32_t)p->k_w * p->in_c) & 3u) == 0u;
+    const uint32_t wsz = (uint32_t)p->k_h * p->k_w * p->in_c, n = (uint32_t)p->out_h * p->out_w;
+    const uint32_t rb = (uint32_t)p->k_w * p->in_c, block = 4u * wsz <= 2u * PW_WORDS ? 4u : 2u, oc_n = p->out_c;
     const int8_t *xs[4] = {0, 0, 0, 0}; /* no tail: nothing reads them */
     uint32_t q = 0;
-    if (wsz < 8u || (wsz & 3u) || wsz > IM2COL_PATCH || n < 2u)
+    if (wsz < 8u || (rb & 3u) || rb > IM2COL_ROW || wsz > PW_WORDS || n < 2u)
         return 0;
     while (q + 2u <= n) {
         uint32_t np = n - q >= block ? block : 2u;
         for (uint32_t k = 0; k < np; k++) {
             uint32_t *o = xw + 2u * k, oy = (q + k) / p->out_w, ox = (q + k) % p->out_w;
-            if (direct && widen_window(p, x, oy, ox, 2u * np, o))
-                continue;
-            gather_patch(p, x, oy, ox, patch);
-            for (uint32_t g = 0; g < groups; g++, o += 2u * np) {
-                uint32_t v = dot_ld32(patch + 4 * g);
-                o[0] = dot_sxtb16(v);
-                o[1] = dot_sxtb16_ror8(v);
-            }
+            if (!widen_window(p, x, oy, ox, 2u * np, o))
+                widen_window_gathered(p, x, oy, ox, 2u * np, o);
         }
         (np == 4u ? pointwise_quad : pointwise_pair)(p, xs, xw, w, wsz, y + q * oc_n);
         q += np;
