@@ -34,31 +34,32 @@ static inline int32_t dot_smlad(uint32_t a, uint32_t b, int32_t acc)
     __asm__("smlad %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
     return r;
 }
-/* one 16-bit product of the bottom (BB) or top (TT) halves: per-lane MACs where lanes are separate channels */
-static inline int32_t dot_smlabb(uint32_t a, uint32_t b, int32_t acc)
-{
-    int32_t r;
-    __asm__("smlabb %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
-    return r;
-}
-static inline int32_t dot_smlabt(uint32_t a, uint32_t b, int32_t acc)
-{
-    int32_t r;
-    __asm__("smlabt %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
-    return r;
-}
-static inline int32_t dot_smlatb(uint32_t a, uint32_t b, int32_t acc)
-{
-    int32_t r;
-    __asm__("smlatb %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
-    return r;
-}
-static inline int32_t dot_smlatt(uint32_t a, uint32_t b, int32_t acc)
-{
-    int32_t r;
-    __asm__("smlatt %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
-    return r;
-}
+/* one 16-bit product of chosen halves (B bottom, T top; first letter a's, second b's) plus acc: per-lane MACs where
+ * lanes are separate channels or pixels */
+#define DOT_SMLAXY(xy)                                                                                               \
+    static inline int32_t dot_smla##xy(uint32_t a, uint32_t b, int32_t acc)                                          \
+    {                                                                                                                \
+        int32_t r;                                                                                                   \
+        __asm__("smla" #xy " %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));                                  \
+        return r;                                                                                                    \
+    }
+DOT_SMLAXY(bb)
+DOT_SMLAXY(bt)
+DOT_SMLAXY(tb)
+DOT_SMLAXY(tt)
+#undef DOT_SMLAXY
+
+/* The asm loops' vocabulary: widen the next word of weight row w (SXTB16 lanes 0, 2 into lo, 1, 3 into hi), take
+ * the next two widened input words (LDRD, word-aligned), two SMLADs into sum s */
+#define DOT_W_WIDEN(w, lo, hi)                                                                                       \
+    "ldr %[" #lo "], [%[" #w "]], #4\n\t"                                                                             \
+    "sxtb16 %[" #hi "], %[" #lo "], ror #8\n\t"                                                                       \
+    "sxtb16 %[" #lo "], %[" #lo "]\n\t"
+#define DOT_X_PAIR(e, o) "ldrd %[" #e "], %[" #o "], [%[x]], #8\n\t"
+#define DOT_MAC2(s, a, b, c, d)                                                                                      \
+    "smlad %[" #s "], %[" #a "], %[" #b "], %[" #s "]\n\t"                                                            \
+    "smlad %[" #s "], %[" #c "], %[" #d "], %[" #s "]\n\t"
+#define DOT_XW_PIXEL(s) DOT_X_PAIR(t0, t1) DOT_MAC2(s, t0, v, t1, wo)
 
 /* Four (two) widened pixels against one weight row, four inputs per pass: xw holds, per group of four inputs, each
  * pixel's even and odd SXTB16 pair (word-aligned: LDRD); w is the int8 row (any alignment: LDR). Written as one asm
@@ -69,22 +70,7 @@ static inline void dot_xw4(const uint32_t *xw, const int8_t *w, uint32_t groups,
     const int8_t *end = w + 4u * groups;
     int32_t s0 = acc[0], s1 = acc[1], s2 = acc[2], s3 = acc[3];
     uint32_t v, wo, t0, t1;
-    __asm__("1:\n\t"
-            "ldr %[v], [%[w]], #4\n\t"
-            "sxtb16 %[wo], %[v], ror #8\n\t"
-            "sxtb16 %[v], %[v]\n\t"
-            "ldrd %[t0], %[t1], [%[x]], #8\n\t"
-            "smlad %[s0], %[t0], %[v], %[s0]\n\t"
-            "smlad %[s0], %[t1], %[wo], %[s0]\n\t"
-            "ldrd %[t0], %[t1], [%[x]], #8\n\t"
-            "smlad %[s1], %[t0], %[v], %[s1]\n\t"
-            "smlad %[s1], %[t1], %[wo], %[s1]\n\t"
-            "ldrd %[t0], %[t1], [%[x]], #8\n\t"
-            "smlad %[s2], %[t0], %[v], %[s2]\n\t"
-            "smlad %[s2], %[t1], %[wo], %[s2]\n\t"
-            "ldrd %[t0], %[t1], [%[x]], #8\n\t"
-            "smlad %[s3], %[t0], %[v], %[s3]\n\t"
-            "smlad %[s3], %[t1], %[wo], %[s3]\n\t"
+    __asm__("1:\n\t" DOT_W_WIDEN(w, v, wo) DOT_XW_PIXEL(s0) DOT_XW_PIXEL(s1) DOT_XW_PIXEL(s2) DOT_XW_PIXEL(s3)
             "cmp %[w], %[end]\n\t"
             "bne 1b"
             : [s0] "+r"(s0), [s1] "+r"(s1), [s2] "+r"(s2), [s3] "+r"(s3), [w] "+r"(w), [x] "+r"(xw),
@@ -97,6 +83,27 @@ static inline void dot_xw4(const uint32_t *xw, const int8_t *w, uint32_t groups,
     acc[3] = s3;
 }
 
+static inline void dot_xw2(const uint32_t *xw, const int8_t *w, uint32_t groups, int32_t *acc)
+{
+    const int8_t *end = w + 4u * groups;
+    int32_t s0 = acc[0], s1 = acc[1];
+    uint32_t v, wo, t0, t1;
+    __asm__("1:\n\t" DOT_W_WIDEN(w, v, wo) DOT_XW_PIXEL(s0) DOT_XW_PIXEL(s1)
+            "cmp %[w], %[end]\n\t"
+            "bne 1b"
+            : [s0] "+r"(s0), [s1] "+r"(s1), [w] "+r"(w), [x] "+r"(xw), [v] "=&r"(v), [wo] "=&r"(wo),
+              [t0] "=&r"(t0), [t1] "=&r"(t1)
+            : [end] "r"(end)
+            : "cc", "memory");
+    acc[0] = s0;
+    acc[1] = s1;
+}
+
+/* four inputs (one LDRD of their widened pairs) against two weight rows' next words */
+#define DOT_ROWS2_GROUP                                                                                              \
+    DOT_X_PAIR(xe, xo) DOT_W_WIDEN(w0, v, t) DOT_MAC2(s0, xe, v, xo, t) DOT_W_WIDEN(w1, v, t)                         \
+        DOT_MAC2(s1, xe, v, xo, t)
+
 /* One widened input (pairs per group of four, word-aligned) against two weight rows, eight inputs per pass: 32 MACs
  * cost two LDRD, four LDR, eight SXTB16 and eight SMLAD, and the loop two. pairs >= 1 (groups of eight). */
 static inline void dot_rows2_xw(const uint32_t *xw, const int8_t *w0, const int8_t *w1, uint32_t pairs, int32_t *acc)
@@ -104,58 +111,11 @@ static inline void dot_rows2_xw(const uint32_t *xw, const int8_t *w0, const int8
     const uint32_t *end = xw + 4u * pairs;
     int32_t s0 = acc[0], s1 = acc[1];
     uint32_t v, t, xe, xo;
-    __asm__("1:\n\t"
-            "ldrd %[xe], %[xo], [%[x]], #8\n\t"
-            "ldr %[v], [%[w0]], #4\n\t"
-            "sxtb16 %[t], %[v], ror #8\n\t"
-            "sxtb16 %[v], %[v]\n\t"
-            "smlad %[s0], %[xe], %[v], %[s0]\n\t"
-            "smlad %[s0], %[xo], %[t], %[s0]\n\t"
-            "ldr %[v], [%[w1]], #4\n\t"
-            "sxtb16 %[t], %[v], ror #8\n\t"
-            "sxtb16 %[v], %[v]\n\t"
-            "smlad %[s1], %[xe], %[v], %[s1]\n\t"
-            "smlad %[s1], %[xo], %[t], %[s1]\n\t"
-            "ldrd %[xe], %[xo], [%[x]], #8\n\t"
-            "ldr %[v], [%[w0]], #4\n\t"
-            "sxtb16 %[t], %[v], ror #8\n\t"
-            "sxtb16 %[v], %[v]\n\t"
-            "smlad %[s0], %[xe], %[v], %[s0]\n\t"
-            "smlad %[s0], %[xo], %[t], %[s0]\n\t"
-            "ldr %[v], [%[w1]], #4\n\t"
-            "sxtb16 %[t], %[v], ror #8\n\t"
-            "sxtb16 %[v], %[v]\n\t"
-            "smlad %[s1], %[xe], %[v], %[s1]\n\t"
-            "smlad %[s1], %[xo], %[t], %[s1]\n\t"
+    __asm__("1:\n\t" DOT_ROWS2_GROUP DOT_ROWS2_GROUP
             "cmp %[x], %[end]\n\t"
             "bne 1b"
             : [s0] "+r"(s0), [s1] "+r"(s1), [w0] "+r"(w0), [w1] "+r"(w1), [x] "+r"(xw), [v] "=&r"(v),
               [t] "=&r"(t), [xe] "=&r"(xe), [xo] "=&r"(xo)
-            : [end] "r"(end)
-            : "cc", "memory");
-    acc[0] = s0;
-    acc[1] = s1;
-}
-
-static inline void dot_xw2(const uint32_t *xw, const int8_t *w, uint32_t groups, int32_t *acc)
-{
-    const int8_t *end = w + 4u * groups;
-    int32_t s0 = acc[0], s1 = acc[1];
-    uint32_t v, wo, t0, t1;
-    __asm__("1:\n\t"
-            "ldr %[v], [%[w]], #4\n\t"
-            "sxtb16 %[wo], %[v], ror #8\n\t"
-            "sxtb16 %[v], %[v]\n\t"
-            "ldrd %[t0], %[t1], [%[x]], #8\n\t"
-            "smlad %[s0], %[t0], %[v], %[s0]\n\t"
-            "smlad %[s0], %[t1], %[wo], %[s0]\n\t"
-            "ldrd %[t0], %[t1], [%[x]], #8\n\t"
-            "smlad %[s1], %[t0], %[v], %[s1]\n\t"
-            "smlad %[s1], %[t1], %[wo], %[s1]\n\t"
-            "cmp %[w], %[end]\n\t"
-            "bne 1b"
-            : [s0] "+r"(s0), [s1] "+r"(s1), [w] "+r"(w), [x] "+r"(xw), [v] "=&r"(v), [wo] "=&r"(wo),
-              [t0] "=&r"(t0), [t1] "=&r"(t1)
             : [end] "r"(end)
             : "cc", "memory");
     acc[0] = s0;
