@@ -139,7 +139,23 @@ static void pixel(const qconv_t *p, const win_t *win, const int8_t *x, const int
  * few bytes. */
 #define CONV_PATCH_MAX 64u
 
-/* GCC would turn the few-byte copy loops back into memcpy/memset calls, each costing more than the copy */
+/* One kernel row of the window at input row iy, columns from ix0, into row: taps outside the input are zp_in (so
+ * the folded bias needs no border correction). GCC would turn the few-byte copy loops here and in gather_patch back
+ * into memcpy/memset calls, each costing more than the copy. */
+__attribute__((optimize("no-tree-loop-distribute-patterns"))) static void gather_row(const qconv_t *p,
+                                                                                     const int8_t *x, int32_t iy,
+                                                                                     int32_t ix0, int8_t *row)
+{
+    const uint32_t ic = p->in_c;
+    for (uint32_t kx = 0; kx < p->k_w; kx++) { /* pointers formed for in-bounds taps only */
+        int32_t ix = ix0 + (int32_t)kx;
+        int in = iy >= 0 && iy < (int32_t)p->in_h && ix >= 0 && ix < (int32_t)p->in_w;
+        const int8_t *xt = in ? x + ((uint32_t)iy * p->in_w + (uint32_t)ix) * ic : 0;
+        for (uint32_t c = 0; c < ic; c++)
+            row[kx * ic + c] = in ? xt[c] : (int8_t)p->zp_in;
+    }
+}
+
 __attribute__((optimize("no-tree-loop-distribute-patterns"))) static void gather_patch(const qconv_t *p,
                                                                                        const int8_t *x, uint32_t oy,
                                                                                        uint32_t ox, int8_t *patch)
@@ -162,17 +178,7 @@ __attribute__((optimize("no-tree-loop-distribute-patterns"))) static void gather
                 q[j] = xr[j];
             continue;
         }
-        for (uint32_t kx = 0; kx < p->k_w; kx++) { /* pointers formed for in-bounds taps only */
-            int32_t ix = ix0 + (int32_t)kx;
-            if (ix < 0 || ix >= (int32_t)p->in_w) {
-                for (uint32_t c = 0; c < ic; c++)
-                    q[kx * ic + c] = zp;
-            } else {
-                const int8_t *xt = x + ((uint32_t)iy * p->in_w + (uint32_t)ix) * ic;
-                for (uint32_t c = 0; c < ic; c++)
-                    q[kx * ic + c] = xt[c];
-            }
-        }
+        gather_row(p, x, iy, ix0, q); /* a row crossing the left or right border */
     }
 }
 
@@ -218,9 +224,7 @@ static int rows_padded(const qconv_t *p)
 }
 
 /* one pixel's patch, row by row: rows inside the input straight from it, the others gathered with zp_in padding */
-__attribute__((optimize("no-tree-loop-distribute-patterns"))) static void widen_rows(const qconv_t *p,
-                                                                                     const int8_t *x, uint32_t oy,
-                                                                                     uint32_t ox, uint32_t *out)
+static void widen_rows(const qconv_t *p, const int8_t *x, uint32_t oy, uint32_t ox, uint32_t *out)
 {
     const uint32_t ic = p->in_c, rb = (uint32_t)p->k_w * ic, groups = (rb + 3u) >> 2;
     const uint32_t xrow = (uint32_t)p->in_w * ic, xend = (uint32_t)p->in_h * xrow;
@@ -240,13 +244,7 @@ __attribute__((optimize("no-tree-loop-distribute-patterns"))) static void widen_
             }
             continue;
         }
-        for (uint32_t kx = 0; kx < p->k_w; kx++) { /* pointers formed for in-bounds taps only */
-            int32_t ix = ix0 + (int32_t)kx;
-            int in = iy >= 0 && iy < (int32_t)p->in_h && ix >= 0 && ix < (int32_t)p->in_w;
-            const int8_t *xt = in ? x + ((uint32_t)iy * p->in_w + (uint32_t)ix) * ic : 0;
-            for (uint32_t c = 0; c < ic; c++)
-                row[kx * ic + c] = in ? xt[c] : (int8_t)p->zp_in;
-        }
+        gather_row(p, x, iy, ix0, row);
         out = widen_row(row, rb, out);
     }
 }
@@ -283,6 +281,18 @@ static void widen_block(const qconv_t *p, const int8_t *x, uint32_t q0, uint32_t
     }
 }
 
+/* one patch's six words (taps 0..11 of a 3×3×1 kernel) against the channel's six weight words */
+static inline int32_t dot6(const uint32_t *pw, uint32_t w0, uint32_t w1, uint32_t w2, uint32_t w3, uint32_t w4,
+                           uint32_t w5, int32_t a)
+{
+    a = dot_smlad(pw[0], w0, a);
+    a = dot_smlad(pw[1], w1, a);
+    a = dot_smlad(pw[2], w2, a);
+    a = dot_smlad(pw[3], w3, a);
+    a = dot_smlad(pw[4], w4, a);
+    return dot_smlad(pw[5], w5, a);
+}
+
 /* one channel over a block of widened patches, its weights in registers: six words are taps 0..11 (3×3×1) */
 static void channel_block6(const qconv_t *p, const uint32_t *pw, uint32_t nb, const uint32_t *ww, int32_t bias,
                            const int32_t *rq, int8_t *y)
@@ -291,26 +301,12 @@ static void channel_block6(const qconv_t *p, const uint32_t *pw, uint32_t nb, co
     const int32_t mult = rq[0], shift = rq[1], zp = p->zp_out, lo = p->act_min, hi = p->act_max;
     if (rq_neg_ok(shift, zp)) { /* the usual multiplier: its constants folded once for the channel */
         const int32_t e = -shift, add = rq_neg_add(shift, zp);
-        for (uint32_t k = 0; k < nb; k++, pw += 6, y += out_c) {
-            int32_t a = dot_smlad(pw[0], w0, bias);
-            a = dot_smlad(pw[1], w1, a);
-            a = dot_smlad(pw[2], w2, a);
-            a = dot_smlad(pw[3], w3, a);
-            a = dot_smlad(pw[4], w4, a);
-            a = dot_smlad(pw[5], w5, a);
-            *y = rq_out_neg(a, mult, e, add, zp, lo, hi);
-        }
+        for (uint32_t k = 0; k < nb; k++, pw += 6, y += out_c)
+            *y = rq_out_neg(dot6(pw, w0, w1, w2, w3, w4, w5, bias), mult, e, add, zp, lo, hi);
         return;
     }
-    for (uint32_t k = 0; k < nb; k++, pw += 6, y += out_c) {
-        int32_t a = dot_smlad(pw[0], w0, bias);
-        a = dot_smlad(pw[1], w1, a);
-        a = dot_smlad(pw[2], w2, a);
-        a = dot_smlad(pw[3], w3, a);
-        a = dot_smlad(pw[4], w4, a);
-        a = dot_smlad(pw[5], w5, a);
-        *y = rq_out_opt(a, mult, shift, zp, lo, hi);
-    }
+    for (uint32_t k = 0; k < nb; k++, pw += 6, y += out_c)
+        *y = rq_out_opt(dot6(pw, w0, w1, w2, w3, w4, w5, bias), mult, shift, zp, lo, hi);
 }
 
 /* any patch size: the channel's widened weights from memory */
@@ -510,8 +506,8 @@ static int widen_window(const qconv_t *p, const int8_t *x, uint32_t oy, uint32_t
 
 /* a window crossing the border, widened row by row from a gathered row (taps outside the input are zp_in, so the
  * folded bias needs no correction); its own frame, so conv_im2col's holds only the interleaved buffer */
-static __attribute__((noinline, optimize("no-tree-loop-distribute-patterns"))) void
-widen_window_gathered(const qconv_t *p, const int8_t *x, uint32_t oy, uint32_t ox, uint32_t step, uint32_t *o)
+static __attribute__((noinline)) void widen_window_gathered(const qconv_t *p, const int8_t *x, uint32_t oy,
+                                                             uint32_t ox, uint32_t step, uint32_t *o)
 {
     int8_t row[IM2COL_ROW];
     const uint32_t ic = p->in_c, groups = ((uint32_t)p->k_w * ic) >> 2;
@@ -519,13 +515,7 @@ widen_window_gathered(const qconv_t *p, const int8_t *x, uint32_t oy, uint32_t o
     const int32_t ix0 = (int32_t)(ox * p->stride_w) - (int32_t)p->pad_left;
     for (uint32_t ky = 0; ky < p->k_h; ky++) {
         int32_t iy = iy0 + (int32_t)ky;
-        for (uint32_t kx = 0; kx < p->k_w; kx++) { /* pointers formed for in-bounds taps only */
-            int32_t ix = ix0 + (int32_t)kx;
-            int in = iy >= 0 && iy < (int32_t)p->in_h && ix >= 0 && ix < (int32_t)p->in_w;
-            const int8_t *xt = in ? x + ((uint32_t)iy * p->in_w + (uint32_t)ix) * ic : 0;
-            for (uint32_t c = 0; c < ic; c++)
-                row[kx * ic + c] = in ? xt[c] : (int8_t)p->zp_in;
-        }
+        gather_row(p, x, iy, ix0, row);
         for (uint32_t g = 0; g < groups; g++, o += step) {
             uint32_t v = dot_ld32(row + 4 * g);
             o[0] = dot_sxtb16(v);
