@@ -49,22 +49,11 @@ void conv_i8_input_grad(const qconv_t *p, const int16_t *h, const qrows_t *w, in
     for (uint32_t oy = 0; oy < p->out_h; oy++)
         for (uint32_t ox = 0; ox < p->out_w; ox++, h += p->out_c) {
             bwin_t win;
-            uint32_t cur = 0, k = 0;
+            uint32_t oc = 0, cur = 0, k;
             const int8_t *rows[4];
             int32_t hv[4];
             bwindow(p, oy, ox, &win);
-            for (uint32_t oc = 0; oc < p->out_c; oc++) {
-                const int8_t *row = qrows_get(w, oc, &cur);
-                if (h[oc] == 0)
-                    continue; /* masked (ReLU) outputs contribute nothing */
-                rows[k] = row;
-                hv[k++] = h[oc];
-                if (k == 4u) {
-                    scatter_rows(p, &win, rows, hv, k, acc);
-                    k = 0;
-                }
-            }
-            if (k)
+            while ((k = igrad_next4(w, h, p->out_c, &oc, &cur, rows, hv)) != 0)
                 scatter_rows(p, &win, rows, hv, k, acc);
         }
 }

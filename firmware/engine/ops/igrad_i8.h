@@ -5,6 +5,7 @@
 #define OPS_IGRAD_I8_H
 
 #include <stdint.h>
+#include "qgrad.h"
 
 /* acc[j] += h[0]·r[0][j] + ... + h[k-1]·r[k-1][j], j < n, for k in 1..4 (each row read from r[q] + off); always
  * inlined: on the M0+ a call keeps the four row pointers out of its eight low registers */
@@ -33,6 +34,22 @@ static inline __attribute__((always_inline)) void igrad_rows(int32_t *acc, uint3
         for (uint32_t j = 0; j < n; j++)
             acc[j] += h0 * r0[j];
     }
+}
+
+/* the next rows (up to four) from output channel *o on whose h is nonzero, read through w in ascending order (*cur as
+ * qrows_get keeps it), their h in hv; returns how many, 0 when the channels are done */
+static inline uint32_t igrad_next4(const qrows_t *w, const int16_t *h, uint32_t out_c, uint32_t *o, uint32_t *cur,
+                                   const int8_t **rows, int32_t *hv)
+{
+    uint32_t k = 0;
+    for (; *o < out_c && k < 4u; (*o)++) {
+        const int8_t *row = qrows_get(w, *o, cur);
+        if (h[*o] == 0)
+            continue; /* masked (ReLU) outputs contribute nothing */
+        rows[k] = row;
+        hv[k++] = h[*o];
+    }
+    return k;
 }
 
 #endif
