@@ -11,7 +11,7 @@ from typing import Literal
 
 import numpy as np
 
-Op = Literal["dense", "conv2d", "relu", "maxpool2d", "dwconv2d", "gap"]
+Op = Literal["dense", "conv2d", "relu", "maxpool2d", "dwconv2d", "gap", "add"]
 Act = Literal["none", "relu", "relu6"]
 Shape = tuple[int, int, int]  # (h, w, c)
 
@@ -24,7 +24,11 @@ class Layer:
     Imported graphs (`bench.tflite.fp32`) add what their ops carry: a kernel ``kernel`` high and ``kernel_w`` wide
     (0: square), depthwise convs (``dwconv2d``, depth multiplier 1, weights channel-major [c][k][kw]) and a fused
     activation ``act`` applied to the layer's output (one plan record per TFLite op keeps MobileNets within the
-    device's 32 layers)."""
+    device's 32 layers).
+
+    A residual ``add`` sums its input (the branch, the previous layer's output) with the activation at position
+    ``skip`` (the input of layer ``skip``, where the branch starts; 0 = the model's input), then applies ``act``;
+    its gradient goes to both."""
 
     op: Op
     in_shape: Shape
@@ -36,6 +40,7 @@ class Layer:
     padding: Literal["valid", "same"] = "valid"
     kernel_w: int = 0
     act: Act = "none"
+    skip: int = -1
 
     @property
     def kw(self) -> int:

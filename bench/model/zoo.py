@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -78,6 +79,20 @@ def _aifes_cnn(rng: np.random.Generator, task: DeviceDataset) -> list[nn.Layer]:
     return [conv, _relu(conv.out_shape), pool, _dense(rng, pool.out_shape, task.n_classes)]
 
 
+def _digits_resnet(rng: np.random.Generator, task: DeviceDataset) -> list[nn.Layer]:
+    """A ResNet basic block on the digits: conv 3×3 SAME 8 + ReLU = r, [conv 3×3 SAME + ReLU, conv 3×3 SAME] + r →
+    ADD (ReLU), maxpool 2, dense to the classes. The graph to train through a residual ADD, fp32 and int8."""
+    stem = _conv(rng, task.input_shape, 8, 3, padding="same")
+    shape = stem.out_shape
+    a = _conv(rng, shape, 8, 3, padding="same")
+    b = _conv(rng, shape, 8, 3, padding="same")
+    assert b.weight is not None
+    b = dataclasses.replace(b, weight=b.weight * np.float32(0.5))  # the branch starts small beside the skip
+    add = nn.Layer("add", shape, shape, act="relu", skip=2)  # the input of layer 2, where the branch starts
+    pool = _maxpool(shape)
+    return [stem, _relu(shape), a, _relu(shape), b, add, pool, _dense(rng, pool.out_shape, task.n_classes)]
+
+
 def _digits_mlp_wide(rng: np.random.Generator, task: DeviceDataset) -> list[nn.Layer]:
     return _mlp(rng, task.input_shape, [384, 384], task.n_classes)
 
@@ -89,6 +104,7 @@ _ZOO: dict[str, tuple[Callable[[np.random.Generator, DeviceDataset], list[nn.Lay
     "digits-cnn": (_digits_cnn, True),
     "digits-mlp-wide": (_digits_mlp_wide, False),
     "aifes-cnn": (_aifes_cnn, True),
+    "digits-resnet": (_digits_resnet, True),
 }
 
 

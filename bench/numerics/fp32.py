@@ -200,6 +200,8 @@ def _forward(model: nn.Model, params: Params, x: np.ndarray) -> tuple[list[np.nd
             out, cache = _dwconv_forward(h, w, b, layer)
         elif layer.op == "gap":
             out, cache = h.mean(axis=(1, 2), keepdims=True), None
+        elif layer.op == "add":
+            out, cache = h + (x if layer.skip == 0 else acts[layer.skip - 1]), None
         else:
             raise ValueError(f"unknown op {layer.op!r}")
         out = _activate(out, layer.act)
@@ -250,11 +252,12 @@ def _backward(
     wanted = param_keys(model) if keys is None else keys
     lowest = min((i for i, _ in wanted), default=len(model.layers))
     grads: dict[Key, np.ndarray] = {}
+    skips: dict[int, np.ndarray] = {}  # a residual add's gradient for the input of layer skip, where its branch starts
     dy = dlogits.reshape(acts[-1].shape)
     for i in range(len(model.layers) - 1, lowest - 1, -1):
         layer, (w, _) = model.layers[i], params[i]
         need_dx = i > lowest
-        dx = None
+        dx: np.ndarray | None = None
         dy = _act_mask(dy, acts[i], layer.act)
         if layer.op == "dense":
             assert w is not None
@@ -279,11 +282,15 @@ def _backward(
         elif layer.op == "gap":
             h, wd, _ = layer.in_shape
             dx = np.broadcast_to(dy, (len(dy), *layer.in_shape)) / (h * wd) if need_dx else None
+        elif layer.op == "add":  # both inputs get dy: the branch now, the skip where the branch starts
+            if layer.skip > lowest:
+                skips[layer.skip] = skips.get(layer.skip, 0.0) + dy
+            dx = dy if need_dx else None
         else:  # relu: mask by output > 0, as the device does
             dx = dy * (acts[i] > 0)
         if dx is not None:
             prev_shape = (len(dy), *model.input_shape) if i == 0 else acts[i - 1].shape
-            dy = dx.reshape(prev_shape)
+            dy = dx.reshape(prev_shape) + skips.pop(i, 0.0)
     return {k: v for k, v in grads.items() if k in wanted}
 
 

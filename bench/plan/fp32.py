@@ -29,7 +29,8 @@ PLAN_MAGIC = 0x4E4C5054
 PLAN_HEADER = TPLN_HEADER.size
 LAYER_RECORD = TPLN_LAYER.size
 NONE = 0xFFFFFFFF
-OPS = {"dense": 1, "conv2d": 2, "relu": 3, "maxpool2d": 4, "dwconv2d": 5, "gap": 6}
+OPS = {"dense": 1, "conv2d": 2, "relu": 3, "maxpool2d": 4, "dwconv2d": 5, "gap": 6, "add": 7}
+MERGE_FLAG = 64  # layer flag bit 6: a residual branch starts here; its input gradient adds the ADD's skip gradient
 ACT_FLAGS = {"none": 0, "relu": 16, "relu6": 32}  # layer flag bits 4 / 5: a fused activation
 MAX_LAYERS = 32
 PLAN_F_CHANNEL_LISTS = 1  # header flag: some layer records carry a channel list (sparse update)
@@ -52,6 +53,7 @@ class LayerPlan:
     scratch_off: int
     kept_bytes: int  # activation bytes this layer keeps alive for backward
     channels: tuple[int, ...] = ()  # sparse update: the output channels whose weights train (empty = all)
+    merge: bool = False  # a residual branch starts here: its input gradient adds the skip gradient of the ADD above
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,7 @@ def sparse_channels(model: Model, technique: Technique) -> dict[int, tuple[int, 
 def compile_plan(model: Model, technique: Technique) -> Plan:
     if len(model.layers) > MAX_LAYERS:
         raise ValueError(f"model '{model.name}' has {len(model.layers)} layers; plans hold at most {MAX_LAYERS}")
+    _check_residuals(model)
     if technique.forward_only:
         return _forward_only_plan(model, technique)
     trainable = frozenset(technique.trainable(model.param_layers()))
@@ -140,12 +143,30 @@ def compile_plan(model: Model, technique: Technique) -> Plan:
     buffers, names = _buffers(model, trainable, first_bwd, channels)
     placed = place_buffers(buffers)
     off = {b.name: b.offset for b in placed}
-    layers = tuple(_layer_plan(i, layer, trainable, first_bwd, names, off, channels.get(i, ())) for i, layer in
-                   enumerate(model.layers))
+    merged = merges(model, first_bwd)
+    layers = tuple(_layer_plan(i, layer, trainable, first_bwd, names, off, channels.get(i, ()), i in merged)
+                   for i, layer in enumerate(model.layers))
     return Plan(model=model, technique=technique, layers=layers, buffers=tuple(placed),
                 arena_bytes=max((b.offset + b.size for b in placed), default=0),
                 input_off=off[names["act"][0]], dlogits_off=off[names["grad"][n]], first_bwd=first_bwd,
                 trainable=trainable)
+
+
+def _check_residuals(model: Model) -> None:
+    """Each ADD reads the input of an earlier layer, with its own shape; one ADD per branch start (the device's
+    rule: a merge is fed by exactly one ADD)."""
+    starts: set[int] = set()
+    for i, layer in enumerate(model.layers):
+        if layer.op != "add":
+            continue
+        if not 0 <= layer.skip < i or layer.in_shape != layer.out_shape:
+            raise ValueError(f"model '{model.name}' layer {i} add: skip {layer.skip} is not an earlier position, or "
+                             f"its shapes {layer.in_shape} -> {layer.out_shape} differ")
+        shape = model.input_shape if layer.skip == 0 else model.layers[layer.skip - 1].out_shape
+        if shape != layer.in_shape or layer.skip in starts:
+            raise ValueError(f"model '{model.name}' layer {i} add: its skip (the input of layer {layer.skip}) has "
+                             f"shape {shape}, not {layer.in_shape}, or feeds another add")
+        starts.add(layer.skip)
 
 
 # ---- lifetimes --------------------------------------------------------------------------------------------
@@ -177,6 +198,8 @@ def _buffers(model: Model, trainable: frozenset, first_bwd: int,
     for i, layer in enumerate(model.layers):
         use(act[i], 4 * numel(layer.in_shape), _fwd_t(i))
         use(act[i + 1], 4 * numel(layer.out_shape), _fwd_t(i))
+        if layer.op == "add":  # the skip lives from where the branch starts to the ADD
+            use(act[layer.skip], 4 * numel(layer.in_shape), _fwd_t(i))
         for p, arr in (("w", layer.weight), ("b", layer.bias)):
             if (i, p) in trainable and arr is not None:
                 size = 4 * arr.size
@@ -211,6 +234,9 @@ def _backward_uses(model: Model, trainable: frozenset, first_bwd: int, act: list
             use(grad[i], 4 * numel(layer.in_shape), t)
         if layer.op in ("conv2d", "dwconv2d") and (i, "w") in trainable:
             use(f"scratch{i}", 4 * _row(layer), t)
+    for start, i in merges(model, first_bwd).items():  # the skip gradient, from the ADD's backward to the merge
+        use(f"s{i}", 4 * numel(model.layers[i].in_shape), _bwd_t(n, i))
+        use(f"s{i}", 4 * numel(model.layers[i].in_shape), _bwd_t(n, start))
 
 
 def _row(layer: Layer) -> int:
@@ -220,11 +246,19 @@ def _row(layer: Layer) -> int:
 
 
 def _activation_names(model: Model) -> list[str]:
-    """Activation buffer per position 0..n; an in-place ReLU's output is its input's buffer."""
+    """Activation buffer per position 0..n; an in-place ReLU's output is its input's buffer, unless that input is
+    a residual ADD's skip, which must survive to the ADD."""
+    skips = {layer.skip for layer in model.layers if layer.op == "add"}
     names = ["a0"]
     for i, layer in enumerate(model.layers):
-        names.append(names[i] if layer.op == "relu" else f"a{i + 1}")
+        names.append(names[i] if layer.op == "relu" and i not in skips else f"a{i + 1}")
     return names
+
+
+def merges(model: Model, first_bwd: int) -> dict[int, int]:
+    """Residual merges the backward pass makes: branch start (the ADD's skip position) -> the ADD. Only a skip above
+    first_bwd needs its gradient (below it, nothing computes the input gradient it would join)."""
+    return {layer.skip: i for i, layer in enumerate(model.layers) if layer.op == "add" and layer.skip > first_bwd}
 
 
 def _gradient_names(model: Model, first_bwd: int) -> list[str]:
@@ -238,7 +272,7 @@ def _gradient_names(model: Model, first_bwd: int) -> list[str]:
 
 
 def _layer_plan(i: int, layer: Layer, trainable: frozenset, first_bwd: int, names: dict,
-                off: dict[str, int], channels: tuple[int, ...]) -> LayerPlan:
+                off: dict[str, int], channels: tuple[int, ...], merge: bool) -> LayerPlan:
     act, grad = names["act"], names["grad"]
     in_bwd = i >= first_bwd
     train_w, train_b = (i, "w") in trainable, (i, "b") in trainable
@@ -253,7 +287,8 @@ def _layer_plan(i: int, layer: Layer, trainable: frozenset, first_bwd: int, name
         in_off=off[act[i]], out_off=off[act[i + 1]],
         dout_off=off.get(grad[i + 1], NONE) if in_bwd else NONE,
         din_off=off.get(grad[i], NONE) if in_bwd and i > first_bwd else NONE,
-        scratch_off=off.get(f"scratch{i}", NONE), kept_bytes=kept, channels=channels,
+        scratch_off=off.get(f"s{i}" if layer.op == "add" else f"scratch{i}", NONE), kept_bytes=kept,
+        channels=channels, merge=merge,
     )
 
 
@@ -397,7 +432,8 @@ def _append(buf: bytearray, arr: np.ndarray | None, base: int) -> int:
 
 
 def _layer_record(lp: LayerPlan, layer: Layer, w_src: int, b_src: int, ch_off: int) -> bytes:
-    flags = lp.train_w | lp.train_b << 1 | lp.need_dx << 2 | (layer.padding == "same") << 3 | ACT_FLAGS[layer.act]
+    flags = lp.train_w | lp.train_b << 1 | lp.need_dx << 2 | (layer.padding == "same") << 3 | ACT_FLAGS[layer.act] \
+        | (MERGE_FLAG if lp.merge else 0)
     pad_top = pad_left = 0
     conv = layer.op in ("conv2d", "dwconv2d")
     if conv and layer.padding == "same":
@@ -405,7 +441,9 @@ def _layer_record(lp: LayerPlan, layer: Layer, w_src: int, b_src: int, ch_off: i
         pad_left = same_padding(layer.in_shape[1], layer.kw, layer.stride)
     (in_h, in_w, in_c), (out_h, out_w, out_c) = layer.in_shape, layer.out_shape
     return TPLN_LAYER.pack({
-        "op": OPS[layer.op], "flags": flags, "stride": layer.stride, "k": layer.kernel, "in_h": in_h, "in_w": in_w,
+        "op": OPS[layer.op], "flags": flags, "stride": layer.stride,
+        "k": layer.skip if layer.op == "add" else layer.kernel,  # ADD: the layer whose input is its skip
+        "in_h": in_h, "in_w": in_w,
         "in_c": in_c, "out_h": out_h, "out_w": out_w, "out_c": out_c, "w_src": w_src, "b_src": b_src,
         "w_ram": lp.w_ram, "b_ram": lp.b_ram, "in_off": lp.in_off, "out_off": lp.out_off, "dout_off": lp.dout_off,
         "din_off": lp.din_off, "scratch_off": lp.scratch_off, "pad_top": pad_top, "pad_left": pad_left,

@@ -41,9 +41,9 @@ RUN_COLUMNS = [
 ]
 LAYER_COLUMNS = ["run_id", "layer", "op", *(f"{c}_{p}_per_step" for c in COUNTS for p in PHASES),
                  "planned_weights_ram_bytes", "planned_kept_act_bytes", "planned_grad_bytes", "planned_scratch_bytes"]
-OP_NAMES = {1: "dense", 2: "conv2d", 3: "relu", 4: "maxpool2d", 0x81: "conv_i8", 0x82: "dwconv_i8", 0x83: "fc_i8",
-            0x84: "avgpool_i8", 0x85: "mean_i8", 0x86: "add_i8", 0x87: "reshape_i8", 0x88: "softmax_i8",
-            0x89: "maxpool_i8"}
+OP_NAMES = {1: "dense", 2: "conv2d", 3: "relu", 4: "maxpool2d", 5: "dwconv2d", 6: "gap", 7: "add",
+            0x81: "conv_i8", 0x82: "dwconv_i8", 0x83: "fc_i8", 0x84: "avgpool_i8", 0x85: "mean_i8", 0x86: "add_i8",
+            0x87: "reshape_i8", 0x88: "softmax_i8", 0x89: "maxpool_i8"}
 STEP_COLUMNS = ["run_id", "step", "sample", "label", "pred", "correct", "loss",
                 *(f"{c}_{p}" for c in COUNTS for p in PHASES), "sram_bytes"]
 GRAD_COLUMNS = ["run_id", "step", "layer", "param", "l2", "max_abs", "values"]

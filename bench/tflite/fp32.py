@@ -4,8 +4,10 @@ Why: the point of quantised training is its comparison with fp32 on the *same* b
 trains chains of layers; a sequential int8 graph (MobileNetV1 / DS-CNN style: CONV_2D, DEPTHWISE_CONV_2D,
 FULLY_CONNECTED, pools, RESHAPE, a final SOFTMAX) maps onto them one op to one layer, its fused ReLU / ReLU6 kept
 on the layer, so an imported MobileNet fits the device's 32 layers. The input stays the model's real-valued input
-(code − zero point)·scale; a graph with branches (ADD), or an op the fp32 engine has no kernel for, is refused with
-every such op named at once (`Fp32ImportError`), and its fp32 runs stay planned only (`bench.plan.fp32mem`).
+(code − zero point)·scale; a graph with other branches, or an op the fp32 engine has no kernel for, is refused with
+every such op named at once (`Fp32ImportError`), and its fp32 runs stay planned only (`bench.plan.fp32mem`). A
+residual ADD (ResNet, MobileNetV2) is a layer too: it reads the previous op's output and the input of an earlier op,
+where its branch starts, and the fp32 plan merges its skip gradient there (docs/plan-format.md).
 """
 
 from __future__ import annotations
@@ -120,28 +122,47 @@ def _layer(model: QModel, i: int, op: QOp) -> nn.Layer | str | None:
     return f"op {i} {op.kind}: no fp32 kernel (the fp32 engine trains chains of conv, depthwise, dense and pools)"
 
 
-def _chain(model: QModel) -> list[str]:
-    """Ops not fed by the previous op's output: a branch (a residual ADD reads two)."""
-    problems = []
+def _residual(model: QModel, i: int, op: QOp, skip: int) -> nn.Layer | str:
+    """ADD op i as a residual add whose skip is the input of layer ``skip``."""
+    shape = _hwc(model.tensors[op.outputs[0]].shape)
+    act = getattr(op.options, "activation", "NONE")
+    if act not in _ACT:
+        return f"op {i} ADD: fused activation {act}"
+    return nn.Layer("add", shape, shape, act=_ACT[act], skip=skip)
+
+
+def _chain(model: QModel) -> tuple[list[str], dict[int, int]]:
+    """Ops not fed by the previous op's output, bar residual ADDs; and each ADD's skip as ``{ADD op: op index whose
+    input it is}`` (where its branch starts: an ADD reads the previous op's output and one tensor lower down)."""
+    problems: list[str] = []
+    skips: dict[int, int] = {}
+    reader = {model.inputs[0]: 0}  # activation tensor -> the op that reads it as its chain input
     prev = model.inputs[0]
     for i, op in enumerate(model.ops):
         data = [t for t in op.inputs if t >= 0 and not model.tensors[t].is_constant]
-        if data != [prev]:
+        other = [t for t in data if t != prev]
+        if op.kind == "ADD" and len(data) == 2 and len(other) == 1 and other[0] in reader \
+                and model.tensors[other[0]].shape == model.tensors[prev].shape:
+            skips[i] = reader[other[0]]
+        elif data != [prev]:
             problems.append(f"op {i} {op.kind}: reads {len(data)} activation(s) not the previous op's output "
-                            f"(the fp32 engine trains chains, not branches)")
+                            f"(the fp32 engine trains chains and residual ADDs of one earlier op's input)")
         prev = op.outputs[0]
-    return problems
+        reader.setdefault(prev, i + 1)
+    return problems, skips
 
 
 def to_fp32(model: QModel, loss: str = "cross-entropy") -> Fp32Import:
     """The dequantised fp32 chain of ``model``; `Fp32ImportError` naming every op that stops it. ``loss``
     "reconstruction": an autoencoder (no SOFTMAX, as many outputs as inputs) trained on its MSE against its input."""
     recon = loss == "reconstruction"
-    problems = _chain(model)
+    problems, skips = _chain(model)
     layers: list[nn.Layer] = []
     op_layer: dict[int, int] = {}
+    op_position: dict[int, int] = {}  # op index -> the layer position of its input (dropped ops share the next's)
     for i, op in enumerate(model.ops):
-        got = _layer(model, i, op)
+        op_position[i] = len(layers)
+        got = _residual(model, i, op, op_position[skips[i]]) if i in skips else _layer(model, i, op)
         if isinstance(got, str):
             problems.append(got)
         elif got is not None:

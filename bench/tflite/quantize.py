@@ -13,6 +13,7 @@ import numpy as np
 from bench.model import nn
 from bench.model.qgraph import (
     Activation,
+    AddOptions,
     ConvOptions,
     FullyConnectedOptions,
     Padding,
@@ -91,34 +92,53 @@ def _add_weighted(g: _Graph, layer: nn.Layer, name: str, x: int, out_q: tuple[fl
     return out
 
 
+def _add_unweighted(g: _Graph, model: nn.Model, i: int, cur: int, at: dict[int, int], out_values: np.ndarray) -> int:
+    """Layer i, a maxpool2d (MAX_POOL_2D keeps its input's scale and zero point: it does not requantise) or a
+    residual add (ADD of the branch ``cur`` and the tensor at its skip position, requantised to its output's range,
+    its ReLU fused); returns the output tensor id."""
+    layer = model.layers[i]
+    name = f"layer{i}_{layer.op}/out"
+    if layer.op == "add":
+        if layer.skip not in at:
+            raise ValueError(f"layer {i}: add's skip position {layer.skip} is inside a fused conv + relu")
+        out = g.activation(name, (1, *layer.out_shape), activation_qparams(out_values))
+        act: Activation = "RELU" if layer.act == "relu" else "RELU6" if layer.act == "relu6" else "NONE"
+        g.ops.append(QOp("ADD", (cur, at[layer.skip]), (out,), AddOptions(act)))
+        return out
+    t_in = g.tensors[cur]
+    assert t_in.scale is not None and t_in.zero_point is not None
+    out = g.activation(name, (1, *layer.out_shape), (float(t_in.scale[0]), int(t_in.zero_point[0])))
+    opts = PoolOptions("VALID", (layer.stride, layer.stride), (layer.kernel, layer.kernel))
+    g.ops.append(QOp("MAX_POOL_2D", (cur,), (out,), opts))
+    return out
+
+
 def quantize_model(model: nn.Model, calib_x: np.ndarray, name: str | None = None) -> QModel:
     """Post-training int8 quantisation of a `bench.model.nn` model, ending in an int8 SOFTMAX (scale 1/256, zp -128).
 
     Weights are per-channel symmetric, biases int32 at s_in·s_w[c], activations asymmetric from the calibration
-    min/max of ``calib_x`` (float inputs [n, h, w, c]); a ReLU following a layer is fused into it.
+    min/max of ``calib_x`` (float inputs [n, h, w, c]); a ReLU following a layer is fused into it, a residual add
+    becomes an ADD.
     """
     x = np.asarray(calib_x, np.float64).reshape(-1, *model.input_shape)
     acts = _float_activations(model, x)
     g = _Graph()
     cur = g.activation("input", (1, *model.input_shape), activation_qparams(x))
+    at: dict[int, int] = {0: cur}  # activation position (the input of layer p) -> its tensor; a residual add reads one
     i = 0
     while i < len(model.layers):
         layer = model.layers[i]
         if layer.op == "relu":
             raise ValueError(f"layer {i}: a relu must follow a conv2d or dense layer to be fused")
-        if layer.op == "maxpool2d":  # MAX_POOL_2D keeps its input's scale and zero point (it does not requantise)
-            t_in = g.tensors[cur]
-            assert t_in.scale is not None and t_in.zero_point is not None
-            out = g.activation(f"layer{i}_maxpool2d/out", (1, *layer.out_shape),
-                               (float(t_in.scale[0]), int(t_in.zero_point[0])))
-            opts = PoolOptions("VALID", (layer.stride, layer.stride), (layer.kernel, layer.kernel))
-            g.ops.append(QOp("MAX_POOL_2D", (cur,), (out,), opts))
-            cur, i = out, i + 1
-            continue
-        relu = i + 1 < len(model.layers) and model.layers[i + 1].op == "relu"
-        out_i = i + 1 if relu else i
-        cur = _add_weighted(g, layer, f"layer{i}_{layer.op}", cur, activation_qparams(acts[out_i]), relu)
-        i = out_i + 1
+        if layer.op in ("maxpool2d", "add"):
+            cur = _add_unweighted(g, model, i, cur, at, acts[i])
+            i += 1
+        else:
+            relu = i + 1 < len(model.layers) and model.layers[i + 1].op == "relu"
+            out_i = i + 1 if relu else i
+            cur = _add_weighted(g, layer, f"layer{i}_{layer.op}", cur, activation_qparams(acts[out_i]), relu)
+            i = out_i + 1
+        at[i] = cur
     probs = g.activation("probabilities", (1, model.n_classes), (1.0 / 256.0, -128))
     g.ops.append(QOp("SOFTMAX", (cur,), (probs,), SoftmaxOptions(1.0)))
     qmodel = QModel(name or model.name, tuple(g.tensors), tuple(g.ops), (0,), (probs,))

@@ -20,6 +20,7 @@ typedef struct fop_kind {
     uint8_t flat_input;     /* reads its input flat: only the element count must match the previous output */
     uint8_t weight_scratch; /* trained weights need a k*k*in_c weight-gradient scratch (scratch_off) */
     uint8_t bwd_reads_input; /* its backward reads its input (MAXPOOL2D): din must not overlap it */
+    uint8_t fused_act;      /* takes a fused activation without having parameters (ADD; every op with them does) */
     void (*forward)(const layer_t *L);
     /* the layer's backward and update at step r->step, timing its phases into r->t_bwd / r->t_upd */
     void (*backward)(run_t *r, uint8_t i, const layer_t *L);

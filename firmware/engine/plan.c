@@ -194,7 +194,7 @@ static int check_params(ctx_t *c, uint32_t i, layer_t *L, const uint8_t *r)
     if (!row) {
         if (check_channels(c, i, L, r, 0))
             return -1;
-        if (L->flags & LF_ACT)
+        if ((L->flags & LF_ACT) && !fop_kinds[L->op]->fused_act)
             return blob_fail(c->f, FAULT_PLAN, "plan: fused activation on a layer without parameters", i, 0);
         if (L->flags & (LF_TRAIN_W | LF_TRAIN_B))
             return blob_fail(c->f, FAULT_PLAN, "plan: layer has no parameters to train", i, 0);
@@ -232,7 +232,7 @@ static int parse_layer(ctx_t *c, uint32_t i, const uint8_t *r)
     L->flags = r[TPLN_L_FLAGS];
     if (L->op >= OP_COUNT || !fop_kinds[L->op])
         return blob_fail(c->f, FAULT_PLAN, "plan: unknown op", i, r[TPLN_L_OP]);
-    if ((L->flags & 0xC0u) || (L->flags & LF_ACT) == LF_ACT)
+    if ((L->flags & 0x80u) || (L->flags & LF_ACT) == LF_ACT)
         return blob_fail(c->f, FAULT_PLAN, "plan: unknown layer flags", i, r[TPLN_L_FLAGS]);
     s->stride = r[TPLN_L_STRIDE];
     s->k = r[TPLN_L_K];
@@ -272,6 +272,62 @@ static int check_chain(ctx_t *c, uint32_t i)
         return blob_fail(c->f, FAULT_PLAN, "plan: layer above first_bwd lacks need_dx", i, 0);
     if (i > p->first_bwd && L->din != P->dout)
         return blob_fail(c->f, FAULT_PLAN, "plan: layer din_off differs from previous dout_off", i, 0);
+    return 0;
+}
+
+/* the buffers a layer writes or reads in its backward, which a skip gradient crossing it must not overlap */
+static int apart_in_backward(const layer_t *L, const float *g, uint32_t n)
+{
+    return (!L->dout || disjoint(L->dout, L->n_out, g, n)) && (!L->din || disjoint(L->din, L->n_in, g, n)) &&
+           (!L->scratch || disjoint(L->scratch, L->op == OP_ADD ? L->n_in : fop_kinds[L->op]->row(L), g, n));
+}
+
+/* ADD i reads the input of layer a = k (a < i, same shape), which no layer from a up to the ADD may write. When a
+ * is above first_bwd its gradient is needed: the ADD's scratch holds it from the ADD's backward to layer a's, which
+ * must carry LF_MERGE; every LF_MERGE is fed by exactly one ADD. */
+static int resolve_add(ctx_t *c, uint32_t i, uint32_t *merged)
+{
+    plan_t *p = c->p;
+    layer_t *L = &p->layer[i], *A;
+    uint32_t a = L->s.k;
+    uint32_t sgrad = le32(c->blob + le32(c->blob + TPLN_H_LAYERS_OFFSET) + i * PLAN_RECORD + TPLN_L_SCRATCH_OFF);
+    if (a >= i || p->layer[a].n_in != L->n_in || p->layer[a].s.in_h != L->s.in_h ||
+        p->layer[a].s.in_w != L->s.in_w || p->layer[a].s.in_c != L->s.in_c)
+        return blob_fail(c->f, FAULT_PLAN, "plan: add skip is not an earlier layer's input of its shape", i, a);
+    A = &p->layer[a];
+    L->w = A->in;
+    for (uint32_t j = a; j < i; j++)
+        if (!disjoint(p->layer[j].out, p->layer[j].n_out, A->in, L->n_in))
+            return blob_fail(c->f, FAULT_PLAN, "plan: a layer inside the residual branch overwrites its skip", i, j);
+    if (p->fwd_mode || a <= p->first_bwd)
+        return sgrad != PLAN_NONE ? blob_fail(c->f, FAULT_PLAN, "plan: add skip gradient set where nothing needs it",
+                                              i, a)
+                                  : 0;
+    if (!(A->flags & LF_MERGE) || (*merged & (1u << a)))
+        return blob_fail(c->f, FAULT_PLAN, "plan: add skip's layer lacks the merge flag or has two adds", i, a);
+    *merged |= 1u << a;
+    L->scratch = arena_floats(c, sgrad, L->n_in);
+    if (!L->scratch || !disjoint(L->dout, L->n_out, L->scratch, L->n_in) ||
+        !disjoint(L->din, L->n_in, L->scratch, L->n_in))
+        return blob_fail(c->f, FAULT_PLAN, "plan: add skip gradient outside the arena or over its gradients", i, a);
+    for (uint32_t j = a; j < i; j++)
+        if (!apart_in_backward(&p->layer[j], L->scratch, L->n_in))
+            return blob_fail(c->f, FAULT_PLAN, "plan: a backward inside the residual branch overwrites its skip "
+                             "gradient", i, j);
+    return 0;
+}
+
+static int resolve_residuals(ctx_t *c)
+{
+    plan_t *p = c->p;
+    uint32_t merged = 0;
+    for (uint32_t i = 0; i < p->n_layers; i++)
+        if (p->layer[i].op == OP_ADD && resolve_add(c, i, &merged))
+            return -1;
+    for (uint32_t i = 0; i < p->n_layers; i++)
+        if ((p->layer[i].flags & LF_MERGE) && !(merged & (1u << i)))
+            return blob_fail(c->f, FAULT_PLAN, "plan: merge flag without an add whose skip is the layer's input", i,
+                             0);
     return 0;
 }
 
@@ -340,6 +396,8 @@ static int parse_layers(ctx_t *c)
         if (i > 0 && check_chain(c, i))
             return -1;
     }
+    if (resolve_residuals(c))
+        return -1;
     p->input = arena_floats(c, le32(h + TPLN_H_INPUT_OFF), p->layer[0].n_in);
     p->dlogits = arena_floats(c, le32(h + TPLN_H_DLOGITS_OFF), p->n_classes);
     if (!p->input || !p->dlogits)

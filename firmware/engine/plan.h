@@ -14,9 +14,11 @@
 #define PLAN_MAX_LAYERS 32u
 #define PLAN_NONE 0xFFFFFFFFu
 
-enum { OP_DENSE = 1, OP_CONV2D = 2, OP_RELU = 3, OP_MAXPOOL = 4, OP_DWCONV2D = 5, OP_GAVGPOOL = 6, OP_COUNT };
+enum { OP_DENSE = 1, OP_CONV2D = 2, OP_RELU = 3, OP_MAXPOOL = 4, OP_DWCONV2D = 5, OP_GAVGPOOL = 6, OP_ADD = 7, OP_COUNT };
 /* LF_RELU / LF_RELU6: a fused activation on a layer with parameters (imported graphs: one record per TFLite op) */
-enum { LF_TRAIN_W = 1, LF_TRAIN_B = 2, LF_NEED_DX = 4, LF_PAD_SAME = 8, LF_RELU = 16, LF_RELU6 = 32 };
+/* LF_MERGE: a residual branch starts at this layer; after its backward, its din adds the skip gradient of the one
+ * ADD whose skip (record field k) is this layer's input */
+enum { LF_TRAIN_W = 1, LF_TRAIN_B = 2, LF_NEED_DX = 4, LF_PAD_SAME = 8, LF_RELU = 16, LF_RELU6 = 32, LF_MERGE = 64 };
 #define LF_ACT (LF_RELU | LF_RELU6)
 /* header flags: layer records may carry a channel list (sparse update); forward-only training (PEPITA, MEMPEPITA);
  * the reconstruction loss (an autoencoder: MSE of the output against the input, which the plan keeps to the loss) */
@@ -30,7 +32,8 @@ typedef struct {
     const float *w, *b;    /* what the kernels read: arena copy or flash; b NULL = no bias */
     float *w_ram, *b_ram;  /* arena copies, NULL when used from flash */
     const float *w_init, *b_init; /* initial values in the blob; NULL = start from zero */
-    float *in, *out, *dout, *din, *scratch;
+    float *in, *out, *dout, *din, *scratch; /* ADD: w is its skip input (layer s.k's input), scratch the skip
+                                                gradient (NULL when nothing below needs it) */
     wsplit_t ws;           /* the rows the kernels read: ws.idx NULL = every row from w; sparse update: ws.idx lists
                               the output channels whose weights w_ram holds (compact, ws.n_sel rows of ws.row
                               floats), the others come from w_init in flash */

@@ -13,6 +13,7 @@
 #include "msg.h"
 #include "wire.h"
 #include "params.h"
+#include "ops/add.h"
 #include "ops/mse.h"
 #include "ops/softmax_ce.h"
 
@@ -166,6 +167,21 @@ void ft_report_values(run_t *r, gstat_t *g, const float *v, uint32_t n)
 
 /* ---- backward ----------------------------------------------------------------------------------------------- */
 
+/* a residual branch starts at layer i (LF_MERGE): its input gradient adds the skip gradient of the one ADD whose
+ * skip is its input (the plan loader checked there is exactly one), timed as backward */
+static void merge_skip(run_t *r, uint32_t i)
+{
+    const plan_t *p = r->p;
+    for (uint32_t j = i + 1u; j < p->n_layers; j++)
+        if (p->layer[j].op == OP_ADD && p->layer[j].s.k == i) {
+            port_marker(PORT_MARK_BACKWARD);
+            uint64_t t = port_ticks();
+            add_accumulate(p->layer[i].din, p->layer[j].scratch, p->layer[i].n_in);
+            r->t_bwd += ft_since(t);
+            return;
+        }
+}
+
 /* each layer's share of the backward and update phases is what its own call added to them */
 static void backward(run_t *r)
 {
@@ -173,6 +189,8 @@ static void backward(run_t *r)
     for (uint32_t i = p->n_layers; i-- > p->first_bwd;) {
         uint32_t bwd0 = r->t_bwd, upd0 = r->t_upd;
         fop_backward(r, (uint8_t)i, &p->layer[i]);
+        if (p->layer[i].flags & LF_MERGE)
+            merge_skip(r, i);
         r->layer_ticks[i][1] += r->t_bwd - bwd0;
         r->layer_ticks[i][2] += r->t_upd - upd0;
     }

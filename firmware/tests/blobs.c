@@ -97,6 +97,8 @@ static void place_gradients(const spec_t *L, uint32_t n, uint16_t first_bwd, uin
             put_le32(r + TPLN_L_DIN_OFF, din);
             dout = din;
         }
+        if (L[i].op == OP_ADD && L[i].k > first_bwd) /* the skip gradient, for the layer where the branch starts */
+            put_le32(r + TPLN_L_SCRATCH_OFF, alloc(numel(L[i].in)));
     }
 }
 

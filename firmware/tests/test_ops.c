@@ -2,6 +2,7 @@
 #include <math.h>
 #include <string.h>
 #include "harness.h"
+#include "ops/add.h"
 #include "ops/conv2d.h"
 #include "ops/dense.h"
 #include "ops/dwconv2d.h"
@@ -258,6 +259,23 @@ static void t_relu(void)
     memcpy(C, B, n * sizeof(float));
     relu_backward(E, C, C, n);
     CHECK(memcmp(C, G, n * sizeof(float)) == 0);
+}
+
+/* residual ADD: the unrolled loop = the plain one for every tail length, out of place and in place */
+static void t_add(void)
+{
+    for (uint32_t n = 0; n < 12; n++) {
+        th_fill(A, n, -1, 1);
+        th_fill(B, n, -1, 1);
+        add_forward(A, B, D, n);
+        add_forward_ref(A, B, E, n);
+        CHECK(memcmp(D, E, n * sizeof(float)) == 0);
+        memcpy(C, A, n * sizeof(float));
+        add_accumulate(C, B, n);
+        memcpy(F, A, n * sizeof(float));
+        add_accumulate_ref(F, B, n);
+        CHECK(memcmp(C, F, n * sizeof(float)) == 0 && memcmp(C, E, n * sizeof(float)) == 0);
+    }
 }
 
 static double relu_f(void)
@@ -674,6 +692,7 @@ static void t_mse(void)
 }
 
 const test_case_t ops_tests[] = {
+    {"residual add forward and accumulate: optimized = reference (every tail length, in place)", t_add},
     {"maxpool forward and input gradient: optimized = reference (ties included)", t_maxpool},
     {"maxpool reference: finite differences", t_maxpool_fd},
     {"dense forward: optimized = reference", t_dense_forward},

@@ -169,7 +169,7 @@ static void t_channels(void)
 /* every fp32 op code has one complete kind in the registry */
 static void t_fop_registry(void)
 {
-    static const char *const names[OP_COUNT] = {NULL, "DENSE", "CONV2D", "RELU", "MAXPOOL2D", "DWCONV2D", "GAVGPOOL"};
+    static const char *const names[OP_COUNT] = {NULL, "DENSE", "CONV2D", "RELU", "MAXPOOL2D", "DWCONV2D", "GAVGPOOL", "ADD"};
     CHECK(fop_kinds[0] == NULL);
     for (uint8_t op = 1; op < OP_COUNT; op++) {
         const fop_kind_t *k = fop_kinds[op];

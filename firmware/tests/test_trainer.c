@@ -8,6 +8,7 @@
 #include "msg.h"
 #include "session.h"
 #include "trainer.h"
+#include "ops/add.h"
 #include "ops/conv2d.h"
 #include "ops/dense.h"
 #include "ops/dwconv2d.h"
@@ -323,6 +324,115 @@ static void t_recon_step(void)
     d.n_classes = 5;
     build_blobs(fx_win, FX_WIN_ADDR, bad, 2, 5, 0, &d, &b);
     put_le16(fx_win + TPLN_H_FLAGS, (uint16_t)(le16(fx_win + TPLN_H_FLAGS) | PF_RECON));
+    blob_fix_crc(fx_win);
+    CHECK(load_plan() != 0);
+}
+
+/* a residual block: dense 6 -> 6 = r (ReLU) -> [dense 6 -> 6] + r -> ADD (fused ReLU) -> dense 6 -> 4; one step
+ * compared with the reference kernels: layer 0's weights see the gradient of both the branch and the skip, which
+ * layer 2 (LF_MERGE) adds to its input gradient */
+static void t_add_step(void)
+{
+    static float w0[36], b0[6], w2[36], b2[6], w4[24], b4[4], in[6], r[6], h[6], s_[6], lg[4], dl[4], ds[6], dh[6],
+        dr[6], g0[36];
+    static uint8_t xs[4 * 6], ys[4];
+    spec_t L[5] = {
+        {OP_DENSE, LF_TRAIN_W | LF_TRAIN_B, 0, 0, {1, 1, 6}, {1, 1, 6}, 0, 0, w0, b0, NULL, 0, 0},
+        {OP_RELU, LF_NEED_DX, 0, 0, {1, 1, 6}, {1, 1, 6}, 0, 0, NULL, NULL, NULL, 0, 0},
+        {OP_DENSE, LF_NEED_DX | LF_MERGE, 0, 0, {1, 1, 6}, {1, 1, 6}, 0, 0, w2, b2, NULL, 0, 0},
+        {OP_ADD, LF_NEED_DX | LF_RELU, 2, 0, {1, 1, 6}, {1, 1, 6}, 0, 0, NULL, NULL, NULL, 0, 0},
+        {OP_DENSE, LF_TRAIN_W | LF_NEED_DX, 0, 0, {1, 1, 6}, {1, 1, 4}, 0, 0, w4, b4, NULL, 0, 0},
+    };
+    dspec_t d = {4, 4, 1, 1, 6, 4, 4.0f / 255.0f, -2.0f, xs, ys, xs, ys};
+    start_t a = {1, 0.05f, 9, 0, 0, 0, 0.0f};
+    uint32_t rng = 9, n;
+    th_fill(w0, 36, -1, 1);
+    th_fill(b0, 6, -0.2f, 0.2f);
+    th_fill(w2, 36, -1, 1);
+    th_fill(b2, 6, -0.2f, 0.2f);
+    th_fill(w4, 24, -1, 1);
+    th_fill(b4, 4, -0.2f, 0.2f);
+    for (uint32_t j = 0; j < sizeof xs; j++)
+        xs[j] = (uint8_t)th_rand();
+    for (uint32_t j = 0; j < 4; j++)
+        ys[j] = (uint8_t)j;
+    build_blobs(fx_win, FX_WIN_ADDR, L, 5, 4, 0, &d, &b);
+    setup_info();
+    CHECK(load_plan() == 0);
+    CHECK(trainer_run(&plan, &a, &info, NULL) == 0);
+    n = trainer_xorshift(&rng) % 4;
+    for (uint32_t j = 0; j < 6; j++)
+        in[j] = (float)xs[n * 6 + j] * d.scale + d.offset;
+    dense_forward_ref(in, w0, b0, r, 6, 6);
+    relu_forward_ref(r, r, 6);
+    dense_forward_ref(r, w2, b2, h, 6, 6);
+    add_forward_ref(h, r, s_, 6);
+    relu_forward_ref(s_, s_, 6);
+    dense_forward_ref(s_, w4, b4, lg, 6, 4);
+    softmax_ce_ref(lg, 4, ys[n], dl, NULL);
+    dense_input_grad_ref(dl, w4, ds, 6, 4);
+    relu_backward_ref(s_, ds, ds, 6);
+    dense_input_grad_ref(ds, w2, dh, 6, 6); /* the branch's gradient at r, */
+    memcpy(dr, dh, sizeof dr);
+    add_accumulate_ref(dr, ds, 6); /* plus the skip's */
+    relu_backward_ref(r, dr, dr, 6);
+    dense_weight_grad_ref(dr, in, g0, 6, 6);
+    const float *w0n = (const float *)(const void *)(fx_arena + b.w_ram[0]);
+    float skip_part = 0.0f;
+    for (uint32_t j = 0; j < 36; j++)
+        CHECK_NEAR(w0n[j], w0[j] - 0.05f * g0[j], 1e-5);
+    relu_backward_ref(r, dh, dh, 6); /* the gradient at r without the skip's */
+    for (uint32_t j = 0; j < 6; j++)
+        skip_part = fmaxf(skip_part, fabsf(dr[j] - dh[j]));
+    CHECK(skip_part > 1e-2f); /* the skip's share is large enough that a missing merge fails the check above */
+}
+
+/* the loader's residual rules: the skip an earlier layer's input of the ADD's shape, not overwritten inside the
+ * branch; a merge flag exactly where an ADD's skip gradient is needed; a skip gradient only there */
+static void t_add_plan_rules(void)
+{
+    static float w[36], bb[6], w4[24];
+    static uint8_t xs[4 * 6], ys[4];
+    dspec_t d = {4, 4, 1, 1, 6, 4, 1.0f / 255.0f, 0.0f, xs, ys, xs, ys};
+    spec_t L[5] = {
+        {OP_DENSE, LF_TRAIN_W, 0, 0, {1, 1, 6}, {1, 1, 6}, 0, 0, w, bb, NULL, 0, 0},
+        {OP_RELU, LF_NEED_DX, 0, 0, {1, 1, 6}, {1, 1, 6}, 0, 0, NULL, NULL, NULL, 0, 0},
+        {OP_DENSE, LF_NEED_DX | LF_MERGE, 0, 0, {1, 1, 6}, {1, 1, 6}, 0, 0, w, bb, NULL, 0, 0},
+        {OP_ADD, LF_NEED_DX, 2, 0, {1, 1, 6}, {1, 1, 6}, 0, 0, NULL, NULL, NULL, 0, 0},
+        {OP_DENSE, LF_TRAIN_W | LF_NEED_DX, 0, 0, {1, 1, 6}, {1, 1, 4}, 0, 0, w4, bb, NULL, 0, 0},
+    };
+    setup_info();
+    build_blobs(fx_win, FX_WIN_ADDR, L, 5, 4, 0, &d, &b);
+    CHECK(load_plan() == 0 && plan.layer[3].w == plan.layer[2].in && plan.layer[3].scratch);
+    L[2].flags &= (uint8_t)~LF_MERGE; /* the skip gradient has nowhere to go */
+    build_blobs(fx_win, FX_WIN_ADDR, L, 5, 4, 0, &d, &b);
+    CHECK(load_plan() != 0);
+    L[2].flags |= LF_MERGE;
+    L[1].flags |= LF_MERGE; /* a merge no ADD feeds */
+    build_blobs(fx_win, FX_WIN_ADDR, L, 5, 4, 0, &d, &b);
+    CHECK(load_plan() != 0);
+    L[1].flags &= (uint8_t)~LF_MERGE;
+    L[3].k = 3; /* the skip is not an earlier layer's input */
+    build_blobs(fx_win, FX_WIN_ADDR, L, 5, 4, 0, &d, &b);
+    CHECK(load_plan() != 0);
+    L[3].k = 1; /* the in-place ReLU 1 writes over its own input, the skip */
+    L[2].flags &= (uint8_t)~LF_MERGE;
+    L[1].flags |= LF_MERGE;
+    build_blobs(fx_win, FX_WIN_ADDR, L, 5, 4, 0, &d, &b);
+    CHECK(load_plan() != 0);
+    L[3].k = 2;
+    L[1].flags &= (uint8_t)~LF_MERGE;
+    L[2].flags |= LF_MERGE;
+    build_blobs(fx_win, FX_WIN_ADDR, L, 5, 4, 0, &d, &b); /* the skip gradient over the ADD's own dout */
+    put_le32(fx_win + PLAN_HEADER + 3u * PLAN_RECORD + TPLN_L_SCRATCH_OFF,
+             le32(fx_win + PLAN_HEADER + 3u * PLAN_RECORD + TPLN_L_DOUT_OFF));
+    blob_fix_crc(fx_win);
+    CHECK(load_plan() != 0);
+    L[0].flags = 0; /* nothing below the branch trains: no merge, and a skip gradient would be an error */
+    L[1].flags = L[2].flags = 0;
+    build_blobs(fx_win, FX_WIN_ADDR, L, 5, 4, 4, &d, &b);
+    CHECK(load_plan() == 0 && !plan.layer[3].scratch);
+    put_le32(fx_win + PLAN_HEADER + 3u * PLAN_RECORD + TPLN_L_SCRATCH_OFF, 0);
     blob_fix_crc(fx_win);
     CHECK(load_plan() != 0);
 }
@@ -704,6 +814,8 @@ const test_case_t trainer_tests[] = {
     {"trainer: depthwise + fused ReLU6 + global average pool + dense step matches the reference kernels", t_dw_step},
     {"plan: fused activations, kernel widths and depthwise shapes checked", t_dw_plan_rules},
     {"trainer: fp32 autoencoder step with the reconstruction loss matches the reference kernels", t_recon_step},
+    {"trainer: residual ADD step: the skip gradient merges where the branch starts (reference kernels)", t_add_step},
+    {"plan: residual ADD rules (skip, merge flag, skip gradient) checked", t_add_plan_rules},
     {"trainer: sparse conv + dense step: listed channels update as in a full step, GRAD in list order", t_sparse_step},
     {"trainer: 600 steps reduce the eval loss", t_loss_falls},
     {"trainer: STOP ends the run with status 1; last-layer-only GSTAT", t_stop},

@@ -74,4 +74,4 @@ static void backward(run_t *r, uint8_t i, const layer_t *L)
     r->t_upd += ft_since(t);
 }
 
-const fop_kind_t fk_dense = {"DENSE", check_dims, row, 0, 1, 0, 0, forward, backward};
+const fop_kind_t fk_dense = {"DENSE", check_dims, row, 0, 1, 0, 0, 0, forward, backward};

@@ -86,4 +86,4 @@ static void backward(run_t *r, uint8_t i, const layer_t *L)
         back_weights(r, i, L);
 }
 
-const fop_kind_t fk_dwconv2d = {"DWCONV2D", check_dims, row, 0, 0, 1, 0, forward, backward};
+const fop_kind_t fk_dwconv2d = {"DWCONV2D", check_dims, row, 0, 0, 1, 0, 0, forward, backward};

@@ -34,4 +34,4 @@ static void backward(run_t *r, uint8_t i, const layer_t *L)
     fop_input_grad_only(r, L, input_grad);
 }
 
-const fop_kind_t fk_gavgpool = {"GAVGPOOL", check_dims, row, 0, 0, 0, 0, forward, backward};
+const fop_kind_t fk_gavgpool = {"GAVGPOOL", check_dims, row, 0, 0, 0, 0, 0, forward, backward};

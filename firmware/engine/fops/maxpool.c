@@ -37,4 +37,4 @@ static void backward(run_t *r, uint8_t i, const layer_t *L)
     fop_input_grad_only(r, L, input_grad);
 }
 
-const fop_kind_t fk_maxpool = {"MAXPOOL2D", check_dims, row, 0, 0, 0, 1, forward, backward};
+const fop_kind_t fk_maxpool = {"MAXPOOL2D", check_dims, row, 0, 0, 0, 1, 0, forward, backward};
