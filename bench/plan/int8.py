@@ -54,6 +54,7 @@ QPLAN_HEADER = TQPL_HEADER.size
 TENSOR_RECORD = TQPL_TENSOR.size
 OP_RECORD = TQPL_OP.size
 MAX_OPS = 64
+SPARSE_GROUP = 4  # firmware QSPARSE_GROUP: a sparse CONV_2D recomputes its listed channels this many at a time
 MAX_TENSORS = 512
 NONE16 = 0xFFFF
 NONE32 = 0xFFFFFFFF
@@ -777,7 +778,8 @@ def _train_buffers(model: QModel, tplan: QTrainPlan, acts: list[QBuffer]) -> lis
                            kind="gradients"))
         if top.channels and op.kind == "CONV_2D":
             y = model.tensors[op.outputs[0]]
-            out.append(QBuffer(f"fwdtmp{i}", _align(y.shape[1] * y.shape[2]), i, i, kind="gradients"))
+            group = min(len(top.channels), SPARSE_GROUP)  # the device recomputes this many listed channels at once
+            out.append(QBuffer(f"fwdtmp{i}", _align(y.shape[1] * y.shape[2] * group), i, i, kind="gradients"))
     return out
 
 

@@ -15,8 +15,9 @@ struct qop_kind {
     void (*forward)(const qnode_t *n);
     /* plan load of the op's training record when it is on the backward path; NULL: no backward */
     int (*parse_train)(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t, qnode_t *n);
-    /* weighted ops: output channel o recomputed with arena row w (sparse update's forward) */
-    void (*forward_row)(const qnode_t *n, const qtop_t *t, uint32_t o, const int8_t *w);
+    /* weighted ops, sparse update's forward: the outputs of listed rows j0 .. j0 + cnt - 1 (cnt <= QSPARSE_GROUP)
+     * recomputed from their arena rows */
+    void (*forward_rows)(const qnode_t *n, const qtop_t *t, uint32_t j0, uint32_t cnt);
     /* weighted ops: the input gradient accumulators t->acc from h */
     void (*input_grad)(const qnode_t *n, const qtop_t *t);
     /* weighted ops: output channel o's weight-gradient accumulators t->acc; NULL when update_row fuses them */

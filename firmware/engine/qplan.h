@@ -17,6 +17,8 @@
 #define QPLAN_NONE16 0xFFFFu
 #define QPLAN_TRAIN_HEADER TQPL_TH_SIZE
 #define QPLAN_TRAIN_RECORD TQPL_TR_SIZE
+/* sparse update recomputes the listed channels of a CONV_2D this many at a time (fwd_tmp holds their planes) */
+#define QSPARSE_GROUP 4u
 #define QTRAIN_MAX_TENSORS 78u /* trained weight and bias tensors: one GSTAT message carries their statistics */
 #define QTRAIN_GSTAT_SLOT 16u  /* arena bytes of one tensor's gradient statistics (qtrain.c) */
 
@@ -62,7 +64,8 @@ typedef struct {
     int8_t *dout, *din;            /* int8 gradient of the output / of the input (QTF_NEED_DX) */
     int16_t *h;                    /* scratch: channel-scaled output gradient (n_out values) */
     int32_t *acc;                  /* scratch: input-gradient or one channel's weight-gradient accumulators */
-    int8_t *fwd_tmp;               /* sparse conv: one channel's output plane, recomputed from the arena rows */
+    int8_t *fwd_tmp;               /* sparse conv: the output planes of up to QSPARSE_GROUP listed channels,
+                                      recomputed from the arena rows, [plane][min(n_sel, QSPARSE_GROUP)] */
     const int32_t *m;              /* out_c Q15 factors s_W[o] / max s_W */
     const int32_t *upd;            /* (multiplier, shift) per channel: out_c for weights, then out_c for biases */
     const int8_t *w_flash;

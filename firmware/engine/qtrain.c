@@ -79,12 +79,12 @@ void qtrain_load_params(const qplan_t *p)
     }
 }
 
-/* sparse update: the listed channels' outputs again, from their arena rows (one-channel views of the same kernels,
- * so the integers are those of a full kernel call with the trained weights) */
+/* sparse update: the listed channels' outputs again, from their arena rows, a few channels per kernel call (views
+ * of the same kernels, so the integers are those of a full kernel call with the trained weights) */
 static void sparse_fix(const qnode_t *n, const qtop_t *t)
 {
-    for (uint32_t j = 0; j < t->n_sel; j++)
-        qnode_kind(n)->forward_row(n, t, t->sel[j], t->w_ram + j * t->row);
+    for (uint32_t j = 0; j < t->n_sel; j += QSPARSE_GROUP)
+        qnode_kind(n)->forward_rows(n, t, j, t->n_sel - j < QSPARSE_GROUP ? t->n_sel - j : QSPARSE_GROUP);
 }
 
 uint32_t qtrain_forward(const qplan_t *p, uint64_t (*ticks)[3])

@@ -291,7 +291,7 @@ static void t_small_ops_vs_reference(void)
         qmean_t m = {(uint16_t)(1u + th_rand() % 9u), (uint16_t)(1u + th_rand() % 9u), (uint16_t)c, rnd(-128, 127),
                      rnd(-128, 127), rnd(1 << 30, 0x7FFFFFFF), rnd(-12, 2)};
         qadd_t a = {1u + th_rand() % 300u, rnd(-128, 127), rnd(-128, 127), rnd(-128, 127), 20,
-                    rnd(1 << 30, 0x7FFFFFFF), rnd(-8, -1), rnd(1 << 30, 0x7FFFFFFF), rnd(-8, -1),
+                    rnd(1 << 30, 0x7FFFFFFF), rnd(-8, 0), rnd(1 << 30, 0x7FFFFFFF), rnd(-8, 0),
                     rnd(1 << 30, 0x7FFFFFFF), rnd(-28, -14), rnd(-128, 0), rnd(0, 127)};
         qsoftmax_t sm = {1u + th_rand() % 3u, (uint16_t)(1u + th_rand() % 60u), rnd(1 << 30, 0x7FFFFFFF),
                          rnd(10, 20), -rnd(100, 4000)};
@@ -318,6 +318,26 @@ static void t_small_ops_vs_reference(void)
         softmax_i8(&sm, X, Y);
         softmax_i8_ref(&sm, X, R);
         CHECK(memcmp(Y, R, sm.rows * sm.depth) == 0);
+    }
+}
+
+/* ADD with the output multiplier about 1, so that each input's own rescale rounding (ties away from zero, shifts
+ * -26..0 after the left shift of 20; exact ties included) reaches the output: optimized == reference */
+static void t_add_rounding_vs_reference(void)
+{
+    for (int trial = 0; trial < 400; trial++) {
+        qadd_t a = {1u + th_rand() % 64u, rnd(-128, 127), rnd(-128, 127), rnd(-20, 20), 20,
+                    rnd(1 << 30, 0x7FFFFFFF), rnd(-26, -18), rnd(1, 0x7FFFFFFF), rnd(-26, -18), 0x7FFFFFFF, 0,
+                    -128, 127};
+        if (trial % 8 == 0) /* a shift of 0: no rounding at all */
+            a.s2 = 0, a.m2 = rnd(0, 1 << 8);
+        if (trial % 4 == 1) /* multiplier 1/2: code·2^19 over 2^20..2^22, exact ties for both signs */
+            a.m1 = a.m2 = 1 << 30, a.s1 = rnd(-22, -20), a.s2 = rnd(-22, -20);
+        fill_i8(X, a.n);
+        fill_i8(W, a.n);
+        add_i8(&a, X, W, Y);
+        add_i8_ref(&a, X, W, R);
+        CHECK(memcmp(Y, R, a.n) == 0);
     }
 }
 
@@ -373,6 +393,7 @@ const test_case_t qops_tests[] = {
     {"int8: fully connected optimized == reference", t_fc_i8},
     {"int8: average pool, mean, add, softmax", t_small_ops},
     {"int8: average pool, mean, add, softmax optimized == reference on random shapes", t_small_ops_vs_reference},
+    {"int8: add optimized == reference where the inputs' rescale rounding reaches the output", t_add_rounding_vs_reference},
     {"int8: logits gradient, bias gradient, bias update == reference", t_training_helpers_vs_reference},
     {"int8: reconstruction loss gradient == reference", t_recon_grad_vs_reference},
     {NULL, NULL},

@@ -302,9 +302,9 @@ static void t_qop_registry(void)
             CHECK(k->clamp != NULL && k->backward == NULL && k->parse_train != NULL);
         /* a weight gradient to apply, or one fused into the update; a sparse forward per channel unless the arena
          * holds the whole trained tensor (DEPTHWISE_CONV_2D) */
-        if (k->weight_grad || k->forward_row)
+        if (k->weight_grad || k->forward_rows)
             CHECK((k->weight_grad != NULL) != (k->update_row != NULL && k->grad_at != NULL) &&
-                  (k->forward_row != NULL || op == QOP_DEPTHWISE_CONV_2D) && k->input_grad != NULL);
+                  (k->forward_rows != NULL || op == QOP_DEPTHWISE_CONV_2D) && k->input_grad != NULL);
         if (k->backward)
             CHECK(k->parse_train != NULL && k->input_grad == NULL);
     }

@@ -57,25 +57,39 @@ static int parse_train(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t, qno
     if (qp_acc_bounds(c, i, t, (uint64_t)t->out_c * k->k_h * k->k_w, (uint64_t)k->out_h * k->out_w) ||
         qp_train_weighted(c, i, r, t, n, &k->bias, &k->bias_eff))
         return -1;
-    if (t->n_sel) { /* sparse: one channel's output plane is recomputed from its arena row */
-        t->fwd_tmp = qp_arena_at(c, le32(r + TQPL_TR_FWD_TMP), (uint64_t)k->out_h * k->out_w);
+    if (t->n_sel) { /* sparse: up to QSPARSE_GROUP channels' output planes are recomputed from their arena rows */
+        t->fwd_tmp = qp_arena_at(c, le32(r + TQPL_TR_FWD_TMP), (uint64_t)k->out_h * k->out_w *
+                                                                  (t->n_sel < QSPARSE_GROUP ? t->n_sel : QSPARSE_GROUP));
         if (!t->fwd_tmp)
             return qp_tfail(c, i, "qplan: sparse forward scratch outside arena");
     }
     return 0;
 }
 
-static void forward_row(const qnode_t *n, const qtop_t *t, uint32_t o, const int8_t *w)
+/* listed channels j0 .. j0 + cnt - 1 as one conv of cnt output channels: their rows are consecutive in w_ram, their
+ * bias_eff, bias and requantisation pairs gathered beside it; the planes are then scattered into the output */
+static void forward_rows(const qnode_t *n, const qtop_t *t, uint32_t j0, uint32_t cnt)
 {
-    qconv_t v = n->k.conv;
+    const qconv_t *k = &n->k.conv;
+    qconv_t v = *k;
+    int32_t eff[QSPARSE_GROUP], bias[QSPARSE_GROUP], rq[2 * QSPARSE_GROUP];
     uint32_t plane = (uint32_t)v.out_h * v.out_w;
-    v.out_c = 1;
-    v.bias_eff = t->eff + o;
-    v.bias = v.bias ? v.bias + o : NULL;
-    v.rq = n->k.conv.rq + (n->k.conv.rq_per_channel ? 2u * o : 0u);
-    conv_i8(&v, n->x, w, t->fwd_tmp);
+    for (uint32_t g = 0; g < cnt; g++) {
+        uint32_t o = t->sel[j0 + g], r = k->rq_per_channel ? 2u * o : 0u;
+        eff[g] = t->eff[o];
+        bias[g] = k->bias ? k->bias[o] : 0;
+        rq[2 * g] = k->rq[r];
+        rq[2 * g + 1] = k->rq[r + 1];
+    }
+    v.out_c = (uint16_t)cnt;
+    v.bias_eff = eff;
+    v.bias = k->bias ? bias : NULL;
+    v.rq = rq;
+    v.rq_per_channel = 1;
+    conv_i8(&v, n->x, t->w_ram + j0 * t->row, t->fwd_tmp);
     for (uint32_t q = 0; q < plane; q++)
-        n->y[q * n->k.conv.out_c + o] = t->fwd_tmp[q];
+        for (uint32_t g = 0; g < cnt; g++)
+            n->y[q * k->out_c + t->sel[j0 + g]] = t->fwd_tmp[q * cnt + g];
 }
 
 static void input_grad(const qnode_t *n, const qtop_t *t)
@@ -95,5 +109,5 @@ static void clamp(const qnode_t *n, int32_t *act_min, int32_t *act_max, int32_t 
     *zp_in = n->k.conv.zp_in;
 }
 
-const qop_kind_t qk_conv_2d = {"CONV_2D", parse, forward, parse_train, forward_row, input_grad, weight_grad, NULL,
+const qop_kind_t qk_conv_2d = {"CONV_2D", parse, forward, parse_train, forward_rows, input_grad, weight_grad, NULL,
                                  clamp, 0, NULL, NULL, NULL};

@@ -1,7 +1,7 @@
 /* DEPTHWISE_CONV_2D: int8 depthwise convolution (1HWC weights), its input and weight gradients. Its trained weights
  * live in the arena as a copy of the whole tensor in its own layout (w_stride = out_c), also when a sparse scheme
  * trains a few channels: the copy is k_h·k_w bytes per channel, so the forward kernel reads it directly and no
- * channel has to be recomputed (no forward_row); residuals exist for the trained channels only. */
+ * channel has to be recomputed (no forward_rows); residuals exist for the trained channels only. */
 #include "qops.h"
 #include "formats.h"
 #include "ops/qgrad.h"

@@ -48,14 +48,17 @@ static int parse_train(qparse_t *c, uint32_t i, const uint8_t *r, qtop_t *t, qno
     return qp_train_weighted(c, i, r, t, n, &k->bias, &k->bias_eff);
 }
 
-static void forward_row(const qnode_t *n, const qtop_t *t, uint32_t o, const int8_t *w)
+static void forward_rows(const qnode_t *n, const qtop_t *t, uint32_t j0, uint32_t cnt)
 {
-    qfc_t v = n->k.fc;
-    v.out_c = 1;
-    v.bias_eff = t->eff + o;
-    v.bias = v.bias ? v.bias + o : NULL;
-    v.rq = n->k.fc.rq + (n->k.fc.rq_per_channel ? 2u * o : 0u);
-    fc_i8(&v, n->x, w, n->y + o);
+    for (uint32_t j = j0; j < j0 + cnt; j++) {
+        uint32_t o = t->sel[j];
+        qfc_t v = n->k.fc;
+        v.out_c = 1;
+        v.bias_eff = t->eff + o;
+        v.bias = v.bias ? v.bias + o : NULL;
+        v.rq = n->k.fc.rq + (n->k.fc.rq_per_channel ? 2u * o : 0u);
+        fc_i8(&v, n->x, t->w_ram + j * t->row, n->y + o);
+    }
 }
 
 static void input_grad(const qnode_t *n, const qtop_t *t)
@@ -90,6 +93,6 @@ static void clamp(const qnode_t *n, int32_t *act_min, int32_t *act_max, int32_t 
     *zp_in = n->k.fc.zp_in;
 }
 
-const qop_kind_t qk_fully_connected = {"FULLY_CONNECTED", parse, forward, parse_train, forward_row, input_grad,
+const qop_kind_t qk_fully_connected = {"FULLY_CONNECTED", parse, forward, parse_train, forward_rows, input_grad,
                                        NULL, NULL, clamp, 1, update_row,
                                        prepare_update, grad_at};
