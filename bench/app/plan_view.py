@@ -86,8 +86,10 @@ def plan_tables(plan: Plan) -> tuple[Table, Table]:
     for row, lp in zip(plan.layer_memory(), plan.layers, strict=True):
         i, layer = lp.index, plan.model.layers[lp.index]
         grad = row["grad_bytes"] + row["scratch_bytes"]
-        grad_note = f"{grad:,} B" + (f" (scratch {row['scratch_bytes']:,})" if row["scratch_bytes"] else "")
-        layers.add_row(str(i), layer.op, f"{_shape(layer.in_shape)} → {_shape(layer.out_shape)}", _trained(plan, i),
+        what = "skip gradient" if layer.op == "add" else "scratch"
+        grad_note = f"{grad:,} B" + (f" ({what} {row['scratch_bytes']:,})" if row["scratch_bytes"] else "")
+        op = f"add (+ input of {layer.skip})" if layer.op == "add" else layer.op + (" (merge)" if lp.merge else "")
+        layers.add_row(str(i), op, f"{_shape(layer.in_shape)} → {_shape(layer.out_shape)}", _trained(plan, i),
                        _kept(plan, i), f"{row['weights_ram_bytes']:,} B", grad_note if grad else "–")
     n = len(plan.layers)
     buffers = Table(title=f"Arena buffers: {plan.arena_bytes:,} B planned")

@@ -99,7 +99,7 @@ class Plan:
             rows.append({"layer": i, "weights_ram_bytes": sizes.get(f"w{i}", 0) + sizes.get(f"b{i}", 0),
                          "kept_act_bytes": lp.kept_bytes,
                          "grad_bytes": aligned(4 * numel(self.model.layers[i].in_shape)) if lp.need_dx else 0,
-                         "scratch_bytes": sizes.get(f"scratch{i}", 0)})
+                         "scratch_bytes": sizes.get(f"s{i}" if lp.op == "add" else f"scratch{i}", 0)})
         return rows
 
     def buffer_table(self) -> list[dict[str, int | str]]:
