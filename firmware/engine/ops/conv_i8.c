@@ -301,8 +301,12 @@ static void channel_block6(const qconv_t *p, const uint32_t *pw, uint32_t nb, co
     const int32_t mult = rq[0], shift = rq[1], zp = p->zp_out, lo = p->act_min, hi = p->act_max;
     if (rq_neg_ok(shift, zp)) { /* the usual multiplier: its constants folded once for the channel */
         const int32_t e = -shift, add = rq_neg_add(shift, zp);
-        for (uint32_t k = 0; k < nb; k++, pw += 6, y += out_c)
-            *y = rq_out_neg(dot6(pw, w0, w1, w2, w3, w4, w5, bias), mult, e, add, zp, lo, hi);
+        if (rq_acc_small(bias, 12u)) /* six words of two products */
+            for (uint32_t k = 0; k < nb; k++, pw += 6, y += out_c)
+                *y = rq_out_neg_small(dot6(pw, w0, w1, w2, w3, w4, w5, bias), mult, e, add, lo, hi);
+        else
+            for (uint32_t k = 0; k < nb; k++, pw += 6, y += out_c)
+                *y = rq_out_neg(dot6(pw, w0, w1, w2, w3, w4, w5, bias), mult, e, add, zp, lo, hi);
         return;
     }
     for (uint32_t k = 0; k < nb; k++, pw += 6, y += out_c)

@@ -139,8 +139,7 @@ static void channels_dm(const qconv_t *p, const int32_t *xoff, uint32_t taps, co
 #define DW_FAST_TAPS 25u /* kernels up to 5×5 take dw_groups: 300 B of tap tables on the stack */
 
 /* requantise a group's accumulator with its channel's constants (folded when the multiplier allows). unchecked:
- * every accumulator of the channel fits twice in 32 bits, |bias_eff| < 2^29 beside at most 25·128·128 from the taps,
- * so SRDHM is SMMULR(2a, M) without rq_out_neg's range check */
+ * every accumulator of the channel stays inside ±2^30 (rq_acc_small), so no range test */
 typedef struct {
     int32_t mult, shift, e, add;
     int neg, unchecked;
@@ -148,11 +147,8 @@ typedef struct {
 
 static inline int8_t dw_out(const dw_rq_t *r, int32_t a, int32_t zp, int32_t lo, int32_t hi)
 {
-    if (r->unchecked) {
-        int32_t v = rq_smmulr((int32_t)((uint32_t)a << 1), r->mult);
-        v = (v + r->add + (v >> 31)) >> r->e;
-        return (int8_t)(v < lo ? lo : v > hi ? hi : v);
-    }
+    if (r->unchecked)
+        return rq_out_neg_small(a, r->mult, r->e, r->add, lo, hi);
     return r->neg ? rq_out_neg(a, r->mult, r->e, r->add, zp, lo, hi) : rq_out_opt(a, r->mult, r->shift, zp, lo, hi);
 }
 
@@ -184,7 +180,7 @@ static __attribute__((noinline)) int dw_groups(const qconv_t *p, const int8_t *x
             rq[k].neg = rq_neg_ok(r[1], zp);
             rq[k].e = -r[1];
             rq[k].add = rq[k].neg ? rq_neg_add(r[1], zp) : 0;
-            rq[k].unchecked = rq[k].neg && p->bias_eff[c0 + k] > -(1 << 29) && p->bias_eff[c0 + k] < (1 << 29);
+            rq[k].unchecked = rq[k].neg && rq_acc_small(p->bias_eff[c0 + k], taps);
         }
         for (uint32_t oy = 0; oy < p->out_h; oy++)
             for (uint32_t ox = 0; ox < p->out_w; ox++) {

@@ -97,6 +97,21 @@ static inline int8_t rq_out_neg(int32_t acc, int32_t mult, int32_t e, int32_t ad
     return (int8_t)(v < lo ? lo : v > hi ? hi : v);
 }
 
+/* whether every accumulator bias + (n products of two int8 codes, |x·w| <= 2^14) stays inside ±2^30, so that 2·acc
+ * fits 32 bits and rq_out_neg's range test can be skipped (rq_out_neg_small) */
+static inline int rq_acc_small(int32_t bias, uint32_t n)
+{
+    return bias > -(1 << 29) && bias < (1 << 29) && n <= (1u << 15);
+}
+
+/* rq_out_neg for an accumulator known to be inside ±2^30 (rq_acc_small): SRDHM is SMMULR(2·acc, M) */
+static inline int8_t rq_out_neg_small(int32_t acc, int32_t mult, int32_t e, int32_t add, int32_t lo, int32_t hi)
+{
+    int32_t v = rq_smmulr((int32_t)((uint32_t)acc << 1), mult);
+    v = (v + add + (v >> 31)) >> e;
+    return (int8_t)(v < lo ? lo : v > hi ? hi : v);
+}
+
 /* whether rq_out_neg applies to a channel, and its addend */
 static inline int rq_neg_ok(int32_t shift, int32_t zp)
 {
