@@ -45,7 +45,7 @@ def test_reference_gradients_through_two_residual_blocks_are_derivatives() -> No
 
 def test_residual_graphs_import_as_fp32_adds_and_x_plus_x_is_refused() -> None:
     """Either input order of the ADD (Keras writes both), and two blocks back to back; an ADD of a tensor with
-    itself is no residual and stays refused, naming the op."""
+    itself is no residual, and two ADDs of one skip are two merges at one branch start: both refused, naming the op."""
     for graph in (residual_graph(), residual_graph(skip_first=True)):
         layers = to_fp32(graph).model.layers
         assert [(la.op, la.skip, la.act) for la in layers][2:4] == [("conv2d", -1, "none"), ("add", 1, "relu")]
@@ -56,6 +56,15 @@ def test_residual_graphs_import_as_fp32_adds_and_x_plus_x_is_refused() -> None:
     bad = dataclasses.replace(q, ops=(*q.ops[:3], dataclasses.replace(q.ops[3], inputs=(b2, b2)), *q.ops[4:]))
     with pytest.raises(Fp32ImportError, match=r"op 3 ADD: reads 2 activation\(s\)"):
         to_fp32(bad)
+    one = residual_graph()  # a second ADD of the same skip r after the first: two merges at one branch start
+    r, s = one.ops[0].outputs[0], one.ops[3].outputs[0]
+    t = len(one.tensors)
+    twice = dataclasses.replace(
+        one, tensors=(*one.tensors, dataclasses.replace(one.tensors[s], name="again")),
+        ops=(*one.ops[:4], dataclasses.replace(one.ops[3], inputs=(s, r), outputs=(t,)),
+             dataclasses.replace(one.ops[4], inputs=(t, *one.ops[4].inputs[1:])), *one.ops[5:]))
+    with pytest.raises(Fp32ImportError, match="op 4 ADD: its skip, the input of op 1, feeds another ADD"):
+        to_fp32(twice)
 
 
 def test_fp32_plan_keeps_the_skip_gradient_to_the_branch_start() -> None:

@@ -149,6 +149,10 @@ def _chain(model: QModel) -> tuple[list[str], dict[int, int]]:
                             f"(the fp32 engine trains chains and residual ADDs of one earlier op's input)")
         prev = op.outputs[0]
         reader.setdefault(prev, i + 1)
+    for i in sorted(skips):
+        if list(skips.values()).count(skips[i]) > 1:
+            problems.append(f"op {i} ADD: its skip, the input of op {skips[i]}, feeds another ADD too (the fp32 plan "
+                            f"merges one skip gradient per branch start)")
     return problems, skips
 
 
