@@ -141,3 +141,15 @@ def test_an_imported_two_block_graph_trains_in_fp32_on_the_m7_twin(tmp_path: Pat
     assert run.status == "ok", run.error
     assert run.fidelity_max_rel_err <= 1e-4
     assert {0, 1, 4, 5} <= set(run.grads.loc[run.grads["param"] == "w", "layer"])
+
+
+@pytest.mark.parametrize("technique", ["full-fp32", "last-fp32", "bias-fp32"])
+def test_residual_plans_never_share_bytes_between_live_buffers(technique: str) -> None:
+    """The skip activation and the skip gradient are placed by lifetime like every other buffer: no two buffers
+    that are live at the same time overlap, in every scheme of the two-block graph."""
+    plan = compile_plan(to_fp32(two_block_graph()).model, parse_technique(technique, 1))
+    for a in plan.buffers:
+        for b in plan.buffers:
+            if a is b or a.end < b.start or b.end < a.start:
+                continue
+            assert a.offset + a.size <= b.offset or b.offset + b.size <= a.offset, (a, b)
