@@ -28,6 +28,13 @@ static inline uint32_t dot_sxtb16_ror8(uint32_t v)
     __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
     return r;
 }
+/* both 16-bit lanes of a minus those of b (no saturation needed for widened codes minus a zero point) */
+static inline uint32_t dot_ssub16(uint32_t a, uint32_t b)
+{
+    uint32_t r;
+    __asm__("ssub16 %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
 static inline int32_t dot_smlad(uint32_t a, uint32_t b, int32_t acc)
 {
     int32_t r;

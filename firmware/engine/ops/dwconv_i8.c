@@ -162,7 +162,8 @@ static __attribute__((noinline)) int dw_groups(const qconv_t *p, const int8_t *x
     dw_rq_t rq[4];
     const uint32_t C = p->out_c, kh = p->k_h, kw = p->k_w, taps = kh * kw, st = p->rq_per_channel ? 2u : 0u;
     const int32_t in_h = p->in_h, in_w = p->in_w, zp = p->zp_out, lo = p->act_min, hi = p->act_max;
-    const uint32_t zw = (uint32_t)(uint8_t)p->zp_in * 0x01010101u, zw02 = dot_sxtb16(zw);
+    const uint32_t zz = ((uint32_t)p->zp_in & 0xFFFFu) | (uint32_t)p->zp_in << 16; /* zp_in in both lanes */
+    int32_t base[4];
     if (p->dm != 1u || (C & 3u) || taps > DW_FAST_TAPS)
         return 0;
     for (uint32_t t = 0; t < taps; t++)
@@ -172,6 +173,12 @@ static __attribute__((noinline)) int dw_groups(const qconv_t *p, const int8_t *x
             uint32_t v = dot_ld32(w + t * C + c0);
             ww[2 * t] = dot_sxtb16(v);
             ww[2 * t + 1] = dot_sxtb16_ror8(v);
+        }
+        for (uint32_t k = 0; k < 4u; k++) { /* base = bias_eff + zp_in·Σw: the accumulator with every tap at zp_in */
+            uint32_t sw = 0;
+            for (uint32_t t = 0; t < taps; t++)
+                sw += (uint32_t)(int32_t)w[t * C + c0 + k];
+            base[k] = (int32_t)((uint32_t)p->bias_eff[c0 + k] + (uint32_t)p->zp_in * sw);
         }
         for (uint32_t k = 0; k < 4u; k++) {
             const int32_t *r = p->rq + (c0 + k) * st;
@@ -198,18 +205,16 @@ static __attribute__((noinline)) int dw_groups(const qconv_t *p, const int8_t *x
                         a1 = dot_smlabb(o, ww[2 * t + 1], a1);
                         a3 = dot_smlatt(o, ww[2 * t + 1], a3);
                     }
-                } else { /* taps outside the input read the word of four zp_in */
-                    const uint32_t *wt = ww;
-                    for (int32_t iy = iy0; iy < iy0 + (int32_t)kh; iy++) {
-                        const int row_in = iy >= 0 && iy < in_h;
-                        const int8_t *xr = x + (int32_t)(iy * in_w + ix0) * (int32_t)C + (int32_t)c0;
-                        for (int32_t ix = ix0; ix < ix0 + (int32_t)kw; ix++, wt += 2, xr += C) {
-                            uint32_t e = zw02, o = zw02;
-                            if (row_in && ix >= 0 && ix < in_w) {
-                                uint32_t v = dot_ld32(xr);
-                                e = dot_sxtb16(v);
-                                o = dot_sxtb16_ror8(v);
-                            }
+                } else { /* only the in-bounds taps, as x - zp_in from base (a padded tap adds nothing then) */
+                    const int32_t ky0 = iy0 < 0 ? -iy0 : 0, ky1 = in_h - iy0 < (int32_t)kh ? in_h - iy0 : (int32_t)kh;
+                    const int32_t kx0 = ix0 < 0 ? -ix0 : 0, kx1 = in_w - ix0 < (int32_t)kw ? in_w - ix0 : (int32_t)kw;
+                    a0 = base[0], a1 = base[1], a2 = base[2], a3 = base[3];
+                    for (int32_t ky = ky0; ky < ky1; ky++) {
+                        const uint32_t *wt = ww + 2u * ((uint32_t)ky * kw + (uint32_t)kx0);
+                        const int8_t *xr = x + ((iy0 + ky) * in_w + ix0 + kx0) * (int32_t)C + (int32_t)c0;
+                        for (int32_t kx = kx0; kx < kx1; kx++, wt += 2, xr += C) {
+                            uint32_t v = dot_ld32(xr);
+                            uint32_t e = dot_ssub16(dot_sxtb16(v), zz), o = dot_ssub16(dot_sxtb16_ror8(v), zz);
                             a0 = dot_smlabb(e, wt[0], a0);
                             a2 = dot_smlatt(e, wt[0], a2);
                             a1 = dot_smlabb(o, wt[1], a1);
