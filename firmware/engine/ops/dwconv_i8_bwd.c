@@ -49,18 +49,15 @@ static int dw_input_grad_gather(const qconv_t *p, const int16_t *h, const int8_t
                     for (uint32_t ky = 0, t = 0; ky < kh; ky++)
                         for (uint32_t kx = 0; kx < kw; kx++, t++)
                             dwg_tap4(hb - (ky * ow + kx) * C, ww + 2 * t, a);
-                } else {
-                    for (uint32_t ky = 0; ky < kh; ky++) {
-                        int32_t oy = oyc - (int32_t)ky;
-                        if (oy < 0 || oy >= oh)
-                            continue;
-                        for (uint32_t kx = 0; kx < kw; kx++) {
-                            int32_t ox = oxc - (int32_t)kx;
-                            if (ox < 0 || ox >= owi)
-                                continue;
-                            dwg_tap4(h + ((uint32_t)oy * ow + (uint32_t)ox) * C + c0, ww + 2 * (ky * kw + kx), a);
-                        }
-                    }
+                } else { /* only the taps whose output pixel oy = oyc - ky, ox = oxc - kx exists */
+                    const int32_t ky0 = oyc - oh + 1 > 0 ? oyc - oh + 1 : 0;
+                    const int32_t ky1 = oyc + 1 < (int32_t)kh ? oyc + 1 : (int32_t)kh;
+                    const int32_t kx0 = oxc - owi + 1 > 0 ? oxc - owi + 1 : 0;
+                    const int32_t kx1 = oxc + 1 < (int32_t)kw ? oxc + 1 : (int32_t)kw;
+                    for (int32_t ky = ky0; ky < ky1; ky++)
+                        for (int32_t kx = kx0; kx < kx1; kx++)
+                            dwg_tap4(h + ((uint32_t)(oyc - ky) * ow + (uint32_t)(oxc - kx)) * C + c0,
+                                     ww + 2 * ((uint32_t)ky * kw + (uint32_t)kx), a);
                 }
                 ar[0] = a[0];
                 ar[1] = a[1];
