@@ -39,6 +39,9 @@ static inline void fop_input_grad_only(run_t *r, const layer_t *L, void (*grad)(
     r->t_bwd += ft_since(t);
 }
 
+/* the row() of an op without parameters (relu, pools, add): 0 */
+uint32_t fop_no_params(const layer_t *L);
+
 /* by op code; NULL for unknown codes */
 extern const fop_kind_t *const fop_kinds[OP_COUNT];
 

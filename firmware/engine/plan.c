@@ -275,6 +275,12 @@ static int check_chain(ctx_t *c, uint32_t i)
     return 0;
 }
 
+/* layer record i (parse_layers checked that every record lies inside the blob) */
+static const uint8_t *layer_record(const ctx_t *c, uint32_t i)
+{
+    return c->blob + le32(c->blob + TPLN_H_LAYERS_OFFSET) + i * PLAN_RECORD;
+}
+
 /* the buffers a layer writes or reads in its backward, which a skip gradient crossing it must not overlap */
 static int apart_in_backward(const layer_t *L, const float *g, uint32_t n)
 {
@@ -290,7 +296,7 @@ static int resolve_add(ctx_t *c, uint32_t i, uint32_t *merged)
     plan_t *p = c->p;
     layer_t *L = &p->layer[i], *A;
     uint32_t a = L->s.k;
-    uint32_t sgrad = le32(c->blob + le32(c->blob + TPLN_H_LAYERS_OFFSET) + i * PLAN_RECORD + TPLN_L_SCRATCH_OFF);
+    uint32_t sgrad = le32(layer_record(c, i) + TPLN_L_SCRATCH_OFF);
     if (a >= i || p->layer[a].n_in != L->n_in || p->layer[a].s.in_h != L->s.in_h ||
         p->layer[a].s.in_w != L->s.in_w || p->layer[a].s.in_c != L->s.in_c)
         return blob_fail(c->f, FAULT_PLAN, "plan: add skip is not an earlier layer's input of its shape", i, a);
@@ -391,7 +397,7 @@ static int parse_layers(ctx_t *c)
     const uint8_t *h = c->blob;
     uint32_t last = p->n_layers - 1u;
     for (uint32_t i = 0; i < p->n_layers; i++) {
-        if (parse_layer(c, i, h + le32(h + TPLN_H_LAYERS_OFFSET) + i * PLAN_RECORD))
+        if (parse_layer(c, i, layer_record(c, i)))
             return -1;
         if (i > 0 && check_chain(c, i))
             return -1;

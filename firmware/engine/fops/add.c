@@ -16,12 +16,6 @@ static const char *check_dims(const layer_t *L)
     return NULL;
 }
 
-static uint32_t row(const layer_t *L)
-{
-    (void)L;
-    return 0;
-}
-
 static void forward(const layer_t *L)
 {
     add_forward(L->in, L->w, L->out, L->n_in);
@@ -44,4 +38,4 @@ static void backward(run_t *r, uint8_t i, const layer_t *L)
     fop_input_grad_only(r, L, input_grad);
 }
 
-const fop_kind_t fk_add = {"ADD", check_dims, row, 0, 0, 0, 0, 1, forward, backward};
+const fop_kind_t fk_add = {"ADD", check_dims, fop_no_params, 0, 0, 0, 0, 1, forward, backward};

@@ -12,12 +12,6 @@ static const char *check_dims(const layer_t *L)
     return NULL;
 }
 
-static uint32_t row(const layer_t *L)
-{
-    (void)L;
-    return 0;
-}
-
 static void forward(const layer_t *L)
 {
     gavgpool_forward(L->in, L->out, (uint32_t)L->s.in_h * L->s.in_w, L->s.in_c);
@@ -34,4 +28,4 @@ static void backward(run_t *r, uint8_t i, const layer_t *L)
     fop_input_grad_only(r, L, input_grad);
 }
 
-const fop_kind_t fk_gavgpool = {"GAVGPOOL", check_dims, row, 0, 0, 0, 0, 0, forward, backward};
+const fop_kind_t fk_gavgpool = {"GAVGPOOL", check_dims, fop_no_params, 0, 0, 0, 0, 0, forward, backward};

@@ -9,12 +9,6 @@ static const char *check_dims(const layer_t *L)
                ? "plan: relu output shape differs from input" : NULL;
 }
 
-static uint32_t row(const layer_t *L)
-{
-    (void)L;
-    return 0;
-}
-
 static void forward(const layer_t *L)
 {
     relu_forward(L->in, L->out, L->n_in);
@@ -31,4 +25,4 @@ static void backward(run_t *r, uint8_t i, const layer_t *L)
     fop_input_grad_only(r, L, input_grad);
 }
 
-const fop_kind_t fk_relu = {"RELU", check_dims, row, 1, 0, 0, 0, 0, forward, backward};
+const fop_kind_t fk_relu = {"RELU", check_dims, fop_no_params, 1, 0, 0, 0, 0, forward, backward};
