@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.config.profile import Profile
 from bench.model.qgraph import AddOptions, ConvOptions, QModel, QOp
 from bench.numerics import int8ref, int8train
 from bench.plan.int8 import QPlanError, QTrainSpec, compile_qplan
@@ -19,6 +20,19 @@ from tests.test_int8ref import _Zoo
 from tests.test_mean_backward import LR, _bias_grad, _exact_on_twin, _mean_head, _real, samples
 
 TRAIN = frozenset({(0, "w"), (0, "b"), (1, "w"), (1, "b"), (2, "w"), (2, "b"), (5, "w"), (5, "b")})
+
+
+def graph_profile(tmp_path: Path, graph: QModel, keys: str) -> Profile:
+    """``graph`` written as ``<name>.tflite`` with the project's exporter and a digits-drift profile around it
+    (``keys``: its other TOML lines), loaded as the CLI loads one: the way a user brings a model."""
+    from bench.app.runner import load_profile
+    from bench.tflite.io import write_tflite
+
+    path = tmp_path / f"{graph.name}.tflite"
+    path.write_bytes(write_tflite(graph))
+    toml = tmp_path / f"{graph.name}.toml"
+    toml.write_text(f'description = "{graph.name}"\ntask = "digits-drift"\nmodel = "{path}"\n{keys}')
+    return load_profile(toml)
 
 
 def residual_graph(seed: int = 6, skip_first: bool = False, act: str = "RELU") -> QModel:
@@ -142,16 +156,9 @@ def test_int8_training_through_a_residual_is_exact_on_a_twin(tmp_path: Path, ski
 def test_a_residual_tflite_trains_through_bench_run(tmp_path: Path, rack_entry, bench_run) -> None:
     """The graph as a .tflite file in a profile, as a user brings it: full-int8 on the M7 twin through the bench,
     every streamed accumulator exactly the host reference's, and the eval loss falls."""
-    from bench.config.profile import load_profile
-    from bench.tflite.io import write_tflite
-
-    model = tmp_path / "residual.tflite"
-    model.write_bytes(write_tflite(residual_graph()))
-    toml = tmp_path / "residual.toml"
-    toml.write_text(f'description = "residual"\ntask = "digits-drift"\nmodel = "{model}"\n'
-                    'techniques = ["full-int8"]\nsteps = 40\nlr = 0.01\nseed = 1\neval_samples = 50\n'
-                    'grad_every = 0\ncheck_steps = 2\ntimeout_s = 300\n')
-    run = bench_run(rack_entry("nucleo-f746zg"), "full-int8", profile=load_profile(toml))
+    profile = graph_profile(tmp_path, residual_graph(), 'techniques = ["full-int8"]\nsteps = 40\nlr = 0.01\nseed = 1\n'
+                            'eval_samples = 50\ngrad_every = 0\ncheck_steps = 2\ntimeout_s = 300\n')
+    run = bench_run(rack_entry("nucleo-f746zg"), "full-int8", profile=profile)
     assert run.status == "ok", run.error
     assert run.fidelity_exact == 1.0 and run.fidelity_max_rel_err == 0.0
     row = run.record.run_row()

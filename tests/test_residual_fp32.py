@@ -17,8 +17,8 @@ from bench.model import nn
 from bench.numerics import fp32 as ref
 from bench.plan.fp32 import MERGE_FLAG, compile_plan
 from bench.tflite.fp32 import Fp32ImportError, to_fp32
-from bench.tflite.io import load_tflite, write_tflite
-from tests.test_residual_backward import residual_graph, two_block_graph
+from bench.tflite.io import load_tflite
+from tests.test_residual_backward import graph_profile, residual_graph, two_block_graph
 
 
 def _nudged(model: nn.Model, x: np.ndarray, i: int, name: str, j: int, delta: float) -> float:
@@ -129,16 +129,10 @@ def test_an_imported_two_block_graph_trains_in_fp32_on_the_m7_twin(tmp_path: Pat
     """The two-block graph (a ResNet block, then MobileNetV2's inverted one with a depthwise conv and a linear ADD)
     written as a .tflite with the project's exporter and run through a profile: full-fp32 trains on the device with
     gradients within 1e-4 of the reference; before, its fp32 runs were planned only."""
-    from bench.app.runner import load_profile
-
-    path = tmp_path / "two-blocks.tflite"
-    path.write_bytes(write_tflite(two_block_graph()))
-    assert [op.kind for op in load_tflite(path).ops].count("ADD") == 2
-    toml = tmp_path / "two-blocks.toml"
-    toml.write_text(f'description = "two residual blocks"\ntask = "digits-drift"\nmodel = "{path}"\n'
-                    'head_classes = 10\ntechniques = ["full-fp32"]\nsteps = 10\nlr = 0.01\nseed = 1\n'
-                    'check_steps = 2\neval_samples = 20\n')
-    run = bench_run(rack_entry("nucleo-f746zg"), "full-fp32", profile=load_profile(toml))
+    profile = graph_profile(tmp_path, two_block_graph(), 'head_classes = 10\ntechniques = ["full-fp32"]\nsteps = 10\n'
+                            'lr = 0.01\nseed = 1\ncheck_steps = 2\neval_samples = 20\n')
+    assert [op.kind for op in load_tflite(tmp_path / "two-blocks.tflite").ops].count("ADD") == 2
+    run = bench_run(rack_entry("nucleo-f746zg"), "full-fp32", profile=profile)
     assert run.status == "ok", run.error
     assert run.fidelity_max_rel_err <= 1e-4
     assert {0, 1, 4, 5} <= set(run.grads.loc[run.grads["param"] == "w", "layer"])
